@@ -1,0 +1,65 @@
+"""The application factory: the list of what bulksms is made of."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+from dotenv import find_dotenv, load_dotenv
+from flask import Flask, Response
+
+from bulksms import errors, extensions
+from bulksms.celery_app import celery_init_app
+from bulksms.config import Settings
+
+JSON_OVERHEAD_PER_RECIPIENT = 32  # bytes: '"+44 (20) 7946 0958", ' and then some
+
+
+def load_settings() -> Settings:
+    """Settings from the environment, with a `.env` in the working directory loaded first."""
+    load_dotenv(find_dotenv(usecwd=True), override=False)
+    return Settings.from_env()
+
+
+def create_app(settings: Settings | None = None) -> Flask:
+    if settings is None:
+        settings = load_settings()
+    settings.require("REDIS_URL", "API_KEY", "API_BASE_URL")
+    if not settings.webhook_key:
+        logging.getLogger(__name__).warning(
+            "Neither PLIVO_WEBHOOK_SECRET nor PLIVO_AUTH_TOKEN is set: every delivery report "
+            "will be refused."
+        )
+
+    app = Flask("bulksms")
+    # Fits a million recipients and not much more; Werkzeug answers 413 beyond it.
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_recipients * JSON_OVERHEAD_PER_RECIPIENT + 65536
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    _configure_logging(settings.log_level)
+
+    extensions.init_app(app, settings)
+    errors.init_app(app)
+    celery_init_app(app, settings)
+
+    from bulksms import api, health, webhooks
+
+    app.register_blueprint(api.bp)
+    app.register_blueprint(webhooks.bp)
+    app.register_blueprint(health.bp)
+    app.after_request(_security_headers)
+    return app
+
+
+def _security_headers(response: Response) -> Response:
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers.setdefault("Cache-Control", "no-store")
+    return response
+
+
+def _configure_logging(level: str) -> None:
+    root = logging.getLogger()
+    if not root.handlers:
+        handler = logging.StreamHandler(sys.stdout)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+        root.addHandler(handler)
+    root.setLevel(level)

@@ -1,0 +1,61 @@
+"""Celery wired to the Flask app (the pattern of Flask's own `examples/celery`).
+
+Crash settings (DESIGN.md §4): a batch message is acknowledged only after its task ran
+(`task_acks_late`), goes back to the queue if its worker dies (`task_reject_on_worker_lost`), a
+worker holds one message at a time (`worker_prefetch_multiplier = 1`), and an unacknowledged
+message is redelivered after `visibility_timeout`. None of this decides whether a batch is sent:
+the batch's own state in Redis does (see `dispatch`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery, Task
+from celery.signals import worker_init
+from flask import Flask
+
+from bulksms.config import ConfigError, Settings
+
+QUEUE = "bulksms"
+
+
+def celery_init_app(app: Flask, settings: Settings) -> Celery:
+    class FlaskTask(Task):  # type: ignore[misc]
+        def __call__(self, *args: Any, **kwargs: Any) -> Any:
+            with app.app_context():
+                return self.run(*args, **kwargs)
+
+    celery_app = Celery(app.name, task_cls=FlaskTask)
+    celery_app.config_from_object(
+        {
+            "broker_url": settings.broker_url,
+            "broker_connection_retry_on_startup": True,
+            "broker_transport_options": {
+                "visibility_timeout": settings.celery_visibility_timeout,
+            },
+            "task_ignore_result": True,
+            "task_acks_late": True,
+            "task_reject_on_worker_lost": True,
+            "worker_prefetch_multiplier": 1,
+            "task_default_queue": QUEUE,
+            # Flower shows tasks from their events.
+            "worker_send_task_events": True,
+            "task_send_sent_event": True,
+            "worker_hijack_root_logger": False,
+        }
+    )
+    celery_app.set_default()
+
+    @worker_init.connect(sender=None, weak=False)
+    def _check_worker_settings(**_: Any) -> None:
+        # A worker sends to Plivo: without credentials it would fail every batch.
+        try:
+            settings.require("PLIVO_AUTH_ID", "PLIVO_AUTH_TOKEN")
+        except ConfigError as exc:
+            raise SystemExit(f"bulksms worker: {exc}") from None
+
+    app.extensions["celery"] = celery_app
+    import bulksms.tasks  # noqa: F401  (registers the shared tasks with this app)
+
+    return celery_app

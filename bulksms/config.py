@@ -1,0 +1,218 @@
+"""Settings: read once from the environment, typed, checked at start-up.
+
+Every setting is one field of `Settings`. `Settings.from_env` parses all of them, so a malformed
+value stops start-up with a sentence naming the variable; `require` checks that the variables a
+role needs (web app or worker) are present.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+T = TypeVar("T")
+
+AUTH_ID_RE = re.compile(r"^(MA|SA)[A-Z0-9]{18}$")
+E164_RE = re.compile(r"^\+[1-9]\d{6,14}$")
+ALPHANUMERIC_SENDER_RE = re.compile(r"^(?=.*[A-Za-z])[A-Za-z0-9 ]{1,11}$")
+DEFAULT_PLIVO_API_URL = "https://api.plivo.com"
+
+
+class ConfigError(Exception):
+    """A setting is missing or malformed; the message says which and how to fix it."""
+
+
+def _text(value: str) -> str:
+    return value.strip()
+
+
+def _int(low: int, high: int | None = None) -> Callable[[str], int]:
+    def parse(value: str) -> int:
+        try:
+            number = int(value.strip().replace("_", ""))
+        except ValueError:
+            raise ValueError("must be a whole number") from None
+        if number < low or (high is not None and number > high):
+            raise ValueError(f"must be between {low} and {high}" if high else f"must be ≥ {low}")
+        return number
+
+    return parse
+
+
+def _float(low: float) -> Callable[[str], float]:
+    def parse(value: str) -> float:
+        try:
+            number = float(value.strip())
+        except ValueError:
+            raise ValueError("must be a number") from None
+        if number < low:
+            raise ValueError(f"must be ≥ {low}")
+        return number
+
+    return parse
+
+
+def _bool(value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off", ""}:
+        return False
+    raise ValueError("must be true or false")
+
+
+def _keys(value: str) -> tuple[str, ...]:
+    keys = tuple(k.strip() for k in value.split(",") if k.strip())
+    if not keys:
+        raise ValueError("must hold at least one key")
+    return keys
+
+
+def _http_url(value: str) -> str:
+    parts = urlsplit(value.strip())
+    if parts.scheme not in {"http", "https"} or not parts.hostname:
+        raise ValueError("must be an http:// or https:// URL with a host")
+    if parts.query or parts.fragment:
+        raise ValueError("must not carry a query or fragment")
+    return value.strip().rstrip("/")
+
+
+def _api_base(value: str) -> str:
+    url = _http_url(value)
+    if urlsplit(url).path not in {"", "/"}:
+        raise ValueError("must be scheme://host[:port] without a path (we append /v1/Account)")
+    return url
+
+
+def _redis_url(value: str) -> str:
+    if urlsplit(value.strip()).scheme not in {"redis", "rediss", "unix"}:
+        raise ValueError("must be a redis://, rediss:// or unix:// URL")
+    return value.strip()
+
+
+def _broker_url(value: str) -> str:
+    if "://" not in value:
+        raise ValueError("must be a broker URL such as redis://host:6379/0")
+    return value.strip()
+
+
+def _auth_id(value: str) -> str:
+    if not AUTH_ID_RE.match(value.strip()):
+        raise ValueError("must be MA or SA followed by 18 capital letters or digits")
+    return value.strip()
+
+
+def _sender(value: str) -> str:
+    value = value.strip()
+    if not (E164_RE.match(value) or ALPHANUMERIC_SENDER_RE.match(value)):
+        raise ValueError(
+            "must be an E.164 number (+14155550100) or an alphanumeric sender ID of 1-11 "
+            "characters with at least one letter"
+        )
+    return value
+
+
+def _region(value: str) -> str:
+    value = value.strip().upper()
+    if not re.fullmatch(r"[A-Z]{2}", value):
+        raise ValueError("must be a two-letter ISO region code such as US or GB")
+    return value
+
+
+def _regions(value: str) -> frozenset[str]:
+    return frozenset(_region(v) for v in value.split(",") if v.strip())
+
+
+def _log_level(value: str) -> str:
+    level = value.strip().upper()
+    if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+        raise ValueError("must be DEBUG, INFO, WARNING, ERROR or CRITICAL")
+    return level
+
+
+def env(name: str, parse: Callable[[str], Any], default: Any = None) -> Any:
+    """Declare a setting: the variable it comes from, how to parse it, its default."""
+    return field(default=default, metadata={"env": name, "parse": parse})
+
+
+@dataclass(frozen=True)
+class Settings:
+    # The public contract (DESIGN.md §2).
+    plivo_auth_id: str | None = env("PLIVO_AUTH_ID", _auth_id)
+    plivo_auth_token: str | None = env("PLIVO_AUTH_TOKEN", _text)
+    plivo_sender_id: str | None = env("PLIVO_SENDER_ID", _sender)
+    api_keys: tuple[str, ...] = env("API_KEY", _keys, ())
+    api_base_url: str | None = env("API_BASE_URL", _http_url)
+    plivo_webhook_secret: str | None = env("PLIVO_WEBHOOK_SECRET", _text)
+    redis_url: str | None = env("REDIS_URL", _redis_url)
+    plivo_api_url: str = env("PLIVO_API_URL", _api_base, DEFAULT_PLIVO_API_URL)
+    plivo_accept_v2_signatures: bool = env("PLIVO_ACCEPT_V2_SIGNATURES", _bool, False)
+    celery_broker_url: str | None = env("CELERY_BROKER_URL", _broker_url)
+    # Everything else has a default.
+    default_region: str | None = env("DEFAULT_REGION", _region)
+    allowed_countries: frozenset[str] = env("ALLOWED_COUNTRIES", _regions, frozenset())
+    max_recipients: int = env("MAX_RECIPIENTS", _int(1), 1_000_000)
+    batch_size: int = env("BATCH_SIZE", _int(1, 1000), 1000)
+    plivo_timeout: float = env("PLIVO_TIMEOUT", _float(0.5), 15.0)
+    send_max_attempts: int = env("SEND_MAX_ATTEMPTS", _int(1, 100), 8)
+    send_backoff_base: float = env("SEND_BACKOFF_BASE", _float(0.0), 2.0)
+    send_backoff_max: float = env("SEND_BACKOFF_MAX", _float(0.0), 300.0)
+    job_retention_seconds: int = env("JOB_RETENTION_SECONDS", _int(60), 30 * 24 * 3600)
+    celery_visibility_timeout: int = env("CELERY_VISIBILITY_TIMEOUT", _int(10), 600)
+    log_level: str = env("LOG_LEVEL", _log_level, "INFO")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Parse every variable; an empty value counts as unset."""
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            name = f.metadata["env"]
+            raw = environ.get(name, "")
+            if not raw.strip():
+                continue
+            try:
+                values[f.name] = f.metadata["parse"](raw)
+            except ValueError as exc:
+                raise ConfigError(f"{name} {exc} (got {_shown(name, raw)}).") from None
+        return cls(**values)
+
+    def require(self, *names: str) -> None:
+        """Stop start-up with one sentence per missing variable that this role needs."""
+        by_env = {f.metadata["env"]: f.name for f in fields(self)}
+        missing = [n for n in names if not getattr(self, by_env[n])]
+        if missing:
+            listed = ", ".join(missing)
+            raise ConfigError(
+                f"Set {listed} in the environment or in .env before starting (see .env.example)."
+            )
+
+    @property
+    def broker_url(self) -> str | None:
+        return self.celery_broker_url or self.redis_url
+
+    @property
+    def webhook_key(self) -> str | None:
+        """The key Plivo signs delivery reports with."""
+        return self.plivo_webhook_secret or self.plivo_auth_token
+
+    @property
+    def delivery_report_url(self) -> str:
+        return f"{self.api_base_url}/api/webhooks/plivo/delivery-report"
+
+
+SECRET_VARIABLES = {"API_KEY", "PLIVO_AUTH_TOKEN", "PLIVO_WEBHOOK_SECRET"}
+
+
+def _shown(name: str, raw: str) -> str:
+    """A value quoted back in an error, unless it is a secret (or a URL with a password)."""
+    if name in SECRET_VARIABLES:
+        return "a value that is not shown"
+    parts = urlsplit(raw)
+    if parts.password:
+        return repr(raw.replace(parts.password, "****"))
+    return repr(raw)

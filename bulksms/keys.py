@@ -1,0 +1,30 @@
+"""Every Redis key bulksms uses is built here, and nowhere else.
+
+All keys of one job carry the job's hash tag (``{job_id}``) so that a job lives in one Redis
+Cluster slot and each Lua script touches one job only.
+
+    bulksms:{<job>}:job         hash   the job: request, counters (c:<status>, b:<state>), times
+    bulksms:{<job>}:batches     hash   batch number -> batch state record
+    bulksms:{<job>}:r:<batch>   hash   number (E.164 without '+') -> recipient status record
+    bulksms:v2nonce:<nonce>     string a V2 signature nonce already taken (replay guard)
+
+Celery's own keys (the broker queues) are Celery's business and use its defaults.
+"""
+
+PREFIX = "bulksms"
+
+
+def job(job_id: str) -> str:
+    return f"{PREFIX}:{{{job_id}}}:job"
+
+
+def batches(job_id: str) -> str:
+    return f"{PREFIX}:{{{job_id}}}:batches"
+
+
+def recipients(job_id: str, batch: int) -> str:
+    return f"{PREFIX}:{{{job_id}}}:r:{batch}"
+
+
+def v2_nonce(nonce: str) -> str:
+    return f"{PREFIX}:v2nonce:{nonce}"

@@ -1,0 +1,445 @@
+"""A local Plivo: the Message API's send call, and signed delivery reports posted back.
+
+It answers like Plivo (Basic auth with the configured credentials, `<`-joined bulk `dst` of at
+most 1000 unique numbers, Plivo's 202 and error shapes, `invalid_number`), then posts each
+message's reports (`queued`, `sent`, then mostly `delivered`, some `undelivered` or `failed` with
+Plivo error codes) to the request's `url`, signed with V3 and V2 headers as Plivo signs them,
+retrying a refused report as Plivo does (on a shorter clock).
+
+It keeps a record of every message it accepted, so tests count "sent exactly once" on the Plivo
+side, and it has fault switches for tests and benchmarks (`Faults`), set at start or at run time
+with `POST /sandbox/faults`. Everything under `/sandbox/` is the sandbox's own control API.
+
+Served by the standard library's threading HTTP server, with each answer written in one send
+and TCP_NODELAY set (a header/body split stalls every SDK call by ~40 ms: DESIGN.md §3).
+"""
+
+from __future__ import annotations
+
+import base64
+import heapq
+import hmac
+import json
+import logging
+import random
+import re
+import secrets
+import socket
+import threading
+import time
+import uuid
+from dataclasses import asdict, dataclass, field, fields
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import requests
+
+from bulksms import signature
+
+log = logging.getLogger("bulksms.sandbox")
+
+MESSAGE_PATH = re.compile(r"^/v1/Account/([^/]+)/Message/?$")
+DST_RE = re.compile(r"^\+?[1-9]\d{6,14}$")
+MAX_DESTINATIONS = 1000
+# Plivo's messaging error codes, for the failures the sandbox simulates.
+UNDELIVERED_CODES = ("20", "80", "70")  # network error, temporarily / permanently unavailable
+FAILED_CODES = ("50", "90", "1000")  # invalid destination, no route, unknown error
+
+
+@dataclass
+class Faults:
+    """Switches that make the sandbox misbehave. All off by default."""
+
+    latency_ms: int = 0  # added before every answer to a send
+    fail_next: list[int] = field(default_factory=list)  # statuses for the next sends (500, 429…)
+    error_rate: float = 0.0  # share of sends answered with error_status
+    error_status: int = 500
+    retry_after: int | None = None  # Retry-After header sent with 429/503 answers
+    drop_next: int = 0  # accept the next N sends, then close the connection unanswered
+    drop_rate: float = 0.0  # share of sends accepted and then dropped
+    invalid_numbers: list[str] = field(default_factory=list)  # listed in invalid_number
+    reports: bool = True  # post delivery reports at all
+    shuffle_reports: bool = False  # post a message's reports in random order
+    repeat_rate: float = 0.0  # share of reports posted twice
+    v2_only: bool = False  # sign reports with V2 headers only
+    report_delay_ms: int = 20  # between one status and the next
+    undelivered_rate: float = 0.05
+    failed_rate: float = 0.03
+    lean: bool = False  # keep no per-message text (benchmarks of a million messages)
+
+    def update(self, changes: dict[str, Any]) -> None:
+        known = {f.name: f for f in fields(self)}
+        for name, value in changes.items():
+            if name not in known:
+                raise ValueError(f"unknown fault {name!r}; known: {', '.join(sorted(known))}")
+            setattr(self, name, value)
+
+
+@dataclass(order=True)
+class _Report:
+    due: float
+    seq: int
+    url: str = field(compare=False)
+    params: dict[str, str] = field(compare=False)
+    attempt: int = field(default=0, compare=False)
+
+
+class Sandbox:
+    def __init__(
+        self,
+        auth_id: str,
+        auth_token: str,
+        signing_key: str | None = None,
+        faults: Faults | None = None,
+        seed: int | None = None,
+        report_retry_delays: tuple[float, ...] = (1.0, 3.0, 7.0),
+        report_threads: int = 8,
+    ) -> None:
+        self.auth_id, self.auth_token = auth_id, auth_token
+        self.signing_key = signing_key or auth_token
+        self.faults = faults or Faults()
+        self.random = random.Random(seed)
+        self.retry_delays = report_retry_delays
+        self.lock = threading.Lock()
+        self.messages: list[dict[str, Any]] = []
+        self.counters = {
+            "requests": 0,
+            "accepted_requests": 0,
+            "refused_requests": 0,
+            "dropped_requests": 0,
+            "reports_posted": 0,
+            "reports_refused": 0,
+            "reports_given_up": 0,
+        }
+        self._queue: list[_Report] = []
+        self._seq = 0
+        self._wake = threading.Condition(self.lock)
+        self._inflight = 0
+        self._stopping = False
+        self._threads = [
+            threading.Thread(target=self._post_reports, name=f"sandbox-reports-{i}", daemon=True)
+            for i in range(report_threads)
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    # -- the Message API ----------------------------------------------------------------------
+    def authorised(self, header: str | None, path_auth_id: str) -> bool:
+        expected = (
+            "Basic " + base64.b64encode(f"{self.auth_id}:{self.auth_token}".encode()).decode()
+        )
+        return hmac.compare_digest((header or "").encode(), expected.encode()) and (
+            path_auth_id == self.auth_id
+        )
+
+    def decide_fault(self) -> tuple[int | None, bool]:
+        """(error status to answer instead, whether to drop the connection after accepting)."""
+        with self.lock:
+            f = self.faults
+            if f.fail_next:
+                return f.fail_next.pop(0), False
+            if f.error_rate and self.random.random() < f.error_rate:
+                return f.error_status, False
+            if f.drop_next > 0:
+                f.drop_next -= 1
+                return None, True
+            return None, bool(f.drop_rate and self.random.random() < f.drop_rate)
+
+    def accept(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        """Validate a send like Plivo; on success record it and schedule its reports."""
+        api_id = str(uuid.uuid4())
+        dst = body.get("dst")
+        src, powerpack = body.get("src"), body.get("powerpack_uuid")
+        text = body.get("text")
+        if not isinstance(dst, str) or not dst:
+            return 400, {"api_id": api_id, "error": "dst parameter is required"}
+        if not src and not powerpack:
+            return 400, {"api_id": api_id, "error": "src or powerpack_uuid is required"}
+        if src and powerpack:
+            return 400, {"api_id": api_id, "error": "specify src or powerpack_uuid, not both"}
+        if not isinstance(text, str) or not text:
+            return 400, {"api_id": api_id, "error": "text parameter is required"}
+        numbers = dst.split("<")
+        if len(numbers) > MAX_DESTINATIONS:
+            return 400, {
+                "api_id": api_id,
+                "error": f"more than {MAX_DESTINATIONS} destination numbers",
+            }
+        if len(set(numbers)) != len(numbers):
+            return 400, {"api_id": api_id, "error": "duplicate destination numbers"}
+        with self.lock:
+            refused_list = set(self.faults.invalid_numbers)
+            faults = Faults(**asdict(self.faults))
+        invalid = [n for n in numbers if not DST_RE.match(n) or n in refused_list]
+        accepted = [n for n in numbers if n not in set(invalid)]
+        url = body.get("url")
+        now = time.time()
+        records = []
+        for number in accepted:
+            outcome, code = self._outcome(faults)
+            record = {
+                "message_uuid": str(uuid.uuid4()),
+                "api_id": api_id,
+                "dst": number,
+                "src": src or "",
+                "status": outcome,
+                "error_code": code,
+                "url": url,
+                "accepted_at": now,
+            }
+            if not faults.lean:
+                record["text"] = text
+                record["powerpack_uuid"] = powerpack
+                record["message_expiry"] = body.get("message_expiry")
+            records.append(record)
+        with self.lock:
+            self.messages.extend(records)
+            self.counters["accepted_requests"] += 1
+        if url and faults.reports:
+            self._schedule_reports(records, faults)
+        answer: dict[str, Any] = {
+            "api_id": api_id,
+            "message": "message(s) queued",
+            "message_uuid": [r["message_uuid"] for r in records],
+        }
+        if invalid:
+            answer["invalid_number"] = invalid
+        return 202, answer
+
+    def _outcome(self, faults: Faults) -> tuple[str, str]:
+        roll = self.random.random()
+        if roll < faults.failed_rate:
+            return "failed", self.random.choice(FAILED_CODES)
+        if roll < faults.failed_rate + faults.undelivered_rate:
+            return "undelivered", self.random.choice(UNDELIVERED_CODES)
+        return "delivered", ""
+
+    # -- delivery reports ---------------------------------------------------------------------
+    def _schedule_reports(self, records: list[dict[str, Any]], faults: Faults) -> None:
+        """queued, sent, final, one step apart; shuffled and repeated when the faults say so."""
+        step = faults.report_delay_ms / 1000
+        start = time.time() + step
+        window = 3 * step
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())
+        with self.lock:
+            for r in records:
+                for i, status in enumerate(("queued", "sent", r["status"])):
+                    final = status == r["status"]
+                    params = {
+                        "MessageUUID": r["message_uuid"],
+                        "ParentMessageUUID": r["message_uuid"],
+                        "Status": status,
+                        "To": r["dst"].lstrip("+"),
+                        "From": r["src"].lstrip("+"),
+                        "ErrorCode": r["error_code"] if final else "",
+                        "Units": "1",
+                        "PartInfo": "1 of 1",
+                        "Sequence": "1",
+                        "TotalRate": "0.0050",
+                        "TotalAmount": "0.0050" if final else "0.00000",
+                        "MessageTime": stamp,
+                    }
+                    due = start + (
+                        self.random.uniform(0, window) if faults.shuffle_reports else i * step
+                    )
+                    self._push(due, r["url"], params)
+                    if faults.repeat_rate and self.random.random() < faults.repeat_rate:
+                        self._push(due + self.random.uniform(0, window), r["url"], params)
+            self._wake.notify_all()
+
+    def _push(self, due: float, url: str, params: dict[str, str]) -> None:
+        self._seq += 1
+        heapq.heappush(self._queue, _Report(due, self._seq, url, params))
+
+    def _post_reports(self) -> None:
+        session = requests.Session()
+        while True:
+            with self.lock:
+                while not self._stopping and (not self._queue or self._queue[0].due > time.time()):
+                    timeout = (self._queue[0].due - time.time()) if self._queue else None
+                    self._wake.wait(timeout)
+                if self._stopping:
+                    return
+                report = heapq.heappop(self._queue)
+                self._inflight += 1
+            ok = self._post(session, report)
+            with self.lock:
+                self._inflight -= 1
+                if ok:
+                    self.counters["reports_posted"] += 1
+                else:
+                    self.counters["reports_refused"] += 1
+                    if report.attempt < len(self.retry_delays):
+                        report.due = time.time() + self.retry_delays[report.attempt]
+                        report.attempt += 1
+                        heapq.heappush(self._queue, report)
+                    else:
+                        self.counters["reports_given_up"] += 1
+                self._wake.notify_all()
+
+    def _post(self, session: requests.Session, report: _Report) -> bool:
+        headers = self.sign(report.url, report.params)
+        try:
+            response = session.post(report.url, data=report.params, headers=headers, timeout=8)
+        except requests.RequestException as exc:
+            log.info("report to %s failed: %s", report.url, type(exc).__name__)
+            return False
+        return 200 <= response.status_code < 300
+
+    def sign(self, url: str, params: dict[str, str]) -> dict[str, str]:
+        v2_nonce = "".join(secrets.choice("0123456789") for _ in range(20))
+        headers = {
+            signature.V2: signature.sign_v2(url, v2_nonce, self.signing_key),
+            signature.V2_NONCE: v2_nonce,
+        }
+        if not self.faults.v2_only:
+            nonce = "".join(secrets.choice("0123456789") for _ in range(20))
+            v3 = signature.sign_v3(url, params, nonce, self.signing_key)
+            headers.update({signature.V3: v3, signature.MA_V3: v3, signature.V3_NONCE: nonce})
+        return headers
+
+    def report_backlog(self) -> int:
+        with self.lock:
+            return len(self._queue) + self._inflight
+
+    def stats(self) -> dict[str, Any]:
+        with self.lock:
+            return {
+                **self.counters,
+                "messages": len(self.messages),
+                "reports_pending": len(self._queue) + self._inflight,
+            }
+
+    def reset(self) -> None:
+        with self.lock:
+            self.messages.clear()
+            self._queue.clear()
+            self.faults = Faults()
+            for key in self.counters:
+                self.counters[key] = 0
+
+    def stop(self) -> None:
+        with self.lock:
+            self._stopping = True
+            self._wake.notify_all()
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive, as the SDK's session expects
+    disable_nagle_algorithm = True
+    server: _Server
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (stdlib's name)
+        log.debug("%s " + format, self.address_string(), *args)
+
+    def _answer(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
+        payload = json.dumps(body).encode()
+        head = [
+            f"HTTP/1.1 {status} {self.responses.get(status, ('',))[0]}",
+            "Content-Type: application/json",
+            f"Content-Length: {len(payload)}",
+            "Server: plivo-sandbox",
+        ]
+        head += [f"{k}: {v}" for k, v in (headers or {}).items()]
+        self.wfile.write(("\r\n".join(head) + "\r\n\r\n").encode() + payload)  # one write
+        self.wfile.flush()
+
+    def _body(self) -> Any:
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length else b""
+        return json.loads(raw) if raw else {}
+
+    def do_POST(self) -> None:  # noqa: N802 (stdlib's name)
+        sandbox = self.server.sandbox
+        try:
+            body = self._body()
+        except ValueError:
+            self._answer(400, {"api_id": str(uuid.uuid4()), "error": "invalid JSON"})
+            return
+        match = MESSAGE_PATH.match(self.path.split("?")[0])
+        if match:
+            self._send_message(sandbox, match.group(1), body)
+        elif self.path == "/sandbox/faults":
+            try:
+                sandbox.faults.update(body)
+            except (ValueError, TypeError) as exc:
+                self._answer(400, {"error": str(exc)})
+                return
+            self._answer(200, asdict(sandbox.faults))
+        elif self.path == "/sandbox/reset":
+            sandbox.reset()
+            self._answer(200, {"reset": True})
+        else:
+            self._answer(404, {"api_id": str(uuid.uuid4()), "error": "not found"})
+
+    def _send_message(self, sandbox: Sandbox, auth_id: str, body: Any) -> None:
+        with sandbox.lock:
+            sandbox.counters["requests"] += 1
+            latency = sandbox.faults.latency_ms
+        if latency:
+            time.sleep(latency / 1000)
+        if not sandbox.authorised(self.headers.get("Authorization"), auth_id):
+            self._answer(401, {"api_id": str(uuid.uuid4()), "error": "authentication failed"})
+            return
+        error, drop = sandbox.decide_fault()
+        if error:
+            with sandbox.lock:
+                sandbox.counters["refused_requests"] += 1
+                retry_after = sandbox.faults.retry_after
+            headers = (
+                {"Retry-After": str(retry_after)} if retry_after and error in (429, 503) else {}
+            )
+            self._answer(
+                error, {"api_id": str(uuid.uuid4()), "error": f"simulated {error}"}, headers
+            )
+            return
+        status, answer = sandbox.accept(body if isinstance(body, dict) else {})
+        if drop and status == 202:
+            with sandbox.lock:
+                sandbox.counters["dropped_requests"] += 1
+            self.close_connection = True
+            self.connection.shutdown(socket.SHUT_RDWR)
+            return
+        self._answer(status, answer)
+
+    def do_GET(self) -> None:  # noqa: N802 (stdlib's name)
+        sandbox = self.server.sandbox
+        if self.path == "/sandbox/messages":
+            with sandbox.lock:
+                messages = list(sandbox.messages)
+            self._answer(200, {"messages": messages})
+        elif self.path == "/sandbox/stats":
+            self._answer(200, sandbox.stats())
+        elif self.path == "/sandbox/faults":
+            self._answer(200, asdict(sandbox.faults))
+        else:
+            self._answer(404, {"error": "not found"})
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 128
+
+    def __init__(self, address: tuple[str, int], sandbox: Sandbox) -> None:
+        super().__init__(address, _Handler)
+        self.sandbox = sandbox
+
+
+def serve(sandbox: Sandbox, host: str, port: int) -> _Server:
+    """Start serving in a background thread; returns the server (`.server_address`)."""
+    server = _Server((host, port), sandbox)
+    threading.Thread(target=server.serve_forever, name="sandbox-http", daemon=True).start()
+    return server
+
+
+def make_credentials() -> tuple[str, str]:
+    """Sandbox credentials that look real enough for the SDK (MA + 18 characters)."""
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+    auth_id = "MA" + "".join(secrets.choice(alphabet) for _ in range(18))
+    return auth_id, secrets.token_urlsafe(30)
+
+
+def faults_from_json(text: str) -> Faults:
+    faults = Faults()
+    faults.update(json.loads(text))
+    return faults

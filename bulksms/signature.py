@@ -1,0 +1,73 @@
+"""Plivo request signatures, computed exactly as Plivo's SDK computes them.
+
+V3 (`X-Plivo-Signature-V3`, `-Ma-V3`, `-V3-Nonce`): HMAC-SHA256 over the URL, its sorted query,
+the sorted POST parameters and the nonce; the SDK's `construct_post_url` and `get_signature_v3`
+build the string, so our verdict is the SDK's `validate_v3_signature` verdict, compared in
+constant time. V2 (`X-Plivo-Signature-V2`, `-V2-Nonce`): HMAC-SHA256 over the URL without its
+query plus the nonce. It signs no parameter, so a V2 report is only as good as its nonce.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+from collections.abc import Mapping
+from enum import Enum
+from urllib.parse import urlsplit, urlunsplit
+
+from plivo.utils.signature_v3 import construct_post_url, get_signature_v3
+
+V3 = "X-Plivo-Signature-V3"
+MA_V3 = "X-Plivo-Signature-Ma-V3"
+V3_NONCE = "X-Plivo-Signature-V3-Nonce"
+V2 = "X-Plivo-Signature-V2"
+V2_NONCE = "X-Plivo-Signature-V2-Nonce"
+
+Params = Mapping[str, str | list[str]]
+
+
+class Verdict(Enum):
+    VALID_V3 = "v3"
+    VALID_V2 = "v2"  # valid, but the caller must still take its nonce only once
+    MISSING = "missing"  # no signature at all
+    INVALID = "invalid"
+
+
+def sign_v3(url: str, params: Params, nonce: str, key: str) -> str:
+    base = construct_post_url(url, dict(params)).decode("utf-8")
+    signature: bytes = get_signature_v3(key.encode(), base, nonce.encode())
+    return signature.decode()
+
+
+def sign_v2(url: str, nonce: str, key: str) -> str:
+    parts = urlsplit(url)
+    base = urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
+    digest = hmac.new(key.encode(), (base + nonce).encode(), hashlib.sha256).digest()
+    return base64.b64encode(digest).decode()
+
+
+def verify(
+    url: str, params: Params, headers: Mapping[str, str], key: str | None, accept_v2: bool
+) -> Verdict:
+    """Judge a POST from Plivo. V3 whenever present; V2 only if allowed and V3 is absent."""
+    v3_nonce = headers.get(V3_NONCE)
+    v3_values = [headers.get(V3), headers.get(MA_V3)]
+    if v3_nonce is not None or any(v is not None for v in v3_values):
+        # No downgrade: once V3 headers are present, only a valid V3 signature will do.
+        if not key or not v3_nonce:
+            return Verdict.INVALID
+        expected = sign_v3(url, params, v3_nonce, key)
+        for value in v3_values:
+            for candidate in (value or "").split(","):
+                if hmac.compare_digest(candidate.strip().encode(), expected.encode()):
+                    return Verdict.VALID_V3
+        return Verdict.INVALID
+    v2, v2_nonce = headers.get(V2), headers.get(V2_NONCE)
+    if v2 is None and v2_nonce is None:
+        return Verdict.MISSING
+    if not accept_v2 or not key or not v2 or not v2_nonce:
+        return Verdict.INVALID
+    if hmac.compare_digest(v2.strip().encode(), sign_v2(url, v2_nonce, key).encode()):
+        return Verdict.VALID_V2
+    return Verdict.INVALID

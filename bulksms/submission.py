@@ -1,0 +1,166 @@
+"""Reading a `POST /api/bulk-sms` body: every way it can be wrong becomes one clear `ApiError`."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from bulksms import numbers
+from bulksms.config import ALPHANUMERIC_SENDER_RE, E164_RE, Settings
+from bulksms.errors import ApiError
+from bulksms.message import Encoded, encode
+
+KNOWN_FIELDS = {"recipients", "message", "sender", "default_region"}
+INVALID_SHOWN = 100  # the answer lists at most this many refused entries; the count is exact
+
+
+@dataclass(frozen=True)
+class Submission:
+    recipients: numbers.Recipients
+    message: str
+    encoded: Encoded
+    sender: str | None
+
+
+def parse_json(raw: bytes, content_type: str | None) -> Any:
+    if not content_type or content_type.split(";")[0].strip().lower() != "application/json":
+        raise ApiError(415, "unsupported_media_type", "Send the body as application/json.")
+    try:
+        return json.loads(raw)
+    except (ValueError, RecursionError) as exc:
+        raise ApiError(
+            400,
+            "malformed_json",
+            "The body is not valid JSON.",
+            details=str(exc)[:200] if isinstance(exc, ValueError) else None,
+        ) from None
+
+
+def _field_error(name: str, message: str) -> ApiError:
+    return ApiError(400, "invalid_field", message, details={"field": name})
+
+
+def read_submission(body: Any, settings: Settings) -> Submission:
+    if not isinstance(body, dict):
+        raise ApiError(400, "invalid_body", "The body must be a JSON object.")
+    unknown = sorted(set(body) - KNOWN_FIELDS)
+    if unknown:
+        raise ApiError(
+            400,
+            "unknown_field",
+            f"Unknown field(s): {', '.join(unknown)[:200]}.",
+            details={"fields": unknown[:20]},
+        )
+
+    recipients = body.get("recipients")
+    if not isinstance(recipients, list) or not all(isinstance(r, str) for r in recipients):
+        raise _field_error("recipients", "recipients must be a list of phone numbers as strings.")
+    if not recipients:
+        raise ApiError(
+            422, "no_recipients", "recipients must not be empty.", details={"field": "recipients"}
+        )
+    if len(recipients) > settings.max_recipients:
+        raise ApiError(
+            413,
+            "too_many_recipients",
+            f"A request may carry at most {settings.max_recipients} recipients; "
+            f"this one has {len(recipients)}.",
+            details={"limit": settings.max_recipients, "received": len(recipients)},
+        )
+
+    text = body.get("message")
+    if not isinstance(text, str):
+        raise _field_error("message", "message must be a string.")
+    if not text.strip():
+        raise ApiError(
+            422, "empty_message", "message must not be empty.", details={"field": "message"}
+        )
+    encoded = encode(text)
+    if encoded.length > encoded.limit:
+        raise ApiError(
+            422,
+            "message_too_long",
+            f"A {encoded.encoding} message may be at most {encoded.limit} characters; "
+            f"this one is {encoded.length}.",
+            details={
+                "encoding": encoded.encoding,
+                "limit": encoded.limit,
+                "length": encoded.length,
+            },
+        )
+
+    sender = body.get("sender")
+    if sender is not None:
+        if not isinstance(sender, str):
+            raise _field_error("sender", "sender must be a string.")
+        if not (E164_RE.match(sender) or ALPHANUMERIC_SENDER_RE.match(sender)):
+            raise ApiError(
+                422,
+                "invalid_sender",
+                "sender must be an E.164 number or an alphanumeric sender ID of "
+                "1-11 characters with at least one letter.",
+                details={"field": "sender"},
+            )
+    if sender is None and settings.plivo_sender_id is None:
+        raise ApiError(
+            422, "no_sender", "No sender: pass sender, or set PLIVO_SENDER_ID on the service."
+        )
+
+    region = body.get("default_region")
+    if region is not None:
+        if not isinstance(region, str):
+            raise _field_error("default_region", "default_region must be a string.")
+        region = region.strip().upper()
+        if not re.fullmatch(r"[A-Z]{2}", region) or not numbers.is_known_region(region):
+            raise ApiError(
+                422,
+                "unknown_region",
+                "default_region must be a two-letter region code that phonenumbers "
+                "knows, such as US or GB.",
+                details={"field": "default_region"},
+            )
+
+    sorted_out = numbers.sort_out(
+        recipients, region or settings.default_region, settings.allowed_countries
+    )
+    source = sender or settings.plivo_sender_id
+    if source in sorted_out.accepted:
+        # Plivo refuses a batch whose src is also a dst; keep the others sendable.
+        sorted_out.accepted.remove(source)
+        sorted_out.invalid.append((source, "same_as_sender"))
+    if not sorted_out.accepted:
+        raise ApiError(
+            422,
+            "no_valid_recipients",
+            "None of the recipients is a valid number.",
+            details=_account(sorted_out),
+        )
+    return Submission(recipients=sorted_out, message=text, encoded=encoded, sender=sender)
+
+
+def _account(recipients: numbers.Recipients) -> dict[str, Any]:
+    return {
+        "recipients": {
+            "received": recipients.received,
+            "accepted": len(recipients.accepted),
+            "duplicates": recipients.duplicates,
+            "invalid": len(recipients.invalid),
+        },
+        "invalid": [
+            {"input": raw[:64], "reason": reason}
+            for raw, reason in recipients.invalid[:INVALID_SHOWN]
+        ],
+    }
+
+
+def accepted_document(submission: Submission) -> dict[str, Any]:
+    """The recipient accounting and the billing estimate of a 202 answer."""
+    accepted = len(submission.recipients.accepted)
+    return {
+        **_account(submission.recipients),
+        "encoding": submission.encoded.encoding,
+        "segments_per_message": submission.encoded.segments,
+        "estimated_segments": submission.encoded.segments * accepted,
+    }

@@ -1,0 +1,73 @@
+"""Plivo's delivery reports: verify the signature first, record, answer 2xx only once stored.
+
+Plivo retries any non-2xx answer, so a report is acknowledged only after Redis has it (a Redis
+failure leaves as 503 through the error handlers), and a report we cannot use (a message we do
+not know, a status we do not track) is acknowledged too: a retry would not make it usable.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Blueprint, Response, request
+
+from bulksms import keys, signature
+from bulksms.errors import ApiError
+from bulksms.extensions import redis_client, settings, store
+from bulksms.store import Status
+
+log = logging.getLogger(__name__)
+
+bp = Blueprint("webhooks", __name__, url_prefix="/api/webhooks")
+
+V2_NONCE_SECONDS = 7 * 24 * 3600  # longer than Plivo's retry window (about 11 minutes)
+TRACKED = {s.value for s in Status if s is not Status.PENDING}
+
+
+def _public_url() -> str:
+    """The URL Plivo signed: ours from API_BASE_URL, not what a proxy made of request.url."""
+    query = request.query_string.decode("utf-8", "replace")
+    base = settings().delivery_report_url
+    return f"{base}?{query}" if query else base
+
+
+def _verify() -> None:
+    s = settings()
+    verdict = signature.verify(
+        _public_url(),
+        request.form.to_dict(flat=False),
+        dict(request.headers),
+        s.webhook_key,
+        s.plivo_accept_v2_signatures,
+    )
+    if verdict is signature.Verdict.MISSING:
+        raise ApiError(403, "signature_missing", "The request carries no Plivo signature.")
+    if verdict is signature.Verdict.INVALID:
+        raise ApiError(403, "signature_invalid", "The Plivo signature does not match.")
+    if verdict is signature.Verdict.VALID_V2:
+        nonce = request.headers[signature.V2_NONCE]
+        if not redis_client().set(keys.v2_nonce(nonce), 1, nx=True, ex=V2_NONCE_SECONDS):
+            raise ApiError(403, "signature_replayed", "This V2 signature nonce was already used.")
+
+
+@bp.post("/plivo/delivery-report")
+def delivery_report() -> Response:
+    _verify()
+    form = request.form
+    job_id, batch = request.args.get("job", ""), request.args.get("batch", "")
+    status = form.get("Status", "").strip().lower()
+    number = form.get("To", "").strip()
+    if not (job_id and batch.isdigit() and number and status in TRACKED):
+        log.info("delivery report ignored: job=%r batch=%r status=%r", job_id, batch, status)
+        return Response(status=204)
+    moved = store().record_report(
+        job_id,
+        int(batch),
+        number,
+        Status(status),
+        uuid=form.get("MessageUUID", ""),
+        error_code=form.get("ErrorCode", ""),
+    )
+    if moved < 0:
+        log.info("delivery report for an unknown recipient of job %s", job_id)
+    return Response(status=204)
