@@ -65,18 +65,21 @@ def start_redis(port: int, data_dir: Path, log_file: Path | None = None) -> subp
         "--protected-mode",
         "yes",
     ]
-    out = open(log_file, "ab") if log_file else subprocess.DEVNULL  # noqa: SIM115
-    process = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT)
-    client = redis.Redis(port=port, socket_connect_timeout=0.5)
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"redis-server exited with status {process.returncode}")
-        try:
-            if client.ping():
-                return process
-        except redis.ConnectionError:
-            time.sleep(0.05)
+    if log_file:
+        with open(log_file, "ab") as out:  # the child keeps its own copy of the descriptor
+            process = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT)
+    else:
+        process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    with redis.Redis(port=port, socket_connect_timeout=0.5) as client:
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise RuntimeError(f"redis-server exited with status {process.returncode}")
+            try:
+                if client.ping():
+                    return process
+            except redis.ConnectionError:
+                time.sleep(0.05)
     process.kill()
     raise RuntimeError("redis-server did not answer within 15 s")
 

@@ -1,0 +1,26 @@
+# The README's commands, by name. `make help` lists them.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+
+.PHONY: help install up test lint bench clean
+
+help:  ## list the targets
+	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-8s %s\n", $$1, $$2}'
+
+$(VENV):
+	python3 -m venv $(VENV)
+
+install: $(VENV)  ## install bulksms and its development tools into .venv
+	$(VENV)/bin/pip install -q -e '.[dev]'
+
+up: install  ## run everything on this machine (Redis, web, worker, Flower, sandbox)
+	$(VENV)/bin/bulksms up
+
+test: install  ## run the whole test suite
+	$(PY) -m pytest
+
+lint: install  ## ruff and mypy
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check . && $(VENV)/bin/mypy
+
+clean:  ## remove the virtual environment and caches (keeps data/)
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

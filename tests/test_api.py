@@ -1,0 +1,200 @@
+"""`/api/bulk-sms` through the Flask test client, on a real Redis (the broker queue included)."""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+import pytest
+import redis
+from flask.testing import FlaskClient
+
+from tests.conftest import API_KEY
+from tests.numbers_gen import us_numbers
+
+AUTH = {"X-API-Key": API_KEY}
+
+
+def post(client: FlaskClient, body: Any, headers: dict[str, str] | None = None) -> Any:
+    chosen = AUTH if headers is None else headers
+    return client.post(
+        "/api/bulk-sms",
+        data=json.dumps(body),
+        headers={"Content-Type": "application/json", **chosen},
+    )
+
+
+def job_keys(rdb: redis.Redis) -> list[str]:
+    return [k for k in rdb.keys("bulksms:*")]
+
+
+def queued_tasks(rdb: redis.Redis) -> list[list[Any]]:
+    """The args of every task message waiting in the broker's queue."""
+    return [
+        json.loads(base64.b64decode(json.loads(m)["body"]))[0] for m in rdb.lrange("bulksms", 0, -1)
+    ]
+
+
+def test_submit_answers_202_and_enqueues_one_task_per_thousand(
+    client: FlaskClient, rdb: redis.Redis
+) -> None:
+    numbers = us_numbers(2001)
+    answer = post(client, {"recipients": numbers, "message": "hello"})
+    assert answer.status_code == 202
+    body = answer.get_json()
+    assert answer.headers["Location"] == body["status_url"] == f"/api/bulk-sms/{body['job_id']}"
+    assert body["state"] == "queued"
+    assert body["batches"] == 3
+    assert body["recipients"] == {"received": 2001, "accepted": 2001, "duplicates": 0, "invalid": 0}
+    assert (body["encoding"], body["segments_per_message"], body["estimated_segments"]) == (
+        "GSM-7",
+        1,
+        2001,
+    )
+    assert sorted(queued_tasks(rdb)) == [[body["job_id"], n] for n in range(3)]
+
+
+def test_status_reads_the_contract_shape(client: FlaskClient) -> None:
+    job_id = post(client, {"recipients": ["+14155550100"], "message": "x"}).get_json()["job_id"]
+    doc = client.get(f"/api/bulk-sms/{job_id}", headers=AUTH).get_json()
+    assert doc["job_id"] == job_id
+    assert doc["state"] == "queued"
+    assert doc["created_at"].endswith("Z")
+    assert doc["batches"] == {"total": 1, "pending": 1, "submitted": 0, "failed": 0}
+    assert doc["counts"] == {
+        "pending": 1,
+        "queued": 0,
+        "sent": 0,
+        "delivered": 0,
+        "undelivered": 0,
+        "failed": 0,
+        "rejected": 0,
+    }
+
+
+def test_unknown_job_is_404_json(client: FlaskClient) -> None:
+    for job_id in ("0" * 32, "nope", "../../etc"):
+        answer = client.get(f"/api/bulk-sms/{job_id}", headers=AUTH)
+        assert answer.status_code == 404
+        assert answer.get_json()["error"] == "not_found"
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [{}, {"X-API-Key": "wrong"}, {"Authorization": "Bearer wrong"}, {"Authorization": "Basic x"}],
+)
+def test_without_a_valid_key_every_endpoint_is_401(
+    client: FlaskClient, rdb: redis.Redis, headers: dict[str, str]
+) -> None:
+    answer = post(client, {"recipients": ["+14155550100"], "message": "x"}, headers)
+    assert answer.status_code == 401
+    assert answer.get_json()["error"] == "unauthorized"
+    assert client.get("/api/bulk-sms/" + "0" * 32, headers=headers).status_code == 401
+    assert job_keys(rdb) == []
+
+
+def test_bearer_and_rotated_keys_work(client: FlaskClient) -> None:
+    body = {"recipients": ["+14155550100"], "message": "x"}
+    assert post(client, body, {"Authorization": f"Bearer {API_KEY}"}).status_code == 202
+    assert post(client, body, {"X-API-Key": "second-key-for-rotation-0001"}).status_code == 202
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "code"),
+    [
+        ([], 400, "invalid_body"),
+        ({"message": "x"}, 400, "invalid_field"),
+        ({"recipients": "+14155550100", "message": "x"}, 400, "invalid_field"),
+        ({"recipients": [14155550100], "message": "x"}, 400, "invalid_field"),
+        ({"recipients": [], "message": "x"}, 422, "no_recipients"),
+        ({"recipients": ["+14155550100"]}, 400, "invalid_field"),
+        ({"recipients": ["+14155550100"], "message": "  "}, 422, "empty_message"),
+        ({"recipients": ["+14155550100"], "message": "a" * 1601}, 422, "message_too_long"),
+        ({"recipients": ["+14155550100"], "message": "ł" * 738}, 422, "message_too_long"),
+        ({"recipients": ["nope", "+1"], "message": "x"}, 422, "no_valid_recipients"),
+        ({"recipients": ["+14155550100"], "message": "x", "sender": "++1"}, 422, "invalid_sender"),
+        (
+            {"recipients": ["4155550100"], "message": "x", "default_region": "ZZ"},
+            422,
+            "unknown_region",
+        ),
+        ({"recipients": ["+14155550100"], "message": "x", "extra": 1}, 400, "unknown_field"),
+    ],
+)
+def test_bad_bodies_get_a_json_error_and_store_nothing(
+    client: FlaskClient, rdb: redis.Redis, body: Any, status: int, code: str
+) -> None:
+    answer = post(client, body)
+    assert answer.status_code == status, answer.get_json()
+    assert answer.get_json()["error"] == code
+    assert answer.get_json()["message"]
+    assert job_keys(rdb) == []
+    assert rdb.llen("bulksms") == 0
+
+
+def test_not_json_is_415_and_malformed_json_is_400(client: FlaskClient) -> None:
+    answer = client.post(
+        "/api/bulk-sms",
+        data="recipients=1",
+        headers=AUTH,
+        content_type="application/x-www-form-urlencoded",
+    )
+    assert answer.status_code == 415 and answer.get_json()["error"] == "unsupported_media_type"
+    answer = client.post(
+        "/api/bulk-sms", data="{nope", headers=AUTH, content_type="application/json"
+    )
+    assert answer.status_code == 400 and answer.get_json()["error"] == "malformed_json"
+    answer = client.post(
+        "/api/bulk-sms", data="[" * 100_000, headers=AUTH, content_type="application/json"
+    )
+    assert answer.status_code == 400 and answer.get_json()["error"] == "malformed_json"
+
+
+def test_national_numbers_use_the_requests_region(client: FlaskClient) -> None:
+    body = {
+        "recipients": ["020 7946 0958", "+44 20 7946 0958", "12"],
+        "message": "x",
+        "default_region": "gb",
+    }
+    answer = post(client, body).get_json()
+    assert answer["recipients"] == {"received": 3, "accepted": 1, "duplicates": 1, "invalid": 1}
+    assert answer["invalid"] == [{"input": "12", "reason": "too_short"}]
+
+
+def test_the_sender_is_never_a_recipient(client: FlaskClient) -> None:
+    body = {"recipients": ["+14155550100", "+14155550199"], "message": "x"}
+    answer = post(client, body).get_json()
+    assert answer["recipients"]["accepted"] == 1
+    assert answer["invalid"] == [{"input": "+14155550199", "reason": "same_as_sender"}]
+
+
+def test_unicode_message_is_reported_as_ucs2(client: FlaskClient) -> None:
+    answer = post(
+        client, {"recipients": ["+14155550100", "+14155550101"], "message": "Привет " * 11}
+    ).get_json()
+    assert (answer["encoding"], answer["segments_per_message"], answer["estimated_segments"]) == (
+        "UCS-2",
+        2,
+        4,
+    )
+
+
+def test_unknown_routes_and_methods_answer_json(client: FlaskClient) -> None:
+    assert client.get("/nope").get_json()["error"] == "not_found"
+    answer = client.delete("/api/webhooks/plivo/delivery-report")
+    assert answer.status_code == 405 and answer.get_json()["error"] == "method_not_allowed"
+    assert answer.headers["X-Content-Type-Options"] == "nosniff"
+
+
+def test_redis_down_is_503_with_retry_after(settings: Any) -> None:
+    from dataclasses import replace
+
+    from bulksms import create_app
+    from bulksms.embedded import free_port
+
+    app = create_app(replace(settings, redis_url=f"redis://127.0.0.1:{free_port()}/0"))
+    answer = post(app.test_client(), {"recipients": ["+14155550100"], "message": "x"})
+    assert answer.status_code == 503
+    assert answer.get_json()["error"] == "service_unavailable"
+    assert answer.headers["Retry-After"]

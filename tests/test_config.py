@@ -1,0 +1,85 @@
+from __future__ import annotations
+
+import pytest
+
+from bulksms import create_app
+from bulksms.config import ConfigError, Settings
+
+GOOD = {
+    "API_KEY": "k1-aaaaaaaaaaaa, k2-bbbbbbbbbbbb",
+    "API_BASE_URL": "https://sms.example.com/",
+    "REDIS_URL": "redis://127.0.0.1:6399/0",
+    "PLIVO_AUTH_ID": "MAXXXXXXXXXXXXXXXXXX",
+    "PLIVO_AUTH_TOKEN": "token",
+}
+
+
+def test_contract_variables_are_read_and_typed() -> None:
+    s = Settings.from_env({**GOOD, "PLIVO_ACCEPT_V2_SIGNATURES": "true", "MAX_RECIPIENTS": "5_000"})
+    assert s.api_keys == ("k1-aaaaaaaaaaaa", "k2-bbbbbbbbbbbb")
+    assert s.api_base_url == "https://sms.example.com"
+    assert s.plivo_accept_v2_signatures is True
+    assert s.max_recipients == 5000
+    assert s.broker_url == "redis://127.0.0.1:6399/0"
+    assert s.webhook_key == "token"
+    assert s.plivo_api_url == "https://api.plivo.com"
+
+
+def test_every_other_setting_has_a_default() -> None:
+    s = Settings.from_env(GOOD)
+    assert s.batch_size == 1000
+    assert s.plivo_accept_v2_signatures is False
+    assert s.celery_broker_url is None
+
+
+def test_webhook_secret_wins_over_the_auth_token() -> None:
+    assert Settings.from_env({**GOOD, "PLIVO_WEBHOOK_SECRET": "other"}).webhook_key == "other"
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("API_BASE_URL", "sms.example.com"),
+        ("REDIS_URL", "http://localhost"),
+        ("PLIVO_AUTH_ID", "XX123"),
+        ("PLIVO_SENDER_ID", "not a sender!"),
+        ("PLIVO_API_URL", "https://api.plivo.com/v1/Account"),
+        ("PLIVO_ACCEPT_V2_SIGNATURES", "maybe"),
+        ("BATCH_SIZE", "1001"),
+        ("MAX_RECIPIENTS", "lots"),
+    ],
+)
+def test_a_malformed_variable_stops_start_up_naming_it(name: str, value: str) -> None:
+    with pytest.raises(ConfigError, match=name):
+        Settings.from_env({**GOOD, name: value})
+
+
+def test_secrets_are_not_echoed_in_errors() -> None:
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env({**GOOD, "API_KEY": " , "})
+    assert "API_KEY" in str(caught.value)
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env({**GOOD, "REDIS_URL": "http://user:hunter2@host"})
+    assert "hunter2" not in str(caught.value)
+
+
+def test_the_app_refuses_to_start_without_what_it_needs() -> None:
+    with pytest.raises(ConfigError, match="API_KEY, API_BASE_URL"):
+        create_app(Settings.from_env({"REDIS_URL": GOOD["REDIS_URL"]}))
+
+
+def test_the_worker_refuses_to_start_without_plivo_credentials() -> None:
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in GOOD.items() if not k.startswith("PLIVO")}
+    env["PATH"] = "/usr/bin:/bin"
+    run = subprocess.run(
+        [sys.executable, "-m", "celery", "-A", "bulksms.worker", "worker", "--pool", "solo"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode != 0
+    assert "PLIVO_AUTH_ID, PLIVO_AUTH_TOKEN" in run.stderr + run.stdout

@@ -1,0 +1,95 @@
+"""The whole flow with real parts: gunicorn serving the app, a Celery worker process, the real
+Plivo SDK talking HTTP to the sandbox, and the sandbox posting signed reports back over HTTP."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+
+from tests.conftest import Stack
+from tests.numbers_gen import us_numbers
+
+pytestmark = pytest.mark.integration
+
+FINAL = {"delivered", "undelivered", "failed", "rejected"}
+
+
+def test_a_few_thousand_recipients_are_sent_once_each_and_counted_exactly(stack: Stack) -> None:
+    numbers = us_numbers(2500)
+    listed = numbers + numbers[:40] + ["not a number", "+1 201 555"]  # duplicates and junk
+    answer = stack.submit({"recipients": listed, "message": "Hello from the flow test"})
+    assert answer.status_code == 202, answer.text
+    body = answer.json()
+    job_id = body["job_id"]
+    assert answer.headers["Location"] == f"/api/bulk-sms/{job_id}"
+    assert body["recipients"] == {
+        "received": 2542,
+        "accepted": 2500,
+        "duplicates": 40,
+        "invalid": 2,
+    }
+    assert body["batches"] == 3
+
+    doc = stack.wait_for(job_id, lambda d: d["state"] == "completed", seconds=90)
+    stack.wait_until_quiet()
+    doc = stack.status(job_id)
+
+    # Plivo's side: exactly three calls, every recipient once, with our sender and callback.
+    sent = stack.sandbox.messages
+    by_request = Counter(m["api_id"] for m in sent)
+    assert len(by_request) == 3
+    assert sorted(by_request.values()) == [500, 1000, 1000]
+    assert sorted(m["dst"] for m in sent) == sorted(numbers)
+    assert {m["src"] for m in sent} == {"+14155550199"}
+    assert {m["text"] for m in sent} == {"Hello from the flow test"}
+    assert all(
+        m["url"].startswith(f"{stack.base_url}/api/webhooks/plivo/delivery-report?job=")
+        for m in sent
+    )
+    assert stack.sandbox.stats()["reports_refused"] == 0
+
+    # Our side: the counts are exactly the outcomes the sandbox reported.
+    outcomes = Counter(m["status"] for m in sent)
+    assert doc["counts"] == {
+        "pending": 0,
+        "queued": 0,
+        "sent": 0,
+        "delivered": outcomes["delivered"],
+        "undelivered": outcomes["undelivered"],
+        "failed": outcomes["failed"],
+        "rejected": 0,
+    }
+    assert outcomes["undelivered"] and outcomes["failed"]  # the sandbox mixes outcomes in
+    assert doc["batches"] == {"total": 3, "pending": 0, "submitted": 3, "failed": 0}
+    assert doc["state"] == "completed"
+
+
+def test_plivo_invalid_numbers_are_counted_rejected(stack: Stack) -> None:
+    numbers = us_numbers(5)
+    stack.sandbox.faults.update({"invalid_numbers": numbers[:2]})
+    job_id = stack.submit({"recipients": numbers, "message": "hi"}).json()["job_id"]
+    doc = stack.wait_for(job_id, lambda d: d["state"] == "completed")
+    assert doc["counts"]["rejected"] == 2
+    assert sum(doc["counts"][s] for s in FINAL) == 5
+    assert len(stack.sandbox.messages) == 3
+
+
+def test_transient_plivo_errors_are_retried_without_a_second_send(stack: Stack) -> None:
+    stack.sandbox.faults.update({"fail_next": [500, 429, 503]})
+    numbers = us_numbers(1200)
+    job_id = stack.submit({"recipients": numbers, "message": "retry me"}).json()["job_id"]
+    doc = stack.wait_for(job_id, lambda d: d["state"] == "completed", seconds=90)
+    assert stack.sandbox.stats()["refused_requests"] == 3
+    assert sorted(m["dst"] for m in stack.sandbox.messages) == sorted(numbers)
+    assert doc["batches"]["submitted"] == 2
+
+
+def test_a_permanently_refused_batch_fails_and_its_recipients_are_counted(stack: Stack) -> None:
+    stack.sandbox.faults.update({"fail_next": [400]})
+    job_id = stack.submit({"recipients": us_numbers(3), "message": "no"}).json()["job_id"]
+    doc = stack.wait_for(job_id, lambda d: d["state"] == "failed")
+    assert doc["counts"]["rejected"] == 3
+    assert doc["counts"]["pending"] == 0
+    assert doc["batches"] == {"total": 1, "pending": 0, "submitted": 0, "failed": 1}
+    assert stack.sandbox.messages == []

@@ -1,0 +1,114 @@
+"""The job store's scripts on a real Redis: counters always equal the recipients' statuses."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import redis
+
+from bulksms.store import CODES, BatchState, JobStore, NewJob, Status, derive_state
+
+NUMBERS = ["+14155550100", "+14155550101", "+14155550102"]
+
+
+def make(rdb: redis.Redis, numbers: list[str] = NUMBERS, batch_size: int = 2) -> JobStore:
+    store = JobStore(rdb, 3600)
+    store.create(NewJob("j1", "hi", None, numbers, len(numbers), 0, 0, batch_size, {}))
+    return store
+
+
+def counts(store: JobStore) -> dict[str, int]:
+    fields = store.job_fields("j1")
+    assert fields
+    return {s.value: int(fields[f"c:{CODES[s]}"]) for s in Status if int(fields[f"c:{CODES[s]}"])}
+
+
+def true_counts(store: JobStore, numbers: list[str], batch_size: int = 2) -> dict[str, int]:
+    found = Counter()
+    for i, n in enumerate(numbers):
+        record = store.recipient("j1", i // batch_size, n)
+        assert record
+        found[record["status"]] += 1
+    return dict(found)
+
+
+def test_new_job_is_queued_with_every_recipient_pending(rdb: redis.Redis) -> None:
+    store = make(rdb)
+    fields = store.job_fields("j1")
+    assert fields and fields["batches"] == "2"
+    assert counts(store) == {"pending": 3}
+    assert derive_state(fields).value == "queued"
+    assert rdb.ttl("bulksms:{j1}:r:1") > 0
+
+
+def test_a_batch_is_claimed_once(rdb: redis.Redis) -> None:
+    store = make(rdb)
+    assert store.claim_batch("j1", 0) is BatchState.PENDING
+    assert store.claim_batch("j1", 0) is BatchState.SENDING
+    store.release_batch("j1", 0)
+    assert store.claim_batch("j1", 0) is BatchState.PENDING
+    assert store.claim_batch("nope", 0) is None
+
+
+def test_submission_queues_and_rejects_what_plivo_refused(rdb: redis.Redis) -> None:
+    store = make(rdb)
+    store.claim_batch("j1", 0)
+    assert store.batch_submitted("j1", 0, "api-1", ["+14155550101"])
+    assert not store.batch_submitted("j1", 0, "api-1", [])  # a second time changes nothing
+    assert counts(store) == {"pending": 1, "queued": 1, "rejected": 1}
+    fields = store.job_fields("j1")
+    assert fields and derive_state(fields).value == "sending"
+
+
+def test_a_report_before_the_submission_is_recorded_and_not_undone(rdb: redis.Redis) -> None:
+    store = make(rdb)
+    store.claim_batch("j1", 0)
+    assert store.record_report("j1", 0, "14155550100", Status.DELIVERED, "u-0", "") == 1
+    store.batch_submitted("j1", 0, "api-1", [])
+    assert counts(store) == {"pending": 1, "queued": 1, "delivered": 1}
+    record = store.recipient("j1", 0, "+14155550100")
+    assert record and (record["status"], record["message_uuid"]) == ("delivered", "u-0")
+
+
+def test_repeated_and_older_reports_change_nothing(rdb: redis.Redis) -> None:
+    store = make(rdb)
+    store.batch_submitted("j1", 0, "api", [])
+    assert store.record_report("j1", 0, "+14155550100", Status.SENT, "u", "") == 1
+    assert store.record_report("j1", 0, "+14155550100", Status.UNDELIVERED, "u", "80") == 1
+    for status in (Status.UNDELIVERED, Status.SENT, Status.QUEUED, Status.DELIVERED):
+        assert store.record_report("j1", 0, "+14155550100", status, "u", "") == 0
+    assert store.recipient("j1", 0, "+14155550100")["error_code"] == "80"  # type: ignore[index]
+    assert (
+        counts(store)
+        == true_counts(store, NUMBERS)
+        == {"pending": 1, "queued": 1, "undelivered": 1}
+    )
+
+
+def test_unknown_recipients_and_jobs_are_not_counted(rdb: redis.Redis) -> None:
+    store = make(rdb)
+    assert store.record_report("j1", 0, "+19999999999", Status.DELIVERED, "u", "") == -1
+    assert store.record_report("j2", 0, "+14155550100", Status.DELIVERED, "u", "") == -1
+    assert counts(store) == {"pending": 3}
+
+
+def test_a_failed_batch_rejects_its_pending_recipients(rdb: redis.Redis) -> None:
+    store = make(rdb)
+    assert store.batch_failed("j1", 1, "Plivo said no")
+    store.batch_failed("j1", 0, "Plivo said no")
+    fields = store.job_fields("j1")
+    assert fields and counts(store) == {"rejected": 3}
+    assert derive_state(fields).value == "failed"
+
+
+def test_the_job_completes_when_every_recipient_is_final(rdb: redis.Redis) -> None:
+    store = make(rdb)
+    store.batch_submitted("j1", 0, "a", [])
+    store.batch_submitted("j1", 1, "b", [])
+    fields = store.job_fields("j1")
+    assert fields and derive_state(fields).value == "sent"
+    for i, n in enumerate(NUMBERS):
+        store.record_report("j1", i // 2, n, Status.DELIVERED, f"u{i}", "")
+    fields = store.job_fields("j1")
+    assert fields and derive_state(fields).value == "completed"
+    assert counts(store) == {"delivered": 3}

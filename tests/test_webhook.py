@@ -1,0 +1,160 @@
+"""The delivery-report webhook: signature first, then record, 2xx only once stored."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from typing import Any
+
+import redis
+from flask.testing import FlaskClient
+
+from bulksms import create_app, signature
+from bulksms.config import Settings
+from tests.conftest import API_KEY
+
+PATH = "/api/webhooks/plivo/delivery-report"
+
+
+def submit(client: FlaskClient, numbers: list[str]) -> str:
+    answer = client.post(
+        "/api/bulk-sms",
+        data=json.dumps({"recipients": numbers, "message": "x"}),
+        headers={"X-API-Key": API_KEY, "Content-Type": "application/json"},
+    )
+    job_id: str = answer.get_json()["job_id"]
+    return job_id
+
+
+def report(
+    client: FlaskClient,
+    settings: Settings,
+    job_id: str,
+    params: dict[str, str],
+    key: str | None = None,
+    scheme: str = "v3",
+    query: str | None = None,
+) -> Any:
+    query = f"job={job_id}&batch=0" if query is None else query
+    public = f"{settings.api_base_url}{PATH}?{query}"
+    key = key or settings.plivo_auth_token or ""
+    headers: dict[str, str] = {}
+    if scheme in ("v3", "both"):
+        headers |= {
+            signature.V3: signature.sign_v3(public, params, "4242", key),
+            signature.V3_NONCE: "4242",
+        }
+    if scheme in ("v2", "both"):
+        nonce = f"n{len(params)}{params.get('Status')}"
+        headers |= {signature.V2: signature.sign_v2(public, nonce, key), signature.V2_NONCE: nonce}
+    return client.post(f"{PATH}?{query}", data=params, headers=headers)
+
+
+def params(status: str, to: str = "14155550100", **extra: str) -> dict[str, str]:
+    return {
+        "MessageUUID": "uuid-1",
+        "Status": status,
+        "To": to,
+        "From": "14155550199",
+        "ErrorCode": "",
+        **extra,
+    }
+
+
+def counts(client: FlaskClient, job_id: str) -> dict[str, int]:
+    doc = client.get(f"/api/bulk-sms/{job_id}", headers={"X-API-Key": API_KEY}).get_json()
+    return {k: v for k, v in doc["counts"].items() if v}
+
+
+def test_a_signed_report_is_recorded_once(client: FlaskClient, settings: Settings) -> None:
+    job_id = submit(client, ["+14155550100", "+14155550101"])
+    assert report(client, settings, job_id, params("delivered")).status_code == 204
+    assert report(client, settings, job_id, params("delivered")).status_code == 204
+    assert report(client, settings, job_id, params("sent")).status_code == 204
+    assert counts(client, job_id) == {"pending": 1, "delivered": 1}
+
+
+def test_refused_signatures_change_nothing(client: FlaskClient, settings: Settings) -> None:
+    job_id = submit(client, ["+14155550100"])
+    wrong_key = report(client, settings, job_id, params("delivered"), key="not-the-token")
+    assert wrong_key.status_code == 403 and wrong_key.get_json()["error"] == "signature_invalid"
+    unsigned = client.post(f"{PATH}?job={job_id}&batch=0", data=params("delivered"))
+    assert unsigned.status_code in (400, 403)
+    assert unsigned.get_json()["error"] == "signature_missing"
+    # Signed for batch 0, replayed against batch 1: the query is signed too.
+    public = f"{settings.api_base_url}{PATH}?job={job_id}&batch=0"
+    token = settings.plivo_auth_token or ""
+    headers = {
+        signature.V3: signature.sign_v3(public, params("delivered"), "9", token),
+        signature.V3_NONCE: "9",
+    }
+    moved = client.post(f"{PATH}?job={job_id}&batch=1", data=params("delivered"), headers=headers)
+    assert moved.status_code == 403
+    assert counts(client, job_id) == {"pending": 1}
+
+
+def test_a_parameter_changed_after_signing_is_refused(
+    client: FlaskClient, settings: Settings
+) -> None:
+    job_id = submit(client, ["+14155550100"])
+    public = f"{settings.api_base_url}{PATH}?job={job_id}&batch=0"
+    signed = params("failed")
+    token = settings.plivo_auth_token or ""
+    headers = {signature.V3: signature.sign_v3(public, signed, "1", token), signature.V3_NONCE: "1"}
+    answer = client.post(f"{PATH}?job={job_id}&batch=0", data=params("delivered"), headers=headers)
+    assert answer.status_code == 403
+    assert counts(client, job_id) == {"pending": 1}
+
+
+def test_v2_only_reports_are_refused_by_default(client: FlaskClient, settings: Settings) -> None:
+    job_id = submit(client, ["+14155550100"])
+    answer = report(client, settings, job_id, params("delivered"), scheme="v2")
+    assert answer.status_code == 403
+    assert counts(client, job_id) == {"pending": 1}
+
+
+def test_v2_only_reports_when_enabled_take_each_nonce_once(settings: Settings) -> None:
+    client = create_app(replace(settings, plivo_accept_v2_signatures=True)).test_client()
+    job_id = submit(client, ["+14155550100"])
+    assert report(client, settings, job_id, params("sent"), scheme="v2").status_code == 204
+    replay = report(client, settings, job_id, params("sent"), scheme="v2")
+    assert replay.status_code == 403 and replay.get_json()["error"] == "signature_replayed"
+    assert counts(client, job_id) == {"sent": 1}
+
+
+def test_the_webhook_secret_is_the_key_when_set(settings: Settings) -> None:
+    with_secret = replace(settings, plivo_webhook_secret="separate-secret")
+    client = create_app(with_secret).test_client()
+    job_id = submit(client, ["+14155550100"])
+    assert report(client, settings, job_id, params("sent")).status_code == 403
+    assert (
+        report(client, settings, job_id, params("sent"), key="separate-secret").status_code == 204
+    )
+
+
+def test_the_public_url_is_checked_not_what_a_proxy_made_of_it(settings: Settings) -> None:
+    behind_proxy = replace(settings, api_base_url="https://sms.example.com")
+    client = create_app(behind_proxy).test_client()
+    job_id = submit(client, ["+14155550100"])
+    assert report(client, behind_proxy, job_id, params("sent")).status_code == 204
+    assert report(client, settings, job_id, params("queued")).status_code == 403
+
+
+def test_reports_it_cannot_use_are_acknowledged(client: FlaskClient, settings: Settings) -> None:
+    job_id = submit(client, ["+14155550100"])
+    assert report(client, settings, "f" * 32, params("delivered")).status_code == 204
+    assert (
+        report(client, settings, job_id, params("delivered", to="19999999999")).status_code == 204
+    )
+    assert report(client, settings, job_id, params("read")).status_code == 204
+    assert report(client, settings, job_id, params("sent"), query="").status_code == 204
+    assert counts(client, job_id) == {"pending": 1}
+
+
+def test_redis_down_is_503_so_plivo_retries(settings: Settings, rdb: redis.Redis) -> None:
+    from bulksms.embedded import free_port
+
+    down = replace(settings, redis_url=f"redis://127.0.0.1:{free_port()}/0")
+    answer = report(create_app(down).test_client(), settings, "f" * 32, params("delivered"))
+    assert answer.status_code == 503
+    assert answer.get_json()["error"] == "service_unavailable"
