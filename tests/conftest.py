@@ -104,6 +104,7 @@ def child_env(settings: Settings, **extra: str) -> dict[str, str]:
         REDIS_URL=settings.redis_url or "",
         SEND_BACKOFF_BASE=str(settings.send_backoff_base),
         SEND_BACKOFF_MAX=str(settings.send_backoff_max),
+        PLIVO_ACCEPT_V2_SIGNATURES=str(settings.plivo_accept_v2_signatures).lower(),
         PYTHONUNBUFFERED="1",
     )
     env.update(extra)
@@ -189,10 +190,26 @@ def _spawn(log: Path, args: list[str], env: dict[str, str]) -> subprocess.Popen[
 
 
 @pytest.fixture
-def stack(settings: Settings, sandbox: tuple[Sandbox, str], tmp_path: Path) -> Iterator[Stack]:
+def stack_overrides() -> dict[str, Any]:
+    """Settings the stack runs with beyond the test settings (parametrize to change)."""
+    return {}
+
+
+@pytest.fixture
+def stack(
+    settings: Settings,
+    sandbox: tuple[Sandbox, str],
+    tmp_path: Path,
+    stack_overrides: dict[str, Any],
+) -> Iterator[Stack]:
     box, sandbox_url = sandbox
     port = free_port()
-    deployed = replace(settings, api_base_url=f"http://127.0.0.1:{port}", plivo_api_url=sandbox_url)
+    deployed = replace(
+        settings,
+        api_base_url=f"http://127.0.0.1:{port}",
+        plivo_api_url=sandbox_url,
+        **stack_overrides,
+    )
     env = child_env(deployed)
     processes = {
         "web": _spawn(

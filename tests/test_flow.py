@@ -93,3 +93,38 @@ def test_a_permanently_refused_batch_fails_and_its_recipients_are_counted(stack:
     assert doc["counts"]["pending"] == 0
     assert doc["batches"] == {"total": 1, "pending": 0, "submitted": 0, "failed": 1}
     assert stack.sandbox.messages == []
+
+
+def test_shuffled_and_repeated_reports_count_exactly(stack: Stack) -> None:
+    stack.sandbox.faults.update({"shuffle_reports": True, "repeat_rate": 0.5, "report_delay_ms": 5})
+    numbers = us_numbers(1500)
+    job_id = stack.submit({"recipients": numbers, "message": "shuffle"}).json()["job_id"]
+    doc = stack.wait_for(job_id, lambda d: d["state"] == "completed", seconds=90)
+    stack.wait_until_quiet()
+    outcomes = Counter(m["status"] for m in stack.sandbox.messages)
+    assert stack.sandbox.stats()["reports_posted"] > 3 * 1500  # some came twice
+    doc = stack.status(job_id)
+    assert {k: v for k, v in doc["counts"].items() if v} == dict(outcomes)
+
+
+def test_v2_only_reports_are_refused_unless_the_setting_is_on(stack: Stack) -> None:
+    stack.sandbox.faults.update({"v2_only": True})
+    job_id = stack.submit({"recipients": us_numbers(3), "message": "v2"}).json()["job_id"]
+    stack.wait_for(job_id, lambda d: d["batches"]["submitted"] == 1)
+    stack.wait_until_quiet()
+    doc = stack.status(job_id)
+    assert doc["state"] == "sent"  # every report was refused (403), so nothing moved on
+    assert doc["counts"]["queued"] == 3
+    assert stack.sandbox.stats()["reports_posted"] == 0
+
+
+@pytest.mark.parametrize("stack_overrides", [{"plivo_accept_v2_signatures": True}])
+def test_v2_only_reports_count_when_the_setting_is_on(
+    stack: Stack, stack_overrides: dict[str, bool]
+) -> None:
+    stack.sandbox.faults.update({"v2_only": True})
+    numbers = us_numbers(20)
+    job_id = stack.submit({"recipients": numbers, "message": "v2"}).json()["job_id"]
+    doc = stack.wait_for(job_id, lambda d: d["state"] == "completed")
+    outcomes = Counter(m["status"] for m in stack.sandbox.messages)
+    assert {k: v for k, v in doc["counts"].items() if v} == dict(outcomes)

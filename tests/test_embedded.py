@@ -1,0 +1,99 @@
+"""`bulksms up`, as a new user runs it: the printed curl sends a job that reaches `completed`."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from bulksms.embedded import free_port
+
+pytestmark = pytest.mark.integration
+
+
+def read_until(process: subprocess.Popen[str], marker: str, seconds: float) -> list[str]:
+    lines: list[str] = []
+    deadline = time.monotonic() + seconds
+    assert process.stdout
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if not line and process.poll() is not None:
+            break
+        lines.append(line.rstrip("\n"))
+        if marker in line:
+            return lines
+    raise AssertionError("bulksms up never got ready:\n" + "\n".join(lines[-60:]))
+
+
+def send_like_curl(command: str) -> requests.Response:
+    """Do what the printed `curl -s -X POST URL -H .. -H .. -d ..` does."""
+    words = shlex.split(command)
+    assert words[:4] == ["curl", "-s", "-X", "POST"]
+    headers = dict(w.split(": ", 1) for w in words[words.index("-H") + 1 :: 2][:2])
+    return requests.post(words[4], data=words[-1].encode(), headers=headers, timeout=30)
+
+
+def test_bulksms_up_runs_the_whole_flow_on_the_sandbox(tmp_path: Path) -> None:
+    port, flower_port = free_port(), free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PLIVO_", "API_", "REDIS"))}
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "bulksms.cli",
+            "up",
+            "--port",
+            str(port),
+            "--flower-port",
+            str(flower_port),
+            "--data-dir",
+            str(tmp_path / "data"),
+        ],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        lines = read_until(process, "Ctrl-C stops everything", 120)
+        text = "\n".join(lines)
+        assert "SANDBOX" in text
+        key = (tmp_path / "data" / "api-key").read_text().strip()
+        assert f"API key   {key}" in text
+        curl = next(line.strip() for line in lines if line.strip().startswith("curl -s -X POST"))
+        answer = send_like_curl(curl)
+        assert answer.status_code == 202, answer.text
+        job_url = f"http://127.0.0.1:{port}{answer.headers['Location']}"
+        deadline = time.monotonic() + 60
+        while True:
+            doc = requests.get(job_url, headers={"X-API-Key": key}, timeout=10).json()
+            if doc["state"] == "completed" or time.monotonic() > deadline:
+                break
+            time.sleep(0.3)
+        assert doc["state"] == "completed", doc
+        assert doc["recipients"]["accepted"] == 3
+        assert sum(doc["counts"][s] for s in ("delivered", "undelivered", "failed")) == 3
+        flower = requests.get(f"http://127.0.0.1:{flower_port}/api/workers", timeout=10)
+        assert flower.status_code == 200
+        assert (tmp_path / "data" / "redis" / "appendonly.aof").exists()
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(30)
+        finally:
+            if process.poll() is None:
+                process.kill()
+            assert process.stdout
+            process.stdout.close()
+    assert process.returncode == 0
+    with socket.socket() as s:
+        assert s.connect_ex(("127.0.0.1", port)) != 0  # the web app stopped with it
