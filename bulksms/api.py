@@ -29,12 +29,11 @@ def submit() -> tuple[Response, int, dict[str, str]]:
     job_id = uuid.uuid4().hex
     new_job = NewJob(
         job_id=job_id,
-        message=sub.message,
-        src=sub.sender,
+        sending=sub.sending,
         recipients=sub.recipients.accepted,
         received=sub.recipients.received,
         duplicates=sub.recipients.duplicates,
-        invalid=len(sub.recipients.invalid),
+        invalid=sub.recipients.invalid_count,
         batch_size=s.batch_size,
         extra={"encoding": sub.encoded.encoding, "segments_per_message": sub.encoded.segments},
     )

@@ -116,6 +116,17 @@ def _sender(value: str) -> str:
     return value
 
 
+UUID_RE = re.compile(
+    r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+)
+
+
+def _uuid(value: str) -> str:
+    if not UUID_RE.match(value.strip()):
+        raise ValueError("must be a UUID such as 1b2c3d4e-...")
+    return value.strip()
+
+
 def _region(value: str) -> str:
     value = value.strip().upper()
     if not re.fullmatch(r"[A-Z]{2}", value):
@@ -145,6 +156,7 @@ class Settings:
     plivo_auth_id: str | None = env("PLIVO_AUTH_ID", _auth_id)
     plivo_auth_token: str | None = env("PLIVO_AUTH_TOKEN", _text)
     plivo_sender_id: str | None = env("PLIVO_SENDER_ID", _sender)
+    plivo_powerpack_uuid: str | None = env("PLIVO_POWERPACK_UUID", _uuid)
     api_keys: tuple[str, ...] = env("API_KEY", _keys, ())
     api_base_url: str | None = env("API_BASE_URL", _http_url)
     plivo_webhook_secret: str | None = env("PLIVO_WEBHOOK_SECRET", _text)
@@ -179,7 +191,13 @@ class Settings:
                 values[f.name] = f.metadata["parse"](raw)
             except ValueError as exc:
                 raise ConfigError(f"{name} {exc} (got {_shown(name, raw)}).") from None
-        return cls(**values)
+        settings = cls(**values)
+        if settings.plivo_sender_id and settings.plivo_powerpack_uuid:
+            raise ConfigError(
+                "Set PLIVO_SENDER_ID or PLIVO_POWERPACK_UUID, not both: Plivo sends from one or "
+                "the other."
+            )
+        return settings
 
     def require(self, *names: str) -> None:
         """Stop start-up with one sentence per missing variable that this role needs."""

@@ -62,14 +62,13 @@ def send_batch(
         # submitted/failed: done already. sending: another attempt is (or was) in flight.
         return f"skipped:{before.value}"
     work = store.batch_work(job_id, batch)
-    expiry = work.extra.get("message_expiry")
     outgoing = Outgoing(
         dst=tuple(work.numbers),
-        text=work.message,
+        text=work.sending.message,
         url=callback_url(settings, job_id, batch),
-        src=None if work.extra.get("powerpack_uuid") else (work.src or settings.plivo_sender_id),
-        powerpack_uuid=work.extra.get("powerpack_uuid"),
-        message_expiry=int(expiry) if expiry else None,
+        src=work.sending.src,
+        powerpack_uuid=work.sending.powerpack_uuid,
+        message_expiry=work.sending.message_expiry,
     )
     try:
         accepted = gateway.send(outgoing)

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from dataclasses import fields as dataclass_fields
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, cast
@@ -147,10 +148,19 @@ return moved
 
 
 @dataclass(frozen=True)
+class Sending:
+    """How Plivo is to send a job's messages: `src` or a Powerpack, never both."""
+
+    message: str
+    src: str | None = None
+    powerpack_uuid: str | None = None
+    message_expiry: int | None = None
+
+
+@dataclass(frozen=True)
 class NewJob:
     job_id: str
-    message: str
-    src: str | None
+    sending: Sending
     recipients: Sequence[str]  # E.164, unique, in request order
     received: int
     duplicates: int
@@ -167,10 +177,11 @@ class NewJob:
 class BatchWork:
     """What a worker needs to send one batch."""
 
-    message: str
-    src: str | None
+    sending: Sending
     numbers: list[str]  # E.164
-    extra: dict[str, str]
+
+
+SENDING_FIELDS = [f.name for f in dataclass_fields(Sending)]
 
 
 class JobStore:
@@ -187,7 +198,7 @@ class JobStore:
         """Store a job, its batches and its recipients (all pending) in one round trip."""
         now = _now()
         fields: dict[str, str | int] = {
-            "message": job.message,
+            **{k: v for k, v in asdict(job.sending).items() if v is not None},
             "created_at": now,
             "updated_at": now,
             "batches": job.batch_count,
@@ -202,8 +213,6 @@ class JobStore:
             **job.extra,
         }
         fields["c:p"] = len(job.recipients)
-        if job.src:
-            fields["src"] = job.src
         pipe = self.redis.pipeline(transaction=True)
         job_key = keys.job(job.job_id)
         batches_key = keys.batches(job.job_id)
@@ -231,11 +240,11 @@ class JobStore:
 
     def batch_work(self, job_id: str, batch: int) -> BatchWork:
         pipe = self.redis.pipeline(transaction=False)
-        pipe.hmget(keys.job(job_id), ["message", "src", "powerpack_uuid", "message_expiry"])
+        pipe.hmget(keys.job(job_id), SENDING_FIELDS)
         pipe.hkeys(keys.recipients(job_id, batch))
         (message, src, powerpack, expiry), numbers = pipe.execute()
-        extra = {k: v for k, v in (("powerpack_uuid", powerpack), ("message_expiry", expiry)) if v}
-        return BatchWork(message=message, src=src, numbers=[f"+{n}" for n in numbers], extra=extra)
+        sending = Sending(message, src, powerpack, int(expiry) if expiry else None)
+        return BatchWork(sending=sending, numbers=[f"+{n}" for n in numbers])
 
     def batch_submitted(
         self, job_id: str, batch: int, api_id: str, refused_numbers: Sequence[str]

@@ -8,20 +8,28 @@ from dataclasses import dataclass
 from typing import Any
 
 from bulksms import numbers
-from bulksms.config import ALPHANUMERIC_SENDER_RE, E164_RE, Settings
+from bulksms.config import ALPHANUMERIC_SENDER_RE, E164_RE, UUID_RE, Settings
 from bulksms.errors import ApiError
 from bulksms.message import Encoded, encode
+from bulksms.store import Sending
 
-KNOWN_FIELDS = {"recipients", "message", "sender", "default_region"}
+KNOWN_FIELDS = {
+    "recipients",
+    "message",
+    "sender",
+    "default_region",
+    "powerpack_uuid",
+    "expiry_seconds",
+}
+EXPIRY_RANGE = (5, 10_799)  # Plivo's message_expiry, in seconds
 INVALID_SHOWN = 100  # the answer lists at most this many refused entries; the count is exact
 
 
 @dataclass(frozen=True)
 class Submission:
     recipients: numbers.Recipients
-    message: str
+    sending: Sending
     encoded: Encoded
-    sender: str | None
 
 
 def parse_json(raw: bytes, content_type: str | None) -> Any:
@@ -91,22 +99,7 @@ def read_submission(body: Any, settings: Settings) -> Submission:
             },
         )
 
-    sender = body.get("sender")
-    if sender is not None:
-        if not isinstance(sender, str):
-            raise _field_error("sender", "sender must be a string.")
-        if not (E164_RE.match(sender) or ALPHANUMERIC_SENDER_RE.match(sender)):
-            raise ApiError(
-                422,
-                "invalid_sender",
-                "sender must be an E.164 number or an alphanumeric sender ID of "
-                "1-11 characters with at least one letter.",
-                details={"field": "sender"},
-            )
-    if sender is None and settings.plivo_sender_id is None:
-        raise ApiError(
-            422, "no_sender", "No sender: pass sender, or set PLIVO_SENDER_ID on the service."
-        )
+    sending = _read_sending(body, text, settings)
 
     region = body.get("default_region")
     if region is not None:
@@ -123,13 +116,13 @@ def read_submission(body: Any, settings: Settings) -> Submission:
             )
 
     sorted_out = numbers.sort_out(
-        recipients, region or settings.default_region, settings.allowed_countries
+        recipients, region or settings.default_region, settings.allowed_countries, INVALID_SHOWN
     )
-    source = sender or settings.plivo_sender_id
+    source = sending.src
     if source in sorted_out.accepted:
         # Plivo refuses a batch whose src is also a dst; keep the others sendable.
         sorted_out.accepted.remove(source)
-        sorted_out.invalid.append((source, "same_as_sender"))
+        sorted_out.refuse(source, "same_as_sender", INVALID_SHOWN)
     if not sorted_out.accepted:
         raise ApiError(
             422,
@@ -137,7 +130,62 @@ def read_submission(body: Any, settings: Settings) -> Submission:
             "None of the recipients is a valid number.",
             details=_account(sorted_out),
         )
-    return Submission(recipients=sorted_out, message=text, encoded=encoded, sender=sender)
+    return Submission(recipients=sorted_out, sending=sending, encoded=encoded)
+
+
+def _read_sending(body: dict[str, Any], text: str, settings: Settings) -> Sending:
+    """`src` or a Powerpack (the request's, else the service's), and the expiry."""
+    sender, powerpack = body.get("sender"), body.get("powerpack_uuid")
+    if sender is not None:
+        if not isinstance(sender, str):
+            raise _field_error("sender", "sender must be a string.")
+        if not (E164_RE.match(sender) or ALPHANUMERIC_SENDER_RE.match(sender)):
+            raise ApiError(
+                422,
+                "invalid_sender",
+                "sender must be an E.164 number or an alphanumeric sender ID of "
+                "1-11 characters with at least one letter.",
+                details={"field": "sender"},
+            )
+    if powerpack is not None:
+        if not isinstance(powerpack, str):
+            raise _field_error("powerpack_uuid", "powerpack_uuid must be a string.")
+        if not UUID_RE.match(powerpack):
+            raise ApiError(
+                422,
+                "invalid_powerpack_uuid",
+                "powerpack_uuid must be a UUID.",
+                details={"field": "powerpack_uuid"},
+            )
+        if sender is not None:
+            raise ApiError(
+                422,
+                "sender_and_powerpack",
+                "Pass sender or powerpack_uuid, not both: Plivo sends from one.",
+                details={"fields": ["sender", "powerpack_uuid"]},
+            )
+    expiry = body.get("expiry_seconds")
+    if expiry is not None:
+        if not isinstance(expiry, int) or isinstance(expiry, bool):
+            raise _field_error("expiry_seconds", "expiry_seconds must be a whole number.")
+        low, high = EXPIRY_RANGE
+        if not low <= expiry <= high:
+            raise ApiError(
+                422,
+                "invalid_expiry",
+                f"expiry_seconds must be between {low} and {high}.",
+                details={"field": "expiry_seconds", "min": low, "max": high},
+            )
+    if sender is None and powerpack is None:
+        sender, powerpack = settings.plivo_sender_id, settings.plivo_powerpack_uuid
+    if sender is None and powerpack is None:
+        raise ApiError(
+            422,
+            "no_sender",
+            "No sender: pass sender or powerpack_uuid, or set "
+            "PLIVO_SENDER_ID or PLIVO_POWERPACK_UUID on the service.",
+        )
+    return Sending(message=text, src=sender, powerpack_uuid=powerpack, message_expiry=expiry)
 
 
 def _account(recipients: numbers.Recipients) -> dict[str, Any]:
@@ -146,7 +194,7 @@ def _account(recipients: numbers.Recipients) -> dict[str, Any]:
             "received": recipients.received,
             "accepted": len(recipients.accepted),
             "duplicates": recipients.duplicates,
-            "invalid": len(recipients.invalid),
+            "invalid": recipients.invalid_count,
         },
         "invalid": [
             {"input": raw[:64], "reason": reason}

@@ -120,6 +120,51 @@ def test_bearer_and_rotated_keys_work(client: FlaskClient) -> None:
             "unknown_region",
         ),
         ({"recipients": ["+14155550100"], "message": "x", "extra": 1}, 400, "unknown_field"),
+        (
+            {"recipients": ["+14155550100"], "message": "x", "powerpack_uuid": "pp"},
+            422,
+            "invalid_powerpack_uuid",
+        ),
+        (
+            {
+                "recipients": ["+14155550100"],
+                "message": "x",
+                "sender": "ACME",
+                "powerpack_uuid": "1b2c3d4e-aaaa-bbbb-cccc-0123456789ab",
+            },
+            422,
+            "sender_and_powerpack",
+        ),
+        (
+            {"recipients": ["+14155550100"], "message": "x", "expiry_seconds": 4},
+            422,
+            "invalid_expiry",
+        ),
+        (
+            {"recipients": ["+14155550100"], "message": "x", "expiry_seconds": 10_800},
+            422,
+            "invalid_expiry",
+        ),
+        (
+            {"recipients": ["+14155550100"], "message": "x", "expiry_seconds": "60"},
+            400,
+            "invalid_field",
+        ),
+        (
+            {"recipients": ["+14155550100"], "message": "x", "expiry_seconds": True},
+            400,
+            "invalid_field",
+        ),
+        (
+            {"recipients": ["+14155550100"], "message": "x", "sender": "123456"},
+            422,
+            "invalid_sender",
+        ),
+        (
+            {"recipients": ["+14155550100"], "message": "x", "sender": "TWELVECHARSX"},
+            422,
+            "invalid_sender",
+        ),
     ],
 )
 def test_bad_bodies_get_a_json_error_and_store_nothing(

@@ -128,3 +128,19 @@ def test_v2_only_reports_count_when_the_setting_is_on(
     doc = stack.wait_for(job_id, lambda d: d["state"] == "completed")
     outcomes = Counter(m["status"] for m in stack.sandbox.messages)
     assert {k: v for k, v in doc["counts"].items() if v} == dict(outcomes)
+
+
+def test_powerpack_and_expiry_reach_plivo(stack: Stack) -> None:
+    powerpack = "1b2c3d4e-aaaa-bbbb-cccc-0123456789ab"
+    body = {
+        "recipients": us_numbers(2),
+        "message": "pp",
+        "powerpack_uuid": powerpack,
+        "expiry_seconds": 600,
+    }
+    job_id = stack.submit(body).json()["job_id"]
+    stack.wait_for(job_id, lambda d: d["state"] == "completed")
+    sent = stack.sandbox.messages
+    assert [(m["src"], m["powerpack_uuid"], m["message_expiry"]) for m in sent] == [
+        ("", powerpack, 600)
+    ] * 2

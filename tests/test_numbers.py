@@ -3,6 +3,7 @@ from __future__ import annotations
 import pytest
 
 from bulksms import numbers
+from tests.numbers_gen import random_e164
 
 
 def test_mixed_formats_normalise_to_e164_and_duplicates_drop() -> None:
@@ -38,3 +39,39 @@ def test_allowed_countries_refuse_numbers_elsewhere() -> None:
     result = numbers.sort_out(["+14155550100", "+442079460958"], None, frozenset({"US"}))
     assert result.accepted == ["+14155550100"]
     assert result.invalid == [("+442079460958", numbers.COUNTRY_NOT_ALLOWED)]
+    national = numbers.sort_out(["020 7946 0958"], "GB", frozenset({"US"}))
+    assert national.invalid == [("020 7946 0958", numbers.COUNTRY_NOT_ALLOWED)]
+
+
+def test_every_refusal_is_counted_and_the_first_few_explained() -> None:
+    result = numbers.sort_out(["+1415"] * 5 + ["junk"] * 5 + ["+14155550100"], None, keep_invalid=3)
+    assert result.invalid_count == 10
+    assert result.invalid == [("+1415", numbers.TOO_SHORT)] * 3
+    assert result.received == 11
+
+
+def test_the_fast_path_gives_phonenumbers_verdicts_on_a_large_random_sample() -> None:
+    import phonenumbers
+
+    sample = random_e164(60_000, seed=20261129)
+    fast_taken = valid = 0
+    for raw in sample:
+        try:
+            parsed = phonenumbers.parse(raw, None)
+            truth = phonenumbers.is_valid_number(parsed) and phonenumbers.format_number(
+                parsed, phonenumbers.PhoneNumberFormat.E164
+            )
+            region = phonenumbers.region_code_for_number(parsed) if truth else None
+        except phonenumbers.NumberParseException:
+            truth, region = False, None
+        fast = numbers.fast_verdict(raw)
+        if fast is not None:
+            fast_taken += 1
+            assert bool(fast) == bool(truth), raw
+            if fast:
+                assert (truth, fast) == (raw, region), raw
+        assert (numbers.normalise(raw, None)[0] or False) == truth, raw
+        valid += bool(truth)
+    # The sample exercises both verdicts, and the fast path takes most of it.
+    assert 0.2 < valid / len(sample) < 0.8
+    assert fast_taken / len(sample) > 0.8
