@@ -10,6 +10,7 @@ from bulksms import submission
 from bulksms.auth import require_api_key
 from bulksms.errors import ApiError
 from bulksms.extensions import settings, store
+from bulksms.ratelimit import limiter, read_limit, submit_limit
 from bulksms.store import JobState, NewJob, status_document
 from bulksms.tasks import send_batch
 
@@ -22,6 +23,7 @@ def _authenticate() -> None:
 
 
 @bp.post("")
+@limiter.limit(submit_limit)
 def submit() -> tuple[Response, int, dict[str, str]]:
     s = settings()
     body = submission.parse_json(request.get_data(cache=False), request.content_type)
@@ -59,6 +61,7 @@ def _enqueue(job_id: str, batch_count: int) -> None:
 
 
 @bp.get("/<job_id>")
+@limiter.limit(read_limit)
 def status(job_id: str) -> Response:
     fields = store().job_fields(job_id) if _plausible_id(job_id) else None
     if fields is None:

@@ -7,8 +7,9 @@ import sys
 
 from dotenv import find_dotenv, load_dotenv
 from flask import Flask, Response
+from werkzeug.middleware.proxy_fix import ProxyFix
 
-from bulksms import errors, extensions
+from bulksms import errors, extensions, numbers, ratelimit
 from bulksms.celery_app import celery_init_app
 from bulksms.config import Settings
 
@@ -37,8 +38,13 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.json.sort_keys = False  # type: ignore[attr-defined]
     _configure_logging(settings.log_level)
 
+    if settings.proxy_count:
+        # The client address (for per-address limits) comes from X-Forwarded-For.
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.proxy_count)  # type: ignore[method-assign]
     extensions.init_app(app, settings)
     errors.init_app(app)
+    ratelimit.init_app(app, settings)
+    numbers.prepare()  # compile the fast validator now, not in the first request
     celery_init_app(app, settings)
 
     from bulksms import api, health, webhooks

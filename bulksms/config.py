@@ -138,6 +138,16 @@ def _regions(value: str) -> frozenset[str]:
     return frozenset(_region(v) for v in value.split(",") if v.strip())
 
 
+def _rate(value: str) -> str:
+    from limits import parse_many
+
+    try:
+        parse_many(value)
+    except ValueError:
+        raise ValueError("must be a rate such as 60/minute or 10/second;1000/hour") from None
+    return value.strip()
+
+
 def _log_level(value: str) -> str:
     level = value.strip().upper()
     if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
@@ -175,6 +185,10 @@ class Settings:
     send_backoff_max: float = env("SEND_BACKOFF_MAX", _float(0.0), 300.0)
     job_retention_seconds: int = env("JOB_RETENTION_SECONDS", _int(60), 30 * 24 * 3600)
     celery_visibility_timeout: int = env("CELERY_VISIBILITY_TIMEOUT", _int(10), 600)
+    rate_limit_submit: str = env("RATE_LIMIT_SUBMIT", _rate, "60/minute")
+    rate_limit_read: str = env("RATE_LIMIT_READ", _rate, "1200/minute")
+    rate_limit_bad_signatures: str = env("RATE_LIMIT_BAD_SIGNATURES", _rate, "30/minute")
+    proxy_count: int = env("PROXY_COUNT", _int(0, 5), 0)
     log_level: str = env("LOG_LEVEL", _log_level, "INFO")
 
     @classmethod

@@ -11,6 +11,8 @@ from typing import Any
 
 import redis
 from flask import Flask, Response, jsonify
+from flask_limiter import RateLimitExceeded
+from limits.errors import StorageError
 from werkzeug.exceptions import HTTPException
 
 log = logging.getLogger(__name__)
@@ -65,8 +67,14 @@ def init_app(app: Flask) -> None:
         message = exc.description or exc.name
         return error_response(status, _http_code(exc), message, headers=allow)
 
+    @app.errorhandler(RateLimitExceeded)
+    def rate_limited(exc: RateLimitExceeded) -> Response:
+        # flask-limiter adds Retry-After and the X-RateLimit headers after this.
+        return error_response(429, "rate_limited", f"Rate limit exceeded: {exc.description}.")
+
+    @app.errorhandler(StorageError)
     @app.errorhandler(redis.RedisError)
-    def redis_down(exc: redis.RedisError) -> Response:
+    def redis_down(exc: Exception) -> Response:
         log.error("redis unavailable: %s", type(exc).__name__)
         return error_response(
             503,

@@ -8,10 +8,13 @@ Cluster slot and each Lua script touches one job only.
     bulksms:{<job>}:r:<batch>   hash   number (E.164 without '+') -> recipient status record
     bulksms:v2nonce:<nonce>     string a V2 signature nonce already taken (replay guard)
 
+    bulksms:rl…                 flask-limiter's counters (per API key, per address)
+
 Celery's own keys (the broker queues) are Celery's business and use its defaults.
 """
 
 PREFIX = "bulksms"
+RATE_LIMIT_PREFIX = f"{PREFIX}:rl"  # flask-limiter's counters live under this prefix
 
 
 def job(job_id: str) -> str:

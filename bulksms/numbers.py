@@ -161,6 +161,11 @@ def fast_verdict(raw: str) -> str | Literal[False] | None:
     return (found.lastgroup or "R_ZZ")[2:]
 
 
+def prepare() -> None:
+    """Compile the fast path's expressions (about 0.2 s) ahead of the first request."""
+    _plans()
+
+
 def is_known_region(region: str) -> bool:
     return region in phonenumbers.SUPPORTED_REGIONS
 

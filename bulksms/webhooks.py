@@ -14,6 +14,7 @@ from flask import Blueprint, Response, request
 from bulksms import keys, signature
 from bulksms.errors import ApiError
 from bulksms.extensions import redis_client, settings, store
+from bulksms.ratelimit import count_bad_signature
 from bulksms.store import Status
 
 log = logging.getLogger(__name__)
@@ -40,6 +41,8 @@ def _verify() -> None:
         s.webhook_key,
         s.plivo_accept_v2_signatures,
     )
+    if verdict in (signature.Verdict.MISSING, signature.Verdict.INVALID):
+        count_bad_signature()
     if verdict is signature.Verdict.MISSING:
         raise ApiError(403, "signature_missing", "The request carries no Plivo signature.")
     if verdict is signature.Verdict.INVALID:

@@ -1,0 +1,67 @@
+"""Rate limits with flask-limiter on Redis, so they hold across every gunicorn worker and host.
+
+`/api/bulk-sms…` is limited per API key (submits and reads separately). Delivery reports are
+never limited: only webhook requests whose signature fails are counted, per client address, and
+past the limit they get 429 instead of 403.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+
+from flask import Flask, request
+from flask_limiter import Limiter
+from limits import parse
+
+from bulksms import keys
+from bulksms.auth import presented_key
+from bulksms.config import Settings
+from bulksms.errors import ApiError
+from bulksms.extensions import settings
+
+
+def _client_key() -> str:
+    """Who is asking: their API key (hashed: a key never lands in Redis), else their address."""
+    key = presented_key()
+    if key and key in settings().api_keys:
+        return "key:" + hashlib.sha256(key.encode()).hexdigest()[:24]
+    return f"ip:{request.remote_addr}"
+
+
+limiter = Limiter(key_func=_client_key)
+
+
+def init_app(app: Flask, s: Settings) -> None:
+    app.config.update(
+        RATELIMIT_STORAGE_URI=s.redis_url,
+        RATELIMIT_STORAGE_OPTIONS={"socket_connect_timeout": 2, "socket_timeout": 5},
+        RATELIMIT_KEY_PREFIX=keys.RATE_LIMIT_PREFIX,
+        RATELIMIT_HEADERS_ENABLED=True,
+        RATELIMIT_STRATEGY="moving-window",
+        RATELIMIT_SWALLOW_ERRORS=False,  # a Redis failure is a 503, not a silent free pass
+    )
+    limiter.init_app(app)
+
+
+def submit_limit() -> str:
+    return settings().rate_limit_submit
+
+
+def read_limit() -> str:
+    return settings().rate_limit_read
+
+
+def count_bad_signature() -> None:
+    """Count one refused signature for this client; past the limit, refuse with 429."""
+    item = parse(settings().rate_limit_bad_signatures)
+    if not limiter.limiter.hit(item, "bad-signature", f"ip:{request.remote_addr}"):
+        reset, _ = limiter.limiter.get_window_stats(
+            item, "bad-signature", f"ip:{request.remote_addr}"
+        )
+        raise ApiError(
+            429,
+            "rate_limited",
+            "Too many requests with a bad signature.",
+            headers={"Retry-After": str(max(1, int(reset - time.time())))},
+        )

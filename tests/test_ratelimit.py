@@ -1,0 +1,58 @@
+"""Rate limits on the real Redis: per key, JSON 429 with Retry-After, reports never limited."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import pytest
+from flask.testing import FlaskClient
+
+from bulksms import create_app
+from bulksms.config import ConfigError, Settings
+from tests.conftest import API_KEY
+from tests.test_webhook import params, report, submit
+
+BODY = json.dumps({"recipients": ["+14155550100"], "message": "x"})
+
+
+def send(client: FlaskClient, key: str = API_KEY) -> int:
+    return client.post("/api/bulk-sms", data=BODY, headers={
+        "X-API-Key": key, "Content-Type": "application/json"}).status_code
+
+
+def test_submits_are_limited_per_key_with_a_json_429(settings: Settings) -> None:
+    client = create_app(replace(settings, rate_limit_submit="2/minute")).test_client()
+    assert [send(client), send(client)] == [202, 202]
+    answer = client.post("/api/bulk-sms", data=BODY,
+                         headers={"X-API-Key": API_KEY, "Content-Type": "application/json"})
+    assert answer.status_code == 429
+    assert answer.get_json()["error"] == "rate_limited"
+    assert int(answer.headers["Retry-After"]) > 0
+    assert send(client, "second-key-for-rotation-0001") == 202  # another key, its own budget
+
+
+def test_reads_have_their_own_budget(settings: Settings) -> None:
+    client = create_app(replace(settings, rate_limit_read="1/minute",
+                                rate_limit_submit="5/minute")).test_client()
+    assert send(client) == 202
+    headers = {"X-API-Key": API_KEY}
+    assert client.get("/api/bulk-sms/" + "0" * 32, headers=headers).status_code == 404
+    assert client.get("/api/bulk-sms/" + "0" * 32, headers=headers).status_code == 429
+    assert send(client) == 202
+
+
+def test_only_bad_signatures_are_throttled(settings: Settings) -> None:
+    client = create_app(replace(settings, rate_limit_bad_signatures="2/minute")).test_client()
+    job_id = submit(client, ["+14155550100"])
+    bad = [report(client, settings, job_id, params("sent"), key="wrong").status_code
+           for _ in range(3)]
+    assert bad == [403, 403, 429]
+    # Plivo's own reports from the same address still get through, however many.
+    for status in ("queued", "sent", "delivered", "delivered", "delivered"):
+        assert report(client, settings, job_id, params(status)).status_code == 204
+
+
+def test_a_malformed_rate_stops_start_up() -> None:
+    with pytest.raises(ConfigError, match="RATE_LIMIT_SUBMIT"):
+        Settings.from_env({"RATE_LIMIT_SUBMIT": "lots"})
