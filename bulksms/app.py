@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import logging
-import sys
+import re
+import uuid
 
 from dotenv import find_dotenv, load_dotenv
-from flask import Flask, Response
+from flask import Flask, Response, g, request
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from bulksms import errors, extensions, numbers, ratelimit
+from bulksms import errors, extensions, logs, numbers, ratelimit
 from bulksms.celery_app import celery_init_app
 from bulksms.config import Settings
 
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 JSON_OVERHEAD_PER_RECIPIENT = 32  # bytes: '"+44 (20) 7946 0958", ' and then some
 
 
@@ -36,7 +38,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     # Fits a million recipients and not much more; Werkzeug answers 413 beyond it.
     app.config["MAX_CONTENT_LENGTH"] = settings.max_recipients * JSON_OVERHEAD_PER_RECIPIENT + 65536
     app.json.sort_keys = False  # type: ignore[attr-defined]
-    _configure_logging(settings.log_level)
+    logs.configure(settings)
 
     if settings.proxy_count:
         # The client address (for per-address limits) comes from X-Forwarded-For.
@@ -52,20 +54,28 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(api.bp)
     app.register_blueprint(webhooks.bp)
     app.register_blueprint(health.bp)
+    app.before_request(_bind_request_id)
     app.after_request(_security_headers)
+    app.teardown_request(_unbind_request_id)
     return app
 
 
+def _bind_request_id() -> None:
+    given = request.headers.get("X-Request-ID", "")
+    request_id = given if _REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+    g.request_id = request_id
+    g.log_token = logs.bind(request_id=request_id)
+
+
+def _unbind_request_id(_: BaseException | None) -> None:
+    token = g.pop("log_token", None)
+    if token is not None:
+        logs.unbind(token)
+
+
 def _security_headers(response: Response) -> Response:
+    if "request_id" in g:
+        response.headers["X-Request-ID"] = g.request_id
     response.headers["X-Content-Type-Options"] = "nosniff"
     response.headers.setdefault("Cache-Control", "no-store")
     return response
-
-
-def _configure_logging(level: str) -> None:
-    root = logging.getLogger()
-    if not root.handlers:
-        handler = logging.StreamHandler(sys.stdout)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
-        root.addHandler(handler)
-    root.setLevel(level)

@@ -12,9 +12,10 @@ from __future__ import annotations
 from typing import Any
 
 from celery import Celery, Task
-from celery.signals import worker_init
+from celery.signals import task_postrun, task_prerun, worker_init
 from flask import Flask
 
+from bulksms import logs
 from bulksms.config import ConfigError, Settings
 
 QUEUE = "bulksms"
@@ -46,6 +47,19 @@ def celery_init_app(app: Flask, settings: Settings) -> Celery:
         }
     )
     celery_app.set_default()
+
+    @task_prerun.connect(weak=False)
+    def _bind_task(task_id: str, task: Task, args: tuple[Any, ...], **_: Any) -> None:
+        fields: dict[str, Any] = {"task_id": task_id}
+        if task.name == "bulksms.send_batch" and len(args) == 2:
+            fields.update(job_id=args[0], batch=args[1])
+        task.request.log_token = logs.bind(**fields)
+
+    @task_postrun.connect(weak=False)
+    def _unbind_task(task: Task, **_: Any) -> None:
+        token = getattr(task.request, "log_token", None)
+        if token is not None:
+            logs.unbind(token)
 
     @worker_init.connect(sender=None, weak=False)
     def _check_worker_settings(**_: Any) -> None:

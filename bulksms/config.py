@@ -190,6 +190,7 @@ class Settings:
     rate_limit_bad_signatures: str = env("RATE_LIMIT_BAD_SIGNATURES", _rate, "30/minute")
     proxy_count: int = env("PROXY_COUNT", _int(0, 5), 0)
     log_level: str = env("LOG_LEVEL", _log_level, "INFO")
+    log_dir: str | None = env("LOG_DIR", _text)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:

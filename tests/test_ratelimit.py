@@ -17,15 +17,19 @@ BODY = json.dumps({"recipients": ["+14155550100"], "message": "x"})
 
 
 def send(client: FlaskClient, key: str = API_KEY) -> int:
-    return client.post("/api/bulk-sms", data=BODY, headers={
-        "X-API-Key": key, "Content-Type": "application/json"}).status_code
+    return client.post(
+        "/api/bulk-sms", data=BODY, headers={"X-API-Key": key, "Content-Type": "application/json"}
+    ).status_code
 
 
 def test_submits_are_limited_per_key_with_a_json_429(settings: Settings) -> None:
     client = create_app(replace(settings, rate_limit_submit="2/minute")).test_client()
     assert [send(client), send(client)] == [202, 202]
-    answer = client.post("/api/bulk-sms", data=BODY,
-                         headers={"X-API-Key": API_KEY, "Content-Type": "application/json"})
+    answer = client.post(
+        "/api/bulk-sms",
+        data=BODY,
+        headers={"X-API-Key": API_KEY, "Content-Type": "application/json"},
+    )
     assert answer.status_code == 429
     assert answer.get_json()["error"] == "rate_limited"
     assert int(answer.headers["Retry-After"]) > 0
@@ -33,8 +37,9 @@ def test_submits_are_limited_per_key_with_a_json_429(settings: Settings) -> None
 
 
 def test_reads_have_their_own_budget(settings: Settings) -> None:
-    client = create_app(replace(settings, rate_limit_read="1/minute",
-                                rate_limit_submit="5/minute")).test_client()
+    client = create_app(
+        replace(settings, rate_limit_read="1/minute", rate_limit_submit="5/minute")
+    ).test_client()
     assert send(client) == 202
     headers = {"X-API-Key": API_KEY}
     assert client.get("/api/bulk-sms/" + "0" * 32, headers=headers).status_code == 404
@@ -45,8 +50,9 @@ def test_reads_have_their_own_budget(settings: Settings) -> None:
 def test_only_bad_signatures_are_throttled(settings: Settings) -> None:
     client = create_app(replace(settings, rate_limit_bad_signatures="2/minute")).test_client()
     job_id = submit(client, ["+14155550100"])
-    bad = [report(client, settings, job_id, params("sent"), key="wrong").status_code
-           for _ in range(3)]
+    bad = [
+        report(client, settings, job_id, params("sent"), key="wrong").status_code for _ in range(3)
+    ]
     assert bad == [403, 403, 429]
     # Plivo's own reports from the same address still get through, however many.
     for status in ("queued", "sent", "delivered", "delivered", "delivered"):

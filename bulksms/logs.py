@@ -1,0 +1,125 @@
+"""Structured logs: JSON lines (python-json-logger) on stdout, optionally rotating files too.
+
+Every line of a request carries its `request_id`; every line of a batch task carries `job_id`,
+`batch` and `task_id` (bound in a context variable, so library loggers get them too). Before a
+line is written, every configured secret is replaced by `****` and phone numbers are masked
+(`+1415555****`): numbers are personal data.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from logging.handlers import RotatingFileHandler
+from pathlib import Path
+from typing import TextIO
+from urllib.parse import urlsplit
+
+from pythonjsonlogger.json import JsonFormatter
+
+from bulksms.config import Settings
+
+_context: ContextVar[dict[str, object]] = ContextVar("bulksms_log_context", default={})  # noqa: B039 (never mutated)
+
+# A phone number: '+' and digits, or a bare run of 10-15 digits, standing alone.
+_NUMBER = re.compile(r"(?<![0-9A-Za-z])(\+\d{4,11}|\d{6,11})(\d{4})(?![0-9A-Za-z])")
+_HANDLER_NAME = "bulksms"
+
+
+def mask_numbers(text: str) -> str:
+    return _NUMBER.sub(r"\1****", text)
+
+
+@contextmanager
+def bound(**fields: object) -> Iterator[None]:
+    """Add fields to every log line written inside the block."""
+    token = _context.set({**_context.get(), **fields})
+    try:
+        yield
+    finally:
+        _context.reset(token)
+
+
+def bind(**fields: object) -> object:
+    """Add fields until `unbind(token)` (for hooks that cannot wrap a block)."""
+    return _context.set({**_context.get(), **fields})
+
+
+def unbind(token: object) -> None:
+    _context.reset(token)  # type: ignore[arg-type]
+
+
+class _Context(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        for key, value in _context.get().items():
+            if not hasattr(record, key):
+                setattr(record, key, value)
+        return True
+
+
+class _Redact(logging.Filter):
+    """Secrets out, numbers masked: in the message, its arguments and any traceback."""
+
+    def __init__(self, secrets: Iterable[str]) -> None:
+        super().__init__()
+        self.secrets = sorted({s for s in secrets if s and len(s) >= 4}, key=len, reverse=True)
+
+    def clean(self, text: str) -> str:
+        for secret in self.secrets:
+            text = text.replace(secret, "****")
+        return mask_numbers(text)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg = self.clean(record.getMessage())
+        record.args = None
+        if record.exc_info:
+            record.exc_text = self.clean(logging.Formatter().formatException(record.exc_info))
+            record.exc_info = None
+        return True
+
+
+def secrets_of(settings: Settings) -> list[str]:
+    found = [
+        *settings.api_keys,
+        settings.plivo_auth_token or "",
+        settings.plivo_webhook_secret or "",
+    ]
+    for url in (settings.redis_url, settings.celery_broker_url):
+        password = urlsplit(url).password if url else None
+        if password:
+            found.append(password)
+    return found
+
+
+def configure(settings: Settings, stream: TextIO | None = None) -> None:
+    """Route the root logger through our filters to stdout (and files if LOG_DIR is set)."""
+    root = logging.getLogger()
+    for handler in [h for h in root.handlers if h.get_name() == _HANDLER_NAME]:
+        root.removeHandler(handler)
+        handler.close()
+    formatter = JsonFormatter(
+        "%(asctime)s %(levelname)s %(name)s %(message)s",
+        rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
+    )
+    handlers: list[logging.Handler] = [logging.StreamHandler(stream or sys.stdout)]
+    if settings.log_dir:
+        folder = Path(settings.log_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        errors = RotatingFileHandler(folder / "error.log", maxBytes=10_000_000, backupCount=5)
+        errors.setLevel(logging.ERROR)
+        handlers += [
+            RotatingFileHandler(folder / "combined.log", maxBytes=10_000_000, backupCount=5),
+            errors,
+        ]
+    redact = _Redact(secrets_of(settings))
+    for handler in handlers:
+        handler.set_name(_HANDLER_NAME)
+        handler.setFormatter(formatter)
+        handler.addFilter(_Context())
+        handler.addFilter(redact)
+        root.addHandler(handler)
+    root.setLevel(settings.log_level)

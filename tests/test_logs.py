@@ -1,0 +1,95 @@
+"""Log lines: JSON, with their context, never a secret, numbers masked."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from collections.abc import Iterator
+from dataclasses import replace
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+
+from bulksms import logs
+from bulksms.config import Settings
+from tests.conftest import API_KEY
+
+
+@pytest.fixture
+def lines(settings: Settings, app: Flask) -> Iterator[io.StringIO]:
+    """Log lines as JSON text (configured after the app, which configures logging too)."""
+    out = io.StringIO()
+    logs.configure(replace(settings, redis_url="redis://:hunter22@127.0.0.1:1/0"), out)
+    yield out
+    logs.configure(settings)
+
+
+def records(out: io.StringIO) -> list[dict[str, object]]:
+    return [json.loads(line) for line in out.getvalue().splitlines()]
+
+
+def test_secrets_never_appear_and_numbers_are_masked(
+    lines: io.StringIO, settings: Settings
+) -> None:
+    log = logging.getLogger("bulksms.test")
+    log.warning(
+        "key %s token %s pw hunter22 to +14155550100 and 14155550101",
+        API_KEY,
+        settings.plivo_auth_token,
+    )
+    try:
+        raise RuntimeError(f"boom {settings.plivo_auth_token} +442079460958")
+    except RuntimeError:
+        log.exception("failed")
+    text = lines.getvalue()
+    assert API_KEY not in text
+    assert str(settings.plivo_auth_token) not in text
+    assert "hunter22" not in text
+    assert "+14155550100" not in text and "+1415555****" in text
+    assert "1415555****" in text
+    assert "+44207946****" in text
+    first, second = records(lines)
+    assert first["level"] == "WARNING" and first["logger"] == "bulksms.test"
+    assert "exc_info" in second
+
+
+def test_job_ids_are_not_mistaken_for_numbers() -> None:
+    assert (
+        logs.mask_numbers("job 3f2d8b88f15744e08f2769b9fc1e1d41")
+        == "job 3f2d8b88f15744e08f2769b9fc1e1d41"
+    )
+
+
+def test_request_lines_carry_the_request_id(lines: io.StringIO, client: FlaskClient) -> None:
+    answer = client.get(
+        "/api/bulk-sms/" + "0" * 32, headers={"X-API-Key": API_KEY, "X-Request-ID": "req-123"}
+    )
+    assert answer.headers["X-Request-ID"] == "req-123"
+    with client.application.test_request_context(headers={"X-Request-ID": "req-456"}):
+        client.application.preprocess_request()
+        logging.getLogger("bulksms.x").info("inside")
+    assert any(r.get("request_id") == "req-456" for r in records(lines))
+
+
+def test_bound_fields_reach_every_line(lines: io.StringIO) -> None:
+    with logs.bound(job_id="j1", batch=3, task_id="t1"):
+        logging.getLogger("celery.x").info("sending")
+    (record,) = records(lines)
+    assert (record["job_id"], record["batch"], record["task_id"]) == ("j1", 3, "t1")
+
+
+def test_log_dir_writes_combined_and_error_files(settings: Settings, tmp_path: object) -> None:
+    from pathlib import Path
+
+    folder = Path(str(tmp_path)) / "logs"
+    logs.configure(replace(settings, log_dir=str(folder)), io.StringIO())
+    try:
+        logging.getLogger("bulksms.t").info("fine")
+        logging.getLogger("bulksms.t").error("bad")
+        assert "fine" in (folder / "combined.log").read_text()
+        assert "bad" in (folder / "error.log").read_text()
+        assert "fine" not in (folder / "error.log").read_text()
+    finally:
+        logs.configure(settings)
