@@ -37,6 +37,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app = Flask("bulksms")
     # Fits a million recipients and not much more; Werkzeug answers 413 beyond it.
     app.config["MAX_CONTENT_LENGTH"] = settings.max_recipients * JSON_OVERHEAD_PER_RECIPIENT + 65536
+    app.url_map.merge_slashes = False  # no HTML redirect for '//': a JSON 404 instead
     app.json.sort_keys = False  # type: ignore[attr-defined]
     logs.configure(settings)
 

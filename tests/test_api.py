@@ -243,3 +243,18 @@ def test_redis_down_is_503_with_retry_after(settings: Any) -> None:
     assert answer.status_code == 503
     assert answer.get_json()["error"] == "service_unavailable"
     assert answer.headers["Retry-After"]
+
+
+def test_a_body_beyond_the_size_limit_is_413_json(settings: Any, rdb: redis.Redis) -> None:
+    from dataclasses import replace
+
+    from bulksms import create_app
+
+    app = create_app(replace(settings, max_recipients=10))
+    big = json.dumps({"recipients": ["+14155550100"] * 6000, "message": "x"})
+    answer = post(app.test_client(), json.loads(big))
+    assert answer.status_code == 413
+    assert answer.get_json()["error"] == "request_entity_too_large"
+    too_many = post(app.test_client(), {"recipients": ["+14155550100"] * 11, "message": "x"})
+    assert too_many.status_code == 413 and too_many.get_json()["error"] == "too_many_recipients"
+    assert job_keys(rdb) == []
