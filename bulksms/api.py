@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 
-from flask import Blueprint, Response, current_app, jsonify, request, url_for
+from flask import Blueprint, Response, jsonify, request, url_for
 
 from bulksms import submission
 from bulksms.auth import require_api_key
@@ -12,7 +12,7 @@ from bulksms.errors import ApiError
 from bulksms.extensions import settings, store
 from bulksms.ratelimit import limiter, read_limit, submit_limit
 from bulksms.store import JobState, NewJob, status_document
-from bulksms.tasks import send_batch
+from bulksms.tasks import enqueue
 
 bp = Blueprint("api", __name__, url_prefix="/api/bulk-sms")
 
@@ -40,7 +40,7 @@ def submit() -> tuple[Response, int, dict[str, str]]:
         extra={"encoding": sub.encoded.encoding, "segments_per_message": sub.encoded.segments},
     )
     store().create(new_job)
-    _enqueue(job_id, new_job.batch_count)
+    enqueue(job_id, range(new_job.batch_count))
     location = url_for("api.status", job_id=job_id)
     answer = {
         "job_id": job_id,
@@ -50,14 +50,6 @@ def submit() -> tuple[Response, int, dict[str, str]]:
         **submission.accepted_document(sub),
     }
     return jsonify(answer), 202, {"Location": location}
-
-
-def _enqueue(job_id: str, batch_count: int) -> None:
-    """One task per batch, over one broker connection."""
-    celery_app = current_app.extensions["celery"]
-    with celery_app.producer_or_acquire() as producer:
-        for batch in range(batch_count):
-            send_batch.apply_async((job_id, batch), producer=producer)
 
 
 @bp.get("/<job_id>")

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from celery import Celery, Task
-from celery.signals import task_postrun, task_prerun, worker_init
+from celery.signals import task_postrun, task_prerun, worker_init, worker_ready, worker_shutdown
 from flask import Flask
 
 from bulksms import logs
@@ -32,6 +32,7 @@ def celery_init_app(app: Flask, settings: Settings) -> Celery:
         {
             "broker_url": settings.broker_url,
             "broker_connection_retry_on_startup": True,
+            "broker_connection_max_retries": None,  # a Redis outage is waited out, never fatal
             "broker_transport_options": {
                 "visibility_timeout": settings.celery_visibility_timeout,
             },
@@ -60,6 +61,19 @@ def celery_init_app(app: Flask, settings: Settings) -> Celery:
         token = getattr(task.request, "log_token", None)
         if token is not None:
             logs.unbind(token)
+
+    sweeping: list[Any] = []
+
+    @worker_ready.connect(weak=False)
+    def _start_sweep(**_: Any) -> None:
+        from bulksms import sweep
+
+        sweeping.append(sweep.start(app, settings))
+
+    @worker_shutdown.connect(weak=False)
+    def _stop_sweep(**_: Any) -> None:
+        for stop in sweeping:
+            stop.set()
 
     @worker_init.connect(sender=None, weak=False)
     def _check_worker_settings(**_: Any) -> None:

@@ -185,6 +185,11 @@ class Settings:
     send_backoff_max: float = env("SEND_BACKOFF_MAX", _float(0.0), 300.0)
     job_retention_seconds: int = env("JOB_RETENTION_SECONDS", _int(60), 30 * 24 * 3600)
     celery_visibility_timeout: int = env("CELERY_VISIBILITY_TIMEOUT", _int(10), 600)
+    plivo_rate_limit: str = env("PLIVO_RATE_LIMIT", _rate, "300/5 seconds")
+    sweep_interval: float = env("SWEEP_INTERVAL", _float(0.2), 15.0)
+    dispatch_stale_seconds: float = env("DISPATCH_STALE_SECONDS", _float(1.0), 30.0)
+    unknown_outcome_grace: float = env("UNKNOWN_OUTCOME_GRACE", _float(1.0), 90.0)
+    report_wait_seconds: int = env("REPORT_WAIT_SECONDS", _int(1), 48 * 3600)
     rate_limit_submit: str = env("RATE_LIMIT_SUBMIT", _rate, "60/minute")
     rate_limit_read: str = env("RATE_LIMIT_READ", _rate, "1200/minute")
     rate_limit_bad_signatures: str = env("RATE_LIMIT_BAD_SIGNATURES", _rate, "30/minute")
@@ -227,6 +232,11 @@ class Settings:
     @property
     def broker_url(self) -> str | None:
         return self.celery_broker_url or self.redis_url
+
+    @property
+    def in_flight_seconds(self) -> float:
+        """Longer than any Plivo call can last: a batch `sending` for longer has no live call."""
+        return 2 * self.plivo_timeout + 10
 
     @property
     def webhook_key(self) -> str | None:

@@ -1,15 +1,29 @@
 """Sending one batch: the decisions, kept out of the Celery task so they can be read and tested.
 
 The batch's state in Redis decides whether to send, not Celery: a claim moves it from `pending`
-to `sending` atomically, so a duplicate or redelivered task never sends a batch twice.
+to `sending` atomically and numbers the attempt, so a duplicate or redelivered task never sends
+a batch twice, and an outcome is recorded only by the attempt that owns the batch.
+
+- Plivo accepted: `submitted`, recorded however long Redis takes to come back (we are the only
+  ones who know).
+- Nothing reached Plivo (`NotSent`): `pending` again, not before the backoff; a retry follows.
+- Plivo refused for good (`Refused`): `failed`, its recipients rejected; bad credentials halt
+  the whole job.
+- The request went out, the answer never came (`OutcomeUnknown`): left `sending`. The sweep
+  settles it from the delivery reports that name the batch, or resends after a grace period.
 """
 
 from __future__ import annotations
 
 import logging
 import random
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 from urllib.parse import urlencode
+
+import redis
 
 from bulksms.config import Settings
 from bulksms.gateway import (
@@ -20,9 +34,13 @@ from bulksms.gateway import (
     PlivoGateway,
     Refused,
 )
-from bulksms.store import BatchState, JobStore
+from bulksms.store import JobStore
+from bulksms.throttle import PlivoThrottle
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+RECORD_PATIENCE_SECONDS = 600  # how long a worker keeps trying to write an outcome to Redis
 
 
 @dataclass(frozen=True)
@@ -39,28 +57,44 @@ def callback_url(settings: Settings, job_id: str, batch: int) -> str:
 
 
 def backoff(settings: Settings, attempt: int, retry_after: float | None) -> float:
-    """Exponential backoff with full jitter, capped; Plivo's Retry-After wins when given."""
+    """Exponential backoff with jitter, capped; Plivo's Retry-After wins when given.
+
+    `attempt` counts from 1: the first retry waits about `send_backoff_base` seconds.
+    """
     if retry_after is not None:
         return min(retry_after, settings.send_backoff_max)
-    ceiling = min(settings.send_backoff_max, settings.send_backoff_base * 2**attempt)
+    ceiling = min(settings.send_backoff_max, settings.send_backoff_base * 2 ** (attempt - 1))
     return random.uniform(ceiling / 2, ceiling)
+
+
+def persist(write: Callable[[], T], patience: float = RECORD_PATIENCE_SECONDS) -> T:
+    """Write an outcome only this worker knows, waiting out a Redis outage to do it."""
+    deadline, pause = time.monotonic() + patience, 0.2
+    while True:
+        try:
+            return write()
+        except redis.RedisError:
+            if time.monotonic() > deadline:
+                raise
+            log.warning("redis unavailable; retrying in %.1f s to record a batch outcome", pause)
+            time.sleep(pause)
+            pause = min(pause * 2, 10.0)
 
 
 def send_batch(
     store: JobStore,
     gateway: PlivoGateway,
+    throttle: PlivoThrottle,
     settings: Settings,
     job_id: str,
     batch: int,
-    attempt: int,
 ) -> str:
     """Send one batch if it is still pending. Returns what became of it."""
-    before = store.claim_batch(job_id, batch)
-    if before is None:
-        return "gone"
-    if before is not BatchState.PENDING:
-        # submitted/failed: done already. sending: another attempt is (or was) in flight.
-        return f"skipped:{before.value}"
+    claim = store.claim_batch(job_id, batch)
+    if claim.outcome != "go":
+        # early: a retry is scheduled for later; halted: failed now; else done or in flight.
+        return f"skipped:{claim.outcome}"
+    attempt = claim.attempt
     work = store.batch_work(job_id, batch)
     outgoing = Outgoing(
         dst=tuple(work.numbers),
@@ -70,23 +104,34 @@ def send_batch(
         powerpack_uuid=work.sending.powerpack_uuid,
         message_expiry=work.sending.message_expiry,
     )
+    throttle.wait()
     try:
         accepted = gateway.send(outgoing)
     except NotSent as exc:
-        store.release_batch(job_id, batch)
-        if attempt + 1 >= settings.send_max_attempts:
-            store.batch_failed(job_id, batch, f"gave up after {attempt + 1} attempts: {exc.reason}")
+        if attempt >= settings.send_max_attempts:
+            reason = f"gave up after {attempt} attempts: {exc.reason}"
+            persist(lambda: store.batch_failed(job_id, batch, attempt, reason))
             return "failed"
-        raise RetryLater(backoff(settings, attempt, exc.retry_after), exc.reason) from exc
+        delay = backoff(settings, attempt, exc.retry_after)
+        persist(lambda: store.release_batch(job_id, batch, attempt, time.time() + delay))
+        raise RetryLater(delay, exc.reason) from exc
     except BadCredentials as exc:
-        store.batch_failed(job_id, batch, f"Plivo refused the credentials: {exc.reason}")
+        reason = f"Plivo refused the credentials: {exc.reason}"
+        persist(lambda: store.halt(job_id, reason))
+        persist(lambda: store.batch_failed(job_id, batch, attempt, reason))
         return "failed"
     except Refused as exc:
-        store.batch_failed(job_id, batch, exc.reason)
+        refusal = exc.reason
+        persist(lambda: store.batch_failed(job_id, batch, attempt, refusal))
         return "failed"
     except OutcomeUnknown as exc:
-        # Plivo may have sent these messages: never resend blindly. The batch stays `sending`.
-        log.warning("batch %s/%s outcome unknown: %s", job_id, batch, exc.reason)
+        log.warning("batch outcome unknown, left for the sweep to settle: %s", exc.reason)
         return "unknown"
-    store.batch_submitted(job_id, batch, accepted.api_id, accepted.invalid_numbers)
+    recorded = persist(
+        lambda: store.batch_submitted(
+            job_id, batch, attempt, accepted.api_id, accepted.invalid_numbers
+        )
+    )
+    if recorded < 0:
+        log.error("batch %s/%s accepted by Plivo after another attempt took it over", job_id, batch)
     return "submitted"

@@ -7,6 +7,10 @@ Cluster slot and each Lua script touches one job only.
     bulksms:{<job>}:batches     hash   batch number -> batch state record
     bulksms:{<job>}:r:<batch>   hash   number (E.164 without '+') -> recipient status record
     bulksms:v2nonce:<nonce>     string a V2 signature nonce already taken (replay guard)
+    bulksms:idem:<digest>       string an Idempotency-Key's request digest and its answer
+    bulksms:active              zset   unfinished jobs, for the sweep
+    bulksms:plivo-bucket        hash   the token bucket shared by every worker
+    bulksms:sweep-lock          string held by the worker that sweeps right now
 
     bulksms:rl…                 flask-limiter's counters (per API key, per address)
 
@@ -14,6 +18,9 @@ Celery's own keys (the broker queues) are Celery's business and use its defaults
 """
 
 PREFIX = "bulksms"
+ACTIVE_JOBS = f"{PREFIX}:active"  # sorted set: jobs the sweep still looks after
+PLIVO_BUCKET = f"{PREFIX}:plivo-bucket"  # hash: the shared token bucket toward Plivo's API
+SWEEP_LOCK = f"{PREFIX}:sweep-lock"  # string: one sweep at a time across all workers
 RATE_LIMIT_PREFIX = f"{PREFIX}:rl"  # flask-limiter's counters live under this prefix
 
 
@@ -27,6 +34,10 @@ def batches(job_id: str) -> str:
 
 def recipients(job_id: str, batch: int) -> str:
     return f"{PREFIX}:{{{job_id}}}:r:{batch}"
+
+
+def idempotency(digest: str) -> str:
+    return f"{PREFIX}:idem:{digest}"
 
 
 def v2_nonce(nonce: str) -> str:

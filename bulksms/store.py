@@ -22,7 +22,7 @@ from typing import Any, cast
 
 import redis
 
-from bulksms import keys
+from bulksms import keys, scripts
 
 
 class Status(StrEnum):
@@ -66,87 +66,6 @@ class BatchState(StrEnum):
     FAILED = "failed"
 
 
-# Shared Lua: move one recipient forward and keep the job's counters equal to the statuses.
-_PRELUDE = """
-local RANK = {p = 0, q = 1, s = 2, d = 3, u = 3, f = 3, r = 3}
-local function advance(job, hash, number, code, uuid, err, now)
-  local cur = redis.call('HGET', hash, number)
-  if not cur then return -1 end
-  local old = string.sub(cur, 1, 1)
-  if RANK[code] <= RANK[old] then return 0 end
-  if uuid == '' then
-    uuid = string.match(cur, '^.|([^|]*)') or ''
-  end
-  redis.call('HSET', hash, number, code .. '|' .. uuid .. '|' .. err .. '|' .. now)
-  redis.call('HINCRBY', job, 'c:' .. old, -1)
-  redis.call('HINCRBY', job, 'c:' .. code, 1)
-  return 1
-end
-"""
-
-# KEYS: job, batches. ARGV: batch, now. Returns the batch's state before the claim.
-_CLAIM = """
-local rec = redis.call('HGET', KEYS[2], ARGV[1])
-if not rec then return 'gone' end
-local state = string.match(rec, '^[^|]*')
-if state == 'pending' then
-  redis.call('HSET', KEYS[2], ARGV[1], 'sending|' .. ARGV[2])
-  redis.call('HSETNX', KEYS[1], 'started_at', ARGV[2])
-  redis.call('HSET', KEYS[1], 'updated_at', ARGV[2])
-end
-return state
-"""
-
-# KEYS: batches. ARGV: batch. A send that never reached Plivo gives the batch back.
-_RELEASE = """
-local rec = redis.call('HGET', KEYS[1], ARGV[1])
-if rec and string.match(rec, '^[^|]*') == 'sending' then
-  redis.call('HSET', KEYS[1], ARGV[1], 'pending')
-  return 1
-end
-return 0
-"""
-
-# KEYS: job, batches, recipients. ARGV: batch, now, outcome, detail, code for the batch's
-# pending recipients, then the numbers Plivo refused one by one (rejected).
-_FINISH = (
-    _PRELUDE
-    + """
-local rec = redis.call('HGET', KEYS[2], ARGV[1])
-if not rec then return 0 end
-local state = string.match(rec, '^[^|]*')
-if state == 'submitted' or state == 'failed' then return 0 end
-redis.call('HSET', KEYS[2], ARGV[1], ARGV[3] .. '|' .. ARGV[2] .. '|' .. ARGV[4])
-redis.call('HINCRBY', KEYS[1], 'b:pending', -1)
-redis.call('HINCRBY', KEYS[1], 'b:' .. ARGV[3], 1)
-redis.call('HSET', KEYS[1], 'updated_at', ARGV[2])
-local refused = {}
-for i = 6, #ARGV do refused[ARGV[i]] = true end
-local all = redis.call('HGETALL', KEYS[3])
-for i = 1, #all, 2 do
-  if all[i + 1] == 'p' then
-    if refused[all[i]] then
-      advance(KEYS[1], KEYS[3], all[i], 'r', '', 'invalid_number', ARGV[2])
-    else
-      advance(KEYS[1], KEYS[3], all[i], ARGV[5], '', '', ARGV[2])
-    end
-  end
-end
-return 1
-"""
-)
-
-# KEYS: job, recipients. ARGV: number, code, uuid, error code, now.
-_REPORT = (
-    _PRELUDE
-    + """
-local moved = advance(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5])
-if moved == 1 then redis.call('HSET', KEYS[1], 'updated_at', ARGV[5]) end
-return moved
-"""
-)
-
-
 @dataclass(frozen=True)
 class Sending:
     """How Plivo is to send a job's messages: `src` or a Powerpack, never both."""
@@ -184,14 +103,24 @@ class BatchWork:
 SENDING_FIELDS = [f.name for f in dataclass_fields(Sending)]
 
 
+@dataclass(frozen=True)
+class Claim:
+    """What `claim_batch` decided: `go` (send now, as attempt `attempt`) or why not."""
+
+    outcome: str  # go | early | halted | sending | submitted | failed | gone
+    attempt: int = 0
+    detail: str = ""
+
+
 class JobStore:
     def __init__(self, client: redis.Redis, retention_seconds: int) -> None:
         self.redis = client
         self.retention = retention_seconds
-        self._claim = client.register_script(_CLAIM)
-        self._release = client.register_script(_RELEASE)
-        self._finish = client.register_script(_FINISH)
-        self._report = client.register_script(_REPORT)
+        self._claim = client.register_script(scripts.CLAIM)
+        self._release = client.register_script(scripts.RELEASE)
+        self._finish = client.register_script(scripts.FINISH)
+        self._resolve = client.register_script(scripts.RESOLVE)
+        self._report = client.register_script(scripts.REPORT)
 
     # -- submit -------------------------------------------------------------------------------
     def create(self, job: NewJob) -> None:
@@ -213,11 +142,15 @@ class JobStore:
             **job.extra,
         }
         fields["c:p"] = len(job.recipients)
+        batches: dict[str, str] = {}
+        for batch in range(job.batch_count):
+            batches[str(batch)] = "pending|0|0"
+            batches[f"q:{batch}"] = now
         pipe = self.redis.pipeline(transaction=True)
         job_key = keys.job(job.job_id)
         batches_key = keys.batches(job.job_id)
         pipe.hset(job_key, mapping=cast(dict[Any, Any], fields))
-        pipe.hset(batches_key, mapping=dict.fromkeys(range(job.batch_count), "pending"))
+        pipe.hset(batches_key, mapping=cast(dict[Any, Any], batches))
         for batch in range(job.batch_count):
             start = batch * job.batch_size
             numbers = job.recipients[start : start + job.batch_size]
@@ -227,16 +160,23 @@ class JobStore:
         pipe.expire(job_key, self.retention)
         pipe.expire(batches_key, self.retention)
         pipe.execute()
+        # The sweep's index of unfinished jobs: outside the job's slot, so not in its transaction.
+        self.redis.zadd(keys.ACTIVE_JOBS, {job.job_id: float(now)})
 
     # -- dispatch -----------------------------------------------------------------------------
-    def claim_batch(self, job_id: str, batch: int) -> BatchState | None:
-        """Mark a pending batch as being sent. Returns its state before, None if it is gone."""
-        state = self._claim(keys=[keys.job(job_id), keys.batches(job_id)], args=[batch, _now()])
-        return None if state == "gone" else BatchState(state)
+    def claim_batch(self, job_id: str, batch: int) -> Claim:
+        """Take a pending batch for sending (atomically: one claimant wins)."""
+        result = self._claim(keys=self._batch_keys(job_id, batch), args=[batch, _now()])
+        outcome = result[0]
+        if outcome == "go":
+            return Claim("go", attempt=int(result[1]))
+        return Claim(outcome, detail=result[1] if len(result) > 1 else "")
 
-    def release_batch(self, job_id: str, batch: int) -> None:
-        """Nothing reached Plivo: the batch is pending again, for a retry."""
-        self._release(keys=[keys.batches(job_id)], args=[batch])
+    def release_batch(self, job_id: str, batch: int, attempt: int, not_before: float) -> bool:
+        """Nothing reached Plivo: the batch is pending again, not to be sent before then."""
+        return bool(
+            self._release(keys=[keys.batches(job_id)], args=[batch, attempt, f"{not_before:.3f}"])
+        )
 
     def batch_work(self, job_id: str, batch: int) -> BatchWork:
         pipe = self.redis.pipeline(transaction=False)
@@ -247,16 +187,43 @@ class JobStore:
         return BatchWork(sending=sending, numbers=[f"+{n}" for n in numbers])
 
     def batch_submitted(
-        self, job_id: str, batch: int, api_id: str, refused_numbers: Sequence[str]
-    ) -> bool:
-        """Plivo accepted the batch: its recipients are queued, those Plivo refused rejected."""
+        self, job_id: str, batch: int, attempt: int, api_id: str, refused: Sequence[str]
+    ) -> int:
+        """Plivo accepted the batch: its recipients are queued, those Plivo refused rejected.
+
+        1 recorded, 0 already recorded, -1 another attempt owns the batch now.
+        """
         return self._finish_batch(
-            job_id, batch, BatchState.SUBMITTED, api_id, Status.QUEUED, refused_numbers
+            job_id, batch, BatchState.SUBMITTED, api_id, Status.QUEUED, "", str(attempt), refused
         )
 
-    def batch_failed(self, job_id: str, batch: int, reason: str) -> bool:
+    def batch_failed(self, job_id: str, batch: int, attempt: int | None, reason: str) -> int:
         """The batch will never be sent: its recipients are counted as rejected."""
-        return self._finish_batch(job_id, batch, BatchState.FAILED, reason, Status.REJECTED, ())
+        owner = "*" if attempt is None else str(attempt)
+        return self._finish_batch(
+            job_id, batch, BatchState.FAILED, reason, Status.REJECTED, "batch_failed", owner, ()
+        )
+
+    def halt(self, job_id: str, reason: str) -> None:
+        """Stop the job: every batch not yet sent fails with `reason` when it is claimed."""
+        self.redis.hsetnx(keys.job(job_id), "halted", reason.replace("|", "/"))
+
+    def resolve_batch(
+        self, job_id: str, batch: int, in_flight_seconds: float, grace_seconds: float
+    ) -> str:
+        """Settle a batch left `sending`: submitted on evidence, else resend after the grace."""
+        return str(
+            self._resolve(
+                keys=self._batch_keys(job_id, batch),
+                args=[batch, _now(), in_flight_seconds, grace_seconds],
+            )
+        )
+
+    def mark_enqueued(self, job_id: str, batch: int) -> None:
+        self.redis.hset(keys.batches(job_id), f"q:{batch}", _now())
+
+    def batch_records(self, job_id: str) -> dict[str, str]:
+        return cast(dict[str, str], self.redis.hgetall(keys.batches(job_id)))
 
     def _finish_batch(
         self,
@@ -265,14 +232,30 @@ class JobStore:
         outcome: BatchState,
         detail: str,
         code: Status,
+        error: str,
+        owner: str,
         refused_numbers: Sequence[str],
-    ) -> bool:
+    ) -> int:
         refused = [_field(n) for n in refused_numbers]
-        done = self._finish(
-            keys=[keys.job(job_id), keys.batches(job_id), keys.recipients(job_id, batch)],
-            args=[batch, _now(), outcome.value, detail.replace("|", "/"), CODES[code], *refused],
+        return int(
+            self._finish(
+                keys=self._batch_keys(job_id, batch),
+                args=[
+                    batch,
+                    _now(),
+                    outcome.value,
+                    detail.replace("|", "/"),
+                    CODES[code],
+                    error,
+                    owner,
+                    *refused,
+                ],
+            )
         )
-        return bool(done)
+
+    @staticmethod
+    def _batch_keys(job_id: str, batch: int) -> list[str]:
+        return [keys.job(job_id), keys.batches(job_id), keys.recipients(job_id, batch)]
 
     # -- delivery reports ---------------------------------------------------------------------
     def record_report(
@@ -281,16 +264,28 @@ class JobStore:
         """1 when the status moved, 0 when it was old news, -1 for an unknown recipient."""
         return int(
             self._report(
-                keys=[keys.job(job_id), keys.recipients(job_id, batch)],
+                keys=[keys.job(job_id), keys.recipients(job_id, batch), keys.batches(job_id)],
                 args=[
                     _field(number),
                     CODES[status],
                     uuid.replace("|", ""),
                     error_code.replace("|", ""),
                     _now(),
+                    batch,
                 ],
             )
         )
+
+    # -- the sweep's view ---------------------------------------------------------------------
+    def active_jobs(self) -> list[str]:
+        return cast(list[str], self.redis.zrange(keys.ACTIVE_JOBS, 0, -1))
+
+    def deactivate(self, job_id: str) -> None:
+        self.redis.zrem(keys.ACTIVE_JOBS, job_id)
+
+    def close(self, job_id: str, reason: str) -> None:
+        """Stop waiting for reports: the job is completed with what is known."""
+        self.redis.hsetnx(keys.job(job_id), "closed", reason)
 
     # -- reads --------------------------------------------------------------------------------
     def job_fields(self, job_id: str) -> dict[str, str] | None:
@@ -314,15 +309,15 @@ class JobStore:
 
 
 def derive_state(fields: dict[str, str]) -> JobState:
-    """A job's state follows from its counters; only operator actions would be stored."""
+    """A job's state follows from its counters; only decisions (closing) are stored."""
     pending_batches = int(fields["b:pending"])
     if pending_batches:
         return JobState.SENDING if "started_at" in fields else JobState.QUEUED
     if int(fields["b:submitted"]) == 0:
         return JobState.FAILED
-    if any(int(fields[f"c:{CODES[s]}"]) for s in NOT_FINAL):
-        return JobState.SENT
-    return JobState.COMPLETED
+    if "closed" in fields or not any(int(fields[f"c:{CODES[s]}"]) for s in NOT_FINAL):
+        return JobState.COMPLETED
+    return JobState.SENT
 
 
 def status_document(job_id: str, fields: dict[str, str]) -> dict[str, Any]:
@@ -343,6 +338,8 @@ def status_document(job_id: str, fields: dict[str, str]) -> dict[str, Any]:
             "failed": int(fields["b:failed"]),
         },
         "counts": {s.value: int(fields[f"c:{CODES[s]}"]) for s in Status},
+        **({"closed": fields["closed"]} if "closed" in fields else {}),
+        **({"halted": fields["halted"]} if "halted" in fields else {}),
     }
 
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 
 import redis
 
-from bulksms.store import CODES, BatchState, JobStore, NewJob, Sending, Status, derive_state
+from bulksms.store import CODES, Claim, JobStore, NewJob, Sending, Status, derive_state
 
 NUMBERS = ["+14155550100", "+14155550101", "+14155550102"]
 
@@ -43,20 +44,62 @@ def test_new_job_is_queued_with_every_recipient_pending(rdb: redis.Redis) -> Non
     assert rdb.ttl("bulksms:{j1}:r:1") > 0
 
 
-def test_a_batch_is_claimed_once(rdb: redis.Redis) -> None:
+def test_a_batch_is_claimed_once_and_numbered(rdb: redis.Redis) -> None:
     store = make(rdb)
-    assert store.claim_batch("j1", 0) is BatchState.PENDING
-    assert store.claim_batch("j1", 0) is BatchState.SENDING
-    store.release_batch("j1", 0)
-    assert store.claim_batch("j1", 0) is BatchState.PENDING
-    assert store.claim_batch("nope", 0) is None
+    assert store.claim_batch("j1", 0) == Claim("go", attempt=1)
+    assert store.claim_batch("j1", 0).outcome == "sending"
+    assert store.claim_batch("nope", 0).outcome == "gone"
+
+
+def test_a_released_batch_waits_for_its_backoff(rdb: redis.Redis) -> None:
+    store = make(rdb)
+    store.claim_batch("j1", 0)
+    assert not store.release_batch("j1", 0, attempt=2, not_before=0)  # not its attempt
+    assert store.release_batch("j1", 0, attempt=1, not_before=time.time() + 60)
+    assert store.claim_batch("j1", 0).outcome == "early"
+    store.release_batch("j1", 0, attempt=1, not_before=0)  # no longer sending: no effect
+    rdb.hset("bulksms:{j1}:batches", "0", "pending|0|1")
+    assert store.claim_batch("j1", 0) == Claim("go", attempt=2)
+
+
+def test_only_the_owning_attempt_records_an_outcome(rdb: redis.Redis) -> None:
+    store = make(rdb)
+    store.claim_batch("j1", 0)
+    assert store.batch_submitted("j1", 0, 2, "api", []) == -1
+    assert store.batch_submitted("j1", 0, 1, "api", []) == 1
+    assert store.batch_submitted("j1", 0, 1, "api", []) == 0
+
+
+def test_a_halted_job_fails_its_unsent_batches_without_sending(rdb: redis.Redis) -> None:
+    store = make(rdb)
+    store.halt("j1", "Plivo refused the credentials")
+    claim = store.claim_batch("j1", 1)
+    assert (claim.outcome, claim.detail) == ("halted", "Plivo refused the credentials")
+    assert counts(store) == {"pending": 2, "rejected": 1}
+
+
+def test_an_unknown_outcome_is_settled_by_evidence(rdb: redis.Redis) -> None:
+    store = make(rdb)
+    store.claim_batch("j1", 0)
+    assert store.resolve_batch("j1", 0, in_flight_seconds=60, grace_seconds=120) == "in_flight"
+    # A report for one of the batch's numbers: Plivo has the batch.
+    store.record_report("j1", 0, "+14155550100", Status.SENT, "u-1", "")
+    assert store.resolve_batch("j1", 0, in_flight_seconds=0, grace_seconds=120) == "submitted"
+    assert counts(store) == {"pending": 1, "queued": 1, "sent": 1}
+
+
+def test_an_unknown_outcome_without_evidence_is_resent_after_the_grace(rdb: redis.Redis) -> None:
+    store = make(rdb)
+    store.claim_batch("j1", 0)
+    assert store.resolve_batch("j1", 0, in_flight_seconds=0, grace_seconds=120) == "waiting"
+    assert store.resolve_batch("j1", 0, in_flight_seconds=0, grace_seconds=0) == "resend"
+    assert store.claim_batch("j1", 0) == Claim("go", attempt=2)
 
 
 def test_submission_queues_and_rejects_what_plivo_refused(rdb: redis.Redis) -> None:
     store = make(rdb)
     store.claim_batch("j1", 0)
-    assert store.batch_submitted("j1", 0, "api-1", ["+14155550101"])
-    assert not store.batch_submitted("j1", 0, "api-1", [])  # a second time changes nothing
+    assert store.batch_submitted("j1", 0, 1, "api-1", ["+14155550101"]) == 1
     assert counts(store) == {"pending": 1, "queued": 1, "rejected": 1}
     fields = store.job_fields("j1")
     assert fields and derive_state(fields).value == "sending"
@@ -66,7 +109,7 @@ def test_a_report_before_the_submission_is_recorded_and_not_undone(rdb: redis.Re
     store = make(rdb)
     store.claim_batch("j1", 0)
     assert store.record_report("j1", 0, "14155550100", Status.DELIVERED, "u-0", "") == 1
-    store.batch_submitted("j1", 0, "api-1", [])
+    store.batch_submitted("j1", 0, 1, "api-1", [])
     assert counts(store) == {"pending": 1, "queued": 1, "delivered": 1}
     record = store.recipient("j1", 0, "+14155550100")
     assert record and (record["status"], record["message_uuid"]) == ("delivered", "u-0")
@@ -74,7 +117,9 @@ def test_a_report_before_the_submission_is_recorded_and_not_undone(rdb: redis.Re
 
 def test_repeated_and_older_reports_change_nothing(rdb: redis.Redis) -> None:
     store = make(rdb)
-    store.batch_submitted("j1", 0, "api", [])
+    store.batch_failed("j1", 1, None, "not this one")
+    store.claim_batch("j1", 0)
+    store.batch_submitted("j1", 0, 1, "api", [])
     assert store.record_report("j1", 0, "+14155550100", Status.SENT, "u", "") == 1
     assert store.record_report("j1", 0, "+14155550100", Status.UNDELIVERED, "u", "80") == 1
     for status in (Status.UNDELIVERED, Status.SENT, Status.QUEUED, Status.DELIVERED):
@@ -83,7 +128,7 @@ def test_repeated_and_older_reports_change_nothing(rdb: redis.Redis) -> None:
     assert (
         counts(store)
         == true_counts(store, NUMBERS)
-        == {"pending": 1, "queued": 1, "undelivered": 1}
+        == {"queued": 1, "undelivered": 1, "rejected": 1}
     )
 
 
@@ -96,8 +141,8 @@ def test_unknown_recipients_and_jobs_are_not_counted(rdb: redis.Redis) -> None:
 
 def test_a_failed_batch_rejects_its_pending_recipients(rdb: redis.Redis) -> None:
     store = make(rdb)
-    assert store.batch_failed("j1", 1, "Plivo said no")
-    store.batch_failed("j1", 0, "Plivo said no")
+    assert store.batch_failed("j1", 1, None, "Plivo said no") == 1
+    store.batch_failed("j1", 0, None, "Plivo said no")
     fields = store.job_fields("j1")
     assert fields and counts(store) == {"rejected": 3}
     assert derive_state(fields).value == "failed"
@@ -105,8 +150,9 @@ def test_a_failed_batch_rejects_its_pending_recipients(rdb: redis.Redis) -> None
 
 def test_the_job_completes_when_every_recipient_is_final(rdb: redis.Redis) -> None:
     store = make(rdb)
-    store.batch_submitted("j1", 0, "a", [])
-    store.batch_submitted("j1", 1, "b", [])
+    for batch in (0, 1):
+        store.claim_batch("j1", batch)
+        store.batch_submitted("j1", batch, 1, "api", [])
     fields = store.job_fields("j1")
     assert fields and derive_state(fields).value == "sent"
     for i, n in enumerate(NUMBERS):
