@@ -236,7 +236,7 @@ class Settings:
     @property
     def in_flight_seconds(self) -> float:
         """Longer than any Plivo call can last: a batch `sending` for longer has no live call."""
-        return 2 * self.plivo_timeout + 10
+        return 2 * self.plivo_timeout + 2
 
     @property
     def webhook_key(self) -> str | None:

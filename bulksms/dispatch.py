@@ -40,6 +40,7 @@ from bulksms.throttle import PlivoThrottle
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
+RETRY_AFTER_CAP_SECONDS = 3600
 RECORD_PATIENCE_SECONDS = 600  # how long a worker keeps trying to write an outcome to Redis
 
 
@@ -57,12 +58,12 @@ def callback_url(settings: Settings, job_id: str, batch: int) -> str:
 
 
 def backoff(settings: Settings, attempt: int, retry_after: float | None) -> float:
-    """Exponential backoff with jitter, capped; Plivo's Retry-After wins when given.
+    """Exponential backoff with jitter, capped; Plivo's Retry-After, when given, wins.
 
     `attempt` counts from 1: the first retry waits about `send_backoff_base` seconds.
     """
-    if retry_after is not None:
-        return min(retry_after, settings.send_backoff_max)
+    if retry_after is not None:  # Plivo knows best; an hour at most, in case it is absurd
+        return min(retry_after, RETRY_AFTER_CAP_SECONDS)
     ceiling = min(settings.send_backoff_max, settings.send_backoff_base * 2 ** (attempt - 1))
     return random.uniform(ceiling / 2, ceiling)
 

@@ -102,6 +102,7 @@ class Sandbox:
         self.retry_delays = report_retry_delays
         self.lock = threading.Lock()
         self.messages: list[dict[str, Any]] = []
+        self.sends: list[dict[str, Any]] = []  # every send request: when, and the answer
         self.counters = {
             "requests": 0,
             "accepted_requests": 0,
@@ -313,6 +314,7 @@ class Sandbox:
     def reset(self) -> None:
         with self.lock:
             self.messages.clear()
+            self.sends.clear()
             self._queue.clear()
             self.faults = Faults()
             for key in self.counters:
@@ -376,13 +378,17 @@ class _Handler(BaseHTTPRequestHandler):
         with sandbox.lock:
             sandbox.counters["requests"] += 1
             latency = sandbox.faults.latency_ms
+            sent: dict[str, Any] = {"at": time.time(), "status": None}
+            sandbox.sends.append(sent)
         if latency:
             time.sleep(latency / 1000)
         if not sandbox.authorised(self.headers.get("Authorization"), auth_id):
+            sent["status"] = 401
             self._answer(401, {"api_id": str(uuid.uuid4()), "error": "authentication failed"})
             return
         error, drop = sandbox.decide_fault()
         if error:
+            sent["status"] = error
             with sandbox.lock:
                 sandbox.counters["refused_requests"] += 1
                 retry_after = sandbox.faults.retry_after
@@ -394,6 +400,7 @@ class _Handler(BaseHTTPRequestHandler):
             )
             return
         status, answer = sandbox.accept(body if isinstance(body, dict) else {})
+        sent["status"] = "dropped" if drop and status == 202 else status
         if drop and status == 202:
             with sandbox.lock:
                 sandbox.counters["dropped_requests"] += 1
@@ -408,6 +415,10 @@ class _Handler(BaseHTTPRequestHandler):
             with sandbox.lock:
                 messages = list(sandbox.messages)
             self._answer(200, {"messages": messages})
+        elif self.path == "/sandbox/sends":
+            with sandbox.lock:
+                sends = list(sandbox.sends)
+            self._answer(200, {"sends": sends})
         elif self.path == "/sandbox/stats":
             self._answer(200, sandbox.stats())
         elif self.path == "/sandbox/faults":

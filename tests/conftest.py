@@ -4,11 +4,13 @@ stack (sandbox, gunicorn, a Celery worker) as real processes for the integration
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +69,10 @@ def settings(redis_url: str, credentials: tuple[str, str]) -> Settings:
         redis_url=redis_url,
         send_backoff_base=0.05,
         send_backoff_max=0.5,
+        plivo_timeout=2.0,  # so a batch left `sending` is looked at after 6 s
+        sweep_interval=0.5,
+        dispatch_stale_seconds=2.0,
+        unknown_outcome_grace=15.0,  # longer than the sandbox's report backlog in these tests
     )
 
 
@@ -92,21 +98,18 @@ def sandbox(credentials: tuple[str, str]) -> Iterator[tuple[Sandbox, str]]:
 
 
 def child_env(settings: Settings, **extra: str) -> dict[str, str]:
-    """The environment a deployed process would get, from `settings`."""
+    """The environment a deployed process would get: every setting of `settings`."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PLIVO_", "API_", "REDIS"))}
-    env.update(
-        PLIVO_AUTH_ID=settings.plivo_auth_id or "",
-        PLIVO_AUTH_TOKEN=settings.plivo_auth_token or "",
-        PLIVO_SENDER_ID=settings.plivo_sender_id or "",
-        PLIVO_API_URL=settings.plivo_api_url,
-        API_KEY=",".join(settings.api_keys),
-        API_BASE_URL=settings.api_base_url or "",
-        REDIS_URL=settings.redis_url or "",
-        SEND_BACKOFF_BASE=str(settings.send_backoff_base),
-        SEND_BACKOFF_MAX=str(settings.send_backoff_max),
-        PLIVO_ACCEPT_V2_SIGNATURES=str(settings.plivo_accept_v2_signatures).lower(),
-        PYTHONUNBUFFERED="1",
-    )
+    for f in fields(settings):
+        value = getattr(settings, f.name)
+        if value is None:
+            continue
+        if isinstance(value, bool):
+            value = str(value).lower()
+        elif isinstance(value, tuple | frozenset):
+            value = ",".join(sorted(value) if isinstance(value, frozenset) else value)
+        env[f.metadata["env"]] = str(value)
+    env["PYTHONUNBUFFERED"] = "1"
     env.update(extra)
     return env
 
@@ -154,6 +157,7 @@ class Stack:
             time.sleep(0.1)
 
     def start_worker(self, **env: str) -> subprocess.Popen[bytes]:
+        """A Celery worker in its own process group (so a test can kill it whole)."""
         process = _spawn(
             self.logs / "worker.log",
             [
@@ -177,6 +181,24 @@ class Stack:
         self.processes[f"worker-{process.pid}"] = process
         return process
 
+    def kill_workers(self) -> None:
+        """kill -9 every worker process: the main one and its pool children."""
+        for name, process in list(self.processes.items()):
+            if name.startswith("worker-") and process.poll() is None:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait(10)
+
+    def sent_numbers(self) -> list[str]:
+        """Every destination the sandbox accepted, as often as it accepted it, sorted."""
+        return sorted(m["dst"] for m in self.sandbox.messages)
+
+    def counts_match_the_sandbox(self, job_id: str) -> None:
+        """The job's counts are exactly the outcomes the sandbox reported."""
+        self.wait_until_quiet()
+        outcomes = Counter(m["status"] for m in self.sandbox.messages)
+        counts = {k: v for k, v in self.status(job_id)["counts"].items() if v}
+        assert counts == dict(outcomes), self.tail()
+
     def tail(self) -> str:
         return "\n".join(
             f"--- {p.name} ---\n" + p.read_text(errors="replace")[-3000:]
@@ -186,7 +208,9 @@ class Stack:
 
 def _spawn(log: Path, args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
     with open(log, "ab") as out:  # the child keeps its own copy of the descriptor
-        return subprocess.Popen(args, env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+        return subprocess.Popen(
+            args, env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
 
 
 @pytest.fixture
@@ -239,7 +263,7 @@ def stack(
     finally:
         for process in processes.values():
             if process.poll() is None:
-                process.terminate()
+                os.killpg(process.pid, signal.SIGTERM)
         for process in processes.values():
             try:
                 process.wait(15)

@@ -1,0 +1,101 @@
+"""Exactly once, through crashes and a misbehaving Plivo: every recipient is sent once, counted
+on the sandbox's side, and the job's counts end exact. Real processes, real kills."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from tests.conftest import Stack
+from tests.numbers_gen import us_numbers
+
+pytestmark = pytest.mark.integration
+
+
+def wait_until(condition: object, seconds: float, stack: Stack) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():  # type: ignore[operator]
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out\n{stack.tail()}")
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("moment", ["before any send", "mid-send", "between batches"])
+def test_a_worker_killed_at_any_moment_sends_every_batch_once(stack: Stack, moment: str) -> None:
+    stack.sandbox.faults.update({"latency_ms": 400})
+    numbers = us_numbers(6000)
+    job_id = stack.submit({"recipients": numbers, "message": "crash"}).json()["job_id"]
+    if moment == "mid-send":
+        wait_until(lambda: stack.sandbox.sends, 20, stack)
+        time.sleep(0.1)  # the request is at the sandbox, the answer not yet back
+    elif moment == "between batches":
+        wait_until(lambda: stack.status(job_id)["batches"]["submitted"] >= 2, 30, stack)
+    stack.kill_workers()
+    stack.start_worker()
+    stack.wait_for(job_id, lambda d: d["state"] == "completed", seconds=120)
+    assert stack.sent_numbers() == sorted(numbers)
+    stack.counts_match_the_sandbox(job_id)
+
+
+def test_accepted_then_dropped_is_settled_from_reports_without_a_resend(stack: Stack) -> None:
+    stack.sandbox.faults.update({"drop_next": 1})
+    numbers = us_numbers(2500)
+    job_id = stack.submit({"recipients": numbers, "message": "dropped"}).json()["job_id"]
+    doc = stack.wait_for(job_id, lambda d: d["state"] == "completed", seconds=60)
+    assert stack.sandbox.stats()["dropped_requests"] == 1
+    assert stack.sent_numbers() == sorted(numbers)
+    assert doc["batches"] == {"total": 3, "pending": 0, "submitted": 3, "failed": 0}
+    stack.counts_match_the_sandbox(job_id)
+
+
+def test_retry_after_is_honoured(stack: Stack) -> None:
+    stack.sandbox.faults.update({"fail_next": [429], "retry_after": 2})
+    job_id = stack.submit({"recipients": us_numbers(3), "message": "429"}).json()["job_id"]
+    stack.wait_for(job_id, lambda d: d["state"] == "completed", seconds=60)
+    first, second = stack.sandbox.sends
+    assert (first["status"], second["status"]) == (429, 202)
+    assert second["at"] - first["at"] >= 2.0
+
+
+def test_transient_errors_until_the_attempts_run_out_fail_the_batch_counted(
+    stack: Stack,
+) -> None:
+    stack.sandbox.faults.update({"error_rate": 1.0, "error_status": 503})
+    job_id = stack.submit({"recipients": us_numbers(4), "message": "no"}).json()["job_id"]
+    doc = stack.wait_for(job_id, lambda d: d["state"] == "failed", seconds=60)
+    assert len(stack.sandbox.sends) == stack.settings.send_max_attempts
+    assert doc["counts"]["rejected"] == 4 and doc["counts"]["pending"] == 0
+    assert stack.sandbox.messages == []
+
+
+def test_bad_credentials_stop_the_job_instead_of_burning_through_it(stack: Stack) -> None:
+    stack.sandbox.auth_token = "rotated-by-someone-else"
+    job_id = stack.submit({"recipients": us_numbers(3500), "message": "401"}).json()["job_id"]
+    doc = stack.wait_for(job_id, lambda d: d["state"] == "failed", seconds=60)
+    # At most one 401 per worker process already sending; the other batches never went.
+    assert len(stack.sandbox.sends) <= 2
+    assert doc["counts"]["rejected"] == 3500
+    assert doc["batches"]["failed"] == 4
+    assert "credentials" in doc["halted"]
+
+
+@pytest.mark.parametrize("stack_overrides", [{"report_wait_seconds": 2}])
+def test_a_job_whose_reports_never_come_is_closed_after_the_wait(
+    stack: Stack, stack_overrides: dict[str, int]
+) -> None:
+    stack.sandbox.faults.update({"reports": False})
+    job_id = stack.submit({"recipients": us_numbers(5), "message": "silence"}).json()["job_id"]
+    doc = stack.wait_for(job_id, lambda d: d["state"] == "completed", seconds=30)
+    assert doc["closed"] == "report_wait_expired"
+    assert doc["counts"]["queued"] == 5  # what never got final, shown as such
+
+
+def test_reports_shuffled_repeated_and_before_the_answer_count_once(stack: Stack) -> None:
+    # Latency after accepting makes every report race the worker's own record of the answer.
+    stack.sandbox.faults.update({"shuffle_reports": True, "repeat_rate": 1.0, "report_delay_ms": 1})
+    numbers = us_numbers(3000)
+    job_id = stack.submit({"recipients": numbers, "message": "race"}).json()["job_id"]
+    stack.wait_for(job_id, lambda d: d["state"] == "completed", seconds=60)
+    assert stack.sent_numbers() == sorted(numbers)
+    stack.counts_match_the_sandbox(job_id)
