@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 from flask import Blueprint, Response, jsonify, request, url_for
 
-from bulksms import submission
-from bulksms.auth import require_api_key
+from bulksms import idempotency, submission
+from bulksms.auth import presented_key, require_api_key
 from bulksms.errors import ApiError
-from bulksms.extensions import settings, store
+from bulksms.extensions import redis_client, settings, store
 from bulksms.ratelimit import limiter, read_limit, submit_limit
 from bulksms.store import JobState, NewJob, status_document
 from bulksms.tasks import enqueue
@@ -25,8 +26,21 @@ def _authenticate() -> None:
 @bp.post("")
 @limiter.limit(submit_limit)
 def submit() -> tuple[Response, int, dict[str, str]]:
-    s = settings()
     body = submission.parse_json(request.get_data(cache=False), request.content_type)
+    idempotency_key = request.headers.get(idempotency.HEADER)
+    if idempotency_key is None:
+        return _accepted(_make_job(body, None))
+    with idempotency.once(
+        redis_client(), idempotency_key, presented_key() or "", body, settings().idempotency_ttl
+    ) as slot:
+        if isinstance(slot, dict):
+            return _accepted(slot, {"Idempotent-Replayed": "true"})
+        return _accepted(_make_job(body, slot))
+
+
+def _make_job(body: Any, slot: idempotency.Slot | None) -> dict[str, Any]:
+    """Validate, store the job, remember the answer (if idempotent), then enqueue its batches."""
+    s = settings()
     sub = submission.read_submission(body, s)
     job_id = uuid.uuid4().hex
     new_job = NewJob(
@@ -40,16 +54,24 @@ def submit() -> tuple[Response, int, dict[str, str]]:
         extra={"encoding": sub.encoded.encoding, "segments_per_message": sub.encoded.segments},
     )
     store().create(new_job)
-    enqueue(job_id, range(new_job.batch_count))
-    location = url_for("api.status", job_id=job_id)
     answer = {
         "job_id": job_id,
-        "status_url": location,
+        "status_url": url_for("api.status", job_id=job_id),
         "state": JobState.QUEUED.value,
         "batches": new_job.batch_count,
         **submission.accepted_document(sub),
     }
-    return jsonify(answer), 202, {"Location": location}
+    if slot is not None:
+        slot.remember(answer)
+    # If enqueueing fails now, the job is stored and the sweep enqueues its batches later.
+    enqueue(job_id, range(new_job.batch_count))
+    return answer
+
+
+def _accepted(
+    answer: dict[str, Any], headers: dict[str, str] | None = None
+) -> tuple[Response, int, dict[str, str]]:
+    return jsonify(answer), 202, {"Location": answer["status_url"], **(headers or {})}
 
 
 @bp.get("/<job_id>")

@@ -35,56 +35,71 @@ def sweep_once(
     enqueue: Callable[[str, list[int]], None],
     queue_depth: Callable[[], int],
 ) -> Counter[str]:
-    now = time.time()
     tally: Counter[str] = Counter()
-    drained: bool | None = None  # asked of the broker at most once, and only if needed
+    drained: list[bool] = []  # asked of the broker at most once per sweep, and only if needed
+
+    def queue_drained() -> bool:
+        if not drained:
+            drained.append(queue_depth() == 0)
+        return drained[0]
+
     for job_id in store.active_jobs():
-        fields = store.job_fields(job_id)
-        if fields is None:  # expired
-            store.deactivate(job_id)
-            continue
-        state = derive_state(fields)
-        if state in (JobState.COMPLETED, JobState.FAILED):
-            store.deactivate(job_id)
-            tally["finished"] += 1
-            continue
-        if state is JobState.SENT:
-            if (
-                now - float(fields.get("sent_at", fields["updated_at"]))
-                > settings.report_wait_seconds
-            ):
-                store.close(job_id, CLOSED_REASON)
-                store.deactivate(job_id)
-                tally["closed"] += 1
-            continue
-        resend: list[int] = []
-        records = store.batch_records(job_id)
-        for key, record in records.items():
-            if not key.isdigit():
-                continue
-            batch = int(key)
-            kind, since, _ = record.split("|", 2)
-            if kind == "sending":
-                verdict = store.resolve_batch(
-                    job_id, batch, settings.in_flight_seconds, settings.unknown_outcome_grace
-                )
-                tally[verdict] += 1
-                if verdict == "resend":
-                    resend.append(batch)
-            elif kind == "pending":
-                enqueued = float(records.get(f"q:{batch}", "0"))
-                stale = settings.dispatch_stale_seconds
-                if now >= float(since) + stale and now - enqueued > stale:
-                    if drained is None:
-                        drained = queue_depth() == 0
-                    if drained:
-                        resend.append(batch)
-                        tally["redispatched"] += 1
-        if resend:
-            for batch in resend:
-                store.mark_enqueued(job_id, batch)
-            enqueue(job_id, resend)
+        try:
+            _sweep_job(store, settings, job_id, enqueue, queue_drained, tally)
+        except Exception:  # one job's trouble must not stop the others being looked after
+            log.exception("sweep of job %s failed", job_id)
+            tally["errors"] += 1
     return tally
+
+
+def _sweep_job(
+    store: JobStore,
+    settings: Settings,
+    job_id: str,
+    enqueue: Callable[[str, list[int]], None],
+    queue_drained: Callable[[], bool],
+    tally: Counter[str],
+) -> None:
+    now = time.time()
+    fields = store.job_fields(job_id)
+    if fields is None:  # expired
+        store.deactivate(job_id)
+        return
+    state = derive_state(fields)
+    if state in (JobState.COMPLETED, JobState.FAILED):
+        store.deactivate(job_id)
+        tally["finished"] += 1
+        return
+    if state is JobState.SENT:
+        if now - float(fields.get("sent_at", fields["updated_at"])) > settings.report_wait_seconds:
+            store.close(job_id, CLOSED_REASON)
+            store.deactivate(job_id)
+            tally["closed"] += 1
+        return
+    resend: list[int] = []
+    records = store.batch_records(job_id)
+    stale = settings.dispatch_stale_seconds
+    for key, record in records.items():
+        if not key.isdigit():
+            continue
+        batch = int(key)
+        kind, since, _ = record.split("|", 2)
+        if kind == "sending":
+            verdict = store.resolve_batch(
+                job_id, batch, settings.in_flight_seconds, settings.unknown_outcome_grace
+            )
+            tally[verdict] += 1
+            if verdict == "resend":
+                resend.append(batch)
+        elif kind == "pending":
+            enqueued = float(records.get(f"q:{batch}", "0"))
+            if now >= float(since) + stale and now - enqueued > stale and queue_drained():
+                resend.append(batch)
+                tally["redispatched"] += 1
+    for batch in resend:
+        store.mark_enqueued(job_id, batch)
+    if resend:
+        enqueue(job_id, resend)
 
 
 def start(app: Flask, settings: Settings) -> threading.Event:

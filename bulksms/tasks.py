@@ -6,6 +6,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from celery import shared_task
+from kombu.exceptions import ChannelError
 
 from bulksms import dispatch
 from bulksms.celery_app import QUEUE
@@ -31,5 +32,8 @@ def enqueue(job_id: str, batches: Iterable[int]) -> None:
 def queue_depth() -> int:
     """Messages waiting in the batch queue (any broker: a passive declare counts them)."""
     with send_batch.app.connection_or_acquire() as connection:
-        _, count, _ = connection.default_channel.queue_declare(queue=QUEUE, passive=True)
+        try:
+            _, count, _ = connection.default_channel.queue_declare(queue=QUEUE, passive=True)
+        except ChannelError:  # the Redis transport's word for an empty queue: no list at all
+            return 0
         return int(count)

@@ -6,7 +6,9 @@ from __future__ import annotations
 import time
 
 import pytest
+from flask import Flask
 
+from bulksms.config import Settings
 from tests.conftest import Stack
 from tests.numbers_gen import us_numbers
 
@@ -99,3 +101,41 @@ def test_reports_shuffled_repeated_and_before_the_answer_count_once(stack: Stack
     stack.wait_for(job_id, lambda d: d["state"] == "completed", seconds=60)
     assert stack.sent_numbers() == sorted(numbers)
     stack.counts_match_the_sandbox(job_id)
+
+
+DEFAULT_TIMING = {
+    name: getattr(Settings(), name)
+    for name in (
+        "plivo_timeout",
+        "sweep_interval",
+        "dispatch_stale_seconds",
+        "unknown_outcome_grace",
+        "celery_visibility_timeout",
+    )
+}
+
+
+@pytest.mark.parametrize("stack_overrides", [DEFAULT_TIMING])
+def test_with_the_default_settings_a_killed_worker_costs_a_couple_of_minutes(
+    stack: Stack, stack_overrides: dict[str, float]
+) -> None:
+    stack.sandbox.faults.update({"latency_ms": 400})
+    numbers = us_numbers(4000)
+    job_id = stack.submit({"recipients": numbers, "message": "defaults"}).json()["job_id"]
+    wait_until(lambda: len(stack.sandbox.sends) >= 3, 30, stack)
+    stack.kill_workers()
+    killed = time.monotonic()
+    stack.start_worker()
+    stack.wait_for(job_id, lambda d: d["state"] == "completed", seconds=180)
+    assert time.monotonic() - killed < 150
+    assert stack.sent_numbers() == sorted(numbers)
+    stack.counts_match_the_sandbox(job_id)
+
+
+def test_queue_depth_counts_waiting_tasks_and_an_empty_queue_is_zero(app: Flask) -> None:
+    from bulksms.tasks import enqueue, queue_depth
+
+    with app.app_context():
+        assert queue_depth() == 0
+        enqueue("0" * 32, [0, 1, 2])
+        assert queue_depth() == 3

@@ -1,0 +1,92 @@
+"""`Idempotency-Key` on submit: the same key and body make one job, however often they arrive.
+
+The first request takes the key (SET NX, briefly: a crashed request must not hold it for a day),
+and records its answer under it once the job is stored, before any task is enqueued, for
+`IDEMPOTENCY_TTL` seconds. A repeat with the same body gets that answer again (same job id,
+nothing sent again); a repeat while the first is still working waits for it; the same key with
+another body is refused with 409. Keys are scoped to the API key that used them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+from bulksms import keys
+from bulksms.errors import ApiError
+
+HEADER = "Idempotency-Key"
+KEY_RE = re.compile(r"[\x21-\x7e]{1,255}")  # printable ASCII, no spaces
+CLAIM_SECONDS = 120  # how long an unfinished first request holds the key
+WAIT_SECONDS = 15  # how long a repeat waits for the first request to finish
+
+
+@dataclass
+class Slot:
+    """The key taken by this request; `remember` stores the answer to replay."""
+
+    client: redis.Redis
+    key: str
+    digest: str
+    ttl: int
+    answered: bool = False
+
+    def remember(self, answer: dict[str, Any]) -> None:
+        self.client.set(self.key, f"done|{self.digest}|{json.dumps(answer)}", ex=self.ttl)
+        self.answered = True
+
+
+def digest_of(body: Any) -> str:
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+@contextmanager
+def once(
+    client: redis.Redis, idempotency_key: str, api_key: str, body: Any, ttl: int
+) -> Iterator[Slot | dict[str, Any]]:
+    """Yield a `Slot` to make the job with, or the stored answer of the first request."""
+    if not KEY_RE.fullmatch(idempotency_key):
+        raise ApiError(
+            400,
+            "invalid_idempotency_key",
+            f"{HEADER} must be 1-255 printable ASCII characters without spaces.",
+        )
+    scope = hashlib.sha256(f"{api_key}\0{idempotency_key}".encode()).hexdigest()
+    slot = Slot(client, keys.idempotency(scope), digest_of(body), ttl)
+    deadline = time.monotonic() + WAIT_SECONDS
+    while not client.set(slot.key, f"pending|{slot.digest}", nx=True, ex=CLAIM_SECONDS):
+        held = client.get(slot.key)
+        if held is None:
+            continue  # it expired just now: try to take it
+        state, digest, answer = (str(held).split("|", 2) + [""])[:3]
+        if digest != slot.digest:
+            raise ApiError(
+                409,
+                "idempotency_key_reused",
+                f"This {HEADER} was used with a different request body.",
+            )
+        if state == "done":
+            yield json.loads(answer)
+            return
+        if time.monotonic() > deadline:
+            raise ApiError(
+                409,
+                "idempotency_in_progress",
+                f"A request with this {HEADER} is still being processed.",
+                headers={"Retry-After": "5"},
+            )
+        time.sleep(0.1)
+    try:
+        yield slot
+    finally:
+        if not slot.answered:  # refused or failed: nothing was made, the key is free again
+            client.delete(slot.key)

@@ -1,0 +1,98 @@
+"""Idempotency-Key: the same key and body make one job, however often and however concurrently
+they arrive; the same key with another body is refused."""
+
+from __future__ import annotations
+
+import json
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+import redis
+from flask.testing import FlaskClient
+
+from tests.conftest import API_KEY, Stack
+from tests.numbers_gen import us_numbers
+
+BODY = {"recipients": us_numbers(2500), "message": "once"}
+
+
+def post(client: FlaskClient, body: Any, key: str | None, api_key: str = API_KEY) -> Any:
+    headers = {"X-API-Key": api_key, "Content-Type": "application/json"}
+    if key is not None:
+        headers["Idempotency-Key"] = key
+    return client.post("/api/bulk-sms", data=json.dumps(body), headers=headers)
+
+
+def jobs(rdb: redis.Redis) -> set[str]:
+    return {k.split("{")[1].split("}")[0] for k in rdb.scan_iter("bulksms:{*}:job")}
+
+
+def test_the_same_key_and_body_make_one_job(client: FlaskClient, rdb: redis.Redis) -> None:
+    first = post(client, BODY, "order-42")
+    again = post(client, BODY, "order-42")
+    assert first.status_code == again.status_code == 202
+    assert again.get_json() == first.get_json()
+    assert again.headers["Location"] == first.headers["Location"]
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert len(jobs(rdb)) == 1
+    assert rdb.llen("bulksms") == 3  # three batches enqueued once
+    ttl = rdb.ttl(next(iter(rdb.scan_iter("bulksms:idem:*"))))
+    assert ttl >= 24 * 3600
+
+
+def test_key_order_in_the_body_does_not_matter(client: FlaskClient, rdb: redis.Redis) -> None:
+    first = post(client, {"message": "x", "recipients": ["+14155550100"]}, "k1").get_json()
+    again = post(client, {"recipients": ["+14155550100"], "message": "x"}, "k1").get_json()
+    assert first["job_id"] == again["job_id"]
+
+
+def test_the_same_key_with_another_body_is_refused(client: FlaskClient, rdb: redis.Redis) -> None:
+    assert post(client, BODY, "order-43").status_code == 202
+    other = post(client, {**BODY, "message": "twice?"}, "order-43")
+    assert other.status_code == 409
+    assert other.get_json()["error"] == "idempotency_key_reused"
+    assert len(jobs(rdb)) == 1
+
+
+def test_a_refused_request_does_not_keep_the_key(client: FlaskClient, rdb: redis.Redis) -> None:
+    bad = {"recipients": ["nope"], "message": "x"}
+    assert post(client, bad, "order-44").status_code == 422
+    assert post(client, BODY, "order-44").status_code == 202
+
+
+def test_keys_belong_to_their_api_key(client: FlaskClient, rdb: redis.Redis) -> None:
+    a = post(client, BODY, "shared").get_json()["job_id"]
+    b = post(client, BODY, "shared", api_key="second-key-for-rotation-0001").get_json()["job_id"]
+    assert a != b
+
+
+@pytest.mark.parametrize("key", ["", "has space", "x" * 256, "tab\there"])
+def test_a_malformed_key_is_400(client: FlaskClient, rdb: redis.Redis, key: str) -> None:
+    answer = post(client, BODY, key)
+    assert answer.status_code == 400
+    assert answer.get_json()["error"] == "invalid_idempotency_key"
+    assert jobs(rdb) == set()
+
+
+@pytest.mark.integration
+def test_concurrent_duplicates_make_one_job_and_one_send(stack: Stack) -> None:
+    numbers = us_numbers(1500)
+    body = {"recipients": numbers, "message": "concurrent"}
+
+    def send(_: int) -> Any:
+        import requests
+
+        return requests.post(
+            f"{stack.base_url}/api/bulk-sms",
+            json=body,
+            timeout=60,
+            headers={"X-API-Key": API_KEY, "Idempotency-Key": "burst-1"},
+        )
+
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(send, range(8)))
+    assert {a.status_code for a in answers} == {202}
+    (job_id,) = {a.json()["job_id"] for a in answers}
+    stack.wait_for(job_id, lambda d: d["state"] == "completed", seconds=60)
+    assert stack.sent_numbers() == sorted(numbers)

@@ -1,0 +1,84 @@
+"""Redis stopped mid-job and started again: the API says 503 (JSON, Retry-After, no hang), the
+webhook says 503 so Plivo retries, readiness fails, workers wait; with the append-only file,
+nothing is lost and nothing is sent twice."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from bulksms import signature
+from bulksms.embedded import free_port, start_redis
+from tests.conftest import API_KEY, Stack
+from tests.numbers_gen import us_numbers
+
+pytestmark = pytest.mark.integration
+
+
+class OwnRedis:
+    """A Redis server this module may stop and start (never the shared test server)."""
+
+    def __init__(self, folder: Path) -> None:
+        self.port, self.folder = free_port(), folder
+        self.process: subprocess.Popen[bytes] | None = None
+        self.start()
+
+    def start(self) -> None:
+        self.process = start_redis(self.port, self.folder)
+
+    def stop(self) -> None:
+        assert self.process
+        self.process.terminate()  # a clean shutdown: the append-only file is flushed
+        self.process.wait(15)
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[OwnRedis]:
+    server = OwnRedis(tmp_path / "own-redis")
+    yield server
+    if server.process and server.process.poll() is None:
+        server.stop()
+
+
+@pytest.fixture
+def stack_overrides(own_redis: OwnRedis) -> dict[str, Any]:
+    return {"redis_url": f"redis://127.0.0.1:{own_redis.port}/0"}
+
+
+def test_redis_stopped_mid_job_and_started_again(stack: Stack, own_redis: OwnRedis) -> None:
+    stack.sandbox.retry_delays = (1.0, 2.0, 4.0, 8.0)  # Plivo's retries, on a shorter clock
+    stack.sandbox.faults.update({"latency_ms": 300})
+    numbers = us_numbers(5000)
+    job_id = stack.submit({"recipients": numbers, "message": "outage"}).json()["job_id"]
+    stack.wait_for(job_id, lambda d: d["batches"]["submitted"] >= 1, seconds=30)
+
+    own_redis.stop()
+    started = time.monotonic()
+    answer = requests.get(
+        f"{stack.base_url}/api/bulk-sms/{job_id}", headers={"X-API-Key": API_KEY}, timeout=30
+    )
+    assert time.monotonic() - started < 10  # an answer, not a hang
+    assert answer.status_code == 503
+    assert answer.json()["error"] == "service_unavailable" and answer.headers["Retry-After"]
+    submit = stack.submit({"recipients": us_numbers(3), "message": "during"})
+    assert submit.status_code == 503 and submit.json()["error"] == "service_unavailable"
+    ready = requests.get(f"{stack.base_url}/readyz", timeout=30)
+    assert ready.status_code == 503
+    url = f"{stack.base_url}/api/webhooks/plivo/delivery-report?job={job_id}&batch=0"
+    params = {"Status": "delivered", "To": numbers[0].lstrip("+"), "MessageUUID": "u-x"}
+    key = stack.settings.webhook_key or ""
+    headers = {signature.V3: signature.sign_v3(url, params, "77", key), signature.V3_NONCE: "77"}
+    assert requests.post(url, data=params, headers=headers, timeout=30).status_code == 503
+
+    time.sleep(2)
+    own_redis.start()
+    stack.wait_for(job_id, lambda d: d["state"] == "completed", seconds=120)
+    assert stack.sent_numbers() == sorted(numbers)
+    stack.counts_match_the_sandbox(job_id)
+    assert stack.sandbox.stats()["reports_given_up"] == 0

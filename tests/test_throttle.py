@@ -1,0 +1,27 @@
+"""The token bucket toward Plivo, on a real Redis: shared by every client of it."""
+
+from __future__ import annotations
+
+import time
+
+import redis
+
+from bulksms.throttle import PlivoThrottle
+
+
+def test_the_bucket_allows_its_capacity_then_makes_callers_wait(rdb: redis.Redis) -> None:
+    first, second = PlivoThrottle(rdb, "5/second"), PlivoThrottle(rdb, "5/second")
+    assert [first.take() for _ in range(3)] + [second.take() for _ in range(2)] == [0.0] * 5
+    wait = first.take()
+    assert 0 < wait <= 0.2  # one token refills in 1/5 s, whichever worker asks
+    time.sleep(wait + 0.01)
+    assert second.take() == 0.0
+
+
+def test_wait_blocks_for_the_rate(rdb: redis.Redis) -> None:
+    throttle = PlivoThrottle(rdb, "20/second")
+    started = time.monotonic()
+    for _ in range(30):
+        throttle.wait()
+    # 20 at once, then 10 more at 20 per second: about half a second.
+    assert 0.4 <= time.monotonic() - started < 2.0
