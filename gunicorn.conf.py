@@ -2,6 +2,10 @@
 
 import os
 
+from bulksms.multiproc import use_directory
+
+use_directory("web")  # several workers, one set of metrics (prometheus-client multiprocess)
+
 bind = os.environ.get("GUNICORN_BIND", "0.0.0.0:8000")
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 worker_class = "gthread"  # requests wait on Redis, not the CPU: threads serve them cheaply
@@ -35,3 +39,9 @@ logconfig_dict = {
         "gunicorn.access": {"handlers": ["stdout"], "level": "INFO", "propagate": False},
     },
 }
+
+
+def child_exit(server: object, worker: object) -> None:
+    from bulksms import metrics  # imported here: after the multiprocess directory is set
+
+    metrics.process_exited(worker.pid)  # type: ignore[attr-defined]

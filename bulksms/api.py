@@ -7,7 +7,7 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify, request, url_for
 
-from bulksms import idempotency, submission
+from bulksms import idempotency, metrics, submission
 from bulksms.auth import presented_key, require_api_key
 from bulksms.errors import ApiError
 from bulksms.extensions import redis_client, settings, store
@@ -63,6 +63,8 @@ def _make_job(body: Any, slot: idempotency.Slot | None) -> dict[str, Any]:
     }
     if slot is not None:
         slot.remember(answer)
+    metrics.JOBS_CREATED.inc()
+    metrics.RECIPIENTS_ACCEPTED.inc(len(new_job.recipients))
     # If enqueueing fails now, the job is stored and the sweep enqueues its batches later.
     enqueue(job_id, range(new_job.batch_count))
     return answer

@@ -9,6 +9,7 @@ the batch's own state in Redis does (see `dispatch`).
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from celery import Celery, Task
@@ -65,10 +66,18 @@ def celery_init_app(app: Flask, settings: Settings) -> Celery:
     sweeping: list[Any] = []
 
     @worker_ready.connect(weak=False)
-    def _start_sweep(**_: Any) -> None:
-        from bulksms import sweep
+    def _start_sweep_and_metrics(**_: Any) -> None:
+        from bulksms import metrics, sweep
+        from bulksms.tasks import queue_depth
 
         sweeping.append(sweep.start(app, settings))
+        if settings.worker_metrics_port:
+            try:
+                metrics.serve_worker_metrics(settings.worker_metrics_port, queue_depth)
+            except OSError as exc:  # another worker on this host has the port
+                logging.getLogger(__name__).warning(
+                    "worker metrics not served on port %s: %s", settings.worker_metrics_port, exc
+                )
 
     @worker_shutdown.connect(weak=False)
     def _stop_sweep(**_: Any) -> None:

@@ -25,6 +25,7 @@ from urllib.parse import urlencode
 
 import redis
 
+from bulksms import metrics
 from bulksms.config import Settings
 from bulksms.gateway import (
     BadCredentials,
@@ -33,6 +34,7 @@ from bulksms.gateway import (
     Outgoing,
     PlivoGateway,
     Refused,
+    SendError,
 )
 from bulksms.store import JobStore
 from bulksms.throttle import PlivoThrottle
@@ -40,6 +42,12 @@ from bulksms.throttle import PlivoThrottle
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
+ERROR_KINDS = {
+    NotSent: "not_sent",
+    Refused: "refused",
+    BadCredentials: "bad_credentials",
+    OutcomeUnknown: "outcome_unknown",
+}
 RETRY_AFTER_CAP_SECONDS = 3600
 RECORD_PATIENCE_SECONDS = 600  # how long a worker keeps trying to write an outcome to Redis
 
@@ -94,6 +102,7 @@ def send_batch(
     claim = store.claim_batch(job_id, batch)
     if claim.outcome != "go":
         # early: a retry is scheduled for later; halted: failed now; else done or in flight.
+        metrics.BATCHES.labels("failed" if claim.outcome == "halted" else "skipped").inc()
         return f"skipped:{claim.outcome}"
     attempt = claim.attempt
     work = store.batch_work(job_id, batch)
@@ -106,33 +115,47 @@ def send_batch(
         message_expiry=work.sending.message_expiry,
     )
     throttle.wait()
+    started = time.perf_counter()
     try:
         accepted = gateway.send(outgoing)
-    except NotSent as exc:
-        if attempt >= settings.send_max_attempts:
-            reason = f"gave up after {attempt} attempts: {exc.reason}"
-            persist(lambda: store.batch_failed(job_id, batch, attempt, reason))
-            return "failed"
-        delay = backoff(settings, attempt, exc.retry_after)
-        persist(lambda: store.release_batch(job_id, batch, attempt, time.time() + delay))
-        raise RetryLater(delay, exc.reason) from exc
-    except BadCredentials as exc:
-        reason = f"Plivo refused the credentials: {exc.reason}"
-        persist(lambda: store.halt(job_id, reason))
-        persist(lambda: store.batch_failed(job_id, batch, attempt, reason))
-        return "failed"
-    except Refused as exc:
-        refusal = exc.reason
-        persist(lambda: store.batch_failed(job_id, batch, attempt, refusal))
-        return "failed"
-    except OutcomeUnknown as exc:
-        log.warning("batch outcome unknown, left for the sweep to settle: %s", exc.reason)
-        return "unknown"
+    except SendError as exc:
+        metrics.PLIVO_LATENCY.labels("error").observe(time.perf_counter() - started)
+        metrics.PLIVO_ERRORS.labels(ERROR_KINDS.get(type(exc), "other")).inc()
+        outcome, delay = _after_failed_send(store, settings, job_id, batch, attempt, exc)
+        metrics.BATCHES.labels(outcome).inc()
+        if outcome == "retry":
+            raise RetryLater(delay, exc.reason) from exc
+        return outcome
+    metrics.PLIVO_LATENCY.labels("accepted").observe(time.perf_counter() - started)
     recorded = persist(
         lambda: store.batch_submitted(
             job_id, batch, attempt, accepted.api_id, accepted.invalid_numbers
         )
     )
     if recorded < 0:
-        log.error("batch %s/%s accepted by Plivo after another attempt took it over", job_id, batch)
+        log.error("batch accepted by Plivo after another attempt took it over")
+    metrics.BATCHES.labels("submitted").inc()
     return "submitted"
+
+
+def _after_failed_send(
+    store: JobStore, settings: Settings, job_id: str, batch: int, attempt: int, exc: SendError
+) -> tuple[str, float]:
+    """Record what a failed send means for the batch: retry (after a delay), failed, unknown."""
+    if isinstance(exc, OutcomeUnknown):
+        # Plivo may have sent these messages: never resend blindly. The sweep settles it.
+        log.warning("batch outcome unknown, left for the sweep to settle: %s", exc.reason)
+        return "unknown", 0.0
+    if isinstance(exc, NotSent) and attempt < settings.send_max_attempts:
+        delay = backoff(settings, attempt, exc.retry_after)
+        persist(lambda: store.release_batch(job_id, batch, attempt, time.time() + delay))
+        return "retry", delay
+    if isinstance(exc, NotSent):
+        reason = f"gave up after {attempt} attempts: {exc.reason}"
+    elif isinstance(exc, BadCredentials):
+        reason = f"Plivo refused the credentials: {exc.reason}"
+        persist(lambda: store.halt(job_id, reason))
+    else:
+        reason = exc.reason
+    persist(lambda: store.batch_failed(job_id, batch, attempt, reason))
+    return "failed", 0.0

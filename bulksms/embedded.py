@@ -21,6 +21,7 @@ from pathlib import Path
 
 import redis
 
+from bulksms.multiproc import ENV, prepare
 from bulksms.sandbox import make_credentials
 
 SANDBOX_SENDER = "BULKSMS"
@@ -145,6 +146,9 @@ def up(host: str, port: int, flower_port: int, data_dir: Path) -> int:
     from bulksms.app import load_settings
 
     settings = load_settings()  # checks every variable that is set
+    # Ctrl-C and SIGTERM stop everything, even where SIGINT came in ignored (a background job).
+    signal.signal(signal.SIGINT, _interrupt)
+    signal.signal(signal.SIGTERM, _interrupt)
     data_dir.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
     supervisor = Supervisor()
@@ -178,62 +182,60 @@ def up(host: str, port: int, flower_port: int, data_dir: Path) -> int:
             )
             wait_for_port(sandbox_port, process, "the sandbox", 30)
         env.setdefault("FLOWER_UNAUTHENTICATED_API", "true")  # loopback only, never production
-        web = supervisor.spawn(
-            "web",
-            [
-                python,
-                "-m",
-                "gunicorn",
-                "bulksms.wsgi:app",
-                "--bind",
-                f"{host}:{port}",
-                "--workers",
-                "2",
-                "--worker-class",
-                "gthread",
-                "--threads",
-                "8",
-                "--access-logfile",
-                "-",
-            ],
-            env,
-        )
-        supervisor.spawn(
+        metrics = data_dir / "metrics"  # prometheus-client's multiprocess files, one per role
+        for role in ("web", "worker", "flower"):
+            prepare(metrics / role)
+        gunicorn = [
+            "gunicorn",
+            "bulksms.wsgi:app",
+            "--bind",
+            f"{host}:{port}",
+            "--workers",
+            "2",
+            "--worker-class",
+            "gthread",
+            "--threads",
+            "8",
+            "--access-logfile",
+            "-",
+        ]
+        web = supervisor.spawn("web", [python, "-m", *gunicorn], {**env, ENV: f"{metrics}/web"})
+        worker = [
+            "celery",
+            "-A",
+            "bulksms.worker",
             "worker",
-            [
-                python,
-                "-m",
-                "celery",
-                "-A",
-                "bulksms.worker",
-                "worker",
-                "--loglevel",
-                "INFO",
-                "--concurrency",
-                "2",
-                "--hostname",
-                "bulksms@%h",
-            ],
-            env,
-        )
-        flower = supervisor.spawn(
+            "--loglevel",
+            "INFO",
+            "--concurrency",
+            "2",
+            "--hostname",
+            "bulksms@%h",
+        ]
+        supervisor.spawn("worker", [python, "-m", *worker], {**env, ENV: f"{metrics}/worker"})
+        flower_args = [
+            "celery",
+            "-A",
+            "bulksms.worker",
             "flower",
-            [
-                python,
-                "-m",
-                "celery",
-                "-A",
-                "bulksms.worker",
-                "flower",
-                f"--port={flower_port}",
-                f"--address={host}",
-            ],
-            env,
+            f"--port={flower_port}",
+            f"--address={host}",
+        ]
+        flower = supervisor.spawn(
+            "flower", [python, "-m", *flower_args], {**env, ENV: f"{metrics}/flower"}
         )
         wait_for_port(port, web, "the web app", 60)
         wait_for_port(flower_port, flower, "Flower", 60)
-        _announce(base_url, flower_port, host, key, generated, sandbox, data_dir)
-        signal.signal(signal.SIGTERM, _interrupt)
+        _announce(
+            base_url,
+            flower_port,
+            host,
+            key,
+            generated,
+            sandbox,
+            data_dir,
+            settings.worker_metrics_port,
+        )
         while True:
             problem = supervisor.first_exit()
             if problem:
@@ -262,6 +264,7 @@ def _announce(
     generated: bool,
     sandbox: bool,
     data_dir: Path,
+    worker_metrics_port: int,
 ) -> None:
     numbers = ", ".join(f'"{n}"' for n in SAMPLE_NUMBERS)
     lines = [
@@ -269,6 +272,7 @@ def _announce(
         "bulksms is up.",
         f"  API       {base_url}/api/bulk-sms",
         f"  Flower    http://{host}:{flower_port}/",
+        f"  Metrics   {base_url}/metrics, and the worker's on port {worker_metrics_port}",
         f"  API key   {key}"
         + (f"   (generated; kept in {data_dir / 'api-key'})" if generated else ""),
     ]

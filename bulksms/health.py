@@ -5,6 +5,7 @@ from __future__ import annotations
 import redis
 from flask import Blueprint, Response, current_app, jsonify
 
+from bulksms import metrics
 from bulksms.extensions import redis_client
 
 bp = Blueprint("health", __name__)
@@ -13,6 +14,14 @@ bp = Blueprint("health", __name__)
 @bp.get("/healthz")
 def healthz() -> Response:
     return jsonify({"status": "ok"})
+
+
+@bp.get("/metrics")
+def prometheus() -> Response:
+    from bulksms.tasks import queue_depth
+
+    body, content_type = metrics.render(queue_depth)
+    return Response(body, content_type=content_type)
 
 
 @bp.get("/readyz")

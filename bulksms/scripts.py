@@ -68,7 +68,8 @@ if halted then
   finish(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2], 'failed', halted, 'r', 'batch_failed', {})
   return {'halted', halted}
 end
-if tonumber(f[2] or '0') > tonumber(ARGV[2]) then return {'early', f[2]} end
+-- (a second of slack for clocks that differ between hosts)
+if tonumber(f[2] or '0') > tonumber(ARGV[2]) + 1 then return {'early', f[2]} end
 local attempt = tostring(tonumber(f[3] or '0') + 1)
 redis.call('HSET', KEYS[2], ARGV[1], 'sending|' .. ARGV[2] .. '|' .. attempt)
 redis.call('HSETNX', KEYS[1], 'started_at', ARGV[2])

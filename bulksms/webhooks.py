@@ -11,7 +11,7 @@ import logging
 
 from flask import Blueprint, Response, request
 
-from bulksms import keys, signature
+from bulksms import keys, metrics, signature
 from bulksms.errors import ApiError
 from bulksms.extensions import redis_client, settings, store
 from bulksms.ratelimit import count_bad_signature
@@ -23,6 +23,7 @@ bp = Blueprint("webhooks", __name__, url_prefix="/api/webhooks")
 
 V2_NONCE_SECONDS = 7 * 24 * 3600  # longer than Plivo's retry window (about 11 minutes)
 TRACKED = {s.value for s in Status if s is not Status.PENDING}
+RESULTS = {1: "recorded", 0: "repeat", -1: "unknown_recipient"}
 
 
 def _public_url() -> str:
@@ -42,6 +43,7 @@ def _verify() -> None:
         s.plivo_accept_v2_signatures,
     )
     if verdict in (signature.Verdict.MISSING, signature.Verdict.INVALID):
+        metrics.SIGNATURE_FAILURES.labels(verdict.value).inc()
         count_bad_signature()
     if verdict is signature.Verdict.MISSING:
         raise ApiError(403, "signature_missing", "The request carries no Plivo signature.")
@@ -50,6 +52,7 @@ def _verify() -> None:
     if verdict is signature.Verdict.VALID_V2:
         nonce = request.headers[signature.V2_NONCE]
         if not redis_client().set(keys.v2_nonce(nonce), 1, nx=True, ex=V2_NONCE_SECONDS):
+            metrics.SIGNATURE_FAILURES.labels("replayed").inc()
             raise ApiError(403, "signature_replayed", "This V2 signature nonce was already used.")
 
 
@@ -62,6 +65,7 @@ def delivery_report() -> Response:
     number = form.get("To", "").strip()
     if not (job_id and batch.isdigit() and number and status in TRACKED):
         log.info("delivery report ignored: job=%r batch=%r status=%r", job_id, batch, status)
+        metrics.REPORTS.labels(status if status in TRACKED else "other", "ignored").inc()
         return Response(status=204)
     moved = store().record_report(
         job_id,
@@ -73,4 +77,5 @@ def delivery_report() -> Response:
     )
     if moved < 0:
         log.info("delivery report for an unknown recipient of job %s", job_id)
+    metrics.REPORTS.labels(status, RESULTS[moved]).inc()
     return Response(status=204)

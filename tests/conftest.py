@@ -72,6 +72,7 @@ def settings(redis_url: str, credentials: tuple[str, str]) -> Settings:
         plivo_timeout=2.0,  # so a batch left `sending` is looked at after 6 s
         sweep_interval=0.5,
         dispatch_stale_seconds=2.0,
+        worker_metrics_port=free_port(),
         unknown_outcome_grace=15.0,  # longer than the sandbox's report backlog in these tests
     )
 

@@ -62,6 +62,7 @@ def test_bulksms_up_runs_the_whole_flow_on_the_sandbox(tmp_path: Path) -> None:
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        start_new_session=True,  # so that nothing it started can outlive the test
     )
     try:
         lines = read_until(process, "Ctrl-C stops everything", 120)
@@ -86,14 +87,17 @@ def test_bulksms_up_runs_the_whole_flow_on_the_sandbox(tmp_path: Path) -> None:
         assert flower.status_code == 200
         assert (tmp_path / "data" / "redis" / "appendonly.aof").exists()
     finally:
-        process.send_signal(signal.SIGINT)
+        process.send_signal(signal.SIGINT)  # what Ctrl-C sends
         try:
-            process.wait(30)
+            process.wait(40)
         finally:
             if process.poll() is None:
-                process.kill()
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait(10)
             assert process.stdout
             process.stdout.close()
     assert process.returncode == 0
+    with pytest.raises(ProcessLookupError):  # every process it started has stopped
+        os.killpg(process.pid, 0)
     with socket.socket() as s:
         assert s.connect_ex(("127.0.0.1", port)) != 0  # the web app stopped with it

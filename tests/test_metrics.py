@@ -1,0 +1,66 @@
+"""Prometheus metrics, read as Prometheus reads them: /metrics parses, and counters move."""
+
+from __future__ import annotations
+
+import pytest
+import requests
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.conftest import Stack
+from tests.numbers_gen import us_numbers
+
+
+def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    found = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            found[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return found
+
+
+def value(
+    found: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str, **labels: str
+) -> float:
+    return found.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+@pytest.mark.integration
+def test_web_and_worker_metrics_move_with_a_job(stack: Stack) -> None:
+    before = samples(requests.get(f"{stack.base_url}/metrics", timeout=10).text)
+    numbers = us_numbers(1200)
+    job_id = stack.submit({"recipients": numbers + numbers[:5], "message": "m"}).json()["job_id"]
+    stack.wait_for(job_id, lambda d: d["state"] == "completed", seconds=60)
+    stack.wait_until_quiet()
+    # Several gunicorn workers answer in turn: every scrape must show the sum of them all.
+    for _ in range(3):
+        after = samples(requests.get(f"{stack.base_url}/metrics", timeout=10).text)
+        accepted = value(after, "bulksms_recipients_accepted_total") - value(
+            before, "bulksms_recipients_accepted_total"
+        )
+        assert accepted == 1200
+        reports = sum(
+            v for (name, _), v in after.items() if name == "bulksms_delivery_reports_total"
+        )
+        assert reports == 3 * 1200  # queued, sent and a final status for each
+        finals = sum(
+            value(after, "bulksms_delivery_reports_total", status=s, result="recorded")
+            for s in ("delivered", "undelivered", "failed")
+        )
+        assert finals == 1200
+    assert ("bulksms_queue_depth", ()) in after
+
+    worker = samples(
+        requests.get(
+            f"http://127.0.0.1:{stack.settings.worker_metrics_port}/metrics", timeout=10
+        ).text
+    )
+    assert value(worker, "bulksms_batches_total", outcome="submitted") == 2
+    assert value(worker, "bulksms_plivo_request_seconds_count", result="accepted") == 2
+
+
+@pytest.mark.integration
+def test_signature_failures_are_counted(stack: Stack) -> None:
+    url = f"{stack.base_url}/api/webhooks/plivo/delivery-report?job=x&batch=0"
+    assert requests.post(url, data={"Status": "sent"}, timeout=10).status_code == 403
+    found = samples(requests.get(f"{stack.base_url}/metrics", timeout=10).text)
+    assert value(found, "bulksms_signature_failures_total", reason="missing") >= 1
