@@ -25,7 +25,7 @@ def use_directory(role: str) -> str:
     if values is not None:
         # Imported already (Celery's command line loads Flower's plugin, which imports it):
         # metrics made from now on must use the multiprocess value class.
-        values.ValueClass = values.get_value_class()
+        values.ValueClass = values.get_value_class()  # type: ignore[attr-defined]
     return folder
 
 
