@@ -50,11 +50,12 @@ def create_app(settings: Settings | None = None) -> Flask:
     numbers.prepare()  # compile the fast validator now, not in the first request
     celery_init_app(app, settings)
 
-    from bulksms import api, health, webhooks
+    from bulksms import api, health, openapi, webhooks
 
     app.register_blueprint(api.bp)
     app.register_blueprint(webhooks.bp)
     app.register_blueprint(health.bp)
+    app.register_blueprint(openapi.bp)
     app.before_request(_bind_request_id)
     app.after_request(_security_headers)
     app.teardown_request(_unbind_request_id)

@@ -1,0 +1,338 @@
+"""The OpenAPI 3.1 document of the public contract, served at `/api/openapi.json`.
+
+Written by hand, next to nothing else: it is the contract other programs rely on, and the test
+suite runs schemathesis against the live service to hold the code to it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, Response, jsonify
+
+from bulksms.message import GSM7, UCS2
+from bulksms.store import JobState, Status
+from bulksms.submission import EXPIRY_RANGE
+
+bp = Blueprint("openapi", __name__)
+
+ERROR_CODES = {
+    400: "Malformed JSON, a field of the wrong type, an unknown field, a bad Idempotency-Key.",
+    401: "No API key, or not a valid one.",
+    403: "The Plivo signature is missing, wrong, or its V2 nonce was used before.",
+    404: "No such job (it may have expired), or no such path.",
+    409: "The Idempotency-Key was used with another body, or that request is still running.",
+    413: "Too many recipients (MAX_RECIPIENTS), or the body is too large.",
+    415: "The body is not application/json.",
+    422: "Well-formed but unacceptable: no valid recipient, empty or too long a message, ...",
+    429: "Rate limited; retry after Retry-After seconds.",
+    503: "Redis is unavailable; retry after Retry-After seconds.",
+}
+RETRY_AFTER = {
+    "Retry-After": {
+        "schema": {"type": "string"},
+        "required": True,
+        "description": "Seconds to wait.",
+    }
+}
+COUNT = {"type": "integer", "minimum": 0}
+TIME = {"type": "string", "format": "date-time"}
+
+
+def _error(status: int) -> dict[str, Any]:
+    response: dict[str, Any] = {
+        "description": ERROR_CODES[status],
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+    }
+    if status in (429, 503):
+        response["headers"] = RETRY_AFTER
+    return response
+
+
+def _errors(*statuses: int) -> dict[str, Any]:
+    return {str(s): _error(s) for s in statuses}
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def document() -> dict[str, Any]:
+    recipients = {
+        "type": "object",
+        "required": ["received", "accepted", "duplicates", "invalid"],
+        "properties": {k: COUNT for k in ("received", "accepted", "duplicates", "invalid")},
+        "description": "received = accepted + duplicates + invalid.",
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "bulksms",
+            "version": "1",
+            "description": "Send one SMS text to very large recipient lists through Plivo.",
+        },
+        "security": [{"ApiKey": []}, {"Bearer": []}],
+        "paths": {
+            "/api/bulk-sms": {
+                "post": {
+                    "operationId": "submitJob",
+                    "summary": "Submit one message for a list of recipients.",
+                    "parameters": [
+                        {
+                            "name": "Idempotency-Key",
+                            "in": "header",
+                            "required": False,
+                            "schema": {"type": "string", "pattern": "^[\\x21-\\x7e]{1,255}$"},
+                            "description": "The same key and body return the same job.",
+                        }
+                    ],
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/json": {
+                                "schema": {"$ref": "#/components/schemas/SubmitRequest"}
+                            }
+                        },
+                    },
+                    "responses": {
+                        "202": {
+                            **_json({"$ref": "#/components/schemas/Accepted"}, "Job accepted."),
+                            "headers": {
+                                "Location": {"schema": {"type": "string"}, "required": True}
+                            },
+                        },
+                        **_errors(400, 401, 409, 413, 415, 422, 429, 503),
+                    },
+                }
+            },
+            "/api/bulk-sms/{job_id}": {
+                "get": {
+                    "operationId": "getJob",
+                    "summary": "A job's state and counts (read from counters: cost independent "
+                    "of the job's size).",
+                    "parameters": [
+                        {
+                            "name": "job_id",
+                            "in": "path",
+                            "required": True,
+                            "schema": {"type": "string"},
+                        }
+                    ],
+                    "responses": {
+                        "200": _json({"$ref": "#/components/schemas/JobStatus"}, "The job."),
+                        **_errors(401, 404, 429, 503),
+                    },
+                }
+            },
+            "/api/webhooks/plivo/delivery-report": {
+                "post": {
+                    "operationId": "deliveryReport",
+                    "summary": "Plivo's delivery reports (signed; not for API clients).",
+                    "security": [],
+                    "parameters": [
+                        {
+                            "name": "job",
+                            "in": "query",
+                            "required": False,
+                            "schema": {"type": "string"},
+                        },
+                        {
+                            "name": "batch",
+                            "in": "query",
+                            "required": False,
+                            "schema": {"type": "string"},
+                        },
+                    ],
+                    "requestBody": {
+                        "required": False,
+                        "content": {
+                            "application/x-www-form-urlencoded": {
+                                "schema": {
+                                    "type": "object",
+                                    "properties": {
+                                        k: {"type": "string"}
+                                        for k in (
+                                            "MessageUUID",
+                                            "Status",
+                                            "To",
+                                            "From",
+                                            "ErrorCode",
+                                            "Units",
+                                            "TotalRate",
+                                            "TotalAmount",
+                                            "ParentMessageUUID",
+                                            "PartInfo",
+                                        )
+                                    },
+                                }
+                            }
+                        },
+                    },
+                    "responses": {
+                        "204": {"description": "Recorded (or not ours to record)."},
+                        **_errors(403, 413, 429, 503),
+                    },
+                }
+            },
+            "/healthz": {
+                "get": {
+                    "operationId": "liveness",
+                    "security": [],
+                    "responses": {"200": _json({"type": "object"}, "The process serves.")},
+                }
+            },
+            "/readyz": {
+                "get": {
+                    "operationId": "readiness",
+                    "security": [],
+                    "responses": {
+                        "200": _json({"$ref": "#/components/schemas/Readiness"}, "Ready."),
+                        "503": _json({"$ref": "#/components/schemas/Readiness"}, "Not ready."),
+                    },
+                }
+            },
+            "/metrics": {
+                "get": {
+                    "operationId": "metrics",
+                    "security": [],
+                    "responses": {
+                        "200": {
+                            "description": "Prometheus metrics.",
+                            "content": {"text/plain": {"schema": {"type": "string"}}},
+                        }
+                    },
+                }
+            },
+            "/api/openapi.json": {
+                "get": {
+                    "operationId": "openapi",
+                    "security": [],
+                    "responses": {"200": _json({"type": "object"}, "This document.")},
+                }
+            },
+        },
+        "components": {
+            "securitySchemes": {
+                "ApiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+                "Bearer": {"type": "http", "scheme": "bearer"},
+            },
+            "schemas": {
+                "Error": {
+                    "type": "object",
+                    "required": ["error", "message"],
+                    "properties": {
+                        "error": {"type": "string"},
+                        "message": {"type": "string"},
+                        "details": {},
+                    },
+                },
+                "SubmitRequest": {
+                    "type": "object",
+                    "required": ["recipients", "message"],
+                    "additionalProperties": False,
+                    "properties": {
+                        "recipients": {"type": "array", "minItems": 1, "items": {"type": "string"}},
+                        "message": {"type": "string", "minLength": 1},
+                        "sender": {"type": "string"},
+                        "powerpack_uuid": {"type": "string", "format": "uuid"},
+                        "default_region": {
+                            "type": "string",
+                            "pattern": "^[A-Za-z]{2}$",
+                            "description": "A region phonenumbers knows.",
+                        },
+                        "expiry_seconds": {
+                            "type": "integer",
+                            "minimum": EXPIRY_RANGE[0],
+                            "maximum": EXPIRY_RANGE[1],
+                        },
+                    },
+                },
+                "Accepted": {
+                    "type": "object",
+                    "required": [
+                        "job_id",
+                        "status_url",
+                        "state",
+                        "batches",
+                        "recipients",
+                        "invalid",
+                        "encoding",
+                        "segments_per_message",
+                        "estimated_segments",
+                    ],
+                    "properties": {
+                        "job_id": {"type": "string"},
+                        "status_url": {"type": "string"},
+                        "state": {"type": "string", "enum": [s.value for s in JobState]},
+                        "batches": COUNT,
+                        "recipients": recipients,
+                        "invalid": {
+                            "type": "array",
+                            "maxItems": 100,
+                            "items": {
+                                "type": "object",
+                                "required": ["input", "reason"],
+                                "properties": {
+                                    "input": {"type": "string"},
+                                    "reason": {"type": "string"},
+                                },
+                            },
+                        },
+                        "encoding": {"type": "string", "enum": [GSM7, UCS2]},
+                        "segments_per_message": COUNT,
+                        "estimated_segments": COUNT,
+                    },
+                },
+                "JobStatus": {
+                    "type": "object",
+                    "required": [
+                        "job_id",
+                        "state",
+                        "created_at",
+                        "updated_at",
+                        "recipients",
+                        "batches",
+                        "counts",
+                    ],
+                    "properties": {
+                        "job_id": {"type": "string"},
+                        "state": {"type": "string", "enum": [s.value for s in JobState]},
+                        "created_at": TIME,
+                        "updated_at": TIME,
+                        "message_length": COUNT,
+                        "recipients": recipients,
+                        "batches": {
+                            "type": "object",
+                            "required": ["total", "pending", "submitted", "failed"],
+                            "properties": {
+                                k: COUNT for k in ("total", "pending", "submitted", "failed")
+                            },
+                        },
+                        "counts": {
+                            "type": "object",
+                            "required": [s.value for s in Status],
+                            "properties": {s.value: COUNT for s in Status},
+                        },
+                        "closed": {
+                            "type": "string",
+                            "description": "Why the job stopped waiting for reports.",
+                        },
+                        "halted": {
+                            "type": "string",
+                            "description": "Why the job's unsent batches were failed.",
+                        },
+                    },
+                },
+                "Readiness": {
+                    "type": "object",
+                    "required": ["status", "checks"],
+                    "properties": {"status": {"type": "string"}, "checks": {"type": "object"}},
+                },
+            },
+        },
+    }
+
+
+@bp.get("/api/openapi.json")
+def openapi_json() -> Response:
+    return jsonify(document())
