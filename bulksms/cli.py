@@ -7,12 +7,16 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import IO, Any, NoReturn, TypeVar
 
 import click
 from dotenv import find_dotenv, load_dotenv
 
 from bulksms.config import ConfigError
+
+T = TypeVar("T")
 
 
 @click.group()
@@ -81,6 +85,133 @@ def sandbox(host: str, port: int, faults: str, seed: int | None) -> None:
     finally:
         box.stop()
         server.shutdown()
+
+
+FINAL = ("delivered", "undelivered", "failed", "rejected")
+DONE = {"completed", "failed", "cancelled"}
+
+
+@main.command()
+@click.argument("numbers_file", type=click.File("r"), metavar="FILE")
+@click.option("-m", "--message", required=True, help="The text to send.")
+@click.option("--sender", help="Sender: E.164 number or alphanumeric ID (default: the service's).")
+@click.option("--region", help="Region for numbers in national format, e.g. US.")
+@click.option("--wait", is_flag=True, help="Show progress until every message is final.")
+@click.option("--idempotency-key", help="Send it again safely: the same key makes no new job.")
+@click.option("--url", help="API base URL [env BULKSMS_URL, default http://127.0.0.1:8000].")
+@click.option("--key", help="API key [env BULKSMS_API_KEY or API_KEY].")
+def send(
+    numbers_file: IO[str],
+    message: str,
+    sender: str | None,
+    region: str | None,
+    wait: bool,
+    idempotency_key: str | None,
+    url: str | None,
+    key: str | None,
+) -> None:
+    """Send MESSAGE to every number in FILE (a CSV or text file; - for stdin)."""
+    from bulksms.client import read_numbers
+
+    numbers = read_numbers(numbers_file.read())
+    if not numbers:
+        _fail("no numbers in the input")
+    body: dict[str, Any] = {"recipients": numbers, "message": message}
+    if sender:
+        body["sender"] = sender
+    if region:
+        body["default_region"] = region
+    client = _client(url, key)
+    answer = _guard(lambda: client.submit(body, idempotency_key))
+    r = answer["recipients"]
+    click.echo(
+        f"job {answer['job_id']}: {r['accepted']} accepted, {r['duplicates']} duplicates, "
+        f"{r['invalid']} invalid; {answer['batches']} batches, "
+        f"{answer['estimated_segments']} segments ({answer['encoding']})"
+    )
+    for entry in answer["invalid"][:10]:
+        click.echo(f"  invalid: {entry['input']!r} ({entry['reason']})", err=True)
+    if wait:
+        doc = _follow(client, answer["job_id"], r["accepted"])
+        if doc["state"] == "failed":
+            _fail(f"job {doc['job_id']} failed: no batch could be submitted")
+
+
+@main.command()
+@click.argument("job_id")
+@click.option("--json", "as_json", is_flag=True, help="Print the JSON document instead.")
+@click.option("--url", help="API base URL [env BULKSMS_URL, default http://127.0.0.1:8000].")
+@click.option("--key", help="API key [env BULKSMS_API_KEY or API_KEY].")
+def status(job_id: str, as_json: bool, url: str | None, key: str | None) -> None:
+    """Show where job JOB_ID stands."""
+    import json
+
+    doc = _guard(lambda: _client(url, key).status(job_id))
+    if as_json:
+        click.echo(json.dumps(doc, indent=2))
+        return
+    rows = [
+        ("job", doc["job_id"]),
+        ("state", doc["state"]),
+        ("created", doc["created_at"]),
+        ("updated", doc["updated_at"]),
+    ]
+    rows += [(f"recipients {k}", v) for k, v in doc["recipients"].items()]
+    rows += [(f"batches {k}", v) for k, v in doc["batches"].items()]
+    rows += [(k, v) for k, v in doc["counts"].items()]
+    rows += [(k, doc[k]) for k in ("closed", "halted") if k in doc]
+    width = max(len(name) for name, _ in rows)
+    for name, value in rows:
+        click.echo(f"{name:<{width}}  {value}")
+
+
+def _follow(client: Any, job_id: str, total: int) -> dict[str, Any]:
+    """A live progress bar of final messages, with sent / delivered / failed beside it."""
+    doc: dict[str, Any] = {"counts": {}}
+
+    def show(_: object) -> str:
+        c = doc["counts"]
+        return (
+            f"sent {c.get('sent', 0) + c.get('queued', 0)} · delivered "
+            f"{c.get('delivered', 0)} · failed "
+            f"{c.get('undelivered', 0) + c.get('failed', 0) + c.get('rejected', 0)}"
+        )
+
+    with click.progressbar(length=total, label="final", item_show_func=show, show_pos=True) as bar:
+        done = 0
+        while True:
+            doc = _guard(lambda: client.status(job_id))
+            final = sum(doc["counts"].get(k, 0) for k in FINAL)
+            bar.update(final - done, current_item=doc)
+            done = final
+            if doc["state"] in DONE:
+                break
+            time.sleep(1)
+    click.echo(
+        f"job {job_id} {doc['state']}: "
+        + ", ".join(f"{k} {v}" for k, v in doc["counts"].items() if v)
+    )
+    return doc
+
+
+def _client(url: str | None, key: str | None) -> Any:
+    from bulksms.client import Client
+
+    return _guard(lambda: Client.configured(url, key))
+
+
+def _guard(call: Callable[[], T]) -> T:
+    from bulksms.client import ClientError
+
+    try:
+        return call()
+    except ClientError as exc:
+        _fail(str(exc))
+
+
+def _fail(reason: str) -> NoReturn:
+    click.echo(f"bulksms: {reason}", err=True)
+    sys.exit(1)
 
 
 if __name__ == "__main__":

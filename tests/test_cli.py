@@ -1,0 +1,111 @@
+"""`bulksms send` and `bulksms status`, as a person at a terminal or a script uses them."""
+
+from __future__ import annotations
+
+import os
+import pty
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bulksms.client import read_numbers
+from tests.conftest import API_KEY, Stack
+from tests.numbers_gen import us_numbers
+
+
+def test_numbers_from_text_and_csv_files() -> None:
+    assert read_numbers("+14155550100\n\n# note\n(415) 555-0101\n") == [
+        "+14155550100",
+        "(415) 555-0101",
+    ]
+    assert read_numbers("name,phone\nAda,+14155550100\nBob,+14155550101\n") == [
+        "+14155550100",
+        "+14155550101",
+    ]
+    assert read_numbers("+14155550100,Ada\n+14155550101,Bob\n") == ["+14155550100", "+14155550101"]
+    assert read_numbers("Name;Mobile\nAda;+14155550100\n") == ["+14155550100"]
+    assert read_numbers("contact,note\n+14155550100,x\n") == ["+14155550100"]
+
+
+def run_in_terminal(args: list[str], env: dict[str, str]) -> tuple[int, str]:
+    """Run a command with a pseudo-terminal as its output, as a person would see it."""
+    leader, follower = pty.openpty()
+    process = subprocess.Popen(
+        args, stdout=follower, stderr=follower, stdin=subprocess.DEVNULL, env=env
+    )
+    os.close(follower)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(leader, 4096)
+        except OSError:  # the child closed its end
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(leader)
+    return process.wait(60), b"".join(chunks).decode(errors="replace")
+
+
+def cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "bulksms.cli", *args]
+
+
+@pytest.mark.integration
+def test_send_with_wait_shows_progress_and_exits_0(stack: Stack, tmp_path: Path) -> None:
+    numbers = us_numbers(1500)
+    listing = tmp_path / "list.csv"
+    listing.write_text("name,phone\n" + "".join(f"n{i},{n}\n" for i, n in enumerate(numbers)))
+    env = {**os.environ, "BULKSMS_URL": stack.base_url, "BULKSMS_API_KEY": API_KEY}
+    code, output = run_in_terminal(cli("send", str(listing), "-m", "from the CLI", "--wait"), env)
+    assert code == 0, output
+    assert "1500 accepted" in output
+    assert "final" in output and "delivered" in output and "1500/1500" in output
+    assert "completed" in output
+    assert stack.sent_numbers() == sorted(numbers)
+
+    job_id = output.split("job ", 1)[1].split(":", 1)[0]
+    table = subprocess.run(
+        cli("status", job_id), env=env, capture_output=True, text=True, timeout=60
+    )
+    assert table.returncode == 0
+    rows = dict(
+        line.split(None, 1) for line in table.stdout.splitlines() if len(line.split(None, 1)) == 2
+    )
+    assert rows["state"].strip() == "completed"
+    assert rows["job"].strip() == job_id
+
+
+@pytest.mark.integration
+def test_a_wrong_key_exits_non_zero_with_one_line(stack: Stack) -> None:
+    env = {**os.environ, "BULKSMS_URL": stack.base_url}
+    run = subprocess.run(
+        cli("send", "-", "-m", "x", "--key", "not-the-key"),
+        env=env,
+        input="+14155550100\n",
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 1
+    assert run.stderr.strip().splitlines() == [
+        "bulksms: 401 unauthorized: The API key is not valid."
+    ]
+    assert stack.sandbox.messages == []
+
+
+def test_nothing_listening_exits_non_zero_with_one_line(tmp_path: Path) -> None:
+    from bulksms.embedded import free_port
+
+    run = subprocess.run(
+        cli("status", "0" * 32, "--url", f"http://127.0.0.1:{free_port()}", "--key", "k"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
+    assert run.returncode == 1
+    assert len(run.stderr.strip().splitlines()) == 1
+    assert run.stderr.startswith("bulksms: cannot reach")
