@@ -1,0 +1,55 @@
+"""Flower, as operators use it: its API lists the worker and the job's batch tasks, with the
+job id and batch number readable, while the job runs."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import pytest
+import requests
+
+from bulksms.embedded import free_port, wait_for_port
+from tests.conftest import Stack, _spawn, child_env
+from tests.numbers_gen import us_numbers
+
+pytestmark = pytest.mark.integration
+
+
+def test_flower_sees_the_worker_and_every_batch_task(stack: Stack) -> None:
+    port = free_port()
+    flower = _spawn(
+        stack.logs / "flower.log",
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "bulksms.worker",
+            "flower",
+            f"--port={port}",
+            "--address=127.0.0.1",
+        ],
+        child_env(stack.settings, FLOWER_UNAUTHENTICATED_API="true"),
+    )
+    stack.processes["flower"] = flower
+    wait_for_port(port, flower, "Flower", 60)
+    api = f"http://127.0.0.1:{port}/api"
+    deadline = time.monotonic() + 30
+    while not requests.get(f"{api}/workers", params={"refresh": 1}, timeout=30).json():
+        assert time.monotonic() < deadline, "Flower never saw the worker"
+        time.sleep(0.5)
+
+    stack.sandbox.faults.update({"latency_ms": 300})
+    job_id = stack.submit({"recipients": us_numbers(4000), "message": "flower"}).json()["job_id"]
+    seen: dict[str, dict[str, object]] = {}
+    while stack.status(job_id)["state"] in ("queued", "sending") or len(seen) < 4:
+        tasks = requests.get(
+            f"{api}/tasks", params={"taskname": "bulksms.send_batch"}, timeout=30
+        ).json()
+        seen = {t["uuid"]: t for t in tasks.values() if job_id in str(t.get("args"))}
+        assert time.monotonic() < deadline + 60, f"Flower saw {len(seen)} tasks: {seen}"
+        time.sleep(0.3)
+    assert sorted(str(t["args"]) for t in seen.values()) == [str((job_id, n)) for n in range(4)]
+    workers = requests.get(f"{api}/workers", timeout=30).json()
+    assert any(name.startswith("test-") for name in workers)
