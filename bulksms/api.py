@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+import math
 import uuid
 from typing import Any
 
-from flask import Blueprint, Response, jsonify, request, url_for
+from flask import Blueprint, Response, jsonify, request, stream_with_context, url_for
 
-from bulksms import idempotency, metrics, submission
+from bulksms import idempotency, metrics, recipients_report, submission
 from bulksms.auth import presented_key, require_api_key
 from bulksms.errors import ApiError
 from bulksms.extensions import redis_client, settings, store
 from bulksms.ratelimit import limiter, read_limit, submit_limit
-from bulksms.store import JobState, NewJob, status_document
+from bulksms.store import JobState, NewJob, Status, derive_state, status_document
 from bulksms.tasks import enqueue
 
 bp = Blueprint("api", __name__, url_prefix="/api/bulk-sms")
@@ -79,10 +80,165 @@ def _accepted(
 @bp.get("/<job_id>")
 @limiter.limit(read_limit)
 def status(job_id: str) -> Response:
+    return jsonify(status_document(job_id, _job(job_id)))
+
+
+@bp.post("/<job_id>/cancel")
+@limiter.limit(submit_limit)
+def cancel(job_id: str) -> Response:
+    """Batches not yet handed to Plivo are never sent; one in flight finishes and is counted."""
+    state = derive_state(_job(job_id))
+    if state in (JobState.COMPLETED, JobState.FAILED):
+        raise ApiError(409, "job_finished", f"The job is {state.value}: nothing left to cancel.")
+    store().set_flag(job_id, "cancelled")
+    # Their tasks may be gone (consumed while paused): each claim now cancels its batch.
+    enqueue(job_id, store().pending_batches(job_id))
+    return jsonify(status_document(job_id, _job(job_id)))
+
+
+@bp.post("/<job_id>/pause")
+@limiter.limit(submit_limit)
+def pause(job_id: str) -> Response:
+    """No batch starts while paused; batches in flight finish."""
+    state = derive_state(_job(job_id))
+    if state not in (JobState.QUEUED, JobState.SENDING, JobState.PAUSED):
+        raise ApiError(409, "not_pausable", f"The job is {state.value}: no batch is left to pause.")
+    store().set_flag(job_id, "paused")
+    return jsonify(status_document(job_id, _job(job_id)))
+
+
+@bp.post("/<job_id>/resume")
+@limiter.limit(submit_limit)
+def resume(job_id: str) -> Response:
+    """Continue exactly where the job stopped: the batches still pending, no other."""
+    if "paused" not in _job(job_id):
+        raise ApiError(409, "not_paused", "The job is not paused.")
+    store().clear_flag(job_id, "paused")
+    enqueue(job_id, store().pending_batches(job_id))
+    return jsonify(status_document(job_id, _job(job_id)))
+
+
+@bp.delete("/<job_id>")
+@limiter.limit(submit_limit)
+def delete(job_id: str) -> Response:
+    """Erase a finished job's per-recipient data; its counts stay."""
+    fields = _job(job_id)
+    state = derive_state(fields)
+    if int(fields["b:pending"]) or state not in FINISHED:
+        raise ApiError(
+            409,
+            "job_not_finished",
+            f"The job is {state.value}: cancel it or wait for it to finish.",
+        )
+    store().erase(job_id, int(fields["batches"]))
+    return jsonify(status_document(job_id, _job(job_id)))
+
+
+@bp.get("/<job_id>/messages")
+@limiter.limit(read_limit)
+def messages(job_id: str) -> Response:
+    fields = _readable(job_id)
+    found, after = recipients_report.page(
+        store(),
+        job_id,
+        int(fields["batches"]),
+        _status_filter(),
+        _limit(100, 1000),
+        recipients_report.Cursor.parse(request.args.get("cursor")),
+    )
+    return jsonify({"messages": found, "next_cursor": str(after) if after else None})
+
+
+@bp.get("/<job_id>/messages.csv")
+@limiter.limit(read_limit)
+def messages_csv(job_id: str) -> Response:
+    fields = _readable(job_id)
+    lines = recipients_report.csv_lines(store(), job_id, int(fields["batches"]), _status_filter())
+    return Response(
+        stream_with_context(lines),
+        mimetype="text/csv",
+        headers={"Content-Disposition": f'attachment; filename="{job_id}-messages.csv"'},
+    )
+
+
+@bp.get("")
+@limiter.limit(read_limit)
+def listing() -> Response:
+    """Jobs newest first, optionally in one state; `next_cursor` pages on."""
+    wanted = request.args.get("state")
+    if wanted is not None and wanted not in {s.value for s in JobState}:
+        raise ApiError(
+            400,
+            "invalid_state",
+            "state must be one of: " + ", ".join(s.value for s in JobState) + ".",
+        )
+    limit = _limit(50, 500)
+    cursor = request.args.get("cursor")
+    try:
+        before = float(cursor) if cursor else None
+    except ValueError:
+        before = math.nan
+    if before is not None and not math.isfinite(before):
+        raise ApiError(400, "invalid_cursor", "cursor must be a next_cursor from a page.")
+    found: list[dict[str, Any]] = []
+    exhausted = False
+    for _ in range(20):  # with a state filter, look through at most 20 pages of candidates
+        candidates = store().jobs_before(before, limit)
+        all_fields = store().jobs_fields([job_id for job_id, _ in candidates])
+        for (job_id, score), fields in zip(candidates, all_fields, strict=True):
+            before = score
+            if fields is None:  # expired
+                store().forget(job_id)
+            elif wanted is None or derive_state(fields).value == wanted:
+                found.append(status_document(job_id, fields))
+                if len(found) == limit:
+                    break
+        if len(found) == limit:
+            break
+        if len(candidates) < limit:
+            exhausted = True
+            break
+    next_cursor = None if exhausted or before is None else repr(before)
+    return jsonify({"jobs": found, "next_cursor": next_cursor})
+
+
+FINISHED = (JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED)
+
+
+def _job(job_id: str) -> dict[str, str]:
     fields = store().job_fields(job_id) if _plausible_id(job_id) else None
     if fields is None:
         raise ApiError(404, "not_found", "No job with this id (it may have expired).")
-    return jsonify(status_document(job_id, fields))
+    return fields
+
+
+def _readable(job_id: str) -> dict[str, str]:
+    fields = _job(job_id)
+    if "erased" in fields:
+        raise ApiError(410, "erased", "This job's per-recipient data were deleted.")
+    return fields
+
+
+def _status_filter() -> Status | None:
+    wanted = request.args.get("status")
+    if wanted is None:
+        return None
+    if wanted not in {s.value for s in Status}:
+        raise ApiError(
+            400,
+            "invalid_status",
+            "status must be one of: " + ", ".join(s.value for s in Status) + ".",
+        )
+    return Status(wanted)
+
+
+def _limit(default: int, most: int) -> int:
+    raw = request.args.get("limit")
+    if raw is None:
+        return default
+    if not raw.isdigit() or not 1 <= int(raw) <= most:
+        raise ApiError(400, "invalid_limit", f"limit must be a whole number from 1 to {most}.")
+    return int(raw)
 
 
 def _plausible_id(job_id: str) -> bool:

@@ -21,6 +21,7 @@ ERROR_CODES = {
     401: "No API key, or not a valid one.",
     403: "The Plivo signature is missing, wrong, or its V2 nonce was used before.",
     404: "No such job (it may have expired), or no such path.",
+    410: "The job's per-recipient data were deleted.",
     409: "The Idempotency-Key was used with another body, or that request is still running.",
     413: "Too many recipients (MAX_RECIPIENTS), or the body is too large.",
     415: "The body is not application/json.",
@@ -37,6 +38,25 @@ RETRY_AFTER = {
 }
 COUNT = {"type": "integer", "minimum": 0}
 TIME = {"type": "string", "format": "date-time"}
+
+
+JOB_ID = {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"}}
+CURSOR = {"name": "cursor", "in": "query", "required": False, "schema": {"type": "string"}}
+STATUS_FILTER = {
+    "name": "status",
+    "in": "query",
+    "required": False,
+    "schema": {"type": "string", "enum": [s.value for s in Status]},
+}
+
+
+def _limit(most: int) -> dict[str, Any]:
+    return {
+        "name": "limit",
+        "in": "query",
+        "required": False,
+        "schema": {"type": "integer", "minimum": 1, "maximum": most},
+    }
 
 
 def _error(status: int) -> dict[str, Any]:
@@ -74,6 +94,37 @@ def document() -> dict[str, Any]:
         "security": [{"ApiKey": []}, {"Bearer": []}],
         "paths": {
             "/api/bulk-sms": {
+                "get": {
+                    "operationId": "listJobs",
+                    "summary": "Jobs, newest first.",
+                    "parameters": [
+                        {
+                            "name": "state",
+                            "in": "query",
+                            "required": False,
+                            "schema": {"type": "string", "enum": [s.value for s in JobState]},
+                        },
+                        _limit(500),
+                        CURSOR,
+                    ],
+                    "responses": {
+                        "200": _json(
+                            {
+                                "type": "object",
+                                "required": ["jobs", "next_cursor"],
+                                "properties": {
+                                    "jobs": {
+                                        "type": "array",
+                                        "items": {"$ref": "#/components/schemas/JobStatus"},
+                                    },
+                                    "next_cursor": {"type": ["string", "null"]},
+                                },
+                            },
+                            "One page; next_cursor is null on the last.",
+                        ),
+                        **_errors(400, 401, 429, 503),
+                    },
+                },
                 "post": {
                     "operationId": "submitJob",
                     "summary": "Submit one message for a list of recipients.",
@@ -103,9 +154,18 @@ def document() -> dict[str, Any]:
                         },
                         **_errors(400, 401, 409, 413, 415, 422, 429, 503),
                     },
-                }
+                },
             },
             "/api/bulk-sms/{job_id}": {
+                "delete": {
+                    "operationId": "deleteJob",
+                    "summary": "Erase a finished job's per-recipient data; its counts stay.",
+                    "parameters": [JOB_ID],
+                    "responses": {
+                        "200": _json({"$ref": "#/components/schemas/JobStatus"}, "Erased."),
+                        **_errors(401, 404, 409, 429, 503),
+                    },
+                },
                 "get": {
                     "operationId": "getJob",
                     "summary": "A job's state and counts (read from counters: cost independent "
@@ -121,6 +181,62 @@ def document() -> dict[str, Any]:
                     "responses": {
                         "200": _json({"$ref": "#/components/schemas/JobStatus"}, "The job."),
                         **_errors(401, 404, 429, 503),
+                    },
+                },
+            },
+            **{
+                f"/api/bulk-sms/{{job_id}}/{action}": {
+                    "post": {
+                        "operationId": f"{action}Job",
+                        "summary": summary,
+                        "parameters": [JOB_ID],
+                        "responses": {
+                            "200": _json({"$ref": "#/components/schemas/JobStatus"}, "The job."),
+                            **_errors(401, 404, 409, 429, 503),
+                        },
+                    }
+                }
+                for action, summary in (
+                    ("cancel", "Batches not yet sent are never sent (counted cancelled)."),
+                    ("pause", "No batch starts while paused."),
+                    ("resume", "Continue with the batches still pending."),
+                )
+            },
+            "/api/bulk-sms/{job_id}/messages": {
+                "get": {
+                    "operationId": "listMessages",
+                    "summary": "Every recipient's status, a page at a time.",
+                    "parameters": [JOB_ID, STATUS_FILTER, _limit(1000), CURSOR],
+                    "responses": {
+                        "200": _json(
+                            {
+                                "type": "object",
+                                "required": ["messages", "next_cursor"],
+                                "properties": {
+                                    "messages": {
+                                        "type": "array",
+                                        "items": {"$ref": "#/components/schemas/Message"},
+                                    },
+                                    "next_cursor": {"type": ["string", "null"]},
+                                },
+                            },
+                            "One page; next_cursor is null on the last.",
+                        ),
+                        **_errors(400, 401, 404, 410, 429, 503),
+                    },
+                }
+            },
+            "/api/bulk-sms/{job_id}/messages.csv": {
+                "get": {
+                    "operationId": "exportMessages",
+                    "summary": "The same, as a CSV file streamed (any number of rows).",
+                    "parameters": [JOB_ID, STATUS_FILTER],
+                    "responses": {
+                        "200": {
+                            "description": "number,message_uuid,status,error_code,error,updated_at",
+                            "content": {"text/csv": {"schema": {"type": "string"}}},
+                        },
+                        **_errors(400, 401, 404, 410, 429, 503),
                     },
                 }
             },
@@ -305,7 +421,8 @@ def document() -> dict[str, Any]:
                             "type": "object",
                             "required": ["total", "pending", "submitted", "failed"],
                             "properties": {
-                                k: COUNT for k in ("total", "pending", "submitted", "failed")
+                                k: COUNT
+                                for k in ("total", "pending", "submitted", "failed", "cancelled")
                             },
                         },
                         "counts": {
@@ -321,6 +438,26 @@ def document() -> dict[str, Any]:
                             "type": "string",
                             "description": "Why the job's unsent batches were failed.",
                         },
+                        "erased_at": TIME,
+                    },
+                },
+                "Message": {
+                    "type": "object",
+                    "required": [
+                        "number",
+                        "message_uuid",
+                        "status",
+                        "error_code",
+                        "error",
+                        "updated_at",
+                    ],
+                    "properties": {
+                        "number": {"type": "string"},
+                        "message_uuid": {"type": ["string", "null"]},
+                        "status": {"type": "string", "enum": [s.value for s in Status]},
+                        "error_code": {"type": ["string", "null"]},
+                        "error": {"type": ["string", "null"]},
+                        "updated_at": {"type": ["string", "null"], "format": "date-time"},
                     },
                 },
                 "Readiness": {

@@ -6,13 +6,14 @@ Records (see `store` for the keys):
               ``sending|since|attempts``        a worker claimed it and is (or was) calling Plivo
               ``submitted|at|api_id``           Plivo accepted it
               ``failed|at|reason``              it will never be sent
+              ``cancelled|at|cancelled``        the job was cancelled before it was sent
   batch meta  ``e:<n>``  a delivery report arrived while the batch was not yet recorded as sent:
                          evidence that Plivo has it
               ``q:<n>``  when its task was last enqueued
 """
 
 PRELUDE = """
-local RANK = {p = 0, q = 1, s = 2, d = 3, u = 3, f = 3, r = 3}
+local RANK = {p = 0, q = 1, s = 2, d = 3, u = 3, f = 3, r = 3, x = 3}
 
 -- Move one recipient forward; the job's per-status counters move with it.
 local function advance(job, recipients, number, code, uuid, err, now)
@@ -63,11 +64,16 @@ local rec = redis.call('HGET', KEYS[2], ARGV[1])
 if not rec then return {'gone'} end
 local f = split(rec)
 if f[1] ~= 'pending' then return {f[1]} end
-local halted = redis.call('HGET', KEYS[1], 'halted')
-if halted then
-  finish(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2], 'failed', halted, 'r', 'batch_failed', {})
-  return {'halted', halted}
+local flags = redis.call('HMGET', KEYS[1], 'halted', 'cancelled', 'paused')
+if flags[1] then
+  finish(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2], 'failed', flags[1], 'r', 'batch_failed', {})
+  return {'halted', flags[1]}
 end
+if flags[2] then
+  finish(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2], 'cancelled', 'cancelled', 'x', '', {})
+  return {'cancelled'}
+end
+if flags[3] then return {'paused'} end
 -- (a second of slack for clocks that differ between hosts)
 if tonumber(f[2] or '0') > tonumber(ARGV[2]) + 1 then return {'early', f[2]} end
 local attempt = tostring(tonumber(f[3] or '0') + 1)

@@ -33,6 +33,7 @@ class Status(StrEnum):
     UNDELIVERED = "undelivered"
     FAILED = "failed"
     REJECTED = "rejected"
+    CANCELLED = "cancelled"  # never sent: the job was cancelled first
 
 
 CODES = {
@@ -43,6 +44,7 @@ CODES = {
     Status.UNDELIVERED: "u",
     Status.FAILED: "f",
     Status.REJECTED: "r",
+    Status.CANCELLED: "x",
 }
 BY_CODE = {code: status for status, code in CODES.items()}
 NOT_FINAL = (Status.PENDING, Status.QUEUED, Status.SENT)
@@ -64,6 +66,7 @@ class BatchState(StrEnum):
     SENDING = "sending"
     SUBMITTED = "submitted"
     FAILED = "failed"
+    CANCELLED = "cancelled"
 
 
 @dataclass(frozen=True)
@@ -138,6 +141,7 @@ class JobStore:
             "b:pending": job.batch_count,
             "b:submitted": 0,
             "b:failed": 0,
+            "b:cancelled": 0,
             **{f"c:{CODES[s]}": 0 for s in Status},
             **job.extra,
         }
@@ -161,7 +165,10 @@ class JobStore:
         pipe.expire(batches_key, self.retention)
         pipe.execute()
         # The sweep's index of unfinished jobs: outside the job's slot, so not in its transaction.
-        self.redis.zadd(keys.ACTIVE_JOBS, {job.job_id: float(now)})
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.zadd(keys.ACTIVE_JOBS, {job.job_id: float(now)})
+        pipe.zadd(keys.JOBS, {job.job_id: float(now)})
+        pipe.execute()
 
     # -- dispatch -----------------------------------------------------------------------------
     def claim_batch(self, job_id: str, batch: int) -> Claim:
@@ -283,6 +290,48 @@ class JobStore:
     def deactivate(self, job_id: str) -> None:
         self.redis.zrem(keys.ACTIVE_JOBS, job_id)
 
+    def set_flag(self, job_id: str, flag: str) -> None:
+        """Record an operator's decision (cancelled, paused) on the job, once."""
+        self.redis.hsetnx(keys.job(job_id), flag, _now())
+
+    def clear_flag(self, job_id: str, flag: str) -> None:
+        self.redis.hdel(keys.job(job_id), flag)
+
+    def pending_batches(self, job_id: str) -> list[int]:
+        records = self.batch_records(job_id)
+        return sorted(int(k) for k, v in records.items() if k.isdigit() and v.startswith("pending"))
+
+    def jobs_before(self, before: float | None, count: int) -> list[tuple[str, float]]:
+        """Job ids newest first, created before `before` (exclusive), with their times."""
+        top = f"({before}" if before is not None else "+inf"
+        found = cast(
+            list[tuple[str, float]],
+            self.redis.zrevrangebyscore(
+                keys.JOBS, top, "-inf", start=0, num=count, withscores=True
+            ),
+        )
+        return [(str(job_id), float(score)) for job_id, score in found]
+
+    def jobs_fields(self, job_ids: Sequence[str]) -> list[dict[str, str] | None]:
+        pipe = self.redis.pipeline(transaction=False)
+        for job_id in job_ids:
+            pipe.hgetall(keys.job(job_id))
+        return [fields or None for fields in pipe.execute()]
+
+    def forget(self, job_id: str) -> None:
+        """Drop an expired job from the listing."""
+        self.redis.zrem(keys.JOBS, job_id)
+
+    def erase(self, job_id: str, batches: int) -> None:
+        """Delete a finished job's per-recipient data (numbers are personal data); keep its
+        counts."""
+        pipe = self.redis.pipeline(transaction=False)
+        for batch in range(batches):
+            pipe.delete(keys.recipients(job_id, batch))
+        pipe.delete(keys.batches(job_id))
+        pipe.hset(keys.job(job_id), "erased", _now())
+        pipe.execute()
+
     def close(self, job_id: str, reason: str) -> None:
         """Stop waiting for reports: the job is completed with what is known."""
         self.redis.hsetnx(keys.job(job_id), "closed", reason)
@@ -292,26 +341,39 @@ class JobStore:
         fields = cast(dict[str, str], self.redis.hgetall(keys.job(job_id)))
         return fields or None
 
-    def recipient(self, job_id: str, batch: int, number: str) -> dict[str, str] | None:
-        """One recipient's record, decoded (for tests and, later, per-recipient reports)."""
+    def recipient(self, job_id: str, batch: int, number: str) -> dict[str, str | None] | None:
+        """One recipient's record, decoded."""
         raw = cast(str | None, self.redis.hget(keys.recipients(job_id, batch), _field(number)))
-        if raw is None:
-            return None
-        code, _, rest = raw.partition("|")
-        uuid, _, rest = rest.partition("|")
-        error, _, when = rest.partition("|")
-        return {
-            "status": BY_CODE[code].value,
-            "message_uuid": uuid,
-            "error_code": error,
-            "updated_at": when,
-        }
+        return None if raw is None else decode_recipient(_field(number), raw)
+
+    def recipients_of(self, job_id: str, batch: int) -> dict[str, str]:
+        """Every recipient record of one batch (at most BATCH_SIZE), keyed by number field."""
+        return cast(dict[str, str], self.redis.hgetall(keys.recipients(job_id, batch)))
+
+
+def decode_recipient(field: str, record: str) -> dict[str, str | None]:
+    """A recipient record (see `scripts`) as the per-recipient report shows it."""
+    code, _, rest = record.partition("|")
+    uuid, _, rest = rest.partition("|")
+    error, _, when = rest.partition("|")
+    return {
+        "number": f"+{field}",
+        "message_uuid": uuid or None,
+        "status": BY_CODE[code].value,
+        "error_code": error or None,
+        "updated_at": rfc3339(when) if when else None,
+    }
 
 
 def derive_state(fields: dict[str, str]) -> JobState:
-    """A job's state follows from its counters; only decisions (closing) are stored."""
+    """A job's state follows from its counters; only decisions (cancel, pause, close) are
+    stored."""
+    if "cancelled" in fields:
+        return JobState.CANCELLED
     pending_batches = int(fields["b:pending"])
     if pending_batches:
+        if "paused" in fields:
+            return JobState.PAUSED
         return JobState.SENDING if "started_at" in fields else JobState.QUEUED
     if int(fields["b:submitted"]) == 0:
         return JobState.FAILED
@@ -336,10 +398,12 @@ def status_document(job_id: str, fields: dict[str, str]) -> dict[str, Any]:
             "pending": int(fields["b:pending"]),
             "submitted": int(fields["b:submitted"]),
             "failed": int(fields["b:failed"]),
+            "cancelled": int(fields.get("b:cancelled", 0)),
         },
-        "counts": {s.value: int(fields[f"c:{CODES[s]}"]) for s in Status},
+        "counts": {s.value: int(fields.get(f"c:{CODES[s]}", 0)) for s in Status},
         **({"closed": fields["closed"]} if "closed" in fields else {}),
         **({"halted": fields["halted"]} if "halted" in fields else {}),
+        **({"erased_at": rfc3339(fields["erased"])} if "erased" in fields else {}),
     }
 
 

@@ -7,7 +7,8 @@ lock), every `SWEEP_INTERVAL` seconds, over the jobs not yet finished:
 - a `pending` batch whose task vanished (its worker was killed, or Redis lost the message) is
   enqueued again once the queue has drained; a duplicate task is harmless, the claim sees to it;
 - a job whose reports never all arrive is closed `REPORT_WAIT_SECONDS` after its last batch;
-- finished jobs leave the sweep's index.
+- finished jobs leave the sweep's index; a paused job's pending batches are left alone, and a
+  cancelled job's are enqueued like any others, for their claim to cancel them.
 """
 
 from __future__ import annotations
@@ -66,7 +67,10 @@ def _sweep_job(
         store.deactivate(job_id)
         return
     state = derive_state(fields)
-    if state in (JobState.COMPLETED, JobState.FAILED):
+    unsent = int(fields["b:pending"])
+    if state in (JobState.COMPLETED, JobState.FAILED) or (
+        state is JobState.CANCELLED and not unsent
+    ):
         store.deactivate(job_id)
         tally["finished"] += 1
         return
@@ -91,7 +95,7 @@ def _sweep_job(
             tally[verdict] += 1
             if verdict == "resend":
                 resend.append(batch)
-        elif kind == "pending":
+        elif kind == "pending" and state is not JobState.PAUSED:
             enqueued = float(records.get(f"q:{batch}", "0"))
             if now >= float(since) + stale and now - enqueued > stale and queue_drained():
                 resend.append(batch)

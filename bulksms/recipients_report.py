@@ -1,0 +1,104 @@
+"""Per-recipient reports: who got the message and who did not, paged as JSON or streamed as CSV.
+
+A job's recipients live in one hash per batch (at most 1000 fields), so a page reads a batch
+at a time; the cursor is ``<batch>.<offset>`` into the batch's numbers in sorted order. The CSV
+streams batch after batch and never holds more than one in memory.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from bulksms.errors import ApiError
+from bulksms.store import BY_CODE, JobStore, Status, decode_recipient
+
+COLUMNS = ("number", "message_uuid", "status", "error_code", "error", "updated_at")
+MAX_BATCHES_PER_PAGE = 50  # a filtered page stops after this many batches, with a cursor
+# Plivo's messaging error codes, in words (the ones a sender meets; others show their code).
+ERRORS = {
+    "10": "Invalid message",
+    "20": "Network error",
+    "30": "Spam detected",
+    "40": "Invalid source number",
+    "50": "Invalid destination number",
+    "60": "Loop detected",
+    "70": "Destination permanently unavailable",
+    "80": "Destination temporarily unavailable",
+    "90": "No route available",
+    "100": "Prohibited by carrier",
+    "110": "Message too long",
+    "200": "Source number blocked by STOP from destination",
+    "900": "Insufficient credit",
+    "1000": "Unknown error",
+    "invalid_number": "Plivo refused the number",
+    "batch_failed": "The batch was refused",
+}
+
+
+@dataclass(frozen=True)
+class Cursor:
+    batch: int = 0
+    offset: int = 0
+
+    @classmethod
+    def parse(cls, text: str | None) -> Cursor:
+        if not text:
+            return cls()
+        batch, _, offset = text.partition(".")
+        if not (batch.isdigit() and offset.isdigit()):
+            raise ApiError(400, "invalid_cursor", "cursor must be a next_cursor from a page.")
+        return cls(int(batch), int(offset))
+
+    def __str__(self) -> str:
+        return f"{self.batch}.{self.offset}"
+
+
+def row(number: str, record: str) -> dict[str, Any]:
+    """One recipient, decoded, with its error in words."""
+    decoded: dict[str, Any] = decode_recipient(number, record)
+    error = decoded["error_code"]
+    return {**decoded, "error": ERRORS.get(error, error) if error else None}
+
+
+def _status(record: str) -> str:
+    return BY_CODE[record[0]].value
+
+
+def page(
+    store: JobStore, job_id: str, batches: int, status: Status | None, limit: int, cursor: Cursor
+) -> tuple[list[dict[str, Any]], Cursor | None]:
+    found: list[dict[str, Any]] = []
+    batch, offset, scanned = cursor.batch, cursor.offset, 0
+    while batch < batches and len(found) < limit and scanned < MAX_BATCHES_PER_PAGE:
+        records = sorted(store.recipients_of(job_id, batch).items())
+        for index in range(offset, len(records)):
+            number, record = records[index]
+            if status is None or _status(record) == status.value:
+                found.append(row(number, record))
+                if len(found) == limit:
+                    return found, _after(batch, index + 1, len(records), batches)
+        batch, offset, scanned = batch + 1, 0, scanned + 1
+    return found, (Cursor(batch, 0) if batch < batches else None)
+
+
+def _after(batch: int, offset: int, size: int, batches: int) -> Cursor | None:
+    if offset < size:
+        return Cursor(batch, offset)
+    return Cursor(batch + 1, 0) if batch + 1 < batches else None
+
+
+def csv_lines(store: JobStore, job_id: str, batches: int, status: Status | None) -> Iterator[str]:
+    out = io.StringIO()
+    writer = csv.DictWriter(out, COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for batch in range(batches):
+        for number, record in sorted(store.recipients_of(job_id, batch).items()):
+            if status is None or _status(record) == status.value:
+                writer.writerow(row(number, record))
+        yield out.getvalue()
+        out.seek(0)
+        out.truncate()

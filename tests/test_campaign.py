@@ -1,0 +1,138 @@
+"""Campaign control through the public API against the real stack: cancel, pause and resume
+without a resend or a skip (counted on the sandbox's side), per-recipient reports that agree
+with the sandbox's record, the job listing, and erasing a finished job's numbers."""
+
+from __future__ import annotations
+
+import csv
+import io
+import time
+
+import pytest
+import requests
+
+from tests.conftest import API_KEY, Stack
+from tests.numbers_gen import us_numbers
+
+pytestmark = pytest.mark.integration
+AUTH = {"X-API-Key": API_KEY}
+
+
+def act(stack: Stack, job_id: str, action: str) -> requests.Response:
+    return requests.post(
+        f"{stack.base_url}/api/bulk-sms/{job_id}/{action}", headers=AUTH, timeout=30
+    )
+
+
+def test_cancel_mid_send_never_sends_another_batch(stack: Stack) -> None:
+    stack.sandbox.faults.update({"latency_ms": 300})
+    numbers = us_numbers(8000)
+    job_id = stack.submit({"recipients": numbers, "message": "stop"}).json()["job_id"]
+    stack.wait_for(job_id, lambda d: d["batches"]["submitted"] >= 2)
+    answer = act(stack, job_id, "cancel")
+    assert answer.status_code == 200 and answer.json()["state"] == "cancelled"
+    requests_at_cancel = len(stack.sandbox.sends)
+    assert act(stack, job_id, "cancel").status_code == 200  # twice is harmless
+    doc = stack.wait_for(job_id, lambda d: d["batches"]["pending"] == 0, seconds=60)
+    time.sleep(1)
+    assert len(stack.sandbox.sends) <= requests_at_cancel + 2  # only batches already in flight
+    sent = stack.sent_numbers()
+    assert len(sent) == len(set(sent)) == 1000 * doc["batches"]["submitted"]
+    assert doc["state"] == "cancelled"
+    assert doc["counts"]["cancelled"] == 1000 * doc["batches"]["cancelled"] > 0
+    assert doc["counts"]["pending"] == 0
+    assert sum(doc["counts"].values()) == 8000
+
+
+def test_pause_then_resume_sends_every_batch_once(stack: Stack) -> None:
+    stack.sandbox.faults.update({"latency_ms": 300})
+    numbers = us_numbers(6000)
+    job_id = stack.submit({"recipients": numbers, "message": "hold on"}).json()["job_id"]
+    stack.wait_for(job_id, lambda d: d["batches"]["submitted"] >= 1)
+    assert act(stack, job_id, "pause").json()["state"] in ("paused", "sending")
+    time.sleep(1.5)  # batches in flight finish
+    held = len(stack.sandbox.sends)
+    time.sleep(2)
+    assert len(stack.sandbox.sends) == held  # nothing starts while paused
+    assert stack.status(job_id)["state"] == "paused"
+    assert act(stack, job_id, "resume").status_code == 200
+    assert act(stack, job_id, "resume").status_code == 409  # not paused any more
+    stack.wait_for(job_id, lambda d: d["state"] == "completed", seconds=60)
+    assert stack.sent_numbers() == sorted(numbers)
+
+
+def test_per_recipient_report_and_csv_agree_with_the_sandbox(stack: Stack) -> None:
+    numbers = us_numbers(2300)
+    stack.sandbox.faults.update({"invalid_numbers": numbers[:3]})
+    job_id = stack.submit({"recipients": numbers, "message": "who got it"}).json()["job_id"]
+    stack.wait_for(job_id, lambda d: d["state"] == "completed", seconds=60)
+    stack.wait_until_quiet()
+    truth = {m["dst"]: (m["status"], m["message_uuid"]) for m in stack.sandbox.messages}
+
+    rows, cursor, pages = [], None, 0
+    while True:
+        params = {"limit": 700, **({"cursor": cursor} if cursor else {})}
+        page = requests.get(
+            f"{stack.base_url}/api/bulk-sms/{job_id}/messages",
+            params=params,
+            headers=AUTH,
+            timeout=30,
+        ).json()
+        rows += page["messages"]
+        pages += 1
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert pages == 4
+    assert sorted(r["number"] for r in rows) == sorted(numbers)
+    for r in rows:
+        if r["number"] in truth:
+            assert (r["status"], r["message_uuid"]) == truth[r["number"]]
+        else:
+            assert (r["status"], r["error_code"]) == ("rejected", "invalid_number")
+
+    failed = requests.get(
+        f"{stack.base_url}/api/bulk-sms/{job_id}/messages",
+        params={"status": "failed", "limit": 1000},
+        headers=AUTH,
+        timeout=30,
+    ).json()["messages"]
+    assert {r["number"] for r in failed} == {n for n, (s, _) in truth.items() if s == "failed"}
+    assert all(r["error"] for r in failed)
+
+    exported = requests.get(
+        f"{stack.base_url}/api/bulk-sms/{job_id}/messages.csv", headers=AUTH, timeout=30
+    )
+    assert exported.headers["Content-Type"].startswith("text/csv")
+    table = list(csv.DictReader(io.StringIO(exported.text)))
+    assert {r["number"]: r["status"] for r in table} == {r["number"]: r["status"] for r in rows}
+
+
+def test_listing_erasing_and_their_refusals(stack: Stack) -> None:
+    first = stack.submit({"recipients": us_numbers(3), "message": "one"}).json()["job_id"]
+    stack.wait_for(first, lambda d: d["state"] == "completed")
+    stack.sandbox.faults.update({"latency_ms": 2000})
+    second = stack.submit({"recipients": us_numbers(3, 10), "message": "two"}).json()["job_id"]
+    listed = requests.get(f"{stack.base_url}/api/bulk-sms", headers=AUTH, timeout=30).json()
+    assert [j["job_id"] for j in listed["jobs"]] == [second, first]
+    done = requests.get(
+        f"{stack.base_url}/api/bulk-sms", params={"state": "completed"}, headers=AUTH, timeout=30
+    ).json()
+    assert [j["job_id"] for j in done["jobs"]] == [first]
+    paged = requests.get(
+        f"{stack.base_url}/api/bulk-sms", params={"limit": 1}, headers=AUTH, timeout=30
+    ).json()
+    assert [j["job_id"] for j in paged["jobs"]] == [second] and paged["next_cursor"]
+
+    busy = requests.delete(f"{stack.base_url}/api/bulk-sms/{second}", headers=AUTH, timeout=30)
+    assert busy.status_code == 409
+    erased = requests.delete(f"{stack.base_url}/api/bulk-sms/{first}", headers=AUTH, timeout=30)
+    assert erased.status_code == 200
+    assert (
+        erased.json()["counts"]["delivered"]
+        + erased.json()["counts"]["undelivered"]
+        + erased.json()["counts"]["failed"]
+        == 3
+    )
+    gone = requests.get(f"{stack.base_url}/api/bulk-sms/{first}/messages", headers=AUTH, timeout=30)
+    assert gone.status_code == 410
