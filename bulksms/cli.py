@@ -165,6 +165,33 @@ def status(job_id: str, as_json: bool, url: str | None, key: str | None) -> None
         click.echo(f"{name:<{width}}  {value}")
 
 
+def _control(action: str, help_text: str) -> None:
+    @main.command(name=action, help=help_text)
+    @click.argument("job_id")
+    @click.option("--url", help="API base URL [env BULKSMS_URL].")
+    @click.option("--key", help="API key [env BULKSMS_API_KEY or API_KEY].")
+    def command(job_id: str, url: str | None, key: str | None) -> None:
+        doc = _guard(lambda: _client(url, key).act(job_id, action))
+        click.echo(f"job {job_id}: {doc['state']}")
+
+
+_control("cancel", "Cancel JOB_ID: batches not yet sent are never sent.")
+_control("pause", "Pause JOB_ID: no batch starts until it is resumed.")
+_control("resume", "Resume JOB_ID where it stopped.")
+
+
+@main.command()
+@click.argument("job_id")
+@click.option("--status", "wanted", help="Only recipients in this status (e.g. failed).")
+@click.option("--url", help="API base URL [env BULKSMS_URL].")
+@click.option("--key", help="API key [env BULKSMS_API_KEY or API_KEY].")
+def export(job_id: str, wanted: str | None, url: str | None, key: str | None) -> None:
+    """Write JOB_ID's per-recipient report to stdout as CSV."""
+    out = sys.stdout.buffer
+    for chunk in _guard(lambda: _client(url, key).export(job_id, wanted)):
+        out.write(chunk)
+
+
 def _follow(client: Any, job_id: str, total: int) -> dict[str, Any]:
     """A live progress bar of final messages, with sent / delivered / failed beside it."""
     doc: dict[str, Any] = {"counts": {}}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -62,6 +63,28 @@ class Client:
 
     def status(self, job_id: str) -> dict[str, Any]:
         return self._call("GET", f"/api/bulk-sms/{job_id}")
+
+    def act(self, job_id: str, action: str) -> dict[str, Any]:
+        """cancel, pause or resume a job."""
+        return self._call("POST", f"/api/bulk-sms/{job_id}/{action}")
+
+    def export(self, job_id: str, status: str | None) -> Iterator[bytes]:
+        """The per-recipient CSV, streamed."""
+        params = {"status": status} if status else {}
+        try:
+            response = requests.get(
+                f"{self.url}/api/bulk-sms/{job_id}/messages.csv",
+                params=params,
+                headers={"X-API-Key": self.key},
+                timeout=self.timeout,
+                stream=True,
+            )
+        except requests.RequestException as exc:
+            raise ClientError(f"cannot reach {self.url}: {type(exc).__name__}") from None
+        if response.status_code >= 400:
+            body = response.json()
+            raise ClientError(f"{response.status_code} {body.get('error')}: {body.get('message')}")
+        return response.iter_content(chunk_size=65536)
 
 
 def read_numbers(text: str) -> list[str]:

@@ -109,3 +109,25 @@ def test_nothing_listening_exits_non_zero_with_one_line(tmp_path: Path) -> None:
     assert run.returncode == 1
     assert len(run.stderr.strip().splitlines()) == 1
     assert run.stderr.startswith("bulksms: cannot reach")
+
+
+@pytest.mark.integration
+def test_pause_resume_cancel_and_export_from_the_command_line(stack: Stack) -> None:
+    env = {**os.environ, "BULKSMS_URL": stack.base_url, "BULKSMS_API_KEY": API_KEY}
+    stack.sandbox.faults.update({"latency_ms": 500})
+    job_id = stack.submit({"recipients": us_numbers(3000), "message": "cli"}).json()["job_id"]
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(cli(*args), env=env, capture_output=True, text=True, timeout=60)
+
+    assert run("pause", job_id).stdout.strip() in (f"job {job_id}: paused",
+                                                    f"job {job_id}: sending")
+    assert run("resume", job_id).returncode == 0
+    assert run("cancel", job_id).stdout.strip() == f"job {job_id}: cancelled"
+    stack.wait_for(job_id, lambda d: d["batches"]["pending"] == 0)
+    exported = run("export", job_id)
+    assert exported.returncode == 0
+    lines = exported.stdout.splitlines()
+    assert lines[0] == "number,message_uuid,status,error_code,error,updated_at"
+    assert len(lines) == 3001
+    assert run("resume", job_id).returncode == 1  # a one-line refusal: not paused
