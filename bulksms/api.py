@@ -53,12 +53,13 @@ def _make_job(body: Any, slot: idempotency.Slot | None) -> dict[str, Any]:
         invalid=sub.recipients.invalid_count,
         batch_size=s.batch_size,
         extra={"encoding": sub.encoded.encoding, "segments_per_message": sub.encoded.segments},
+        send_at=sub.send_at,
     )
     store().create(new_job)
     answer = {
         "job_id": job_id,
         "status_url": url_for("api.status", job_id=job_id),
-        "state": JobState.QUEUED.value,
+        "state": (JobState.SCHEDULED if sub.send_at else JobState.QUEUED).value,
         "batches": new_job.batch_count,
         **submission.accepted_document(sub),
     }
@@ -67,7 +68,8 @@ def _make_job(body: Any, slot: idempotency.Slot | None) -> dict[str, Any]:
     metrics.JOBS_CREATED.inc()
     metrics.RECIPIENTS_ACCEPTED.inc(len(new_job.recipients))
     # If enqueueing fails now, the job is stored and the sweep enqueues its batches later.
-    enqueue(job_id, range(new_job.batch_count))
+    if sub.send_at is None:
+        enqueue(job_id, range(new_job.batch_count))
     return answer
 
 
@@ -91,6 +93,7 @@ def cancel(job_id: str) -> Response:
     if state in (JobState.COMPLETED, JobState.FAILED):
         raise ApiError(409, "job_finished", f"The job is {state.value}: nothing left to cancel.")
     store().set_flag(job_id, "cancelled")
+    store().release(job_id)  # a scheduled job: never to be released now
     # Their tasks may be gone (consumed while paused): each claim now cancels its batch.
     enqueue(job_id, store().pending_batches(job_id))
     return jsonify(status_document(job_id, _job(job_id)))

@@ -356,6 +356,12 @@ def document() -> dict[str, Any]:
                             "pattern": "^[A-Za-z]{2}$",
                             "description": "A region phonenumbers knows.",
                         },
+                        "send_at": {
+                            "type": "string",
+                            "format": "date-time",
+                            "description": "Send later (ISO 8601 with a zone; at most "
+                            "30 days ahead).",
+                        },
                         "expiry_seconds": {
                             "type": "integer",
                             "minimum": EXPIRY_RANGE[0],
@@ -439,6 +445,7 @@ def document() -> dict[str, Any]:
                             "description": "Why the job's unsent batches were failed.",
                         },
                         "erased_at": TIME,
+                        "send_at": TIME,
                     },
                 },
                 "Message": {

@@ -89,6 +89,7 @@ class NewJob:
     invalid: int
     batch_size: int
     extra: dict[str, str | int]  # what the answer reports (encoding, segments, ...)
+    send_at: float | None = None  # scheduled: released by the sweep at this time
 
     @property
     def batch_count(self) -> int:
@@ -146,6 +147,8 @@ class JobStore:
             **job.extra,
         }
         fields["c:p"] = len(job.recipients)
+        if job.send_at is not None:
+            fields["send_at"] = f"{job.send_at:.3f}"
         batches: dict[str, str] = {}
         for batch in range(job.batch_count):
             batches[str(batch)] = "pending|0|0"
@@ -168,6 +171,8 @@ class JobStore:
         pipe = self.redis.pipeline(transaction=False)
         pipe.zadd(keys.ACTIVE_JOBS, {job.job_id: float(now)})
         pipe.zadd(keys.JOBS, {job.job_id: float(now)})
+        if job.send_at is not None:
+            pipe.zadd(keys.SCHEDULED, {job.job_id: job.send_at})
         pipe.execute()
 
     # -- dispatch -----------------------------------------------------------------------------
@@ -297,6 +302,14 @@ class JobStore:
     def clear_flag(self, job_id: str, flag: str) -> None:
         self.redis.hdel(keys.job(job_id), flag)
 
+    def due_jobs(self, now: float) -> list[str]:
+        return cast(list[str], self.redis.zrangebyscore(keys.SCHEDULED, "-inf", now))
+
+    def release(self, job_id: str) -> None:
+        """A scheduled job's time has come (or it was cancelled): it is queued now."""
+        self.redis.hdel(keys.job(job_id), "send_at")
+        self.redis.zrem(keys.SCHEDULED, job_id)
+
     def pending_batches(self, job_id: str) -> list[int]:
         records = self.batch_records(job_id)
         return sorted(int(k) for k, v in records.items() if k.isdigit() and v.startswith("pending"))
@@ -370,6 +383,8 @@ def derive_state(fields: dict[str, str]) -> JobState:
     stored."""
     if "cancelled" in fields:
         return JobState.CANCELLED
+    if "send_at" in fields:
+        return JobState.SCHEDULED
     pending_batches = int(fields["b:pending"])
     if pending_batches:
         if "paused" in fields:
@@ -404,6 +419,7 @@ def status_document(job_id: str, fields: dict[str, str]) -> dict[str, Any]:
         **({"closed": fields["closed"]} if "closed" in fields else {}),
         **({"halted": fields["halted"]} if "halted" in fields else {}),
         **({"erased_at": rfc3339(fields["erased"])} if "erased" in fields else {}),
+        **({"send_at": rfc3339(fields["send_at"])} if "send_at" in fields else {}),
     }
 
 

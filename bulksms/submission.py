@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from bulksms import numbers
@@ -20,8 +22,10 @@ KNOWN_FIELDS = {
     "default_region",
     "powerpack_uuid",
     "expiry_seconds",
+    "send_at",
 }
 EXPIRY_RANGE = (5, 10_799)  # Plivo's message_expiry, in seconds
+MAX_SCHEDULE_SECONDS = 30 * 86400  # and at most half the retention: the job must outlive it
 INVALID_SHOWN = 100  # the answer lists at most this many refused entries; the count is exact
 
 
@@ -30,6 +34,7 @@ class Submission:
     recipients: numbers.Recipients
     sending: Sending
     encoded: Encoded
+    send_at: float | None = None
 
 
 def parse_json(raw: bytes, content_type: str | None) -> Any:
@@ -130,7 +135,46 @@ def read_submission(body: Any, settings: Settings) -> Submission:
             "None of the recipients is a valid number.",
             details=_account(sorted_out),
         )
-    return Submission(recipients=sorted_out, sending=sending, encoded=encoded)
+    return Submission(
+        recipients=sorted_out,
+        sending=sending,
+        encoded=encoded,
+        send_at=_read_send_at(body.get("send_at"), settings),
+    )
+
+
+def _read_send_at(value: Any, settings: Settings) -> float | None:
+    """An ISO 8601 time with its zone; now or in the past means now. None: send at once."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise _field_error("send_at", "send_at must be an ISO 8601 time string.")
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise ApiError(
+            422,
+            "invalid_send_at",
+            "send_at must be an ISO 8601 time, such as 2026-12-01T09:00:00+01:00.",
+            details={"field": "send_at"},
+        ) from None
+    if moment.tzinfo is None:
+        raise ApiError(
+            422,
+            "invalid_send_at",
+            "send_at needs a time zone (Z or +01:00).",
+            details={"field": "send_at"},
+        )
+    horizon = min(MAX_SCHEDULE_SECONDS, settings.job_retention_seconds // 2)
+    at = moment.timestamp()
+    if at - time.time() > horizon:
+        raise ApiError(
+            422,
+            "send_at_too_far",
+            f"send_at may be at most {horizon // 86400} days ahead.",
+            details={"field": "send_at", "max_seconds": horizon},
+        )
+    return at if at > time.time() else None
 
 
 def _read_sending(body: dict[str, Any], text: str, settings: Settings) -> Sending:

@@ -7,6 +7,7 @@ lock), every `SWEEP_INTERVAL` seconds, over the jobs not yet finished:
 - a `pending` batch whose task vanished (its worker was killed, or Redis lost the message) is
   enqueued again once the queue has drained; a duplicate task is harmless, the claim sees to it;
 - a job whose reports never all arrive is closed `REPORT_WAIT_SECONDS` after its last batch;
+- scheduled jobs whose time has come are released (queued);
 - finished jobs leave the sweep's index; a paused job's pending batches are left alone, and a
   cancelled job's are enqueued like any others, for their claim to cancel them.
 """
@@ -44,6 +45,10 @@ def sweep_once(
             drained.append(queue_depth() == 0)
         return drained[0]
 
+    for job_id in store.due_jobs(time.time()):
+        store.release(job_id)
+        enqueue(job_id, store.pending_batches(job_id))
+        tally["released"] += 1
     for job_id in store.active_jobs():
         try:
             _sweep_job(store, settings, job_id, enqueue, queue_drained, tally)
@@ -95,7 +100,7 @@ def _sweep_job(
             tally[verdict] += 1
             if verdict == "resend":
                 resend.append(batch)
-        elif kind == "pending" and state is not JobState.PAUSED:
+        elif kind == "pending" and state not in (JobState.PAUSED, JobState.SCHEDULED):
             enqueued = float(records.get(f"q:{batch}", "0"))
             if now >= float(since) + stale and now - enqueued > stale and queue_drained():
                 resend.append(batch)

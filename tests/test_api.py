@@ -61,7 +61,7 @@ def test_status_reads_the_contract_shape(client: FlaskClient) -> None:
     assert doc["job_id"] == job_id
     assert doc["state"] == "queued"
     assert doc["created_at"].endswith("Z")
-    assert doc["batches"] == {"total": 1, "pending": 1, "submitted": 0, "failed": 0}
+    assert doc["batches"] == {"total": 1, "pending": 1, "submitted": 0, "failed": 0, "cancelled": 0}
     assert doc["counts"] == {
         "pending": 1,
         "queued": 0,
@@ -70,6 +70,7 @@ def test_status_reads_the_contract_shape(client: FlaskClient) -> None:
         "undelivered": 0,
         "failed": 0,
         "rejected": 0,
+        "cancelled": 0,
     }
 
 
@@ -155,6 +156,22 @@ def test_bearer_and_rotated_keys_work(client: FlaskClient) -> None:
             400,
             "invalid_field",
         ),
+        (
+            {"recipients": ["+14155550100"], "message": "x", "send_at": "tomorrow"},
+            422,
+            "invalid_send_at",
+        ),
+        (
+            {"recipients": ["+14155550100"], "message": "x", "send_at": "2030-01-01T09:00:00"},
+            422,
+            "invalid_send_at",
+        ),
+        (
+            {"recipients": ["+14155550100"], "message": "x", "send_at": "2099-01-01T09:00:00Z"},
+            422,
+            "send_at_too_far",
+        ),
+        ({"recipients": ["+14155550100"], "message": "x", "send_at": 1}, 400, "invalid_field"),
         (
             {"recipients": ["+14155550100"], "message": "x", "sender": "123456"},
             422,

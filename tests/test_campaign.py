@@ -136,3 +136,37 @@ def test_listing_erasing_and_their_refusals(stack: Stack) -> None:
     )
     gone = requests.get(f"{stack.base_url}/api/bulk-sms/{first}/messages", headers=AUTH, timeout=30)
     assert gone.status_code == 410
+
+
+def test_a_scheduled_job_sends_nothing_before_its_time_and_promptly_after(stack: Stack) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    numbers = us_numbers(1500)
+    when = datetime.now(UTC) + timedelta(seconds=4)
+    answer = stack.submit(
+        {"recipients": numbers, "message": "later", "send_at": when.isoformat()}
+    ).json()
+    assert answer["state"] == "scheduled"
+    job_id = answer["job_id"]
+    while datetime.now(UTC) < when - timedelta(seconds=0.5):
+        assert stack.sandbox.sends == []
+        assert stack.status(job_id)["state"] == "scheduled"
+        time.sleep(0.2)
+    stack.wait_for(job_id, lambda d: d["batches"]["submitted"] == 2, seconds=10)
+    assert min(s["at"] for s in stack.sandbox.sends) >= when.timestamp()
+    stack.wait_for(job_id, lambda d: d["state"] == "completed")
+    assert stack.sent_numbers() == sorted(numbers)
+
+
+def test_a_scheduled_job_can_be_cancelled_before_its_time(stack: Stack) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    when = (datetime.now(UTC) + timedelta(seconds=2)).isoformat()
+    job_id = stack.submit(
+        {"recipients": us_numbers(5), "message": "never", "send_at": when}
+    ).json()["job_id"]
+    assert act(stack, job_id, "cancel").json()["state"] == "cancelled"
+    doc = stack.wait_for(job_id, lambda d: d["batches"]["pending"] == 0)
+    time.sleep(3)
+    assert stack.sandbox.sends == []
+    assert doc["counts"]["cancelled"] == 5

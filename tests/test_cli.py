@@ -120,8 +120,10 @@ def test_pause_resume_cancel_and_export_from_the_command_line(stack: Stack) -> N
     def run(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(cli(*args), env=env, capture_output=True, text=True, timeout=60)
 
-    assert run("pause", job_id).stdout.strip() in (f"job {job_id}: paused",
-                                                    f"job {job_id}: sending")
+    assert run("pause", job_id).stdout.strip() in (
+        f"job {job_id}: paused",
+        f"job {job_id}: sending",
+    )
     assert run("resume", job_id).returncode == 0
     assert run("cancel", job_id).stdout.strip() == f"job {job_id}: cancelled"
     stack.wait_for(job_id, lambda d: d["batches"]["pending"] == 0)

@@ -47,7 +47,7 @@ def test_accepted_then_dropped_is_settled_from_reports_without_a_resend(stack: S
     doc = stack.wait_for(job_id, lambda d: d["state"] == "completed", seconds=60)
     assert stack.sandbox.stats()["dropped_requests"] == 1
     assert stack.sent_numbers() == sorted(numbers)
-    assert doc["batches"] == {"total": 3, "pending": 0, "submitted": 3, "failed": 0}
+    assert doc["batches"] == {"total": 3, "pending": 0, "submitted": 3, "failed": 0, "cancelled": 0}
     stack.counts_match_the_sandbox(job_id)
 
 

@@ -59,9 +59,10 @@ def test_a_few_thousand_recipients_are_sent_once_each_and_counted_exactly(stack:
         "undelivered": outcomes["undelivered"],
         "failed": outcomes["failed"],
         "rejected": 0,
+        "cancelled": 0,
     }
     assert outcomes["undelivered"] and outcomes["failed"]  # the sandbox mixes outcomes in
-    assert doc["batches"] == {"total": 3, "pending": 0, "submitted": 3, "failed": 0}
+    assert doc["batches"] == {"total": 3, "pending": 0, "submitted": 3, "failed": 0, "cancelled": 0}
     assert doc["state"] == "completed"
 
 
@@ -91,7 +92,7 @@ def test_a_permanently_refused_batch_fails_and_its_recipients_are_counted(stack:
     doc = stack.wait_for(job_id, lambda d: d["state"] == "failed")
     assert doc["counts"]["rejected"] == 3
     assert doc["counts"]["pending"] == 0
-    assert doc["batches"] == {"total": 1, "pending": 0, "submitted": 0, "failed": 1}
+    assert doc["batches"] == {"total": 1, "pending": 0, "submitted": 0, "failed": 1, "cancelled": 0}
     assert stack.sandbox.messages == []
 
 
