@@ -8,7 +8,7 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify, request, stream_with_context, url_for
 
-from bulksms import idempotency, metrics, recipients_report, submission
+from bulksms import idempotency, metrics, recipients_report, submission, suppression
 from bulksms.auth import presented_key, require_api_key
 from bulksms.errors import ApiError
 from bulksms.extensions import redis_client, settings, store
@@ -43,6 +43,14 @@ def _make_job(body: Any, slot: idempotency.Slot | None) -> dict[str, Any]:
     """Validate, store the job, remember the answer (if idempotent), then enqueue its batches."""
     s = settings()
     sub = submission.read_submission(body, s)
+    sub.recipients.suppress(suppression.suppressed(redis_client(), sub.recipients.accepted))
+    if not sub.recipients.accepted:
+        raise ApiError(
+            422,
+            "no_valid_recipients",
+            "Every valid recipient has opted out.",
+            details=submission.accepted_document(sub),
+        )
     job_id = uuid.uuid4().hex
     new_job = NewJob(
         job_id=job_id,
@@ -51,6 +59,7 @@ def _make_job(body: Any, slot: idempotency.Slot | None) -> dict[str, Any]:
         received=sub.recipients.received,
         duplicates=sub.recipients.duplicates,
         invalid=sub.recipients.invalid_count,
+        suppressed=sub.recipients.suppressed,
         batch_size=s.batch_size,
         extra={"encoding": sub.encoded.encoding, "segments_per_message": sub.encoded.segments},
         send_at=sub.send_at,

@@ -50,10 +50,12 @@ def create_app(settings: Settings | None = None) -> Flask:
     numbers.prepare()  # compile the fast validator now, not in the first request
     celery_init_app(app, settings)
 
-    from bulksms import api, health, openapi, webhooks
+    from bulksms import api, health, openapi, optouts, webhooks
 
     app.register_blueprint(api.bp)
     app.register_blueprint(webhooks.bp)
+    app.register_blueprint(optouts.api)
+    app.register_blueprint(optouts.inbound)
     app.register_blueprint(health.bp)
     app.register_blueprint(openapi.bp)
     app.before_request(_bind_request_id)

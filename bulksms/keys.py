@@ -9,6 +9,7 @@ Cluster slot and each Lua script touches one job only.
     bulksms:v2nonce:<nonce>     string a V2 signature nonce already taken (replay guard)
     bulksms:idem:<digest>       string an Idempotency-Key's request digest and its answer
     bulksms:active              zset   unfinished jobs, for the sweep
+    bulksms:optouts             set    opted-out numbers (never expires)
     bulksms:scheduled           zset   scheduled jobs by send time, released by the sweep
     bulksms:jobs                zset   every job by creation time (the listing; pruned lazily)
     bulksms:plivo-bucket        hash   the token bucket shared by every worker
@@ -21,6 +22,7 @@ Celery's own keys (the broker queues) are Celery's business and use its defaults
 
 PREFIX = "bulksms"
 ACTIVE_JOBS = f"{PREFIX}:active"  # sorted set: jobs the sweep still looks after
+OPT_OUTS = f"{PREFIX}:optouts"  # set: numbers (E.164 digits) never to send to; never expires
 SCHEDULED = f"{PREFIX}:scheduled"  # sorted set: scheduled jobs by their send time
 JOBS = f"{PREFIX}:jobs"  # sorted set: every job by creation time, for the job listing
 PLIVO_BUCKET = f"{PREFIX}:plivo-bucket"  # hash: the shared token bucket toward Plivo's API

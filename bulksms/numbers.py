@@ -198,10 +198,16 @@ class Recipients:
     duplicates: int = 0
     invalid_count: int = 0
     invalid: list[tuple[str, str]] = field(default_factory=list)  # the first few, with reasons
+    suppressed: int = 0  # valid, but opted out
 
     @property
     def received(self) -> int:
-        return len(self.accepted) + self.duplicates + self.invalid_count
+        return len(self.accepted) + self.duplicates + self.invalid_count + self.suppressed
+
+    def suppress(self, opted_out: set[str]) -> None:
+        if opted_out:
+            self.accepted = [n for n in self.accepted if n not in opted_out]
+            self.suppressed += len(opted_out)
 
     def refuse(self, raw: str, reason: str | Callable[[], str], keep: int) -> None:
         self.invalid_count += 1

@@ -81,8 +81,10 @@ def document() -> dict[str, Any]:
     recipients = {
         "type": "object",
         "required": ["received", "accepted", "duplicates", "invalid"],
-        "properties": {k: COUNT for k in ("received", "accepted", "duplicates", "invalid")},
-        "description": "received = accepted + duplicates + invalid.",
+        "properties": {
+            k: COUNT for k in ("received", "accepted", "duplicates", "invalid", "suppressed")
+        },
+        "description": "received = accepted + duplicates + invalid + suppressed (opted out).",
     }
     return {
         "openapi": "3.1.0",
@@ -237,6 +239,81 @@ def document() -> dict[str, Any]:
                             "content": {"text/csv": {"schema": {"type": "string"}}},
                         },
                         **_errors(400, 401, 404, 410, 429, 503),
+                    },
+                }
+            },
+            "/api/opt-outs": {
+                "get": {
+                    "operationId": "listOptOuts",
+                    "summary": "Opted-out numbers, a page at a time.",
+                    "parameters": [CURSOR],
+                    "responses": {
+                        "200": _json(
+                            {
+                                "type": "object",
+                                "required": ["opt_outs", "next_cursor"],
+                                "properties": {
+                                    "opt_outs": {"type": "array", "items": {"type": "string"}},
+                                    "next_cursor": {"type": ["string", "null"]},
+                                },
+                            },
+                            "One page; next_cursor is null on the last.",
+                        ),
+                        **_errors(400, 401, 429, 503),
+                    },
+                }
+            },
+            "/api/opt-outs/{number}": {
+                method: {
+                    "operationId": f"{method}OptOut",
+                    "summary": summary,
+                    "parameters": [
+                        {
+                            "name": "number",
+                            "in": "path",
+                            "required": True,
+                            "schema": {"type": "string"},
+                        }
+                    ],
+                    "responses": {
+                        "200": _json({"$ref": "#/components/schemas/OptOut"}, "The number."),
+                        **_errors(
+                            *(
+                                (401, 404, 422, 429, 503)
+                                if method != "put"
+                                else (401, 422, 429, 503)
+                            )
+                        ),
+                    },
+                }
+                for method, summary in (
+                    ("get", "Whether a number has opted out (404 if not)."),
+                    ("put", "Opt a number out."),
+                    ("delete", "Opt a number back in (404 if it was not out)."),
+                )
+            },
+            "/api/webhooks/plivo/inbound": {
+                "post": {
+                    "operationId": "inboundMessage",
+                    "summary": "Plivo's inbound SMS: STOP opts the sender out, START back in.",
+                    "security": [],
+                    "requestBody": {
+                        "required": False,
+                        "content": {
+                            "application/x-www-form-urlencoded": {
+                                "schema": {
+                                    "type": "object",
+                                    "properties": {
+                                        k: {"type": "string"}
+                                        for k in ("From", "To", "Text", "MessageUUID")
+                                    },
+                                }
+                            }
+                        },
+                    },
+                    "responses": {
+                        "204": {"description": "Taken."},
+                        **_errors(403, 413, 429, 503),
                     },
                 }
             },
@@ -466,6 +543,11 @@ def document() -> dict[str, Any]:
                         "error": {"type": ["string", "null"]},
                         "updated_at": {"type": ["string", "null"], "format": "date-time"},
                     },
+                },
+                "OptOut": {
+                    "type": "object",
+                    "required": ["number", "opted_out"],
+                    "properties": {"number": {"type": "string"}, "opted_out": {"type": "boolean"}},
                 },
                 "Readiness": {
                     "type": "object",

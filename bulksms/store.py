@@ -87,6 +87,7 @@ class NewJob:
     received: int
     duplicates: int
     invalid: int
+    suppressed: int
     batch_size: int
     extra: dict[str, str | int]  # what the answer reports (encoding, segments, ...)
     send_at: float | None = None  # scheduled: released by the sweep at this time
@@ -139,6 +140,7 @@ class JobStore:
             "accepted": len(job.recipients),
             "duplicates": job.duplicates,
             "invalid": job.invalid,
+            "suppressed": job.suppressed,
             "b:pending": job.batch_count,
             "b:submitted": 0,
             "b:failed": 0,
@@ -406,7 +408,8 @@ def status_document(job_id: str, fields: dict[str, str]) -> dict[str, Any]:
         "updated_at": rfc3339(fields["updated_at"]),
         "message_length": len(fields["message"]),
         "recipients": {
-            k: int(fields[k]) for k in ("received", "accepted", "duplicates", "invalid")
+            k: int(fields.get(k, 0))
+            for k in ("received", "accepted", "duplicates", "invalid", "suppressed")
         },
         "batches": {
             "total": int(fields["batches"]),

@@ -239,6 +239,7 @@ def _account(recipients: numbers.Recipients) -> dict[str, Any]:
             "accepted": len(recipients.accepted),
             "duplicates": recipients.duplicates,
             "invalid": recipients.invalid_count,
+            "suppressed": recipients.suppressed,
         },
         "invalid": [
             {"input": raw[:64], "reason": reason}

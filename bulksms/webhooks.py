@@ -11,7 +11,7 @@ import logging
 
 from flask import Blueprint, Response, request
 
-from bulksms import keys, metrics, signature
+from bulksms import keys, metrics, signature, suppression
 from bulksms.errors import ApiError
 from bulksms.extensions import redis_client, settings, store
 from bulksms.ratelimit import count_bad_signature
@@ -27,13 +27,15 @@ RESULTS = {1: "recorded", 0: "repeat", -1: "unknown_recipient"}
 
 
 def _public_url() -> str:
-    """The URL Plivo signed: ours from API_BASE_URL, not what a proxy made of request.url."""
+    """The URL Plivo signed: API_BASE_URL and our route, not what a proxy made of request.url."""
     query = request.query_string.decode("utf-8", "replace")
-    base = settings().delivery_report_url
+    assert request.url_rule is not None
+    base = f"{settings().api_base_url}{request.url_rule.rule}"
     return f"{base}?{query}" if query else base
 
 
-def _verify() -> None:
+def verify_plivo() -> None:
+    """Refuse (403, or 429 past the limit) any request without a valid Plivo signature."""
     s = settings()
     verdict = signature.verify(
         _public_url(),
@@ -58,7 +60,7 @@ def _verify() -> None:
 
 @bp.post("/plivo/delivery-report")
 def delivery_report() -> Response:
-    _verify()
+    verify_plivo()
     form = request.form
     job_id, batch = request.args.get("job", ""), request.args.get("batch", "")
     status = form.get("Status", "").strip().lower()
@@ -77,5 +79,7 @@ def delivery_report() -> Response:
     )
     if moved < 0:
         log.info("delivery report for an unknown recipient of job %s", job_id)
+    if form.get("ErrorCode", "").strip() == suppression.BLOCKED_BY_STOP:
+        suppression.opt_out(redis_client(), number)
     metrics.REPORTS.labels(status, RESULTS[moved]).inc()
     return Response(status=204)

@@ -46,7 +46,13 @@ def test_submit_answers_202_and_enqueues_one_task_per_thousand(
     assert answer.headers["Location"] == body["status_url"] == f"/api/bulk-sms/{body['job_id']}"
     assert body["state"] == "queued"
     assert body["batches"] == 3
-    assert body["recipients"] == {"received": 2001, "accepted": 2001, "duplicates": 0, "invalid": 0}
+    assert body["recipients"] == {
+        "received": 2001,
+        "accepted": 2001,
+        "duplicates": 0,
+        "invalid": 0,
+        "suppressed": 0,
+    }
     assert (body["encoding"], body["segments_per_message"], body["estimated_segments"]) == (
         "GSM-7",
         1,
@@ -220,7 +226,13 @@ def test_national_numbers_use_the_requests_region(client: FlaskClient) -> None:
         "default_region": "gb",
     }
     answer = post(client, body).get_json()
-    assert answer["recipients"] == {"received": 3, "accepted": 1, "duplicates": 1, "invalid": 1}
+    assert answer["recipients"] == {
+        "received": 3,
+        "accepted": 1,
+        "duplicates": 1,
+        "invalid": 1,
+        "suppressed": 0,
+    }
     assert answer["invalid"] == [{"input": "12", "reason": "too_short"}]
 
 

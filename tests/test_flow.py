@@ -28,6 +28,7 @@ def test_a_few_thousand_recipients_are_sent_once_each_and_counted_exactly(stack:
         "accepted": 2500,
         "duplicates": 40,
         "invalid": 2,
+        "suppressed": 0,
     }
     assert body["batches"] == 3
 

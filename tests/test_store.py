@@ -15,7 +15,7 @@ NUMBERS = ["+14155550100", "+14155550101", "+14155550102"]
 def make(rdb: redis.Redis, numbers: list[str] = NUMBERS, batch_size: int = 2) -> JobStore:
     store = JobStore(rdb, 3600)
     store.create(
-        NewJob("j1", Sending("hi", "+14155550199"), numbers, len(numbers), 0, 0, batch_size, {})
+        NewJob("j1", Sending("hi", "+14155550199"), numbers, len(numbers), 0, 0, 0, batch_size, {})
     )
     return store
 
@@ -165,7 +165,7 @@ def test_the_job_completes_when_every_recipient_is_final(rdb: redis.Redis) -> No
 def test_a_batch_carries_how_plivo_is_to_send_it(rdb: redis.Redis) -> None:
     store = JobStore(rdb, 3600)
     sending = Sending("hi", None, "1b2c3d4e-aaaa-bbbb-cccc-0123456789ab", 600)
-    store.create(NewJob("j2", sending, NUMBERS, 3, 0, 0, 1000, {}))
+    store.create(NewJob("j2", sending, NUMBERS, 3, 0, 0, 0, 1000, {}))
     work = store.batch_work("j2", 0)
     assert work.sending == sending
     assert work.numbers == NUMBERS

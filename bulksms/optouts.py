@@ -1,0 +1,101 @@
+"""Opt-outs: numbers that must never be sent to again, until they opt back in.
+
+One Redis set (`bulksms:optouts`, never expiring) of numbers (E.164 digits). Filled by the API
+(`PUT /api/opt-outs/<number>`), by STOP replies through the signed inbound-message webhook, and
+by delivery reports with Plivo's error 200 ("blocked by STOP"); emptied by START replies and
+`DELETE`. Every submit leaves opted-out numbers out and reports them as `suppressed`.
+"""
+
+from __future__ import annotations
+
+from typing import cast
+
+from flask import Blueprint, Response, jsonify, request
+
+from bulksms import keys, numbers
+from bulksms.auth import require_api_key
+from bulksms.errors import ApiError
+from bulksms.extensions import redis_client, settings
+from bulksms.ratelimit import limiter, read_limit, submit_limit
+from bulksms.suppression import opt_out
+from bulksms.webhooks import verify_plivo
+
+STOP_WORDS = {"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT"}
+START_WORDS = {"START", "UNSTOP"}
+
+api = Blueprint("optouts", __name__, url_prefix="/api/opt-outs")
+inbound = Blueprint("inbound", __name__, url_prefix="/api/webhooks")
+
+
+def _number(raw: str) -> str:
+    e164, reason = numbers.normalise(raw, settings().default_region)
+    if e164 is None:
+        raise ApiError(
+            422,
+            "invalid_number",
+            f"Not a valid phone number ({reason}).",
+            details={"reason": reason},
+        )
+    return e164
+
+
+@api.before_request
+def _authenticate() -> None:
+    require_api_key(settings().api_keys)
+
+
+@api.get("")
+@limiter.limit(read_limit)
+def listing() -> Response:
+    cursor = request.args.get("cursor", "0")
+    if not cursor.isdigit():
+        raise ApiError(400, "invalid_cursor", "cursor must be a next_cursor from a page.")
+    after, found = redis_client().sscan(keys.OPT_OUTS, int(cursor), count=1000)
+    return jsonify(
+        {
+            "opt_outs": sorted(f"+{n}" for n in cast(list[str], found)),
+            "next_cursor": str(after) if after else None,
+        }
+    )
+
+
+@api.get("/<number>")
+@limiter.limit(read_limit)
+def show(number: str) -> Response:
+    e164 = _number(number)
+    if not redis_client().sismember(keys.OPT_OUTS, e164.lstrip("+")):
+        raise ApiError(404, "not_found", "This number has not opted out.")
+    return jsonify({"number": e164, "opted_out": True})
+
+
+@api.put("/<number>")
+@limiter.limit(submit_limit)
+def add(number: str) -> Response:
+    e164 = _number(number)
+    opt_out(redis_client(), e164)
+    return jsonify({"number": e164, "opted_out": True})
+
+
+@api.delete("/<number>")
+@limiter.limit(submit_limit)
+def remove(number: str) -> Response:
+    e164 = _number(number)
+    if not redis_client().srem(keys.OPT_OUTS, e164.lstrip("+")):
+        raise ApiError(404, "not_found", "This number has not opted out.")
+    return jsonify({"number": e164, "opted_out": False})
+
+
+@inbound.post("/plivo/inbound")
+def inbound_message() -> Response:
+    """Plivo's inbound SMS: STOP words opt the sender out, START words back in."""
+    verify_plivo()
+    word = " ".join(request.form.get("Text", "").split()).upper()
+    sender = request.form.get("From", "").strip()
+    if sender and word in STOP_WORDS | START_WORDS:
+        e164 = numbers.normalise("+" + sender.lstrip("+"), None)[0]
+        if e164:
+            if word in STOP_WORDS:
+                opt_out(redis_client(), e164)
+            else:
+                redis_client().srem(keys.OPT_OUTS, e164.lstrip("+"))
+    return Response(status=204)

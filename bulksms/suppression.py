@@ -1,0 +1,28 @@
+"""The opt-out set in Redis: who must not be sent to (see `optouts` for how numbers get in)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import redis
+
+from bulksms import keys
+
+BLOCKED_BY_STOP = "200"  # Plivo's error code: the destination replied STOP to this sender
+CHUNK = 10_000
+
+
+def opt_out(client: redis.Redis, number: str) -> None:
+    client.sadd(keys.OPT_OUTS, number.lstrip("+"))
+
+
+def suppressed(client: redis.Redis, candidates: Sequence[str]) -> set[str]:
+    """Which of these E.164 numbers opted out (nothing to ask when nobody has)."""
+    if not candidates or not client.scard(keys.OPT_OUTS):
+        return set()
+    pipe = client.pipeline(transaction=False)
+    for start in range(0, len(candidates), CHUNK):
+        chunk = [n.lstrip("+") for n in candidates[start : start + CHUNK]]
+        pipe.smismember(keys.OPT_OUTS, chunk)
+    flags = [flag for answer in pipe.execute() for flag in answer]
+    return {n for n, flag in zip(candidates, flags, strict=True) if flag}

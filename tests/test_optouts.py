@@ -1,0 +1,76 @@
+"""Opt-outs: the API, STOP and START replies through the signed inbound webhook, Plivo's
+'blocked by STOP' reports, and submits that leave opted-out numbers out."""
+
+from __future__ import annotations
+
+import pytest
+import requests
+from flask.testing import FlaskClient
+
+from bulksms import signature
+from tests.conftest import API_KEY, Stack
+from tests.numbers_gen import us_numbers
+
+AUTH = {"X-API-Key": API_KEY}
+
+
+def test_the_opt_out_api(client: FlaskClient) -> None:
+    assert client.get("/api/opt-outs/+14155550100", headers=AUTH).status_code == 404
+    added = client.put("/api/opt-outs/+1 (415) 555-0100", headers=AUTH)
+    assert added.status_code == 200 and added.get_json() == {
+        "number": "+14155550100",
+        "opted_out": True,
+    }
+    assert client.get("/api/opt-outs/+14155550100", headers=AUTH).get_json()["opted_out"]
+    assert client.get("/api/opt-outs", headers=AUTH).get_json() == {
+        "opt_outs": ["+14155550100"],
+        "next_cursor": None,
+    }
+    assert client.put("/api/opt-outs/nonsense", headers=AUTH).status_code == 422
+    assert client.put("/api/opt-outs/+14155550100").status_code == 401
+    assert client.delete("/api/opt-outs/+14155550100", headers=AUTH).status_code == 200
+    assert client.delete("/api/opt-outs/+14155550100", headers=AUTH).status_code == 404
+
+
+def inbound(stack: Stack, sender: str, text: str) -> requests.Response:
+    url = f"{stack.base_url}/api/webhooks/plivo/inbound"
+    params = {"From": sender.lstrip("+"), "To": "14155550199", "Text": text, "MessageUUID": "in-1"}
+    key = stack.settings.webhook_key or ""
+    headers = {signature.V3: signature.sign_v3(url, params, "5", key), signature.V3_NONCE: "5"}
+    return requests.post(url, data=params, headers=headers, timeout=30)
+
+
+@pytest.mark.integration
+def test_a_stop_reply_keeps_the_number_out_of_the_next_job(stack: Stack) -> None:
+    numbers = us_numbers(20)
+    assert inbound(stack, numbers[0], "  stop \n").status_code == 204
+    assert inbound(stack, numbers[1], "Unsubscribe").status_code == 204
+    assert inbound(stack, numbers[2], "stop please").status_code == 204  # not a keyword
+    forged = requests.post(
+        f"{stack.base_url}/api/webhooks/plivo/inbound",
+        data={"From": numbers[3], "Text": "STOP"},
+        timeout=30,
+    )
+    assert forged.status_code == 403
+    answer = stack.submit({"recipients": numbers, "message": "after stop"}).json()
+    assert answer["recipients"]["suppressed"] == 2
+    assert answer["recipients"]["accepted"] == 18
+    stack.wait_for(answer["job_id"], lambda d: d["state"] == "completed")
+    assert stack.sent_numbers() == sorted(numbers[2:])
+
+    assert inbound(stack, numbers[0], "START").status_code == 204
+    again = stack.submit({"recipients": numbers[:2], "message": "back"}).json()
+    assert again["recipients"]["suppressed"] == 1 and again["recipients"]["accepted"] == 1
+
+
+@pytest.mark.integration
+def test_a_report_blocked_by_stop_opts_the_number_out(stack: Stack) -> None:
+    number = us_numbers(1)[0]
+    url = f"{stack.base_url}/api/webhooks/plivo/delivery-report?job={'f' * 32}&batch=0"
+    params = {"MessageUUID": "u", "Status": "failed", "To": number.lstrip("+"), "ErrorCode": "200"}
+    key = stack.settings.webhook_key or ""
+    headers = {signature.V3: signature.sign_v3(url, params, "6", key), signature.V3_NONCE: "6"}
+    assert requests.post(url, data=params, headers=headers, timeout=30).status_code == 204
+    refused = stack.submit({"recipients": [number], "message": "no"})
+    assert refused.status_code == 422
+    assert refused.json()["details"]["recipients"]["suppressed"] == 1
