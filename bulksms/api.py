@@ -39,7 +39,9 @@ def submit() -> tuple[Response, int, dict[str, str]]:
         return _accepted(_make_job(body, slot))
 
 
-def _make_job(body: Any, slot: idempotency.Slot | None) -> dict[str, Any]:
+def _make_job(
+    body: Any, slot: idempotency.Slot | None, links: dict[str, str] | None = None
+) -> dict[str, Any]:
     """Validate, store the job, remember the answer (if idempotent), then enqueue its batches."""
     s = settings()
     sub = submission.read_submission(body, s)
@@ -51,6 +53,7 @@ def _make_job(body: Any, slot: idempotency.Slot | None) -> dict[str, Any]:
             "Every valid recipient has opted out.",
             details=submission.accepted_document(sub),
         )
+    submission.check_spend(sub, body, s)
     job_id = uuid.uuid4().hex
     new_job = NewJob(
         job_id=job_id,
@@ -61,7 +64,11 @@ def _make_job(body: Any, slot: idempotency.Slot | None) -> dict[str, Any]:
         invalid=sub.recipients.invalid_count,
         suppressed=sub.recipients.suppressed,
         batch_size=s.batch_size,
-        extra={"encoding": sub.encoded.encoding, "segments_per_message": sub.encoded.segments},
+        extra={
+            "encoding": sub.encoded.encoding,
+            "segments_per_message": sub.encoded.segments,
+            **(links or {}),
+        },
         send_at=sub.send_at,
     )
     store().create(new_job)
@@ -71,6 +78,7 @@ def _make_job(body: Any, slot: idempotency.Slot | None) -> dict[str, Any]:
         "state": (JobState.SCHEDULED if sub.send_at else JobState.QUEUED).value,
         "batches": new_job.batch_count,
         **submission.accepted_document(sub),
+        **(links or {}),
     }
     if slot is not None:
         slot.remember(answer)
@@ -106,6 +114,30 @@ def cancel(job_id: str) -> Response:
     # Their tasks may be gone (consumed while paused): each claim now cancels its batch.
     enqueue(job_id, store().pending_batches(job_id))
     return jsonify(status_document(job_id, _job(job_id)))
+
+
+@bp.post("/<job_id>/retry")
+@limiter.limit(submit_limit)
+def retry(job_id: str) -> tuple[Response, int, dict[str, str]]:
+    """A new job, linked to this one, for exactly the recipients a retry can help: those that
+    failed or went undelivered for a network error or a temporary unavailability."""
+    fields = _readable(job_id)
+    state = derive_state(fields)
+    if int(fields["b:pending"]) or state not in (JobState.SENT, *FINISHED):
+        raise ApiError(409, "job_not_finished", f"The job is {state.value}: wait for its sends.")
+    again = [
+        row["number"]
+        for row in recipients_report.retryable(store(), job_id, int(fields["batches"]))
+    ]
+    if not again:
+        raise ApiError(422, "nothing_to_retry", "No recipient failed in a way a retry can fix.")
+    body: dict[str, Any] = {"recipients": again, "message": fields["message"]}
+    for field, name in (("src", "sender"), ("powerpack_uuid", "powerpack_uuid")):
+        if field in fields:
+            body[name] = fields[field]
+    if "message_expiry" in fields:
+        body["expiry_seconds"] = int(fields["message_expiry"])
+    return _accepted(_make_job(body, None, {"retry_of": job_id}))
 
 
 @bp.post("/<job_id>/pause")

@@ -204,6 +204,23 @@ def document() -> dict[str, Any]:
                     ("resume", "Continue with the batches still pending."),
                 )
             },
+            "/api/bulk-sms/{job_id}/retry": {
+                "post": {
+                    "operationId": "retryJob",
+                    "summary": "A new job, linked by retry_of, for the recipients that failed or "
+                    "went undelivered for a network error or a temporary unavailability.",
+                    "parameters": [JOB_ID],
+                    "responses": {
+                        "202": {
+                            **_json({"$ref": "#/components/schemas/Accepted"}, "Job accepted."),
+                            "headers": {
+                                "Location": {"schema": {"type": "string"}, "required": True}
+                            },
+                        },
+                        **_errors(401, 404, 409, 410, 413, 422, 429, 503),
+                    },
+                }
+            },
             "/api/bulk-sms/{job_id}/messages": {
                 "get": {
                     "operationId": "listMessages",
@@ -433,6 +450,11 @@ def document() -> dict[str, Any]:
                             "pattern": "^[A-Za-z]{2}$",
                             "description": "A region phonenumbers knows.",
                         },
+                        "max_segments": {
+                            "type": "integer",
+                            "minimum": 1,
+                            "description": "Refuse the job if it would bill more segments (422).",
+                        },
                         "send_at": {
                             "type": "string",
                             "format": "date-time",
@@ -480,6 +502,7 @@ def document() -> dict[str, Any]:
                         "encoding": {"type": "string", "enum": [GSM7, UCS2]},
                         "segments_per_message": COUNT,
                         "estimated_segments": COUNT,
+                        "retry_of": {"type": "string"},
                     },
                 },
                 "JobStatus": {

@@ -91,6 +91,19 @@ def _after(batch: int, offset: int, size: int, batches: int) -> Cursor | None:
     return Cursor(batch + 1, 0) if batch + 1 < batches else None
 
 
+RETRYABLE_STATUSES = {Status.FAILED.value, Status.UNDELIVERED.value}
+RETRYABLE_ERRORS = {"20", "80"}  # network error; destination temporarily unavailable
+
+
+def retryable(store: JobStore, job_id: str, batches: int) -> Iterator[dict[str, Any]]:
+    """Recipients whose final status a second attempt may change."""
+    for batch in range(batches):
+        for number, record in store.recipients_of(job_id, batch).items():
+            found = row(number, record)
+            if found["status"] in RETRYABLE_STATUSES and found["error_code"] in RETRYABLE_ERRORS:
+                yield found
+
+
 def csv_lines(store: JobStore, job_id: str, batches: int, status: Status | None) -> Iterator[str]:
     out = io.StringIO()
     writer = csv.DictWriter(out, COLUMNS, lineterminator="\n")

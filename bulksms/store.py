@@ -423,6 +423,7 @@ def status_document(job_id: str, fields: dict[str, str]) -> dict[str, Any]:
         **({"halted": fields["halted"]} if "halted" in fields else {}),
         **({"erased_at": rfc3339(fields["erased"])} if "erased" in fields else {}),
         **({"send_at": rfc3339(fields["send_at"])} if "send_at" in fields else {}),
+        **({"retry_of": fields["retry_of"]} if "retry_of" in fields else {}),
     }
 
 

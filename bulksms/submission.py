@@ -23,6 +23,7 @@ KNOWN_FIELDS = {
     "powerpack_uuid",
     "expiry_seconds",
     "send_at",
+    "max_segments",
 }
 EXPIRY_RANGE = (5, 10_799)  # Plivo's message_expiry, in seconds
 MAX_SCHEDULE_SECONDS = 30 * 86400  # and at most half the retention: the job must outlive it
@@ -141,6 +142,22 @@ def read_submission(body: Any, settings: Settings) -> Submission:
         encoded=encoded,
         send_at=_read_send_at(body.get("send_at"), settings),
     )
+
+
+def check_spend(sub: Submission, body: dict[str, Any], settings: Settings) -> None:
+    """Refuse a job that would bill more segments than the request or the service allows."""
+    cap = body.get("max_segments")
+    if cap is not None and (not isinstance(cap, int) or isinstance(cap, bool) or cap < 1):
+        raise _field_error("max_segments", "max_segments must be a whole number of at least 1.")
+    limits = [n for n in (cap, settings.max_segments_per_job) if n]
+    total = sub.encoded.segments * len(sub.recipients.accepted)
+    if limits and total > min(limits):
+        raise ApiError(
+            422,
+            "too_many_segments",
+            f"This job would send {total} segments; the limit is {min(limits)}.",
+            details={"segments": total, "limit": min(limits)},
+        )
 
 
 def _read_send_at(value: Any, settings: Settings) -> float | None:

@@ -261,6 +261,22 @@ def test_unknown_routes_and_methods_answer_json(client: FlaskClient) -> None:
     assert answer.headers["X-Content-Type-Options"] == "nosniff"
 
 
+def test_the_spend_guard_refuses_a_job_over_its_segments(settings: Any, rdb: redis.Redis) -> None:
+    from dataclasses import replace
+
+    from bulksms import create_app
+
+    body = {"recipients": ["+14155550100", "+14155550101"], "message": "ł" * 71}
+    refused = post(create_app(settings).test_client(), {**body, "max_segments": 3})
+    assert refused.status_code == 422
+    assert refused.get_json()["details"] == {"segments": 4, "limit": 3}
+    assert "4 segments" in refused.get_json()["message"]
+    capped = create_app(replace(settings, max_segments_per_job=3)).test_client()
+    assert post(capped, body).status_code == 422
+    assert post(capped, {**body, "message": "short"}).status_code == 202
+    assert post(capped, {**body, "max_segments": "3"}).status_code == 400
+
+
 def test_redis_down_is_503_with_retry_after(settings: Any) -> None:
     from dataclasses import replace
 

@@ -170,3 +170,27 @@ def test_a_scheduled_job_can_be_cancelled_before_its_time(stack: Stack) -> None:
     time.sleep(3)
     assert stack.sandbox.sends == []
     assert doc["counts"]["cancelled"] == 5
+
+
+def test_retry_makes_a_job_of_exactly_the_retryable_failures(stack: Stack) -> None:
+    stack.sandbox.faults.update({"undelivered_rate": 0.3, "failed_rate": 0.2})
+    numbers = us_numbers(1500)
+    job_id = stack.submit({"recipients": numbers, "message": "first"}).json()["job_id"]
+    stack.wait_for(job_id, lambda d: d["state"] == "completed", seconds=60)
+    stack.wait_until_quiet()
+    expected = sorted(
+        m["dst"]
+        for m in stack.sandbox.messages
+        if m["status"] in ("failed", "undelivered") and m["error_code"] in ("20", "80")
+    )
+    assert expected
+    stack.sandbox.faults.update({"undelivered_rate": 0.0, "failed_rate": 0.0})
+    before = len(stack.sandbox.messages)
+    answer = act(stack, job_id, "retry")
+    assert answer.status_code == 202
+    retry = answer.json()
+    assert retry["retry_of"] == job_id
+    assert retry["recipients"]["accepted"] == len(expected)
+    stack.wait_for(retry["job_id"], lambda d: d["state"] == "completed", seconds=60)
+    assert sorted(m["dst"] for m in stack.sandbox.messages[before:]) == expected
+    assert stack.status(retry["job_id"])["retry_of"] == job_id
