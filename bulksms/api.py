@@ -67,6 +67,7 @@ def _make_job(
         extra={
             "encoding": sub.encoded.encoding,
             "segments_per_message": sub.encoded.segments,
+            **({"urgent": 1} if _urgent(body, len(sub.recipients.accepted)) else {}),
             **(links or {}),
         },
         send_at=sub.send_at,
@@ -88,6 +89,19 @@ def _make_job(
     if sub.send_at is None:
         enqueue(job_id, range(new_job.batch_count))
     return answer
+
+
+def _urgent(body: dict[str, Any], accepted: int) -> bool:
+    """Small jobs and priority "high" go through the urgent queue."""
+    priority = body.get("priority", "normal")
+    if priority not in ("normal", "high"):
+        raise ApiError(
+            422,
+            "invalid_priority",
+            'priority must be "normal" or "high".',
+            details={"field": "priority"},
+        )
+    return priority == "high" or accepted <= settings().urgent_max_recipients
 
 
 def _accepted(

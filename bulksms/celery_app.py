@@ -15,11 +15,13 @@ from typing import Any
 from celery import Celery, Task
 from celery.signals import task_postrun, task_prerun, worker_init, worker_ready, worker_shutdown
 from flask import Flask
+from kombu.entity import Queue
 
 from bulksms import logs
 from bulksms.config import ConfigError, Settings
 
 QUEUE = "bulksms"
+URGENT_QUEUE = "bulksms.urgent"  # small or high-priority jobs: always served first
 
 
 def celery_init_app(app: Flask, settings: Settings) -> Celery:
@@ -36,12 +38,16 @@ def celery_init_app(app: Flask, settings: Settings) -> Celery:
             "broker_connection_max_retries": None,  # a Redis outage is waited out, never fatal
             "broker_transport_options": {
                 "visibility_timeout": settings.celery_visibility_timeout,
+                "queue_order_strategy": "priority",
             },
             "task_ignore_result": True,
             "task_acks_late": True,
             "task_reject_on_worker_lost": True,
             "worker_prefetch_multiplier": 1,
             "task_default_queue": QUEUE,
+            # Workers consume both; with the "priority" order kombu's Redis transport asks for
+            # the urgent queue first on every poll, so an alert never waits behind a campaign.
+            "task_queues": (Queue(URGENT_QUEUE), Queue(QUEUE)),
             # Flower shows tasks from their events.
             "worker_send_task_events": True,
             "task_send_sent_event": True,

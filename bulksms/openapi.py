@@ -450,6 +450,11 @@ def document() -> dict[str, Any]:
                             "pattern": "^[A-Za-z]{2}$",
                             "description": "A region phonenumbers knows.",
                         },
+                        "priority": {
+                            "type": "string",
+                            "enum": ["normal", "high"],
+                            "description": "high (or a small job) goes first.",
+                        },
                         "max_segments": {
                             "type": "integer",
                             "minimum": 1,

@@ -312,6 +312,9 @@ class JobStore:
         self.redis.hdel(keys.job(job_id), "send_at")
         self.redis.zrem(keys.SCHEDULED, job_id)
 
+    def is_urgent(self, job_id: str) -> bool:
+        return bool(self.redis.hexists(keys.job(job_id), "urgent"))
+
     def pending_batches(self, job_id: str) -> list[int]:
         records = self.batch_records(job_id)
         return sorted(int(k) for k, v in records.items() if k.isdigit() and v.startswith("pending"))

@@ -24,6 +24,7 @@ KNOWN_FIELDS = {
     "expiry_seconds",
     "send_at",
     "max_segments",
+    "priority",
 }
 EXPIRY_RANGE = (5, 10_799)  # Plivo's message_expiry, in seconds
 MAX_SCHEDULE_SECONDS = 30 * 86400  # and at most half the retention: the job must outlive it

@@ -9,7 +9,7 @@ from celery import shared_task
 from kombu.exceptions import ChannelError
 
 from bulksms import dispatch
-from bulksms.celery_app import QUEUE
+from bulksms.celery_app import QUEUE, URGENT_QUEUE
 from bulksms.extensions import gateway, settings, store, throttle
 
 
@@ -23,17 +23,21 @@ def send_batch(self: Any, job_id: str, batch: int) -> str:
 
 
 def enqueue(job_id: str, batches: Iterable[int]) -> None:
-    """One `send_batch` task per batch, over one broker connection."""
+    """One `send_batch` task per batch, over one broker connection, on the job's queue."""
+    queue = URGENT_QUEUE if store().is_urgent(job_id) else QUEUE
     with send_batch.app.producer_or_acquire() as producer:
         for batch in batches:
-            send_batch.apply_async((job_id, batch), producer=producer)
+            send_batch.apply_async((job_id, batch), producer=producer, queue=queue)
 
 
 def queue_depth() -> int:
-    """Messages waiting in the batch queue (any broker: a passive declare counts them)."""
+    """Messages waiting in the batch queues (any broker: a passive declare counts them)."""
+    total = 0
     with send_batch.app.connection_or_acquire() as connection:
-        try:
-            _, count, _ = connection.default_channel.queue_declare(queue=QUEUE, passive=True)
-        except ChannelError:  # the Redis transport's word for an empty queue: no list at all
-            return 0
-        return int(count)
+        for queue in (URGENT_QUEUE, QUEUE):
+            try:
+                _, count, _ = connection.default_channel.queue_declare(queue=queue, passive=True)
+            except ChannelError:  # the Redis transport's word for an empty queue: no list
+                count = 0
+            total += int(count)
+    return total

@@ -198,7 +198,7 @@ def test_bad_bodies_get_a_json_error_and_store_nothing(
     assert answer.get_json()["error"] == code
     assert answer.get_json()["message"]
     assert job_keys(rdb) == []
-    assert rdb.llen("bulksms") == 0
+    assert rdb.llen("bulksms") == rdb.llen("bulksms.urgent") == 0
 
 
 def test_not_json_is_415_and_malformed_json_is_400(client: FlaskClient) -> None:

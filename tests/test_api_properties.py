@@ -45,7 +45,9 @@ bodies = st.one_of(
 
 
 def stored(rdb: redis.Redis) -> list[str]:
-    return [k for k in rdb.scan_iter("bulksms:{*")] + (["queue"] if rdb.llen("bulksms") else [])
+    return [k for k in rdb.scan_iter("bulksms:{*")] + (
+        ["queue"] if rdb.llen("bulksms") or rdb.llen("bulksms.urgent") else []
+    )
 
 
 def check(client: FlaskClient, rdb: redis.Redis, answer: Any) -> None:

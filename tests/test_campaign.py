@@ -194,3 +194,16 @@ def test_retry_makes_a_job_of_exactly_the_retryable_failures(stack: Stack) -> No
     stack.wait_for(retry["job_id"], lambda d: d["state"] == "completed", seconds=60)
     assert sorted(m["dst"] for m in stack.sandbox.messages[before:]) == expected
     assert stack.status(retry["job_id"])["retry_of"] == job_id
+
+
+def test_a_small_alert_does_not_wait_behind_a_campaign(stack: Stack) -> None:
+    stack.sandbox.faults.update({"latency_ms": 250})
+    campaign = stack.submit({"recipients": us_numbers(12000), "message": "campaign"}).json()
+    stack.wait_for(campaign["job_id"], lambda d: d["batches"]["submitted"] >= 1)
+    alert_numbers = us_numbers(10, 20000)
+    alert = stack.submit({"recipients": alert_numbers, "message": "ALERT"}).json()
+    assert alert["recipients"]["accepted"] == 10
+    stack.wait_for(alert["job_id"], lambda d: d["batches"]["submitted"] == 1, seconds=30)
+    campaign_doc = stack.status(campaign["job_id"])
+    # Two workers: the alert went out next, not after the campaign's remaining batches.
+    assert campaign_doc["batches"]["pending"] >= 6
