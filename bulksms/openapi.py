@@ -551,6 +551,17 @@ def document() -> dict[str, Any]:
                         },
                         "erased_at": TIME,
                         "send_at": TIME,
+                        "retry_of": {"type": "string"},
+                        "billed": {
+                            "type": "object",
+                            "description": "What Plivo billed, from the delivery reports: "
+                            "Units and TotalAmount, once per recipient.",
+                            "required": ["units", "amount"],
+                            "properties": {
+                                "units": COUNT,
+                                "amount": {"type": "number", "minimum": 0},
+                            },
+                        },
                     },
                 },
                 "Message": {

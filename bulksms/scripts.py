@@ -133,14 +133,21 @@ return 'resend'
 """
 )
 
-# KEYS: job, recipients, batches. ARGV: number, code, uuid, error code, now, batch.
+# KEYS: job, recipients, batches. ARGV: number, code, uuid, error code, now, batch, units,
+# amount. What Plivo billed is added once per recipient, with its first final status.
 REPORT = (
     PRELUDE
     + """
 local cur = redis.call('HGET', KEYS[2], ARGV[1])
 if cur == 'p' then redis.call('HSETNX', KEYS[3], 'e:' .. ARGV[6], ARGV[5]) end
 local moved = advance(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5])
-if moved == 1 then redis.call('HSET', KEYS[1], 'updated_at', ARGV[5]) end
+if moved == 1 then
+  redis.call('HSET', KEYS[1], 'updated_at', ARGV[5])
+  if RANK[ARGV[2]] == 3 then
+    redis.call('HINCRBY', KEYS[1], 'billed_units', ARGV[7])
+    redis.call('HINCRBYFLOAT', KEYS[1], 'billed_amount', ARGV[8])
+  end
+end
 return moved
 """
 )

@@ -273,7 +273,15 @@ class JobStore:
 
     # -- delivery reports ---------------------------------------------------------------------
     def record_report(
-        self, job_id: str, batch: int, number: str, status: Status, uuid: str, error_code: str
+        self,
+        job_id: str,
+        batch: int,
+        number: str,
+        status: Status,
+        uuid: str,
+        error_code: str,
+        units: int = 0,
+        amount: float = 0.0,
     ) -> int:
         """1 when the status moved, 0 when it was old news, -1 for an unknown recipient."""
         return int(
@@ -286,6 +294,8 @@ class JobStore:
                     error_code.replace("|", ""),
                     _now(),
                     batch,
+                    units,
+                    f"{amount:.5f}",
                 ],
             )
         )
@@ -427,6 +437,10 @@ def status_document(job_id: str, fields: dict[str, str]) -> dict[str, Any]:
         **({"erased_at": rfc3339(fields["erased"])} if "erased" in fields else {}),
         **({"send_at": rfc3339(fields["send_at"])} if "send_at" in fields else {}),
         **({"retry_of": fields["retry_of"]} if "retry_of" in fields else {}),
+        "billed": {
+            "units": int(fields.get("billed_units", 0)),
+            "amount": round(float(fields.get("billed_amount", 0)), 5),
+        },
     }
 
 

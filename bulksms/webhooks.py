@@ -8,6 +8,7 @@ not know, a status we do not track) is acknowledged too: a retry would not make 
 from __future__ import annotations
 
 import logging
+from typing import TypeVar
 
 from flask import Blueprint, Response, request
 
@@ -18,6 +19,7 @@ from bulksms.ratelimit import count_bad_signature
 from bulksms.store import Status
 
 log = logging.getLogger(__name__)
+T = TypeVar("T", int, float)
 
 bp = Blueprint("webhooks", __name__, url_prefix="/api/webhooks")
 
@@ -58,6 +60,15 @@ def verify_plivo() -> None:
             raise ApiError(403, "signature_replayed", "This V2 signature nonce was already used.")
 
 
+def _number(raw: str | None, kind: type[T], most: T) -> T:
+    """A billing figure from a report; anything odd counts as nothing."""
+    try:
+        value = kind(raw or 0)
+    except ValueError:
+        return kind()
+    return value if 0 <= value <= most else kind()  # (NaN fails the comparison too)
+
+
 @bp.post("/plivo/delivery-report")
 def delivery_report() -> Response:
     verify_plivo()
@@ -76,6 +87,8 @@ def delivery_report() -> Response:
         Status(status),
         uuid=form.get("MessageUUID", ""),
         error_code=form.get("ErrorCode", ""),
+        units=_number(form.get("Units"), int, 1000),
+        amount=_number(form.get("TotalAmount"), float, 1000.0),
     )
     if moved < 0:
         log.info("delivery report for an unknown recipient of job %s", job_id)

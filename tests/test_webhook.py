@@ -158,3 +158,20 @@ def test_redis_down_is_503_so_plivo_retries(settings: Settings, rdb: redis.Redis
     answer = report(create_app(down).test_client(), settings, "f" * 32, params("delivered"))
     assert answer.status_code == 503
     assert answer.get_json()["error"] == "service_unavailable"
+
+
+def test_what_plivo_billed_is_summed_once_per_recipient(
+    client: FlaskClient, settings: Settings
+) -> None:
+    job_id = submit(client, ["+14155550100", "+14155550101"])
+    billed = {"Units": "2", "TotalAmount": "0.01000"}
+    assert report(client, settings, job_id, params("sent", **billed)).status_code == 204
+    assert report(client, settings, job_id, params("delivered", **billed)).status_code == 204
+    assert report(client, settings, job_id, params("delivered", **billed)).status_code == 204
+    odd = {"Units": "lots", "TotalAmount": "nan"}
+    assert (
+        report(client, settings, job_id, params("undelivered", to="14155550101", **odd)).status_code
+        == 204
+    )
+    doc = client.get(f"/api/bulk-sms/{job_id}", headers={"X-API-Key": API_KEY}).get_json()
+    assert doc["billed"] == {"units": 2, "amount": 0.01}
