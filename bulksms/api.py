@@ -68,6 +68,7 @@ def _make_job(
             "encoding": sub.encoded.encoding,
             "segments_per_message": sub.encoded.segments,
             **({"urgent": 1} if _urgent(body, len(sub.recipients.accepted)) else {}),
+            **({"callback_url": sub.callback_url} if sub.callback_url else {}),
             **(links or {}),
         },
         send_at=sub.send_at,

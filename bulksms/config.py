@@ -190,6 +190,7 @@ class Settings:
     dispatch_stale_seconds: float = env("DISPATCH_STALE_SECONDS", _float(1.0), 30.0)
     unknown_outcome_grace: float = env("UNKNOWN_OUTCOME_GRACE", _float(1.0), 90.0)
     report_wait_seconds: int = env("REPORT_WAIT_SECONDS", _int(1), 48 * 3600)
+    callback_secret: str | None = env("CALLBACK_SECRET", _text)
     urgent_max_recipients: int = env("URGENT_MAX_RECIPIENTS", _int(0), 1000)
     max_segments_per_job: int = env("MAX_SEGMENTS_PER_JOB", _int(0), 0)  # 0: no limit
     worker_metrics_port: int = env("WORKER_METRICS_PORT", _int(0, 65535), 9808)
@@ -252,7 +253,7 @@ class Settings:
         return f"{self.api_base_url}/api/webhooks/plivo/delivery-report"
 
 
-SECRET_VARIABLES = {"API_KEY", "PLIVO_AUTH_TOKEN", "PLIVO_WEBHOOK_SECRET"}
+SECRET_VARIABLES = {"API_KEY", "PLIVO_AUTH_TOKEN", "PLIVO_WEBHOOK_SECRET", "CALLBACK_SECRET"}
 
 
 def _shown(name: str, raw: str) -> str:

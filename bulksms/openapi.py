@@ -450,6 +450,12 @@ def document() -> dict[str, Any]:
                             "pattern": "^[A-Za-z]{2}$",
                             "description": "A region phonenumbers knows.",
                         },
+                        "callback_url": {
+                            "type": "string",
+                            "format": "uri",
+                            "description": "POSTed the job's final status, "
+                            "signed (X-Bulksms-Signature).",
+                        },
                         "priority": {
                             "type": "string",
                             "enum": ["normal", "high"],

@@ -322,6 +322,10 @@ class JobStore:
         self.redis.hdel(keys.job(job_id), "send_at")
         self.redis.zrem(keys.SCHEDULED, job_id)
 
+    def claim_notification(self, job_id: str) -> bool:
+        """True once per job: the caller sends its completion callback."""
+        return bool(self.redis.hsetnx(keys.job(job_id), "notify_queued", _now()))
+
     def is_urgent(self, job_id: str) -> bool:
         return bool(self.redis.hexists(keys.job(job_id), "urgent"))
 

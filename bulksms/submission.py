@@ -8,6 +8,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 from bulksms import numbers
 from bulksms.config import ALPHANUMERIC_SENDER_RE, E164_RE, UUID_RE, Settings
@@ -25,6 +26,7 @@ KNOWN_FIELDS = {
     "send_at",
     "max_segments",
     "priority",
+    "callback_url",
 }
 EXPIRY_RANGE = (5, 10_799)  # Plivo's message_expiry, in seconds
 MAX_SCHEDULE_SECONDS = 30 * 86400  # and at most half the retention: the job must outlive it
@@ -37,6 +39,7 @@ class Submission:
     sending: Sending
     encoded: Encoded
     send_at: float | None = None
+    callback_url: str | None = None
 
 
 def parse_json(raw: bytes, content_type: str | None) -> Any:
@@ -138,6 +141,7 @@ def read_submission(body: Any, settings: Settings) -> Submission:
             details=_account(sorted_out),
         )
     return Submission(
+        callback_url=_read_callback_url(body.get("callback_url"), settings),
         recipients=sorted_out,
         sending=sending,
         encoded=encoded,
@@ -159,6 +163,30 @@ def check_spend(sub: Submission, body: dict[str, Any], settings: Settings) -> No
             f"This job would send {total} segments; the limit is {min(limits)}.",
             details={"segments": total, "limit": min(limits)},
         )
+
+
+def _read_callback_url(value: Any, settings: Settings) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise _field_error("callback_url", "callback_url must be a string.")
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname or len(value) > 2048:
+        raise ApiError(
+            422,
+            "invalid_callback_url",
+            "callback_url must be an http(s) URL.",
+            details={"field": "callback_url"},
+        )
+    if not settings.callback_secret:
+        raise ApiError(
+            422,
+            "callbacks_not_configured",
+            "This service signs callbacks with "
+            "CALLBACK_SECRET, which is not set: it cannot send callbacks.",
+            details={"field": "callback_url"},
+        )
+    return value
 
 
 def _read_send_at(value: Any, settings: Settings) -> float | None:

@@ -36,6 +36,7 @@ def sweep_once(
     settings: Settings,
     enqueue: Callable[[str, list[int]], None],
     queue_depth: Callable[[], int],
+    notify: Callable[[str], None] = lambda job_id: None,
 ) -> Counter[str]:
     tally: Counter[str] = Counter()
     drained: list[bool] = []  # asked of the broker at most once per sweep, and only if needed
@@ -51,7 +52,7 @@ def sweep_once(
         tally["released"] += 1
     for job_id in store.active_jobs():
         try:
-            _sweep_job(store, settings, job_id, enqueue, queue_drained, tally)
+            _sweep_job(store, settings, job_id, enqueue, queue_drained, notify, tally)
         except Exception:  # one job's trouble must not stop the others being looked after
             log.exception("sweep of job %s failed", job_id)
             tally["errors"] += 1
@@ -64,6 +65,7 @@ def _sweep_job(
     job_id: str,
     enqueue: Callable[[str, list[int]], None],
     queue_drained: Callable[[], bool],
+    notify: Callable[[str], None],
     tally: Counter[str],
 ) -> None:
     now = time.time()
@@ -76,13 +78,14 @@ def _sweep_job(
     if state in (JobState.COMPLETED, JobState.FAILED) or (
         state is JobState.CANCELLED and not unsent
     ):
+        if "callback_url" in fields and store.claim_notification(job_id):
+            notify(job_id)
         store.deactivate(job_id)
         tally["finished"] += 1
         return
     if state is JobState.SENT:
         if now - float(fields.get("sent_at", fields["updated_at"])) > settings.report_wait_seconds:
-            store.close(job_id, CLOSED_REASON)
-            store.deactivate(job_id)
+            store.close(job_id, CLOSED_REASON)  # completed: the next sweep notifies and forgets
             tally["closed"] += 1
         return
     resend: list[int] = []
@@ -114,7 +117,7 @@ def _sweep_job(
 def start(app: Flask, settings: Settings) -> threading.Event:
     """Sweep in a daemon thread of this worker process; set the returned event to stop it."""
     from bulksms.extensions import redis_client, store
-    from bulksms.tasks import enqueue, queue_depth
+    from bulksms.tasks import enqueue, notify, queue_depth
 
     stop = threading.Event()
     lock_ms = max(100, int(settings.sweep_interval * 900))
@@ -124,7 +127,13 @@ def start(app: Flask, settings: Settings) -> threading.Event:
             with app.app_context():
                 try:
                     if redis_client().set(keys.SWEEP_LOCK, "1", nx=True, px=lock_ms):
-                        tally = sweep_once(store(), settings, enqueue, queue_depth)
+                        tally = sweep_once(
+                            store(),
+                            settings,
+                            enqueue,
+                            queue_depth,
+                            lambda job_id: notify.delay(job_id),
+                        )
                         if tally:
                             log.info("sweep: %s", dict(tally))
                 except Exception:  # a sweep that fails is retried next interval

@@ -8,9 +8,10 @@ from typing import Any
 from celery import shared_task
 from kombu.exceptions import ChannelError
 
-from bulksms import dispatch
+from bulksms import callbacks, dispatch
 from bulksms.celery_app import QUEUE, URGENT_QUEUE
 from bulksms.extensions import gateway, settings, store, throttle
+from bulksms.store import status_document
 
 
 @shared_task(name="bulksms.send_batch", bind=True, max_retries=None)
@@ -20,6 +21,19 @@ def send_batch(self: Any, job_id: str, batch: int) -> str:
         return dispatch.send_batch(store(), gateway(), throttle(), settings(), job_id, batch)
     except dispatch.RetryLater as later:
         raise self.retry(countdown=later.delay, exc=None) from None
+
+
+@shared_task(name="bulksms.notify", bind=True, max_retries=callbacks.MAX_ATTEMPTS)
+def notify(self: Any, job_id: str) -> str:
+    """POST job `job_id`'s final status to its callback_url, until the receiver takes it."""
+    fields = store().job_fields(job_id)
+    secret = settings().callback_secret
+    if fields is None or "callback_url" not in fields or not secret:
+        return "nothing to notify"
+    if not callbacks.deliver(fields["callback_url"], status_document(job_id, fields), secret):
+        raise self.retry(countdown=callbacks.backoff(self.request.retries))
+    store().set_flag(job_id, "notified")
+    return "notified"
 
 
 def enqueue(job_id: str, batches: Iterable[int]) -> None:

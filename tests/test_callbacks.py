@@ -1,0 +1,97 @@
+"""Completion callbacks: signed, with a timestamp the receiver checks, retried until a 2xx."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+
+from bulksms import callbacks
+from tests.conftest import Stack
+from tests.numbers_gen import us_numbers
+
+SECRET = "callback-secret-for-tests"
+
+
+class Receiver(ThreadingHTTPServer):
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.calls: list[tuple[bytes, str]] = []
+        self.refuse_first = 1
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: Receiver
+
+    def do_POST(self) -> None:  # noqa: N802
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        self.server.calls.append((body, self.headers.get(callbacks.SIGNATURE_HEADER, "")))
+        refuse = self.server.refuse_first > 0
+        self.server.refuse_first -= 1
+        self.send_response(500 if refuse else 200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    server = Receiver()
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+def test_signatures_check_the_secret_and_the_age() -> None:
+    body = b'{"job_id":"x"}'
+    assert callbacks.verify(body, callbacks.sign(body, SECRET), SECRET)
+    assert not callbacks.verify(body, callbacks.sign(body, "other"), SECRET)
+    assert not callbacks.verify(b'{"job_id":"y"}', callbacks.sign(body, SECRET), SECRET)
+    stale = callbacks.sign(body, SECRET, at=int(time.time()) - 3600)
+    assert not callbacks.verify(body, stale, SECRET)
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("stack_overrides", [{"callback_secret": SECRET}])
+def test_a_finished_job_calls_back_signed_and_retries_until_taken(
+    stack: Stack, stack_overrides: dict[str, str], receiver: Receiver
+) -> None:
+    url = f"http://127.0.0.1:{receiver.server_address[1]}/done"
+    job_id = stack.submit(
+        {"recipients": us_numbers(3), "message": "tell me", "callback_url": url}
+    ).json()["job_id"]
+    stack.wait_for(job_id, lambda d: d["state"] == "completed")
+    deadline = time.monotonic() + 30
+    while len(receiver.calls) < 2 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert len(receiver.calls) == 2  # refused once, then taken; never again
+    time.sleep(2)
+    assert len(receiver.calls) == 2
+    body, header = receiver.calls[-1]
+    assert callbacks.verify(body, header, SECRET)
+    document = json.loads(body)
+    assert document["job_id"] == job_id and document["state"] == "completed"
+
+
+def test_a_callback_needs_a_secret_configured(client: Any) -> None:
+    from tests.conftest import API_KEY
+
+    answer = client.post(
+        "/api/bulk-sms",
+        json={
+            "recipients": ["+14155550100"],
+            "message": "x",
+            "callback_url": "http://127.0.0.1:9/x",
+        },
+        headers={"X-API-Key": API_KEY},
+    )
+    assert answer.status_code == 422
+    assert answer.get_json()["error"] == "callbacks_not_configured"
