@@ -60,7 +60,7 @@ class RetryLater(Exception):
     reason: str
 
 
-def callback_url(settings: Settings, job_id: str, batch: int) -> str:
+def report_url(settings: Settings, job_id: str, batch: int) -> str:
     """The delivery-report URL; V3 signs its query, so a report names its job and batch."""
     return f"{settings.delivery_report_url}?{urlencode({'job': job_id, 'batch': batch})}"
 
@@ -109,7 +109,7 @@ def send_batch(
     outgoing = Outgoing(
         dst=tuple(work.numbers),
         text=work.sending.message,
-        url=callback_url(settings, job_id, batch),
+        url=report_url(settings, job_id, batch),
         src=work.sending.src,
         powerpack_uuid=work.sending.powerpack_uuid,
         message_expiry=work.sending.message_expiry,
