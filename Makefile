@@ -19,6 +19,9 @@ up: install  ## run everything on this machine (Redis, web, worker, Flower, sand
 test: install  ## run the whole test suite
 	$(PY) -m pytest
 
+bench: install  ## benchmarks against floors measured in the same run (bench/RESULTS.md)
+	$(PY) -m bench.run
+
 lint: install  ## ruff and mypy
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check . && $(VENV)/bin/mypy
 

@@ -129,7 +129,7 @@ class JobStore:
 
     # -- submit -------------------------------------------------------------------------------
     def create(self, job: NewJob) -> None:
-        """Store a job, its batches and its recipients (all pending) in one round trip."""
+        """Store a job, its batches and its recipients (all pending) in one pipeline."""
         now = _now()
         fields: dict[str, str | int] = {
             **{k: v for k, v in asdict(job.sending).items() if v is not None},
@@ -155,19 +155,26 @@ class JobStore:
         for batch in range(job.batch_count):
             batches[str(batch)] = "pending|0|0"
             batches[f"q:{batch}"] = now
-        pipe = self.redis.pipeline(transaction=True)
+        # Not a MULTI (which doubles Redis's work for a million fields): the job hash is
+        # written last, so a job is visible only once everything it points to exists; what
+        # an interrupted write leaves behind expires with the retention.
+        pipe = self.redis.pipeline(transaction=False)
         job_key = keys.job(job.job_id)
         batches_key = keys.batches(job.job_id)
-        pipe.hset(job_key, mapping=cast(dict[Any, Any], fields))
-        pipe.hset(batches_key, mapping=cast(dict[Any, Any], batches))
         for batch in range(job.batch_count):
             start = batch * job.batch_size
-            numbers = job.recipients[start : start + job.batch_size]
             key = keys.recipients(job.job_id, batch)
-            pipe.hset(key, mapping={n[1:]: "p" for n in numbers})
+            pipe.hset(
+                key,
+                mapping=dict.fromkeys(
+                    (n[1:] for n in job.recipients[start : start + job.batch_size]), "p"
+                ),
+            )
             pipe.expire(key, self.retention)
-        pipe.expire(job_key, self.retention)
+        pipe.hset(batches_key, mapping=cast(dict[Any, Any], batches))
         pipe.expire(batches_key, self.retention)
+        pipe.hset(job_key, mapping=cast(dict[Any, Any], fields))
+        pipe.expire(job_key, self.retention)
         pipe.execute()
         # The sweep's index of unfinished jobs: outside the job's slot, so not in its transaction.
         pipe = self.redis.pipeline(transaction=False)
