@@ -36,7 +36,7 @@ def sweep_once(
     settings: Settings,
     enqueue: Callable[[str, list[int]], None],
     queue_depth: Callable[[], int],
-    notify: Callable[[str], None] = lambda job_id: None,
+    notify: Callable[[str], None],
 ) -> Counter[str]:
     tally: Counter[str] = Counter()
     drained: list[bool] = []  # asked of the broker at most once per sweep, and only if needed
