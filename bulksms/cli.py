@@ -98,6 +98,10 @@ DONE = {"completed", "failed", "cancelled"}
 @click.option("--region", help="Region for numbers in national format, e.g. US.")
 @click.option("--wait", is_flag=True, help="Show progress until every message is final.")
 @click.option("--idempotency-key", help="Send it again safely: the same key makes no new job.")
+@click.option("--send-at", help="Send later: ISO 8601 with a zone, e.g. 2026-12-01T09:00+01:00.")
+@click.option("--priority", type=click.Choice(["normal", "high"]), help="high goes first.")
+@click.option("--max-segments", type=int, help="Refuse the job if it would bill more segments.")
+@click.option("--callback-url", help="POSTed the job's final status (signed) when it ends.")
 @click.option("--url", help="API base URL [env BULKSMS_URL, default http://127.0.0.1:8000].")
 @click.option("--key", help="API key [env BULKSMS_API_KEY or API_KEY].")
 def send(
@@ -107,6 +111,10 @@ def send(
     region: str | None,
     wait: bool,
     idempotency_key: str | None,
+    send_at: str | None,
+    priority: str | None,
+    max_segments: int | None,
+    callback_url: str | None,
     url: str | None,
     key: str | None,
 ) -> None:
@@ -121,6 +129,13 @@ def send(
         body["sender"] = sender
     if region:
         body["default_region"] = region
+    options = {
+        "send_at": send_at,
+        "priority": priority,
+        "max_segments": max_segments,
+        "callback_url": callback_url,
+    }
+    body.update({k: v for k, v in options.items() if v is not None})
     client = _client(url, key)
     answer = _guard(lambda: client.submit(body, idempotency_key))
     r = answer["recipients"]
@@ -172,12 +187,49 @@ def _control(action: str, help_text: str) -> None:
     @click.option("--key", help="API key [env BULKSMS_API_KEY or API_KEY].")
     def command(job_id: str, url: str | None, key: str | None) -> None:
         doc = _guard(lambda: _client(url, key).act(job_id, action))
-        click.echo(f"job {job_id}: {doc['state']}")
+        click.echo(f"job {doc['job_id']}: {doc['state']}")
 
 
 _control("cancel", "Cancel JOB_ID: batches not yet sent are never sent.")
 _control("pause", "Pause JOB_ID: no batch starts until it is resumed.")
 _control("resume", "Resume JOB_ID where it stopped.")
+_control("retry", "Make a new job of JOB_ID's retryable failures.")
+
+
+@main.command()
+@click.argument("job_id")
+@click.option("--url", help="API base URL [env BULKSMS_URL].")
+@click.option("--key", help="API key [env BULKSMS_API_KEY or API_KEY].")
+def delete(job_id: str, url: str | None, key: str | None) -> None:
+    """Erase finished JOB_ID's numbers (its counts stay)."""
+    doc = _guard(lambda: _client(url, key).delete(job_id))
+    click.echo(f"job {job_id}: per-recipient data erased at {doc.get('erased_at')}")
+
+
+@main.command()
+@click.option("--state", help="Only jobs in this state.")
+@click.option("--limit", default=20, show_default=True)
+@click.option("--url", help="API base URL [env BULKSMS_URL].")
+@click.option("--key", help="API key [env BULKSMS_API_KEY or API_KEY].")
+def jobs(state: str | None, limit: int, url: str | None, key: str | None) -> None:
+    """List jobs, newest first."""
+    for doc in _guard(lambda: _client(url, key).jobs(state, limit))["jobs"]:
+        final = sum(doc["counts"].get(k, 0) for k in FINAL)
+        click.echo(
+            f"{doc['job_id']}  {doc['created_at']}  {doc['state']:<10} "
+            f"{final}/{doc['recipients']['accepted']} final"
+        )
+
+
+@main.command(name="opt-out")
+@click.argument("number")
+@click.option("--undo", is_flag=True, help="Opt the number back in.")
+@click.option("--url", help="API base URL [env BULKSMS_URL].")
+@click.option("--key", help="API key [env BULKSMS_API_KEY or API_KEY].")
+def opt_out(number: str, undo: bool, url: str | None, key: str | None) -> None:
+    """Opt NUMBER out of every future job (--undo: back in)."""
+    doc = _guard(lambda: _client(url, key).opt_out(number, "DELETE" if undo else "PUT"))
+    click.echo(f"{doc['number']}: {'opted out' if doc['opted_out'] else 'opted back in'}")
 
 
 @main.command()

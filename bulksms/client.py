@@ -65,8 +65,19 @@ class Client:
         return self._call("GET", f"/api/bulk-sms/{job_id}")
 
     def act(self, job_id: str, action: str) -> dict[str, Any]:
-        """cancel, pause or resume a job."""
+        """cancel, pause, resume or retry a job."""
         return self._call("POST", f"/api/bulk-sms/{job_id}/{action}")
+
+    def delete(self, job_id: str) -> dict[str, Any]:
+        return self._call("DELETE", f"/api/bulk-sms/{job_id}")
+
+    def jobs(self, state: str | None, limit: int) -> dict[str, Any]:
+        params: dict[str, Any] = {"limit": limit, **({"state": state} if state else {})}
+        return self._call("GET", "/api/bulk-sms", params=params)
+
+    def opt_out(self, number: str, method: str) -> dict[str, Any]:
+        """PUT (opt out), DELETE (opt back in) or GET a number."""
+        return self._call(method, f"/api/opt-outs/{number}")
 
     def export(self, job_id: str, status: str | None) -> Iterator[bytes]:
         """The per-recipient CSV, streamed."""

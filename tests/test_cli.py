@@ -133,3 +133,30 @@ def test_pause_resume_cancel_and_export_from_the_command_line(stack: Stack) -> N
     assert lines[0] == "number,message_uuid,status,error_code,error,updated_at"
     assert len(lines) == 3001
     assert run("resume", job_id).returncode == 1  # a one-line refusal: not paused
+
+
+@pytest.mark.integration
+def test_jobs_retry_opt_out_and_delete_from_the_command_line(stack: Stack) -> None:
+    env = {**os.environ, "BULKSMS_URL": stack.base_url, "BULKSMS_API_KEY": API_KEY}
+
+    def run(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            cli(*args), env=env, capture_output=True, text=True, timeout=60, input=stdin
+        )
+
+    numbers = us_numbers(30)
+    assert run("opt-out", numbers[0]).stdout.strip() == f"{numbers[0]}: opted out"
+    stack.sandbox.faults.update({"undelivered_rate": 1.0})
+    sent = run("send", "-", "-m", "cli two", "--priority", "high", stdin="\n".join(numbers))
+    assert "29 accepted" in sent.stdout
+    job_id = sent.stdout.split("job ", 1)[1].split(":", 1)[0]
+    stack.wait_for(job_id, lambda d: d["state"] == "completed")
+    assert job_id in run("jobs", "--state", "completed").stdout
+    retried = run("retry", job_id)
+    retryable = sum(1 for m in stack.sandbox.messages if m["error_code"] in ("20", "80"))
+    if retryable:
+        assert retried.returncode == 0 and "queued" in retried.stdout
+    else:
+        assert retried.returncode == 1 and "nothing_to_retry" in retried.stderr
+    assert "erased" in run("delete", job_id).stdout
+    assert run("opt-out", numbers[0], "--undo").stdout.strip().endswith("opted back in")

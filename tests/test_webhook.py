@@ -175,3 +175,15 @@ def test_what_plivo_billed_is_summed_once_per_recipient(
     )
     doc = client.get(f"/api/bulk-sms/{job_id}", headers={"X-API-Key": API_KEY}).get_json()
     assert doc["billed"] == {"units": 2, "amount": 0.01}
+
+
+def test_a_multipart_message_counts_once_per_recipient(
+    client: FlaskClient, settings: Settings
+) -> None:
+    job_id = submit(client, ["+14155550100"])
+    for part, uuid in ((1, "part-1"), (2, "part-2")):
+        for status in ("sent", "delivered"):
+            extra = {"ParentMessageUUID": "parent", "PartInfo": f"{part} of 2", "Units": "1"}
+            p = {**params(status, **extra), "MessageUUID": uuid}
+            assert report(client, settings, job_id, p).status_code == 204
+    assert counts(client, job_id) == {"delivered": 1}
