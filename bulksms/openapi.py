@@ -59,6 +59,21 @@ def _limit(most: int) -> dict[str, Any]:
     }
 
 
+def _page(field: str, items: dict[str, Any]) -> dict[str, Any]:
+    """A page of a listing: its items under `field`, and the cursor to the next page."""
+    return _json(
+        {
+            "type": "object",
+            "required": [field, "next_cursor"],
+            "properties": {
+                field: {"type": "array", "items": items},
+                "next_cursor": {"type": ["string", "null"]},
+            },
+        },
+        "One page; next_cursor is null on the last.",
+    )
+
+
 def _error(status: int) -> dict[str, Any]:
     response: dict[str, Any] = {
         "description": ERROR_CODES[status],
@@ -110,20 +125,7 @@ def document() -> dict[str, Any]:
                         CURSOR,
                     ],
                     "responses": {
-                        "200": _json(
-                            {
-                                "type": "object",
-                                "required": ["jobs", "next_cursor"],
-                                "properties": {
-                                    "jobs": {
-                                        "type": "array",
-                                        "items": {"$ref": "#/components/schemas/JobStatus"},
-                                    },
-                                    "next_cursor": {"type": ["string", "null"]},
-                                },
-                            },
-                            "One page; next_cursor is null on the last.",
-                        ),
+                        "200": _page("jobs", {"$ref": "#/components/schemas/JobStatus"}),
                         **_errors(400, 401, 429, 503),
                     },
                 },
@@ -227,20 +229,7 @@ def document() -> dict[str, Any]:
                     "summary": "Every recipient's status, a page at a time.",
                     "parameters": [JOB_ID, STATUS_FILTER, _limit(1000), CURSOR],
                     "responses": {
-                        "200": _json(
-                            {
-                                "type": "object",
-                                "required": ["messages", "next_cursor"],
-                                "properties": {
-                                    "messages": {
-                                        "type": "array",
-                                        "items": {"$ref": "#/components/schemas/Message"},
-                                    },
-                                    "next_cursor": {"type": ["string", "null"]},
-                                },
-                            },
-                            "One page; next_cursor is null on the last.",
-                        ),
+                        "200": _page("messages", {"$ref": "#/components/schemas/Message"}),
                         **_errors(400, 401, 404, 410, 429, 503),
                     },
                 }
@@ -265,17 +254,7 @@ def document() -> dict[str, Any]:
                     "summary": "Opted-out numbers, a page at a time.",
                     "parameters": [CURSOR],
                     "responses": {
-                        "200": _json(
-                            {
-                                "type": "object",
-                                "required": ["opt_outs", "next_cursor"],
-                                "properties": {
-                                    "opt_outs": {"type": "array", "items": {"type": "string"}},
-                                    "next_cursor": {"type": ["string", "null"]},
-                                },
-                            },
-                            "One page; next_cursor is null on the last.",
-                        ),
+                        "200": _page("opt_outs", {"type": "string"}),
                         **_errors(400, 401, 429, 503),
                     },
                 }
