@@ -92,6 +92,12 @@ def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
+ACCEPTED = {
+    **_json({"$ref": "#/components/schemas/Accepted"}, "Job accepted."),
+    "headers": {"Location": {"schema": {"type": "string"}, "required": True}},
+}
+
+
 def document() -> dict[str, Any]:
     recipients = {
         "type": "object",
@@ -150,12 +156,7 @@ def document() -> dict[str, Any]:
                         },
                     },
                     "responses": {
-                        "202": {
-                            **_json({"$ref": "#/components/schemas/Accepted"}, "Job accepted."),
-                            "headers": {
-                                "Location": {"schema": {"type": "string"}, "required": True}
-                            },
-                        },
+                        "202": ACCEPTED,
                         **_errors(400, 401, 409, 413, 415, 422, 429, 503),
                     },
                 },
@@ -174,14 +175,7 @@ def document() -> dict[str, Any]:
                     "operationId": "getJob",
                     "summary": "A job's state and counts (read from counters: cost independent "
                     "of the job's size).",
-                    "parameters": [
-                        {
-                            "name": "job_id",
-                            "in": "path",
-                            "required": True,
-                            "schema": {"type": "string"},
-                        }
-                    ],
+                    "parameters": [JOB_ID],
                     "responses": {
                         "200": _json({"$ref": "#/components/schemas/JobStatus"}, "The job."),
                         **_errors(401, 404, 429, 503),
@@ -213,12 +207,7 @@ def document() -> dict[str, Any]:
                     "went undelivered for a network error or a temporary unavailability.",
                     "parameters": [JOB_ID],
                     "responses": {
-                        "202": {
-                            **_json({"$ref": "#/components/schemas/Accepted"}, "Job accepted."),
-                            "headers": {
-                                "Location": {"schema": {"type": "string"}, "required": True}
-                            },
-                        },
+                        "202": ACCEPTED,
                         **_errors(401, 404, 409, 410, 413, 422, 429, 503),
                     },
                 }

@@ -152,11 +152,9 @@ def test_jobs_retry_opt_out_and_delete_from_the_command_line(stack: Stack) -> No
     job_id = sent.stdout.split("job ", 1)[1].split(":", 1)[0]
     stack.wait_for(job_id, lambda d: d["state"] == "completed")
     assert job_id in run("jobs", "--state", "completed").stdout
+    # Every message undelivered, two codes in three retryable: some surely are.
+    assert any(m["error_code"] in ("20", "80") for m in stack.sandbox.messages)
     retried = run("retry", job_id)
-    retryable = sum(1 for m in stack.sandbox.messages if m["error_code"] in ("20", "80"))
-    if retryable:
-        assert retried.returncode == 0 and "queued" in retried.stdout
-    else:
-        assert retried.returncode == 1 and "nothing_to_retry" in retried.stderr
+    assert retried.returncode == 0 and "queued" in retried.stdout
     assert "erased" in run("delete", job_id).stdout
     assert run("opt-out", numbers[0], "--undo").stdout.strip().endswith("opted back in")
