@@ -1,7 +1,7 @@
 """Per-recipient reports: who got the message and who did not, paged as JSON or streamed as CSV.
 
-A job's recipients live in one hash per batch (at most 1000 fields), so a page reads a batch
-at a time; the cursor is ``<batch>.<offset>`` into the batch's numbers in sorted order. The CSV
+A job's recipients live in one string per batch (at most 1000 records, sorted by number), so a
+page reads a batch at a time; the cursor is ``<batch>.<offset>`` into the batch's records. The CSV
 streams batch after batch and never holds more than one in memory.
 """
 
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bulksms.errors import ApiError
-from bulksms.store import BY_CODE, JobStore, Status, decode_recipient
+from bulksms.store import JobStore, Recipient, Status
 
 COLUMNS = ("number", "message_uuid", "status", "error_code", "error", "updated_at")
 MAX_BATCHES_PER_PAGE = 50  # a filtered page stops after this many batches, with a cursor
@@ -57,15 +57,10 @@ class Cursor:
         return f"{self.batch}.{self.offset}"
 
 
-def row(number: str, record: str) -> dict[str, Any]:
-    """One recipient, decoded, with its error in words."""
-    decoded: dict[str, Any] = decode_recipient(number, record)
-    error = decoded["error_code"]
-    return {**decoded, "error": ERRORS.get(error, error) if error else None}
-
-
-def _status(record: str) -> str:
-    return BY_CODE[record[0]].value
+def row(recipient: Recipient) -> dict[str, Any]:
+    """One recipient, with its error in words."""
+    error = recipient.error_code
+    return {**recipient.as_dict(), "error": ERRORS.get(error, error) if error else None}
 
 
 def page(
@@ -74,11 +69,10 @@ def page(
     found: list[dict[str, Any]] = []
     batch, offset, scanned = cursor.batch, cursor.offset, 0
     while batch < batches and len(found) < limit and scanned < MAX_BATCHES_PER_PAGE:
-        records = sorted(store.recipients_of(job_id, batch).items())
+        records = store.batch_recipients(job_id, batch)
         for index in range(offset, len(records)):
-            number, record = records[index]
-            if status is None or _status(record) == status.value:
-                found.append(row(number, record))
+            if status is None or records[index].status is status:
+                found.append(row(records[index]))
                 if len(found) == limit:
                     return found, _after(batch, index + 1, len(records), batches)
         batch, offset, scanned = batch + 1, 0, scanned + 1
@@ -91,17 +85,16 @@ def _after(batch: int, offset: int, size: int, batches: int) -> Cursor | None:
     return Cursor(batch + 1, 0) if batch + 1 < batches else None
 
 
-RETRYABLE_STATUSES = {Status.FAILED.value, Status.UNDELIVERED.value}
+RETRYABLE_STATUSES = {Status.FAILED, Status.UNDELIVERED}
 RETRYABLE_ERRORS = {"20", "80"}  # network error; destination temporarily unavailable
 
 
 def retryable(store: JobStore, job_id: str, batches: int) -> Iterator[dict[str, Any]]:
     """Recipients whose final status a second attempt may change."""
     for batch in range(batches):
-        for number, record in store.recipients_of(job_id, batch).items():
-            found = row(number, record)
-            if found["status"] in RETRYABLE_STATUSES and found["error_code"] in RETRYABLE_ERRORS:
-                yield found
+        for recipient in store.batch_recipients(job_id, batch):
+            if recipient.status in RETRYABLE_STATUSES and recipient.error_code in RETRYABLE_ERRORS:
+                yield row(recipient)
 
 
 def csv_lines(store: JobStore, job_id: str, batches: int, status: Status | None) -> Iterator[str]:
@@ -109,9 +102,9 @@ def csv_lines(store: JobStore, job_id: str, batches: int, status: Status | None)
     writer = csv.DictWriter(out, COLUMNS, lineterminator="\n")
     writer.writeheader()
     for batch in range(batches):
-        for number, record in sorted(store.recipients_of(job_id, batch).items()):
-            if status is None or _status(record) == status.value:
-                writer.writerow(row(number, record))
+        for recipient in store.batch_recipients(job_id, batch):
+            if status is None or recipient.status is status:
+                writer.writerow(row(recipient))
         yield out.getvalue()
         out.seek(0)
         out.truncate()

@@ -1,31 +1,36 @@
 """The Lua scripts behind every state change of a job, each one atomic and one job only.
 
 Records (see `store` for the keys):
-  recipient   ``p`` while pending, else ``code|message_uuid|error_code|unix_time``
+  recipient   32 bytes in its batch's string, sorted by number (layout in `records`). Status 0
+              means "as the batch says": pending while the batch is, then queued, rejected
+              (batch_failed) or cancelled with the batch's outcome. A report, or Plivo refusing
+              the number, writes the recipient's own status, error and time.
   batch       ``pending|not_before|attempts``   waiting for a worker (not before `not_before`)
               ``sending|since|attempts``        a worker claimed it and is (or was) calling Plivo
               ``submitted|at|api_id``           Plivo accepted it
               ``failed|at|reason``              it will never be sent
               ``cancelled|at|cancelled``        the job was cancelled before it was sent
-  batch meta  ``e:<n>``  a delivery report arrived while the batch was not yet recorded as sent:
-                         evidence that Plivo has it
+  batch meta  ``e:<n>``  recipients a delivery report moved while the batch was not yet recorded
+                         as sent: evidence that Plivo has it (and not counted when it finishes)
               ``q:<n>``  when its task was last enqueued
 """
 
 PRELUDE = """
 local RANK = {p = 0, q = 1, s = 2, d = 3, u = 3, f = 3, r = 3, x = 3}
+local IMPLIED = {submitted = 'q', failed = 'r', cancelled = 'x'}  -- status 0, batch finished
+local SIZE = 32
 
--- Move one recipient forward; the job's per-status counters move with it.
-local function advance(job, recipients, number, code, uuid, err, now)
-  local cur = redis.call('HGET', recipients, number)
-  if not cur then return -1 end
-  local old = string.sub(cur, 1, 1)
-  if RANK[code] <= RANK[old] then return 0 end
-  if uuid == '' then uuid = string.match(cur, '^.|([^|]*)') or '' end
-  redis.call('HSET', recipients, number, code .. '|' .. uuid .. '|' .. err .. '|' .. now)
-  redis.call('HINCRBY', job, 'c:' .. old, -1)
-  redis.call('HINCRBY', job, 'c:' .. code, 1)
-  return 1
+-- The 0-based place of `number` (a Lua number) in a batch's sorted records, or nil.
+local function find(recipients, number)
+  local low, high = 0, redis.call('STRLEN', recipients) / SIZE - 1
+  while low <= high do
+    local middle = math.floor((low + high) / 2)
+    local at = struct.unpack('>I8', redis.call('GETRANGE', recipients, middle * SIZE,
+                                                middle * SIZE + 7))
+    if at == number then return middle end
+    if at < number then low = middle + 1 else high = middle - 1 end
+  end
+  return nil
 end
 
 local function split(record)
@@ -34,24 +39,28 @@ local function split(record)
   return out
 end
 
--- A batch is done: submitted or failed. Its recipients still pending become `code` (with
--- `err`); those in `refused` (Plivo's invalid_number) become rejected.
-local function finish(job, batches, recipients, n, now, outcome, detail, code, err, refused)
+-- A batch is done: submitted, failed or cancelled. Its recipients still pending take `code`
+-- (status 0 says so from now on); those in `refused` (Plivo's invalid_number) get `refused_tail`.
+local function finish(job, batches, recipients, n, now, outcome, detail, code, refused,
+                      refused_tail)
   redis.call('HSET', batches, n, outcome .. '|' .. now .. '|' .. detail)
   local left = redis.call('HINCRBY', job, 'b:pending', -1)
   redis.call('HINCRBY', job, 'b:' .. outcome, 1)
   redis.call('HSET', job, 'updated_at', now)
   if left == 0 then redis.call('HSET', job, 'sent_at', now) end
-  local all = redis.call('HGETALL', recipients)
-  for i = 1, #all, 2 do
-    if all[i + 1] == 'p' then
-      if refused[all[i]] then
-        advance(job, recipients, all[i], 'r', '', 'invalid_number', now)
-      else
-        advance(job, recipients, all[i], code, '', err, now)
-      end
+  local pending = redis.call('STRLEN', recipients) / SIZE
+    - tonumber(redis.call('HGET', batches, 'e:' .. n) or '0')
+  for _, number in ipairs(refused) do
+    local at = find(recipients, tonumber(number))
+    if at and redis.call('GETRANGE', recipients, at * SIZE + 24, at * SIZE + 24) == '\\0' then
+      redis.call('SETRANGE', recipients, at * SIZE + 24, refused_tail)
+      redis.call('HINCRBY', job, 'c:p', -1)
+      redis.call('HINCRBY', job, 'c:r', 1)
+      pending = pending - 1
     end
   end
+  redis.call('HINCRBY', job, 'c:p', -pending)
+  redis.call('HINCRBY', job, 'c:' .. code, pending)
 end
 """
 
@@ -66,11 +75,11 @@ local f = split(rec)
 if f[1] ~= 'pending' then return {f[1]} end
 local flags = redis.call('HMGET', KEYS[1], 'halted', 'cancelled', 'paused')
 if flags[1] then
-  finish(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2], 'failed', flags[1], 'r', 'batch_failed', {})
+  finish(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2], 'failed', flags[1], 'r', {}, '')
   return {'halted', flags[1]}
 end
 if flags[2] then
-  finish(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2], 'cancelled', 'cancelled', 'x', '', {})
+  finish(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2], 'cancelled', 'cancelled', 'x', {}, '')
   return {'cancelled'}
 end
 if flags[3] then return {'paused'} end
@@ -94,8 +103,9 @@ redis.call('HSET', KEYS[1], ARGV[1], 'pending|' .. ARGV[3] .. '|' .. attempt)
 return 1
 """
 
-# KEYS: job, batches, recipients. ARGV: batch, now, outcome, detail, code, err, attempt (or
-# '*'), then the refused numbers. 1 done, 0 already done, -1 superseded by another attempt.
+# KEYS: job, batches, recipients. ARGV: batch, now, outcome, detail, code, attempt (or '*'),
+# the refused numbers' tail (status, error, time), then the refused numbers (digits).
+# 1 done, 0 already done, -1 superseded by another attempt.
 FINISH = (
     PRELUDE
     + """
@@ -103,10 +113,10 @@ local rec = redis.call('HGET', KEYS[2], ARGV[1])
 if not rec then return 0 end
 local f = split(rec)
 if f[1] ~= 'pending' and f[1] ~= 'sending' then return 0 end
-if ARGV[7] ~= '*' and (f[1] ~= 'sending' or f[3] ~= ARGV[7]) then return -1 end
+if ARGV[6] ~= '*' and (f[1] ~= 'sending' or f[3] ~= ARGV[6]) then return -1 end
 local refused = {}
-for i = 8, #ARGV do refused[ARGV[i]] = true end
-finish(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], refused)
+for i = 8, #ARGV do refused[#refused + 1] = ARGV[i] end
+finish(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], refused, ARGV[7])
 return 1
 """
 )
@@ -124,7 +134,7 @@ local age = tonumber(ARGV[2]) - tonumber(f[2])
 if age < tonumber(ARGV[3]) then return 'in_flight' end
 if redis.call('HEXISTS', KEYS[2], 'e:' .. ARGV[1]) == 1 then
   finish(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2], 'submitted',
-         'inferred from delivery reports', 'q', '', {})
+         'inferred from delivery reports', 'q', {}, '')
   return 'submitted'
 end
 if age < tonumber(ARGV[4]) then return 'waiting' end
@@ -133,22 +143,35 @@ return 'resend'
 """
 )
 
-# KEYS: job, recipients, batches. ARGV: number, code, uuid, error code, now, batch, units,
-# amount. What Plivo billed is added once per recipient, with its first final status.
+# KEYS: job, recipients, batches. ARGV: number (digits), code, uuid (16 bytes, or '' to keep
+# what is there), tail (status, error, time), now, batch, units, amount.
+# 1 moved, 0 old news, -1 no such recipient. What Plivo billed is added once per recipient,
+# with its first final status.
 REPORT = (
     PRELUDE
     + """
-local cur = redis.call('HGET', KEYS[2], ARGV[1])
-if cur == 'p' then redis.call('HSETNX', KEYS[3], 'e:' .. ARGV[6], ARGV[5]) end
-local moved = advance(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5])
-if moved == 1 then
-  redis.call('HSET', KEYS[1], 'updated_at', ARGV[5])
-  if RANK[ARGV[2]] == 3 then
-    redis.call('HINCRBY', KEYS[1], 'billed_units', ARGV[7])
-    redis.call('HINCRBYFLOAT', KEYS[1], 'billed_amount', ARGV[8])
-  end
+local at = find(KEYS[2], tonumber(ARGV[1]))
+if not at then return -1 end
+local base = at * SIZE
+local own = redis.call('GETRANGE', KEYS[2], base + 24, base + 24)
+local old = own
+if own == '\\0' then
+  local batch = redis.call('HGET', KEYS[3], ARGV[6]) or ''
+  old = IMPLIED[string.match(batch, '^([^|]*)')] or 'p'
 end
-return moved
+if RANK[ARGV[2]] <= RANK[old] then return 0 end
+-- Pending until now: Plivo has the batch, whatever the worker recorded (or not) so far.
+if old == 'p' then redis.call('HINCRBY', KEYS[3], 'e:' .. ARGV[6], 1) end
+if ARGV[3] ~= '' then redis.call('SETRANGE', KEYS[2], base + 8, ARGV[3]) end
+redis.call('SETRANGE', KEYS[2], base + 24, ARGV[4])
+redis.call('HINCRBY', KEYS[1], 'c:' .. old, -1)
+redis.call('HINCRBY', KEYS[1], 'c:' .. ARGV[2], 1)
+redis.call('HSET', KEYS[1], 'updated_at', ARGV[5])
+if RANK[ARGV[2]] == 3 then
+  redis.call('HINCRBY', KEYS[1], 'billed_units', ARGV[7])
+  redis.call('HINCRBYFLOAT', KEYS[1], 'billed_amount', ARGV[8])
+end
+return 1
 """
 )
 

@@ -3,26 +3,27 @@
 Every change of a recipient's status and the job's per-status counter moves in one Lua script,
 so the counters always equal the statuses, and the status endpoint reads counters only.
 
-A recipient's record is ``code|message_uuid|error_code|unix_time`` (just ``p`` while pending),
-keyed by its number in its batch's hash. Reports name the job, the batch (in the callback URL)
-and the number (`To`), so a report finds its record even when it arrives before the worker has
-written what Plivo answered. Statuses only move forward: pending < queued < sent < final, and
-the first final status (delivered, undelivered, failed, rejected) stays.
+A batch's recipients are one string of fixed 32-byte records sorted by number (`records`).
+Reports name the job, the batch (in the callback URL) and the number (`To`), so a report finds
+its record even when it arrives before the worker has written what Plivo answered. Statuses
+only move forward: pending < queued < sent < final, and the first final status (delivered,
+undelivered, failed, rejected) stays.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from dataclasses import fields as dataclass_fields
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 import redis
+from redis.client import Pipeline
 
-from bulksms import keys, scripts
+from bulksms import keys, records, scripts
 
 
 class Status(StrEnum):
@@ -108,6 +109,19 @@ class BatchWork:
 SENDING_FIELDS = [f.name for f in dataclass_fields(Sending)]
 
 
+class Report(NamedTuple):
+    """A delivery report, as far as the store cares."""
+
+    job_id: str
+    batch: int
+    number: str  # E.164, '+' optional
+    status: Status
+    uuid: str = ""
+    error_code: str = ""
+    units: int = 0
+    amount: float = 0.0
+
+
 @dataclass(frozen=True)
 class Claim:
     """What `claim_batch` decided: `go` (send now, as attempt `attempt`) or why not."""
@@ -163,14 +177,8 @@ class JobStore:
         batches_key = keys.batches(job.job_id)
         for batch in range(job.batch_count):
             start = batch * job.batch_size
-            key = keys.recipients(job.job_id, batch)
-            pipe.hset(
-                key,
-                mapping=dict.fromkeys(
-                    (n[1:] for n in job.recipients[start : start + job.batch_size]), "p"
-                ),
-            )
-            pipe.expire(key, self.retention)
+            chunk = job.recipients[start : start + job.batch_size]
+            pipe.set(keys.recipients(job.job_id, batch), records.pack_new(chunk), ex=self.retention)
         pipe.hset(batches_key, mapping=cast(dict[Any, Any], batches))
         pipe.expire(batches_key, self.retention)
         pipe.hset(job_key, mapping=cast(dict[Any, Any], fields))
@@ -202,10 +210,10 @@ class JobStore:
     def batch_work(self, job_id: str, batch: int) -> BatchWork:
         pipe = self.redis.pipeline(transaction=False)
         pipe.hmget(keys.job(job_id), SENDING_FIELDS)
-        pipe.hkeys(keys.recipients(job_id, batch))
-        (message, src, powerpack, expiry), numbers = pipe.execute()
+        _get_bytes(pipe, keys.recipients(job_id, batch))
+        (message, src, powerpack, expiry), blob = pipe.execute()
         sending = Sending(message, src, powerpack, int(expiry) if expiry else None)
-        return BatchWork(sending=sending, numbers=[f"+{n}" for n in numbers])
+        return BatchWork(sending=sending, numbers=records.numbers_of(blob or b""))
 
     def batch_submitted(
         self, job_id: str, batch: int, attempt: int, api_id: str, refused: Sequence[str]
@@ -215,14 +223,14 @@ class JobStore:
         1 recorded, 0 already recorded, -1 another attempt owns the batch now.
         """
         return self._finish_batch(
-            job_id, batch, BatchState.SUBMITTED, api_id, Status.QUEUED, "", str(attempt), refused
+            job_id, batch, BatchState.SUBMITTED, api_id, Status.QUEUED, str(attempt), refused
         )
 
     def batch_failed(self, job_id: str, batch: int, attempt: int | None, reason: str) -> int:
         """The batch will never be sent: its recipients are counted as rejected."""
         owner = "*" if attempt is None else str(attempt)
         return self._finish_batch(
-            job_id, batch, BatchState.FAILED, reason, Status.REJECTED, "batch_failed", owner, ()
+            job_id, batch, BatchState.FAILED, reason, Status.REJECTED, owner, ()
         )
 
     def halt(self, job_id: str, reason: str) -> None:
@@ -253,23 +261,23 @@ class JobStore:
         outcome: BatchState,
         detail: str,
         code: Status,
-        error: str,
         owner: str,
         refused_numbers: Sequence[str],
     ) -> int:
-        refused = [_field(n) for n in refused_numbers]
+        now = _now()
+        refused = [records.number_key(n) for n in refused_numbers]
         return int(
             self._finish(
                 keys=self._batch_keys(job_id, batch),
                 args=[
                     batch,
-                    _now(),
+                    now,
                     outcome.value,
                     detail.replace("|", "/"),
                     CODES[code],
-                    error,
                     owner,
-                    *refused,
+                    records.tail(CODES[Status.REJECTED], "invalid_number", int(float(now))),
+                    *(n for n in refused if n),
                 ],
             )
         )
@@ -279,33 +287,40 @@ class JobStore:
         return [keys.job(job_id), keys.batches(job_id), keys.recipients(job_id, batch)]
 
     # -- delivery reports ---------------------------------------------------------------------
-    def record_report(
-        self,
-        job_id: str,
-        batch: int,
-        number: str,
-        status: Status,
-        uuid: str,
-        error_code: str,
-        units: int = 0,
-        amount: float = 0.0,
-    ) -> int:
+    def record_report(self, report: Report) -> int:
         """1 when the status moved, 0 when it was old news, -1 for an unknown recipient."""
-        return int(
-            self._report(
-                keys=[keys.job(job_id), keys.recipients(job_id, batch), keys.batches(job_id)],
-                args=[
-                    _field(number),
-                    CODES[status],
-                    uuid.replace("|", ""),
-                    error_code.replace("|", ""),
-                    _now(),
-                    batch,
-                    units,
-                    f"{amount:.5f}",
-                ],
-            )
-        )
+        found = self._report_call(report)
+        return -1 if found is None else int(self._report(keys=found[0], args=found[1]))
+
+    def record_reports(self, reports: Iterable[Report]) -> list[int]:
+        """Many reports in one pipeline (each still its own atomic script)."""
+        pipe = self.redis.pipeline(transaction=False)
+        known = []
+        for report in reports:
+            found = self._report_call(report)
+            known.append(found is not None)
+            if found is not None:
+                self._report(keys=found[0], args=found[1], client=pipe)
+        answers = iter(pipe.execute())
+        return [int(next(answers)) if k else -1 for k in known]
+
+    @staticmethod
+    def _report_call(report: Report) -> tuple[list[str], list[Any]] | None:
+        number = records.number_key(report.number)
+        if not number:
+            return None
+        now = time.time()
+        job_id, batch, code = report.job_id, report.batch, CODES[report.status]
+        return [keys.job(job_id), keys.recipients(job_id, batch), keys.batches(job_id)], [
+            number,
+            code,
+            records.encode_uuid(report.uuid),
+            records.tail(code, report.error_code, int(now)),
+            f"{now:.3f}",
+            batch,
+            report.units,
+            f"{report.amount:.5f}",
+        ]
 
     # -- the sweep's view ---------------------------------------------------------------------
     def active_jobs(self) -> list[str]:
@@ -380,28 +395,69 @@ class JobStore:
         fields = cast(dict[str, str], self.redis.hgetall(keys.job(job_id)))
         return fields or None
 
-    def recipient(self, job_id: str, batch: int, number: str) -> dict[str, str | None] | None:
+    def recipient(self, job_id: str, batch: int, number: str) -> Recipient | None:
         """One recipient's record, decoded."""
-        raw = cast(str | None, self.redis.hget(keys.recipients(job_id, batch), _field(number)))
-        return None if raw is None else decode_recipient(_field(number), raw)
+        blob, state = self._batch_blob(job_id, batch)
+        found = records.find(blob, number)
+        return None if found is None else Recipient.of(found, state)
 
-    def recipients_of(self, job_id: str, batch: int) -> dict[str, str]:
-        """Every recipient record of one batch (at most BATCH_SIZE), keyed by number field."""
-        return cast(dict[str, str], self.redis.hgetall(keys.recipients(job_id, batch)))
+    def batch_recipients(self, job_id: str, batch: int) -> list[Recipient]:
+        """Every recipient of one batch (at most BATCH_SIZE), in number order."""
+        blob, state = self._batch_blob(job_id, batch)
+        return [Recipient.of(r, state) for r in records.unpack(blob)]
+
+    def _batch_blob(self, job_id: str, batch: int) -> tuple[bytes, str]:
+        pipe = self.redis.pipeline(transaction=False)
+        _get_bytes(pipe, keys.recipients(job_id, batch))
+        pipe.hget(keys.batches(job_id), str(batch))
+        blob, state = pipe.execute()
+        return blob or b"", state or ""
 
 
-def decode_recipient(field: str, record: str) -> dict[str, str | None]:
-    """A recipient record (see `scripts`) as the per-recipient report shows it."""
-    code, _, rest = record.partition("|")
-    uuid, _, rest = rest.partition("|")
-    error, _, when = rest.partition("|")
-    return {
-        "number": f"+{field}",
-        "message_uuid": uuid or None,
-        "status": BY_CODE[code].value,
-        "error_code": error or None,
-        "updated_at": rfc3339(when) if when else None,
-    }
+@dataclass(frozen=True)
+class Recipient:
+    """One recipient as the per-recipient report shows it."""
+
+    number: str
+    message_uuid: str | None
+    status: Status
+    error_code: str | None
+    updated_at: str | None
+
+    @classmethod
+    def of(cls, record: records.Record, batch_state: str) -> Recipient:
+        """A record whose status is 0 takes it (and its error and time) from its batch."""
+        if record.code:
+            status, error, when = BY_CODE[record.code], record.error, record.updated
+        else:
+            outcome, _, rest = batch_state.partition("|")
+            at = rest.partition("|")[0]
+            status = IMPLIED.get(outcome, Status.PENDING)
+            error = "batch_failed" if status is Status.REJECTED else None
+            when = int(float(at)) if status is not Status.PENDING and at else 0
+        return cls(
+            record.number,
+            record.uuid,
+            status,
+            error,
+            rfc3339(str(when)) if when else None,
+        )
+
+    def as_dict(self) -> dict[str, str | None]:
+        return {
+            "number": self.number,
+            "message_uuid": self.message_uuid,
+            "status": self.status.value,
+            "error_code": self.error_code,
+            "updated_at": self.updated_at,
+        }
+
+
+IMPLIED = {
+    BatchState.SUBMITTED.value: Status.QUEUED,
+    BatchState.FAILED.value: Status.REJECTED,
+    BatchState.CANCELLED.value: Status.CANCELLED,
+}
 
 
 def derive_state(fields: dict[str, str]) -> JobState:
@@ -464,6 +520,6 @@ def _now() -> str:
     return f"{time.time():.3f}"
 
 
-def _field(number: str) -> str:
-    """A recipient's hash field: its digits, without '+'."""
-    return number.lstrip("+").strip()
+def _get_bytes(pipe: Pipeline, key: str) -> None:
+    """Queue a GET whose answer stays bytes (a batch's records) on a decoding client."""
+    pipe.execute_command("GET", key, NEVER_DECODE=True)  # type: ignore[no-untyped-call]

@@ -16,7 +16,7 @@ from bulksms import keys, metrics, signature, suppression
 from bulksms.errors import ApiError
 from bulksms.extensions import redis_client, settings, store
 from bulksms.ratelimit import count_bad_signature
-from bulksms.store import Status
+from bulksms.store import Report, Status
 
 log = logging.getLogger(__name__)
 T = TypeVar("T", int, float)
@@ -81,14 +81,16 @@ def delivery_report() -> Response:
         metrics.REPORTS.labels(status if status in TRACKED else "other", "ignored").inc()
         return Response(status=204)
     moved = store().record_report(
-        job_id,
-        int(batch),
-        number,
-        Status(status),
-        uuid=form.get("MessageUUID", ""),
-        error_code=form.get("ErrorCode", ""),
-        units=_number(form.get("Units"), int, 1000),
-        amount=_number(form.get("TotalAmount"), float, 1000.0),
+        Report(
+            job_id,
+            int(batch),
+            number,
+            Status(status),
+            uuid=form.get("MessageUUID", ""),
+            error_code=form.get("ErrorCode", ""),
+            units=_number(form.get("Units"), int, 1000),
+            amount=_number(form.get("TotalAmount"), float, 1000.0),
+        )
     )
     if moved < 0:
         log.info("delivery report for an unknown recipient of job %s", job_id)

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import random
 import time
+import uuid
 from collections import Counter
 
 import redis
 
-from bulksms.store import CODES, Claim, JobStore, NewJob, Sending, Status, derive_state
+from bulksms.store import CODES, Claim, JobStore, NewJob, Report, Sending, Status, derive_state
 
 NUMBERS = ["+14155550100", "+14155550101", "+14155550102"]
+UUID = "6f1c2a1e-8b7d-4c55-9a0e-3f2b1d4c5e6f"
 
 
 def make(rdb: redis.Redis, numbers: list[str] = NUMBERS, batch_size: int = 2) -> JobStore:
@@ -31,7 +34,7 @@ def true_counts(store: JobStore, numbers: list[str], batch_size: int = 2) -> dic
     for i, n in enumerate(numbers):
         record = store.recipient("j1", i // batch_size, n)
         assert record
-        found[record["status"]] += 1
+        found[record.status.value] += 1
     return dict(found)
 
 
@@ -83,7 +86,7 @@ def test_an_unknown_outcome_is_settled_by_evidence(rdb: redis.Redis) -> None:
     store.claim_batch("j1", 0)
     assert store.resolve_batch("j1", 0, in_flight_seconds=60, grace_seconds=120) == "in_flight"
     # A report for one of the batch's numbers: Plivo has the batch.
-    store.record_report("j1", 0, "+14155550100", Status.SENT, "u-1", "")
+    store.record_report(Report("j1", 0, "+14155550100", Status.SENT, "u-1", ""))
     assert store.resolve_batch("j1", 0, in_flight_seconds=0, grace_seconds=120) == "submitted"
     assert counts(store) == {"pending": 1, "queued": 1, "sent": 1}
 
@@ -108,11 +111,11 @@ def test_submission_queues_and_rejects_what_plivo_refused(rdb: redis.Redis) -> N
 def test_a_report_before_the_submission_is_recorded_and_not_undone(rdb: redis.Redis) -> None:
     store = make(rdb)
     store.claim_batch("j1", 0)
-    assert store.record_report("j1", 0, "14155550100", Status.DELIVERED, "u-0", "") == 1
+    assert store.record_report(Report("j1", 0, "14155550100", Status.DELIVERED, UUID, "")) == 1
     store.batch_submitted("j1", 0, 1, "api-1", [])
     assert counts(store) == {"pending": 1, "queued": 1, "delivered": 1}
     record = store.recipient("j1", 0, "+14155550100")
-    assert record and (record["status"], record["message_uuid"]) == ("delivered", "u-0")
+    assert record and (record.status, record.message_uuid) == (Status.DELIVERED, UUID)
 
 
 def test_repeated_and_older_reports_change_nothing(rdb: redis.Redis) -> None:
@@ -120,11 +123,12 @@ def test_repeated_and_older_reports_change_nothing(rdb: redis.Redis) -> None:
     store.batch_failed("j1", 1, None, "not this one")
     store.claim_batch("j1", 0)
     store.batch_submitted("j1", 0, 1, "api", [])
-    assert store.record_report("j1", 0, "+14155550100", Status.SENT, "u", "") == 1
-    assert store.record_report("j1", 0, "+14155550100", Status.UNDELIVERED, "u", "80") == 1
+    assert store.record_report(Report("j1", 0, "+14155550100", Status.SENT, "u", "")) == 1
+    assert store.record_report(Report("j1", 0, "+14155550100", Status.UNDELIVERED, "u", "80")) == 1
     for status in (Status.UNDELIVERED, Status.SENT, Status.QUEUED, Status.DELIVERED):
-        assert store.record_report("j1", 0, "+14155550100", status, "u", "") == 0
-    assert store.recipient("j1", 0, "+14155550100")["error_code"] == "80"  # type: ignore[index]
+        assert store.record_report(Report("j1", 0, "+14155550100", status, "u", "")) == 0
+    record = store.recipient("j1", 0, "+14155550100")
+    assert record and record.error_code == "80"
     assert (
         counts(store)
         == true_counts(store, NUMBERS)
@@ -134,8 +138,8 @@ def test_repeated_and_older_reports_change_nothing(rdb: redis.Redis) -> None:
 
 def test_unknown_recipients_and_jobs_are_not_counted(rdb: redis.Redis) -> None:
     store = make(rdb)
-    assert store.record_report("j1", 0, "+19999999999", Status.DELIVERED, "u", "") == -1
-    assert store.record_report("j2", 0, "+14155550100", Status.DELIVERED, "u", "") == -1
+    assert store.record_report(Report("j1", 0, "+19999999999", Status.DELIVERED, "u", "")) == -1
+    assert store.record_report(Report("j2", 0, "+14155550100", Status.DELIVERED, "u", "")) == -1
     assert counts(store) == {"pending": 3}
 
 
@@ -156,7 +160,7 @@ def test_the_job_completes_when_every_recipient_is_final(rdb: redis.Redis) -> No
     fields = store.job_fields("j1")
     assert fields and derive_state(fields).value == "sent"
     for i, n in enumerate(NUMBERS):
-        store.record_report("j1", i // 2, n, Status.DELIVERED, f"u{i}", "")
+        store.record_report(Report("j1", i // 2, n, Status.DELIVERED, f"u{i}", ""))
     fields = store.job_fields("j1")
     assert fields and derive_state(fields).value == "completed"
     assert counts(store) == {"delivered": 3}
@@ -169,3 +173,40 @@ def test_a_batch_carries_how_plivo_is_to_send_it(rdb: redis.Redis) -> None:
     work = store.batch_work("j2", 0)
     assert work.sending == sending
     assert work.numbers == NUMBERS
+
+
+def test_every_number_of_a_full_batch_is_found_by_its_report(rdb: redis.Redis) -> None:
+    rng = random.Random(5)
+    numbers = list({f"+44{rng.randrange(7_000_000_000, 8_000_000_000)}" for _ in range(1000)})
+    store = make(rdb, numbers, batch_size=1000)
+    store.claim_batch("j1", 0)
+    store.batch_submitted("j1", 0, 1, "api", numbers[:3])  # Plivo refused three
+    for n in numbers:
+        store.record_report(Report("j1", 0, n, Status.DELIVERED, str(uuid.uuid4()), "000"))
+    assert counts(store) == true_counts(store, numbers, 1000) == {"delivered": 997, "rejected": 3}
+    assert {r.number for r in store.batch_recipients("j1", 0)} == set(numbers)
+
+
+def test_a_recipient_shows_its_batch_outcome_until_it_has_its_own(rdb: redis.Redis) -> None:
+    store = make(rdb)
+    store.claim_batch("j1", 0)
+    store.batch_submitted("j1", 0, 1, "api", ["+14155550101"])
+    store.batch_failed("j1", 1, None, "Plivo said no")
+    store.record_report(Report("j1", 0, "+14155550100", Status.UNDELIVERED, UUID, "080"))
+    shown = {r.number: r for b in (0, 1) for r in store.batch_recipients("j1", b)}
+    assert shown["+14155550100"].as_dict() == {
+        "number": "+14155550100",
+        "message_uuid": UUID,
+        "status": "undelivered",
+        "error_code": "080",
+        "updated_at": shown["+14155550100"].updated_at,
+    }
+    assert (shown["+14155550101"].status, shown["+14155550101"].error_code) == (
+        Status.REJECTED,
+        "invalid_number",
+    )
+    assert (shown["+14155550102"].status, shown["+14155550102"].error_code) == (
+        Status.REJECTED,
+        "batch_failed",
+    )
+    assert all(r.updated_at for r in shown.values())
