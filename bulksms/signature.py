@@ -1,10 +1,11 @@
 """Plivo request signatures, computed exactly as Plivo's SDK computes them.
 
 V3 (`X-Plivo-Signature-V3`, `-Ma-V3`, `-V3-Nonce`): HMAC-SHA256 over the URL, its sorted query,
-the sorted POST parameters and the nonce; the SDK's `construct_post_url` and `get_signature_v3`
-build the string, so our verdict is the SDK's `validate_v3_signature` verdict, compared in
-constant time. V2 (`X-Plivo-Signature-V2`, `-V2-Nonce`): HMAC-SHA256 over the URL without its
-query plus the nonce. It signs no parameter, so a V2 report is only as good as its nonce.
+the sorted POST parameters and the nonce. `v3_base` builds the string the way the SDK's
+`construct_post_url` does, quirks included (tests/test_signature.py holds it to the SDK's
+output on arbitrary input), in a tenth of the time: every delivery report pays for it. V2
+(`X-Plivo-Signature-V2`, `-V2-Nonce`): HMAC-SHA256 over the URL without its query plus the
+nonce. It signs no parameter, so a V2 report is only as good as its nonce.
 """
 
 from __future__ import annotations
@@ -14,9 +15,8 @@ import hashlib
 import hmac
 from collections.abc import Mapping
 from enum import Enum
-from urllib.parse import urlsplit, urlunsplit
-
-from plivo.utils.signature_v3 import construct_post_url, get_signature_v3
+from typing import Protocol
+from urllib.parse import parse_qs, urlparse, urlsplit, urlunparse, urlunsplit
 
 V3 = "X-Plivo-Signature-V3"
 MA_V3 = "X-Plivo-Signature-Ma-V3"
@@ -27,6 +27,12 @@ V2_NONCE = "X-Plivo-Signature-V2-Nonce"
 Params = Mapping[str, str | list[str]]
 
 
+class Headers(Protocol):
+    """A request's headers: a dict, or Werkzeug's case-insensitive Headers."""
+
+    def get(self, key: str) -> str | None: ...
+
+
 class Verdict(Enum):
     VALID_V3 = "v3"
     VALID_V2 = "v2"  # valid, but the caller must still take its nonce only once
@@ -34,10 +40,30 @@ class Verdict(Enum):
     INVALID = "invalid"
 
 
+def v3_base(url: str, params: Params) -> str:
+    """The SDK's `construct_post_url(url, params)`, decoded."""
+    parts = urlparse(url)
+    base = urlunparse((parts.scheme, parts.netloc, parts.path, "", "", ""))
+    query = parse_qs(parts.query, keep_blank_values=True)
+    joined = "&".join(f"{key}={value}" for key in sorted(query) for value in sorted(query[key]))
+    if not joined.isascii():  # the SDK fails on these (it parses the query as ASCII bytes)
+        raise ValueError("a V3 signature cannot cover a query that is not ASCII")
+    if params:
+        base = f"{base}?{joined}." if joined else f"{base}?"
+    elif joined:
+        base = f"{base}?{joined}"
+    body = "".join(f"{key}{value}" for key in sorted(params) for value in _values(params[key]))
+    return base + body
+
+
+def _values(value: str | list[str]) -> list[str]:
+    return sorted(value) if isinstance(value, list) else [value]
+
+
 def sign_v3(url: str, params: Params, nonce: str, key: str) -> str:
-    base = construct_post_url(url, dict(params)).decode("utf-8")
-    signature: bytes = get_signature_v3(key.encode(), base, nonce.encode())
-    return signature.decode()
+    # (the SDK reads the nonce's UTF-8 bytes as characters too)
+    message = f"{v3_base(url, params)}.{nonce.encode().decode('latin-1')}".encode()
+    return base64.b64encode(hmac.digest(key.encode(), message, "sha256")).decode()
 
 
 def sign_v2(url: str, nonce: str, key: str) -> str:
@@ -47,9 +73,7 @@ def sign_v2(url: str, nonce: str, key: str) -> str:
     return base64.b64encode(digest).decode()
 
 
-def verify(
-    url: str, params: Params, headers: Mapping[str, str], key: str | None, accept_v2: bool
-) -> Verdict:
+def verify(url: str, params: Params, headers: Headers, key: str | None, accept_v2: bool) -> Verdict:
     """Judge a POST from Plivo. V3 whenever present; V2 only if allowed and V3 is absent."""
     v3_nonce = headers.get(V3_NONCE)
     v3_values = [headers.get(V3), headers.get(MA_V3)]
@@ -57,7 +81,10 @@ def verify(
         # No downgrade: once V3 headers are present, only a valid V3 signature will do.
         if not key or not v3_nonce:
             return Verdict.INVALID
-        expected = sign_v3(url, params, v3_nonce, key)
+        try:
+            expected = sign_v3(url, params, v3_nonce, key)
+        except ValueError:  # (UnicodeError included: a lone surrogate cannot be signed)
+            return Verdict.INVALID
         for value in v3_values:
             for candidate in (value or "").split(","):
                 if hmac.compare_digest(candidate.strip().encode(), expected.encode()):
