@@ -28,6 +28,7 @@ _context: ContextVar[dict[str, object]] = ContextVar("bulksms_log_context", defa
 # A phone number: '+' and digits, or a bare run of 10-15 digits, standing alone.
 _NUMBER = re.compile(r"(?<![0-9A-Za-z])(\+\d{4,11}|\d{6,11})(\d{4})(?![0-9A-Za-z])")
 _HANDLER_NAME = "bulksms"
+REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")  # a caller's X-Request-ID we take as it is
 
 
 def mask_numbers(text: str) -> str:

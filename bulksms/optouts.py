@@ -88,9 +88,9 @@ def remove(number: str) -> Response:
 @inbound.post("/plivo/inbound")
 def inbound_message() -> Response:
     """Plivo's inbound SMS: STOP words opt the sender out, START words back in."""
-    verify_plivo()
-    word = " ".join(request.form.get("Text", "").split()).upper()
-    sender = request.form.get("From", "").strip()
+    form = verify_plivo()
+    word = " ".join(form.get("Text", "").split()).upper()
+    sender = form.get("From", "").strip()
     if sender and word in STOP_WORDS | START_WORDS:
         e164 = numbers.normalise("+" + sender.lstrip("+"), None)[0]
         if e164:

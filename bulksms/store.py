@@ -319,7 +319,7 @@ class JobStore:
             f"{now:.3f}",
             batch,
             report.units,
-            f"{report.amount:.5f}",
+            round(report.amount * 100_000),
         ]
 
     # -- the sweep's view ---------------------------------------------------------------------
@@ -506,7 +506,7 @@ def status_document(job_id: str, fields: dict[str, str]) -> dict[str, Any]:
         **({"retry_of": fields["retry_of"]} if "retry_of" in fields else {}),
         "billed": {
             "units": int(fields.get("billed_units", 0)),
-            "amount": round(float(fields.get("billed_amount", 0)), 5),
+            "amount": int(fields.get("billed_amount_e5", 0)) / 100_000,
         },
     }
 

@@ -8,15 +8,18 @@ not know, a status we do not track) is acknowledged too: a retry would not make 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import TypeVar
+from urllib.parse import parse_qs
 
+import redis
 from flask import Blueprint, Response, request
 
 from bulksms import keys, metrics, signature, suppression
 from bulksms.errors import ApiError
 from bulksms.extensions import redis_client, settings, store
 from bulksms.ratelimit import count_bad_signature
-from bulksms.store import Report, Status
+from bulksms.store import JobStore, Report, Status
 
 log = logging.getLogger(__name__)
 T = TypeVar("T", int, float)
@@ -36,13 +39,25 @@ def _public_url() -> str:
     return f"{base}?{query}" if query else base
 
 
-def verify_plivo() -> None:
-    """Refuse (403, or 429 past the limit) any request without a valid Plivo signature."""
+def _posted() -> dict[str, list[str]]:
+    """The POSTed parameters. Plivo posts a urlencoded form: parsed straight from the body, it
+    costs a fifth of Werkzeug's form parser (with the same UTF-8 decoding, errors replaced)."""
+    if request.mimetype == "application/x-www-form-urlencoded":
+        return parse_qs(request.get_data(as_text=True), keep_blank_values=True)
+    return request.form.to_dict(flat=False)
+
+
+def verify_plivo() -> dict[str, str]:
+    """Refuse (403, or 429 past the limit) any request without a valid Plivo signature.
+
+    Returns the signed parameters, the first value of each.
+    """
     s = settings()
+    posted = _posted()
     verdict = signature.verify(
         _public_url(),
-        request.form.to_dict(flat=False),
-        dict(request.headers),
+        posted,
+        request.headers,
         s.webhook_key,
         s.plivo_accept_v2_signatures,
     )
@@ -58,6 +73,7 @@ def verify_plivo() -> None:
         if not redis_client().set(keys.v2_nonce(nonce), 1, nx=True, ex=V2_NONCE_SECONDS):
             metrics.SIGNATURE_FAILURES.labels("replayed").inc()
             raise ApiError(403, "signature_replayed", "This V2 signature nonce was already used.")
+    return {name: values[0] for name, values in posted.items()}
 
 
 def _number(raw: str | None, kind: type[T], most: T) -> T:
@@ -71,16 +87,24 @@ def _number(raw: str | None, kind: type[T], most: T) -> T:
 
 @bp.post("/plivo/delivery-report")
 def delivery_report() -> Response:
-    verify_plivo()
-    form = request.form
-    job_id, batch = request.args.get("job", ""), request.args.get("batch", "")
+    form = verify_plivo()
+    record(
+        store(), redis_client(), request.args.get("job", ""), request.args.get("batch", ""), form
+    )
+    return Response(status=204)
+
+
+def record(
+    jobs: JobStore, client: redis.Redis, job_id: str, batch: str, form: Mapping[str, str]
+) -> str:
+    """Record one report whose signature is verified; returns what became of it."""
     status = form.get("Status", "").strip().lower()
     number = form.get("To", "").strip()
-    if not (job_id and batch.isdigit() and number and status in TRACKED):
+    if not (job_id and batch.isascii() and batch.isdigit() and number and status in TRACKED):
         log.info("delivery report ignored: job=%r batch=%r status=%r", job_id, batch, status)
         metrics.REPORTS.labels(status if status in TRACKED else "other", "ignored").inc()
-        return Response(status=204)
-    moved = store().record_report(
+        return "ignored"
+    moved = jobs.record_report(
         Report(
             job_id,
             int(batch),
@@ -95,6 +119,6 @@ def delivery_report() -> Response:
     if moved < 0:
         log.info("delivery report for an unknown recipient of job %s", job_id)
     if form.get("ErrorCode", "").strip() == suppression.BLOCKED_BY_STOP:
-        suppression.opt_out(redis_client(), number)
+        suppression.opt_out(client, number)
     metrics.REPORTS.labels(status, RESULTS[moved]).inc()
-    return Response(status=204)
+    return RESULTS[moved]

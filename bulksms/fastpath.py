@@ -1,0 +1,113 @@
+"""The delivery-report webhook's common case, served in front of Flask.
+
+Plivo posts one report per message and status: three million posts for a million-recipient job,
+as fast as Plivo sends them. Flask's per-request machinery (request context, hooks, the rate
+limiter's bookkeeping) costs more than the report's own work, so this WSGI middleware takes the
+common case itself: a urlencoded POST to the report URL with a valid V3 signature is recorded
+through the same `webhooks.record` and answered 204, with the same headers as any answer.
+
+Everything else goes on to the Flask blueprint, which handles it in full: no or a bad signature
+(403, counted, 429 past the limit), V2, another content type, a body without a length or too
+large, and Redis failing (503). Recording a report twice changes nothing (old news to the
+store's script), so handing a report on after a failed attempt is safe.
+"""
+
+from __future__ import annotations
+
+import io
+import uuid
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs
+
+import redis
+
+from bulksms import logs, signature, webhooks
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
+    from flask import Flask
+
+PATH = "/api/webhooks/plivo/delivery-report"
+MAX_BODY = 64 * 1024  # a report is a few hundred bytes
+FORM = "application/x-www-form-urlencoded"
+HEADERS = {"V3": "HTTP_X_PLIVO_SIGNATURE_V3", "MA": "HTTP_X_PLIVO_SIGNATURE_MA_V3"}
+
+
+class DeliveryReports:
+    def __init__(self, app: Flask, following: WSGIApplication) -> None:
+        settings = app.config["SETTINGS"]
+        self.following = following
+        self.key: str | None = settings.webhook_key
+        self.url = f"{settings.api_base_url}{PATH}"
+        self.store = app.extensions["bulksms.store"]
+        self.redis: redis.Redis = app.extensions["bulksms.redis"]
+
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        answered = self._take(environ)
+        if answered is None:
+            return self.following(environ, start_response)
+        start_response(
+            "204 No Content",
+            [
+                ("X-Request-ID", answered),
+                ("X-Content-Type-Options", "nosniff"),
+                ("Cache-Control", "no-store"),
+            ],
+        )
+        return []
+
+    def _take(self, environ: WSGIEnvironment) -> str | None:
+        """Record a common-case report: its request id; None to leave it to Flask."""
+        nonce = environ.get("HTTP_X_PLIVO_SIGNATURE_V3_NONCE")
+        length = environ.get("CONTENT_LENGTH") or ""
+        if (
+            environ.get("PATH_INFO") != PATH
+            or environ.get("REQUEST_METHOD") != "POST"
+            or nonce is None
+            or not self.key
+            or not (length.isdigit() and int(length) <= MAX_BODY)
+            or environ.get("CONTENT_TYPE", "").partition(";")[0].strip().lower() != FORM
+        ):
+            return None
+        body = environ["wsgi.input"].read(int(length))
+        environ["wsgi.input"] = io.BytesIO(body)  # for Flask, should it come to that
+        # WSGI hands the query over as latin-1; Flask's view reads it as UTF-8.
+        query = environ.get("QUERY_STRING", "").encode("latin-1").decode("utf-8", "replace")
+        posted = parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True)
+        headers = {
+            signature.V3: environ.get(HEADERS["V3"]),
+            signature.MA_V3: environ.get(HEADERS["MA"]),
+            signature.V3_NONCE: nonce,
+        }
+        url = f"{self.url}?{query}" if query else self.url
+        if (
+            signature.verify(url, posted, headers, self.key, False)
+            is not signature.Verdict.VALID_V3
+        ):
+            return None
+        args = parse_qs(query)
+        request_id = _request_id(environ)
+        token = logs.bind(request_id=request_id)
+        try:
+            webhooks.record(
+                self.store,
+                self.redis,
+                _first(args, "job"),
+                _first(args, "batch"),
+                {name: values[0] for name, values in posted.items()},
+            )
+        except redis.RedisError:
+            return None  # Flask tries once more and answers 503 if Redis is still away
+        finally:
+            logs.unbind(token)
+        return request_id
+
+
+def _first(args: dict[str, list[str]], name: str) -> str:
+    return args.get(name, [""])[0]
+
+
+def _request_id(environ: dict[str, Any]) -> str:
+    given = environ.get("HTTP_X_REQUEST_ID", "")
+    return given if logs.REQUEST_ID.fullmatch(given) else uuid.uuid4().hex

@@ -1,0 +1,94 @@
+"""The delivery reports' fast path: it takes the common case and leaves everything else to the
+Flask view, which answers exactly as before (tests/test_webhook.py goes through both)."""
+
+from __future__ import annotations
+
+import io
+from dataclasses import replace
+from typing import Any
+from urllib.parse import urlencode
+
+import redis
+from flask import Flask
+from flask.testing import FlaskClient
+
+from bulksms import create_app, fastpath, signature
+from bulksms.config import Settings
+from bulksms.embedded import free_port
+from tests.test_webhook import PATH, counts, params, report, submit
+
+
+def environ(settings: Settings, job_id: str, form: dict[str, str], **change: Any) -> dict[str, Any]:
+    query = f"job={job_id}&batch=0"
+    public = f"{settings.api_base_url}{PATH}?{query}"
+    body = urlencode(form).encode()
+    found = {
+        "REQUEST_METHOD": "POST",
+        "PATH_INFO": PATH,
+        "QUERY_STRING": query,
+        "CONTENT_TYPE": "application/x-www-form-urlencoded",
+        "CONTENT_LENGTH": str(len(body)),
+        "HTTP_X_PLIVO_SIGNATURE_V3": signature.sign_v3(
+            public, form, "77", settings.plivo_auth_token or ""
+        ),
+        "HTTP_X_PLIVO_SIGNATURE_V3_NONCE": "77",
+        "wsgi.input": io.BytesIO(body),
+    }
+    return {k: v for k, v in {**found, **change}.items() if v is not None}
+
+
+def test_a_valid_report_is_taken_and_recorded(
+    app: Flask, client: FlaskClient, settings: Settings
+) -> None:
+    job_id = submit(client, ["+14155550100"])
+    taken = fastpath.DeliveryReports(app, app.wsgi_app)._take(
+        environ(settings, job_id, params("delivered"), HTTP_X_REQUEST_ID="abc-1")
+    )
+    assert taken == "abc-1"
+    assert counts(client, job_id) == {"delivered": 1}
+
+
+def test_anything_else_is_left_to_flask_untouched(
+    app: Flask, client: FlaskClient, settings: Settings
+) -> None:
+    job_id = submit(client, ["+14155550100"])
+    path = fastpath.DeliveryReports(app, app.wsgi_app)
+    good = params("delivered")
+    for change in (
+        {"HTTP_X_PLIVO_SIGNATURE_V3": "forged"},
+        {"HTTP_X_PLIVO_SIGNATURE_V3_NONCE": None},  # no V3: V2, or nothing
+        {"CONTENT_TYPE": "multipart/form-data; boundary=x"},
+        {"CONTENT_LENGTH": None},
+        {"CONTENT_LENGTH": str(fastpath.MAX_BODY + 1)},
+        {"REQUEST_METHOD": "GET"},
+        {"PATH_INFO": PATH + "/"},
+    ):
+        env = environ(settings, job_id, good, **change)
+        assert path._take(env) is None, change
+        if "CONTENT_LENGTH" in env and change.get("CONTENT_TYPE") is None:
+            assert env["wsgi.input"].read() == urlencode(good).encode()  # still there for Flask
+    assert counts(client, job_id) == {"pending": 1}
+
+
+def test_redis_failing_is_left_to_flask_which_answers_503(
+    settings: Settings, rdb: redis.Redis
+) -> None:
+    down = create_app(replace(settings, redis_url=f"redis://127.0.0.1:{free_port()}/0"))
+    assert (
+        fastpath.DeliveryReports(down, down.wsgi_app)._take(
+            environ(settings, "f" * 32, params("delivered"))
+        )
+        is None
+    )
+    answer = report(down.test_client(), settings, "f" * 32, params("delivered"))
+    assert answer.status_code == 503
+
+
+def test_the_fast_answer_carries_the_usual_headers(client: FlaskClient, settings: Settings) -> None:
+    job_id = submit(client, ["+14155550100"])
+    answer = report(client, settings, job_id, params("sent"))
+    assert answer.status_code == 204
+    assert answer.headers["X-Content-Type-Options"] == "nosniff"
+    assert answer.headers["Cache-Control"] == "no-store"
+    assert len(answer.headers["X-Request-ID"]) == 32
+    assert counts(client, job_id) == {"sent": 1}
