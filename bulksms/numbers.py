@@ -61,18 +61,21 @@ _LENGTH_REASONS = {
 #     in which the number is valid; the number is then valid only in the chosen region.
 # tests/test_numbers.py checks the verdicts against phonenumbers on a large random sample.
 
-_FAST_INPUT = re.compile(r"\+[1-9]\d{2,19}")
+_FAST_INPUT = re.compile(r"\+[1-9]\d{2,19}", re.ASCII)
+# A number is valid when its general pattern and any one type's pattern match: phonenumbers
+# tries the types in another order, but only to name the type. The common types come first, so
+# most numbers match on the first alternative (a third of the time a number takes).
 _TYPES = (
-    "premium_rate",
+    "mobile",
+    "fixed_line",
     "toll_free",
+    "premium_rate",
     "shared_cost",
     "voip",
     "personal_number",
     "pager",
     "uan",
     "voicemail",
-    "fixed_line",
-    "mobile",
 )
 
 
@@ -131,8 +134,13 @@ def _plans() -> dict[str, _Plan]:
                     earlier.append(metadata.leading_digits)
                 branches.append(f"(?P<R_{region}>{guard}{_valid_in(metadata)})")
         prefix = main.national_prefix_for_parsing
+        # The inputs that take the slow path are refused by the same expression, so that the
+        # common case is one match: checked again only when it fails (`fast_verdict`).
+        not_slow = f"(?!0)(?!{prefix})" if prefix else "(?!0)"
         plans[str(code)] = _Plan(
-            re.compile(prefix) if prefix else None, re.compile("|".join(branches))
+            re.compile(prefix) if prefix else None,
+            # ASCII: a match is then "+" and ASCII digits only, as E.164 is.
+            re.compile(f"{not_slow}(?:{'|'.join(branches)})", re.ASCII),
         )
     return plans
 
@@ -141,7 +149,7 @@ def fast_verdict(raw: str) -> str | Literal[False] | None:
     """phonenumbers' verdict on a "+digits" string: the number's region when it is valid (and
     `raw` is then its E.164 form), False when it is not, None when this input needs phonenumbers
     itself."""
-    if not _FAST_INPUT.fullmatch(raw):
+    if raw[:1] != "+":
         return None
     plans = _plans()
     for size in (1, 2, 3):
@@ -151,14 +159,17 @@ def fast_verdict(raw: str) -> str | Literal[False] | None:
     else:
         return None
     start = 1 + size
+    found = plan.valid.fullmatch(raw, start)
+    if found is not None:
+        return (found.lastgroup or "R_ZZ")[2:]
+    # No match: invalid, unless the input is one phonenumbers must judge itself.
+    if not _FAST_INPUT.fullmatch(raw):
+        return None
     if raw[start : start + 1] in ("", "0") or (
         plan.national_prefix and plan.national_prefix.match(raw, start)
     ):
         return None
-    found = plan.valid.fullmatch(raw, start)
-    if found is None:
-        return False
-    return (found.lastgroup or "R_ZZ")[2:]
+    return False
 
 
 def prepare() -> None:

@@ -86,7 +86,7 @@ def _empty_records(count: int) -> struct.Struct:
 
 def pack_new(numbers: Sequence[str]) -> bytes:
     """A new batch: its numbers sorted, every record pending (status 0)."""
-    return _empty_records(len(numbers)).pack(*sorted(int(n[1:]) for n in numbers))
+    return _empty_records(len(numbers)).pack(*sorted(map(int, numbers)))  # (int() takes '+')
 
 
 def tail(code: str, error: str, when: int) -> bytes:

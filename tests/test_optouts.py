@@ -4,10 +4,11 @@
 from __future__ import annotations
 
 import pytest
+import redis
 import requests
 from flask.testing import FlaskClient
 
-from bulksms import signature
+from bulksms import keys, signature, suppression
 from tests.conftest import API_KEY, Stack
 from tests.numbers_gen import us_numbers
 
@@ -74,3 +75,12 @@ def test_a_report_blocked_by_stop_opts_the_number_out(stack: Stack) -> None:
     refused = stack.submit({"recipients": [number], "message": "no"})
     assert refused.status_code == 422
     assert refused.json()["details"]["recipients"]["suppressed"] == 1
+
+
+def test_suppression_finds_the_same_numbers_whichever_side_is_smaller(rdb: redis.Redis) -> None:
+    rdb.sadd(keys.OPT_OUTS, "14155550100", "14155550101", "14155550102")
+    few = ["+14155550101", "+14155550199"]  # fewer candidates than opt-outs: looked up
+    many = [f"+1415555{n:04d}" for n in range(90, 110)]  # more: the opt-out set read whole
+    assert suppression.suppressed(rdb, few) == {"+14155550101"}
+    assert suppression.suppressed(rdb, many) == {"+14155550100", "+14155550101", "+14155550102"}
+    assert suppression.suppressed(rdb, []) == set()
