@@ -14,7 +14,7 @@ from bulksms.errors import ApiError
 from bulksms.extensions import redis_client, settings, store
 from bulksms.ratelimit import limiter, read_limit, submit_limit
 from bulksms.store import JobState, NewJob, Status, derive_state, status_document
-from bulksms.tasks import enqueue
+from bulksms.tasks import enqueue, start
 
 bp = Blueprint("api", __name__, url_prefix="/api/bulk-sms")
 
@@ -86,9 +86,8 @@ def _make_job(
         slot.remember(answer)
     metrics.JOBS_CREATED.inc()
     metrics.RECIPIENTS_ACCEPTED.inc(len(new_job.recipients))
-    # If enqueueing fails now, the job is stored and the sweep enqueues its batches later.
     if sub.send_at is None:
-        enqueue(job_id, range(new_job.batch_count))
+        start(job_id, new_job.batch_count)
     return answer
 
 

@@ -36,9 +36,34 @@ def notify(self: Any, job_id: str) -> str:
     return "notified"
 
 
+@shared_task(name="bulksms.fan_out")
+def fan_out(job_id: str) -> str:
+    """Enqueue a new job's batches: a worker's second, not the submit request's (`start`)."""
+    pending = store().pending_batches(job_id)
+    enqueue(job_id, pending)
+    return f"enqueued {len(pending)} batches"
+
+
+def start(job_id: str, batches: int) -> None:
+    """Set a new job going. Its 1000 tasks cost a million-recipient submit a second, so a big
+    job's are enqueued by one `fan_out` task instead; a small job's right away. If this fails,
+    the job is stored and the sweep enqueues its batches."""
+    if batches <= FAN_OUT_ABOVE:
+        enqueue(job_id, range(batches))
+    else:
+        fan_out.apply_async((job_id,), queue=_queue(job_id))
+
+
+FAN_OUT_ABOVE = 20  # batches
+
+
+def _queue(job_id: str) -> str:
+    return URGENT_QUEUE if store().is_urgent(job_id) else QUEUE
+
+
 def enqueue(job_id: str, batches: Iterable[int]) -> None:
     """One `send_batch` task per batch, over one broker connection, on the job's queue."""
-    queue = URGENT_QUEUE if store().is_urgent(job_id) else QUEUE
+    queue = _queue(job_id)
     with send_batch.app.producer_or_acquire() as producer:
         for batch in batches:
             send_batch.apply_async((job_id, batch), producer=producer, queue=queue)

@@ -146,3 +146,18 @@ def test_powerpack_and_expiry_reach_plivo(stack: Stack) -> None:
     assert [(m["src"], m["powerpack_uuid"], m["message_expiry"]) for m in sent] == [
         ("", powerpack, 600)
     ] * 2
+
+
+def test_a_big_job_is_fanned_out_by_a_worker_and_sent_once(stack: Stack) -> None:
+    stack.sandbox.faults.reports = False  # 25 batches: their reports are not what this is about
+    numbers = us_numbers(25_000)
+    answer = stack.submit({"recipients": numbers, "message": "fan out"})
+    assert answer.status_code == 202, answer.text
+    assert answer.json()["batches"] == 25
+    job_id = answer.json()["job_id"]
+    doc = stack.wait_for(job_id, lambda d: d["state"] == "sent", seconds=90)
+    assert doc["batches"]["submitted"] == 25
+    stack.wait_until_quiet()
+    sent = stack.sandbox.messages
+    assert len({m["api_id"] for m in sent}) == 25
+    assert sorted(m["dst"] for m in sent) == sorted(numbers)
