@@ -14,13 +14,16 @@ store's script), so handing a report on after a failed attempt is safe.
 
 from __future__ import annotations
 
+import functools
 import io
-import uuid
+import os
+import threading
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import parse_qs
 
 import redis
+from redis.connection import Connection
 
 from bulksms import logs, signature, webhooks
 
@@ -42,6 +45,7 @@ class DeliveryReports:
         self.url = f"{settings.api_base_url}{PATH}"
         self.store = app.extensions["bulksms.store"]
         self.redis: redis.Redis = app.extensions["bulksms.redis"]
+        self.local = threading.local()  # each thread keeps one connection to Redis
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         answered = self._take(environ)
@@ -86,28 +90,43 @@ class DeliveryReports:
             is not signature.Verdict.VALID_V3
         ):
             return None
-        args = parse_qs(query)
+        job_id, batch = _job_and_batch(query)
         request_id = _request_id(environ)
         token = logs.bind(request_id=request_id)
+        connection = self._connection()
         try:
             webhooks.record(
                 self.store,
                 self.redis,
-                _first(args, "job"),
-                _first(args, "batch"),
+                job_id,
+                batch,
                 {name: values[0] for name, values in posted.items()},
+                connection,
             )
         except redis.RedisError:
-            return None  # Flask tries once more and answers 503 if Redis is still away
+            # Flask tries once more (loading the script, if that was it) and answers 503 if
+            # Redis is still away. This connection may be in any state: start a new one.
+            connection.disconnect()  # type: ignore[no-untyped-call]
+            return None
         finally:
             logs.unbind(token)
         return request_id
 
+    def _connection(self) -> Connection:
+        found: Connection | None = getattr(self.local, "connection", None)
+        if found is None:
+            found = cast(Connection, self.redis.connection_pool.make_connection())
+            self.local.connection = found
+        return found
 
-def _first(args: dict[str, list[str]], name: str) -> str:
-    return args.get(name, [""])[0]
+
+@functools.lru_cache(maxsize=4096)  # one query per batch, shared by its reports
+def _job_and_batch(query: str) -> tuple[str, str]:
+    """The first `job` and `batch` in the query, as Flask's `request.args.get` reads them."""
+    args = parse_qs(query)
+    return args.get("job", [""])[0], args.get("batch", [""])[0]
 
 
 def _request_id(environ: dict[str, Any]) -> str:
     given = environ.get("HTTP_X_REQUEST_ID", "")
-    return given if logs.REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+    return given if logs.REQUEST_ID.fullmatch(given) else os.urandom(16).hex()

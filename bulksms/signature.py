@@ -11,6 +11,7 @@ nonce. It signs no parameter, so a V2 report is only as good as its nonce.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 from collections.abc import Mapping
@@ -42,18 +43,21 @@ class Verdict(Enum):
 
 def v3_base(url: str, params: Params) -> str:
     """The SDK's `construct_post_url(url, params)`, decoded."""
+    body = "".join(f"{key}{value}" for key in sorted(params) for value in _values(params[key]))
+    return _url_part(url, bool(params)) + body
+
+
+@functools.lru_cache(maxsize=4096)  # a batch's reports share their URL: most are hits
+def _url_part(url: str, with_params: bool) -> str:
     parts = urlparse(url)
     base = urlunparse((parts.scheme, parts.netloc, parts.path, "", "", ""))
     query = parse_qs(parts.query, keep_blank_values=True)
     joined = "&".join(f"{key}={value}" for key in sorted(query) for value in sorted(query[key]))
     if not joined.isascii():  # the SDK fails on these (it parses the query as ASCII bytes)
         raise ValueError("a V3 signature cannot cover a query that is not ASCII")
-    if params:
-        base = f"{base}?{joined}." if joined else f"{base}?"
-    elif joined:
-        base = f"{base}?{joined}"
-    body = "".join(f"{key}{value}" for key in sorted(params) for value in _values(params[key]))
-    return base + body
+    if with_params:
+        return f"{base}?{joined}." if joined else f"{base}?"
+    return f"{base}?{joined}" if joined else base
 
 
 def _values(value: str | list[str]) -> list[str]:

@@ -14,6 +14,7 @@ from urllib.parse import parse_qs
 
 import redis
 from flask import Blueprint, Response, request
+from redis.connection import Connection
 
 from bulksms import keys, metrics, signature, suppression
 from bulksms.errors import ApiError
@@ -95,7 +96,12 @@ def delivery_report() -> Response:
 
 
 def record(
-    jobs: JobStore, client: redis.Redis, job_id: str, batch: str, form: Mapping[str, str]
+    jobs: JobStore,
+    client: redis.Redis,
+    job_id: str,
+    batch: str,
+    form: Mapping[str, str],
+    connection: Connection | None = None,
 ) -> str:
     """Record one report whose signature is verified; returns what became of it."""
     status = form.get("Status", "").strip().lower()
@@ -114,7 +120,8 @@ def record(
             error_code=form.get("ErrorCode", ""),
             units=_number(form.get("Units"), int, 1000),
             amount=_number(form.get("TotalAmount"), float, 1000.0),
-        )
+        ),
+        connection,
     )
     if moved < 0:
         log.info("delivery report for an unknown recipient of job %s", job_id)

@@ -92,3 +92,14 @@ def test_the_fast_answer_carries_the_usual_headers(client: FlaskClient, settings
     assert answer.headers["Cache-Control"] == "no-store"
     assert len(answer.headers["X-Request-ID"]) == 32
     assert counts(client, job_id) == {"sent": 1}
+
+
+def test_after_redis_forgets_its_scripts_the_fast_path_loads_them_again(
+    app: Flask, client: FlaskClient, settings: Settings, rdb: redis.Redis
+) -> None:
+    job_id = submit(client, ["+14155550100", "+14155550101"])
+    path = fastpath.DeliveryReports(app, app.wsgi_app)
+    assert path._take(environ(settings, job_id, params("sent"))) is not None
+    rdb.script_flush()  # as after a restart without persistence of scripts
+    assert path._take(environ(settings, job_id, params("sent", to="14155550101"))) is not None
+    assert counts(client, job_id) == {"sent": 2}
