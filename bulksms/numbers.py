@@ -108,6 +108,17 @@ class _Plan:
     national_prefix: re.Pattern[str] | None
     valid: re.Pattern[str]
 
+    @functools.cached_property
+    def lines(self) -> re.Pattern[str]:
+        """`valid` for a whole list at once: every line that is a valid number of this calling
+        code (capturing and named groups made plain, so that `findall` returns the lines)."""
+        text = self.valid.pattern.replace(r"\Z", "$")
+        text = re.sub(r"\(\?P<\w+>", "(?:", text)
+        text = re.sub(r"(?<!\\)\((?!\?)", "(?:", text)
+        return re.compile(rf"^\+{self.code}{text}$", re.ASCII | re.MULTILINE)
+
+    code: str = ""
+
 
 @functools.cache
 def _plans() -> dict[str, _Plan]:
@@ -141,6 +152,7 @@ def _plans() -> dict[str, _Plan]:
             re.compile(prefix) if prefix else None,
             # ASCII: a match is then "+" and ASCII digits only, as E.164 is.
             re.compile(f"{not_slow}(?:{'|'.join(branches)})", re.ASCII),
+            str(code),
         )
     _PLANS.update(plans)
     return plans
@@ -245,16 +257,18 @@ def sort_out(
     result = Recipients()
     seen: set[str] = set()
     slow: dict[str, tuple[str | None, str | None, str | None]] = {}
-    verdict_of, seen_add, accept = fast_verdict, seen.add, result.accepted.append
+    entries = list(entries)
+    valid = set() if allowed else _valid_in_bulk(entries)
+    seen_add, accept = seen.add, result.accepted.append
     for raw in entries:
-        verdict = verdict_of(raw)
-        if verdict and not allowed:  # the common case, first and short
+        if raw in valid:  # the common case, first and short
             if raw in seen:
                 result.duplicates += 1
             else:
                 seen_add(raw)
                 accept(raw)
             continue
+        verdict = fast_verdict(raw)
         if verdict is False:
             result.refuse(raw, functools.partial(_reason, raw, region), keep_invalid)
             continue
@@ -278,6 +292,29 @@ def sort_out(
             seen.add(e164)
             result.accepted.append(e164)
     return result
+
+
+BULK_FROM = 1000  # entries: below this, one match each costs less than finding the code
+
+
+def _valid_in_bulk(entries: list[str]) -> set[str]:
+    """The entries that are valid numbers of the list's most common calling code, found in one
+    pass of that code's expression over the whole list (a third of the cost of one match per
+    entry). Every other entry is judged on its own. An entry with a line break in it is never
+    a line of the text, so it is never in this set."""
+    if len(entries) < BULK_FROM:
+        return set()
+    plans = _PLANS or _plans()
+    codes: dict[str, int] = {}
+    for raw in entries[:: max(1, len(entries) // 100)]:
+        for size in (1, 2, 3):
+            if raw[1 : 1 + size] in plans:
+                codes[raw[1 : 1 + size]] = codes.get(raw[1 : 1 + size], 0) + 1
+                break
+    if not codes:
+        return set()
+    plan = plans[max(codes, key=codes.__getitem__)]
+    return set(plan.lines.findall("\n".join(entries)))
 
 
 def _reason(raw: str, region: str | None) -> str:

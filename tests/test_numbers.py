@@ -75,3 +75,28 @@ def test_the_fast_path_gives_phonenumbers_verdicts_on_a_large_random_sample() ->
     # The sample exercises both verdicts, and the fast path takes most of it.
     assert 0.2 < valid / len(sample) < 0.8
     assert fast_taken / len(sample) > 0.8
+
+
+def test_a_big_list_judged_in_bulk_gets_each_entrys_own_verdict() -> None:
+    """The bulk pass (a list's main calling code, one expression over all of it) must agree
+    with one verdict per entry, line breaks and all, in request order."""
+    mix = random_e164(30_000, seed=21)
+    listed = [n for n in mix if n.startswith("+1")] + mix[:3000]
+    listed += ["+1\n2015550100", "+12015550100\n", "+1201555\n0100", listed[0], " +12015550100"]
+    bulk = numbers.sort_out(listed, None)
+    one_by_one, seen = numbers.Recipients(), set()
+    for raw in listed:
+        e164, _ = numbers.normalise(raw, None)
+        if e164 is None:
+            one_by_one.invalid_count += 1
+        elif e164 in seen:
+            one_by_one.duplicates += 1
+        else:
+            seen.add(e164)
+            one_by_one.accepted.append(e164)
+    assert len(listed) >= numbers.BULK_FROM
+    assert bulk.accepted == one_by_one.accepted
+    assert (bulk.duplicates, bulk.invalid_count) == (
+        one_by_one.duplicates,
+        one_by_one.invalid_count,
+    )
