@@ -190,8 +190,9 @@ def fast_verdict(raw: str) -> str | Literal[False] | None:
 
 
 def prepare() -> None:
-    """Compile the fast path's expressions (about 0.2 s) ahead of the first request."""
-    _plans()
+    """Compile the fast path's expressions (about 0.25 s) ahead of the first request."""
+    for plan in _plans().values():
+        _ = plan.lines
 
 
 def is_known_region(region: str) -> bool:
