@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import io
+import logging
 import os
 import threading
 from collections.abc import Iterable
@@ -30,6 +31,8 @@ from bulksms import logs, signature, webhooks
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
     from flask import Flask
+
+log = logging.getLogger(__name__)
 
 PATH = "/api/webhooks/plivo/delivery-report"
 MAX_BODY = 64 * 1024  # a report is a few hundred bytes
@@ -103,10 +106,12 @@ class DeliveryReports:
                 {name: values[0] for name, values in posted.items()},
                 connection,
             )
-        except redis.RedisError:
-            # Flask tries once more (loading the script, if that was it) and answers 503 if
-            # Redis is still away. This connection may be in any state: start a new one.
+        except Exception as exc:
+            # Flask tries once more and answers as it does (503 if Redis is still away). This
+            # connection may be in any state: it starts afresh.
             connection.disconnect()  # type: ignore[no-untyped-call]
+            if not isinstance(exc, redis.RedisError):
+                log.exception("delivery report fast path failed; handing it to Flask")
             return None
         finally:
             logs.unbind(token)

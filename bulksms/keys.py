@@ -5,7 +5,7 @@ Cluster slot and each Lua script touches one job only.
 
     bulksms:{<job>}:job         hash   the job: request, counters (c:<status>, b:<state>), times
     bulksms:{<job>}:batches     hash   batch number -> batch state record
-    bulksms:{<job>}:r:<batch>   hash   number (E.164 without '+') -> recipient status record
+    bulksms:{<job>}:r:<batch>   string the batch's recipients: 32-byte records by number (`records`)
     bulksms:v2nonce:<nonce>     string a V2 signature nonce already taken (replay guard)
     bulksms:idem:<digest>       string an Idempotency-Key's request digest and its answer
     bulksms:active              zset   unfinished jobs, for the sweep

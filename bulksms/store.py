@@ -145,7 +145,8 @@ class JobStore:
 
     # -- submit -------------------------------------------------------------------------------
     def create(self, job: NewJob) -> None:
-        """Store a job, its batches and its recipients (all pending) in one pipeline."""
+        """Store a job, its batches and its recipients (all pending: status 0) in one
+        pipeline."""
         now = _now()
         fields: dict[str, str | int] = {
             **{k: v for k, v in asdict(job.sending).items() if v is not None},
@@ -171,9 +172,9 @@ class JobStore:
         for batch in range(job.batch_count):
             batches[str(batch)] = "pending|0|0"
             batches[f"q:{batch}"] = now
-        # Not a MULTI (which doubles Redis's work for a million fields): the job hash is
-        # written last, so a job is visible only once everything it points to exists; what
-        # an interrupted write leaves behind expires with the retention.
+        # Not a MULTI (Redis would queue a million recipients' 32 MB before running them):
+        # the job hash is written last, so a job is visible only once everything it points to
+        # exists; what an interrupted write leaves behind expires with the retention.
         pipe = self.redis.pipeline(transaction=False)
         job_key = keys.job(job.job_id)
         batches_key = keys.batches(job.job_id)
