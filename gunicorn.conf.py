@@ -7,9 +7,12 @@ from bulksms.multiproc import use_directory
 use_directory("web")  # several workers, one set of metrics (prometheus-client multiprocess)
 
 bind = os.environ.get("GUNICORN_BIND", "0.0.0.0:8000")
-workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
-worker_class = "gthread"  # requests wait on Redis, not the CPU: threads serve them cheaply
-threads = int(os.environ.get("GUNICORN_THREADS", "8"))
+# Processes for the CPU (gunicorn's own advice: two a core, plus one), threads to overlap the
+# waits on Redis. Measured on 2 cores (bench/): delivery reports went from 0.53 to 0.67 of a
+# bare endpoint's rate with 5 workers × 4 threads instead of 2 × 8.
+workers = int(os.environ.get("WEB_CONCURRENCY", str(2 * (os.cpu_count() or 1) + 1)))
+worker_class = "gthread"
+threads = int(os.environ.get("GUNICORN_THREADS", "4"))
 timeout = 60  # a million-recipient submit must fit
 keepalive = 5
 accesslog = "-"
