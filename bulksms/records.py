@@ -1,16 +1,19 @@
-"""A recipient's record: 32 bytes at a fixed place in its batch's string, sorted by number.
+"""A batch's recipients: one string of 32 bytes a recipient, its numbers sorted.
 
-A million recipients take 32 MB of strings (a hash of text records took about 90 bytes each),
-a submit writes each batch with one SET, and a report finds its recipient by binary search
-(the scripts in `scripts` read the same layout).
+A million recipients take 32 MB of strings (a hash of text records took about 90 bytes each);
+a report finds its recipient by binary search on the numbers (the scripts in `scripts` read
+the same layout). For a batch of n recipients:
 
-    offset size
-    0      8    number: its E.164 digits as a big-endian integer, so records sort by number
-    8      16   Plivo's message UUID (zeros until a delivery report names it)
-    24     1    status code (`store.CODES`); 0 while the batch's own outcome says it all
-    25     2    error code, big-endian (`encode_error`)
-    27     4    last update, unix seconds, big-endian (0 with status 0: the batch's time)
-    31     1    spare
+    offset        size
+    0             8n    the numbers: E.164 digits as big-endian integers, sorted
+    8n + 24i      16    recipient i's Plivo message UUID (zeros until a report names it)
+    8n + 24i + 16 1     its status code (`store.CODES`); 0 while the batch's outcome says it all
+    8n + 24i + 17 2     its error code, big-endian (`encode_error`)
+    8n + 24i + 19 4     its last update, unix seconds, big-endian (0 with status 0: the batch's)
+    8n + 24i + 23 1     spare
+
+A new batch is written whole, with one SET: grown by SETRANGE instead, Redis would allocate
+twice its size.
 """
 
 from __future__ import annotations
@@ -18,12 +21,11 @@ from __future__ import annotations
 import struct
 import uuid
 from collections.abc import Iterator, Sequence
-from functools import cache
 from typing import NamedTuple
 
 SIZE = 32
-RECORD = struct.Struct(">Q16scHIx")
-TAIL = struct.Struct(">cHI")  # status, error, time: bytes 24..30, what a report rewrites
+STATE = struct.Struct(">16scHIx")
+TAIL = struct.Struct(">cHI")  # status, error, time: what a report writes after the UUID
 NUMBER = struct.Struct(">Q")
 UNKNOWN_UUID = bytes(16)
 
@@ -79,14 +81,10 @@ def number_key(number: str) -> int:
     return int(digits) if digits.isascii() and digits.isdigit() and len(digits) <= 15 else 0
 
 
-@cache
-def _empty_records(count: int) -> struct.Struct:
-    return struct.Struct(">" + "Q24x" * count)
-
-
 def pack_new(numbers: Sequence[str]) -> bytes:
-    """A new batch: its numbers sorted, every record pending (status 0)."""
-    return _empty_records(len(numbers)).pack(*sorted(map(int, numbers)))  # (int() takes '+')
+    """A new batch: its numbers sorted, every recipient pending (state all zeros)."""
+    ints = sorted(map(int, numbers))  # (int() takes the '+')
+    return struct.pack(f">{len(ints)}Q{24 * len(ints)}x", *ints)
 
 
 def tail(code: str, error: str, when: int) -> bytes:
@@ -94,31 +92,38 @@ def tail(code: str, error: str, when: int) -> bytes:
 
 
 def numbers_of(blob: bytes) -> list[str]:
-    return [f"+{n}" for (n,) in struct.iter_unpack(">Q24x", blob)]
+    count = len(blob) // SIZE
+    return [f"+{n}" for n in struct.unpack_from(f">{count}Q", blob)]
 
 
 def unpack(blob: bytes) -> Iterator[Record]:
-    for number, raw_uuid, code, error, when in RECORD.iter_unpack(blob):
-        yield Record(
-            f"+{number}",
-            None if raw_uuid == UNKNOWN_UUID else str(uuid.UUID(bytes=raw_uuid)),
-            "" if code == b"\0" else code.decode(),
-            decode_error(error),
-            when,
-        )
+    count = len(blob) // SIZE
+    states = STATE.iter_unpack(memoryview(blob)[8 * count : SIZE * count])
+    for number, state in zip(struct.unpack_from(f">{count}Q", blob), states, strict=True):
+        yield _record(number, *state)
 
 
 def find(blob: bytes, number: str) -> Record | None:
     """Binary search, as the scripts do it."""
-    wanted = number_key(number)
-    low, high = 0, len(blob) // SIZE - 1
+    wanted, count = number_key(number), len(blob) // SIZE
+    low, high = 0, count - 1
     while low <= high:
         middle = (low + high) // 2
-        (found,) = NUMBER.unpack_from(blob, middle * SIZE)
+        (found,) = NUMBER.unpack_from(blob, middle * 8)
         if found == wanted:
-            return next(unpack(blob[middle * SIZE : (middle + 1) * SIZE]))
+            return _record(found, *STATE.unpack_from(blob, 8 * count + 24 * middle))
         if found < wanted:
             low = middle + 1
         else:
             high = middle - 1
     return None
+
+
+def _record(number: int, raw_uuid: bytes, code: bytes, error: int, when: int) -> Record:
+    return Record(
+        f"+{number}",
+        None if raw_uuid == UNKNOWN_UUID else str(uuid.UUID(bytes=raw_uuid)),
+        "" if code == b"\0" else code.decode(),
+        decode_error(error),
+        when,
+    )

@@ -1,7 +1,7 @@
 """The Lua scripts behind every state change of a job, each one atomic and one job only.
 
 Records (see `store` for the keys):
-  recipient   32 bytes in its batch's string, sorted by number (layout in `records`). Status 0
+  recipient   32 bytes of its batch's string, sorted by number (layout in `records`). Status 0
               means "as the batch says": pending while the batch is, then queued, rejected
               (batch_failed) or cancelled with the batch's outcome. A report, or Plivo refusing
               the number, writes the recipient's own status, error and time.
@@ -20,13 +20,13 @@ local RANK = {p = 0, q = 1, s = 2, d = 3, u = 3, f = 3, r = 3, x = 3}
 local IMPLIED = {submitted = 'q', failed = 'r', cancelled = 'x'}  -- status 0, batch finished
 local SIZE = 32
 
--- The 0-based place of `number` (a Lua number) in a batch's sorted records, or nil.
+-- The 0-based place of `number` (a Lua number) in a batch's sorted numbers, or nil.
 local function find(recipients, number)
   local low, high = 0, redis.call('STRLEN', recipients) / SIZE - 1
   while low <= high do
     local middle = math.floor((low + high) / 2)
-    local at = struct.unpack('>I8', redis.call('GETRANGE', recipients, middle * SIZE,
-                                                middle * SIZE + 7))
+    local at = struct.unpack('>I8', redis.call('GETRANGE', recipients, middle * 8,
+                                                middle * 8 + 7))
     if at == number then return middle end
     if at < number then low = middle + 1 else high = middle - 1 end
   end
@@ -48,12 +48,14 @@ local function finish(job, batches, recipients, n, now, outcome, detail, code, r
   redis.call('HINCRBY', job, 'b:' .. outcome, 1)
   redis.call('HSET', job, 'updated_at', now)
   if left == 0 then redis.call('HSET', job, 'sent_at', now) end
-  local pending = redis.call('STRLEN', recipients) / SIZE
+  local count = redis.call('STRLEN', recipients) / SIZE
+  local pending = count
     - tonumber(redis.call('HGET', batches, 'e:' .. n) or '0')
   for _, number in ipairs(refused) do
     local at = find(recipients, tonumber(number))
-    if at and redis.call('GETRANGE', recipients, at * SIZE + 24, at * SIZE + 24) == '\\0' then
-      redis.call('SETRANGE', recipients, at * SIZE + 24, refused_tail)
+    local status = at and count * 8 + at * 24 + 16  -- (its status byte: see `records`)
+    if at and redis.call('GETRANGE', recipients, status, status) == '\\0' then
+      redis.call('SETRANGE', recipients, status, refused_tail)
       redis.call('HINCRBY', job, 'c:p', -1)
       redis.call('HINCRBY', job, 'c:r', 1)
       pending = pending - 1
@@ -155,16 +157,17 @@ local SIZE = 32
 local all = redis.call('GET', KEYS[2])
 if not all then return -1 end
 local number = tonumber(ARGV[1])
-local low, high, at = 0, #all / SIZE - 1, nil
+local count = #all / SIZE
+local low, high, at = 0, count - 1, nil
 while low <= high do
   local middle = math.floor((low + high) / 2)
-  local found = struct.unpack('>I8', all, middle * SIZE + 1)
+  local found = struct.unpack('>I8', all, middle * 8 + 1)
   if found == number then at = middle break end
   if found < number then low = middle + 1 else high = middle - 1 end
 end
 if not at then return -1 end
-local base = at * SIZE
-local own = string.sub(all, base + 25, base + 25)
+local base = count * 8 + at * 24  -- its state: UUID, then status, error, time
+local own = string.sub(all, base + 17, base + 17)
 local old = own
 if own == '\\0' then
   local batch = redis.call('HGET', KEYS[3], ARGV[6]) or ''
@@ -174,9 +177,9 @@ if RANK[ARGV[2]] <= RANK[old] then return 0 end
 -- Pending until now: Plivo has the batch, whatever the worker recorded (or not) so far.
 if old == 'p' then redis.call('HINCRBY', KEYS[3], 'e:' .. ARGV[6], 1) end
 if ARGV[3] ~= '' then
-  redis.call('SETRANGE', KEYS[2], base + 8, ARGV[3] .. ARGV[4])
+  redis.call('SETRANGE', KEYS[2], base, ARGV[3] .. ARGV[4])
 else
-  redis.call('SETRANGE', KEYS[2], base + 24, ARGV[4])
+  redis.call('SETRANGE', KEYS[2], base + 16, ARGV[4])
 end
 redis.call('HINCRBY', KEYS[1], 'c:' .. old, -1)
 redis.call('HINCRBY', KEYS[1], 'c:' .. ARGV[2], 1)

@@ -210,3 +210,10 @@ def test_a_recipient_shows_its_batch_outcome_until_it_has_its_own(rdb: redis.Red
         "batch_failed",
     )
     assert all(r.updated_at for r in shown.values())
+
+
+def test_a_batch_takes_its_32_bytes_a_recipient_and_no_more(rdb: redis.Redis) -> None:
+    numbers = [f"+1415555{n:04d}" for n in range(1000)]
+    make(rdb, numbers, batch_size=1000)
+    assert rdb.strlen("bulksms:{j1}:r:0") == 32_000
+    assert rdb.memory_usage("bulksms:{j1}:r:0") <= 33_000  # not twice that (a grown string)
