@@ -100,3 +100,13 @@ def test_a_big_list_judged_in_bulk_gets_each_entrys_own_verdict() -> None:
         one_by_one.duplicates,
         one_by_one.invalid_count,
     )
+
+
+def test_a_line_break_cannot_make_a_list_look_all_valid() -> None:
+    """One entry splits into two valid lines, one entry is invalid: as many valid lines as
+    entries, yet neither of those two entries is valid."""
+    good = [f"+1201555{n:04d}" for n in range(2000)]
+    listed = [*good[:1998], f"{good[1998]}\n{good[1999]}", "not a number"]
+    result = numbers.sort_out(listed, None)
+    assert result.accepted == good[:1998]
+    assert result.invalid_count == 2
