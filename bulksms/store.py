@@ -3,7 +3,7 @@
 Every change of a recipient's status and the job's per-status counter moves in one Lua script,
 so the counters always equal the statuses, and the status endpoint reads counters only.
 
-A batch's recipients are one string of fixed 32-byte records sorted by number (`records`).
+A batch's recipients are one string, 32 bytes a recipient, sorted by number (`records`).
 Reports name the job, the batch (in the callback URL) and the number (`To`), so a report finds
 its record even when it arrives before the worker has written what Plivo answered. Statuses
 only move forward: pending < queued < sent < final, and the first final status (delivered,

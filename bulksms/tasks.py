@@ -44,6 +44,9 @@ def fan_out(job_id: str) -> str:
     return f"enqueued {len(pending)} batches"
 
 
+FAN_OUT_ABOVE = 20  # batches
+
+
 def start(job_id: str, batches: int) -> None:
     """Set a new job going. Its 1000 tasks cost a million-recipient submit a second, so a big
     job's are enqueued by one `fan_out` task instead; a small job's right away. If this fails,
@@ -52,9 +55,6 @@ def start(job_id: str, batches: int) -> None:
         enqueue(job_id, range(batches))
     else:
         fan_out.apply_async((job_id,), queue=_queue(job_id))
-
-
-FAN_OUT_ABOVE = 20  # batches
 
 
 def _queue(job_id: str) -> str:

@@ -217,3 +217,18 @@ def test_a_batch_takes_its_32_bytes_a_recipient_and_no_more(rdb: redis.Redis) ->
     make(rdb, numbers, batch_size=1000)
     assert rdb.strlen("bulksms:{j1}:r:0") == 32_000
     assert rdb.memory_usage("bulksms:{j1}:r:0") <= 33_000  # not twice that (a grown string)
+
+
+def test_many_reports_in_one_pipeline_answer_each_for_itself(rdb: redis.Redis) -> None:
+    store = make(rdb)
+    answers = store.record_reports(
+        [
+            Report("j1", 0, "+14155550100", Status.SENT, UUID),
+            Report("j1", 0, "+14155550100", Status.SENT, UUID),  # old news
+            Report("j1", 0, "+19999999999", Status.SENT),  # no such recipient
+            Report("j1", 0, "not a number", Status.SENT),
+            Report("j1", 1, "+14155550102", Status.DELIVERED),
+        ]
+    )
+    assert answers == [1, 0, -1, -1, 1]
+    assert counts(store) == true_counts(store, NUMBERS) == {"pending": 1, "sent": 1, "delivered": 1}
