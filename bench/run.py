@@ -32,7 +32,7 @@ import redis
 import requests
 
 from bench import load
-from bulksms import numbers, signature
+from bulksms import keys, numbers, signature
 from bulksms.embedded import free_port, start_redis, wait_for_port
 from bulksms.gateway import set_api_url
 from bulksms.sandbox import make_credentials
@@ -44,7 +44,7 @@ KEY = "bench-key-0123456789"
 AREAS = (201, 202, 212, 213, 305, 312, 415, 617, 646, 718, 917)
 MILLION = 1_000_000
 REPORT_PATH = "/api/webhooks/plivo/delivery-report"
-OPT_OUTS, OPTED_OUT = "bulksms:optouts", 1000
+OPTED_OUT = 1000
 LEAN = {"lean": True, "reports": False}  # the sandbox as the dispatch stage wants it
 
 Row = dict[str, Any]
@@ -185,7 +185,7 @@ class Stack:
         """An empty Redis, but for an opt-out list (a real one is never empty: a submit checks
         every recipient against it)."""
         self.redis.flushdb()
-        self.redis.sadd(OPT_OUTS, *(f"1999{n:07d}" for n in range(OPTED_OUT)))
+        self.redis.sadd(keys.OPT_OUTS, *(f"1999{n:07d}" for n in range(OPTED_OUT)))
 
     def settle(self) -> None:
         """Wait for Redis's background work (an AOF rewrite after a million writes) to end."""
@@ -371,7 +371,7 @@ def reports(stack: Stack, job_id: str, recipients: list[str]) -> Row:
     the median round is the figure (the machine's noise falls on both sides alike)."""
     rounds, seconds, connections = 5, 4.0, 16
     prepared = signed_reports(stack, job_id, recipients, 200_000)
-    before = int(stack.redis.hget(f"bulksms:{{{job_id}}}:job", "c:d") or 0)
+    before = int(stack.redis.hget(keys.job(job_id), "c:d") or 0)
     pairs: list[tuple[float, float]] = []
     acknowledged, offset = 0, 0
     for _ in range(rounds):
@@ -382,7 +382,7 @@ def reports(stack: Stack, job_id: str, recipients: list[str]) -> Row:
         acknowledged += result.statuses[204]
         pairs.append((result.per_second, floor.per_second))
     # Every acknowledged report is recorded: the job's delivered counter moved by as many.
-    recorded = int(stack.redis.hget(f"bulksms:{{{job_id}}}:job", "c:d") or 0) - before
+    recorded = int(stack.redis.hget(keys.job(job_id), "c:d") or 0) - before
     assert recorded == acknowledged, (recorded, acknowledged)
     rate, base_rate = sorted(pairs, key=lambda pair: pair[0] / pair[1])[len(pairs) // 2]
     return {

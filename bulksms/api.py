@@ -55,6 +55,7 @@ def _make_job(
         )
     submission.check_spend(sub, body, s)
     job_id = uuid.uuid4().hex
+    urgent = _urgent(body, len(sub.recipients.accepted))
     new_job = NewJob(
         job_id=job_id,
         sending=sub.sending,
@@ -67,7 +68,7 @@ def _make_job(
         extra={
             "encoding": sub.encoded.encoding,
             "segments_per_message": sub.encoded.segments,
-            **({"urgent": 1} if _urgent(body, len(sub.recipients.accepted)) else {}),
+            **({"urgent": 1} if urgent else {}),
             **({"callback_url": sub.callback_url} if sub.callback_url else {}),
             **(links or {}),
         },
@@ -87,7 +88,7 @@ def _make_job(
     metrics.JOBS_CREATED.inc()
     metrics.RECIPIENTS_ACCEPTED.inc(len(new_job.recipients))
     if sub.send_at is None:
-        start(job_id, new_job.batch_count)
+        start(job_id, new_job.batch_count, urgent)
     return answer
 
 

@@ -44,6 +44,23 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
+def gunicorn_command(app: str, bind: str) -> list[str]:
+    """gunicorn on one machine: two processes of eight threads (not gunicorn.conf.py's
+    production sizing, which takes every core)."""
+    return [
+        "gunicorn",
+        app,
+        "--bind",
+        bind,
+        "--workers",
+        "2",
+        "--worker-class",
+        "gthread",
+        "--threads",
+        "8",
+    ]
+
+
 def start_redis(port: int, data_dir: Path, log_file: Path | None = None) -> subprocess.Popen[bytes]:
     """A private Redis on 127.0.0.1:`port`, append-only, data in `data_dir`; waits until up."""
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -186,16 +203,7 @@ def up(host: str, port: int, flower_port: int, data_dir: Path) -> int:
         for role in ("web", "worker", "flower"):
             prepare(metrics / role)
         gunicorn = [
-            "gunicorn",
-            "bulksms.wsgi:app",
-            "--bind",
-            f"{host}:{port}",
-            "--workers",
-            "2",
-            "--worker-class",
-            "gthread",
-            "--threads",
-            "8",
+            *gunicorn_command("bulksms.wsgi:app", f"{host}:{port}"),
             "--access-logfile",
             "-",
         ]

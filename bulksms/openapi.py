@@ -88,6 +88,16 @@ def _errors(*statuses: int) -> dict[str, Any]:
     return {str(s): _error(s) for s in statuses}
 
 
+def _form(*fields: str) -> dict[str, Any]:
+    """A body Plivo posts: a urlencoded form of string fields."""
+    properties = {name: {"type": "string"} for name in fields}
+    schema = {"type": "object", "properties": properties}
+    return {
+        "required": False,
+        "content": {"application/x-www-form-urlencoded": {"schema": schema}},
+    }
+
+
 def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
@@ -282,20 +292,7 @@ def document() -> dict[str, Any]:
                     "operationId": "inboundMessage",
                     "summary": "Plivo's inbound SMS: STOP opts the sender out, START back in.",
                     "security": [],
-                    "requestBody": {
-                        "required": False,
-                        "content": {
-                            "application/x-www-form-urlencoded": {
-                                "schema": {
-                                    "type": "object",
-                                    "properties": {
-                                        k: {"type": "string"}
-                                        for k in ("From", "To", "Text", "MessageUUID")
-                                    },
-                                }
-                            }
-                        },
-                    },
+                    "requestBody": _form("From", "To", "Text", "MessageUUID"),
                     "responses": {
                         "204": {"description": "Taken."},
                         **_errors(403, 413, 429, 503),
@@ -321,31 +318,18 @@ def document() -> dict[str, Any]:
                             "schema": {"type": "string"},
                         },
                     ],
-                    "requestBody": {
-                        "required": False,
-                        "content": {
-                            "application/x-www-form-urlencoded": {
-                                "schema": {
-                                    "type": "object",
-                                    "properties": {
-                                        k: {"type": "string"}
-                                        for k in (
-                                            "MessageUUID",
-                                            "Status",
-                                            "To",
-                                            "From",
-                                            "ErrorCode",
-                                            "Units",
-                                            "TotalRate",
-                                            "TotalAmount",
-                                            "ParentMessageUUID",
-                                            "PartInfo",
-                                        )
-                                    },
-                                }
-                            }
-                        },
-                    },
+                    "requestBody": _form(
+                        "MessageUUID",
+                        "Status",
+                        "To",
+                        "From",
+                        "ErrorCode",
+                        "Units",
+                        "TotalRate",
+                        "TotalAmount",
+                        "ParentMessageUUID",
+                        "PartInfo",
+                    ),
                     "responses": {
                         "204": {"description": "Recorded (or not ours to record)."},
                         **_errors(403, 413, 429, 503),

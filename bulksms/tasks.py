@@ -47,23 +47,22 @@ def fan_out(job_id: str) -> str:
 FAN_OUT_ABOVE = 20  # batches
 
 
-def start(job_id: str, batches: int) -> None:
+def start(job_id: str, batches: int, urgent: bool) -> None:
     """Set a new job going. Its 1000 tasks cost a million-recipient submit a second, so a big
     job's are enqueued by one `fan_out` task instead; a small job's right away. If this fails,
     the job is stored and the sweep enqueues its batches."""
+    queue = URGENT_QUEUE if urgent else QUEUE
     if batches <= FAN_OUT_ABOVE:
-        enqueue(job_id, range(batches))
+        enqueue(job_id, range(batches), queue)
     else:
-        fan_out.apply_async((job_id,), queue=_queue(job_id))
+        fan_out.apply_async((job_id,), queue=queue)
 
 
-def _queue(job_id: str) -> str:
-    return URGENT_QUEUE if store().is_urgent(job_id) else QUEUE
-
-
-def enqueue(job_id: str, batches: Iterable[int]) -> None:
-    """One `send_batch` task per batch, over one broker connection, on the job's queue."""
-    queue = _queue(job_id)
+def enqueue(job_id: str, batches: Iterable[int], queue: str | None = None) -> None:
+    """One `send_batch` task per batch, over one broker connection, on the job's queue (read
+    from the job unless the caller knows it)."""
+    if queue is None:
+        queue = URGENT_QUEUE if store().is_urgent(job_id) else QUEUE
     with send_batch.app.producer_or_acquire() as producer:
         for batch in batches:
             send_batch.apply_async((job_id, batch), producer=producer, queue=queue)

@@ -22,7 +22,7 @@ from flask.testing import FlaskClient
 
 from bulksms import create_app
 from bulksms.config import Settings
-from bulksms.embedded import free_port, start_redis, wait_for_port
+from bulksms.embedded import free_port, gunicorn_command, start_redis, wait_for_port
 from bulksms.sandbox import Faults, Sandbox, make_credentials, serve
 
 API_KEY = "test-key-0123456789abcdef"
@@ -239,20 +239,7 @@ def stack(
     processes = {
         "web": _spawn(
             tmp_path / "web.log",
-            [
-                sys.executable,
-                "-m",
-                "gunicorn",
-                "wsgi:app",
-                "--bind",
-                f"127.0.0.1:{port}",
-                "--workers",
-                "2",
-                "--worker-class",
-                "gthread",
-                "--threads",
-                "8",
-            ],
+            [sys.executable, "-m", *gunicorn_command("wsgi:app", f"127.0.0.1:{port}")],
             env,
         ),
     }

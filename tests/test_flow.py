@@ -6,7 +6,9 @@ from __future__ import annotations
 from collections import Counter
 
 import pytest
+import redis
 
+from bulksms import keys
 from tests.conftest import Stack
 from tests.numbers_gen import us_numbers
 
@@ -161,3 +163,8 @@ def test_a_big_job_is_fanned_out_by_a_worker_and_sent_once(stack: Stack) -> None
     sent = stack.sandbox.messages
     assert len({m["api_id"] for m in sent}) == 25
     assert sorted(m["dst"] for m in sent) == sorted(numbers)
+    # Enqueued by fan_out, not by the sweep (which stamps a batch it re-enqueues anew).
+    rdb = redis.Redis.from_url(stack.settings.redis_url or "", decode_responses=True)
+    created = rdb.hget(keys.job(job_id), "created_at")
+    stamps = {v for k, v in rdb.hgetall(keys.batches(job_id)).items() if k.startswith("q:")}
+    assert stamps == {created}
