@@ -12,7 +12,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 T = TypeVar("T")
 
@@ -92,6 +92,16 @@ def _redis_url(value: str) -> str:
     if urlsplit(value.strip()).scheme not in {"redis", "rediss", "unix"}:
         raise ValueError("must be a redis://, rediss:// or unix:// URL")
     return value.strip()
+
+
+def _unix_as(url: str | None, scheme: str, db_name: str) -> str | None:
+    """A unix:// Redis URL (redis-py's form) in another client's form; other URLs as they are."""
+    if url is None or urlsplit(url).scheme != "unix":
+        return url
+    parts = urlsplit(url)
+    query = dict(parse_qsl(parts.query))
+    query[db_name] = query.pop("db", "0")
+    return f"{scheme}://{parts.netloc}{parts.path}?{urlencode(query)}"
 
 
 def _broker_url(value: str) -> str:
@@ -236,7 +246,14 @@ class Settings:
 
     @property
     def broker_url(self) -> str | None:
-        return self.celery_broker_url or self.redis_url
+        if self.celery_broker_url:
+            return self.celery_broker_url
+        # Each client names Redis's unix socket its own way: kombu as redis+socket://.
+        return _unix_as(self.redis_url, "redis+socket", "virtual_host")
+
+    @property
+    def limiter_storage_uri(self) -> str | None:
+        return _unix_as(self.redis_url, "redis+unix", "db")  # the limits library's name for it
 
     @property
     def in_flight_seconds(self) -> float:

@@ -25,6 +25,7 @@ from bulksms.multiproc import ENV, prepare
 from bulksms.sandbox import make_credentials
 
 SANDBOX_SENDER = "BULKSMS"
+MAX_SOCKET_PATH = 104  # bytes: a unix socket's path is at most 103 on macOS, 107 on Linux
 SAMPLE_NUMBERS = ("+14155550100", "+442079460958", "+61291234567")
 
 
@@ -62,8 +63,12 @@ def gunicorn_command(app: str, bind: str) -> list[str]:
 
 
 def start_redis(port: int, data_dir: Path, log_file: Path | None = None) -> subprocess.Popen[bytes]:
-    """A private Redis on 127.0.0.1:`port`, append-only, data in `data_dir`; waits until up."""
+    """A private Redis on 127.0.0.1:`port`, append-only, data in `data_dir`; waits until up.
+
+    It also listens on a unix socket in `data_dir` when the path fits (`local_redis_url`)."""
     data_dir.mkdir(parents=True, exist_ok=True)
+    sock = _socket_path(data_dir)
+    unix = ["--unixsocket", str(sock), "--unixsocketperm", "700"] if sock else []
     args = [
         redis_server_binary(),
         "--port",
@@ -82,6 +87,7 @@ def start_redis(port: int, data_dir: Path, log_file: Path | None = None) -> subp
         "no",
         "--protected-mode",
         "yes",
+        *unix,
     ]
     if log_file:
         with open(log_file, "ab") as out:  # the child keeps its own copy of the descriptor
@@ -146,6 +152,20 @@ class Supervisor:
                 process.kill()
 
 
+def local_redis_url(port: int, data_dir: Path) -> str:
+    """How clients on this machine reach a Redis from `start_redis`: by its unix socket, which
+    costs a fifth less per call than TCP on loopback (and every delivery report makes one)."""
+    sock = _socket_path(data_dir)
+    if sock and sock.is_socket():
+        return f"unix://{sock}?db=0"
+    return f"redis://127.0.0.1:{port}/0"
+
+
+def _socket_path(data_dir: Path) -> Path | None:
+    path = data_dir.resolve() / "redis.sock"
+    return path if len(os.fsencode(path)) < MAX_SOCKET_PATH else None
+
+
 def _api_key(data_dir: Path, environ: Mapping[str, str]) -> tuple[str, bool]:
     """The configured key, else one kept in the data folder (made on first run)."""
     if environ.get("API_KEY", "").strip():
@@ -176,7 +196,7 @@ def up(host: str, port: int, flower_port: int, data_dir: Path) -> int:
             supervisor.adopt(
                 "redis", start_redis(redis_port, data_dir / "redis", data_dir / "redis.log")
             )
-            env["REDIS_URL"] = f"redis://127.0.0.1:{redis_port}/0"
+            env["REDIS_URL"] = local_redis_url(redis_port, data_dir / "redis")
         key, generated = _api_key(data_dir, env)
         env["API_KEY"] = env.get("API_KEY") or key
         base_url = settings.api_base_url or f"http://{host}:{port}"

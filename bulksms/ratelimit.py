@@ -34,7 +34,7 @@ limiter = Limiter(key_func=_client_key)
 
 def init_app(app: Flask, s: Settings) -> None:
     app.config.update(
-        RATELIMIT_STORAGE_URI=s.redis_url,
+        RATELIMIT_STORAGE_URI=s.limiter_storage_uri,
         RATELIMIT_STORAGE_OPTIONS={"socket_connect_timeout": 2, "socket_timeout": 5},
         RATELIMIT_KEY_PREFIX=keys.RATE_LIMIT_PREFIX,
         RATELIMIT_HEADERS_ENABLED=True,

@@ -31,10 +31,15 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="session")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+def redis_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("redis")
+
+
+@pytest.fixture(scope="session")
+def redis_server(redis_folder: Path) -> Iterator[int]:
     """A real redis-server for this test session only, never the developer's database."""
     port = free_port()
-    process = start_redis(port, tmp_path_factory.mktemp("redis"))
+    process = start_redis(port, redis_folder)
     yield port
     process.terminate()
     process.wait(10)

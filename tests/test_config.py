@@ -25,6 +25,16 @@ def test_contract_variables_are_read_and_typed() -> None:
     assert s.plivo_api_url == "https://api.plivo.com"
 
 
+def test_a_unix_socket_url_is_given_to_each_client_in_its_own_form() -> None:
+    s = Settings.from_env({**GOOD, "REDIS_URL": "unix:///run/redis/redis.sock?db=2"})
+    assert s.broker_url == "redis+socket:///run/redis/redis.sock?virtual_host=2"  # kombu
+    assert s.limiter_storage_uri == "redis+unix:///run/redis/redis.sock?db=2"  # limits
+    bare = Settings.from_env({**GOOD, "REDIS_URL": "unix:///run/redis.sock"})
+    assert bare.limiter_storage_uri == "redis+unix:///run/redis.sock?db=0"
+    tcp = Settings.from_env(GOOD)
+    assert tcp.broker_url == tcp.limiter_storage_uri == GOOD["REDIS_URL"]
+
+
 def test_every_other_setting_has_a_default() -> None:
     s = Settings.from_env(GOOD)
     assert s.batch_size == 1000

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
@@ -12,9 +13,9 @@ import redis
 from flask import Flask
 from flask.testing import FlaskClient
 
-from bulksms import create_app, fastpath, signature
+from bulksms import create_app, fastpath, keys, signature
 from bulksms.config import Settings
-from bulksms.embedded import free_port
+from bulksms.embedded import free_port, local_redis_url
 from tests.test_webhook import PATH, counts, params, report, submit
 
 
@@ -103,3 +104,25 @@ def test_after_redis_forgets_its_scripts_the_fast_path_loads_them_again(
     rdb.script_flush()  # as after a restart without persistence of scripts
     assert path._take(environ(settings, job_id, params("sent", to="14155550101"))) is not None
     assert counts(client, job_id) == {"sent": 2}
+
+
+def test_over_redis_unix_socket_submit_limits_and_reports_all_work(
+    settings: Settings, redis_server: int, redis_folder: Path, rdb: redis.Redis
+) -> None:
+    """`bulksms up` hands its clients the socket; each client (redis-py, the rate limiter's
+    storage, kombu) is given it in its own URL form."""
+    url = local_redis_url(redis_server, redis_folder)
+    assert url.startswith("unix://")
+    over_socket = create_app(replace(settings, redis_url=url))
+    client = over_socket.test_client()
+    job_id = submit(client, ["+14155550100"])
+    taken = fastpath.DeliveryReports(over_socket, over_socket.wsgi_app)._take(
+        environ(settings, job_id, params("delivered"))
+    )
+    assert taken is not None
+    assert counts(client, job_id) == {"delivered": 1}
+    assert any(keys.RATE_LIMIT_PREFIX in k for k in rdb.scan_iter())  # the limiter counted it there
+    with over_socket.extensions["celery"].connection_for_write() as connection:
+        pool = connection.default_channel.client.connection_pool  # kombu's own Redis client
+        assert pool.connection_kwargs["path"] == str(redis_folder.resolve() / "redis.sock")
+        assert connection.default_channel.client.ping()
