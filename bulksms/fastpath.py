@@ -81,7 +81,7 @@ class DeliveryReports:
         environ["wsgi.input"] = io.BytesIO(body)  # for Flask, should it come to that
         # WSGI hands the query over as latin-1; Flask's view reads it as UTF-8.
         query = environ.get("QUERY_STRING", "").encode("latin-1").decode("utf-8", "replace")
-        posted = parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True)
+        posted = webhooks.parse_form(body.decode("utf-8", "replace"))
         headers = {
             signature.V3: environ.get(HEADERS["V3"]),
             signature.MA_V3: environ.get(HEADERS["MA"]),

@@ -148,16 +148,16 @@ return 'resend'
 # KEYS: job, recipients, batches. ARGV: number (digits), code, uuid (16 bytes, or '' to keep
 # what is there), tail (status, error, time), now, batch, units, amount (in 1/100000).
 # 1 moved, 0 old news, -1 no such recipient. What Plivo billed is added once per recipient,
-# with its first final status. Every report runs this: it makes few calls into Redis (one read
-# of the batch, searched here, and one write of the record).
+# with its first final status. Every report runs this: it makes few calls into Redis (a read of
+# the batch's numbers, searched here, and one write of the record).
 REPORT = """
 local RANK = {p = 0, q = 1, s = 2, d = 3, u = 3, f = 3, r = 3, x = 3}
 local IMPLIED = {submitted = 'q', failed = 'r', cancelled = 'x'}
 local SIZE = 32
-local all = redis.call('GET', KEYS[2])
-if not all then return -1 end
+local count = redis.call('STRLEN', KEYS[2]) / SIZE
+if count == 0 then return -1 end
 local number = tonumber(ARGV[1])
-local count = #all / SIZE
+local all = redis.call('GETRANGE', KEYS[2], 0, count * 8 - 1)  -- the numbers: a quarter
 local low, high, at = 0, count - 1, nil
 while low <= high do
   local middle = math.floor((low + high) / 2)
@@ -167,7 +167,7 @@ while low <= high do
 end
 if not at then return -1 end
 local base = count * 8 + at * 24  -- its state: UUID, then status, error, time
-local own = string.sub(all, base + 17, base + 17)
+local own = redis.call('GETRANGE', KEYS[2], base + 16, base + 16)
 local old = own
 if own == '\\0' then
   local batch = redis.call('HGET', KEYS[3], ARGV[6]) or ''

@@ -43,8 +43,15 @@ class Verdict(Enum):
 
 def v3_base(url: str, params: Params) -> str:
     """The SDK's `construct_post_url(url, params)`, decoded."""
-    body = "".join(f"{key}{value}" for key in sorted(params) for value in _values(params[key]))
-    return _url_part(url, bool(params)) + body
+    pieces = [_url_part(url, bool(params))]
+    for key in sorted(params):
+        value = params[key]
+        if isinstance(value, str):
+            pieces += (key, value)
+        else:  # a form's values: almost always one (this loop runs for every delivery report)
+            for each in value if len(value) == 1 else sorted(value):
+                pieces += (key, each)
+    return "".join(pieces)
 
 
 @functools.lru_cache(maxsize=4096)  # a batch's reports share their URL: most are hits
@@ -58,10 +65,6 @@ def _url_part(url: str, with_params: bool) -> str:
     if with_params:
         return f"{base}?{joined}." if joined else f"{base}?"
     return f"{base}?{joined}" if joined else base
-
-
-def _values(value: str | list[str]) -> list[str]:
-    return sorted(value) if isinstance(value, list) else [value]
 
 
 def sign_v3(url: str, params: Params, nonce: str, key: str) -> str:

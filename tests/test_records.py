@@ -45,6 +45,26 @@ def test_uuids_round_trip_and_non_uuids_keep_what_is_there() -> None:
     assert records.encode_uuid("not-a-uuid") == b""
 
 
+def _by_uuid_module(text: str) -> bytes:
+    try:
+        return uuid.UUID(text).bytes
+    except ValueError:
+        return b""
+
+
+@given(
+    st.one_of(
+        st.uuids().map(str),
+        st.uuids().map(lambda u: u.hex.upper()),
+        st.uuids().map(lambda u: "{urn:uuid:" + str(u) + "}"),
+        st.text(alphabet="0123456789abcdefABCDEFgG- _{}٣", max_size=40),
+        st.text(max_size=40),
+    )
+)
+def test_uuids_are_read_as_the_uuid_module_reads_them(text: str) -> None:
+    assert records.encode_uuid(text) == _by_uuid_module(text)
+
+
 def test_number_keys_refuse_what_is_not_a_number() -> None:
     assert records.number_key("+14155550100") == 14155550100
     assert records.number_key("14155550100") == 14155550100

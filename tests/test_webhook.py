@@ -5,11 +5,14 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 from typing import Any
+from urllib.parse import parse_qs
 
 import redis
 from flask.testing import FlaskClient
+from hypothesis import given
+from hypothesis import strategies as st
 
-from bulksms import create_app, signature
+from bulksms import create_app, signature, webhooks
 from bulksms.config import Settings
 from tests.conftest import API_KEY
 
@@ -64,6 +67,19 @@ def params(status: str, to: str = "14155550100", **extra: str) -> dict[str, str]
 def counts(client: FlaskClient, job_id: str) -> dict[str, int]:
     doc = client.get(f"/api/bulk-sms/{job_id}", headers={"X-API-Key": API_KEY}).get_json()
     return {k: v for k, v in doc["counts"].items() if v}
+
+
+@given(
+    st.one_of(
+        st.text(alphabet="ab=&%+2C3E9fz ", max_size=30),
+        st.dictionaries(st.text(max_size=8), st.text(max_size=8)).map(
+            lambda d: "&".join(f"{k}={v}" for k, v in d.items())
+        ),
+        st.text(max_size=30),
+    )
+)
+def test_forms_are_read_as_parse_qs_reads_them(text: str) -> None:
+    assert webhooks.parse_form(text) == parse_qs(text, keep_blank_values=True)
 
 
 def test_a_signed_report_is_recorded_once(client: FlaskClient, settings: Settings) -> None:
