@@ -5,7 +5,9 @@ Standard library only, so that gunicorn.conf.py and `bulksms.worker` can call it
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -20,6 +22,7 @@ def use_directory(role: str) -> str:
     if not folder:
         folder = tempfile.mkdtemp(prefix=f"bulksms-metrics-{role}-")
         os.environ[ENV] = folder
+        atexit.register(_remove, folder, os.getpid())
     prepare(Path(folder))
     values = sys.modules.get("prometheus_client.values")
     if values is not None:
@@ -27,6 +30,13 @@ def use_directory(role: str) -> str:
         # metrics made from now on must use the multiprocess value class.
         values.ValueClass = values.get_value_class()  # type: ignore[attr-defined]
     return folder
+
+
+def _remove(folder: str, owner: int) -> None:
+    """The fresh directory goes with the process that made it (not with its forked children,
+    which inherit this hook)."""
+    if os.getpid() == owner:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def prepare(folder: Path) -> None:

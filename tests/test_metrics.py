@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
@@ -64,3 +68,25 @@ def test_signature_failures_are_counted(stack: Stack) -> None:
     assert requests.post(url, data={"Status": "sent"}, timeout=10).status_code == 403
     found = samples(requests.get(f"{stack.base_url}/metrics", timeout=10).text)
     assert value(found, "bulksms_signature_failures_total", reason="missing") >= 1
+
+
+def test_a_fresh_metrics_directory_goes_with_the_process_that_made_it() -> None:
+    """Without PROMETHEUS_MULTIPROC_DIR each start makes a directory: it must not pile up in
+    /tmp. A forked child (a gunicorn or Celery worker) leaving does not take it along."""
+    script = (
+        "import os, sys\n"
+        "from bulksms.multiproc import use_directory\n"
+        "folder = use_directory('web')\n"
+        "child = os.fork()\n"
+        "if child == 0:\n"
+        "    sys.exit(0)\n"
+        "os.waitpid(child, 0)\n"
+        "print(folder, os.path.isdir(folder))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True
+    )
+    folder, alive_after_child = done.stdout.split()
+    assert alive_after_child == "True"
+    assert not os.path.exists(folder)
