@@ -99,7 +99,7 @@ def _unix_as(url: str | None, scheme: str, db_name: str) -> str | None:
     if url is None or urlsplit(url).scheme != "unix":
         return url
     parts = urlsplit(url)
-    query = dict(parse_qsl(parts.query))
+    query = dict(parse_qsl(parts.query, keep_blank_values=True))
     query[db_name] = query.pop("db", "0")
     return f"{scheme}://{parts.netloc}{parts.path}?{urlencode(query)}"
 

@@ -56,7 +56,7 @@ def parse_form(text: str) -> dict[str, list[str]]:
 
 def _posted() -> dict[str, list[str]]:
     """The POSTed parameters. Plivo posts a urlencoded form: parsed straight from the body, it
-    costs a fifteenth of Werkzeug's form parser (with the same UTF-8 decoding, errors replaced)."""
+    costs a ninth of Werkzeug's form parser (with the same UTF-8 decoding, errors replaced)."""
     if request.mimetype == "application/x-www-form-urlencoded":
         return parse_form(request.get_data(as_text=True))
     return request.form.to_dict(flat=False)
