@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import uuid
 
 from dotenv import find_dotenv, load_dotenv
 from flask import Flask, Response, g, request
@@ -65,8 +64,7 @@ def create_app(settings: Settings | None = None) -> Flask:
 
 
 def _bind_request_id() -> None:
-    given = request.headers.get("X-Request-ID", "")
-    request_id = given if logs.REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+    request_id = logs.request_id(request.headers.get("X-Request-ID", ""))
     g.request_id = request_id
     g.log_token = logs.bind(request_id=request_id)
 

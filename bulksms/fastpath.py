@@ -17,10 +17,9 @@ from __future__ import annotations
 import functools
 import io
 import logging
-import os
 import threading
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, cast
 from urllib.parse import parse_qs
 
 import redis
@@ -94,7 +93,7 @@ class DeliveryReports:
         ):
             return None
         job_id, batch = _job_and_batch(query)
-        request_id = _request_id(environ)
+        request_id = logs.request_id(environ.get("HTTP_X_REQUEST_ID", ""))
         token = logs.bind(request_id=request_id)
         connection = self._connection()
         try:
@@ -130,8 +129,3 @@ def _job_and_batch(query: str) -> tuple[str, str]:
     """The first `job` and `batch` in the query, as Flask's `request.args.get` reads them."""
     args = parse_qs(query)
     return args.get("job", [""])[0], args.get("batch", [""])[0]
-
-
-def _request_id(environ: dict[str, Any]) -> str:
-    given = environ.get("HTTP_X_REQUEST_ID", "")
-    return given if logs.REQUEST_ID.fullmatch(given) else os.urandom(16).hex()

@@ -9,6 +9,7 @@ line is written, every configured secret is replaced by `****` and phone numbers
 from __future__ import annotations
 
 import logging
+import os
 import re
 import sys
 from collections.abc import Iterable, Iterator
@@ -28,7 +29,12 @@ _context: ContextVar[dict[str, object]] = ContextVar("bulksms_log_context", defa
 # A phone number: '+' and digits, or a bare run of 10-15 digits, standing alone.
 _NUMBER = re.compile(r"(?<![0-9A-Za-z])(\+\d{4,11}|\d{6,11})(\d{4})(?![0-9A-Za-z])")
 _HANDLER_NAME = "bulksms"
-REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")  # a caller's X-Request-ID we take as it is
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")  # a caller's X-Request-ID we take as it is
+
+
+def request_id(given: str) -> str:
+    """A request's id: the caller's X-Request-ID when it is a plain one, else a new one."""
+    return given if _REQUEST_ID.fullmatch(given) else os.urandom(16).hex()
 
 
 def mask_numbers(text: str) -> str:

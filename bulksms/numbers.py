@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import re
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Literal
@@ -107,6 +108,7 @@ def _valid_in(metadata: object) -> str:
 class _Plan:
     national_prefix: re.Pattern[str] | None
     valid: re.Pattern[str]
+    code: str
 
     @functools.cached_property
     def lines(self) -> re.Pattern[str]:
@@ -116,8 +118,6 @@ class _Plan:
         text = re.sub(r"\(\?P<\w+>", "(?:", text)
         text = re.sub(r"(?<!\\)\((?!\?)", "(?:", text)
         return re.compile(rf"^\+{self.code}{text}$", re.ASCII | re.MULTILINE)
-
-    code: str = ""
 
 
 @functools.cache
@@ -161,21 +161,26 @@ def _plans() -> dict[str, _Plan]:
 _PLANS: dict[str, _Plan] = {}  # `_plans()`, once made: read without a call on the hot path
 
 
+def _plan_of(raw: str) -> tuple[_Plan, int] | None:
+    """The plan of a "+digits" string's calling code, and where its national number starts."""
+    plans = _PLANS or _plans()
+    for end in (2, 3, 4):  # (calling codes are a prefix code: at most one of these is one)
+        plan = plans.get(raw[1:end])
+        if plan is not None:
+            return plan, end
+    return None
+
+
 def fast_verdict(raw: str) -> str | Literal[False] | None:
     """phonenumbers' verdict on a "+digits" string: the number's region when it is valid (and
     `raw` is then its E.164 form), False when it is not, None when this input needs phonenumbers
     itself."""
     if raw[:1] != "+":
         return None
-    plans = _PLANS or _plans()
-    # (calling codes are a prefix code: at most one of these is one)
-    start, plan = 2, plans.get(raw[1:2])
-    if plan is None:
-        start, plan = 3, plans.get(raw[1:3])
-        if plan is None:
-            start, plan = 4, plans.get(raw[1:4])
-            if plan is None:
-                return None
+    known = _plan_of(raw)
+    if known is None:
+        return None
+    plan, start = known
     found = plan.valid.fullmatch(raw, start)
     if found is not None:
         return (found.lastgroup or "R_ZZ")[2:]
@@ -312,16 +317,11 @@ def _valid_in_bulk(entries: list[str]) -> set[str]:
     with a line break in it is never a line of the text, so it is never in this set."""
     if len(entries) < BULK_FROM:
         return set()
-    plans = _PLANS or _plans()
-    codes: dict[str, int] = {}
-    for raw in entries[:: max(1, len(entries) // 100)]:
-        for size in (1, 2, 3):
-            if raw[1 : 1 + size] in plans:
-                codes[raw[1 : 1 + size]] = codes.get(raw[1 : 1 + size], 0) + 1
-                break
-    if not codes:
+    sample = map(_plan_of, entries[:: len(entries) // 100])  # (BULK_FROM: a step of 10 or more)
+    plans = Counter(known[0] for known in sample if known)
+    if not plans:
         return set()
-    plan = plans[max(codes, key=codes.__getitem__)]
+    plan = plans.most_common(1)[0][0]
     text = "\n".join(entries)
     found = plan.lines.findall(text)
     # As many valid lines as entries, and as many lines: no entry has a line break of its own.
