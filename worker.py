@@ -1,1 +1,1 @@
-from bulksms.worker import celery_app  # noqa: F401  (celery -A worker worker|flower)
+from bulksms.worker.main import celery_app  # noqa: F401  (celery -A worker worker|flower)

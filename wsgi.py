@@ -1,1 +1,1 @@
-from bulksms.wsgi import app  # noqa: F401  (gunicorn wsgi:app, flask --app wsgi run)
+from bulksms.api.wsgi import app  # noqa: F401  (gunicorn wsgi:app, flask --app wsgi run)

@@ -5,16 +5,16 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from bulksms.app import create_app
+    from bulksms.api.app import create_app
 
 __all__ = ["create_app"]
 
 
 def __getattr__(name: str) -> Any:
-    # Imported on first use, not with the package: `bulksms.worker` and gunicorn.conf.py must
+    # Imported on first use, not with the package: `bulksms.worker.main` and gunicorn.conf.py must
     # configure prometheus-client's multiprocess mode before anything imports it.
     if name == "create_app":
-        from bulksms.app import create_app
+        from bulksms.api.app import create_app
 
         return create_app
     raise AttributeError(name)

@@ -6,9 +6,9 @@ import redis
 from flask import Flask, current_app
 
 from bulksms.config import Settings
-from bulksms.gateway import PlivoGateway
-from bulksms.store import JobStore
-from bulksms.throttle import PlivoThrottle
+from bulksms.store.jobs import JobStore
+from bulksms.worker.gateway import PlivoGateway
+from bulksms.worker.throttle import PlivoThrottle
 
 
 def init_app(app: Flask, settings: Settings) -> None:
@@ -22,8 +22,8 @@ def init_app(app: Flask, settings: Settings) -> None:
     )
     app.config["SETTINGS"] = settings
     app.extensions["bulksms.redis"] = client
-    app.extensions["bulksms.store"] = JobStore(client, settings.job_retention_seconds)
-    app.extensions["bulksms.throttle"] = PlivoThrottle(client, settings.plivo_rate_limit)
+    app.extensions["bulksms.store.jobs"] = JobStore(client, settings.job_retention_seconds)
+    app.extensions["bulksms.worker.throttle"] = PlivoThrottle(client, settings.plivo_rate_limit)
 
 
 def settings() -> Settings:
@@ -37,22 +37,22 @@ def redis_client() -> redis.Redis:
 
 
 def store() -> JobStore:
-    value: JobStore = current_app.extensions["bulksms.store"]
+    value: JobStore = current_app.extensions["bulksms.store.jobs"]
     return value
 
 
 def throttle() -> PlivoThrottle:
-    value: PlivoThrottle = current_app.extensions["bulksms.throttle"]
+    value: PlivoThrottle = current_app.extensions["bulksms.worker.throttle"]
     return value
 
 
 def gateway() -> PlivoGateway:
     """Made on first use in each process: worker children must not share a forked session."""
-    found: PlivoGateway | None = current_app.extensions.get("bulksms.gateway")
+    found: PlivoGateway | None = current_app.extensions.get("bulksms.worker.gateway")
     if found is None:
         s = settings()
         s.require("PLIVO_AUTH_ID", "PLIVO_AUTH_TOKEN")
         assert s.plivo_auth_id and s.plivo_auth_token
         found = PlivoGateway(s.plivo_auth_id, s.plivo_auth_token, s.plivo_api_url, s.plivo_timeout)
-        current_app.extensions["bulksms.gateway"] = found
+        current_app.extensions["bulksms.worker.gateway"] = found
     return found

@@ -1,6 +1,6 @@
 """The multiprocess directory of prometheus-client: set before prometheus_client is imported.
 
-Standard library only, so that gunicorn.conf.py and `bulksms.worker` can call it first.
+Standard library only, so that gunicorn.conf.py and `bulksms.worker.main` can call it first.
 """
 
 from __future__ import annotations

@@ -22,8 +22,8 @@ from flask.testing import FlaskClient
 
 from bulksms import create_app
 from bulksms.config import Settings
-from bulksms.embedded import free_port, gunicorn_command, start_redis, wait_for_port
-from bulksms.sandbox import Faults, Sandbox, make_credentials, serve
+from bulksms.devstack.sandbox import Faults, Sandbox, make_credentials, serve
+from bulksms.devstack.up import free_port, gunicorn_command, start_redis, wait_for_port
 
 API_KEY = "test-key-0123456789abcdef"
 SENDER = "+14155550199"
@@ -171,7 +171,7 @@ class Stack:
                 "-m",
                 "celery",
                 "-A",
-                "bulksms.worker",
+                "bulksms.worker.main",
                 "worker",
                 "--concurrency",
                 "2",

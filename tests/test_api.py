@@ -281,7 +281,7 @@ def test_redis_down_is_503_with_retry_after(settings: Any) -> None:
     from dataclasses import replace
 
     from bulksms import create_app
-    from bulksms.embedded import free_port
+    from bulksms.devstack.up import free_port
 
     app = create_app(replace(settings, redis_url=f"redis://127.0.0.1:{free_port()}/0"))
     answer = post(app.test_client(), {"recipients": ["+14155550100"], "message": "x"})

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from bulksms import callbacks
+from bulksms.worker import completion_callback as callbacks
 from tests.conftest import Stack
 from tests.numbers_gen import us_numbers
 

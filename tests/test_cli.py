@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from bulksms.client import read_numbers
+from bulksms.cli.client import read_numbers
 from tests.conftest import API_KEY, Stack
 from tests.numbers_gen import us_numbers
 
@@ -97,7 +97,7 @@ def test_a_wrong_key_exits_non_zero_with_one_line(stack: Stack) -> None:
 
 
 def test_nothing_listening_exits_non_zero_with_one_line(tmp_path: Path) -> None:
-    from bulksms.embedded import free_port
+    from bulksms.devstack.up import free_port
 
     run = subprocess.run(
         cli("status", "0" * 32, "--url", f"http://127.0.0.1:{free_port()}", "--key", "k"),

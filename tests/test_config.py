@@ -85,7 +85,7 @@ def test_the_worker_refuses_to_start_without_plivo_credentials() -> None:
     env = {k: v for k, v in GOOD.items() if not k.startswith("PLIVO")}
     env["PATH"] = "/usr/bin:/bin"
     run = subprocess.run(
-        [sys.executable, "-m", "celery", "-A", "bulksms.worker", "worker", "--pool", "solo"],
+        [sys.executable, "-m", "celery", "-A", "bulksms.worker.main", "worker", "--pool", "solo"],
         env=env,
         capture_output=True,
         text=True,

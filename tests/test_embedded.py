@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from bulksms.embedded import free_port, local_redis_url
+from bulksms.devstack.up import free_port, local_redis_url
 
 pytestmark = pytest.mark.integration
 

@@ -133,7 +133,7 @@ def test_with_the_default_settings_a_killed_worker_costs_a_couple_of_minutes(
 
 
 def test_queue_depth_counts_waiting_tasks_and_an_empty_queue_is_zero(app: Flask) -> None:
-    from bulksms.tasks import enqueue, queue_depth
+    from bulksms.worker.tasks import enqueue, queue_depth
 
     with app.app_context():
         assert queue_depth() == 0

@@ -13,9 +13,11 @@ import redis
 from flask import Flask
 from flask.testing import FlaskClient
 
-from bulksms import create_app, fastpath, keys, signature
+from bulksms import create_app, signature
+from bulksms.api import report_fastpath as fastpath
 from bulksms.config import Settings
-from bulksms.embedded import free_port, local_redis_url
+from bulksms.devstack.up import free_port, local_redis_url
+from bulksms.store import keys
 from tests.test_webhook import PATH, counts, params, report, submit
 
 

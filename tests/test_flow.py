@@ -8,7 +8,7 @@ from collections import Counter
 import pytest
 import redis
 
-from bulksms import keys
+from bulksms.store import keys
 from tests.conftest import Stack
 from tests.numbers_gen import us_numbers
 

@@ -9,7 +9,7 @@ import time
 import pytest
 import requests
 
-from bulksms.embedded import free_port, wait_for_port
+from bulksms.devstack.up import free_port, wait_for_port
 from tests.conftest import Stack, _spawn, child_env
 from tests.numbers_gen import us_numbers
 
@@ -25,7 +25,7 @@ def test_flower_sees_the_worker_and_every_batch_task(stack: Stack) -> None:
             "-m",
             "celery",
             "-A",
-            "bulksms.worker",
+            "bulksms.worker.main",
             "flower",
             f"--port={port}",
             "--address=127.0.0.1",

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from bulksms.embedded import free_port
-from bulksms.gateway import (
+from bulksms.devstack.sandbox import Sandbox
+from bulksms.devstack.up import free_port
+from bulksms.worker.gateway import (
     Accepted,
     BadCredentials,
     NotSent,
@@ -14,7 +15,6 @@ from bulksms.gateway import (
     PlivoGateway,
     Refused,
 )
-from bulksms.sandbox import Sandbox
 
 BATCH = Outgoing(
     dst=("+14155550100", "+14155550101"),

@@ -8,7 +8,9 @@ import redis
 import requests
 from flask.testing import FlaskClient
 
-from bulksms import keys, signature, suppression
+from bulksms import signature
+from bulksms.store import keys
+from bulksms.store import optouts as suppression
 from tests.conftest import API_KEY, Stack
 from tests.numbers_gen import us_numbers
 

@@ -8,7 +8,7 @@ import uuid
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bulksms import records
+from bulksms.store import records
 
 
 @given(st.from_regex(r"\A[0-9]{1,4}\Z"))

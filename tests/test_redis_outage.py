@@ -14,7 +14,7 @@ import pytest
 import requests
 
 from bulksms import signature
-from bulksms.embedded import free_port, start_redis
+from bulksms.devstack.up import free_port, start_redis
 from tests.conftest import API_KEY, Stack
 from tests.numbers_gen import us_numbers
 

@@ -9,7 +9,7 @@ from collections import Counter
 
 import redis
 
-from bulksms.store import CODES, Claim, JobStore, NewJob, Report, Sending, Status, derive_state
+from bulksms.store.jobs import CODES, Claim, JobStore, NewJob, Report, Sending, Status, derive_state
 
 NUMBERS = ["+14155550100", "+14155550101", "+14155550102"]
 UUID = "6f1c2a1e-8b7d-4c55-9a0e-3f2b1d4c5e6f"

@@ -6,7 +6,7 @@ import time
 
 import redis
 
-from bulksms.throttle import PlivoThrottle
+from bulksms.worker.throttle import PlivoThrottle
 
 
 def test_the_bucket_allows_its_capacity_then_makes_callers_wait(rdb: redis.Redis) -> None:

@@ -12,7 +12,8 @@ from flask.testing import FlaskClient
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bulksms import create_app, signature, webhooks
+from bulksms import create_app, signature
+from bulksms.api import webhooks
 from bulksms.config import Settings
 from tests.conftest import API_KEY
 
@@ -168,7 +169,7 @@ def test_reports_it_cannot_use_are_acknowledged(client: FlaskClient, settings: S
 
 
 def test_redis_down_is_503_so_plivo_retries(settings: Settings, rdb: redis.Redis) -> None:
-    from bulksms.embedded import free_port
+    from bulksms.devstack.up import free_port
 
     down = replace(settings, redis_url=f"redis://127.0.0.1:{free_port()}/0")
     answer = report(create_app(down).test_client(), settings, "f" * 32, params("delivered"))

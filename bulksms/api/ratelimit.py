@@ -14,11 +14,11 @@ from flask import Flask, request
 from flask_limiter import Limiter
 from limits import parse
 
-from bulksms import keys
-from bulksms.auth import presented_key
+from bulksms.api.auth import presented_key
+from bulksms.api.errors import ApiError
 from bulksms.config import Settings
-from bulksms.errors import ApiError
 from bulksms.extensions import settings
+from bulksms.store import keys
 
 
 def _client_key() -> str:

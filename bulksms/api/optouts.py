@@ -12,13 +12,14 @@ from typing import cast
 
 from flask import Blueprint, Response, jsonify, request
 
-from bulksms import keys, numbers
-from bulksms.auth import require_api_key
-from bulksms.errors import ApiError
+from bulksms import numbers
+from bulksms.api.auth import require_api_key
+from bulksms.api.errors import ApiError
+from bulksms.api.ratelimit import limiter, read_limit, submit_limit
+from bulksms.api.webhooks import verify_plivo
 from bulksms.extensions import redis_client, settings
-from bulksms.ratelimit import limiter, read_limit, submit_limit
-from bulksms.suppression import opt_out
-from bulksms.webhooks import verify_plivo
+from bulksms.store import keys
+from bulksms.store.optouts import opt_out
 
 STOP_WORDS = {"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT"}
 START_WORDS = {"START", "UNSTOP"}

@@ -22,9 +22,9 @@ from collections.abc import Callable
 
 from flask import Flask
 
-from bulksms import keys
 from bulksms.config import Settings
-from bulksms.store import JobState, JobStore, derive_state
+from bulksms.store import keys
+from bulksms.store.jobs import JobState, JobStore, derive_state
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +117,7 @@ def _sweep_job(
 def start(app: Flask, settings: Settings) -> threading.Event:
     """Sweep in a daemon thread of this worker process; set the returned event to stop it."""
     from bulksms.extensions import redis_client, store
-    from bulksms.tasks import enqueue, notify, queue_depth
+    from bulksms.worker.tasks import enqueue, notify, queue_depth
 
     stop = threading.Event()
     lock_ms = max(100, int(settings.sweep_interval * 900))

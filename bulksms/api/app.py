@@ -8,9 +8,11 @@ from dotenv import find_dotenv, load_dotenv
 from flask import Flask, Response, g, request
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from bulksms import errors, extensions, fastpath, logs, numbers, ratelimit
-from bulksms.celery_app import celery_init_app
+from bulksms import extensions, logs, numbers
+from bulksms.api import errors, ratelimit
+from bulksms.api import report_fastpath as fastpath
 from bulksms.config import Settings
+from bulksms.worker.celery import celery_init_app
 
 JSON_OVERHEAD_PER_RECIPIENT = 32  # bytes: '"+44 (20) 7946 0958", ' and then some
 
@@ -47,7 +49,9 @@ def create_app(settings: Settings | None = None) -> Flask:
     numbers.prepare()  # compile the fast validator now, not in the first request
     celery_init_app(app, settings)
 
-    from bulksms import api, health, openapi, optouts, webhooks
+    from bulksms.api import jobs as api
+    from bulksms.api import openapi, optouts, webhooks
+    from bulksms.api import ops as health
 
     app.register_blueprint(api.bp)
     app.register_blueprint(webhooks.bp)

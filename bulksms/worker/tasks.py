@@ -8,10 +8,11 @@ from typing import Any
 from celery import shared_task
 from kombu.exceptions import ChannelError
 
-from bulksms import callbacks, dispatch
-from bulksms.celery_app import QUEUE, URGENT_QUEUE
 from bulksms.extensions import gateway, settings, store, throttle
-from bulksms.store import status_document
+from bulksms.store.jobs import status_document
+from bulksms.worker import completion_callback as callbacks
+from bulksms.worker import dispatch
+from bulksms.worker.celery import QUEUE, URGENT_QUEUE
 
 
 @shared_task(name="bulksms.send_batch", bind=True, max_retries=None)

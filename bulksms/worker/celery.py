@@ -73,8 +73,9 @@ def celery_init_app(app: Flask, settings: Settings) -> Celery:
 
     @worker_ready.connect(weak=False)
     def _start_sweep_and_metrics(**_: Any) -> None:
-        from bulksms import metrics, sweep
-        from bulksms.tasks import queue_depth
+        from bulksms import metrics
+        from bulksms.worker import sweep
+        from bulksms.worker.tasks import queue_depth
 
         sweeping.append(sweep.start(app, settings))
         if settings.worker_metrics_port:
@@ -99,6 +100,6 @@ def celery_init_app(app: Flask, settings: Settings) -> Celery:
             raise SystemExit(f"bulksms worker: {exc}") from None
 
     app.extensions["celery"] = celery_app
-    import bulksms.tasks  # noqa: F401  (registers the shared tasks with this app)
+    import bulksms.worker.tasks  # noqa: F401  (registers the shared tasks with this app)
 
     return celery_app

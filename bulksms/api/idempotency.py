@@ -20,8 +20,8 @@ from typing import Any
 
 import redis
 
-from bulksms import keys
-from bulksms.errors import ApiError
+from bulksms.api.errors import ApiError
+from bulksms.store import keys
 
 HEADER = "Idempotency-Key"
 KEY_RE = re.compile(r"[\x21-\x7e]{1,255}")  # printable ASCII, no spaces

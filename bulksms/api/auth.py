@@ -6,7 +6,7 @@ import hmac
 
 from flask import request
 
-from bulksms.errors import ApiError
+from bulksms.api.errors import ApiError
 
 
 def presented_key() -> str | None:

@@ -10,9 +10,9 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify
 
+from bulksms.api.submission import EXPIRY_RANGE
 from bulksms.message import GSM7, UCS2
-from bulksms.store import JobState, Status
-from bulksms.submission import EXPIRY_RANGE
+from bulksms.store.jobs import JobState, Status
 
 bp = Blueprint("openapi", __name__)
 

@@ -26,7 +26,7 @@ from redis.client import Pipeline
 from redis.connection import Connection
 from redis.exceptions import NoScriptError
 
-from bulksms import keys, records, scripts
+from bulksms.store import keys, records, scripts
 
 
 class Status(StrEnum):

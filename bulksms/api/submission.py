@@ -11,10 +11,10 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from bulksms import numbers
+from bulksms.api.errors import ApiError
 from bulksms.config import ALPHANUMERIC_SENDER_RE, E164_RE, UUID_RE, Settings
-from bulksms.errors import ApiError
 from bulksms.message import Encoded, encode
-from bulksms.store import Sending
+from bulksms.store.jobs import Sending
 
 KNOWN_FIELDS = {
     "recipients",

@@ -36,7 +36,7 @@ import requests
 
 from bulksms import signature
 
-log = logging.getLogger("bulksms.sandbox")
+log = logging.getLogger("bulksms.devstack.sandbox")
 
 MESSAGE_PATH = re.compile(r"^/v1/Account/([^/]+)/Message/?$")
 DST_RE = re.compile(r"^\+?[1-9]\d{6,14}$")

@@ -38,7 +38,7 @@ def main() -> None:
 )
 def up(host: str, port: int, flower_port: int, data_dir: Path) -> None:
     """Run everything here: Redis, the web app, a worker, Flower, and the sandbox if needed."""
-    from bulksms.embedded import up as run
+    from bulksms.devstack.up import up as run
 
     try:
         sys.exit(run(host, port, flower_port, data_dir))
@@ -59,7 +59,7 @@ def sandbox(host: str, port: int, faults: str, seed: int | None) -> None:
     Uses PLIVO_AUTH_ID and PLIVO_AUTH_TOKEN (made up if unset) and signs reports with
     PLIVO_WEBHOOK_SECRET, else the auth token.
     """
-    from bulksms.sandbox import Sandbox, faults_from_json, make_credentials, serve
+    from bulksms.devstack.sandbox import Sandbox, faults_from_json, make_credentials, serve
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s sandbox %(message)s")
     auth_id, token = os.environ.get("PLIVO_AUTH_ID"), os.environ.get("PLIVO_AUTH_TOKEN")
@@ -119,7 +119,7 @@ def send(
     key: str | None,
 ) -> None:
     """Send MESSAGE to every number in FILE (a CSV or text file; - for stdin)."""
-    from bulksms.client import read_numbers
+    from bulksms.cli.client import read_numbers
 
     numbers = read_numbers(numbers_file.read())
     if not numbers:
@@ -274,13 +274,13 @@ def _follow(client: Any, job_id: str, total: int) -> dict[str, Any]:
 
 
 def _client(url: str | None, key: str | None) -> Any:
-    from bulksms.client import Client
+    from bulksms.cli.client import Client
 
     return _guard(lambda: Client.configured(url, key))
 
 
 def _guard(call: Callable[[], T]) -> T:
-    from bulksms.client import ClientError
+    from bulksms.cli.client import ClientError
 
     try:
         return call()
@@ -291,7 +291,3 @@ def _guard(call: Callable[[], T]) -> T:
 def _fail(reason: str) -> NoReturn:
     click.echo(f"bulksms: {reason}", err=True)
     sys.exit(1)
-
-
-if __name__ == "__main__":
-    main()

@@ -16,11 +16,13 @@ import redis
 from flask import Blueprint, Response, request
 from redis.connection import Connection
 
-from bulksms import keys, metrics, signature, suppression
-from bulksms.errors import ApiError
+from bulksms import metrics, signature
+from bulksms.api.errors import ApiError
+from bulksms.api.ratelimit import count_bad_signature
 from bulksms.extensions import redis_client, settings, store
-from bulksms.ratelimit import count_bad_signature
-from bulksms.store import JobStore, Report, Status
+from bulksms.store import keys
+from bulksms.store import optouts as suppression
+from bulksms.store.jobs import JobStore, Report, Status
 
 log = logging.getLogger(__name__)
 T = TypeVar("T", int, float)

@@ -7,7 +7,7 @@ from typing import cast
 
 import redis
 
-from bulksms import keys
+from bulksms.store import keys
 
 BLOCKED_BY_STOP = "200"  # Plivo's error code: the destination replied STOP to this sender
 CHUNK = 10_000

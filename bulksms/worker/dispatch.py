@@ -27,7 +27,8 @@ import redis
 
 from bulksms import metrics
 from bulksms.config import Settings
-from bulksms.gateway import (
+from bulksms.store.jobs import JobStore
+from bulksms.worker.gateway import (
     BadCredentials,
     NotSent,
     OutcomeUnknown,
@@ -36,8 +37,7 @@ from bulksms.gateway import (
     Refused,
     SendError,
 )
-from bulksms.store import JobStore
-from bulksms.throttle import PlivoThrottle
+from bulksms.worker.throttle import PlivoThrottle
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

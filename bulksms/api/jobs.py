@@ -8,13 +8,16 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify, request, stream_with_context, url_for
 
-from bulksms import idempotency, metrics, recipients_report, submission, suppression
-from bulksms.auth import presented_key, require_api_key
-from bulksms.errors import ApiError
+from bulksms import metrics
+from bulksms.api import idempotency, submission
+from bulksms.api import recipients as recipients_report
+from bulksms.api.auth import presented_key, require_api_key
+from bulksms.api.errors import ApiError
+from bulksms.api.ratelimit import limiter, read_limit, submit_limit
 from bulksms.extensions import redis_client, settings, store
-from bulksms.ratelimit import limiter, read_limit, submit_limit
-from bulksms.store import JobState, NewJob, Status, derive_state, status_document
-from bulksms.tasks import enqueue, start
+from bulksms.store import optouts as suppression
+from bulksms.store.jobs import JobState, NewJob, Status, derive_state, status_document
+from bulksms.worker.tasks import enqueue, start
 
 bp = Blueprint("api", __name__, url_prefix="/api/bulk-sms")
 

@@ -13,8 +13,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from bulksms.errors import ApiError
-from bulksms.store import JobStore, Recipient, Status
+from bulksms.api.errors import ApiError
+from bulksms.store.jobs import JobStore, Recipient, Status
 
 COLUMNS = ("number", "message_uuid", "status", "error_code", "error", "updated_at")
 MAX_BATCHES_PER_PAGE = 50  # a filtered page stops after this many batches, with a cursor

@@ -18,7 +18,7 @@ def healthz() -> Response:
 
 @bp.get("/metrics")
 def prometheus() -> Response:
-    from bulksms.tasks import queue_depth
+    from bulksms.worker.tasks import queue_depth
 
     body, content_type = metrics.render(queue_depth)
     return Response(body, content_type=content_type)

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import redis
 
+from bulksms.devstack.sandbox import make_credentials
 from bulksms.multiproc import ENV, prepare
-from bulksms.sandbox import make_credentials
 
 SANDBOX_SENDER = "BULKSMS"
 MAX_SOCKET_PATH = 104  # bytes: a unix socket's path is at most 103 on macOS, 107 on Linux
@@ -180,7 +180,7 @@ def _api_key(data_dir: Path, environ: Mapping[str, str]) -> tuple[str, bool]:
 
 
 def up(host: str, port: int, flower_port: int, data_dir: Path) -> int:
-    from bulksms.app import load_settings
+    from bulksms.api.app import load_settings
 
     settings = load_settings()  # checks every variable that is set
     # Ctrl-C and SIGTERM stop everything, even where SIGINT came in ignored (a background job).
@@ -223,7 +223,7 @@ def up(host: str, port: int, flower_port: int, data_dir: Path) -> int:
         for role in ("web", "worker", "flower"):
             prepare(metrics / role)
         gunicorn = [
-            *gunicorn_command("bulksms.wsgi:app", f"{host}:{port}"),
+            *gunicorn_command("bulksms.api.wsgi:app", f"{host}:{port}"),
             "--access-logfile",
             "-",
         ]
@@ -231,7 +231,7 @@ def up(host: str, port: int, flower_port: int, data_dir: Path) -> int:
         worker = [
             "celery",
             "-A",
-            "bulksms.worker",
+            "bulksms.worker.main",
             "worker",
             "--loglevel",
             "INFO",
@@ -244,7 +244,7 @@ def up(host: str, port: int, flower_port: int, data_dir: Path) -> int:
         flower_args = [
             "celery",
             "-A",
-            "bulksms.worker",
+            "bulksms.worker.main",
             "flower",
             f"--port={flower_port}",
             f"--address={host}",

@@ -11,7 +11,7 @@ import time
 import redis
 from limits import parse
 
-from bulksms import keys, scripts
+from bulksms.store import keys, scripts
 
 
 class PlivoThrottle:

@@ -25,7 +25,8 @@ from urllib.parse import parse_qs
 import redis
 from redis.connection import Connection
 
-from bulksms import logs, signature, webhooks
+from bulksms import logs, signature
+from bulksms.api import webhooks
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
@@ -45,7 +46,7 @@ class DeliveryReports:
         self.following = following
         self.key: str | None = settings.webhook_key
         self.url = f"{settings.api_base_url}{PATH}"
-        self.store = app.extensions["bulksms.store"]
+        self.store = app.extensions["bulksms.store.jobs"]
         self.redis: redis.Redis = app.extensions["bulksms.redis"]
         self.local = threading.local()  # each thread keeps one connection to Redis
 
