@@ -33,12 +33,12 @@ import requests
 
 from bench import load
 from bulksms import numbers, signature
+from bulksms.devstack.numbers_gen import random_e164
 from bulksms.devstack.sandbox import make_credentials
 from bulksms.devstack.up import free_port, local_redis_url, start_redis, wait_for_port
 from bulksms.store import keys
 from bulksms.store.jobs import JobStore, Report, Status
 from bulksms.worker.gateway import set_api_url
-from tests.numbers_gen import random_e164
 
 ROOT = Path(__file__).resolve().parent.parent
 KEY = "bench-key-0123456789"

@@ -120,6 +120,32 @@ def wait_for_port(port: int, process: subprocess.Popen[bytes], what: str, second
     raise RuntimeError(f"{what} did not listen on port {port} within {seconds:.0f} s")
 
 
+def wait_for_http(
+    url: str, seconds: float, process: subprocess.Popen[bytes] | None = None, what: str = ""
+) -> None:
+    """Until GET `url` answers 200: a listening port only says the process has bound it, not
+    that it can serve (for `/readyz`, that Redis answers and a worker is consuming)."""
+    import urllib.error
+    import urllib.request
+
+    deadline = time.monotonic() + seconds
+    last = "no answer"
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"{what or url} exited with status {process.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=5) as answer:  # noqa: S310 (our own http URL)
+                if answer.status == 200:
+                    return
+                last = f"status {answer.status}"
+        except urllib.error.HTTPError as exc:
+            last = f"status {exc.code}: {exc.read()[:200]!r}"
+        except OSError as exc:  # refused, reset, timed out: not serving yet
+            last = type(exc).__name__
+        time.sleep(0.2)
+    raise RuntimeError(f"{what or url} was not ready within {seconds:.0f} s ({last})")
+
+
 @dataclass
 class Supervisor:
     """Child processes, stopped together and in reverse order."""

@@ -9,10 +9,11 @@ import requests
 from flask.testing import FlaskClient
 
 from bulksms import signature
+from bulksms.devstack.numbers_gen import us_numbers
 from bulksms.store import keys
 from bulksms.store import optouts as suppression
-from tests.conftest import API_KEY, Stack
-from tests.numbers_gen import us_numbers
+from tests.helpers import API_KEY
+from tests.helpers.stack import Stack
 
 AUTH = {"X-API-Key": API_KEY}
 

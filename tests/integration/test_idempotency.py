@@ -11,8 +11,9 @@ import pytest
 import redis
 from flask.testing import FlaskClient
 
-from tests.conftest import API_KEY, Stack
-from tests.numbers_gen import us_numbers
+from bulksms.devstack.numbers_gen import us_numbers
+from tests.helpers import API_KEY
+from tests.helpers.stack import Stack
 
 BODY = {"recipients": us_numbers(2500), "message": "once"}
 

@@ -8,9 +8,9 @@ from collections import Counter
 import pytest
 import redis
 
+from bulksms.devstack.numbers_gen import us_numbers
 from bulksms.store import keys
-from tests.conftest import Stack
-from tests.numbers_gen import us_numbers
+from tests.helpers.stack import Stack
 
 pytestmark = pytest.mark.integration
 

@@ -1,4 +1,5 @@
-"""Valid numbers for tests, made with phonenumbers' own example numbers."""
+"""Phone numbers made from phonenumbers' own example numbers, for the tests and the bench
+(here rather than in tests/ so the bench imports nothing from the tests)."""
 
 from __future__ import annotations
 

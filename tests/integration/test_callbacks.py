@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
+from bulksms.devstack.numbers_gen import us_numbers
 from bulksms.worker import completion_callback as callbacks
-from tests.conftest import Stack
-from tests.numbers_gen import us_numbers
+from tests.helpers.stack import Stack
 
 SECRET = "callback-secret-for-tests"
 
@@ -82,7 +82,7 @@ def test_a_finished_job_calls_back_signed_and_retries_until_taken(
 
 
 def test_a_callback_needs_a_secret_configured(client: Any) -> None:
-    from tests.conftest import API_KEY
+    from tests.helpers import API_KEY
 
     answer = client.post(
         "/api/bulk-sms",

@@ -10,8 +10,8 @@ import pytest
 import redis
 from flask.testing import FlaskClient
 
-from tests.conftest import API_KEY
-from tests.numbers_gen import us_numbers
+from bulksms.devstack.numbers_gen import us_numbers
+from tests.helpers import API_KEY
 
 AUTH = {"X-API-Key": API_KEY}
 

@@ -1,5 +1,5 @@
 """The delivery reports' fast path: it takes the common case and leaves everything else to the
-Flask view, which answers exactly as before (tests/test_webhook.py goes through both)."""
+Flask view, which answers exactly as before (test_webhook.py goes through both)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from bulksms.api import report_fastpath as fastpath
 from bulksms.config import Settings
 from bulksms.devstack.up import free_port, local_redis_url
 from bulksms.store import keys
-from tests.test_webhook import PATH, counts, params, report, submit
+from tests.helpers.webhook import PATH, counts, params, report, submit
 
 
 def environ(settings: Settings, job_id: str, form: dict[str, str], **change: Any) -> dict[str, Any]:

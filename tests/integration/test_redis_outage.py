@@ -14,9 +14,10 @@ import pytest
 import requests
 
 from bulksms import signature
+from bulksms.devstack.numbers_gen import us_numbers
 from bulksms.devstack.up import free_port, start_redis
-from tests.conftest import API_KEY, Stack
-from tests.numbers_gen import us_numbers
+from tests.helpers import API_KEY
+from tests.helpers.stack import Stack
 
 pytestmark = pytest.mark.integration
 

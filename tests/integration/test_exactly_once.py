@@ -9,8 +9,8 @@ import pytest
 from flask import Flask
 
 from bulksms.config import Settings
-from tests.conftest import Stack
-from tests.numbers_gen import us_numbers
+from bulksms.devstack.numbers_gen import us_numbers
+from tests.helpers.stack import Stack
 
 pytestmark = pytest.mark.integration
 

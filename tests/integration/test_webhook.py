@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import replace
-from typing import Any
 from urllib.parse import parse_qs
 
 import redis
@@ -15,59 +13,8 @@ from hypothesis import strategies as st
 from bulksms import create_app, signature
 from bulksms.api import webhooks
 from bulksms.config import Settings
-from tests.conftest import API_KEY
-
-PATH = "/api/webhooks/plivo/delivery-report"
-
-
-def submit(client: FlaskClient, numbers: list[str]) -> str:
-    answer = client.post(
-        "/api/bulk-sms",
-        data=json.dumps({"recipients": numbers, "message": "x"}),
-        headers={"X-API-Key": API_KEY, "Content-Type": "application/json"},
-    )
-    job_id: str = answer.get_json()["job_id"]
-    return job_id
-
-
-def report(
-    client: FlaskClient,
-    settings: Settings,
-    job_id: str,
-    params: dict[str, str],
-    key: str | None = None,
-    scheme: str = "v3",
-    query: str | None = None,
-) -> Any:
-    query = f"job={job_id}&batch=0" if query is None else query
-    public = f"{settings.api_base_url}{PATH}?{query}"
-    key = key or settings.plivo_auth_token or ""
-    headers: dict[str, str] = {}
-    if scheme in ("v3", "both"):
-        headers |= {
-            signature.V3: signature.sign_v3(public, params, "4242", key),
-            signature.V3_NONCE: "4242",
-        }
-    if scheme in ("v2", "both"):
-        nonce = f"n{len(params)}{params.get('Status')}"
-        headers |= {signature.V2: signature.sign_v2(public, nonce, key), signature.V2_NONCE: nonce}
-    return client.post(f"{PATH}?{query}", data=params, headers=headers)
-
-
-def params(status: str, to: str = "14155550100", **extra: str) -> dict[str, str]:
-    return {
-        "MessageUUID": "uuid-1",
-        "Status": status,
-        "To": to,
-        "From": "14155550199",
-        "ErrorCode": "",
-        **extra,
-    }
-
-
-def counts(client: FlaskClient, job_id: str) -> dict[str, int]:
-    doc = client.get(f"/api/bulk-sms/{job_id}", headers={"X-API-Key": API_KEY}).get_json()
-    return {k: v for k, v in doc["counts"].items() if v}
+from tests.helpers import API_KEY
+from tests.helpers.webhook import PATH, counts, params, report, submit
 
 
 @given(

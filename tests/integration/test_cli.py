@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 
 from bulksms.cli.client import read_numbers
-from tests.conftest import API_KEY, Stack
-from tests.numbers_gen import us_numbers
+from bulksms.devstack.numbers_gen import us_numbers
+from tests.helpers import API_KEY
+from tests.helpers.stack import Stack
 
 
 def test_numbers_from_text_and_csv_files() -> None:

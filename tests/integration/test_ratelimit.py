@@ -10,8 +10,8 @@ from flask.testing import FlaskClient
 
 from bulksms import create_app
 from bulksms.config import ConfigError, Settings
-from tests.conftest import API_KEY
-from tests.test_webhook import params, report, submit
+from tests.helpers import API_KEY
+from tests.helpers.webhook import params, report, submit
 
 BODY = json.dumps({"recipients": ["+14155550100"], "message": "x"})
 

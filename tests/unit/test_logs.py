@@ -14,7 +14,7 @@ from flask.testing import FlaskClient
 
 from bulksms import logs
 from bulksms.config import Settings
-from tests.conftest import API_KEY
+from tests.helpers import API_KEY
 
 
 @pytest.fixture

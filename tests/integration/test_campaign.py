@@ -11,8 +11,9 @@ import time
 import pytest
 import requests
 
-from tests.conftest import API_KEY, Stack
-from tests.numbers_gen import us_numbers
+from bulksms.devstack.numbers_gen import us_numbers
+from tests.helpers import API_KEY
+from tests.helpers.stack import Stack
 
 pytestmark = pytest.mark.integration
 AUTH = {"X-API-Key": API_KEY}

@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 from openapi_spec_validator import validate
 from schemathesis import GenerationMode, checks
 
-from tests.conftest import API_KEY, Stack
+from tests.helpers import API_KEY
+from tests.helpers.stack import Stack
 
 
 def test_the_document_is_valid_openapi_3_1(client: FlaskClient) -> None:

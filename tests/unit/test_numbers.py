@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from bulksms import numbers
-from tests.numbers_gen import random_e164
+from bulksms.devstack.numbers_gen import random_e164
 
 
 def test_mixed_formats_normalise_to_e164_and_duplicates_drop() -> None:

@@ -9,16 +9,16 @@ import time
 import pytest
 import requests
 
+from bulksms.devstack.numbers_gen import us_numbers
 from bulksms.devstack.up import free_port, wait_for_port
-from tests.conftest import Stack, _spawn, child_env
-from tests.numbers_gen import us_numbers
+from tests.helpers.stack import Stack, child_env, spawn
 
 pytestmark = pytest.mark.integration
 
 
 def test_flower_sees_the_worker_and_every_batch_task(stack: Stack) -> None:
     port = free_port()
-    flower = _spawn(
+    flower = spawn(
         stack.logs / "flower.log",
         [
             sys.executable,

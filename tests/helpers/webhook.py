@@ -1,0 +1,66 @@
+"""Driving the delivery-report webhook through a Flask test client: submit a job, post a
+signed report, read the counts (tests/integration/test_webhook.py, test_fastpath.py and
+test_ratelimit.py use them)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from flask.testing import FlaskClient
+
+from bulksms import signature
+from bulksms.config import Settings
+from tests.helpers import API_KEY
+
+PATH = "/api/webhooks/plivo/delivery-report"
+
+
+def submit(client: FlaskClient, numbers: list[str]) -> str:
+    answer = client.post(
+        "/api/bulk-sms",
+        data=json.dumps({"recipients": numbers, "message": "x"}),
+        headers={"X-API-Key": API_KEY, "Content-Type": "application/json"},
+    )
+    job_id: str = answer.get_json()["job_id"]
+    return job_id
+
+
+def report(
+    client: FlaskClient,
+    settings: Settings,
+    job_id: str,
+    params: dict[str, str],
+    key: str | None = None,
+    scheme: str = "v3",
+    query: str | None = None,
+) -> Any:
+    query = f"job={job_id}&batch=0" if query is None else query
+    public = f"{settings.api_base_url}{PATH}?{query}"
+    key = key or settings.plivo_auth_token or ""
+    headers: dict[str, str] = {}
+    if scheme in ("v3", "both"):
+        headers |= {
+            signature.V3: signature.sign_v3(public, params, "4242", key),
+            signature.V3_NONCE: "4242",
+        }
+    if scheme in ("v2", "both"):
+        nonce = f"n{len(params)}{params.get('Status')}"
+        headers |= {signature.V2: signature.sign_v2(public, nonce, key), signature.V2_NONCE: nonce}
+    return client.post(f"{PATH}?{query}", data=params, headers=headers)
+
+
+def params(status: str, to: str = "14155550100", **extra: str) -> dict[str, str]:
+    return {
+        "MessageUUID": "uuid-1",
+        "Status": status,
+        "To": to,
+        "From": "14155550199",
+        "ErrorCode": "",
+        **extra,
+    }
+
+
+def counts(client: FlaskClient, job_id: str) -> dict[str, int]:
+    doc = client.get(f"/api/bulk-sms/{job_id}", headers={"X-API-Key": API_KEY}).get_json()
+    return {k: v for k, v in doc["counts"].items() if v}
