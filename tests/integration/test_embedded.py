@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from bulksms.devstack.up import free_port, local_redis_url
+from bulksms.devstack.up import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -101,8 +101,3 @@ def test_bulksms_up_runs_the_whole_flow_on_the_sandbox(tmp_path: Path) -> None:
         os.killpg(process.pid, 0)
     with socket.socket() as s:
         assert s.connect_ex(("127.0.0.1", port)) != 0  # the web app stopped with it
-
-
-def test_a_folder_too_deep_for_a_unix_socket_gets_tcp(tmp_path: Path) -> None:
-    deep = tmp_path / ("d" * 120)
-    assert local_redis_url(6399, deep) == "redis://127.0.0.1:6399/0"

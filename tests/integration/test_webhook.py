@@ -3,31 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from urllib.parse import parse_qs
 
 import redis
 from flask.testing import FlaskClient
-from hypothesis import given
-from hypothesis import strategies as st
 
 from bulksms import create_app, signature
-from bulksms.api import webhooks
 from bulksms.config import Settings
 from tests.helpers import API_KEY
 from tests.helpers.webhook import PATH, counts, params, report, submit
-
-
-@given(
-    st.one_of(
-        st.text(alphabet="ab=&%+2C3E9fz ", max_size=30),
-        st.dictionaries(st.text(max_size=8), st.text(max_size=8)).map(
-            lambda d: "&".join(f"{k}={v}" for k, v in d.items())
-        ),
-        st.text(max_size=30),
-    )
-)
-def test_forms_are_read_as_parse_qs_reads_them(text: str) -> None:
-    assert webhooks.parse_form(text) == parse_qs(text, keep_blank_values=True)
 
 
 def test_a_signed_report_is_recorded_once(client: FlaskClient, settings: Settings) -> None:
