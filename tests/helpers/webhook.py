@@ -1,11 +1,12 @@
 """Driving the delivery-report webhook through a Flask test client: submit a job, post a
-signed report, read the counts (tests/integration/test_webhook.py, test_fastpath.py and
-test_ratelimit.py use them)."""
+signed report, read the counts, and the WSGI environ of a report for the fast path."""
 
 from __future__ import annotations
 
+import io
 import json
 from typing import Any
+from urllib.parse import urlencode
 
 from flask.testing import FlaskClient
 
@@ -64,3 +65,22 @@ def params(status: str, to: str = "14155550100", **extra: str) -> dict[str, str]
 def counts(client: FlaskClient, job_id: str) -> dict[str, int]:
     doc = client.get(f"/api/bulk-sms/{job_id}", headers={"X-API-Key": API_KEY}).get_json()
     return {k: v for k, v in doc["counts"].items() if v}
+
+
+def environ(settings: Settings, job_id: str, form: dict[str, str], **change: Any) -> dict[str, Any]:
+    query = f"job={job_id}&batch=0"
+    public = f"{settings.api_base_url}{PATH}?{query}"
+    body = urlencode(form).encode()
+    found = {
+        "REQUEST_METHOD": "POST",
+        "PATH_INFO": PATH,
+        "QUERY_STRING": query,
+        "CONTENT_TYPE": "application/x-www-form-urlencoded",
+        "CONTENT_LENGTH": str(len(body)),
+        "HTTP_X_PLIVO_SIGNATURE_V3": signature.sign_v3(
+            public, form, "77", settings.plivo_auth_token or ""
+        ),
+        "HTTP_X_PLIVO_SIGNATURE_V3_NONCE": "77",
+        "wsgi.input": io.BytesIO(body),
+    }
+    return {k: v for k, v in {**found, **change}.items() if v is not None}

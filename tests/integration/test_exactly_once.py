@@ -8,6 +8,7 @@ import time
 import pytest
 from flask import Flask
 
+from bulksms import taskqueue
 from bulksms.config import Settings
 from bulksms.devstack.numbers_gen import us_numbers
 from tests.helpers.stack import Stack
@@ -133,9 +134,8 @@ def test_with_the_default_settings_a_killed_worker_costs_a_couple_of_minutes(
 
 
 def test_queue_depth_counts_waiting_tasks_and_an_empty_queue_is_zero(app: Flask) -> None:
-    from bulksms.worker.tasks import enqueue, queue_depth
-
-    with app.app_context():
-        assert queue_depth() == 0
-        enqueue("0" * 32, [0, 1, 2])
-        assert queue_depth() == 3
+    celery = app.extensions["celery"]
+    assert taskqueue.queue_depth(celery) == 0
+    taskqueue.enqueue(celery, "0" * 32, [0, 1, 2], urgent=False)
+    taskqueue.enqueue(celery, "1" * 32, [0], urgent=True)
+    assert taskqueue.queue_depth(celery) == 4

@@ -3,41 +3,20 @@ Flask view, which answers exactly as before (test_webhook.py goes through both).
 
 from __future__ import annotations
 
-import io
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlencode
 
 import redis
 from flask import Flask
 from flask.testing import FlaskClient
 
-from bulksms import create_app, signature
+from bulksms import create_app
 from bulksms.api import report_fastpath as fastpath
 from bulksms.config import Settings
-from bulksms.devstack.up import free_port, local_redis_url
+from bulksms.devstack.up import local_redis_url
 from bulksms.store import keys
-from tests.helpers.webhook import PATH, counts, params, report, submit
-
-
-def environ(settings: Settings, job_id: str, form: dict[str, str], **change: Any) -> dict[str, Any]:
-    query = f"job={job_id}&batch=0"
-    public = f"{settings.api_base_url}{PATH}?{query}"
-    body = urlencode(form).encode()
-    found = {
-        "REQUEST_METHOD": "POST",
-        "PATH_INFO": PATH,
-        "QUERY_STRING": query,
-        "CONTENT_TYPE": "application/x-www-form-urlencoded",
-        "CONTENT_LENGTH": str(len(body)),
-        "HTTP_X_PLIVO_SIGNATURE_V3": signature.sign_v3(
-            public, form, "77", settings.plivo_auth_token or ""
-        ),
-        "HTTP_X_PLIVO_SIGNATURE_V3_NONCE": "77",
-        "wsgi.input": io.BytesIO(body),
-    }
-    return {k: v for k, v in {**found, **change}.items() if v is not None}
+from tests.helpers.webhook import PATH, counts, environ, params, report, submit
 
 
 def test_a_valid_report_is_taken_and_recorded(
@@ -71,20 +50,6 @@ def test_anything_else_is_left_to_flask_untouched(
         if "CONTENT_LENGTH" in env and change.get("CONTENT_TYPE") is None:
             assert env["wsgi.input"].read() == urlencode(good).encode()  # still there for Flask
     assert counts(client, job_id) == {"pending": 1}
-
-
-def test_redis_failing_is_left_to_flask_which_answers_503(
-    settings: Settings, rdb: redis.Redis
-) -> None:
-    down = create_app(replace(settings, redis_url=f"redis://127.0.0.1:{free_port()}/0"))
-    assert (
-        fastpath.DeliveryReports(down, down.wsgi_app)._take(
-            environ(settings, "f" * 32, params("delivered"))
-        )
-        is None
-    )
-    answer = report(down.test_client(), settings, "f" * 32, params("delivered"))
-    assert answer.status_code == 503
 
 
 def test_the_fast_answer_carries_the_usual_headers(client: FlaskClient, settings: Settings) -> None:

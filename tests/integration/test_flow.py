@@ -9,7 +9,7 @@ import pytest
 import redis
 
 from bulksms.devstack.numbers_gen import us_numbers
-from bulksms.store import keys
+from bulksms.store import JobStore
 from tests.helpers.stack import Stack
 
 pytestmark = pytest.mark.integration
@@ -164,7 +164,9 @@ def test_a_big_job_is_fanned_out_by_a_worker_and_sent_once(stack: Stack) -> None
     assert len({m["api_id"] for m in sent}) == 25
     assert sorted(m["dst"] for m in sent) == sorted(numbers)
     # Enqueued by fan_out, not by the sweep (which stamps a batch it re-enqueues anew).
-    rdb = redis.Redis.from_url(stack.settings.redis_url or "", decode_responses=True)
-    created = rdb.hget(keys.job(job_id), "created_at")
-    stamps = {v for k, v in rdb.hgetall(keys.batches(job_id)).items() if k.startswith("q:")}
-    assert stamps == {created}
+    store = JobStore(
+        redis.Redis.from_url(stack.settings.redis_url or "", decode_responses=True), 60
+    )
+    job = store.job(job_id)
+    assert job is not None
+    assert {batch.enqueued_at for batch in store.batches(job_id)} == {job.created_at}

@@ -9,24 +9,40 @@ from collections import Counter
 
 import redis
 
-from bulksms.store.jobs import CODES, Claim, JobStore, NewJob, Report, Sending, Status, derive_state
+from bulksms.store import Claim, Job, JobState, JobStore, NewJob, Report, Sending, Status
 
 NUMBERS = ["+14155550100", "+14155550101", "+14155550102"]
 UUID = "6f1c2a1e-8b7d-4c55-9a0e-3f2b1d4c5e6f"
+SENDING = Sending("hi", "+14155550199")
 
 
 def make(rdb: redis.Redis, numbers: list[str] = NUMBERS, batch_size: int = 2) -> JobStore:
     store = JobStore(rdb, 3600)
     store.create(
-        NewJob("j1", Sending("hi", "+14155550199"), numbers, len(numbers), 0, 0, 0, batch_size, {})
+        NewJob(
+            "j1",
+            Sending("hi", "+14155550199"),
+            numbers,
+            len(numbers),
+            0,
+            0,
+            0,
+            batch_size,
+            "GSM-7",
+            1,
+        )
     )
     return store
 
 
+def job(store: JobStore) -> Job:
+    found = store.job("j1")
+    assert found is not None
+    return found
+
+
 def counts(store: JobStore) -> dict[str, int]:
-    fields = store.job_fields("j1")
-    assert fields
-    return {s.value: int(fields[f"c:{CODES[s]}"]) for s in Status if int(fields[f"c:{CODES[s]}"])}
+    return {s.value: n for s, n in job(store).counts.items() if n}
 
 
 def true_counts(store: JobStore, numbers: list[str], batch_size: int = 2) -> dict[str, int]:
@@ -40,10 +56,9 @@ def true_counts(store: JobStore, numbers: list[str], batch_size: int = 2) -> dic
 
 def test_new_job_is_queued_with_every_recipient_pending(rdb: redis.Redis) -> None:
     store = make(rdb)
-    fields = store.job_fields("j1")
-    assert fields and fields["batches"] == "2"
+    assert job(store).batches == 2
     assert counts(store) == {"pending": 3}
-    assert derive_state(fields).value == "queued"
+    assert job(store).state is JobState.QUEUED
     assert rdb.ttl("bulksms:{j1}:r:1") > 0
 
 
@@ -104,8 +119,7 @@ def test_submission_queues_and_rejects_what_plivo_refused(rdb: redis.Redis) -> N
     store.claim_batch("j1", 0)
     assert store.batch_submitted("j1", 0, 1, "api-1", ["+14155550101"]) == 1
     assert counts(store) == {"pending": 1, "queued": 1, "rejected": 1}
-    fields = store.job_fields("j1")
-    assert fields and derive_state(fields).value == "sending"
+    assert job(store).state is JobState.SENDING
 
 
 def test_a_report_before_the_submission_is_recorded_and_not_undone(rdb: redis.Redis) -> None:
@@ -147,9 +161,8 @@ def test_a_failed_batch_rejects_its_pending_recipients(rdb: redis.Redis) -> None
     store = make(rdb)
     assert store.batch_failed("j1", 1, None, "Plivo said no") == 1
     store.batch_failed("j1", 0, None, "Plivo said no")
-    fields = store.job_fields("j1")
-    assert fields and counts(store) == {"rejected": 3}
-    assert derive_state(fields).value == "failed"
+    assert counts(store) == {"rejected": 3}
+    assert job(store).state is JobState.FAILED
 
 
 def test_the_job_completes_when_every_recipient_is_final(rdb: redis.Redis) -> None:
@@ -157,19 +170,17 @@ def test_the_job_completes_when_every_recipient_is_final(rdb: redis.Redis) -> No
     for batch in (0, 1):
         store.claim_batch("j1", batch)
         store.batch_submitted("j1", batch, 1, "api", [])
-    fields = store.job_fields("j1")
-    assert fields and derive_state(fields).value == "sent"
+    assert job(store).state is JobState.SENT
     for i, n in enumerate(NUMBERS):
         store.record_report(Report("j1", i // 2, n, Status.DELIVERED, f"u{i}", ""))
-    fields = store.job_fields("j1")
-    assert fields and derive_state(fields).value == "completed"
+    assert job(store).state is JobState.COMPLETED
     assert counts(store) == {"delivered": 3}
 
 
 def test_a_batch_carries_how_plivo_is_to_send_it(rdb: redis.Redis) -> None:
     store = JobStore(rdb, 3600)
     sending = Sending("hi", None, "1b2c3d4e-aaaa-bbbb-cccc-0123456789ab", 600)
-    store.create(NewJob("j2", sending, NUMBERS, 3, 0, 0, 0, 1000, {}))
+    store.create(NewJob("j2", sending, NUMBERS, 3, 0, 0, 0, 1000, "GSM-7", 1))
     work = store.batch_work("j2", 0)
     assert work.sending == sending
     assert work.numbers == NUMBERS
