@@ -36,8 +36,7 @@ from bulksms import numbers, signature
 from bulksms.devstack.numbers_gen import random_e164
 from bulksms.devstack.sandbox import make_credentials
 from bulksms.devstack.up import free_port, local_redis_url, start_redis, wait_for_port
-from bulksms.store import keys
-from bulksms.store.jobs import JobStore, Report, Status
+from bulksms.store import JobStore, Report, Status, optouts
 from bulksms.worker.gateway import set_api_url
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -98,7 +97,7 @@ class Stack:
         }
         self.procs.append(start_redis(self.redis_port, work / "redis"))
         self.env["REDIS_URL"] = local_redis_url(self.redis_port, work / "redis")
-        self.redis = redis.Redis.from_url(self.env["REDIS_URL"])
+        self.redis = redis.Redis.from_url(self.env["REDIS_URL"], decode_responses=True)
         self.flush()
         self._start(
             "sandbox",
@@ -187,7 +186,7 @@ class Stack:
         """An empty Redis, but for an opt-out list (a real one is never empty: a submit checks
         every recipient against it)."""
         self.redis.flushdb()
-        self.redis.sadd(keys.OPT_OUTS, *(f"1999{n:07d}" for n in range(OPTED_OUT)))
+        optouts.opt_out_many(self.redis, [f"+1999{n:07d}" for n in range(OPTED_OUT)])
 
     def settle(self) -> None:
         """Wait for Redis's background work (an AOF rewrite after a million writes) to end."""
@@ -370,6 +369,12 @@ def signed_reports(stack: Stack, job_id: str, recipients: list[str], count: int)
     return out
 
 
+def delivered(stack: Stack, job_id: str) -> int:
+    job = JobStore(stack.redis, 3600).job(job_id)
+    assert job is not None
+    return job.counts[Status.DELIVERED]
+
+
 def reports(stack: Stack, job_id: str, recipients: list[str]) -> Row:
     """Signed reports recorded per second, against a bare Flask 204 on the same settings.
 
@@ -379,7 +384,7 @@ def reports(stack: Stack, job_id: str, recipients: list[str]) -> Row:
     the median stand clear of them."""
     rounds, seconds, connections = 15, 1.5, 16
     prepared = signed_reports(stack, job_id, recipients, 200_000)
-    before = int(stack.redis.hget(keys.job(job_id), "c:d") or 0)
+    before = delivered(stack, job_id)
     pairs: list[tuple[float, float]] = []
     acknowledged, offset = 0, 0
     for index in range(rounds):
@@ -394,7 +399,7 @@ def reports(stack: Stack, job_id: str, recipients: list[str]) -> Row:
         acknowledged += result.statuses[204]
         pairs.append((result.per_second, floor.per_second))
     # Every acknowledged report is recorded: the job's delivered counter moved by as many.
-    recorded = int(stack.redis.hget(keys.job(job_id), "c:d") or 0) - before
+    recorded = delivered(stack, job_id) - before
     assert recorded == acknowledged, (recorded, acknowledged)
     rate, base_rate = sorted(pairs, key=lambda pair: pair[0] / pair[1])[len(pairs) // 2]
     return {
@@ -423,8 +428,8 @@ def memory(stack: Stack, job_id: str, recipients: list[str], baseline: int) -> R
             )
             for index in range(start, min(start + 10_000, len(recipients)))
         )
-    fields = store.job_fields(job_id)
-    assert fields and int(fields["c:q"]) == 0 and int(fields["c:p"]) == 0, fields
+    job = store.job(job_id)
+    assert job and job.counts[Status.QUEUED] == 0 and job.counts[Status.PENDING] == 0, job
     used = int(stack.redis.info("memory")["used_memory"]) - baseline
     per = used / len(recipients)
     return {

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field, fields
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
+from dotenv import find_dotenv, load_dotenv
+
 T = TypeVar("T")
 
 AUTH_ID_RE = re.compile(r"^(MA|SA)[A-Z0-9]{18}$")
@@ -281,3 +283,9 @@ def _shown(name: str, raw: str) -> str:
     if parts.password:
         return repr(raw.replace(parts.password, "****"))
     return repr(raw)
+
+
+def load_settings() -> Settings:
+    """Settings from the environment, with a `.env` in the working directory loaded first."""
+    load_dotenv(find_dotenv(usecwd=True), override=False)
+    return Settings.from_env()

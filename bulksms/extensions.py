@@ -1,14 +1,13 @@
-"""The app's shared objects, reached from views and tasks through `current_app`."""
+"""The shared objects of every process (web and worker), reached through `current_app`."""
 
 from __future__ import annotations
 
 import redis
+from celery import Celery
 from flask import Flask, current_app
 
 from bulksms.config import Settings
-from bulksms.store.jobs import JobStore
-from bulksms.worker.gateway import PlivoGateway
-from bulksms.worker.throttle import PlivoThrottle
+from bulksms.store import JobStore
 
 
 def init_app(app: Flask, settings: Settings) -> None:
@@ -22,8 +21,7 @@ def init_app(app: Flask, settings: Settings) -> None:
     )
     app.config["SETTINGS"] = settings
     app.extensions["bulksms.redis"] = client
-    app.extensions["bulksms.store.jobs"] = JobStore(client, settings.job_retention_seconds)
-    app.extensions["bulksms.worker.throttle"] = PlivoThrottle(client, settings.plivo_rate_limit)
+    app.extensions["bulksms.store"] = JobStore(client, settings.job_retention_seconds)
 
 
 def settings() -> Settings:
@@ -37,22 +35,11 @@ def redis_client() -> redis.Redis:
 
 
 def store() -> JobStore:
-    value: JobStore = current_app.extensions["bulksms.store.jobs"]
+    value: JobStore = current_app.extensions["bulksms.store"]
     return value
 
 
-def throttle() -> PlivoThrottle:
-    value: PlivoThrottle = current_app.extensions["bulksms.worker.throttle"]
+def celery() -> Celery:
+    """The Celery app: a publisher in the web process, the worker's own app in a worker."""
+    value: Celery = current_app.extensions["celery"]
     return value
-
-
-def gateway() -> PlivoGateway:
-    """Made on first use in each process: worker children must not share a forked session."""
-    found: PlivoGateway | None = current_app.extensions.get("bulksms.worker.gateway")
-    if found is None:
-        s = settings()
-        s.require("PLIVO_AUTH_ID", "PLIVO_AUTH_TOKEN")
-        assert s.plivo_auth_id and s.plivo_auth_token
-        found = PlivoGateway(s.plivo_auth_id, s.plivo_auth_token, s.plivo_api_url, s.plivo_timeout)
-        current_app.extensions["bulksms.worker.gateway"] = found
-    return found

@@ -1,26 +1,18 @@
-"""The application factory: the list of what bulksms is made of."""
+"""The web app's factory: the list of what the web process is made of."""
 
 from __future__ import annotations
 
 import logging
 
-from dotenv import find_dotenv, load_dotenv
 from flask import Flask, Response, g, request
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from bulksms import extensions, logs, numbers
+from bulksms import extensions, logs, numbers, taskqueue
 from bulksms.api import errors, ratelimit
 from bulksms.api import report_fastpath as fastpath
-from bulksms.config import Settings
-from bulksms.worker.celery import celery_init_app
+from bulksms.config import Settings, load_settings
 
 JSON_OVERHEAD_PER_RECIPIENT = 32  # bytes: '"+44 (20) 7946 0958", ' and then some
-
-
-def load_settings() -> Settings:
-    """Settings from the environment, with a `.env` in the working directory loaded first."""
-    load_dotenv(find_dotenv(usecwd=True), override=False)
-    return Settings.from_env()
 
 
 def create_app(settings: Settings | None = None) -> Flask:
@@ -47,17 +39,17 @@ def create_app(settings: Settings | None = None) -> Flask:
     errors.init_app(app)
     ratelimit.init_app(app, settings)
     numbers.prepare()  # compile the fast validator now, not in the first request
-    celery_init_app(app, settings)
+    # The web process only publishes tasks, by name (`taskqueue`): no worker code is loaded.
+    app.extensions["celery"] = taskqueue.make_celery(settings)
 
     from bulksms.api import jobs as api
-    from bulksms.api import openapi, optouts, webhooks
-    from bulksms.api import ops as health
+    from bulksms.api import openapi, ops, optouts, webhooks
 
     app.register_blueprint(api.bp)
     app.register_blueprint(webhooks.bp)
     app.register_blueprint(optouts.api)
     app.register_blueprint(optouts.inbound)
-    app.register_blueprint(health.bp)
+    app.register_blueprint(ops.bp)
     app.register_blueprint(openapi.bp)
     # In front of everything Flask does: the delivery reports' common case (see `fastpath`).
     app.wsgi_app = fastpath.DeliveryReports(app, app.wsgi_app)  # type: ignore[method-assign]

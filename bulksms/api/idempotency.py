@@ -21,7 +21,7 @@ from typing import Any
 import redis
 
 from bulksms.api.errors import ApiError
-from bulksms.store import keys
+from bulksms.store import idempotency as records
 
 HEADER = "Idempotency-Key"
 KEY_RE = re.compile(r"[\x21-\x7e]{1,255}")  # printable ASCII, no spaces
@@ -34,13 +34,13 @@ class Slot:
     """The key taken by this request; `remember` stores the answer to replay."""
 
     client: redis.Redis
-    key: str
+    scope: str
     digest: str
     ttl: int
     answered: bool = False
 
     def remember(self, answer: dict[str, Any]) -> None:
-        self.client.set(self.key, f"done|{self.digest}|{json.dumps(answer)}", ex=self.ttl)
+        records.remember(self.client, self.scope, self.digest, answer, self.ttl)
         self.answered = True
 
 
@@ -61,21 +61,20 @@ def once(
             f"{HEADER} must be 1-255 printable ASCII characters without spaces.",
         )
     scope = hashlib.sha256(f"{api_key}\0{idempotency_key}".encode()).hexdigest()
-    slot = Slot(client, keys.idempotency(scope), digest_of(body), ttl)
+    slot = Slot(client, scope, digest_of(body), ttl)
     deadline = time.monotonic() + WAIT_SECONDS
-    while not client.set(slot.key, f"pending|{slot.digest}", nx=True, ex=CLAIM_SECONDS):
-        held = client.get(slot.key)
+    while not records.take(client, scope, slot.digest, CLAIM_SECONDS):
+        held = records.held(client, scope)
         if held is None:
             continue  # it expired just now: try to take it
-        state, digest, answer = (str(held).split("|", 2) + [""])[:3]
-        if digest != slot.digest:
+        if held.digest != slot.digest:
             raise ApiError(
                 409,
                 "idempotency_key_reused",
                 f"This {HEADER} was used with a different request body.",
             )
-        if state == "done":
-            yield json.loads(answer)
+        if held.answer is not None:
+            yield held.answer
             return
         if time.monotonic() > deadline:
             raise ApiError(
@@ -89,4 +88,4 @@ def once(
         yield slot
     finally:
         if not slot.answered:  # refused or failed: nothing was made, the key is free again
-            client.delete(slot.key)
+            records.free(client, scope)

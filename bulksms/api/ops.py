@@ -1,14 +1,14 @@
-"""Liveness and readiness, open to the orchestrator."""
+"""For operators and their tools: liveness, readiness and Prometheus metrics."""
 
 from __future__ import annotations
 
 import redis
-from flask import Blueprint, Response, current_app, jsonify
+from flask import Blueprint, Response, jsonify
 
-from bulksms import metrics
-from bulksms.extensions import redis_client
+from bulksms import metrics, taskqueue
+from bulksms.extensions import celery, redis_client
 
-bp = Blueprint("health", __name__)
+bp = Blueprint("ops", __name__)
 
 
 @bp.get("/healthz")
@@ -18,9 +18,7 @@ def healthz() -> Response:
 
 @bp.get("/metrics")
 def prometheus() -> Response:
-    from bulksms.worker.tasks import queue_depth
-
-    body, content_type = metrics.render(queue_depth)
+    body, content_type = metrics.render(lambda: taskqueue.queue_depth(celery()))
     return Response(body, content_type=content_type)
 
 
@@ -33,7 +31,7 @@ def readyz() -> tuple[Response, int]:
     except redis.RedisError as exc:
         checks["redis"] = f"unavailable ({type(exc).__name__})"
     if checks["redis"] == "ok":
-        replies = current_app.extensions["celery"].control.ping(timeout=1.0)
+        replies = celery().control.ping(timeout=1.0)
         checks["worker"] = "ok" if replies else "no worker answered"
     ready = all(v == "ok" for v in checks.values())
     return jsonify({"status": "ready" if ready else "not ready", "checks": checks}), (

@@ -8,8 +8,6 @@ by delivery reports with Plivo's error 200 ("blocked by STOP"); emptied by START
 
 from __future__ import annotations
 
-from typing import cast
-
 from flask import Blueprint, Response, jsonify, request
 
 from bulksms import numbers
@@ -18,8 +16,7 @@ from bulksms.api.errors import ApiError
 from bulksms.api.ratelimit import limiter, read_limit, submit_limit
 from bulksms.api.webhooks import verify_plivo
 from bulksms.extensions import redis_client, settings
-from bulksms.store import keys
-from bulksms.store.optouts import opt_out
+from bulksms.store import optouts as opt_out_set
 
 STOP_WORDS = {"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT"}
 START_WORDS = {"START", "UNSTOP"}
@@ -51,20 +48,15 @@ def listing() -> Response:
     cursor = request.args.get("cursor", "0")
     if not cursor.isdigit():
         raise ApiError(400, "invalid_cursor", "cursor must be a next_cursor from a page.")
-    after, found = redis_client().sscan(keys.OPT_OUTS, int(cursor), count=1000)
-    return jsonify(
-        {
-            "opt_outs": sorted(f"+{n}" for n in cast(list[str], found)),
-            "next_cursor": str(after) if after else None,
-        }
-    )
+    found, after = opt_out_set.page(redis_client(), int(cursor))
+    return jsonify({"opt_outs": found, "next_cursor": str(after) if after else None})
 
 
 @api.get("/<number>")
 @limiter.limit(read_limit)
 def show(number: str) -> Response:
     e164 = _number(number)
-    if not redis_client().sismember(keys.OPT_OUTS, e164.lstrip("+")):
+    if not opt_out_set.is_opted_out(redis_client(), e164):
         raise ApiError(404, "not_found", "This number has not opted out.")
     return jsonify({"number": e164, "opted_out": True})
 
@@ -73,7 +65,7 @@ def show(number: str) -> Response:
 @limiter.limit(submit_limit)
 def add(number: str) -> Response:
     e164 = _number(number)
-    opt_out(redis_client(), e164)
+    opt_out_set.opt_out(redis_client(), e164)
     return jsonify({"number": e164, "opted_out": True})
 
 
@@ -81,7 +73,7 @@ def add(number: str) -> Response:
 @limiter.limit(submit_limit)
 def remove(number: str) -> Response:
     e164 = _number(number)
-    if not redis_client().srem(keys.OPT_OUTS, e164.lstrip("+")):
+    if not opt_out_set.opt_in(redis_client(), e164):
         raise ApiError(404, "not_found", "This number has not opted out.")
     return jsonify({"number": e164, "opted_out": False})
 
@@ -96,7 +88,7 @@ def inbound_message() -> Response:
         e164 = numbers.normalise("+" + sender.lstrip("+"), None)[0]
         if e164:
             if word in STOP_WORDS:
-                opt_out(redis_client(), e164)
+                opt_out_set.opt_out(redis_client(), e164)
             else:
-                redis_client().srem(keys.OPT_OUTS, e164.lstrip("+"))
+                opt_out_set.opt_in(redis_client(), e164)
     return Response(status=204)

@@ -18,7 +18,7 @@ from bulksms.api.auth import presented_key
 from bulksms.api.errors import ApiError
 from bulksms.config import Settings
 from bulksms.extensions import settings
-from bulksms.store import keys
+from bulksms.store import RATE_LIMIT_PREFIX
 
 
 def _client_key() -> str:
@@ -36,7 +36,7 @@ def init_app(app: Flask, s: Settings) -> None:
     app.config.update(
         RATELIMIT_STORAGE_URI=s.limiter_storage_uri,
         RATELIMIT_STORAGE_OPTIONS={"socket_connect_timeout": 2, "socket_timeout": 5},
-        RATELIMIT_KEY_PREFIX=keys.RATE_LIMIT_PREFIX,
+        RATELIMIT_KEY_PREFIX=RATE_LIMIT_PREFIX,
         RATELIMIT_HEADERS_ENABLED=True,
         RATELIMIT_STRATEGY="moving-window",
         RATELIMIT_SWALLOW_ERRORS=False,  # a Redis failure is a 503, not a silent free pass

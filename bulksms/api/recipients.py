@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bulksms.api.errors import ApiError
-from bulksms.store.jobs import JobStore, Recipient, Status
+from bulksms.store import Job, JobStore, Recipient, Status
 
 COLUMNS = ("number", "message_uuid", "status", "error_code", "error", "updated_at")
 MAX_BATCHES_PER_PAGE = 50  # a filtered page stops after this many batches, with a cursor
@@ -64,8 +64,9 @@ def row(recipient: Recipient) -> dict[str, Any]:
 
 
 def page(
-    store: JobStore, job_id: str, batches: int, status: Status | None, limit: int, cursor: Cursor
+    store: JobStore, job: Job, status: Status | None, limit: int, cursor: Cursor
 ) -> tuple[list[dict[str, Any]], Cursor | None]:
+    job_id, batches = job.job_id, job.batches
     found: list[dict[str, Any]] = []
     batch, offset, scanned = cursor.batch, cursor.offset, 0
     while batch < batches and len(found) < limit and scanned < MAX_BATCHES_PER_PAGE:
@@ -89,20 +90,20 @@ RETRYABLE_STATUSES = {Status.FAILED, Status.UNDELIVERED}
 RETRYABLE_ERRORS = {"20", "80"}  # network error; destination temporarily unavailable
 
 
-def retryable(store: JobStore, job_id: str, batches: int) -> Iterator[dict[str, Any]]:
+def retryable(store: JobStore, job: Job) -> Iterator[dict[str, Any]]:
     """Recipients whose final status a second attempt may change."""
-    for batch in range(batches):
-        for recipient in store.batch_recipients(job_id, batch):
+    for batch in range(job.batches):
+        for recipient in store.batch_recipients(job.job_id, batch):
             if recipient.status in RETRYABLE_STATUSES and recipient.error_code in RETRYABLE_ERRORS:
                 yield row(recipient)
 
 
-def csv_lines(store: JobStore, job_id: str, batches: int, status: Status | None) -> Iterator[str]:
+def csv_lines(store: JobStore, job: Job, status: Status | None) -> Iterator[str]:
     out = io.StringIO()
     writer = csv.DictWriter(out, COLUMNS, lineterminator="\n")
     writer.writeheader()
-    for batch in range(batches):
-        for recipient in store.batch_recipients(job_id, batch):
+    for batch in range(job.batches):
+        for recipient in store.batch_recipients(job.job_id, batch):
             if status is None or recipient.status is status:
                 writer.writerow(row(recipient))
         yield out.getvalue()

@@ -46,7 +46,7 @@ class DeliveryReports:
         self.following = following
         self.key: str | None = settings.webhook_key
         self.url = f"{settings.api_base_url}{PATH}"
-        self.store = app.extensions["bulksms.store.jobs"]
+        self.store = app.extensions["bulksms.store"]
         self.redis: redis.Redis = app.extensions["bulksms.redis"]
         self.local = threading.local()  # each thread keeps one connection to Redis
 

@@ -20,9 +20,8 @@ from bulksms import metrics, signature
 from bulksms.api.errors import ApiError
 from bulksms.api.ratelimit import count_bad_signature
 from bulksms.extensions import redis_client, settings, store
-from bulksms.store import keys
-from bulksms.store import optouts as suppression
-from bulksms.store.jobs import JobStore, Report, Status
+from bulksms.store import JobStore, Report, Status, optouts
+from bulksms.store.signals import take_v2_nonce
 
 log = logging.getLogger(__name__)
 T = TypeVar("T", int, float)
@@ -32,6 +31,7 @@ bp = Blueprint("webhooks", __name__, url_prefix="/api/webhooks")
 V2_NONCE_SECONDS = 7 * 24 * 3600  # longer than Plivo's retry window (about 11 minutes)
 TRACKED = {s.value for s in Status if s is not Status.PENDING}
 RESULTS = {1: "recorded", 0: "repeat", -1: "unknown_recipient"}
+BLOCKED_BY_STOP = "200"  # Plivo's error code: the destination replied STOP to this sender
 
 
 def _public_url() -> str:
@@ -87,7 +87,7 @@ def verify_plivo() -> dict[str, str]:
         raise ApiError(403, "signature_invalid", "The Plivo signature does not match.")
     if verdict is signature.Verdict.VALID_V2:
         nonce = request.headers[signature.V2_NONCE]
-        if not redis_client().set(keys.v2_nonce(nonce), 1, nx=True, ex=V2_NONCE_SECONDS):
+        if not take_v2_nonce(redis_client(), nonce, V2_NONCE_SECONDS):
             metrics.SIGNATURE_FAILURES.labels("replayed").inc()
             raise ApiError(403, "signature_replayed", "This V2 signature nonce was already used.")
     return {name: values[0] for name, values in posted.items()}
@@ -141,7 +141,7 @@ def record(
     )
     if moved < 0:
         log.info("delivery report for an unknown recipient of job %s", job_id)
-    if form.get("ErrorCode", "").strip() == suppression.BLOCKED_BY_STOP:
-        suppression.opt_out(client, number)
+    if form.get("ErrorCode", "").strip() == BLOCKED_BY_STOP:
+        optouts.opt_out(client, number)
     metrics.REPORTS.labels(status, RESULTS[moved]).inc()
     return RESULTS[moved]

@@ -1,5 +1,9 @@
-"""The WSGI application, for servers started from anywhere (`gunicorn bulksms.api.wsgi:app`)."""
+"""The WSGI application for servers started from anywhere (`gunicorn bulksms.api.wsgi:app`)."""
 
 from bulksms.api.app import create_app
+from bulksms.config import ConfigError
 
-app = create_app()
+try:
+    app = create_app()
+except ConfigError as exc:  # one line that says what to set, not a traceback
+    raise SystemExit(f"bulksms web: {exc}") from None

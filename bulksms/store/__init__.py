@@ -1,0 +1,44 @@
+"""Everything bulksms keeps in Redis, and the only code that knows how: key names (`keys`), the
+record layouts (`records`, `model`), the Lua scripts (`scripts`). Callers get typed objects.
+
+    jobs         JobStore: jobs, batches, recipients, delivery reports, the sweep's view
+    optouts      the opt-out set
+    idempotency  remembered answers of idempotent requests
+    signals      small shared facts: signature nonces taken, the sweep's lock, Plivo's bucket
+"""
+
+from bulksms.store.jobs import JobStore
+from bulksms.store.keys import RATE_LIMIT_PREFIX
+from bulksms.store.model import (
+    FINISHED,
+    BatchRecord,
+    BatchState,
+    BatchWork,
+    Claim,
+    Job,
+    JobState,
+    NewJob,
+    Recipient,
+    Report,
+    Sending,
+    Status,
+    rfc3339,
+)
+
+__all__ = [
+    "FINISHED",
+    "RATE_LIMIT_PREFIX",
+    "BatchRecord",
+    "BatchState",
+    "BatchWork",
+    "Claim",
+    "Job",
+    "JobState",
+    "JobStore",
+    "NewJob",
+    "Recipient",
+    "Report",
+    "Sending",
+    "Status",
+    "rfc3339",
+]

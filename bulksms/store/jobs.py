@@ -14,11 +14,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from dataclasses import fields as dataclass_fields
-from datetime import UTC, datetime
-from enum import StrEnum
-from typing import Any, NamedTuple, cast
+from typing import Any, cast
 
 import hiredis
 import redis
@@ -27,114 +25,30 @@ from redis.connection import Connection
 from redis.exceptions import NoScriptError
 
 from bulksms.store import keys, records, scripts
+from bulksms.store.model import (
+    CODES,
+    LAYOUT_VERSION,
+    BatchRecord,
+    BatchState,
+    BatchWork,
+    Claim,
+    Job,
+    NewJob,
+    Recipient,
+    Report,
+    Sending,
+    Status,
+)
 
-
-class Status(StrEnum):
-    PENDING = "pending"  # accepted by us, not yet by Plivo
-    QUEUED = "queued"
-    SENT = "sent"
-    DELIVERED = "delivered"
-    UNDELIVERED = "undelivered"
-    FAILED = "failed"
-    REJECTED = "rejected"
-    CANCELLED = "cancelled"  # never sent: the job was cancelled first
-
-
-CODES = {
-    Status.PENDING: "p",
-    Status.QUEUED: "q",
-    Status.SENT: "s",
-    Status.DELIVERED: "d",
-    Status.UNDELIVERED: "u",
-    Status.FAILED: "f",
-    Status.REJECTED: "r",
-    Status.CANCELLED: "x",
-}
-BY_CODE = {code: status for status, code in CODES.items()}
-NOT_FINAL = (Status.PENDING, Status.QUEUED, Status.SENT)
-
-
-class JobState(StrEnum):
-    SCHEDULED = "scheduled"
-    QUEUED = "queued"
-    SENDING = "sending"
-    PAUSED = "paused"
-    SENT = "sent"
-    COMPLETED = "completed"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-
-
-class BatchState(StrEnum):
-    PENDING = "pending"
-    SENDING = "sending"
-    SUBMITTED = "submitted"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-
-
-@dataclass(frozen=True)
-class Sending:
-    """How Plivo is to send a job's messages: `src` or a Powerpack, never both."""
-
-    message: str
-    src: str | None = None
-    powerpack_uuid: str | None = None
-    message_expiry: int | None = None
-
-
-@dataclass(frozen=True)
-class NewJob:
-    job_id: str
-    sending: Sending
-    recipients: Sequence[str]  # E.164, unique, in request order
-    received: int
-    duplicates: int
-    invalid: int
-    suppressed: int
-    batch_size: int
-    extra: dict[str, str | int]  # what the answer reports (encoding, segments, ...)
-    send_at: float | None = None  # scheduled: released by the sweep at this time
-
-    @property
-    def batch_count(self) -> int:
-        return -(-len(self.recipients) // self.batch_size)
-
-
-@dataclass(frozen=True)
-class BatchWork:
-    """What a worker needs to send one batch."""
-
-    sending: Sending
-    numbers: list[str]  # E.164
+# The job hash's fields that say what to send, read with one HMGET per batch.
 
 
 SENDING_FIELDS = [f.name for f in dataclass_fields(Sending)]
 
 
-class Report(NamedTuple):
-    """A delivery report, as far as the store cares."""
-
-    job_id: str
-    batch: int
-    number: str  # E.164, '+' optional
-    status: Status
-    uuid: str = ""
-    error_code: str = ""
-    units: int = 0
-    amount: float = 0.0
-
-
-@dataclass(frozen=True)
-class Claim:
-    """What `claim_batch` decided: `go` (send now, as attempt `attempt`) or why not."""
-
-    outcome: str  # go | early | halted | sending | submitted | failed | gone
-    attempt: int = 0
-    detail: str = ""
-
-
 class JobStore:
+    """Every read and write of jobs, batches and recipients; callers get typed objects."""
+
     def __init__(self, client: redis.Redis, retention_seconds: int) -> None:
         self.redis = client
         self.retention = retention_seconds
@@ -150,6 +64,7 @@ class JobStore:
         pipeline."""
         now = _now()
         fields: dict[str, str | int] = {
+            "v": LAYOUT_VERSION,
             **{k: v for k, v in asdict(job.sending).items() if v is not None},
             "created_at": now,
             "updated_at": now,
@@ -164,14 +79,19 @@ class JobStore:
             "b:failed": 0,
             "b:cancelled": 0,
             **{f"c:{CODES[s]}": 0 for s in Status},
-            **job.extra,
+            "encoding": job.encoding,
+            "segments_per_message": job.segments_per_message,
         }
+        optional = {"callback_url": job.callback_url, "retry_of": job.retry_of}
+        fields.update({k: v for k, v in optional.items() if v is not None})
+        if job.urgent:
+            fields["urgent"] = 1
         fields["c:p"] = len(job.recipients)
         if job.send_at is not None:
             fields["send_at"] = f"{job.send_at:.3f}"
         batches: dict[str, str] = {}
         for batch in range(job.batch_count):
-            batches[str(batch)] = "pending|0|0"
+            batches[str(batch)] = BatchRecord.new()
             batches[f"q:{batch}"] = now
         # Not a MULTI (Redis would queue a million recipients' 32 MB before running them):
         # the job hash is written last, so a job is visible only once everything it points to
@@ -255,8 +175,14 @@ class JobStore:
     def mark_enqueued(self, job_id: str, batch: int) -> None:
         self.redis.hset(keys.batches(job_id), f"q:{batch}", _now())
 
-    def batch_records(self, job_id: str) -> dict[str, str]:
-        return cast(dict[str, str], self.redis.hgetall(keys.batches(job_id)))
+    def batches(self, job_id: str) -> list[BatchRecord]:
+        """Every batch's record, in batch order."""
+        found = cast(dict[str, str], self.redis.hgetall(keys.batches(job_id)))
+        return [
+            BatchRecord.parse(int(key), record, found.get(f"q:{key}"))
+            for key, record in sorted(found.items(), key=lambda item: _batch_order(item[0]))
+            if key.isdigit()
+        ]
 
     def _finish_batch(
         self,
@@ -347,12 +273,18 @@ class JobStore:
     def deactivate(self, job_id: str) -> None:
         self.redis.zrem(keys.ACTIVE_JOBS, job_id)
 
-    def set_flag(self, job_id: str, flag: str) -> None:
-        """Record an operator's decision (cancelled, paused) on the job, once."""
-        self.redis.hsetnx(keys.job(job_id), flag, _now())
+    def cancel(self, job_id: str) -> None:
+        """Record the operator's decision, once: no batch not yet sent will be."""
+        self.redis.hsetnx(keys.job(job_id), "cancelled", _now())
 
-    def clear_flag(self, job_id: str, flag: str) -> None:
-        self.redis.hdel(keys.job(job_id), flag)
+    def pause(self, job_id: str) -> None:
+        self.redis.hsetnx(keys.job(job_id), "paused", _now())
+
+    def resume(self, job_id: str) -> None:
+        self.redis.hdel(keys.job(job_id), "paused")
+
+    def mark_notified(self, job_id: str) -> None:
+        self.redis.hsetnx(keys.job(job_id), "notified", _now())
 
     def due_jobs(self, now: float) -> list[str]:
         return cast(list[str], self.redis.zrangebyscore(keys.SCHEDULED, "-inf", now))
@@ -366,12 +298,8 @@ class JobStore:
         """True once per job: the caller sends its completion callback."""
         return bool(self.redis.hsetnx(keys.job(job_id), "notify_queued", _now()))
 
-    def is_urgent(self, job_id: str) -> bool:
-        return bool(self.redis.hexists(keys.job(job_id), "urgent"))
-
     def pending_batches(self, job_id: str) -> list[int]:
-        records = self.batch_records(job_id)
-        return sorted(int(k) for k, v in records.items() if k.isdigit() and v.startswith("pending"))
+        return [b.batch for b in self.batches(job_id) if b.state is BatchState.PENDING]
 
     def jobs_before(self, before: float | None, count: int) -> list[tuple[str, float]]:
         """Job ids newest first, created before `before` (exclusive), with their times."""
@@ -384,21 +312,26 @@ class JobStore:
         )
         return [(str(job_id), float(score)) for job_id, score in found]
 
-    def jobs_fields(self, job_ids: Sequence[str]) -> list[dict[str, str] | None]:
+    def jobs(self, job_ids: Sequence[str]) -> list[Job | None]:
+        """These jobs (None for one that expired), in one round trip."""
         pipe = self.redis.pipeline(transaction=False)
         for job_id in job_ids:
             pipe.hgetall(keys.job(job_id))
-        return [fields or None for fields in pipe.execute()]
+        return [
+            Job.from_fields(job_id, fields) if fields else None
+            for job_id, fields in zip(job_ids, pipe.execute(), strict=True)
+        ]
 
     def forget(self, job_id: str) -> None:
         """Drop an expired job from the listing."""
         self.redis.zrem(keys.JOBS, job_id)
 
-    def erase(self, job_id: str, batches: int) -> None:
+    def erase(self, job: Job) -> None:
         """Delete a finished job's per-recipient data (numbers are personal data); keep its
         counts."""
+        job_id = job.job_id
         pipe = self.redis.pipeline(transaction=False)
-        for batch in range(batches):
+        for batch in range(job.batches):
             pipe.delete(keys.recipients(job_id, batch))
         pipe.delete(keys.batches(job_id))
         pipe.hset(keys.job(job_id), "erased", _now())
@@ -409,9 +342,10 @@ class JobStore:
         self.redis.hsetnx(keys.job(job_id), "closed", reason)
 
     # -- reads --------------------------------------------------------------------------------
-    def job_fields(self, job_id: str) -> dict[str, str] | None:
+    def job(self, job_id: str) -> Job | None:
+        """The job, or None when there is none (or it expired)."""
         fields = cast(dict[str, str], self.redis.hgetall(keys.job(job_id)))
-        return fields or None
+        return Job.from_fields(job_id, fields) if fields else None
 
     def recipient(self, job_id: str, batch: int, number: str) -> Recipient | None:
         """One recipient's record, decoded."""
@@ -424,114 +358,16 @@ class JobStore:
         blob, state = self._batch_blob(job_id, batch)
         return [Recipient.of(r, state) for r in records.unpack(blob)]
 
-    def _batch_blob(self, job_id: str, batch: int) -> tuple[bytes, str]:
+    def _batch_blob(self, job_id: str, batch: int) -> tuple[bytes, BatchRecord | None]:
         pipe = self.redis.pipeline(transaction=False)
         _get_bytes(pipe, keys.recipients(job_id, batch))
         pipe.hget(keys.batches(job_id), str(batch))
         blob, state = pipe.execute()
-        return blob or b"", state or ""
+        return blob or b"", BatchRecord.parse(batch, state) if state else None
 
 
-@dataclass(frozen=True)
-class Recipient:
-    """One recipient as the per-recipient report shows it."""
-
-    number: str
-    message_uuid: str | None
-    status: Status
-    error_code: str | None
-    updated_at: str | None
-
-    @classmethod
-    def of(cls, record: records.Record, batch_state: str) -> Recipient:
-        """A record whose status is 0 takes it (and its error and time) from its batch."""
-        if record.code:
-            status, error, when = BY_CODE[record.code], record.error, record.updated
-        else:
-            outcome, _, rest = batch_state.partition("|")
-            at = rest.partition("|")[0]
-            status = IMPLIED.get(outcome, Status.PENDING)
-            error = "batch_failed" if status is Status.REJECTED else None
-            when = int(float(at)) if status is not Status.PENDING and at else 0
-        return cls(
-            record.number,
-            record.uuid,
-            status,
-            error,
-            rfc3339(str(when)) if when else None,
-        )
-
-    def as_dict(self) -> dict[str, str | None]:
-        return {
-            "number": self.number,
-            "message_uuid": self.message_uuid,
-            "status": self.status.value,
-            "error_code": self.error_code,
-            "updated_at": self.updated_at,
-        }
-
-
-IMPLIED = {
-    BatchState.SUBMITTED.value: Status.QUEUED,
-    BatchState.FAILED.value: Status.REJECTED,
-    BatchState.CANCELLED.value: Status.CANCELLED,
-}
-
-
-def derive_state(fields: dict[str, str]) -> JobState:
-    """A job's state follows from its counters; only decisions (cancel, pause, close) are
-    stored."""
-    if "cancelled" in fields:
-        return JobState.CANCELLED
-    if "send_at" in fields:
-        return JobState.SCHEDULED
-    pending_batches = int(fields["b:pending"])
-    if pending_batches:
-        if "paused" in fields:
-            return JobState.PAUSED
-        return JobState.SENDING if "started_at" in fields else JobState.QUEUED
-    if int(fields["b:submitted"]) == 0:
-        return JobState.FAILED
-    if "closed" in fields or not any(int(fields[f"c:{CODES[s]}"]) for s in NOT_FINAL):
-        return JobState.COMPLETED
-    return JobState.SENT
-
-
-def status_document(job_id: str, fields: dict[str, str]) -> dict[str, Any]:
-    """The contract's shape of `GET /api/bulk-sms/<id>`."""
-    return {
-        "job_id": job_id,
-        "state": derive_state(fields).value,
-        "created_at": rfc3339(fields["created_at"]),
-        "updated_at": rfc3339(fields["updated_at"]),
-        "message_length": len(fields["message"]),
-        "recipients": {
-            k: int(fields.get(k, 0))
-            for k in ("received", "accepted", "duplicates", "invalid", "suppressed")
-        },
-        "batches": {
-            "total": int(fields["batches"]),
-            "pending": int(fields["b:pending"]),
-            "submitted": int(fields["b:submitted"]),
-            "failed": int(fields["b:failed"]),
-            "cancelled": int(fields.get("b:cancelled", 0)),
-        },
-        "counts": {s.value: int(fields.get(f"c:{CODES[s]}", 0)) for s in Status},
-        **({"closed": fields["closed"]} if "closed" in fields else {}),
-        **({"halted": fields["halted"]} if "halted" in fields else {}),
-        **({"erased_at": rfc3339(fields["erased"])} if "erased" in fields else {}),
-        **({"send_at": rfc3339(fields["send_at"])} if "send_at" in fields else {}),
-        **({"retry_of": fields["retry_of"]} if "retry_of" in fields else {}),
-        "billed": {
-            "units": int(fields.get("billed_units", 0)),
-            "amount": int(fields.get("billed_amount_e5", 0)) / 100_000,
-        },
-    }
-
-
-def rfc3339(unix: str) -> str:
-    moment = datetime.fromtimestamp(float(unix), tz=UTC)
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+def _batch_order(key: str) -> int:
+    return int(key) if key.isdigit() else -1
 
 
 def _now() -> str:

@@ -1,4 +1,5 @@
-"""The opt-out set in Redis: who must not be sent to (see `optouts` for how numbers get in)."""
+"""The opt-out set in Redis: who must not be sent to (`bulksms.api.optouts` says how numbers
+get in and out)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,6 @@ import redis
 
 from bulksms.store import keys
 
-BLOCKED_BY_STOP = "200"  # Plivo's error code: the destination replied STOP to this sender
 CHUNK = 10_000
 
 
@@ -36,3 +36,22 @@ def suppressed(client: redis.Redis, candidates: Sequence[str]) -> set[str]:
         pipe.smismember(keys.OPT_OUTS, chunk)
     flags = [flag for answer in pipe.execute() for flag in answer]
     return {n for n, flag in zip(candidates, flags, strict=True) if flag}
+
+
+def opt_in(client: redis.Redis, number: str) -> bool:
+    """Take a number off the list; False when it was not on it."""
+    return bool(client.srem(keys.OPT_OUTS, number.lstrip("+")))
+
+
+def is_opted_out(client: redis.Redis, number: str) -> bool:
+    return bool(client.sismember(keys.OPT_OUTS, number.lstrip("+")))
+
+
+def page(client: redis.Redis, cursor: int) -> tuple[list[str], int]:
+    """Some opted-out numbers (E.164) and the cursor for more (0: no more)."""
+    after, found = client.sscan(keys.OPT_OUTS, cursor, count=1000)
+    return sorted(f"+{n}" for n in cast(list[str], found)), int(after)
+
+
+def opt_out_many(client: redis.Redis, numbers: Sequence[str]) -> None:
+    client.sadd(keys.OPT_OUTS, *(n.lstrip("+") for n in numbers))

@@ -13,12 +13,35 @@ Records (see `store` for the keys):
   batch meta  ``e:<n>``  recipients a delivery report moved while the batch was not yet recorded
                          as sent: evidence that Plivo has it (and not counted when it finishes)
               ``q:<n>``  when its task was last enqueued
+
+The status codes, their ranks and the statuses a finished batch implies are `model`'s tables:
+each script is rendered from them (`$TABLES`, and `$queued`-style names for single codes), so they
+are written once.
 """
 
+from string import Template
+
+from bulksms.store.model import CODES, FINAL_RANK, IMPLIED, Status, rank
+from bulksms.store.records import SIZE
+
+
+def _tables() -> str:
+    ranks = ", ".join(f"{CODES[s]} = {rank(s)}" for s in Status)
+    implied = ", ".join(f"{b.value} = '{CODES[s]}'" for b, s in IMPLIED.items())
+    return (
+        f"local RANK = {{{ranks}}}\n"
+        f"local IMPLIED = {{{implied}}}  -- status 0, batch finished\n"
+        f"local SIZE = {SIZE}"
+    )
+
+
+def _render(source: str) -> str:
+    names = {status.value: f"'{code}'" for status, code in CODES.items()}
+    return Template(source).substitute(TABLES=_tables(), FINAL=FINAL_RANK, **names)
+
+
 PRELUDE = """
-local RANK = {p = 0, q = 1, s = 2, d = 3, u = 3, f = 3, r = 3, x = 3}
-local IMPLIED = {submitted = 'q', failed = 'r', cancelled = 'x'}  -- status 0, batch finished
-local SIZE = 32
+$TABLES
 
 -- The 0-based place of `number` (a Lua number) in a batch's sorted numbers, or nil.
 local function find(recipients, number)
@@ -56,19 +79,19 @@ local function finish(job, batches, recipients, n, now, outcome, detail, code, r
     local status = at and count * 8 + at * 24 + 16  -- (its status byte: see `records`)
     if at and redis.call('GETRANGE', recipients, status, status) == '\\0' then
       redis.call('SETRANGE', recipients, status, refused_tail)
-      redis.call('HINCRBY', job, 'c:p', -1)
-      redis.call('HINCRBY', job, 'c:r', 1)
+      redis.call('HINCRBY', job, 'c:' .. $pending, -1)
+      redis.call('HINCRBY', job, 'c:' .. $rejected, 1)
       pending = pending - 1
     end
   end
-  redis.call('HINCRBY', job, 'c:p', -pending)
+  redis.call('HINCRBY', job, 'c:' .. $pending, -pending)
   redis.call('HINCRBY', job, 'c:' .. code, pending)
 end
 """
 
 # KEYS: job, batches, recipients. ARGV: batch, now.
 # {'go', attempt} when this caller may send now; otherwise why not.
-CLAIM = (
+CLAIM = _render(
     PRELUDE
     + """
 local rec = redis.call('HGET', KEYS[2], ARGV[1])
@@ -77,11 +100,11 @@ local f = split(rec)
 if f[1] ~= 'pending' then return {f[1]} end
 local flags = redis.call('HMGET', KEYS[1], 'halted', 'cancelled', 'paused')
 if flags[1] then
-  finish(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2], 'failed', flags[1], 'r', {}, '')
+  finish(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2], 'failed', flags[1], $rejected, {}, '')
   return {'halted', flags[1]}
 end
 if flags[2] then
-  finish(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2], 'cancelled', 'cancelled', 'x', {}, '')
+  finish(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2], 'cancelled', 'cancelled', $cancelled, {}, '')
   return {'cancelled'}
 end
 if flags[3] then return {'paused'} end
@@ -96,19 +119,21 @@ return {'go', attempt}
 )
 
 # KEYS: batches. ARGV: batch, attempt, not_before. Nothing reached Plivo: pending again.
-RELEASE = """
+RELEASE = _render(
+    """
 local rec = redis.call('HGET', KEYS[1], ARGV[1])
 if not rec then return 0 end
-local state, since, attempt = string.match(rec, '^([^|]*)|([^|]*)|([^|]*)$')
+local state, since, attempt = string.match(rec, '^([^|]*)|([^|]*)|([^|]*)$$')
 if state ~= 'sending' or attempt ~= ARGV[2] then return 0 end
 redis.call('HSET', KEYS[1], ARGV[1], 'pending|' .. ARGV[3] .. '|' .. attempt)
 return 1
 """
+)
 
 # KEYS: job, batches, recipients. ARGV: batch, now, outcome, detail, code, attempt (or '*'),
 # the refused numbers' tail (status, error, time), then the refused numbers (digits).
 # 1 done, 0 already done, -1 superseded by another attempt.
-FINISH = (
+FINISH = _render(
     PRELUDE
     + """
 local rec = redis.call('HGET', KEYS[2], ARGV[1])
@@ -125,7 +150,7 @@ return 1
 
 # KEYS: job, batches, recipients. ARGV: batch, now, in_flight_seconds, grace_seconds.
 # A batch left `sending` (its worker died, or the answer never came): settle it from evidence.
-RESOLVE = (
+RESOLVE = _render(
     PRELUDE
     + """
 local rec = redis.call('HGET', KEYS[2], ARGV[1])
@@ -136,7 +161,7 @@ local age = tonumber(ARGV[2]) - tonumber(f[2])
 if age < tonumber(ARGV[3]) then return 'in_flight' end
 if redis.call('HEXISTS', KEYS[2], 'e:' .. ARGV[1]) == 1 then
   finish(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2], 'submitted',
-         'inferred from delivery reports', 'q', {}, '')
+         'inferred from delivery reports', $queued, {}, '')
   return 'submitted'
 end
 if age < tonumber(ARGV[4]) then return 'waiting' end
@@ -150,10 +175,9 @@ return 'resend'
 # 1 moved, 0 old news, -1 no such recipient. What Plivo billed is added once per recipient,
 # with its first final status. Every report runs this: it makes few calls into Redis (a read of
 # the batch's numbers, searched here, and one write of the record).
-REPORT = """
-local RANK = {p = 0, q = 1, s = 2, d = 3, u = 3, f = 3, r = 3, x = 3}
-local IMPLIED = {submitted = 'q', failed = 'r', cancelled = 'x'}
-local SIZE = 32
+REPORT = _render(
+    """
+$TABLES
 local count = redis.call('STRLEN', KEYS[2]) / SIZE
 if count == 0 then return -1 end
 local number = tonumber(ARGV[1])
@@ -171,11 +195,11 @@ local own = redis.call('GETRANGE', KEYS[2], base + 16, base + 16)
 local old = own
 if own == '\\0' then
   local batch = redis.call('HGET', KEYS[3], ARGV[6]) or ''
-  old = IMPLIED[string.match(batch, '^([^|]*)')] or 'p'
+  old = IMPLIED[string.match(batch, '^([^|]*)')] or $pending
 end
 if RANK[ARGV[2]] <= RANK[old] then return 0 end
 -- Pending until now: Plivo has the batch, whatever the worker recorded (or not) so far.
-if old == 'p' then redis.call('HINCRBY', KEYS[3], 'e:' .. ARGV[6], 1) end
+if old == $pending then redis.call('HINCRBY', KEYS[3], 'e:' .. ARGV[6], 1) end
 if ARGV[3] ~= '' then
   redis.call('SETRANGE', KEYS[2], base, ARGV[3] .. ARGV[4])
 else
@@ -184,16 +208,18 @@ end
 redis.call('HINCRBY', KEYS[1], 'c:' .. old, -1)
 redis.call('HINCRBY', KEYS[1], 'c:' .. ARGV[2], 1)
 redis.call('HSET', KEYS[1], 'updated_at', ARGV[5])
-if RANK[ARGV[2]] == 3 then
+if RANK[ARGV[2]] == $FINAL then
   redis.call('HINCRBY', KEYS[1], 'billed_units', ARGV[7])
   redis.call('HINCRBY', KEYS[1], 'billed_amount_e5', ARGV[8])
 end
 return 1
 """
+)
 
 # KEYS: bucket. ARGV: capacity, refill per second. 0 when a token was taken, else the seconds
 # to wait for one. Redis's own clock, so every worker on every host shares one bucket.
-BUCKET_TAKE = """
+BUCKET_TAKE = _render(
+    """
 local now = redis.call('TIME')
 local t = tonumber(now[1]) + tonumber(now[2]) / 1000000
 local capacity, rate = tonumber(ARGV[1]), tonumber(ARGV[2])
@@ -207,3 +233,4 @@ redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'at', tostring(t))
 redis.call('EXPIRE', KEYS[1], math.ceil(capacity / rate) + 60)
 return tostring(wait)
 """
+)

@@ -27,7 +27,7 @@ import redis
 
 from bulksms import metrics
 from bulksms.config import Settings
-from bulksms.store.jobs import JobStore
+from bulksms.store import JobStore
 from bulksms.worker.gateway import (
     BadCredentials,
     NotSent,

@@ -18,25 +18,29 @@ import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from flask import Flask
 
 from bulksms.config import Settings
-from bulksms.store import keys
-from bulksms.store.jobs import JobState, JobStore, derive_state
+from bulksms.extensions import redis_client, store
+from bulksms.store import BatchState, Job, JobState, JobStore
+from bulksms.store.signals import take_sweep_lock
 
 log = logging.getLogger(__name__)
 
 CLOSED_REASON = "report_wait_expired"
 
+Enqueue = Callable[[str, Iterable[int], bool], None]  # job id, batches, urgent
+
 
 def sweep_once(
     store: JobStore,
     settings: Settings,
-    enqueue: Callable[[str, list[int]], None],
+    enqueue: Enqueue,
     queue_depth: Callable[[], int],
     notify: Callable[[str], None],
+    now: Callable[[], float] = time.time,
 ) -> Counter[str]:
     tally: Counter[str] = Counter()
     drained: list[bool] = []  # asked of the broker at most once per sweep, and only if needed
@@ -46,13 +50,15 @@ def sweep_once(
             drained.append(queue_depth() == 0)
         return drained[0]
 
-    for job_id in store.due_jobs(time.time()):
+    for job_id in store.due_jobs(now()):
         store.release(job_id)
-        enqueue(job_id, store.pending_batches(job_id))
+        job = store.job(job_id)
+        if job is not None:
+            enqueue(job_id, store.pending_batches(job_id), job.urgent)
         tally["released"] += 1
     for job_id in store.active_jobs():
         try:
-            _sweep_job(store, settings, job_id, enqueue, queue_drained, notify, tally)
+            _sweep_job(store, settings, job_id, enqueue, queue_drained, notify, tally, now())
         except Exception:  # one job's trouble must not stop the others being looked after
             log.exception("sweep of job %s failed", job_id)
             tally["errors"] += 1
@@ -63,62 +69,67 @@ def _sweep_job(
     store: JobStore,
     settings: Settings,
     job_id: str,
-    enqueue: Callable[[str, list[int]], None],
+    enqueue: Enqueue,
     queue_drained: Callable[[], bool],
     notify: Callable[[str], None],
     tally: Counter[str],
+    now: float,
 ) -> None:
-    now = time.time()
-    fields = store.job_fields(job_id)
-    if fields is None:  # expired
+    job = store.job(job_id)
+    if job is None:  # expired
         store.deactivate(job_id)
         return
-    state = derive_state(fields)
-    unsent = int(fields["b:pending"])
+    state = job.state
     if state in (JobState.COMPLETED, JobState.FAILED) or (
-        state is JobState.CANCELLED and not unsent
+        state is JobState.CANCELLED and not job.unsent_batches
     ):
-        if "callback_url" in fields and store.claim_notification(job_id):
+        if job.callback_url is not None and store.claim_notification(job_id):
             notify(job_id)
         store.deactivate(job_id)
         tally["finished"] += 1
         return
     if state is JobState.SENT:
-        if now - float(fields.get("sent_at", fields["updated_at"])) > settings.report_wait_seconds:
+        if now - _sent_at(job) > settings.report_wait_seconds:
             store.close(job_id, CLOSED_REASON)  # completed: the next sweep notifies and forgets
             tally["closed"] += 1
         return
     resend: list[int] = []
-    records = store.batch_records(job_id)
     stale = settings.dispatch_stale_seconds
-    for key, record in records.items():
-        if not key.isdigit():
-            continue
-        batch = int(key)
-        kind, since, _ = record.split("|", 2)
-        if kind == "sending":
+    for batch in store.batches(job_id):
+        if batch.state is BatchState.SENDING:
             verdict = store.resolve_batch(
-                job_id, batch, settings.in_flight_seconds, settings.unknown_outcome_grace
+                job_id, batch.batch, settings.in_flight_seconds, settings.unknown_outcome_grace
             )
             tally[verdict] += 1
             if verdict == "resend":
-                resend.append(batch)
-        elif kind == "pending" and state not in (JobState.PAUSED, JobState.SCHEDULED):
-            enqueued = float(records.get(f"q:{batch}", "0"))
-            if now >= float(since) + stale and now - enqueued > stale and queue_drained():
-                resend.append(batch)
-                tally["redispatched"] += 1
-    for batch in resend:
-        store.mark_enqueued(job_id, batch)
+                resend.append(batch.batch)
+        elif (
+            batch.state is BatchState.PENDING
+            and state not in (JobState.PAUSED, JobState.SCHEDULED)
+            and now >= batch.since + stale
+            and now - batch.enqueued_at > stale
+            and queue_drained()
+        ):
+            resend.append(batch.batch)
+            tally["redispatched"] += 1
+    for batch_number in resend:
+        store.mark_enqueued(job_id, batch_number)
     if resend:
-        enqueue(job_id, resend)
+        enqueue(job_id, resend, job.urgent)
 
 
-def start(app: Flask, settings: Settings) -> threading.Event:
+def _sent_at(job: Job) -> float:
+    return job.sent_at if job.sent_at is not None else job.updated_at
+
+
+def start(
+    app: Flask,
+    settings: Settings,
+    enqueue: Enqueue,
+    notify: Callable[[str], None],
+    queue_depth: Callable[[], int],
+) -> threading.Event:
     """Sweep in a daemon thread of this worker process; set the returned event to stop it."""
-    from bulksms.extensions import redis_client, store
-    from bulksms.worker.tasks import enqueue, notify, queue_depth
-
     stop = threading.Event()
     lock_ms = max(100, int(settings.sweep_interval * 900))
 
@@ -126,14 +137,8 @@ def start(app: Flask, settings: Settings) -> threading.Event:
         while not stop.wait(settings.sweep_interval):
             with app.app_context():
                 try:
-                    if redis_client().set(keys.SWEEP_LOCK, "1", nx=True, px=lock_ms):
-                        tally = sweep_once(
-                            store(),
-                            settings,
-                            enqueue,
-                            queue_depth,
-                            lambda job_id: notify.delay(job_id),
-                        )
+                    if take_sweep_lock(redis_client(), lock_ms):
+                        tally = sweep_once(store(), settings, enqueue, queue_depth, notify)
                         if tally:
                             log.info("sweep: %s", dict(tally))
                 except Exception:  # a sweep that fails is retried next interval

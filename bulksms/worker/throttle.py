@@ -1,7 +1,7 @@
 """One request-rate limit toward Plivo, shared by every worker on every host.
 
-A token bucket in Redis (capacity = the limit's count, refilled evenly over its period), run
-by Redis's own clock, so adding workers never adds requests: they wait for tokens instead.
+A token bucket in Redis (capacity = the limit's count, refilled evenly over its period), so
+adding workers never adds requests: they wait for tokens instead.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import time
 import redis
 from limits import parse
 
-from bulksms.store import keys, scripts
+from bulksms.store.signals import PlivoBucket
 
 
 class PlivoThrottle:
@@ -19,11 +19,11 @@ class PlivoThrottle:
         item = parse(rate)
         self.capacity = item.amount
         self.per_second = item.amount / item.get_expiry()
-        self._take = client.register_script(scripts.BUCKET_TAKE)
+        self.bucket = PlivoBucket(client, self.capacity, self.per_second)
 
     def take(self) -> float:
         """Take a token if one is there: 0.0, else the seconds until one will be."""
-        return float(self._take(keys=[keys.PLIVO_BUCKET], args=[self.capacity, self.per_second]))
+        return self.bucket.take()
 
     def wait(self) -> float:
         """Block until a token is taken; returns the seconds waited."""

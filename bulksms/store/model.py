@@ -1,0 +1,337 @@
+"""What the store hands out: typed jobs, batches and recipients, and the status tables that the
+Lua scripts are rendered from (`scripts`). Nothing here touches Redis.
+
+A job hash carries `v`, the version of its layout. Jobs run for days, across deploys: a release
+reads and finishes the jobs written by the release before it. Version 1 (no `v` field) is the
+layout of the releases before versioning; version 2 is the same fields with `v` added.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import NamedTuple
+
+from bulksms.store import records
+
+LAYOUT_VERSION = 2
+
+
+class Status(StrEnum):
+    """A recipient's status. Only moves forward: pending < queued < sent < any final one."""
+
+    PENDING = "pending"  # accepted by us, not yet by Plivo
+    QUEUED = "queued"
+    SENT = "sent"
+    DELIVERED = "delivered"
+    UNDELIVERED = "undelivered"
+    FAILED = "failed"
+    REJECTED = "rejected"
+    CANCELLED = "cancelled"  # never sent: the job was cancelled first
+
+
+# Each status's one-byte code (in records and counter names) and rank. Defined here only: the
+# scripts are rendered from these tables.
+CODES: dict[Status, str] = {
+    Status.PENDING: "p",
+    Status.QUEUED: "q",
+    Status.SENT: "s",
+    Status.DELIVERED: "d",
+    Status.UNDELIVERED: "u",
+    Status.FAILED: "f",
+    Status.REJECTED: "r",
+    Status.CANCELLED: "x",
+}
+RANKS: dict[Status, int] = {Status.PENDING: 0, Status.QUEUED: 1, Status.SENT: 2}
+FINAL_RANK = 3  # every other status: the first final status stays
+BY_CODE = {code: status for status, code in CODES.items()}
+NOT_FINAL = (Status.PENDING, Status.QUEUED, Status.SENT)
+
+
+def rank(status: Status) -> int:
+    return RANKS.get(status, FINAL_RANK)
+
+
+class JobState(StrEnum):
+    SCHEDULED = "scheduled"
+    QUEUED = "queued"
+    SENDING = "sending"
+    PAUSED = "paused"
+    SENT = "sent"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+FINISHED = (JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED)
+
+
+class BatchState(StrEnum):
+    PENDING = "pending"  # waiting for a worker
+    SENDING = "sending"  # a worker claimed it and is (or was) calling Plivo
+    SUBMITTED = "submitted"  # Plivo accepted it
+    FAILED = "failed"  # it will never be sent
+    CANCELLED = "cancelled"  # the job was cancelled before it was sent
+
+
+# The status a recipient whose own status is 0 takes from its finished batch.
+IMPLIED: dict[BatchState, Status] = {
+    BatchState.SUBMITTED: Status.QUEUED,
+    BatchState.FAILED: Status.REJECTED,
+    BatchState.CANCELLED: Status.CANCELLED,
+}
+
+
+@dataclass(frozen=True)
+class Sending:
+    """How Plivo is to send a job's messages: `src` or a Powerpack, never both."""
+
+    message: str
+    src: str | None = None
+    powerpack_uuid: str | None = None
+    message_expiry: int | None = None
+
+
+@dataclass(frozen=True)
+class NewJob:
+    job_id: str
+    sending: Sending
+    recipients: Sequence[str]  # E.164, unique, in request order
+    received: int
+    duplicates: int
+    invalid: int
+    suppressed: int
+    batch_size: int
+    encoding: str
+    segments_per_message: int
+    urgent: bool = False
+    callback_url: str | None = None
+    retry_of: str | None = None
+    send_at: float | None = None  # scheduled: released by the sweep at this time
+
+    @property
+    def batch_count(self) -> int:
+        return -(-len(self.recipients) // self.batch_size)
+
+
+@dataclass(frozen=True)
+class BatchWork:
+    """What a worker needs to send one batch."""
+
+    sending: Sending
+    numbers: list[str]  # E.164
+
+
+@dataclass(frozen=True)
+class RecipientCounts:
+    received: int
+    accepted: int
+    duplicates: int
+    invalid: int
+    suppressed: int
+
+
+@dataclass(frozen=True)
+class Job:
+    """A job as stored: its request, counters, decisions and times (unix seconds)."""
+
+    job_id: str
+    version: int
+    sending: Sending
+    created_at: float
+    updated_at: float
+    recipients: RecipientCounts
+    batches: int  # in all
+    batch_counts: Mapping[BatchState, int]  # all but sending: `pending` counts those too
+    counts: Mapping[Status, int]
+    encoding: str
+    segments_per_message: int
+    billed_units: int
+    billed_amount: float
+    urgent: bool = False
+    callback_url: str | None = None
+    retry_of: str | None = None
+    send_at: float | None = None
+    started_at: float | None = None
+    sent_at: float | None = None
+    cancelled: bool = False
+    paused: bool = False
+    closed: str | None = None  # why the job stopped waiting for reports
+    halted: str | None = None  # why no batch is sent any more
+    erased_at: float | None = None
+
+    @property
+    def unsent_batches(self) -> int:
+        return self.batch_counts[BatchState.PENDING]
+
+    @property
+    def state(self) -> JobState:
+        """A job's state follows from its counters; only decisions (cancel, pause, close) are
+        stored."""
+        if self.cancelled:
+            return JobState.CANCELLED
+        if self.send_at is not None:
+            return JobState.SCHEDULED
+        if self.unsent_batches:
+            if self.paused:
+                return JobState.PAUSED
+            return JobState.SENDING if self.started_at is not None else JobState.QUEUED
+        if self.batch_counts[BatchState.SUBMITTED] == 0:
+            return JobState.FAILED
+        if self.closed is not None or not any(self.counts[s] for s in NOT_FINAL):
+            return JobState.COMPLETED
+        return JobState.SENT
+
+    @classmethod
+    def from_fields(cls, job_id: str, fields: Mapping[str, str]) -> Job:
+        """Read a job hash of any layout version this release knows (1 and 2)."""
+
+        def number(name: str) -> int:
+            return int(fields.get(name, 0))
+
+        def moment(name: str) -> float | None:
+            value = fields.get(name)
+            return float(value) if value else None
+
+        expiry = fields.get("message_expiry")
+        return cls(
+            job_id=job_id,
+            version=int(fields.get("v", 1)),
+            sending=Sending(
+                fields["message"],
+                fields.get("src"),
+                fields.get("powerpack_uuid"),
+                int(expiry) if expiry else None,
+            ),
+            created_at=float(fields["created_at"]),
+            updated_at=float(fields["updated_at"]),
+            recipients=RecipientCounts(
+                number("received"),
+                number("accepted"),
+                number("duplicates"),
+                number("invalid"),
+                number("suppressed"),
+            ),
+            batches=number("batches"),
+            # (`pending` counts every batch not finished: pending and sending)
+            batch_counts={
+                s: number(f"b:{s.value}") for s in BatchState if s is not BatchState.SENDING
+            },
+            counts={s: number(f"c:{CODES[s]}") for s in Status},
+            encoding=fields.get("encoding", ""),
+            segments_per_message=number("segments_per_message"),
+            billed_units=number("billed_units"),
+            billed_amount=number("billed_amount_e5") / 100_000,
+            urgent="urgent" in fields,
+            callback_url=fields.get("callback_url"),
+            retry_of=fields.get("retry_of"),
+            send_at=moment("send_at"),
+            started_at=moment("started_at"),
+            sent_at=moment("sent_at"),
+            cancelled="cancelled" in fields,
+            paused="paused" in fields,
+            closed=fields.get("closed"),
+            halted=fields.get("halted"),
+            erased_at=moment("erased"),
+        )
+
+
+@dataclass(frozen=True)
+class BatchRecord:
+    """One batch's state record, ``<state>|<a>|<b>`` in the job's batches hash:
+
+    pending    ``pending|not_before|attempts``
+    sending    ``sending|since|attempts``
+    submitted  ``submitted|at|api_id``
+    failed     ``failed|at|reason``
+    cancelled  ``cancelled|at|cancelled``
+
+    beside ``q:<n>`` (when its task was last enqueued) and ``e:<n>`` (recipients that a delivery
+    report moved while the batch was not yet recorded as sent: evidence that Plivo has it).
+    """
+
+    batch: int
+    state: BatchState
+    since: float  # pending: not before; sending: claimed at; else: finished at
+    attempts: int  # pending and sending: attempts so far
+    detail: str  # submitted: Plivo's api_id; failed: the reason
+    enqueued_at: float = 0.0
+    evidence: int = 0
+
+    @classmethod
+    def parse(cls, batch: int, record: str, enqueued: str | None = None) -> BatchRecord:
+        state, since, rest = (record.split("|", 2) + ["", ""])[:3]
+        kind = BatchState(state)
+        waiting = kind in (BatchState.PENDING, BatchState.SENDING)
+        return cls(
+            batch,
+            kind,
+            float(since or 0),
+            int(rest or 0) if waiting else 0,
+            "" if waiting else rest,
+            float(enqueued or 0),
+        )
+
+    @classmethod
+    def new(cls) -> str:
+        return f"{BatchState.PENDING.value}|0|0"
+
+
+class Report(NamedTuple):
+    """A delivery report, as far as the store cares."""
+
+    job_id: str
+    batch: int
+    number: str  # E.164, '+' optional
+    status: Status
+    uuid: str = ""
+    error_code: str = ""
+    units: int = 0
+    amount: float = 0.0
+
+
+@dataclass(frozen=True)
+class Claim:
+    """What `claim_batch` decided: `go` (send now, as attempt `attempt`) or why not."""
+
+    outcome: str  # go | early | halted | cancelled | paused | sending | submitted | failed | gone
+    attempt: int = 0
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class Recipient:
+    """One recipient as the per-recipient report shows it."""
+
+    number: str
+    message_uuid: str | None
+    status: Status
+    error_code: str | None
+    updated_at: str | None
+
+    @classmethod
+    def of(cls, record: records.Record, batch: BatchRecord | None) -> Recipient:
+        """A record whose status is 0 takes it (and its error and time) from its batch."""
+        if record.code:
+            status, error, when = BY_CODE[record.code], record.error, record.updated
+        else:
+            status = IMPLIED.get(batch.state, Status.PENDING) if batch else Status.PENDING
+            error = "batch_failed" if status is Status.REJECTED else None
+            when = int(batch.since) if batch and status is not Status.PENDING else 0
+        return cls(record.number, record.uuid, status, error, rfc3339(when) if when else None)
+
+    def as_dict(self) -> dict[str, str | None]:
+        return {
+            "number": self.number,
+            "message_uuid": self.message_uuid,
+            "status": self.status.value,
+            "error_code": self.error_code,
+            "updated_at": self.updated_at,
+        }
+
+
+def rfc3339(unix: float) -> str:
+    moment = datetime.fromtimestamp(unix, tz=UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")

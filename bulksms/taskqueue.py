@@ -1,0 +1,98 @@
+"""Celery as both sides configure it, and the one way work is put on its queues.
+
+The web process only publishes (by task name: it never imports the worker's code); workers
+consume (`bulksms.worker.app`). Crash settings (README, "Exactly once"): a batch message is
+acknowledged only after its task ran (`task_acks_late`), goes back to the queue if its worker dies
+(`task_reject_on_worker_lost`), a worker holds one message at a time
+(`worker_prefetch_multiplier = 1`), and an unacknowledged message is redelivered after
+`visibility_timeout`. None of this decides whether a batch is sent: the batch's own state in
+Redis does (`bulksms.worker.dispatch`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from celery import Celery
+from kombu.entity import Queue
+from kombu.exceptions import ChannelError
+
+from bulksms.config import Settings
+
+QUEUE = "bulksms"
+URGENT_QUEUE = "bulksms.urgent"  # small or high-priority jobs: always served first
+
+SEND_BATCH = "bulksms.send_batch"
+FAN_OUT = "bulksms.fan_out"
+NOTIFY = "bulksms.notify"
+
+FAN_OUT_ABOVE = 20  # batches: a bigger job's tasks are enqueued by a worker (`start`)
+
+
+def make_celery(settings: Settings, **options: Any) -> Celery:
+    """A Celery app with bulksms's broker settings; `options` go to `Celery(...)`."""
+    app = Celery("bulksms", **options)
+    app.config_from_object(
+        {
+            "broker_url": settings.broker_url,
+            "broker_connection_retry_on_startup": True,
+            "broker_connection_max_retries": None,  # a Redis outage is waited out, never fatal
+            "broker_transport_options": {
+                "visibility_timeout": settings.celery_visibility_timeout,
+                "queue_order_strategy": "priority",
+            },
+            "task_ignore_result": True,
+            "task_acks_late": True,
+            "task_reject_on_worker_lost": True,
+            "worker_prefetch_multiplier": 1,
+            "task_default_queue": QUEUE,
+            # Workers consume both; with the "priority" order kombu's Redis transport asks for
+            # the urgent queue first on every poll, so an alert never waits behind a campaign.
+            "task_queues": (Queue(URGENT_QUEUE), Queue(QUEUE)),
+            # Flower shows tasks from their events.
+            "worker_send_task_events": True,
+            "task_send_sent_event": True,
+            "worker_hijack_root_logger": False,
+        }
+    )
+    return app
+
+
+def queue_for(urgent: bool) -> str:
+    return URGENT_QUEUE if urgent else QUEUE
+
+
+def start(celery: Celery, job_id: str, batches: int, urgent: bool) -> None:
+    """Set a new job going. Its 1000 tasks would cost a million-recipient submit a second, so a
+    big job's are enqueued by one `fan_out` task on a worker instead; a small job's right away.
+    If this fails, the job is stored and the sweep enqueues its batches."""
+    if batches <= FAN_OUT_ABOVE:
+        enqueue(celery, job_id, range(batches), urgent)
+    else:
+        celery.send_task(FAN_OUT, (job_id,), queue=queue_for(urgent))
+
+
+def enqueue(celery: Celery, job_id: str, batches: Iterable[int], urgent: bool) -> None:
+    """One `send_batch` task per batch, over one broker connection, on the job's queue."""
+    queue = queue_for(urgent)
+    with celery.producer_or_acquire() as producer:
+        for batch in batches:
+            celery.send_task(SEND_BATCH, (job_id, batch), producer=producer, queue=queue)
+
+
+def notify(celery: Celery, job_id: str) -> None:
+    celery.send_task(NOTIFY, (job_id,))
+
+
+def queue_depth(celery: Celery) -> int:
+    """Messages waiting in the batch queues (any broker: a passive declare counts them)."""
+    total = 0
+    with celery.connection_or_acquire() as connection:
+        for queue in (URGENT_QUEUE, QUEUE):
+            try:
+                _, count, _ = connection.default_channel.queue_declare(queue=queue, passive=True)
+            except ChannelError:  # the Redis transport's word for an empty queue: no list
+                count = 0
+            total += int(count)
+    return total

@@ -1,0 +1,31 @@
+"""What only a worker holds: the Plivo gateway and the shared throttle toward Plivo's API."""
+
+from __future__ import annotations
+
+from flask import Flask, current_app
+
+from bulksms.config import Settings
+from bulksms.extensions import settings
+from bulksms.worker.gateway import PlivoGateway
+from bulksms.worker.throttle import PlivoThrottle
+
+
+def init_app(app: Flask, settings: Settings) -> None:
+    client = app.extensions["bulksms.redis"]
+    app.extensions["bulksms.throttle"] = PlivoThrottle(client, settings.plivo_rate_limit)
+
+
+def throttle() -> PlivoThrottle:
+    value: PlivoThrottle = current_app.extensions["bulksms.throttle"]
+    return value
+
+
+def gateway() -> PlivoGateway:
+    """Made on first use in each process: worker children must not share a forked session."""
+    found: PlivoGateway | None = current_app.extensions.get("bulksms.gateway")
+    if found is None:
+        s = settings()
+        assert s.plivo_auth_id and s.plivo_auth_token
+        found = PlivoGateway(s.plivo_auth_id, s.plivo_auth_token, s.plivo_api_url, s.plivo_timeout)
+        current_app.extensions["bulksms.gateway"] = found
+    return found
