@@ -50,7 +50,6 @@ def receiver() -> Iterator[Receiver]:
     server.server_close()
 
 
-@pytest.mark.integration
 @pytest.mark.parametrize("stack_overrides", [{"callback_secret": SECRET}])
 def test_a_finished_job_calls_back_signed_and_retries_until_taken(
     stack: Stack, stack_overrides: dict[str, str], receiver: Receiver

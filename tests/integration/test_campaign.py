@@ -8,14 +8,12 @@ import csv
 import io
 import time
 
-import pytest
 import requests
 
 from bulksms.devstack.numbers_gen import us_numbers
 from tests.helpers import API_KEY
 from tests.helpers.stack import Stack
 
-pytestmark = pytest.mark.integration
 AUTH = {"X-API-Key": API_KEY}
 
 

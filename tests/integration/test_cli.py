@@ -8,8 +8,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from bulksms.devstack.numbers_gen import us_numbers
 from tests.helpers import API_KEY
 from tests.helpers.stack import Stack
@@ -39,7 +37,6 @@ def cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "bulksms.cli", *args]
 
 
-@pytest.mark.integration
 def test_send_with_wait_shows_progress_and_exits_0(stack: Stack, tmp_path: Path) -> None:
     numbers = us_numbers(1500)
     listing = tmp_path / "list.csv"
@@ -64,7 +61,6 @@ def test_send_with_wait_shows_progress_and_exits_0(stack: Stack, tmp_path: Path)
     assert rows["job"].strip() == job_id
 
 
-@pytest.mark.integration
 def test_a_wrong_key_exits_non_zero_with_one_line(stack: Stack) -> None:
     env = {**os.environ, "BULKSMS_URL": stack.base_url}
     run = subprocess.run(
@@ -97,7 +93,6 @@ def test_nothing_listening_exits_non_zero_with_one_line(tmp_path: Path) -> None:
     assert run.stderr.startswith("bulksms: cannot reach")
 
 
-@pytest.mark.integration
 def test_pause_resume_cancel_and_export_from_the_command_line(stack: Stack) -> None:
     env = {**os.environ, "BULKSMS_URL": stack.base_url, "BULKSMS_API_KEY": API_KEY}
     stack.sandbox.faults.update({"latency_ms": 500})
@@ -121,7 +116,6 @@ def test_pause_resume_cancel_and_export_from_the_command_line(stack: Stack) -> N
     assert run("resume", job_id).returncode == 1  # a one-line refusal: not paused
 
 
-@pytest.mark.integration
 def test_jobs_retry_opt_out_and_delete_from_the_command_line(stack: Stack) -> None:
     env = {**os.environ, "BULKSMS_URL": stack.base_url, "BULKSMS_API_KEY": API_KEY}
 

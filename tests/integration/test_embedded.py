@@ -16,8 +16,6 @@ import requests
 
 from bulksms.devstack.up import free_port
 
-pytestmark = pytest.mark.integration
-
 
 def read_until(process: subprocess.Popen[str], marker: str, seconds: float) -> list[str]:
     lines: list[str] = []

@@ -13,8 +13,6 @@ from bulksms.config import Settings
 from bulksms.devstack.numbers_gen import us_numbers
 from tests.helpers.stack import Stack
 
-pytestmark = pytest.mark.integration
-
 
 def wait_until(condition: object, seconds: float, stack: Stack) -> None:
     deadline = time.monotonic() + seconds

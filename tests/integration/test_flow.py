@@ -12,8 +12,6 @@ from bulksms.devstack.numbers_gen import us_numbers
 from bulksms.store import JobStore
 from tests.helpers.stack import Stack
 
-pytestmark = pytest.mark.integration
-
 FINAL = {"delivered", "undelivered", "failed", "rejected"}
 
 

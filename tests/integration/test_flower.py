@@ -6,14 +6,11 @@ from __future__ import annotations
 import sys
 import time
 
-import pytest
 import requests
 
 from bulksms.devstack.numbers_gen import us_numbers
 from bulksms.devstack.up import free_port, wait_for_port
 from tests.helpers.stack import Stack, child_env, spawn
-
-pytestmark = pytest.mark.integration
 
 
 def test_flower_sees_the_worker_and_every_batch_task(stack: Stack) -> None:

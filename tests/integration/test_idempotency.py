@@ -76,7 +76,6 @@ def test_a_malformed_key_is_400(client: FlaskClient, rdb: redis.Redis, key: str)
     assert jobs(rdb) == set()
 
 
-@pytest.mark.integration
 def test_concurrent_duplicates_make_one_job_and_one_send(stack: Stack) -> None:
     numbers = us_numbers(1500)
     body = {"recipients": numbers, "message": "concurrent"}

@@ -6,7 +6,6 @@ import os
 import subprocess
 import sys
 
-import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -28,7 +27,6 @@ def value(
     return found.get((name, tuple(sorted(labels.items()))), 0.0)
 
 
-@pytest.mark.integration
 def test_web_and_worker_metrics_move_with_a_job(stack: Stack) -> None:
     before = samples(requests.get(f"{stack.base_url}/metrics", timeout=10).text)
     numbers = us_numbers(1200)
@@ -62,7 +60,6 @@ def test_web_and_worker_metrics_move_with_a_job(stack: Stack) -> None:
     assert value(worker, "bulksms_plivo_request_seconds_count", result="accepted") == 2
 
 
-@pytest.mark.integration
 def test_signature_failures_are_counted(stack: Stack) -> None:
     url = f"{stack.base_url}/api/webhooks/plivo/delivery-report?job=x&batch=0"
     assert requests.post(url, data={"Status": "sent"}, timeout=10).status_code == 403

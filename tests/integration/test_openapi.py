@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -22,7 +21,6 @@ CHECKS = [
 ]
 
 
-@pytest.mark.integration
 def test_the_live_service_keeps_to_its_document(stack: Stack) -> None:
     """schemathesis generates requests for every operation (valid and not) against gunicorn:
     no 5xx, and every answer is one the document describes."""

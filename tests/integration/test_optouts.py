@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import pytest
 import redis
 import requests
 from flask.testing import FlaskClient
@@ -44,7 +43,6 @@ def inbound(stack: Stack, sender: str, text: str) -> requests.Response:
     return requests.post(url, data=params, headers=headers, timeout=30)
 
 
-@pytest.mark.integration
 def test_a_stop_reply_keeps_the_number_out_of_the_next_job(stack: Stack) -> None:
     numbers = us_numbers(20)
     assert inbound(stack, numbers[0], "  stop \n").status_code == 204
@@ -67,7 +65,6 @@ def test_a_stop_reply_keeps_the_number_out_of_the_next_job(stack: Stack) -> None
     assert again["recipients"]["suppressed"] == 1 and again["recipients"]["accepted"] == 1
 
 
-@pytest.mark.integration
 def test_a_report_blocked_by_stop_opts_the_number_out(stack: Stack) -> None:
     number = us_numbers(1)[0]
     url = f"{stack.base_url}/api/webhooks/plivo/delivery-report?job={'f' * 32}&batch=0"

@@ -19,8 +19,6 @@ from bulksms.devstack.up import free_port, start_redis
 from tests.helpers import API_KEY
 from tests.helpers.stack import Stack
 
-pytestmark = pytest.mark.integration
-
 
 class OwnRedis:
     """A Redis server this module may stop and start (never the shared test server)."""
