@@ -1,0 +1,160 @@
+"""In-memory stand-ins for the unit tests of the worker's decisions (`dispatch`, `sweep`): a
+store that keeps batches as `BatchRecord`s and counts every call, a gateway that answers as told.
+The real store's scripts are tested on a real Redis (tests/integration/test_store.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import redis
+
+from bulksms.store import (
+    BatchRecord,
+    BatchState,
+    BatchWork,
+    Claim,
+    Job,
+    RecipientCounts,
+    Sending,
+    Status,
+)
+from bulksms.worker.gateway import Accepted, Outgoing, SendError
+
+SENDING = Sending("hello", "+14155550199")
+
+
+def job(job_id: str = "j1", **changes: Any) -> Job:
+    """A job of `batches` batches, every one pending, unless `changes` say otherwise."""
+    batches = changes.pop("batches", 1)
+    base = Job(
+        job_id=job_id,
+        version=2,
+        sending=SENDING,
+        created_at=1000.0,
+        updated_at=1000.0,
+        recipients=RecipientCounts(batches, batches, 0, 0, 0),
+        batches=batches,
+        batch_counts={
+            BatchState.PENDING: batches,
+            BatchState.SUBMITTED: 0,
+            BatchState.FAILED: 0,
+            BatchState.CANCELLED: 0,
+        },
+        counts={s: (batches if s is Status.PENDING else 0) for s in Status},
+        encoding="GSM-7",
+        segments_per_message=1,
+        billed_units=0,
+        billed_amount=0.0,
+    )
+    return replace(base, **changes)
+
+
+@dataclass
+class FakeStore:
+    jobs: dict[str, Job] = field(default_factory=dict)
+    batch_records: dict[str, list[BatchRecord]] = field(default_factory=dict)
+    claims: list[Claim] = field(default_factory=list)  # what claim_batch answers, in turn
+    resolutions: dict[int, str] = field(default_factory=dict)  # batch -> resolve_batch verdict
+    due: list[str] = field(default_factory=list)
+    calls: list[tuple[Any, ...]] = field(default_factory=list)
+    redis_down_for: int = 0  # this many writes fail with a ConnectionError first
+    submitted_answer: int = 1
+
+    def add(self, found: Job, records: list[BatchRecord] | None = None) -> None:
+        self.jobs[found.job_id] = found
+        self.batch_records[found.job_id] = records or [
+            BatchRecord(n, BatchState.PENDING, 0.0, 0, "") for n in range(found.batches)
+        ]
+
+    def _write(self, *call: Any) -> None:
+        if self.redis_down_for:
+            self.redis_down_for -= 1
+            raise redis.ConnectionError("Redis is restarting")
+        self.calls.append(call)
+
+    def names(self) -> list[str]:
+        return [call[0] for call in self.calls]
+
+    # -- dispatch's calls
+    def claim_batch(self, job_id: str, batch: int) -> Claim:
+        self.calls.append(("claim", job_id, batch))
+        return self.claims.pop(0) if self.claims else Claim("go", attempt=1)
+
+    def batch_work(self, job_id: str, batch: int) -> BatchWork:
+        return BatchWork(self.jobs[job_id].sending, ["+14155550100", "+14155550101"])
+
+    def batch_submitted(
+        self, job_id: str, batch: int, attempt: int, api_id: str, refused: Iterable[str]
+    ) -> int:
+        self._write("submitted", job_id, batch, attempt, api_id, tuple(refused))
+        return self.submitted_answer
+
+    def release_batch(self, job_id: str, batch: int, attempt: int, not_before: float) -> bool:
+        self._write("release", job_id, batch, attempt, not_before)
+        return True
+
+    def batch_failed(self, job_id: str, batch: int, attempt: int | None, reason: str) -> int:
+        self._write("failed", job_id, batch, attempt, reason)
+        return 1
+
+    def halt(self, job_id: str, reason: str) -> None:
+        self._write("halt", job_id, reason)
+
+    # -- the sweep's calls
+    def due_jobs(self, now: float) -> list[str]:
+        return list(self.due)
+
+    def release(self, job_id: str) -> None:
+        self.calls.append(("release_scheduled", job_id))
+        self.jobs[job_id] = replace(self.jobs[job_id], send_at=None)
+
+    def active_jobs(self) -> list[str]:
+        return list(self.jobs)
+
+    def job(self, job_id: str) -> Job | None:
+        return self.jobs.get(job_id)
+
+    def pending_batches(self, job_id: str) -> list[int]:
+        return [b.batch for b in self.batch_records[job_id] if b.state is BatchState.PENDING]
+
+    def batches(self, job_id: str) -> list[BatchRecord]:
+        return list(self.batch_records[job_id])
+
+    def resolve_batch(
+        self, job_id: str, batch: int, in_flight_seconds: float, grace_seconds: float
+    ) -> str:
+        self.calls.append(("resolve", job_id, batch))
+        return self.resolutions.get(batch, "in_flight")
+
+    def mark_enqueued(self, job_id: str, batch: int) -> None:
+        self.calls.append(("mark_enqueued", job_id, batch))
+
+    def deactivate(self, job_id: str) -> None:
+        self.calls.append(("deactivate", job_id))
+
+    def claim_notification(self, job_id: str) -> bool:
+        self.calls.append(("claim_notification", job_id))
+        return True
+
+    def close(self, job_id: str, reason: str) -> None:
+        self.calls.append(("close", job_id, reason))
+
+
+@dataclass
+class FakeGateway:
+    answers: list[Accepted | SendError] = field(default_factory=list)
+    sent: list[Outgoing] = field(default_factory=list)
+
+    def send(self, outgoing: Outgoing) -> Accepted:
+        self.sent.append(outgoing)
+        answer = self.answers.pop(0) if self.answers else Accepted("api-1", ("u1", "u2"), ())
+        if isinstance(answer, SendError):
+            raise answer
+        return answer
+
+
+class NoThrottle:
+    def wait(self) -> float:
+        return 0.0

@@ -1,0 +1,148 @@
+"""The sweep's decisions (`bulksms.worker.sweep.sweep_once`) on an in-memory store: which
+batches it settles, re-enqueues or leaves alone, and when it closes and forgets a job."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import replace
+
+import pytest
+
+from bulksms.config import Settings
+from bulksms.store import BatchRecord, BatchState, Status
+from bulksms.worker import sweep
+from tests.helpers.fakes import FakeStore, job
+
+SETTINGS = Settings(dispatch_stale_seconds=30.0, report_wait_seconds=3600)
+NOW = 100_000.0
+
+
+class Queue:
+    def __init__(self, depth: int = 0) -> None:
+        self.enqueued: list[tuple[str, list[int], bool]] = []
+        self.notified: list[str] = []
+        self.depth = depth
+        self.depth_asked = 0
+
+    def enqueue(self, job_id: str, batches: Iterable[int], urgent: bool) -> None:
+        self.enqueued.append((job_id, list(batches), urgent))
+
+    def queue_depth(self) -> int:
+        self.depth_asked += 1
+        return self.depth
+
+
+def run(store: FakeStore, queue: Queue) -> Counter[str]:
+    return sweep.sweep_once(
+        store,  # type: ignore[arg-type]
+        SETTINGS,
+        queue.enqueue,
+        queue.queue_depth,
+        queue.notified.append,
+        now=lambda: NOW,
+    )
+
+
+def pending(batch: int, since: float = 0.0, enqueued: float = 0.0) -> BatchRecord:
+    return BatchRecord(batch, BatchState.PENDING, since, 0, "", enqueued)
+
+
+def sending(batch: int) -> BatchRecord:
+    return BatchRecord(batch, BatchState.SENDING, NOW - 60, 1, "")
+
+
+def submitted(batch: int) -> BatchRecord:
+    return BatchRecord(batch, BatchState.SUBMITTED, NOW - 60, 0, "api-1")
+
+
+def test_a_batch_whose_outcome_is_unknown_is_resent_only_on_the_store_s_verdict() -> None:
+    store, queue = FakeStore(resolutions={0: "resend", 1: "submitted", 2: "waiting"}), Queue()
+    store.add(job(batches=3, started_at=NOW - 90), [sending(0), sending(1), sending(2)])
+    tally = run(store, queue)
+    assert queue.enqueued == [("j1", [0], False)]
+    assert ("mark_enqueued", "j1", 0) in store.calls
+    assert tally["resend"] == tally["submitted"] == tally["waiting"] == 1
+
+
+def test_a_pending_batch_whose_task_vanished_is_enqueued_once_the_queue_has_drained() -> None:
+    store, queue = FakeStore(), Queue(depth=0)
+    store.add(job(batches=2, urgent=True), [pending(0), pending(1, enqueued=NOW - 5)])
+    assert run(store, queue)["redispatched"] == 1
+    assert queue.enqueued == [("j1", [0], True)]  # on the job's own (urgent) queue
+    busy = Queue(depth=12)
+    run(store, busy)
+    assert busy.enqueued == []
+
+
+def test_a_batch_backing_off_is_left_until_its_time() -> None:
+    store, queue = FakeStore(), Queue()
+    store.add(job(), [pending(0, since=NOW + 10)])
+    run(store, queue)
+    assert queue.enqueued == [] and queue.depth_asked == 0
+
+
+@pytest.mark.parametrize("changes", [{"paused": True}, {"send_at": NOW + 60}])
+def test_paused_and_scheduled_jobs_keep_their_batches(changes: dict[str, object]) -> None:
+    store, queue = FakeStore(), Queue()
+    store.add(job(**changes), [pending(0)])
+    run(store, queue)
+    assert queue.enqueued == []
+
+
+def test_a_scheduled_job_whose_time_came_is_released_and_enqueued() -> None:
+    store, queue = FakeStore(due=["j1"]), Queue()
+    store.add(job(batches=2, send_at=NOW - 1), [pending(0), pending(1)])
+    assert run(store, queue)["released"] == 1
+    assert ("release_scheduled", "j1") in store.calls
+    assert queue.enqueued[0] == ("j1", [0, 1], False)
+
+
+def sent_job(sent_at: float) -> FakeStore:
+    store = FakeStore()
+    counts = {s: 0 for s in Status} | {Status.QUEUED: 1}
+    store.add(
+        job(
+            batch_counts={
+                BatchState.PENDING: 0,
+                BatchState.SUBMITTED: 1,
+                BatchState.FAILED: 0,
+                BatchState.CANCELLED: 0,
+            },
+            counts=counts,
+            sent_at=sent_at,
+            callback_url="https://example.com/done",
+        ),
+        [submitted(0)],
+    )
+    return store
+
+
+def test_a_job_waits_for_its_reports_until_the_report_window_ends() -> None:
+    store = sent_job(sent_at=NOW - 60)
+    run(store, Queue())
+    assert "close" not in store.names()
+    store = sent_job(sent_at=NOW - SETTINGS.report_wait_seconds - 1)
+    assert run(store, Queue())["closed"] == 1
+    assert ("close", "j1", sweep.CLOSED_REASON) in store.calls
+
+
+def test_a_finished_job_is_notified_once_and_forgotten() -> None:
+    store, queue = sent_job(sent_at=NOW), Queue()
+    store.jobs["j1"] = replace(store.jobs["j1"], closed=sweep.CLOSED_REASON)
+    assert run(store, queue)["finished"] == 1
+    assert queue.notified == ["j1"]
+    assert store.names()[-2:] == ["claim_notification", "deactivate"]
+
+
+def test_an_expired_job_leaves_the_index_and_a_broken_one_does_not_stop_the_others() -> None:
+    store, queue = FakeStore(), Queue()
+    store.add(job("good"), [pending(0)])
+    store.jobs["broken"] = job("broken")  # with no batches to read: its sweep fails
+    tally = run(store, queue)
+    assert tally["errors"] == 1
+    assert ("good", [0], False) in queue.enqueued
+    store.jobs.pop("broken")
+    store.jobs["gone"] = None  # type: ignore[assignment]
+    run(store, Queue())
+    assert ("deactivate", "gone") in store.calls
