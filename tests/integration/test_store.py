@@ -3,13 +3,25 @@
 from __future__ import annotations
 
 import random
+import struct
 import time
 import uuid
 from collections import Counter
 
 import redis
 
-from bulksms.store import Claim, Job, JobState, JobStore, NewJob, Report, Sending, Status
+from bulksms.store import (
+    BatchState,
+    Claim,
+    Job,
+    JobState,
+    JobStore,
+    NewJob,
+    Report,
+    Sending,
+    Status,
+)
+from bulksms.store.model import LAYOUT_VERSION
 
 NUMBERS = ["+14155550100", "+14155550101", "+14155550102"]
 UUID = "6f1c2a1e-8b7d-4c55-9a0e-3f2b1d4c5e6f"
@@ -243,3 +255,57 @@ def test_many_reports_in_one_pipeline_answer_each_for_itself(rdb: redis.Redis) -
     )
     assert answers == [1, 0, -1, -1, 1]
     assert counts(store) == true_counts(store, NUMBERS) == {"pending": 1, "sent": 1, "delivered": 1}
+
+
+def test_a_job_written_by_the_release_before_is_read_and_finished(rdb: redis.Redis) -> None:
+    """Jobs run for days, across deploys. This is version 1 of the layout (no `v` field), as
+    the release before layout versions wrote it, key by key; this release finishes it."""
+    now = f"{time.time():.3f}"
+    numbers = sorted(int(n) for n in NUMBERS[:2])
+    rdb.hset(
+        "bulksms:{old}:job",
+        mapping={
+            "message": "hi",
+            "src": "+14155550199",
+            "created_at": now,
+            "updated_at": now,
+            "batches": 1,
+            "received": 2,
+            "accepted": 2,
+            "duplicates": 0,
+            "invalid": 0,
+            "suppressed": 0,
+            "b:pending": 1,
+            "b:submitted": 0,
+            "b:failed": 0,
+            "b:cancelled": 0,
+            **{f"c:{code}": 0 for code in "pqsdufrx"},
+            "c:p": 2,
+            "encoding": "GSM-7",
+            "segments_per_message": 1,
+            "urgent": 1,
+        },
+    )
+    rdb.hset("bulksms:{old}:batches", mapping={"0": "pending|0|0", "q:0": now})
+    rdb.set("bulksms:{old}:r:0", struct.pack(">2Q48x", *numbers))
+    store = JobStore(rdb, 3600)
+    old = store.job("old")
+    assert old is not None and old.version == 1 and old.urgent
+    assert old.state is JobState.QUEUED and old.counts[Status.PENDING] == 2
+    assert [b.state for b in store.batches("old")] == [BatchState.PENDING]
+
+    assert store.claim_batch("old", 0) == Claim("go", attempt=1)
+    assert store.batch_work("old", 0).numbers == NUMBERS[:2]
+    assert store.batch_submitted("old", 0, 1, "api-1", []) == 1
+    for number in NUMBERS[:2]:
+        assert store.record_report(Report("old", 0, number, Status.DELIVERED, UUID, "")) == 1
+    finished = store.job("old")
+    assert finished is not None and finished.state is JobState.COMPLETED
+    assert finished.counts[Status.DELIVERED] == 2
+    assert [r.status for r in store.batch_recipients("old", 0)] == [Status.DELIVERED] * 2
+
+
+def test_a_new_job_carries_the_layout_version(rdb: redis.Redis) -> None:
+    store = make(rdb)
+    assert rdb.hget("bulksms:{j1}:job", "v") == str(LAYOUT_VERSION)
+    assert job(store).version == LAYOUT_VERSION
