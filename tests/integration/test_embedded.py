@@ -1,7 +1,9 @@
-"""`bulksms up`, as a new user runs it: the printed curl sends a job that reaches `completed`."""
+"""`bulksms up`, as a new user runs it: the printed curl sends a job that reaches `completed`;
+every line its children print carries the child's name."""
 
 from __future__ import annotations
 
+import io
 import os
 import shlex
 import signal
@@ -14,7 +16,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from bulksms.devstack.up import free_port
+from bulksms.devstack.up import Supervisor, free_port
 
 
 def read_until(process: subprocess.Popen[str], marker: str, seconds: float) -> list[str]:
@@ -66,6 +68,8 @@ def test_bulksms_up_runs_the_whole_flow_on_the_sandbox(tmp_path: Path) -> None:
         lines = read_until(process, "Ctrl-C stops everything", 120)
         text = "\n".join(lines)
         assert "SANDBOX" in text
+        labels = {line.split(" | ", 1)[0] for line in lines if " | " in line}
+        assert {"redis  ", "sandbox", "web    ", "worker ", "flower "} <= labels
         key = (tmp_path / "data" / "api-key").read_text().strip()
         assert f"API key   {key}" in text
         curl = next(line.strip() for line in lines if line.strip().startswith("curl -s -X POST"))
@@ -99,3 +103,28 @@ def test_bulksms_up_runs_the_whole_flow_on_the_sandbox(tmp_path: Path) -> None:
         os.killpg(process.pid, 0)
     with socket.socket() as s:
         assert s.connect_ex(("127.0.0.1", port)) != 0  # the web app stopped with it
+
+
+def test_each_line_is_labelled_with_its_child_and_never_split() -> None:
+    """Two children write long lines at once (longer than a pipe writes in one piece): each
+    comes out whole, on its own line, behind its child's name."""
+    out = io.StringIO()
+    supervisor = Supervisor(out=out)
+    script = (
+        "import sys\n"
+        "for i in range(200): sys.stdout.write(f'{sys.argv[1]} {i} ' + 'x' * 9000 + '\\n')"
+    )
+    for name in ("web", "worker"):
+        supervisor.spawn(name, [sys.executable, "-c", script, name], os.environ)
+    for _, child in supervisor.children:
+        child.wait(60)
+    supervisor.stop()
+    lines = out.getvalue().splitlines()
+    seen: dict[str, list[int]] = {"web": [], "worker": []}
+    for line in lines:
+        label, text = line.split(" | ", 1)
+        assert label in ("web    ", "worker ")
+        name, number, xs = text.split(" ")
+        assert name == label.rstrip() and xs == "x" * 9000
+        seen[name].append(int(number))
+    assert seen == {"web": list(range(200)), "worker": list(range(200))}
