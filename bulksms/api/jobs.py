@@ -56,9 +56,9 @@ def _make_job(
             "Every valid recipient has opted out.",
             details=submission.accepted_document(sub),
         )
-    submission.check_spend(sub, body, s)
+    submission.check_spend(sub, s)
     job_id = uuid.uuid4().hex
-    urgent = _urgent(body, len(sub.recipients.accepted))
+    urgent = _urgent(sub, len(sub.recipients.accepted))
     new_job = NewJob(
         job_id=job_id,
         sending=sub.sending,
@@ -95,17 +95,9 @@ def _make_job(
     return answer
 
 
-def _urgent(body: dict[str, Any], accepted: int) -> bool:
+def _urgent(sub: submission.Submission, accepted: int) -> bool:
     """Small jobs and priority "high" go through the urgent queue."""
-    priority = body.get("priority", "normal")
-    if priority not in ("normal", "high"):
-        raise ApiError(
-            422,
-            "invalid_priority",
-            'priority must be "normal" or "high".',
-            details={"field": "priority"},
-        )
-    return priority == "high" or accepted <= settings().urgent_max_recipients
+    return sub.priority() == "high" or accepted <= settings().urgent_max_recipients
 
 
 def _accepted(

@@ -1,7 +1,8 @@
 """The OpenAPI 3.1 document of the public contract, served at `/api/openapi.json`.
 
-Written by hand, next to nothing else: it is the contract other programs rely on, and the test
-suite runs schemathesis against the live service to hold the code to it.
+The paths and answers are written by hand: they are the contract other programs rely on, and the
+test suite runs schemathesis against the live service to hold the code to it. The request bodies'
+schemas are generated from the pydantic models that validate them (`bulksms.api.schemas`).
 """
 
 from __future__ import annotations
@@ -9,8 +10,9 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Blueprint, Response, jsonify
+from pydantic.json_schema import GenerateJsonSchema
 
-from bulksms.api.submission import EXPIRY_RANGE
+from bulksms.api.schemas import REQUEST_BODIES
 from bulksms.message import GSM7, UCS2
 from bulksms.store.jobs import JobState, Status
 
@@ -100,6 +102,26 @@ def _form(*fields: str) -> dict[str, Any]:
 
 def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+class _Untitled(GenerateJsonSchema):
+    """Pydantic's JSON Schema without a title on each property ("Expiry Seconds"): the name
+    already says it."""
+
+    def field_title_should_be_set(self, schema: Any) -> bool:
+        return False
+
+
+def request_schemas() -> dict[str, Any]:
+    """`components.schemas` of every request body, from its model (its nested models too)."""
+    found: dict[str, Any] = {}
+    for model in REQUEST_BODIES:
+        schema = model.model_json_schema(
+            ref_template="#/components/schemas/{model}", schema_generator=_Untitled
+        )
+        found.update(schema.pop("$defs", {}))
+        found[model.__name__] = schema
+    return found
 
 
 ACCEPTED = {
@@ -388,49 +410,7 @@ def document() -> dict[str, Any]:
                         "details": {},
                     },
                 },
-                "SubmitRequest": {
-                    "type": "object",
-                    "required": ["recipients", "message"],
-                    "additionalProperties": False,
-                    "properties": {
-                        "recipients": {"type": "array", "minItems": 1, "items": {"type": "string"}},
-                        "message": {"type": "string", "minLength": 1},
-                        "sender": {"type": "string"},
-                        "powerpack_uuid": {"type": "string", "format": "uuid"},
-                        "default_region": {
-                            "type": "string",
-                            "pattern": "^[A-Za-z]{2}$",
-                            "description": "A region phonenumbers knows.",
-                        },
-                        "callback_url": {
-                            "type": "string",
-                            "format": "uri",
-                            "description": "POSTed the job's final status, "
-                            "signed (X-Bulksms-Signature).",
-                        },
-                        "priority": {
-                            "type": "string",
-                            "enum": ["normal", "high"],
-                            "description": "high (or a small job) goes first.",
-                        },
-                        "max_segments": {
-                            "type": "integer",
-                            "minimum": 1,
-                            "description": "Refuse the job if it would bill more segments (422).",
-                        },
-                        "send_at": {
-                            "type": "string",
-                            "format": "date-time",
-                            "description": "Send later (ISO 8601 with a zone; at most "
-                            "30 days ahead).",
-                        },
-                        "expiry_seconds": {
-                            "type": "integer",
-                            "minimum": EXPIRY_RANGE[0],
-                            "maximum": EXPIRY_RANGE[1],
-                        },
-                    },
-                },
+                **request_schemas(),
                 "Accepted": {
                     "type": "object",
                     "required": [

@@ -1,36 +1,81 @@
-"""Reading a `POST /api/bulk-sms` body: every way it can be wrong becomes one clear `ApiError`."""
+"""Reading a `POST /api/bulk-sms` body: every way it can be wrong becomes one clear `ApiError`.
+
+The body's schema (`schemas.SubmitRequest`) judges types, enums and ranges; the custom checks here
+judge the rest, numbers and segments included. A body with several faults is answered for the
+first one in the order below, the order these checks have always run in: a field's schema
+refusal is held back (`Checked.ensure`) until that field's turn.
+"""
 
 from __future__ import annotations
 
 import json
 import re
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Generic, TypeVar
 from urllib.parse import urlsplit
 
+from pydantic import BaseModel, ValidationError
+
 from bulksms import numbers
+from bulksms.api import schemas
 from bulksms.api.errors import ApiError
 from bulksms.config import ALPHANUMERIC_SENDER_RE, E164_RE, UUID_RE, Settings
 from bulksms.message import Encoded, encode
-from bulksms.store.jobs import Sending
+from bulksms.store import Sending
 
-KNOWN_FIELDS = {
-    "recipients",
-    "message",
-    "sender",
-    "default_region",
-    "powerpack_uuid",
-    "expiry_seconds",
-    "send_at",
-    "max_segments",
-    "priority",
-    "callback_url",
-}
-EXPIRY_RANGE = (5, 10_799)  # Plivo's message_expiry, in seconds
 MAX_SCHEDULE_SECONDS = 30 * 86400  # and at most half the retention: the job must outlive it
 INVALID_SHOWN = 100  # the answer lists at most this many refused entries; the count is exact
+
+M = TypeVar("M", bound=BaseModel)
+
+
+@dataclass(frozen=True)
+class Checked(Generic[M]):
+    """A body read by its schema. `fields` holds every field that passed (a field that did not
+    is never read: `ensure` raises its refusal first)."""
+
+    fields: M
+    refusals: Mapping[str, ApiError]
+
+    def ensure(self, name: str) -> None:
+        """Raise the answer to field `name`'s schema error, if it has one."""
+        refused = self.refusals.get(name)
+        if refused is not None:
+            raise refused
+
+
+def check(model: type[M], body: Any) -> Checked[M]:
+    """Read `body` by `model`. A body that is not an object, or has a field the model does not
+    know, is refused at once; any other schema error waits for its field's turn."""
+    if not isinstance(body, dict):
+        raise ApiError(400, "invalid_body", "The body must be a JSON object.")
+    # The schema forbids unknown fields too; asked first, a set difference answers a body of a
+    # million of them in a fraction of the time pydantic takes to list them.
+    unknown = sorted(body.keys() - model.model_fields.keys())
+    if unknown:
+        raise ApiError(
+            400,
+            "unknown_field",
+            f"Unknown field(s): {', '.join(unknown)[:200]}.",
+            details={"fields": unknown[:20]},
+        )
+    try:
+        return Checked(model.model_validate(body), {})
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False, include_context=False, include_input=False)
+    refusals: dict[str, ApiError] = {}
+    for error in errors:
+        name = str(error["loc"][0])
+        if name not in refusals:
+            refused = schemas.refusal(model, name, error["type"])
+            details = {"field": name, **refused.details}
+            refusals[name] = ApiError(refused.status, refused.code, refused.message, details)
+    # Strict fields are taken as they come, so the fields that passed are the body's own values.
+    passed = {name: value for name, value in body.items() if name not in refusals}
+    return Checked(model.model_construct(**passed), refusals)
 
 
 @dataclass(frozen=True)
@@ -38,8 +83,15 @@ class Submission:
     recipients: numbers.Recipients
     sending: Sending
     encoded: Encoded
+    # The body as its schema read it; max_segments and priority are judged last, after the
+    # opt-outs, as they always were.
+    body: Checked[schemas.SubmitRequest]
     send_at: float | None = None
     callback_url: str | None = None
+
+    def priority(self) -> schemas.Priority:
+        self.body.ensure("priority")
+        return self.body.fields.priority
 
 
 def parse_json(raw: bytes, content_type: str | None) -> Any:
@@ -56,30 +108,11 @@ def parse_json(raw: bytes, content_type: str | None) -> Any:
         ) from None
 
 
-def _field_error(name: str, message: str) -> ApiError:
-    return ApiError(400, "invalid_field", message, details={"field": name})
-
-
 def read_submission(body: Any, settings: Settings) -> Submission:
-    if not isinstance(body, dict):
-        raise ApiError(400, "invalid_body", "The body must be a JSON object.")
-    unknown = sorted(set(body) - KNOWN_FIELDS)
-    if unknown:
-        raise ApiError(
-            400,
-            "unknown_field",
-            f"Unknown field(s): {', '.join(unknown)[:200]}.",
-            details={"fields": unknown[:20]},
-        )
-
-    recipients = body.get("recipients")
-    # (JSON's types only: a set of the types seen is the fast way to ask "all strings?")
-    if not isinstance(recipients, list) or not set(map(type, recipients)) <= {str}:
-        raise _field_error("recipients", "recipients must be a list of phone numbers as strings.")
-    if not recipients:
-        raise ApiError(
-            422, "no_recipients", "recipients must not be empty.", details={"field": "recipients"}
-        )
+    checked = check(schemas.SubmitRequest, body)
+    fields = checked.fields
+    checked.ensure("recipients")
+    recipients = fields.recipients
     if len(recipients) > settings.max_recipients:
         raise ApiError(
             413,
@@ -89,9 +122,8 @@ def read_submission(body: Any, settings: Settings) -> Submission:
             details={"limit": settings.max_recipients, "received": len(recipients)},
         )
 
-    text = body.get("message")
-    if not isinstance(text, str):
-        raise _field_error("message", "message must be a string.")
+    checked.ensure("message")
+    text = fields.message
     if not text.strip():
         raise ApiError(
             422, "empty_message", "message must not be empty.", details={"field": "message"}
@@ -110,12 +142,11 @@ def read_submission(body: Any, settings: Settings) -> Submission:
             },
         )
 
-    sending = _read_sending(body, text, settings)
+    sending = _read_sending(checked, settings)
 
-    region = body.get("default_region")
+    checked.ensure("default_region")
+    region = fields.default_region
     if region is not None:
-        if not isinstance(region, str):
-            raise _field_error("default_region", "default_region must be a string.")
         region = region.strip().upper()
         if not re.fullmatch(r"[A-Z]{2}", region) or not numbers.is_known_region(region):
             raise ApiError(
@@ -142,20 +173,19 @@ def read_submission(body: Any, settings: Settings) -> Submission:
             details=_account(sorted_out),
         )
     return Submission(
-        callback_url=_read_callback_url(body.get("callback_url"), settings),
+        callback_url=_read_callback_url(checked, settings),
         recipients=sorted_out,
         sending=sending,
         encoded=encoded,
-        send_at=_read_send_at(body.get("send_at"), settings),
+        body=checked,
+        send_at=_read_send_at(checked, settings),
     )
 
 
-def check_spend(sub: Submission, body: dict[str, Any], settings: Settings) -> None:
+def check_spend(sub: Submission, settings: Settings) -> None:
     """Refuse a job that would bill more segments than the request or the service allows."""
-    cap = body.get("max_segments")
-    if cap is not None and (not isinstance(cap, int) or isinstance(cap, bool) or cap < 1):
-        raise _field_error("max_segments", "max_segments must be a whole number of at least 1.")
-    limits = [n for n in (cap, settings.max_segments_per_job) if n]
+    sub.body.ensure("max_segments")
+    limits = [n for n in (sub.body.fields.max_segments, settings.max_segments_per_job) if n]
     total = sub.encoded.segments * len(sub.recipients.accepted)
     if limits and total > min(limits):
         raise ApiError(
@@ -166,11 +196,11 @@ def check_spend(sub: Submission, body: dict[str, Any], settings: Settings) -> No
         )
 
 
-def _read_callback_url(value: Any, settings: Settings) -> str | None:
+def _read_callback_url(checked: Checked[schemas.SubmitRequest], settings: Settings) -> str | None:
+    checked.ensure("callback_url")
+    value = checked.fields.callback_url
     if value is None:
         return None
-    if not isinstance(value, str):
-        raise _field_error("callback_url", "callback_url must be a string.")
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.hostname or len(value) > 2048:
         raise ApiError(
@@ -190,12 +220,12 @@ def _read_callback_url(value: Any, settings: Settings) -> str | None:
     return value
 
 
-def _read_send_at(value: Any, settings: Settings) -> float | None:
+def _read_send_at(checked: Checked[schemas.SubmitRequest], settings: Settings) -> float | None:
     """An ISO 8601 time with its zone; now or in the past means now. None: send at once."""
+    checked.ensure("send_at")
+    value = checked.fields.send_at
     if value is None:
         return None
-    if not isinstance(value, str):
-        raise _field_error("send_at", "send_at must be an ISO 8601 time string.")
     try:
         moment = datetime.fromisoformat(value)
     except ValueError:
@@ -224,23 +254,22 @@ def _read_send_at(value: Any, settings: Settings) -> float | None:
     return at if at > time.time() else None
 
 
-def _read_sending(body: dict[str, Any], text: str, settings: Settings) -> Sending:
+def _read_sending(checked: Checked[schemas.SubmitRequest], settings: Settings) -> Sending:
     """`src` or a Powerpack (the request's, else the service's), and the expiry."""
-    sender, powerpack = body.get("sender"), body.get("powerpack_uuid")
-    if sender is not None:
-        if not isinstance(sender, str):
-            raise _field_error("sender", "sender must be a string.")
-        if not (E164_RE.match(sender) or ALPHANUMERIC_SENDER_RE.match(sender)):
-            raise ApiError(
-                422,
-                "invalid_sender",
-                "sender must be an E.164 number or an alphanumeric sender ID of "
-                "1-11 characters with at least one letter.",
-                details={"field": "sender"},
-            )
+    fields = checked.fields
+    checked.ensure("sender")
+    sender = fields.sender
+    if sender is not None and not (E164_RE.match(sender) or ALPHANUMERIC_SENDER_RE.match(sender)):
+        raise ApiError(
+            422,
+            "invalid_sender",
+            "sender must be an E.164 number or an alphanumeric sender ID of "
+            "1-11 characters with at least one letter.",
+            details={"field": "sender"},
+        )
+    checked.ensure("powerpack_uuid")
+    powerpack = fields.powerpack_uuid
     if powerpack is not None:
-        if not isinstance(powerpack, str):
-            raise _field_error("powerpack_uuid", "powerpack_uuid must be a string.")
         if not UUID_RE.match(powerpack):
             raise ApiError(
                 422,
@@ -255,18 +284,7 @@ def _read_sending(body: dict[str, Any], text: str, settings: Settings) -> Sendin
                 "Pass sender or powerpack_uuid, not both: Plivo sends from one.",
                 details={"fields": ["sender", "powerpack_uuid"]},
             )
-    expiry = body.get("expiry_seconds")
-    if expiry is not None:
-        if not isinstance(expiry, int) or isinstance(expiry, bool):
-            raise _field_error("expiry_seconds", "expiry_seconds must be a whole number.")
-        low, high = EXPIRY_RANGE
-        if not low <= expiry <= high:
-            raise ApiError(
-                422,
-                "invalid_expiry",
-                f"expiry_seconds must be between {low} and {high}.",
-                details={"field": "expiry_seconds", "min": low, "max": high},
-            )
+    checked.ensure("expiry_seconds")  # its type, then its range
     if sender is None and powerpack is None:
         sender, powerpack = settings.plivo_sender_id, settings.plivo_powerpack_uuid
     if sender is None and powerpack is None:
@@ -276,7 +294,12 @@ def _read_sending(body: dict[str, Any], text: str, settings: Settings) -> Sendin
             "No sender: pass sender or powerpack_uuid, or set "
             "PLIVO_SENDER_ID or PLIVO_POWERPACK_UUID on the service.",
         )
-    return Sending(message=text, src=sender, powerpack_uuid=powerpack, message_expiry=expiry)
+    return Sending(
+        message=fields.message,
+        src=sender,
+        powerpack_uuid=powerpack,
+        message_expiry=fields.expiry_seconds,
+    )
 
 
 def _account(recipients: numbers.Recipients) -> dict[str, Any]:
