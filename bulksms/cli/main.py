@@ -1,4 +1,4 @@
-"""The `bulksms` command: run the whole system, or the Plivo sandbox alone."""
+"""The `bulksms` command: run the whole system, or the Plivo sandbox alone, or talk to the API."""
 
 from __future__ import annotations
 
@@ -8,21 +8,64 @@ import signal
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, NoReturn, TypeVar
 
 import click
 from dotenv import find_dotenv, load_dotenv
 
+from bulksms.api.schemas import SubmitRequest
 from bulksms.config import ConfigError
 
 T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
 
 
-@click.group()
-def main() -> None:
+class _Group(click.Group):
+    def make_context(
+        self,
+        info_name: str | None,
+        args: list[str],
+        parent: click.Context | None = None,
+        **extra: Any,
+    ) -> click.Context:
+        # .env before the options read the environment (the group's --url and --key do).
+        load_dotenv(find_dotenv(usecwd=True), override=False)
+        return super().make_context(info_name, args, parent, **extra)
+
+
+@dataclass(frozen=True)
+class _Api:
+    """The group's --url and --key; a command's own --url/--key win over them."""
+
+    url: str | None
+    key: str | None
+
+
+@click.group(cls=_Group)
+@click.option(
+    "--url",
+    envvar="BULKSMS_URL",
+    show_envvar=True,
+    help="API base URL [default: http://127.0.0.1:8000].",
+)
+@click.option(
+    "--key",
+    envvar=["BULKSMS_API_KEY", "API_KEY"],
+    show_envvar=True,
+    help="API key [default: the key `bulksms up` keeps in data/api-key].",
+)
+@click.pass_context
+def main(ctx: click.Context, url: str | None, key: str | None) -> None:
     """bulksms: send one SMS text to very large recipient lists through Plivo."""
-    load_dotenv(find_dotenv(usecwd=True), override=False)
+    ctx.obj = _Api(url, key)
+
+
+def _api_options(command: F) -> F:
+    """A command's own --url and --key, as scripts have always passed them after its name."""
+    command = click.option("--key", help="API key (overrides the group's --key).")(command)
+    return click.option("--url", help="API base URL (overrides the group's --url).")(command)
 
 
 @main.command()
@@ -91,32 +134,52 @@ FINAL = ("delivered", "undelivered", "failed", "rejected")
 DONE = {"completed", "failed", "cancelled"}
 
 
+# Extra flags of `send`, beside the one each field of the request gets (--default-region for
+# default_region): the ones scripts already use.
+ALIASES = {"message": ("-m",), "default_region": ("--region",)}
+# Given empty, these have always meant "the service's default", as `--sender "$SENDER"` expects.
+EMPTY_IS_UNSET = {"sender", "default_region"}
+_TYPES: dict[str, type] = {"string": str, "integer": int}  # a JSON Schema type's option type
+
+
+def _request_options(schema: dict[str, Any], skip: set[str]) -> Callable[[F], F]:
+    """One option per field of a request body's JSON Schema (but `skip`): its name, type, enum,
+    help and whether it is required all come from the schema, so a field added to the API is an
+    option here. The values are checked by the API, in its own words."""
+
+    def option(name: str) -> Callable[[F], F]:
+        field = schema["properties"][name]
+        kind = next((b for b in field.get("anyOf", [field]) if b.get("type") != "null"), field)
+        flags = (f"--{name.replace('_', '-')}", *ALIASES.get(name, ()))
+        return click.option(
+            *flags,
+            name,
+            type=click.Choice(kind["enum"]) if "enum" in kind else _TYPES[kind["type"]],
+            required=name in schema.get("required", ()),
+            help=field.get("description"),
+        )
+
+    def decorate(command: F) -> F:
+        for name in reversed([n for n in schema["properties"] if n not in skip]):
+            command = option(name)(command)
+        return command
+
+    return decorate
+
+
 @main.command()
 @click.argument("numbers_file", type=click.File("r"), metavar="FILE")
-@click.option("-m", "--message", required=True, help="The text to send.")
-@click.option("--sender", help="Sender: E.164 number or alphanumeric ID (default: the service's).")
-@click.option("--region", help="Region for numbers in national format, e.g. US.")
+@_request_options(SubmitRequest.model_json_schema(), skip={"recipients"})
 @click.option("--wait", is_flag=True, help="Show progress until every message is final.")
 @click.option("--idempotency-key", help="Send it again safely: the same key makes no new job.")
-@click.option("--send-at", help="Send later: ISO 8601 with a zone, e.g. 2026-12-01T09:00+01:00.")
-@click.option("--priority", type=click.Choice(["normal", "high"]), help="high goes first.")
-@click.option("--max-segments", type=int, help="Refuse the job if it would bill more segments.")
-@click.option("--callback-url", help="POSTed the job's final status (signed) when it ends.")
-@click.option("--url", help="API base URL [env BULKSMS_URL, default http://127.0.0.1:8000].")
-@click.option("--key", help="API key [env BULKSMS_API_KEY or API_KEY].")
+@_api_options
 def send(
     numbers_file: IO[str],
-    message: str,
-    sender: str | None,
-    region: str | None,
     wait: bool,
     idempotency_key: str | None,
-    send_at: str | None,
-    priority: str | None,
-    max_segments: int | None,
-    callback_url: str | None,
     url: str | None,
     key: str | None,
+    **fields: Any,
 ) -> None:
     """Send MESSAGE to every number in FILE (a CSV or text file; - for stdin)."""
     from bulksms.cli.client import read_numbers
@@ -124,18 +187,10 @@ def send(
     numbers = read_numbers(numbers_file.read())
     if not numbers:
         _fail("no numbers in the input")
-    body: dict[str, Any] = {"recipients": numbers, "message": message}
-    if sender:
-        body["sender"] = sender
-    if region:
-        body["default_region"] = region
-    options = {
-        "send_at": send_at,
-        "priority": priority,
-        "max_segments": max_segments,
-        "callback_url": callback_url,
-    }
-    body.update({k: v for k, v in options.items() if v is not None})
+    body: dict[str, Any] = {"recipients": numbers}
+    for name, value in fields.items():
+        if value is not None and not (value == "" and name in EMPTY_IS_UNSET):
+            body[name] = value
     client = _client(url, key)
     answer = _guard(lambda: client.submit(body, idempotency_key))
     r = answer["recipients"]
@@ -155,8 +210,7 @@ def send(
 @main.command()
 @click.argument("job_id")
 @click.option("--json", "as_json", is_flag=True, help="Print the JSON document instead.")
-@click.option("--url", help="API base URL [env BULKSMS_URL, default http://127.0.0.1:8000].")
-@click.option("--key", help="API key [env BULKSMS_API_KEY or API_KEY].")
+@_api_options
 def status(job_id: str, as_json: bool, url: str | None, key: str | None) -> None:
     """Show where job JOB_ID stands."""
     import json
@@ -183,8 +237,7 @@ def status(job_id: str, as_json: bool, url: str | None, key: str | None) -> None
 def _control(action: str, help_text: str) -> None:
     @main.command(name=action, help=help_text)
     @click.argument("job_id")
-    @click.option("--url", help="API base URL [env BULKSMS_URL].")
-    @click.option("--key", help="API key [env BULKSMS_API_KEY or API_KEY].")
+    @_api_options
     def command(job_id: str, url: str | None, key: str | None) -> None:
         doc = _guard(lambda: _client(url, key).act(job_id, action))
         click.echo(f"job {doc['job_id']}: {doc['state']}")
@@ -198,8 +251,7 @@ _control("retry", "Make a new job of JOB_ID's retryable failures.")
 
 @main.command()
 @click.argument("job_id")
-@click.option("--url", help="API base URL [env BULKSMS_URL].")
-@click.option("--key", help="API key [env BULKSMS_API_KEY or API_KEY].")
+@_api_options
 def delete(job_id: str, url: str | None, key: str | None) -> None:
     """Erase finished JOB_ID's numbers (its counts stay)."""
     doc = _guard(lambda: _client(url, key).delete(job_id))
@@ -209,8 +261,7 @@ def delete(job_id: str, url: str | None, key: str | None) -> None:
 @main.command()
 @click.option("--state", help="Only jobs in this state.")
 @click.option("--limit", default=20, show_default=True)
-@click.option("--url", help="API base URL [env BULKSMS_URL].")
-@click.option("--key", help="API key [env BULKSMS_API_KEY or API_KEY].")
+@_api_options
 def jobs(state: str | None, limit: int, url: str | None, key: str | None) -> None:
     """List jobs, newest first."""
     for doc in _guard(lambda: _client(url, key).jobs(state, limit))["jobs"]:
@@ -224,8 +275,7 @@ def jobs(state: str | None, limit: int, url: str | None, key: str | None) -> Non
 @main.command(name="opt-out")
 @click.argument("number")
 @click.option("--undo", is_flag=True, help="Opt the number back in.")
-@click.option("--url", help="API base URL [env BULKSMS_URL].")
-@click.option("--key", help="API key [env BULKSMS_API_KEY or API_KEY].")
+@_api_options
 def opt_out(number: str, undo: bool, url: str | None, key: str | None) -> None:
     """Opt NUMBER out of every future job (--undo: back in)."""
     doc = _guard(lambda: _client(url, key).opt_out(number, "DELETE" if undo else "PUT"))
@@ -235,8 +285,7 @@ def opt_out(number: str, undo: bool, url: str | None, key: str | None) -> None:
 @main.command()
 @click.argument("job_id")
 @click.option("--status", "wanted", help="Only recipients in this status (e.g. failed).")
-@click.option("--url", help="API base URL [env BULKSMS_URL].")
-@click.option("--key", help="API key [env BULKSMS_API_KEY or API_KEY].")
+@_api_options
 def export(job_id: str, wanted: str | None, url: str | None, key: str | None) -> None:
     """Write JOB_ID's per-recipient report to stdout as CSV."""
     out = sys.stdout.buffer
@@ -276,7 +325,8 @@ def _follow(client: Any, job_id: str, total: int) -> dict[str, Any]:
 def _client(url: str | None, key: str | None) -> Any:
     from bulksms.cli.client import Client
 
-    return _guard(lambda: Client.configured(url, key))
+    group = click.get_current_context().find_object(_Api) or _Api(None, None)
+    return _guard(lambda: Client.configured(url or group.url, key or group.key))
 
 
 def _guard(call: Callable[[], T]) -> T:
