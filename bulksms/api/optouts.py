@@ -1,6 +1,6 @@
 """Opt-outs: numbers that must never be sent to again, until they opt back in.
 
-One Redis set (`bulksms:optouts`, never expiring) of numbers (E.164 digits). Filled by the API
+One set in Redis (`bulksms.store.optouts`, never expiring) of numbers. Filled by the API
 (`PUT /api/opt-outs/<number>`), by STOP replies through the signed inbound-message webhook, and
 by delivery reports with Plivo's error 200 ("blocked by STOP"); emptied by START replies and
 `DELETE`. Every submit leaves opted-out numbers out and reports them as `suppressed`.
