@@ -8,16 +8,16 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify, request, stream_with_context, url_for
 
-from bulksms import metrics
+from bulksms import metrics, taskqueue
 from bulksms.api import idempotency, submission
 from bulksms.api import recipients as recipients_report
 from bulksms.api.auth import presented_key, require_api_key
 from bulksms.api.errors import ApiError
 from bulksms.api.ratelimit import limiter, read_limit, submit_limit
-from bulksms.extensions import redis_client, settings, store
+from bulksms.documents import status_document
+from bulksms.extensions import celery, redis_client, settings, store
+from bulksms.store import FINISHED, Job, JobState, NewJob, Status
 from bulksms.store import optouts as suppression
-from bulksms.store.jobs import JobState, NewJob, Status, derive_state, status_document
-from bulksms.worker.tasks import enqueue, start
 
 bp = Blueprint("api", __name__, url_prefix="/api/bulk-sms")
 
@@ -43,7 +43,7 @@ def submit() -> tuple[Response, int, dict[str, str]]:
 
 
 def _make_job(
-    body: Any, slot: idempotency.Slot | None, links: dict[str, str] | None = None
+    body: Any, slot: idempotency.Slot | None, retry_of: str | None = None
 ) -> dict[str, Any]:
     """Validate, store the job, remember the answer (if idempotent), then enqueue its batches."""
     s = settings()
@@ -68,13 +68,11 @@ def _make_job(
         invalid=sub.recipients.invalid_count,
         suppressed=sub.recipients.suppressed,
         batch_size=s.batch_size,
-        extra={
-            "encoding": sub.encoded.encoding,
-            "segments_per_message": sub.encoded.segments,
-            **({"urgent": 1} if urgent else {}),
-            **({"callback_url": sub.callback_url} if sub.callback_url else {}),
-            **(links or {}),
-        },
+        encoding=sub.encoded.encoding,
+        segments_per_message=sub.encoded.segments,
+        urgent=urgent,
+        callback_url=sub.callback_url,
+        retry_of=retry_of,
         send_at=sub.send_at,
     )
     store().create(new_job)
@@ -84,14 +82,14 @@ def _make_job(
         "state": (JobState.SCHEDULED if sub.send_at else JobState.QUEUED).value,
         "batches": new_job.batch_count,
         **submission.accepted_document(sub),
-        **(links or {}),
+        **({"retry_of": retry_of} if retry_of else {}),
     }
     if slot is not None:
         slot.remember(answer)
     metrics.JOBS_CREATED.inc()
     metrics.RECIPIENTS_ACCEPTED.inc(len(new_job.recipients))
     if sub.send_at is None:
-        start(job_id, new_job.batch_count, urgent)
+        taskqueue.start(celery(), job_id, new_job.batch_count, urgent)
     return answer
 
 
@@ -109,21 +107,23 @@ def _accepted(
 @bp.get("/<job_id>")
 @limiter.limit(read_limit)
 def status(job_id: str) -> Response:
-    return jsonify(status_document(job_id, _job(job_id)))
+    return jsonify(status_document(_job(job_id)))
 
 
 @bp.post("/<job_id>/cancel")
 @limiter.limit(submit_limit)
 def cancel(job_id: str) -> Response:
     """Batches not yet handed to Plivo are never sent; one in flight finishes and is counted."""
-    state = derive_state(_job(job_id))
-    if state in (JobState.COMPLETED, JobState.FAILED):
-        raise ApiError(409, "job_finished", f"The job is {state.value}: nothing left to cancel.")
-    store().set_flag(job_id, "cancelled")
+    job = _job(job_id)
+    if job.state in (JobState.COMPLETED, JobState.FAILED):
+        raise ApiError(
+            409, "job_finished", f"The job is {job.state.value}: nothing left to cancel."
+        )
+    store().cancel(job_id)
     store().release(job_id)  # a scheduled job: never to be released now
     # Their tasks may be gone (consumed while paused): each claim now cancels its batch.
-    enqueue(job_id, store().pending_batches(job_id))
-    return jsonify(status_document(job_id, _job(job_id)))
+    _enqueue_pending(job)
+    return jsonify(status_document(_job(job_id)))
 
 
 @bp.post("/<job_id>/retry")
@@ -131,71 +131,70 @@ def cancel(job_id: str) -> Response:
 def retry(job_id: str) -> tuple[Response, int, dict[str, str]]:
     """A new job, linked to this one, for exactly the recipients a retry can help: those that
     failed or went undelivered for a network error or a temporary unavailability."""
-    fields = _readable(job_id)
-    state = derive_state(fields)
-    if int(fields["b:pending"]) or state not in (JobState.SENT, *FINISHED):
-        raise ApiError(409, "job_not_finished", f"The job is {state.value}: wait for its sends.")
-    again = [
-        row["number"]
-        for row in recipients_report.retryable(store(), job_id, int(fields["batches"]))
-    ]
+    job = _readable(job_id)
+    if job.unsent_batches or job.state not in (JobState.SENT, *FINISHED):
+        raise ApiError(
+            409, "job_not_finished", f"The job is {job.state.value}: wait for its sends."
+        )
+    again = [row["number"] for row in recipients_report.retryable(store(), job)]
     if not again:
         raise ApiError(422, "nothing_to_retry", "No recipient failed in a way a retry can fix.")
-    body: dict[str, Any] = {"recipients": again, "message": fields["message"]}
-    for field, name in (("src", "sender"), ("powerpack_uuid", "powerpack_uuid")):
-        if field in fields:
-            body[name] = fields[field]
-    if "message_expiry" in fields:
-        body["expiry_seconds"] = int(fields["message_expiry"])
-    return _accepted(_make_job(body, None, {"retry_of": job_id}))
+    sending = job.sending
+    body: dict[str, Any] = {"recipients": again, "message": sending.message}
+    if sending.src is not None:
+        body["sender"] = sending.src
+    if sending.powerpack_uuid is not None:
+        body["powerpack_uuid"] = sending.powerpack_uuid
+    if sending.message_expiry is not None:
+        body["expiry_seconds"] = sending.message_expiry
+    return _accepted(_make_job(body, None, retry_of=job_id))
 
 
 @bp.post("/<job_id>/pause")
 @limiter.limit(submit_limit)
 def pause(job_id: str) -> Response:
     """No batch starts while paused; batches in flight finish."""
-    state = derive_state(_job(job_id))
+    state = _job(job_id).state
     if state not in (JobState.QUEUED, JobState.SENDING, JobState.PAUSED):
         raise ApiError(409, "not_pausable", f"The job is {state.value}: no batch is left to pause.")
-    store().set_flag(job_id, "paused")
-    return jsonify(status_document(job_id, _job(job_id)))
+    store().pause(job_id)
+    return jsonify(status_document(_job(job_id)))
 
 
 @bp.post("/<job_id>/resume")
 @limiter.limit(submit_limit)
 def resume(job_id: str) -> Response:
     """Continue exactly where the job stopped: the batches still pending, no other."""
-    if "paused" not in _job(job_id):
+    job = _job(job_id)
+    if not job.paused:
         raise ApiError(409, "not_paused", "The job is not paused.")
-    store().clear_flag(job_id, "paused")
-    enqueue(job_id, store().pending_batches(job_id))
-    return jsonify(status_document(job_id, _job(job_id)))
+    store().resume(job_id)
+    _enqueue_pending(job)
+    return jsonify(status_document(_job(job_id)))
 
 
 @bp.delete("/<job_id>")
 @limiter.limit(submit_limit)
 def delete(job_id: str) -> Response:
     """Erase a finished job's per-recipient data; its counts stay."""
-    fields = _job(job_id)
-    state = derive_state(fields)
-    if int(fields["b:pending"]) or state not in FINISHED:
+    job = _job(job_id)
+    if job.unsent_batches or job.state not in FINISHED:
         raise ApiError(
             409,
             "job_not_finished",
-            f"The job is {state.value}: cancel it or wait for it to finish.",
+            f"The job is {job.state.value}: cancel it or wait for it to finish.",
         )
-    store().erase(job_id, int(fields["batches"]))
-    return jsonify(status_document(job_id, _job(job_id)))
+    store().erase(job)
+    return jsonify(status_document(_job(job_id)))
 
 
 @bp.get("/<job_id>/messages")
 @limiter.limit(read_limit)
 def messages(job_id: str) -> Response:
-    fields = _readable(job_id)
+    job = _readable(job_id)
     found, after = recipients_report.page(
         store(),
-        job_id,
-        int(fields["batches"]),
+        job,
         _status_filter(),
         _limit(100, 1000),
         recipients_report.Cursor.parse(request.args.get("cursor")),
@@ -206,8 +205,7 @@ def messages(job_id: str) -> Response:
 @bp.get("/<job_id>/messages.csv")
 @limiter.limit(read_limit)
 def messages_csv(job_id: str) -> Response:
-    fields = _readable(job_id)
-    lines = recipients_report.csv_lines(store(), job_id, int(fields["batches"]), _status_filter())
+    lines = recipients_report.csv_lines(store(), _readable(job_id), _status_filter())
     return Response(
         stream_with_context(lines),
         mimetype="text/csv",
@@ -238,13 +236,13 @@ def listing() -> Response:
     exhausted = False
     for _ in range(20):  # with a state filter, look through at most 20 pages of candidates
         candidates = store().jobs_before(before, limit)
-        all_fields = store().jobs_fields([job_id for job_id, _ in candidates])
-        for (job_id, score), fields in zip(candidates, all_fields, strict=True):
+        jobs = store().jobs([job_id for job_id, _ in candidates])
+        for (job_id, score), job in zip(candidates, jobs, strict=True):
             before = score
-            if fields is None:  # expired
+            if job is None:  # expired
                 store().forget(job_id)
-            elif wanted is None or derive_state(fields).value == wanted:
-                found.append(status_document(job_id, fields))
+            elif wanted is None or job.state.value == wanted:
+                found.append(status_document(job))
                 if len(found) == limit:
                     break
         if len(found) == limit:
@@ -256,21 +254,22 @@ def listing() -> Response:
     return jsonify({"jobs": found, "next_cursor": next_cursor})
 
 
-FINISHED = (JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED)
-
-
-def _job(job_id: str) -> dict[str, str]:
-    fields = store().job_fields(job_id) if _plausible_id(job_id) else None
-    if fields is None:
+def _job(job_id: str) -> Job:
+    job = store().job(job_id) if _plausible_id(job_id) else None
+    if job is None:
         raise ApiError(404, "not_found", "No job with this id (it may have expired).")
-    return fields
+    return job
 
 
-def _readable(job_id: str) -> dict[str, str]:
-    fields = _job(job_id)
-    if "erased" in fields:
+def _readable(job_id: str) -> Job:
+    job = _job(job_id)
+    if job.erased_at is not None:
         raise ApiError(410, "erased", "This job's per-recipient data were deleted.")
-    return fields
+    return job
+
+
+def _enqueue_pending(job: Job) -> None:
+    taskqueue.enqueue(celery(), job.job_id, store().pending_batches(job.job_id), job.urgent)
 
 
 def _status_filter() -> Status | None:
