@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -21,15 +22,18 @@ from typing import Any
 
 import requests
 
-from bulksms import create_app
 from bulksms.config import Settings
 from bulksms.devstack.sandbox import Faults, Sandbox
 from bulksms.devstack.up import free_port, gunicorn_command, wait_for_http
+from bulksms.taskqueue import make_celery, queue_depth
 from tests.helpers import API_KEY
 
 ROOT = Path(__file__).resolve().parents[2]
 READY_SECONDS = 120  # start-up on a busy two-core machine: gunicorn and a worker importing
 WAIT_SECONDS = 120  # a job reaching a state; a deadline only for a test that would hang
+# Stack settings for a test that holds sends (`held_sends`) while a worker waits for the answer:
+# the worker's Plivo timeout outlasts any hold, so a held send is answered, not timed out.
+HOLDING = {"plivo_timeout": 60.0}
 
 
 def wait_until(condition: Callable[[], Any], seconds: float = WAIT_SECONDS, what: str = "") -> Any:
@@ -42,6 +46,26 @@ def wait_until(condition: Callable[[], Any], seconds: float = WAIT_SECONDS, what
         if time.monotonic() > deadline:
             raise AssertionError(f"not within {seconds:.0f} s: {what or condition}")
         time.sleep(0.1)
+
+
+@contextmanager
+def held_sends(sandbox: Sandbox, seconds: float = 50) -> Iterator[threading.Event]:
+    """Sends reach the sandbox (and show in `sandbox.sends`) but get no answer until the yielded
+    event is set or the block ends: the test, not the clock, decides what happens while they are
+    in flight. A live worker waits only PLIVO_TIMEOUT for an answer: run with HOLDING."""
+    release = threading.Event()
+    accept = sandbox.accept
+
+    def held(body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        release.wait(seconds)
+        return accept(body)
+
+    sandbox.accept = held  # type: ignore[method-assign]
+    try:
+        yield release
+    finally:
+        release.set()
+        del sandbox.accept  # the class's method again
 
 
 def child_env(settings: Settings, **extra: str) -> dict[str, str]:
@@ -148,7 +172,7 @@ class Stack:
 
     def wait_for_worker(self, name: str, process: subprocess.Popen[bytes]) -> None:
         """Celery's own readiness: the worker answers a broadcast ping addressed to it."""
-        celery_app = create_app(self.settings).extensions["celery"]
+        celery_app = make_celery(self.settings)
         deadline = time.monotonic() + READY_SECONDS
         try:
             while not celery_app.control.ping(destination=[name], timeout=1.0):
@@ -156,6 +180,14 @@ class Stack:
                     raise RuntimeError(f"worker exited with {process.returncode}\n{self.tail()}")
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"worker {name} did not answer a ping\n{self.tail()}")
+        finally:
+            celery_app.close()
+
+    def queue_depth(self) -> int:
+        """Batch tasks waiting in the broker's queues (not those a worker has taken)."""
+        celery_app = make_celery(self.settings)
+        try:
+            return queue_depth(celery_app)
         finally:
             celery_app.close()
 
@@ -197,7 +229,7 @@ def running_stack(
     )
     web = spawn(
         logs / "web.log",
-        [sys.executable, "-m", *gunicorn_command("wsgi:app", f"127.0.0.1:{port}")],
+        [sys.executable, "-m", *gunicorn_command("bulksms.api.wsgi:app", f"127.0.0.1:{port}")],
         child_env(deployed),
     )
     result = Stack(f"http://127.0.0.1:{port}", sandbox, sandbox_url, deployed, {"web": web}, logs)
