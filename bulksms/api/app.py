@@ -41,6 +41,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     numbers.prepare()  # compile the fast validator now, not in the first request
     # The web process only publishes tasks, by name (`taskqueue`): no worker code is loaded.
     app.extensions["celery"] = taskqueue.make_celery(settings)
+    taskqueue.prepare(app.extensions["celery"])  # its first publish's imports, not in a request
 
     from bulksms.api import jobs as api
     from bulksms.api import openapi, ops, optouts, webhooks

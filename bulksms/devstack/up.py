@@ -38,6 +38,7 @@ SANDBOX_SENDER = "BULKSMS"
 MAX_SOCKET_PATH = 104  # bytes: a unix socket's path is at most 103 on macOS, 107 on Linux
 SAMPLE_NUMBERS = ("+14155550100", "+442079460958", "+61291234567")
 CHILDREN = ("redis", "sandbox", "web", "worker", "flower")  # their output's labels, aligned
+READY_SECONDS = 120  # for the web app to answer /readyz: a worker's start-up on a busy machine
 
 
 def redis_server_binary() -> str:
@@ -302,7 +303,7 @@ def up(host: str, port: int, flower_port: int, data_dir: Path) -> int:
             "--access-logfile",
             "-",
         ]
-        web = supervisor.spawn("web", [python, "-m", *gunicorn], {**env, ENV: f"{metrics}/web"})
+        supervisor.spawn("web", [python, "-m", *gunicorn], {**env, ENV: f"{metrics}/web"})
         worker = [
             "celery",
             "-A",
@@ -327,8 +328,10 @@ def up(host: str, port: int, flower_port: int, data_dir: Path) -> int:
         flower = supervisor.spawn(
             "flower", [python, "-m", *flower_args], {**env, ENV: f"{metrics}/flower"}
         )
-        wait_for_port(port, web, "the web app", 60)
         wait_for_port(flower_port, flower, "Flower", 60)
+        # Ready, not just listening: gunicorn binds the port before its workers have built the
+        # app (seconds), so a first request sent on an open port waits for that.
+        _wait_ready(f"http://127.0.0.1:{port}/readyz", supervisor)
         _announce(
             supervisor,
             base_url,
@@ -389,6 +392,21 @@ def _flower_auth(environ: Mapping[str, str]) -> list[str]:
             ".env (Flower on loopback needs none) or set it to user:password."
         ]
     return []
+
+
+def _wait_ready(url: str, supervisor: Supervisor) -> None:
+    """Until `url` answers 200, while every child lives."""
+    deadline = time.monotonic() + READY_SECONDS
+    while True:
+        problem = supervisor.first_exit()
+        if problem:
+            raise RuntimeError(problem)
+        try:
+            wait_for_http(url, 2, what="the web app")
+            return
+        except RuntimeError:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the web app was not ready within {READY_SECONDS} s") from None
 
 
 def _interrupt(*_: object) -> None:
