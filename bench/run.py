@@ -5,7 +5,8 @@
 Writes a table to stdout and to bench/RESULTS.md. Loopback only: a private Redis (reached by its
 unix socket, as `bulksms up` reaches it), the sandbox as Plivo (lean, no reports), gunicorn
 serving the app with the project's gunicorn.conf.py, and one Celery worker with two processes.
-The stages are issue 7's: validation, submit, dispatch, reports, memory, status.
+The stages (the README's Performance section says what each times, against what floor):
+validation, submit, dispatch, reports, memory, status; each row states its target.
 """
 
 from __future__ import annotations

@@ -174,7 +174,7 @@ def env(name: str, parse: Callable[[str], Any], default: Any = None) -> Any:
 
 @dataclass(frozen=True)
 class Settings:
-    # The public contract (DESIGN.md §2).
+    # The public contract (the README's Configuration table): other programs set these.
     plivo_auth_id: str | None = env("PLIVO_AUTH_ID", _auth_id)
     plivo_auth_token: str | None = env("PLIVO_AUTH_TOKEN", _text)
     plivo_sender_id: str | None = env("PLIVO_SENDER_ID", _sender)

@@ -60,7 +60,7 @@ _LENGTH_REASONS = {
 #   - where regions share a calling code, a region is chosen as `region_code_for_number` does:
 #     in list order, the first whose leading digits match, or which has no leading digits and
 #     in which the number is valid; the number is then valid only in the chosen region.
-# tests/test_numbers.py checks the verdicts against phonenumbers on a large random sample.
+# tests/unit/test_numbers.py checks the verdicts against phonenumbers on a large random sample.
 
 _FAST_INPUT = re.compile(r"\+[1-9]\d{2,19}", re.ASCII)
 # A number is valid when its general pattern and any one type's pattern match: phonenumbers

@@ -2,7 +2,7 @@
 
 V3 (`X-Plivo-Signature-V3`, `-Ma-V3`, `-V3-Nonce`): HMAC-SHA256 over the URL, its sorted query,
 the sorted POST parameters and the nonce. `v3_base` builds the string the way the SDK's
-`construct_post_url` does, quirks included (tests/test_signature.py holds it to the SDK's
+`construct_post_url` does, quirks included (tests/unit/test_signature.py holds it to the SDK's
 output on arbitrary input), in a tenth of the time: every delivery report pays for it. V2
 (`X-Plivo-Signature-V2`, `-V2-Nonce`): HMAC-SHA256 over the URL without its query plus the
 nonce. It signs no parameter, so a V2 report is only as good as its nonce.

@@ -44,7 +44,8 @@ def _public_url() -> str:
 
 def parse_form(text: str) -> dict[str, list[str]]:
     """`parse_qs(text, keep_blank_values=True)`, in a third of its time: Plivo's fields seldom
-    need unquoting, and those that do not skip it (tests/test_webhook.py holds the two equal)."""
+    need unquoting, and those that do not skip it (tests/unit/test_webhook.py holds the two
+    equal)."""
     form: dict[str, list[str]] = {}
     for pair in text.split("&"):
         if not pair:

@@ -11,7 +11,8 @@ side, and it has fault switches for tests and benchmarks (`Faults`), set at star
 with `POST /sandbox/faults`. Everything under `/sandbox/` is the sandbox's own control API.
 
 Served by the standard library's threading HTTP server, with each answer written in one send
-and TCP_NODELAY set (a header/body split stalls every SDK call by ~40 ms: DESIGN.md §3).
+and TCP_NODELAY set (a header/body split stalls every SDK call by ~40 ms: Nagle's algorithm
+waits for the client's delayed ACK).
 """
 
 from __future__ import annotations

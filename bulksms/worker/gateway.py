@@ -74,7 +74,8 @@ def set_api_url(api_url: str) -> None:
     """Point the SDK at another API base (the sandbox).
 
     The SDK resets its base URL from this module constant on every request, so the constant is
-    the one seam (DESIGN.md §3). It is process-wide, like the setting it comes from.
+    the one seam (plivo 4.63.0's `plivo.rest.client`). It is process-wide, like the setting it
+    comes from.
     """
     plivo_client.PLIVO_API_BASE_URI = f"{api_url.rstrip('/')}/v1/Account"
 
