@@ -2,10 +2,10 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: help install up test lint bench clean
+.PHONY: help install up test test-fast lint bench clean
 
 help:  ## list the targets
-	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-8s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
 
 $(VENV):
 	python3 -m venv $(VENV)
@@ -16,8 +16,11 @@ install: $(VENV)  ## install bulksms and its development tools into .venv
 up: install  ## run everything on this machine (Redis, web, worker, Flower, sandbox)
 	$(VENV)/bin/bulksms up
 
-test: install  ## run the whole test suite
+test: install  ## run the whole test suite (tests/unit and tests/integration)
 	$(PY) -m pytest
+
+test-fast: install  ## the unit tests only: no processes, well under a minute
+	$(PY) -m pytest tests/unit
 
 bench: install  ## benchmarks against floors measured in the same run (bench/RESULTS.md)
 	$(PY) -m bench.run
