@@ -163,7 +163,12 @@ class Supervisor:
 
     Their output (stdout and stderr as one stream) is read by one thread per child and written
     out a whole line at a time, each labelled with the child's name (`web     | ...`), so that two
-    children's lines never mix mid-line; `say` writes the supervisor's own lines the same way."""
+    children's lines never mix mid-line; `say` writes the supervisor's own lines the same way.
+
+    Each spawned child leads a process group of its own (as foreman does), so a Ctrl-C in the
+    terminal reaches only the supervisor, and each child gets one SIGTERM from `stop`: gunicorn's
+    worker, sent the terminal's SIGINT and its master's SIGQUIT at once, could deadlock in its
+    thread pool's shutdown and live on, orphaned, holding the port."""
 
     children: list[tuple[str, subprocess.Popen[bytes]]] = field(default_factory=list)
     out: TextIO = field(default_factory=lambda: sys.stdout)
@@ -173,7 +178,7 @@ class Supervisor:
 
     def spawn(self, name: str, args: list[str], env: Mapping[str, str]) -> subprocess.Popen[bytes]:
         process = subprocess.Popen(
-            args, env=dict(env), stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+            args, env=dict(env), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, process_group=0
         )
         self.adopt(name, process)
         return process
@@ -217,7 +222,10 @@ class Supervisor:
         for _, process in reversed(self.children):
             try:
                 process.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
+            except subprocess.TimeoutExpired:  # and what it started (its group, if it leads one)
+                with contextlib.suppress(ProcessLookupError):
+                    if os.getpgid(process.pid) == process.pid:
+                        os.killpg(process.pid, signal.SIGKILL)
                 process.kill()
                 process.wait()
         for reader in self._readers:  # their last lines, unless a grandchild holds the pipe
@@ -255,9 +263,10 @@ def up(host: str, port: int, flower_port: int, data_dir: Path) -> int:
     from bulksms.config import load_settings
 
     settings = load_settings()  # checks every variable that is set
-    # Ctrl-C and SIGTERM stop everything, even where SIGINT came in ignored (a background job).
-    signal.signal(signal.SIGINT, _interrupt)
-    signal.signal(signal.SIGTERM, _interrupt)
+    # Ctrl-C, SIGTERM and a closed terminal stop everything, even where SIGINT came in ignored
+    # (a background job).
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _interrupt)
     data_dir.mkdir(parents=True, exist_ok=True)
     # A variable set aside is set empty, not removed: each child loads `.env` again, and an
     # empty variable counts as unset yet keeps `.env`'s value out.
