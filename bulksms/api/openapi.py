@@ -14,7 +14,7 @@ from pydantic.json_schema import GenerateJsonSchema
 
 from bulksms.api.schemas import REQUEST_BODIES
 from bulksms.message import GSM7, UCS2
-from bulksms.store.jobs import JobState, Status
+from bulksms.store import JobState, Status
 
 bp = Blueprint("openapi", __name__)
 
