@@ -4,6 +4,7 @@ on the sandbox's side, and the job's counts end exact. Real processes, real kill
 from __future__ import annotations
 
 import time
+from contextlib import nullcontext
 
 import pytest
 from flask import Flask
@@ -11,30 +12,23 @@ from flask import Flask
 from bulksms import taskqueue
 from bulksms.config import Settings
 from bulksms.devstack.numbers_gen import us_numbers
-from tests.helpers.stack import Stack
-
-
-def wait_until(condition: object, seconds: float, stack: Stack) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():  # type: ignore[operator]
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out\n{stack.tail()}")
-        time.sleep(0.05)
+from tests.helpers.stack import Stack, held_sends, wait_until
 
 
 @pytest.mark.parametrize("moment", ["before any send", "mid-send", "between batches"])
 def test_a_worker_killed_at_any_moment_sends_every_batch_once(stack: Stack, moment: str) -> None:
     stack.sandbox.faults.update({"latency_ms": 400})
     numbers = us_numbers(6000)
-    job_id = stack.submit({"recipients": numbers, "message": "crash"}).json()["job_id"]
-    if moment == "mid-send":
-        wait_until(lambda: stack.sandbox.sends, 20, stack)
-        time.sleep(0.1)  # the request is at the sandbox, the answer not yet back
-    elif moment == "between batches":
-        wait_until(lambda: stack.status(job_id)["batches"]["submitted"] >= 2, 30, stack)
-    stack.kill_workers()
+    # Mid-send, the sandbox holds the answer: the kill comes while the request is there.
+    with held_sends(stack.sandbox) if moment == "mid-send" else nullcontext():
+        job_id = stack.submit({"recipients": numbers, "message": "crash"}).json()["job_id"]
+        if moment == "mid-send":
+            wait_until(lambda: stack.sandbox.sends, what="a send at the sandbox")
+        elif moment == "between batches":
+            wait_until(lambda: stack.status(job_id)["batches"]["submitted"] >= 2)
+        stack.kill_workers()
     stack.start_worker()
-    stack.wait_for(job_id, lambda d: d["state"] == "completed", seconds=120)
+    stack.wait_for(job_id, lambda d: d["state"] == "completed")
     assert stack.sent_numbers() == sorted(numbers)
     stack.counts_match_the_sandbox(job_id)
 
@@ -43,7 +37,7 @@ def test_accepted_then_dropped_is_settled_from_reports_without_a_resend(stack: S
     stack.sandbox.faults.update({"drop_next": 1})
     numbers = us_numbers(2500)
     job_id = stack.submit({"recipients": numbers, "message": "dropped"}).json()["job_id"]
-    doc = stack.wait_for(job_id, lambda d: d["state"] == "completed", seconds=60)
+    doc = stack.wait_for(job_id, lambda d: d["state"] == "completed")
     assert stack.sandbox.stats()["dropped_requests"] == 1
     assert stack.sent_numbers() == sorted(numbers)
     assert doc["batches"] == {"total": 3, "pending": 0, "submitted": 3, "failed": 0, "cancelled": 0}
@@ -53,7 +47,7 @@ def test_accepted_then_dropped_is_settled_from_reports_without_a_resend(stack: S
 def test_retry_after_is_honoured(stack: Stack) -> None:
     stack.sandbox.faults.update({"fail_next": [429], "retry_after": 2})
     job_id = stack.submit({"recipients": us_numbers(3), "message": "429"}).json()["job_id"]
-    stack.wait_for(job_id, lambda d: d["state"] == "completed", seconds=60)
+    stack.wait_for(job_id, lambda d: d["state"] == "completed")
     first, second = stack.sandbox.sends
     assert (first["status"], second["status"]) == (429, 202)
     assert second["at"] - first["at"] >= 2.0
@@ -64,7 +58,7 @@ def test_transient_errors_until_the_attempts_run_out_fail_the_batch_counted(
 ) -> None:
     stack.sandbox.faults.update({"error_rate": 1.0, "error_status": 503})
     job_id = stack.submit({"recipients": us_numbers(4), "message": "no"}).json()["job_id"]
-    doc = stack.wait_for(job_id, lambda d: d["state"] == "failed", seconds=60)
+    doc = stack.wait_for(job_id, lambda d: d["state"] == "failed")
     assert len(stack.sandbox.sends) == stack.settings.send_max_attempts
     assert doc["counts"]["rejected"] == 4 and doc["counts"]["pending"] == 0
     assert stack.sandbox.messages == []
@@ -73,7 +67,7 @@ def test_transient_errors_until_the_attempts_run_out_fail_the_batch_counted(
 def test_bad_credentials_stop_the_job_instead_of_burning_through_it(stack: Stack) -> None:
     stack.sandbox.auth_token = "rotated-by-someone-else"
     job_id = stack.submit({"recipients": us_numbers(3500), "message": "401"}).json()["job_id"]
-    doc = stack.wait_for(job_id, lambda d: d["state"] == "failed", seconds=60)
+    doc = stack.wait_for(job_id, lambda d: d["state"] == "failed")
     # At most one 401 per worker process already sending; the other batches never went.
     assert len(stack.sandbox.sends) <= 2
     assert doc["counts"]["rejected"] == 3500
@@ -87,7 +81,7 @@ def test_a_job_whose_reports_never_come_is_closed_after_the_wait(
 ) -> None:
     stack.sandbox.faults.update({"reports": False})
     job_id = stack.submit({"recipients": us_numbers(5), "message": "silence"}).json()["job_id"]
-    doc = stack.wait_for(job_id, lambda d: d["state"] == "completed", seconds=30)
+    doc = stack.wait_for(job_id, lambda d: d["state"] == "completed")
     assert doc["closed"] == "report_wait_expired"
     assert doc["counts"]["queued"] == 5  # what never got final, shown as such
 
@@ -97,7 +91,7 @@ def test_reports_shuffled_repeated_and_before_the_answer_count_once(stack: Stack
     stack.sandbox.faults.update({"shuffle_reports": True, "repeat_rate": 1.0, "report_delay_ms": 1})
     numbers = us_numbers(3000)
     job_id = stack.submit({"recipients": numbers, "message": "race"}).json()["job_id"]
-    stack.wait_for(job_id, lambda d: d["state"] == "completed", seconds=60)
+    stack.wait_for(job_id, lambda d: d["state"] == "completed")
     assert stack.sent_numbers() == sorted(numbers)
     stack.counts_match_the_sandbox(job_id)
 
@@ -121,12 +115,14 @@ def test_with_the_default_settings_a_killed_worker_costs_a_couple_of_minutes(
     stack.sandbox.faults.update({"latency_ms": 400})
     numbers = us_numbers(4000)
     job_id = stack.submit({"recipients": numbers, "message": "defaults"}).json()["job_id"]
-    wait_until(lambda: len(stack.sandbox.sends) >= 3, 30, stack)
+    wait_until(lambda: len(stack.sandbox.sends) >= 3)
     stack.kill_workers()
-    killed = time.monotonic()
-    stack.start_worker()
-    stack.wait_for(job_id, lambda d: d["state"] == "completed", seconds=180)
-    assert time.monotonic() - killed < 150
+    stack.start_worker()  # returns once the new worker answers a ping
+    running_again = time.monotonic()
+    stack.wait_for(job_id, lambda d: d["state"] == "completed", seconds=300)
+    # The README's figure: "within about two minutes of a worker running again". The timers
+    # of the defaults make it, not the machine's speed (in-flight 32 s, sweep 15 s, stale 30 s).
+    assert time.monotonic() - running_again < 150
     assert stack.sent_numbers() == sorted(numbers)
     stack.counts_match_the_sandbox(job_id)
 

@@ -32,7 +32,7 @@ def test_a_few_thousand_recipients_are_sent_once_each_and_counted_exactly(stack:
     }
     assert body["batches"] == 3
 
-    doc = stack.wait_for(job_id, lambda d: d["state"] == "completed", seconds=90)
+    doc = stack.wait_for(job_id, lambda d: d["state"] == "completed")
     stack.wait_until_quiet()
     doc = stack.status(job_id)
 
@@ -81,7 +81,7 @@ def test_transient_plivo_errors_are_retried_without_a_second_send(stack: Stack) 
     stack.sandbox.faults.update({"fail_next": [500, 429, 503]})
     numbers = us_numbers(1200)
     job_id = stack.submit({"recipients": numbers, "message": "retry me"}).json()["job_id"]
-    doc = stack.wait_for(job_id, lambda d: d["state"] == "completed", seconds=90)
+    doc = stack.wait_for(job_id, lambda d: d["state"] == "completed")
     assert stack.sandbox.stats()["refused_requests"] == 3
     assert sorted(m["dst"] for m in stack.sandbox.messages) == sorted(numbers)
     assert doc["batches"]["submitted"] == 2
@@ -101,7 +101,7 @@ def test_shuffled_and_repeated_reports_count_exactly(stack: Stack) -> None:
     stack.sandbox.faults.update({"shuffle_reports": True, "repeat_rate": 0.5, "report_delay_ms": 5})
     numbers = us_numbers(1500)
     job_id = stack.submit({"recipients": numbers, "message": "shuffle"}).json()["job_id"]
-    doc = stack.wait_for(job_id, lambda d: d["state"] == "completed", seconds=90)
+    doc = stack.wait_for(job_id, lambda d: d["state"] == "completed")
     stack.wait_until_quiet()
     outcomes = Counter(m["status"] for m in stack.sandbox.messages)
     assert stack.sandbox.stats()["reports_posted"] > 3 * 1500  # some came twice
@@ -155,7 +155,7 @@ def test_a_big_job_is_fanned_out_by_a_worker_and_sent_once(stack: Stack) -> None
     assert answer.status_code == 202, answer.text
     assert answer.json()["batches"] == 25
     job_id = answer.json()["job_id"]
-    doc = stack.wait_for(job_id, lambda d: d["state"] == "sent", seconds=90)
+    doc = stack.wait_for(job_id, lambda d: d["state"] == "sent")
     assert doc["batches"]["submitted"] == 25
     stack.wait_until_quiet()
     sent = stack.sandbox.messages

@@ -94,5 +94,5 @@ def test_concurrent_duplicates_make_one_job_and_one_send(stack: Stack) -> None:
         answers = list(pool.map(send, range(8)))
     assert {a.status_code for a in answers} == {202}
     (job_id,) = {a.json()["job_id"] for a in answers}
-    stack.wait_for(job_id, lambda d: d["state"] == "completed", seconds=60)
+    stack.wait_for(job_id, lambda d: d["state"] == "completed")
     assert stack.sent_numbers() == sorted(numbers)

@@ -31,7 +31,7 @@ def test_web_and_worker_metrics_move_with_a_job(stack: Stack) -> None:
     before = samples(requests.get(f"{stack.base_url}/metrics", timeout=10).text)
     numbers = us_numbers(1200)
     job_id = stack.submit({"recipients": numbers + numbers[:5], "message": "m"}).json()["job_id"]
-    stack.wait_for(job_id, lambda d: d["state"] == "completed", seconds=60)
+    stack.wait_for(job_id, lambda d: d["state"] == "completed")
     stack.wait_until_quiet()
     # Several gunicorn workers answer in turn: every scrape must show the sum of them all.
     for _ in range(3):

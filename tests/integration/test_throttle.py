@@ -23,5 +23,6 @@ def test_wait_blocks_for_the_rate(rdb: redis.Redis) -> None:
     started = time.monotonic()
     for _ in range(30):
         throttle.wait()
-    # 20 at once, then 10 more at 20 per second: about half a second.
-    assert 0.4 <= time.monotonic() - started < 2.0
+    # 20 at once, then 10 more at 20 per second: about half a second. (The upper bound only
+    # catches a wait far too long, such as a second per call, on however busy a machine.)
+    assert 0.4 <= time.monotonic() - started < 8.0
