@@ -7,7 +7,8 @@ A batch's recipients are one string, 32 bytes a recipient, sorted by number (`re
 Reports name the job, the batch (in the callback URL) and the number (`To`), so a report finds
 its record even when it arrives before the worker has written what Plivo answered. Statuses
 only move forward: pending < queued < sent < final, and the first final status (delivered,
-undelivered, failed, rejected) stays.
+undelivered, failed, rejected) stays. Callers get `model`'s typed objects, never raw fields; a
+job hash carries its layout version (`model.LAYOUT_VERSION`).
 """
 
 from __future__ import annotations
@@ -41,8 +42,6 @@ from bulksms.store.model import (
 )
 
 # The job hash's fields that say what to send, read with one HMGET per batch.
-
-
 SENDING_FIELDS = [f.name for f in dataclass_fields(Sending)]
 
 
@@ -220,7 +219,7 @@ class JobStore:
     def record_report(self, report: Report, connection: Connection | None = None) -> int:
         """1 when the status moved, 0 when it was old news, -1 for an unknown recipient.
 
-        With `connection` (one the caller holds, see `fastpath`), the script is called on it
+        With `connection` (one the caller holds: `bulksms.api.report_fastpath`), the script is called on it
         directly: a third less of the client's time than through the pool. Redis may not have
         the script yet (after a restart, say): it is loaded, and called once more.
         """
