@@ -219,9 +219,9 @@ class JobStore:
     def record_report(self, report: Report, connection: Connection | None = None) -> int:
         """1 when the status moved, 0 when it was old news, -1 for an unknown recipient.
 
-        With `connection` (one the caller holds: `bulksms.api.report_fastpath`), the script is called on it
-        directly: a third less of the client's time than through the pool. Redis may not have
-        the script yet (after a restart, say): it is loaded, and called once more.
+        With `connection` (one the caller holds: `bulksms.api.report_fastpath`), the script is
+        called on it directly: a third less of the client's time than through the pool. Redis
+        may not have the script yet (after a restart, say): it is loaded, and called once more.
         """
         found = self._report_call(report)
         if found is None:
