@@ -257,8 +257,7 @@ class BatchRecord:
     since: float  # pending: not before; sending: claimed at; else: finished at
     attempts: int  # pending and sending: attempts so far
     detail: str  # submitted: Plivo's api_id; failed: the reason
-    enqueued_at: float = 0.0
-    evidence: int = 0
+    enqueued_at: float = 0.0  # 0: never
 
     @classmethod
     def parse(cls, batch: int, record: str, enqueued: str | None = None) -> BatchRecord:
