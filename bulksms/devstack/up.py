@@ -313,30 +313,12 @@ def up(host: str, port: int, flower_port: int, data_dir: Path) -> int:
             "-",
         ]
         supervisor.spawn("web", [python, "-m", *gunicorn], {**env, ENV: f"{metrics}/web"})
-        worker = [
-            "celery",
-            "-A",
-            "bulksms.worker.main",
-            "worker",
-            "--loglevel",
-            "INFO",
-            "--concurrency",
-            "2",
-            "--hostname",
-            "bulksms@%h",
-        ]
-        supervisor.spawn("worker", [python, "-m", *worker], {**env, ENV: f"{metrics}/worker"})
-        flower_args = [
-            "celery",
-            "-A",
-            "bulksms.worker.main",
-            "flower",
-            f"--port={flower_port}",
-            f"--address={host}",
-        ]
-        flower = supervisor.spawn(
-            "flower", [python, "-m", *flower_args], {**env, ENV: f"{metrics}/flower"}
-        )
+        celery = [python, "-m", "celery", "-A", "bulksms.worker.main"]
+        worker = ["worker", "--loglevel", "INFO", "--concurrency", "2", "--hostname", "bulksms@%h"]
+        supervisor.spawn("worker", [*celery, *worker], {**env, ENV: f"{metrics}/worker"})
+        flower_args = ["flower", f"--port={flower_port}", f"--address={host}"]
+        flower_env = {**env, ENV: f"{metrics}/flower"}
+        flower = supervisor.spawn("flower", [*celery, *flower_args], flower_env)
         wait_for_port(flower_port, flower, "Flower", 60)
         # Ready, not just listening: gunicorn binds the port before its workers have built the
         # app (seconds), so a first request sent on an open port waits for that.
