@@ -160,6 +160,39 @@ def _rate(value: str) -> str:
     return value.strip()
 
 
+def _per_second(value: str) -> float:
+    try:
+        number = float(value.strip())
+    except ValueError:
+        raise ValueError("must be a number of messages a second") from None
+    if not 0 < number < 1e9:  # (also refuses nan and inf)
+        raise ValueError("must be a number of messages a second above 0")
+    return number
+
+
+def sender_key(sender: str) -> str:
+    """How a sender is named in PLIVO_SENDER_MPS and in the pacer: '+' and case do not count."""
+    return sender.strip().lstrip("+").lower()
+
+
+def _sender_caps(value: str) -> tuple[tuple[str, float], ...]:
+    caps: dict[str, float] = {}
+    for item in value.split(","):
+        if not item.strip():
+            continue
+        sender, sep, rate = item.partition("=")
+        if not sep or not sender.strip():
+            raise ValueError(
+                "must list sender=messages a second, comma-separated, such as "
+                "+14155550100=1,MYBRAND=10"
+            )
+        try:
+            caps[sender_key(sender)] = _per_second(rate)
+        except ValueError as exc:
+            raise ValueError(f"has a cap for {sender.strip()!r} that {exc}") from None
+    return tuple(caps.items())
+
+
 def _log_level(value: str) -> str:
     level = value.strip().upper()
     if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
@@ -198,6 +231,12 @@ class Settings:
     job_retention_seconds: int = env("JOB_RETENTION_SECONDS", _int(60), 30 * 24 * 3600)
     celery_visibility_timeout: int = env("CELERY_VISIBILITY_TIMEOUT", _int(10), 600)
     plivo_rate_limit: str = env("PLIVO_RATE_LIMIT", _rate, "300/5 seconds")
+    # The pace Plivo really sends at (README, "Pace"): segments a second for the account, and
+    # for senders with caps of their own; at most `plivo_queue_seconds` of it waits at Plivo.
+    plivo_mps: float = env("PLIVO_MPS", _per_second, 5.0)
+    plivo_sender_mps: tuple[tuple[str, float], ...] = env("PLIVO_SENDER_MPS", _sender_caps, ())
+    plivo_queue_seconds: float = env("PLIVO_QUEUE_SECONDS", _float(1.0), 10.0)
+    pace_wake_interval: float = env("PACE_WAKE_INTERVAL", _float(0.05), 0.25)
     sweep_interval: float = env("SWEEP_INTERVAL", _float(0.2), 15.0)
     dispatch_stale_seconds: float = env("DISPATCH_STALE_SECONDS", _float(1.0), 30.0)
     unknown_outcome_grace: float = env("UNKNOWN_OUTCOME_GRACE", _float(1.0), 90.0)
@@ -261,6 +300,16 @@ class Settings:
     def in_flight_seconds(self) -> float:
         """Longer than any Plivo call can last: a batch `sending` for longer has no live call."""
         return 2 * self.plivo_timeout + 2
+
+    def sender_cap(self, sender: str) -> float | None:
+        """A sender's own cap (PLIVO_SENDER_MPS), in messages a second; None if it has none."""
+        return dict(self.plivo_sender_mps).get(sender_key(sender))
+
+    def pace_for(self, sender: str) -> float:
+        """Segments a second a send from `sender` gets at most: the lower of the account's MPS
+        and the sender's own cap."""
+        cap = self.sender_cap(sender)
+        return min(self.plivo_mps, cap) if cap else self.plivo_mps
 
     @property
     def webhook_key(self) -> str | None:

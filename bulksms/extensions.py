@@ -8,6 +8,7 @@ from flask import Flask, current_app
 
 from bulksms.config import Settings
 from bulksms.store import JobStore
+from bulksms.store.pacing import Pace
 
 
 def init_app(app: Flask, settings: Settings) -> None:
@@ -22,6 +23,7 @@ def init_app(app: Flask, settings: Settings) -> None:
     app.config["SETTINGS"] = settings
     app.extensions["bulksms.redis"] = client
     app.extensions["bulksms.store"] = JobStore(client, settings.job_retention_seconds)
+    app.extensions["bulksms.pace"] = Pace(client)
 
 
 def settings() -> Settings:
@@ -36,6 +38,11 @@ def redis_client() -> redis.Redis:
 
 def store() -> JobStore:
     value: JobStore = current_app.extensions["bulksms.store"]
+    return value
+
+
+def pace() -> Pace:
+    value: Pace = current_app.extensions["bulksms.pace"]
     return value
 
 

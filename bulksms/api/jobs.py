@@ -14,9 +14,9 @@ from bulksms.api import recipients as recipients_report
 from bulksms.api.auth import presented_key, require_api_key
 from bulksms.api.errors import ApiError
 from bulksms.api.ratelimit import limiter, read_limit, submit_limit
-from bulksms.documents import status_document
-from bulksms.extensions import celery, redis_client, settings, store
-from bulksms.store import FINISHED, Job, JobState, NewJob, Status
+from bulksms.documents import duration, progress, status_document
+from bulksms.extensions import celery, pace, redis_client, settings, store
+from bulksms.store import FINISHED, Job, JobState, NewJob, Status, sender_of
 from bulksms.store import optouts as suppression
 
 bp = Blueprint("api", __name__, url_prefix="/api/bulk-sms")
@@ -82,6 +82,11 @@ def _make_job(
         "state": (JobState.SCHEDULED if sub.send_at else JobState.QUEUED).value,
         "batches": new_job.batch_count,
         **submission.accepted_document(sub),
+        "estimated_duration_seconds": duration(
+            len(new_job.recipients),
+            new_job.segments_per_message,
+            s.pace_for(sender_of(sub.sending)),
+        ),
         **({"retry_of": retry_of} if retry_of else {}),
     }
     if slot is not None:
@@ -91,6 +96,15 @@ def _make_job(
     if sub.send_at is None:
         taskqueue.start(celery(), job_id, new_job.batch_count, urgent)
     return answer
+
+
+def _document(job: Job) -> dict[str, Any]:
+    """The status JSON; while the job is queued or sending, with its progress estimate."""
+    if job.state not in (JobState.QUEUED, JobState.SENDING):
+        return status_document(job)
+    view = pace().view(job.job_id)
+    rate = settings().pace_for(sender_of(job.sending))
+    return status_document(job, progress(job, rate, view.backlog, view.sharing, view.now))
 
 
 def _urgent(sub: submission.Submission, accepted: int) -> bool:
@@ -107,7 +121,7 @@ def _accepted(
 @bp.get("/<job_id>")
 @limiter.limit(read_limit)
 def status(job_id: str) -> Response:
-    return jsonify(status_document(_job(job_id)))
+    return jsonify(_document(_job(job_id)))
 
 
 @bp.post("/<job_id>/cancel")
@@ -123,7 +137,7 @@ def cancel(job_id: str) -> Response:
     store().release(job_id)  # a scheduled job: never to be released now
     # Their tasks may be gone (consumed while paused): each claim now cancels its batch.
     _enqueue_pending(job)
-    return jsonify(status_document(_job(job_id)))
+    return jsonify(_document(_job(job_id)))
 
 
 @bp.post("/<job_id>/retry")
@@ -158,7 +172,7 @@ def pause(job_id: str) -> Response:
     if state not in (JobState.QUEUED, JobState.SENDING, JobState.PAUSED):
         raise ApiError(409, "not_pausable", f"The job is {state.value}: no batch is left to pause.")
     store().pause(job_id)
-    return jsonify(status_document(_job(job_id)))
+    return jsonify(_document(_job(job_id)))
 
 
 @bp.post("/<job_id>/resume")
@@ -170,7 +184,7 @@ def resume(job_id: str) -> Response:
         raise ApiError(409, "not_paused", "The job is not paused.")
     store().resume(job_id)
     _enqueue_pending(job)
-    return jsonify(status_document(_job(job_id)))
+    return jsonify(_document(_job(job_id)))
 
 
 @bp.delete("/<job_id>")
@@ -185,7 +199,7 @@ def delete(job_id: str) -> Response:
             f"The job is {job.state.value}: cancel it or wait for it to finish.",
         )
     store().erase(job)
-    return jsonify(status_document(_job(job_id)))
+    return jsonify(_document(_job(job_id)))
 
 
 @bp.get("/<job_id>/messages")

@@ -87,7 +87,8 @@ def _after(batch: int, offset: int, size: int, batches: int) -> Cursor | None:
 
 
 RETRYABLE_STATUSES = {Status.FAILED, Status.UNDELIVERED}
-RETRYABLE_ERRORS = {"20", "80"}  # network error; destination temporarily unavailable
+# network error; destination temporarily unavailable; expired in Plivo's queue (not charged)
+RETRYABLE_ERRORS = {"20", "80", "420"}
 
 
 def retryable(store: JobStore, job: Job) -> Iterator[dict[str, Any]]:

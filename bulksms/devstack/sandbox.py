@@ -6,6 +6,12 @@ message's reports (`queued`, `sent`, then mostly `delivered`, some `undelivered`
 Plivo error codes) to the request's `url`, signed with V3 and V2 headers as Plivo signs them,
 retrying a refused report as Plivo does (on a shorter clock).
 
+Like Plivo, it is a queue, not a sink: with an account MPS set (`Faults.mps`), the messages it
+accepts leave one after another at that many segments a second, in the order accepted; each
+message records when it was accepted and when it left (`left_at`), its `sent` and final reports
+follow its leaving, and one whose wait would pass its `message_expiry` (3 hours by default) fails
+with error 420 instead, without leaving.
+
 It keeps a record of every message it accepted, so tests count "sent exactly once" on the Plivo
 side, and it has fault switches for tests and benchmarks (`Faults`), set at start or at run time
 with `POST /sandbox/faults`. Everything under `/sandbox/` is the sandbox's own control API.
@@ -35,7 +41,7 @@ from typing import Any
 
 import requests
 
-from bulksms import signature
+from bulksms import message, signature
 
 log = logging.getLogger("bulksms.devstack.sandbox")
 
@@ -45,6 +51,8 @@ MAX_DESTINATIONS = 1000
 # Plivo's messaging error codes, for the failures the sandbox simulates.
 UNDELIVERED_CODES = ("20", "80", "70")  # network error, temporarily / permanently unavailable
 FAILED_CODES = ("50", "90", "1000")  # invalid destination, no route, unknown error
+EXPIRED_CODE = "420"  # waited in Plivo's queue past its expiry: failed, not charged
+DEFAULT_EXPIRY = 10_800  # seconds: Plivo's 3 hours
 
 
 @dataclass
@@ -67,6 +75,10 @@ class Faults:
     undelivered_rate: float = 0.05
     failed_rate: float = 0.03
     lean: bool = False  # keep no per-message text (benchmarks of a million messages)
+    # Plivo's queue: the account sends `mps` segments a second (0: at once, no queue); what
+    # waits longer than the send's message_expiry (default 3 hours) fails with error 420.
+    mps: float = 0.0
+    default_expiry: int = DEFAULT_EXPIRY
 
     def update(self, changes: dict[str, Any]) -> None:
         known = {f.name: f for f in fields(self)}
@@ -115,6 +127,7 @@ class Sandbox:
         }
         self._queue: list[_Report] = []
         self._seq = 0
+        self._free = 0.0  # when Plivo's queue (at `faults.mps`) will have sent all it holds
         self._wake = threading.Condition(self.lock)
         self._inflight = 0
         self._stopping = False
@@ -175,10 +188,19 @@ class Sandbox:
         invalid = [n for n in numbers if not DST_RE.match(n) or n in refused_list]
         accepted = [n for n in numbers if n not in set(invalid)]
         url = body.get("url")
+        segments = max(1, message.encode(text).segments)
+        try:
+            expiry = int(body.get("message_expiry") or faults.default_expiry)
+        except (TypeError, ValueError):
+            return 400, {"api_id": api_id, "error": "message_expiry must be a whole number"}
         now = time.time()
         records = []
-        for number in accepted:
+        with self.lock:
+            leaving = self._leave_times(len(accepted), segments, now, expiry, faults.mps)
+        for number, left_at in zip(accepted, leaving, strict=True):
             outcome, code = self._outcome(faults)
+            if left_at is None:
+                outcome, code = "failed", EXPIRED_CODE
             record = {
                 "message_uuid": str(uuid.uuid4()),
                 "api_id": api_id,
@@ -188,6 +210,9 @@ class Sandbox:
                 "error_code": code,
                 "url": url,
                 "accepted_at": now,
+                "left_at": left_at,  # None: expired in the queue
+                "expires_at": now + expiry,
+                "segments": segments,
             }
             if not faults.lean:
                 record["text"] = text
@@ -208,6 +233,23 @@ class Sandbox:
             answer["invalid_number"] = invalid
         return 202, answer
 
+    def _leave_times(
+        self, count: int, segments: int, now: float, expiry: int, mps: float
+    ) -> list[float | None]:
+        """When each of `count` messages leaves the queue (None: it expires first). Called
+        with the lock held: the queue is one line, first in first out."""
+        if mps <= 0:
+            return [now] * count
+        times: list[float | None] = []
+        for _ in range(count):
+            leaves = max(self._free, now) + segments / mps
+            if leaves - now > expiry:
+                times.append(None)  # never sent: takes no room in the queue
+            else:
+                self._free = leaves
+                times.append(leaves)
+        return times
+
     def _outcome(self, faults: Faults) -> tuple[str, str]:
         roll = self.random.random()
         if roll < faults.failed_rate:
@@ -218,14 +260,21 @@ class Sandbox:
 
     # -- delivery reports ---------------------------------------------------------------------
     def _schedule_reports(self, records: list[dict[str, Any]], faults: Faults) -> None:
-        """queued, sent, final, one step apart; shuffled and repeated when the faults say so."""
+        """queued at once; sent when the message leaves the queue, then its final status one
+        step later (failed 420 at its expiry if it never leaves); shuffled and repeated when
+        the faults say so."""
         step = faults.report_delay_ms / 1000
-        start = time.time() + step
-        window = 3 * step
         stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())
         with self.lock:
             for r in records:
-                for i, status in enumerate(("queued", "sent", r["status"])):
+                queued_at = r["accepted_at"] + step
+                if r["left_at"] is None:
+                    steps = [("queued", queued_at), ("failed", r["expires_at"])]
+                else:
+                    sent_at = max(queued_at + step, r["left_at"])
+                    final_at = sent_at + step
+                    steps = [("queued", queued_at), ("sent", sent_at), (r["status"], final_at)]
+                for status, due in steps:
                     final = status == r["status"]
                     params = {
                         "MessageUUID": r["message_uuid"],
@@ -234,19 +283,20 @@ class Sandbox:
                         "To": r["dst"].lstrip("+"),
                         "From": r["src"].lstrip("+"),
                         "ErrorCode": r["error_code"] if final else "",
-                        "Units": "1",
+                        "Units": str(r["segments"]),
                         "PartInfo": "1 of 1",
                         "Sequence": "1",
                         "TotalRate": "0.0050",
-                        "TotalAmount": "0.0050" if final else "0.00000",
+                        "TotalAmount": f"{0.005 * r['segments']:.5f}"
+                        if final and r["error_code"] != EXPIRED_CODE
+                        else "0.00000",
                         "MessageTime": stamp,
                     }
-                    due = start + (
-                        self.random.uniform(0, window) if faults.shuffle_reports else i * step
-                    )
+                    if faults.shuffle_reports:
+                        due = queued_at + self.random.uniform(0, 3 * step)
                     self._push(due, r["url"], params)
                     if faults.repeat_rate and self.random.random() < faults.repeat_rate:
-                        self._push(due + self.random.uniform(0, window), r["url"], params)
+                        self._push(due + self.random.uniform(0, 3 * step), r["url"], params)
             self._wake.notify_all()
 
     def _push(self, due: float, url: str, params: dict[str, str]) -> None:
@@ -317,6 +367,7 @@ class Sandbox:
             self.messages.clear()
             self.sends.clear()
             self._queue.clear()
+            self._free = 0.0
             self.faults = Faults()
             for key in self.counters:
                 self.counters[key] = 0

@@ -10,6 +10,7 @@ record layouts (`records`, `model`), the Lua scripts (`scripts`). Callers get ty
 from bulksms.store.jobs import JobStore
 from bulksms.store.keys import RATE_LIMIT_PREFIX
 from bulksms.store.model import (
+    COUNTED_BATCH_STATES,
     FINISHED,
     BatchRecord,
     BatchState,
@@ -24,9 +25,11 @@ from bulksms.store.model import (
     Sending,
     Status,
     rfc3339,
+    sender_of,
 )
 
 __all__ = [
+    "COUNTED_BATCH_STATES",
     "FINISHED",
     "RATE_LIMIT_PREFIX",
     "BatchRecord",
@@ -43,4 +46,5 @@ __all__ = [
     "Sending",
     "Status",
     "rfc3339",
+    "sender_of",
 ]

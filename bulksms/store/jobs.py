@@ -43,6 +43,8 @@ from bulksms.store.model import (
 
 # The job hash's fields that say what to send, read with one HMGET per batch.
 SENDING_FIELDS = [f.name for f in dataclass_fields(Sending)]
+# Decisions that stop a job's next call; the claim acts on them.
+HOLDING_FLAGS = ["halted", "cancelled", "paused"]
 
 
 class JobStore:
@@ -53,6 +55,8 @@ class JobStore:
         self.retention = retention_seconds
         self._claim = client.register_script(scripts.CLAIM)
         self._release = client.register_script(scripts.RELEASE)
+        self._park = client.register_script(scripts.PARK)
+        self._call = client.register_script(scripts.CALL)
         self._finish = client.register_script(scripts.FINISH)
         self._resolve = client.register_script(scripts.RESOLVE)
         self._report = client.register_script(scripts.REPORT)
@@ -116,9 +120,12 @@ class JobStore:
         pipe.execute()
 
     # -- dispatch -----------------------------------------------------------------------------
-    def claim_batch(self, job_id: str, batch: int) -> Claim:
-        """Take a pending batch for sending (atomically: one claimant wins)."""
-        result = self._claim(keys=self._batch_keys(job_id, batch), args=[batch, _now()])
+    def claim_batch(self, job_id: str, batch: int, offset: int = 0, size: int = 0) -> Claim:
+        """Take one call of a pending (or paced) batch: its recipients [offset, offset + size)
+        in stored order (size 0: all the rest). Atomic: one claimant wins."""
+        result = self._claim(
+            keys=self._batch_keys(job_id, batch), args=[batch, _now(), offset, size]
+        )
         outcome = result[0]
         if outcome == "go":
             return Claim("go", attempt=int(result[1]))
@@ -130,30 +137,88 @@ class JobStore:
             self._release(keys=[keys.batches(job_id)], args=[batch, attempt, f"{not_before:.3f}"])
         )
 
+    def park(self, job_id: str, batch: int, offset: int, resume_at: float) -> bool:
+        """The batch waits for its turn at the pace (its job's paced set; `Pace` wakes it)."""
+        return bool(
+            self._park(
+                keys=[keys.batches(job_id), keys.paced(job_id)],
+                args=[batch, f"{resume_at:.3f}", offset, self.retention],
+            )
+        )
+
+    def next_paced(self, job_id: str) -> int | None:
+        """The lowest of the job's paced batches, taken off its paced set; None if none."""
+        popped = cast(list[tuple[str, float]], self.redis.zpopmin(keys.paced(job_id)))
+        return int(popped[0][0]) if popped else None
+
+    def has_paced(self, job_id: str) -> bool:
+        return bool(self.redis.zcard(keys.paced(job_id)))
+
+    def relist_paced(self, job_id: str, batches: Sequence[int]) -> None:
+        """Put paced batches back in the job's paced set (after a waker died holding one)."""
+        if batches:
+            self.redis.zadd(keys.paced(job_id), {str(b): b for b in batches}, nx=True)
+
     def batch_work(self, job_id: str, batch: int) -> BatchWork:
         pipe = self.redis.pipeline(transaction=False)
-        pipe.hmget(keys.job(job_id), SENDING_FIELDS)
+        pipe.hmget(
+            keys.job(job_id),
+            [*SENDING_FIELDS, "segments_per_message", "urgent", *HOLDING_FLAGS],
+        )
         _get_bytes(pipe, keys.recipients(job_id, batch))
-        (message, src, powerpack, expiry), blob = pipe.execute()
-        sending = Sending(message, src, powerpack, int(expiry) if expiry else None)
-        return BatchWork(sending=sending, numbers=records.numbers_of(blob or b""))
+        pipe.hget(keys.batches(job_id), str(batch))
+        (message, src, powerpack, expiry, segments, urgent, *held), blob, record = pipe.execute()
+        sending = Sending(message or "", src, powerpack, int(expiry) if expiry else None)
+        return BatchWork(
+            sending=sending,
+            numbers=records.numbers_of(blob or b""),
+            record=BatchRecord.parse(batch, record) if record else None,
+            segments_per_message=max(1, int(segments or 1)),
+            urgent=urgent is not None,
+            held=any(flag is not None for flag in held),
+        )
 
-    def batch_submitted(
+    def call_submitted(
         self, job_id: str, batch: int, attempt: int, api_id: str, refused: Sequence[str]
-    ) -> int:
-        """Plivo accepted the batch: its recipients are queued, those Plivo refused rejected.
-
-        1 recorded, 0 already recorded, -1 another attempt owns the batch now.
-        """
-        return self._finish_batch(
-            job_id, batch, BatchState.SUBMITTED, api_id, Status.QUEUED, str(attempt), refused
+    ) -> str:
+        """Plivo accepted the call claimed as `attempt`: its recipients are queued, those Plivo
+        refused rejected. 'submitted' (the batch is done), 'advanced' (pending at its next
+        offset), 'done' (recorded already), 'superseded' (another attempt owns the batch)."""
+        now = _now()
+        numbers = [n for n in (records.number_key(r) for r in refused) if n]
+        return str(
+            self._call(
+                keys=self._batch_keys(job_id, batch),
+                args=[
+                    batch,
+                    now,
+                    attempt,
+                    api_id.replace("|", "/"),
+                    records.tail(CODES[Status.REJECTED], "invalid_number", int(float(now))),
+                    _queued_tail(now),
+                    *numbers,
+                ],
+            )
         )
 
     def batch_failed(self, job_id: str, batch: int, attempt: int | None, reason: str) -> int:
-        """The batch will never be sent: its recipients are counted as rejected."""
+        """The batch will never be sent: its recipients not yet handed over are rejected.
+
+        1 recorded, 0 already finished, -1 another attempt owns the batch now.
+        """
         owner = "*" if attempt is None else str(attempt)
-        return self._finish_batch(
-            job_id, batch, BatchState.FAILED, reason, Status.REJECTED, owner, ()
+        return int(
+            self._finish(
+                keys=self._batch_keys(job_id, batch),
+                args=[
+                    batch,
+                    _now(),
+                    BatchState.FAILED.value,
+                    reason.replace("|", "/"),
+                    CODES[Status.REJECTED],
+                    owner,
+                ],
+            )
         )
 
     def halt(self, job_id: str, reason: str) -> None:
@@ -163,13 +228,18 @@ class JobStore:
     def resolve_batch(
         self, job_id: str, batch: int, in_flight_seconds: float, grace_seconds: float
     ) -> str:
-        """Settle a batch left `sending`: submitted on evidence, else resend after the grace."""
+        """Settle a call left `sending`: handed over on evidence ('submitted', 'advanced'), else
+        resent after the grace ('resend'); or why not yet ('in_flight', 'waiting')."""
+        now = _now()
         return str(
             self._resolve(
                 keys=self._batch_keys(job_id, batch),
-                args=[batch, _now(), in_flight_seconds, grace_seconds],
+                args=[batch, now, in_flight_seconds, grace_seconds, _queued_tail(now)],
             )
         )
+
+    def is_urgent(self, job_id: str) -> bool:
+        return bool(self.redis.hexists(keys.job(job_id), "urgent"))
 
     def mark_enqueued(self, job_id: str, batch: int) -> None:
         self.redis.hset(keys.batches(job_id), f"q:{batch}", _now())
@@ -182,34 +252,6 @@ class JobStore:
             for key, record in sorted(found.items(), key=lambda item: _batch_order(item[0]))
             if key.isdigit()
         ]
-
-    def _finish_batch(
-        self,
-        job_id: str,
-        batch: int,
-        outcome: BatchState,
-        detail: str,
-        code: Status,
-        owner: str,
-        refused_numbers: Sequence[str],
-    ) -> int:
-        now = _now()
-        refused = [records.number_key(n) for n in refused_numbers]
-        return int(
-            self._finish(
-                keys=self._batch_keys(job_id, batch),
-                args=[
-                    batch,
-                    now,
-                    outcome.value,
-                    detail.replace("|", "/"),
-                    CODES[code],
-                    owner,
-                    records.tail(CODES[Status.REJECTED], "invalid_number", int(float(now))),
-                    *(n for n in refused if n),
-                ],
-            )
-        )
 
     @staticmethod
     def _batch_keys(job_id: str, batch: int) -> list[str]:
@@ -298,7 +340,12 @@ class JobStore:
         return bool(self.redis.hsetnx(keys.job(job_id), "notify_queued", _now()))
 
     def pending_batches(self, job_id: str) -> list[int]:
-        return [b.batch for b in self.batches(job_id) if b.state is BatchState.PENDING]
+        """Batches waiting for a worker: pending, and paced (their claim decides)."""
+        return [
+            b.batch
+            for b in self.batches(job_id)
+            if b.state in (BatchState.PENDING, BatchState.PACED)
+        ]
 
     def jobs_before(self, before: float | None, count: int) -> list[tuple[str, float]]:
         """Job ids newest first, created before `before` (exclusive), with their times."""
@@ -333,6 +380,7 @@ class JobStore:
         for batch in range(job.batches):
             pipe.delete(keys.recipients(job_id, batch))
         pipe.delete(keys.batches(job_id))
+        pipe.delete(keys.paced(job_id))
         pipe.hset(keys.job(job_id), "erased", _now())
         pipe.execute()
 
@@ -371,6 +419,10 @@ def _batch_order(key: str) -> int:
 
 def _now() -> str:
     return f"{time.time():.3f}"
+
+
+def _queued_tail(now: str) -> bytes:
+    return records.tail(CODES[Status.QUEUED], "", int(float(now)))
 
 
 def _get_bytes(pipe: Pipeline, key: str) -> None:

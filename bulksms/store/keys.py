@@ -6,6 +6,7 @@ Cluster slot and each Lua script touches one job only.
     bulksms:{<job>}:job         hash   the job: request, counters (c:<status>, b:<state>), times
     bulksms:{<job>}:batches     hash   batch number -> batch state record
     bulksms:{<job>}:r:<batch>   string the batch's recipients: 32-byte records by number (`records`)
+    bulksms:{<job>}:paced       zset   the job's batches waiting for their turn at the pace
     bulksms:v2nonce:<nonce>     string a V2 signature nonce already taken (replay guard)
     bulksms:idem:<digest>       string an Idempotency-Key's request digest and its answer
     bulksms:active              zset   unfinished jobs, for the sweep
@@ -14,6 +15,9 @@ Cluster slot and each Lua script touches one job only.
     bulksms:jobs                zset   every job by creation time (the listing; pruned lazily)
     bulksms:plivo-bucket        hash   the token bucket shared by every worker
     bulksms:sweep-lock          string held by the worker that sweeps right now
+    bulksms:pace:account        hash   when Plivo's queue for the account drains (`pacing`)
+    bulksms:pace:sender:<src>   hash   the same for one sender with a cap of its own
+    bulksms:pace:due            zset   jobs with paced batches, by when their turn comes
 
     bulksms:rl…                 flask-limiter's counters (per API key, per address)
 
@@ -27,6 +31,8 @@ SCHEDULED = f"{PREFIX}:scheduled"  # sorted set: scheduled jobs by their send ti
 JOBS = f"{PREFIX}:jobs"  # sorted set: every job by creation time, for the job listing
 PLIVO_BUCKET = f"{PREFIX}:plivo-bucket"  # hash: the shared token bucket toward Plivo's API
 SWEEP_LOCK = f"{PREFIX}:sweep-lock"  # string: one sweep at a time across all workers
+PACE_ACCOUNT = f"{PREFIX}:pace:account"  # hash: when Plivo's queue for the account drains
+PACE_DUE = f"{PREFIX}:pace:due"  # sorted set: jobs with paced batches, by their next turn
 RATE_LIMIT_PREFIX = f"{PREFIX}:rl"  # flask-limiter's counters live under this prefix
 
 
@@ -48,3 +54,11 @@ def idempotency(digest: str) -> str:
 
 def v2_nonce(nonce: str) -> str:
     return f"{PREFIX}:v2nonce:{nonce}"
+
+
+def paced(job_id: str) -> str:
+    return f"{PREFIX}:{{{job_id}}}:paced"
+
+
+def pace_sender(sender: str) -> str:
+    return f"{PREFIX}:pace:sender:{sender}"

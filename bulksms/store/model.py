@@ -3,7 +3,10 @@ Lua scripts are rendered from (`scripts`). Nothing here touches Redis.
 
 A job hash carries `v`, the version of its layout. Jobs run for days, across deploys: a release
 reads and finishes the jobs written by the release before it. Version 1 (no `v` field) is the
-layout of the releases before versioning; version 2 is the same fields with `v` added.
+layout of the releases before versioning; version 2 is the same fields with `v` added;
+version 3 sends a batch in paced calls: batch records carry an offset, a `paced` state, and the
+job counts what it handed over (`handed`, `first_handed_at`, `last_handed_at`). Records and
+fields a release before wrote read as offset 0 and nothing handed yet.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from typing import NamedTuple
 
 from bulksms.store import records
 
-LAYOUT_VERSION = 2
+LAYOUT_VERSION = 3
 
 
 class Status(StrEnum):
@@ -70,11 +73,21 @@ FINISHED = (JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED)
 
 class BatchState(StrEnum):
     PENDING = "pending"  # waiting for a worker
-    SENDING = "sending"  # a worker claimed it and is (or was) calling Plivo
+    PACED = "paced"  # waiting for its turn at the pace (woken from the pacer's schedule)
+    SENDING = "sending"  # a worker claimed one call of it and is (or was) calling Plivo
     SUBMITTED = "submitted"  # Plivo accepted it
     FAILED = "failed"  # it will never be sent
     CANCELLED = "cancelled"  # the job was cancelled before it was sent
 
+
+# The batch states a job counts (`b:<state>`): `pending` counts every batch not finished.
+COUNTED_BATCH_STATES = (
+    BatchState.PENDING,
+    BatchState.SUBMITTED,
+    BatchState.FAILED,
+    BatchState.CANCELLED,
+)
+UNFINISHED_BATCH_STATES = (BatchState.PENDING, BatchState.PACED, BatchState.SENDING)
 
 # The status a recipient whose own status is 0 takes from its finished batch.
 IMPLIED: dict[BatchState, Status] = {
@@ -92,6 +105,11 @@ class Sending:
     src: str | None = None
     powerpack_uuid: str | None = None
     message_expiry: int | None = None
+
+
+def sender_of(sending: Sending) -> str:
+    """Who Plivo sends from: the Powerpack, else the sender id (what a sender cap names)."""
+    return sending.powerpack_uuid or sending.src or ""
 
 
 @dataclass(frozen=True)
@@ -118,10 +136,19 @@ class NewJob:
 
 @dataclass(frozen=True)
 class BatchWork:
-    """What a worker needs to send one batch."""
+    """What a worker needs to send the rest of one batch."""
 
     sending: Sending
-    numbers: list[str]  # E.164
+    numbers: list[str]  # E.164, sorted as stored: a call sends numbers[offset:offset + k]
+    record: BatchRecord | None  # None: the batch is gone (expired)
+    segments_per_message: int = 1
+    urgent: bool = False
+    held: bool = False  # cancelled, paused or halted: no call, the claim says what instead
+
+    @property
+    def unsent(self) -> list[str]:
+        offset = self.record.offset if self.record else 0
+        return self.numbers[offset:]
 
 
 @dataclass(frozen=True)
@@ -161,6 +188,9 @@ class Job:
     closed: str | None = None  # why the job stopped waiting for reports
     halted: str | None = None  # why no batch is sent any more
     erased_at: float | None = None
+    handed: int = 0  # recipients handed to Plivo (accepted or refused by its API) so far
+    first_handed_at: float | None = None
+    last_handed_at: float | None = None
 
     @property
     def unsent_batches(self) -> int:
@@ -215,10 +245,8 @@ class Job:
                 number("suppressed"),
             ),
             batches=number("batches"),
-            # (`pending` counts every batch not finished: pending and sending)
-            batch_counts={
-                s: number(f"b:{s.value}") for s in BatchState if s is not BatchState.SENDING
-            },
+            # (`pending` counts every batch not finished: pending, paced and sending)
+            batch_counts={s: number(f"b:{s.value}") for s in COUNTED_BATCH_STATES},
             counts={s: number(f"c:{CODES[s]}") for s in Status},
             encoding=fields.get("encoding", ""),
             segments_per_message=number("segments_per_message"),
@@ -235,35 +263,45 @@ class Job:
             closed=fields.get("closed"),
             halted=fields.get("halted"),
             erased_at=moment("erased"),
+            handed=number("handed"),
+            first_handed_at=moment("first_handed_at"),
+            last_handed_at=moment("last_handed_at"),
         )
 
 
 @dataclass(frozen=True)
 class BatchRecord:
-    """One batch's state record, ``<state>|<a>|<b>`` in the job's batches hash:
+    """One batch's state record, ``<state>|<a>|<b>[|<offset>[|<size>]]`` in the job's batches
+    hash:
 
-    pending    ``pending|not_before|attempts``
-    sending    ``sending|since|attempts``
+    pending    ``pending|not_before|attempts|offset``
+    paced      ``paced|resume_at|attempts|offset``       (waiting for its turn at the pace)
+    sending    ``sending|since|attempts|offset|size``    (one call: numbers[offset:offset+size])
     submitted  ``submitted|at|api_id``
     failed     ``failed|at|reason``
     cancelled  ``cancelled|at|cancelled``
 
-    beside ``q:<n>`` (when its task was last enqueued) and ``e:<n>`` (recipients that a delivery
-    report moved while the batch was not yet recorded as sent: evidence that Plivo has it).
+    `offset` counts the batch's recipients (in stored order) already handed to Plivo by earlier
+    calls; a record without it (written by the release before paced calls) has offset 0, and a
+    `sending` record without a size is a call of the whole batch. Beside the records: ``q:<n>``
+    (when its task was last enqueued) and ``e:<n>`` (recipients that a delivery report moved
+    while the call in flight was not yet recorded: evidence that Plivo has it).
     """
 
     batch: int
     state: BatchState
-    since: float  # pending: not before; sending: claimed at; else: finished at
-    attempts: int  # pending and sending: attempts so far
+    since: float  # pending: not before; paced: resume at; sending: claimed at; else: finished at
+    attempts: int  # pending, paced and sending: attempts so far at this offset
     detail: str  # submitted: Plivo's api_id; failed: the reason
     enqueued_at: float = 0.0  # 0: never
+    offset: int = 0  # recipients handed over by earlier calls
+    size: int = 0  # sending: the call's recipients (0: the rest of the batch)
 
     @classmethod
     def parse(cls, batch: int, record: str, enqueued: str | None = None) -> BatchRecord:
-        state, since, rest = (record.split("|", 2) + ["", ""])[:3]
+        state, since, rest, offset, size = (record.split("|", 4) + ["", "", "", ""])[:5]
         kind = BatchState(state)
-        waiting = kind in (BatchState.PENDING, BatchState.SENDING)
+        waiting = kind in UNFINISHED_BATCH_STATES
         return cls(
             batch,
             kind,
@@ -271,11 +309,13 @@ class BatchRecord:
             int(rest or 0) if waiting else 0,
             "" if waiting else rest,
             float(enqueued or 0),
+            int(offset or 0) if waiting else 0,
+            int(size or 0) if waiting else 0,
         )
 
     @classmethod
     def new(cls) -> str:
-        return f"{BatchState.PENDING.value}|0|0"
+        return f"{BatchState.PENDING.value}|0|0|0"
 
 
 class Report(NamedTuple):

@@ -56,23 +56,28 @@ local function find(recipients, number)
   return nil
 end
 
+-- A batch record's fields: state, time, attempts (or detail), offset, size.
 local function split(record)
   local out = {}
   for part in string.gmatch(record .. '|', '([^|]*)|') do out[#out + 1] = part end
   return out
 end
 
--- A batch is done: submitted, failed or cancelled. Its recipients still pending take `code`
--- (status 0 says so from now on); those in `refused` (Plivo's invalid_number) get `refused_tail`.
+local function offset_of(f) return tonumber(f[4] or '0') or 0 end
+
+-- A batch is done: submitted, failed or cancelled. Its recipients still pending from `offset` on
+-- take `code` (status 0 says so from now on; those before `offset` were handed over by earlier
+-- calls and carry their own status); those in `refused` (Plivo's invalid_number) get
+-- `refused_tail`.
 local function finish(job, batches, recipients, n, now, outcome, detail, code, refused,
-                      refused_tail)
+                      refused_tail, offset)
   redis.call('HSET', batches, n, outcome .. '|' .. now .. '|' .. detail)
   local left = redis.call('HINCRBY', job, 'b:pending', -1)
   redis.call('HINCRBY', job, 'b:' .. outcome, 1)
   redis.call('HSET', job, 'updated_at', now)
   if left == 0 then redis.call('HSET', job, 'sent_at', now) end
   local count = redis.call('STRLEN', recipients) / SIZE
-  local pending = count
+  local pending = count - (offset or 0)
     - tonumber(redis.call('HGET', batches, 'e:' .. n) or '0')
   for _, number in ipairs(refused) do
     local at = find(recipients, tonumber(number))
@@ -84,34 +89,93 @@ local function finish(job, batches, recipients, n, now, outcome, detail, code, r
       pending = pending - 1
     end
   end
-  redis.call('HINCRBY', job, 'c:' .. $pending, -pending)
+  -- (0 - n, never -n: Lua writes -0 as "-0", which Redis refuses as an integer)
+  redis.call('HINCRBY', job, 'c:' .. $pending, 0 - pending)
   redis.call('HINCRBY', job, 'c:' .. code, pending)
+end
+
+-- One call of a batch reached Plivo: numbers[offset, offset + size) of the record `f`. A call
+-- of the whole batch finishes it as before (no recipient written: status 0 says queued); a
+-- paced call writes each of its recipients still pending as queued (or rejected, if Plivo
+-- refused the number), and the batch is pending again at the next offset, or submitted.
+local function record_call(job, batches, recipients, n, now, f, api_id, refused, refused_tail,
+                           queued_tail)
+  local count = redis.call('STRLEN', recipients) / SIZE
+  local offset = offset_of(f)
+  local size = tonumber(f[5] or '0') or 0
+  if size <= 0 or offset + size > count then size = count - offset end
+  redis.call('HINCRBY', job, 'handed', size)
+  redis.call('HSETNX', job, 'first_handed_at', now)
+  redis.call('HSET', job, 'last_handed_at', now)
+  if offset == 0 and size == count then
+    finish(job, batches, recipients, n, now, 'submitted', api_id, $queued, refused,
+           refused_tail, 0)
+    return 'submitted'
+  end
+  local refused_at = {}
+  for _, number in ipairs(refused) do
+    local at = find(recipients, tonumber(number))
+    if at then refused_at[at] = true end
+  end
+  local base = count * 8 + offset * 24
+  local states = redis.call('GETRANGE', recipients, base, base + size * 24 - 1)
+  local queued, rejected = 0, 0
+  for i = 0, size - 1 do
+    if string.byte(states, i * 24 + 17) == 0 then
+      local tail = queued_tail
+      if refused_at[offset + i] then
+        tail, rejected = refused_tail, rejected + 1
+      else
+        queued = queued + 1
+      end
+      redis.call('SETRANGE', recipients, base + i * 24 + 16, tail)
+    end
+  end
+  redis.call('HINCRBY', job, 'c:' .. $pending, 0 - (queued + rejected))
+  redis.call('HINCRBY', job, 'c:' .. $queued, queued)
+  redis.call('HINCRBY', job, 'c:' .. $rejected, rejected)
+  redis.call('HDEL', batches, 'e:' .. n)  -- the evidence was this call's, now recorded
+  if offset + size >= count then
+    finish(job, batches, recipients, n, now, 'submitted', api_id, $queued, {}, '', count)
+    return 'submitted'
+  end
+  redis.call('HSET', batches, n, 'pending|0|0|' .. (offset + size))
+  redis.call('HSET', job, 'updated_at', now)
+  return 'advanced'
 end
 """
 
-# KEYS: job, batches, recipients. ARGV: batch, now.
-# {'go', attempt} when this caller may send now; otherwise why not.
+# KEYS: job, batches, recipients. ARGV: batch, now, offset, size.
+# {'go', attempt} when this caller may send numbers[offset, offset + size) now; otherwise why not
+# ('moved' with the batch's offset when another call got there first).
 CLAIM = _render(
     PRELUDE
     + """
 local rec = redis.call('HGET', KEYS[2], ARGV[1])
 if not rec then return {'gone'} end
 local f = split(rec)
-if f[1] ~= 'pending' then return {f[1]} end
+if f[1] ~= 'pending' and f[1] ~= 'paced' then return {f[1]} end
+local offset = offset_of(f)
 local flags = redis.call('HMGET', KEYS[1], 'halted', 'cancelled', 'paused')
 if flags[1] then
-  finish(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2], 'failed', flags[1], $rejected, {}, '')
+  finish(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2], 'failed', flags[1], $rejected, {}, '',
+         offset)
   return {'halted', flags[1]}
 end
 if flags[2] then
-  finish(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2], 'cancelled', 'cancelled', $cancelled, {}, '')
+  finish(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2], 'cancelled', 'cancelled', $cancelled, {},
+         '', offset)
   return {'cancelled'}
 end
 if flags[3] then return {'paused'} end
 -- (a second of slack for clocks that differ between hosts)
-if tonumber(f[2] or '0') > tonumber(ARGV[2]) + 1 then return {'early', f[2]} end
+if f[1] == 'pending' and tonumber(f[2] or '0') > tonumber(ARGV[2]) + 1 then
+  return {'early', f[2]}
+end
+if offset ~= tonumber(ARGV[3]) then return {'moved', tostring(offset)} end
 local attempt = tostring(tonumber(f[3] or '0') + 1)
-redis.call('HSET', KEYS[2], ARGV[1], 'sending|' .. ARGV[2] .. '|' .. attempt)
+redis.call('HSET', KEYS[2], ARGV[1],
+           'sending|' .. ARGV[2] .. '|' .. attempt .. '|' .. offset .. '|' .. ARGV[4])
 redis.call('HSETNX', KEYS[1], 'started_at', ARGV[2])
 redis.call('HSET', KEYS[1], 'updated_at', ARGV[2])
 return {'go', attempt}
@@ -120,18 +184,57 @@ return {'go', attempt}
 
 # KEYS: batches. ARGV: batch, attempt, not_before. Nothing reached Plivo: pending again.
 RELEASE = _render(
-    """
+    PRELUDE
+    + """
 local rec = redis.call('HGET', KEYS[1], ARGV[1])
 if not rec then return 0 end
-local state, since, attempt = string.match(rec, '^([^|]*)|([^|]*)|([^|]*)$$')
-if state ~= 'sending' or attempt ~= ARGV[2] then return 0 end
-redis.call('HSET', KEYS[1], ARGV[1], 'pending|' .. ARGV[3] .. '|' .. attempt)
+local f = split(rec)
+if f[1] ~= 'sending' or f[3] ~= ARGV[2] then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], 'pending|' .. ARGV[3] .. '|' .. f[3] .. '|' .. offset_of(f))
 return 1
 """
 )
 
-# KEYS: job, batches, recipients. ARGV: batch, now, outcome, detail, code, attempt (or '*'),
-# the refused numbers' tail (status, error, time), then the refused numbers (digits).
+# KEYS: batches, paced. ARGV: batch, resume_at, offset, retention seconds. The batch waits for
+# its turn at the pace: `paced`, and listed in its job's paced set (woken one at a time).
+PARK = _render(
+    PRELUDE
+    + """
+local rec = redis.call('HGET', KEYS[1], ARGV[1])
+if not rec then return 0 end
+local f = split(rec)
+if (f[1] ~= 'pending' and f[1] ~= 'paced') or offset_of(f) ~= tonumber(ARGV[3]) then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1],
+           'paced|' .. ARGV[2] .. '|' .. (f[3] or '0') .. '|' .. offset_of(f))
+redis.call('ZADD', KEYS[2], tonumber(ARGV[1]), ARGV[1])
+redis.call('EXPIRE', KEYS[2], ARGV[4])
+return 1
+"""
+)
+
+# KEYS: job, batches, recipients. ARGV: batch, now, attempt, api_id, the refused numbers' tail,
+# the queued tail (status, no error, time), then the refused numbers (digits).
+# 'submitted' (the batch is done), 'advanced' (pending at its next offset), 'done' (already
+# recorded), 'superseded' (another attempt owns the batch now).
+CALL = _render(
+    PRELUDE
+    + """
+local rec = redis.call('HGET', KEYS[2], ARGV[1])
+if not rec then return 'done' end
+local f = split(rec)
+if f[1] ~= 'sending' then
+  if f[1] == 'pending' or f[1] == 'paced' then return 'superseded' end
+  return 'done'
+end
+if f[3] ~= ARGV[3] then return 'superseded' end
+local refused = {}
+for i = 7, #ARGV do refused[#refused + 1] = ARGV[i] end
+return record_call(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2], f, ARGV[4], refused, ARGV[5],
+                   ARGV[6])
+"""
+)
+
+# KEYS: job, batches, recipients. ARGV: batch, now, outcome, detail, code, attempt (or '*').
 # 1 done, 0 already done, -1 superseded by another attempt.
 FINISH = _render(
     PRELUDE
@@ -139,17 +242,17 @@ FINISH = _render(
 local rec = redis.call('HGET', KEYS[2], ARGV[1])
 if not rec then return 0 end
 local f = split(rec)
-if f[1] ~= 'pending' and f[1] ~= 'sending' then return 0 end
+if f[1] ~= 'pending' and f[1] ~= 'paced' and f[1] ~= 'sending' then return 0 end
 if ARGV[6] ~= '*' and (f[1] ~= 'sending' or f[3] ~= ARGV[6]) then return -1 end
-local refused = {}
-for i = 8, #ARGV do refused[#refused + 1] = ARGV[i] end
-finish(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], refused, ARGV[7])
+finish(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], {}, '',
+       offset_of(f))
 return 1
 """
 )
 
-# KEYS: job, batches, recipients. ARGV: batch, now, in_flight_seconds, grace_seconds.
-# A batch left `sending` (its worker died, or the answer never came): settle it from evidence.
+# KEYS: job, batches, recipients. ARGV: batch, now, in_flight_seconds, grace_seconds, the queued
+# tail. A call left `sending` (its worker died, or the answer never came): settle it from
+# evidence — recorded as handed over ('submitted' or 'advanced'), or resent after the grace.
 RESOLVE = _render(
     PRELUDE
     + """
@@ -160,12 +263,11 @@ if f[1] ~= 'sending' then return f[1] end
 local age = tonumber(ARGV[2]) - tonumber(f[2])
 if age < tonumber(ARGV[3]) then return 'in_flight' end
 if redis.call('HEXISTS', KEYS[2], 'e:' .. ARGV[1]) == 1 then
-  finish(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2], 'submitted',
-         'inferred from delivery reports', $queued, {}, '')
-  return 'submitted'
+  return record_call(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2], f,
+                     'inferred from delivery reports', {}, '', ARGV[5])
 end
 if age < tonumber(ARGV[4]) then return 'waiting' end
-redis.call('HSET', KEYS[2], ARGV[1], 'pending|0|' .. f[3])
+redis.call('HSET', KEYS[2], ARGV[1], 'pending|0|' .. f[3] .. '|' .. offset_of(f))
 return 'resend'
 """
 )
@@ -232,5 +334,59 @@ if tokens >= 1 then tokens = tokens - 1 else wait = (1 - tokens) / rate end
 redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'at', tostring(t))
 redis.call('EXPIRE', KEYS[1], math.ceil(capacity / rate) + 60)
 return tostring(wait)
+"""
+)
+
+# KEYS: the account's pace, then the sender's (if it has a cap). ARGV: segments, bound (seconds
+# of the pace that may wait at Plivo), then each key's rate (segments a second).
+# Each key keeps `free`: when Plivo's queue for it will have drained, on Redis's own clock.
+# {'1', backlog, now} when the call may go now (its segments are counted), else
+# {'0', wait, now}: seconds until it would fit. A call into an empty queue always fits.
+PACE_TAKE = _render(
+    """
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
+local segments, bound = tonumber(ARGV[1]), tonumber(ARGV[2])
+local after, wait = {}, 0
+for i, key in ipairs(KEYS) do
+  local free = tonumber(redis.call('HGET', key, 'free') or '0') or 0
+  if free < now then free = now end
+  after[i] = free + segments / tonumber(ARGV[2 + i])
+  if free > now then
+    local over = after[i] - now - bound
+    if over > wait then wait = over end
+  end
+end
+if wait > 0 then return {'0', tostring(wait), tostring(now)} end
+for i, key in ipairs(KEYS) do
+  redis.call('HSET', key, 'free', tostring(after[i]))
+  redis.call('EXPIRE', key, math.ceil(after[i] - now) + 60)
+end
+return {'1', tostring(after[1] - now), tostring(now)}
+"""
+)
+
+# KEYS: the account's pace, the pacer's schedule. ARGV: a job id. {seconds of the pace waiting
+# at Plivo now, now, jobs waiting for a turn, 1 if the job is one of them}.
+PACE_VIEW = _render(
+    """
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
+local free = tonumber(redis.call('HGET', KEYS[1], 'free') or '0') or 0
+local waiting = redis.call('ZCARD', KEYS[2])
+local listed = redis.call('ZSCORE', KEYS[2], ARGV[1]) and 1 or 0
+return {tostring(math.max(0, free - now)), tostring(now), waiting, listed}
+"""
+)
+
+# KEYS: the pacer's schedule. ARGV: how many. The jobs whose turn has come (on Redis's clock),
+# taken off the schedule: whoever removes a job wakes it.
+PACE_DUE = _render(
+    """
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[1]))
+if #due > 0 then redis.call('ZREM', KEYS[1], unpack(due)) end
+return due
 """
 )

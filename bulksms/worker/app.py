@@ -1,10 +1,11 @@
 """The worker's factory: Celery wired to a small Flask app whose context every task runs in
 (the pattern of Flask's own `examples/celery`), with what only a worker does: the sweep, the
-worker metrics, and a check of the Plivo credentials before the first task."""
+pace's waker, the worker metrics, and a check of the Plivo credentials before the first task."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from typing import Any
 
 from celery import Celery, Task
@@ -13,7 +14,7 @@ from flask import Flask
 
 from bulksms import extensions, logs, metrics, taskqueue
 from bulksms.config import Settings, load_settings
-from bulksms.worker import resources, sweep
+from bulksms.worker import pacing, resources, sweep
 
 log = logging.getLogger(__name__)
 
@@ -60,19 +61,21 @@ def _connect_signals(app: Flask, celery: Celery, settings: Settings) -> None:
     def queue_depth() -> int:
         return taskqueue.queue_depth(celery)
 
+    def enqueue(job_id: str, batches: Iterable[int], urgent: bool) -> None:
+        taskqueue.enqueue(celery, job_id, batches, urgent)
+
     @worker_ready.connect(weak=False)
     def _start_sweep_and_metrics(**_: Any) -> None:
         sweeping.append(
             sweep.start(
                 app,
                 settings,
-                enqueue=lambda job_id, batches, urgent: taskqueue.enqueue(
-                    celery, job_id, batches, urgent
-                ),
+                enqueue=enqueue,
                 notify=lambda job_id: taskqueue.notify(celery, job_id),
                 queue_depth=queue_depth,
             )
         )
+        sweeping.append(pacing.start(app, app.extensions["bulksms.pacer"].pace, settings, enqueue))
         if settings.worker_metrics_port:
             try:
                 metrics.serve_worker_metrics(settings.worker_metrics_port, queue_depth)

@@ -4,8 +4,12 @@ The batch's state in Redis decides whether to send, not Celery: a claim moves it
 to `sending` atomically and numbers the attempt, so a duplicate or redelivered task never sends
 a batch twice, and an outcome is recorded only by the attempt that owns the batch.
 
-- Plivo accepted: `submitted`, recorded however long Redis takes to come back (we are the only
-  ones who know).
+A batch goes to Plivo in calls as big as the pace allows (`pacing`): each call takes room at the
+pace, then claims the batch's next recipients (from its offset), so a call is never repeated
+and a cancel or pause stops the next call. With no room the batch is parked until its turn.
+
+- Plivo accepted: the call's recipients are queued (recorded however long Redis takes to come
+  back: we are the only ones who know); the batch is submitted, or goes on with its next call.
 - Nothing reached Plivo (`NotSent`): `pending` again, not before the backoff; a retry follows.
 - Plivo refused for good (`Refused`): `failed`, its recipients rejected; bad credentials halt
   the whole job.
@@ -27,7 +31,7 @@ import redis
 
 from bulksms import metrics
 from bulksms.config import Settings
-from bulksms.store import JobStore
+from bulksms.store import BatchState, BatchWork, JobStore
 from bulksms.worker.gateway import (
     BadCredentials,
     NotSent,
@@ -37,6 +41,7 @@ from bulksms.worker.gateway import (
     Refused,
     SendError,
 )
+from bulksms.worker.pacing import Pacer
 from bulksms.worker.throttle import PlivoThrottle
 
 log = logging.getLogger(__name__)
@@ -94,20 +99,67 @@ def send_batch(
     store: JobStore,
     gateway: PlivoGateway,
     throttle: PlivoThrottle,
+    pacer: Pacer,
     settings: Settings,
     job_id: str,
     batch: int,
 ) -> str:
-    """Send one batch if it is still pending. Returns what became of it."""
-    claim = store.claim_batch(job_id, batch)
-    if claim.outcome != "go":
-        # early: a retry is scheduled for later; halted: failed now; else done or in flight.
-        metrics.BATCHES.labels("failed" if claim.outcome == "halted" else "skipped").inc()
-        return f"skipped:{claim.outcome}"
-    attempt = claim.attempt
-    work = store.batch_work(job_id, batch)
+    """Send what is left of one batch, call by call, while the pace has room. Returns what
+    became of it: submitted, paced (parked until its turn), retry, failed, unknown, skipped."""
+    while True:
+        work = store.batch_work(job_id, batch)
+        record = work.record
+        if record is None or record.state not in (BatchState.PENDING, BatchState.PACED):
+            metrics.BATCHES.labels("skipped").inc()
+            return f"skipped:{record.state.value if record else 'gone'}"
+        size = min(len(work.unsent), pacer.call_size(work.sending, work.segments_per_message))
+        early = record.state is BatchState.PENDING and record.since > time.time() + 1
+        if not (work.held or early):  # (else the claim says why not, and no pace is spent)
+            grant = pacer.take(work.sending, size * work.segments_per_message, work.urgent)
+            if not grant.go:
+                resume_at = grant.now + grant.seconds
+                if store.park(job_id, batch, record.offset, resume_at):
+                    pacer.schedule(job_id, resume_at)
+                metrics.BATCHES.labels("paced").inc()
+                return "paced"
+        claim = store.claim_batch(job_id, batch, record.offset, size)
+        if claim.outcome == "moved":  # another task made this call: go on from where it got
+            continue
+        if claim.outcome != "go":
+            # early: a retry is scheduled for later; halted: failed now; else done or in flight.
+            metrics.BATCHES.labels("failed" if claim.outcome == "halted" else "skipped").inc()
+            return f"skipped:{claim.outcome}"
+        outcome = _call(
+            store,
+            gateway,
+            throttle,
+            settings,
+            job_id,
+            batch,
+            claim.attempt,
+            work,
+            work.unsent[:size],
+        )
+        if outcome != "advanced":
+            if outcome == "submitted" and store.has_paced(job_id):
+                pacer.wake_now(job_id)  # the job's next batch takes this one's turn
+            return outcome
+
+
+def _call(
+    store: JobStore,
+    gateway: PlivoGateway,
+    throttle: PlivoThrottle,
+    settings: Settings,
+    job_id: str,
+    batch: int,
+    attempt: int,
+    work: BatchWork,
+    numbers: list[str],
+) -> str:
+    """One call to Plivo, claimed as `attempt`, and its outcome recorded."""
     outgoing = Outgoing(
-        dst=tuple(work.numbers),
+        dst=tuple(numbers),
         text=work.sending.message,
         url=report_url(settings, job_id, batch),
         src=work.sending.src,
@@ -128,12 +180,16 @@ def send_batch(
         return outcome
     metrics.PLIVO_LATENCY.labels("accepted").observe(time.perf_counter() - started)
     recorded = persist(
-        lambda: store.batch_submitted(
+        lambda: store.call_submitted(
             job_id, batch, attempt, accepted.api_id, accepted.invalid_numbers
         )
     )
-    if recorded < 0:
-        log.error("batch accepted by Plivo after another attempt took it over")
+    if recorded == "superseded":
+        log.error("call accepted by Plivo after another attempt took the batch over")
+        return "submitted"
+    if recorded == "advanced":
+        metrics.BATCHES.labels("advanced").inc()
+        return "advanced"
     metrics.BATCHES.labels("submitted").inc()
     return "submitted"
 

@@ -1,4 +1,5 @@
-"""What only a worker holds: the Plivo gateway and the shared throttle toward Plivo's API."""
+"""What only a worker holds: the Plivo gateway, the shared throttle toward Plivo's API, and the
+shared pace at which Plivo sends."""
 
 from __future__ import annotations
 
@@ -7,16 +8,23 @@ from flask import Flask, current_app
 from bulksms.config import Settings
 from bulksms.extensions import settings
 from bulksms.worker.gateway import PlivoGateway
+from bulksms.worker.pacing import Pacer
 from bulksms.worker.throttle import PlivoThrottle
 
 
 def init_app(app: Flask, settings: Settings) -> None:
-    client = app.extensions["bulksms.redis"]
+    client = app.extensions["bulksms.redis"]  # (extensions.init_app ran first)
     app.extensions["bulksms.throttle"] = PlivoThrottle(client, settings.plivo_rate_limit)
+    app.extensions["bulksms.pacer"] = Pacer(app.extensions["bulksms.pace"], settings)
 
 
 def throttle() -> PlivoThrottle:
     value: PlivoThrottle = current_app.extensions["bulksms.throttle"]
+    return value
+
+
+def pacer() -> Pacer:
+    value: Pacer = current_app.extensions["bulksms.pacer"]
     return value
 
 

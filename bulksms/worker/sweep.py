@@ -1,9 +1,11 @@
 """The sweep: what no single task can see. It runs in every worker, one at a time (a Redis
 lock), every `SWEEP_INTERVAL` seconds, over the jobs not yet finished:
 
-- a batch left `sending` longer than any Plivo call lasts is settled from evidence: a delivery
-  report for it means Plivo took it (submitted); none within `UNKNOWN_OUTCOME_GRACE` seconds
-  means it never got there (pending again, and resent);
+- a call left `sending` longer than any Plivo call lasts is settled from evidence: a delivery
+  report for it means Plivo took it (recorded, and the batch goes on); none within
+  `UNKNOWN_OUTCOME_GRACE` seconds means it never got there (pending again, and resent);
+- a job whose paced batches nobody will wake (the worker that took its turn died) is put back
+  on the pace's schedule;
 - a `pending` batch whose task vanished (its worker was killed, or Redis lost the message) is
   enqueued again once the queue has drained; a duplicate task is harmless, the claim sees to it;
 - a job whose reports never all arrive is closed `REPORT_WAIT_SECONDS` after its last batch;
@@ -23,8 +25,9 @@ from collections.abc import Callable, Iterable
 from flask import Flask
 
 from bulksms.config import Settings
-from bulksms.extensions import redis_client, store
+from bulksms.extensions import pace, redis_client, store
 from bulksms.store import BatchState, Job, JobState, JobStore
+from bulksms.store.pacing import Pace
 from bulksms.store.signals import take_sweep_lock
 
 log = logging.getLogger(__name__)
@@ -36,6 +39,7 @@ Enqueue = Callable[[str, Iterable[int], bool], None]  # job id, batches, urgent
 
 def sweep_once(
     store: JobStore,
+    pace: Pace,
     settings: Settings,
     enqueue: Enqueue,
     queue_depth: Callable[[], int],
@@ -58,7 +62,7 @@ def sweep_once(
         tally["released"] += 1
     for job_id in store.active_jobs():
         try:
-            _sweep_job(store, settings, job_id, enqueue, queue_drained, notify, tally, now())
+            _sweep_job(store, pace, settings, job_id, enqueue, queue_drained, notify, tally, now())
         except Exception:  # one job's trouble must not stop the others being looked after
             log.exception("sweep of job %s failed", job_id)
             tally["errors"] += 1
@@ -67,6 +71,7 @@ def sweep_once(
 
 def _sweep_job(
     store: JobStore,
+    pace: Pace,
     settings: Settings,
     job_id: str,
     enqueue: Enqueue,
@@ -94,6 +99,8 @@ def _sweep_job(
             tally["closed"] += 1
         return
     resend: list[int] = []
+    paced: list[int] = []
+    moving = False  # a batch of the job is being sent, or waits for a worker
     stale = settings.dispatch_stale_seconds
     for batch in store.batches(job_id):
         if batch.state is BatchState.SENDING:
@@ -101,17 +108,34 @@ def _sweep_job(
                 job_id, batch.batch, settings.in_flight_seconds, settings.unknown_outcome_grace
             )
             tally[verdict] += 1
-            if verdict == "resend":
+            if verdict in ("resend", "advanced"):
                 resend.append(batch.batch)
+            moving = True
+        elif batch.state is BatchState.PACED and state is not JobState.CANCELLED:
+            paced.append(batch.batch)
         elif (
-            batch.state is BatchState.PENDING
+            batch.state in (BatchState.PENDING, BatchState.PACED)
             and state not in (JobState.PAUSED, JobState.SCHEDULED)
             and now >= batch.since + stale
             and now - batch.enqueued_at > stale
             and queue_drained()
         ):
-            resend.append(batch.batch)
+            resend.append(batch.batch)  # (a cancelled job's paced batches: their claim cancels)
             tally["redispatched"] += 1
+        elif batch.state is BatchState.PENDING:
+            moving = True
+    if (
+        paced
+        and not moving
+        and state is not JobState.PAUSED
+        and not pace.scheduled(job_id)
+        and queue_drained()
+    ):
+        # Nothing of the job moves and it is off the pace's schedule: a waker died holding its
+        # turn. Put its paced batches back and give it a turn now.
+        store.relist_paced(job_id, paced)
+        pace.schedule(job_id, 0.0)
+        tally["paced_rescheduled"] += 1
     for batch_number in resend:
         store.mark_enqueued(job_id, batch_number)
     if resend:
@@ -138,7 +162,7 @@ def start(
             with app.app_context():
                 try:
                     if take_sweep_lock(redis_client(), lock_ms):
-                        tally = sweep_once(store(), settings, enqueue, queue_depth, notify)
+                        tally = sweep_once(store(), pace(), settings, enqueue, queue_depth, notify)
                         if tally:
                             log.info("sweep: %s", dict(tally))
                 except Exception:  # a sweep that fails is retried next interval

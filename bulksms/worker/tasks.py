@@ -11,14 +11,16 @@ from bulksms.documents import status_document
 from bulksms.extensions import celery, settings, store
 from bulksms.worker import completion_callback as callbacks
 from bulksms.worker import dispatch
-from bulksms.worker.resources import gateway, throttle
+from bulksms.worker.resources import gateway, pacer, throttle
 
 
 @shared_task(name=taskqueue.SEND_BATCH, bind=True, max_retries=None)
 def send_batch(self: Any, job_id: str, batch: int) -> str:
     """Send batch number `batch` of job `job_id` (both shown in Flower)."""
     try:
-        return dispatch.send_batch(store(), gateway(), throttle(), settings(), job_id, batch)
+        return dispatch.send_batch(
+            store(), gateway(), throttle(), pacer(), settings(), job_id, batch
+        )
     except dispatch.RetryLater as later:
         raise self.retry(countdown=later.delay, exc=None) from None
 

@@ -20,6 +20,7 @@ from bulksms.store import (
     Sending,
     Status,
 )
+from bulksms.store.pacing import Grant
 from bulksms.worker.gateway import Accepted, Outgoing, SendError
 
 SENDING = Sending("hello", "+14155550199")
@@ -60,7 +61,9 @@ class FakeStore:
     due: list[str] = field(default_factory=list)
     calls: list[tuple[Any, ...]] = field(default_factory=list)
     redis_down_for: int = 0  # this many writes fail with a ConnectionError first
-    submitted_answer: int = 1
+    submitted_answer: str = ""  # what call_submitted answers; "" to work it out
+    numbers: list[str] = field(default_factory=lambda: ["+14155550100", "+14155550101"])
+    paced: dict[str, list[int]] = field(default_factory=dict)
 
     def add(self, found: Job, records: list[BatchRecord] | None = None) -> None:
         self.jobs[found.job_id] = found
@@ -78,21 +81,57 @@ class FakeStore:
         return [call[0] for call in self.calls]
 
     # -- dispatch's calls
-    def claim_batch(self, job_id: str, batch: int) -> Claim:
-        self.calls.append(("claim", job_id, batch))
-        return self.claims.pop(0) if self.claims else Claim("go", attempt=1)
+    def claim_batch(self, job_id: str, batch: int, offset: int = 0, size: int = 0) -> Claim:
+        self.calls.append(("claim", job_id, batch, offset, size))
+        claim = self.claims.pop(0) if self.claims else Claim("go", attempt=1)
+        if claim.outcome == "go":
+            self._set(job_id, batch, state=BatchState.SENDING, offset=offset, size=size)
+        return claim
 
     def batch_work(self, job_id: str, batch: int) -> BatchWork:
-        return BatchWork(self.jobs[job_id].sending, ["+14155550100", "+14155550101"])
+        found = self.jobs[job_id]
+        return BatchWork(
+            found.sending,
+            list(self.numbers),
+            self.batch_records[job_id][batch],
+            found.segments_per_message,
+            found.urgent,
+            found.cancelled or found.paused or found.halted is not None,
+        )
 
-    def batch_submitted(
+    def call_submitted(
         self, job_id: str, batch: int, attempt: int, api_id: str, refused: Iterable[str]
-    ) -> int:
+    ) -> str:
         self._write("submitted", job_id, batch, attempt, api_id, tuple(refused))
-        return self.submitted_answer
+        if self.submitted_answer:
+            return self.submitted_answer
+        record = self.batch_records[job_id][batch]
+        offset = record.offset + (record.size or len(self.numbers))
+        if offset >= len(self.numbers):
+            self._set(job_id, batch, state=BatchState.SUBMITTED)
+            return "submitted"
+        self._set(job_id, batch, state=BatchState.PENDING, offset=offset, size=0)
+        return "advanced"
+
+    def park(self, job_id: str, batch: int, offset: int, resume_at: float) -> bool:
+        self.calls.append(("park", job_id, batch, offset, resume_at))
+        self._set(job_id, batch, state=BatchState.PACED, since=resume_at)
+        self.paced.setdefault(job_id, []).append(batch)
+        return True
+
+    def has_paced(self, job_id: str) -> bool:
+        return bool(self.paced.get(job_id))
+
+    def relist_paced(self, job_id: str, batches: Iterable[int]) -> None:
+        self.calls.append(("relist_paced", job_id, tuple(batches)))
+
+    def _set(self, job_id: str, batch: int, **changes: Any) -> None:
+        records = self.batch_records[job_id]
+        records[batch] = replace(records[batch], **changes)
 
     def release_batch(self, job_id: str, batch: int, attempt: int, not_before: float) -> bool:
         self._write("release", job_id, batch, attempt, not_before)
+        self._set(job_id, batch, state=BatchState.PENDING, since=not_before)
         return True
 
     def batch_failed(self, job_id: str, batch: int, attempt: int | None, reason: str) -> int:
@@ -117,7 +156,8 @@ class FakeStore:
         return self.jobs.get(job_id)
 
     def pending_batches(self, job_id: str) -> list[int]:
-        return [b.batch for b in self.batch_records[job_id] if b.state is BatchState.PENDING]
+        waiting = (BatchState.PENDING, BatchState.PACED)
+        return [b.batch for b in self.batch_records[job_id] if b.state in waiting]
 
     def batches(self, job_id: str) -> list[BatchRecord]:
         return list(self.batch_records[job_id])
@@ -158,3 +198,32 @@ class FakeGateway:
 class NoThrottle:
     def wait(self) -> float:
         return 0.0
+
+
+@dataclass
+class FakePace:
+    """The shared pace, as dispatch (through `Pacer`) and the sweep see it: room for calls as
+    told (`room`: segments that may go now, None for no limit), and its schedule."""
+
+    room: float | None = None
+    wait: float = 3.0
+    now: float = 5000.0
+    taken: list[int] = field(default_factory=list)
+    schedule_calls: list[tuple[str, float]] = field(default_factory=list)
+    listed: set[str] = field(default_factory=set)
+
+    def take(
+        self, segments: int, bound: float, account_rate: float, sender: tuple[str, float] | None
+    ) -> Grant:
+        if self.room is not None and segments > self.room:
+            return Grant(False, self.wait, self.now)
+        if self.room is not None:
+            self.room -= segments
+        self.taken.append(segments)
+        return Grant(True, 0.0, self.now)
+
+    def schedule(self, job_id: str, at: float) -> None:
+        self.schedule_calls.append((job_id, at))
+
+    def scheduled(self, job_id: str) -> bool:
+        return job_id in self.listed

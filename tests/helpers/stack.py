@@ -77,6 +77,8 @@ def child_env(settings: Settings, **extra: str) -> dict[str, str]:
             continue
         if isinstance(value, bool):
             value = str(value).lower()
+        elif isinstance(value, tuple) and value and isinstance(value[0], tuple):
+            value = ",".join(f"{k}={v}" for k, v in value)  # PLIVO_SENDER_MPS
         elif isinstance(value, tuple | frozenset):
             value = ",".join(sorted(value) if isinstance(value, frozenset) else value)
         env[f.metadata["env"]] = str(value)

@@ -11,7 +11,8 @@ from bulksms.config import Settings
 from bulksms.store import Claim
 from bulksms.worker import dispatch
 from bulksms.worker.gateway import Accepted, BadCredentials, NotSent, OutcomeUnknown, Refused
-from tests.helpers.fakes import FakeGateway, FakeStore, NoThrottle, job
+from bulksms.worker.pacing import Pacer
+from tests.helpers.fakes import FakeGateway, FakePace, FakeStore, NoThrottle, job
 
 SETTINGS = Settings(
     api_base_url="https://sms.example.com",
@@ -21,8 +22,15 @@ SETTINGS = Settings(
 )
 
 
-def send(store: FakeStore, gateway: FakeGateway, batch: int = 0) -> str:
-    return dispatch.send_batch(store, gateway, NoThrottle(), SETTINGS, "j1", batch)  # type: ignore[arg-type]
+def send(
+    store: FakeStore,
+    gateway: FakeGateway,
+    batch: int = 0,
+    pace: FakePace | None = None,
+    settings: Settings = SETTINGS,
+) -> str:
+    pacer = Pacer(pace or FakePace(), settings)  # type: ignore[arg-type]
+    return dispatch.send_batch(store, gateway, NoThrottle(), pacer, settings, "j1", batch)  # type: ignore[arg-type]
 
 
 @pytest.fixture
@@ -51,6 +59,7 @@ def test_an_accepted_batch_is_recorded_with_what_plivo_refused(store: FakeStore)
     )
     assert outgoing.src == "+14155550199"
     assert store.calls[-1] == ("submitted", "j1", 1, 1, "api-7", ("+14155550101",))
+    assert store.calls[0] == ("claim", "j1", 1, 0, 2)  # the whole batch in one call
 
 
 def test_plivo_s_acceptance_is_recorded_however_long_redis_is_away(store: FakeStore) -> None:
@@ -105,5 +114,68 @@ def test_bad_credentials_halt_the_whole_job(store: FakeStore) -> None:
 def test_an_acceptance_after_another_attempt_took_over_is_still_submitted(
     store: FakeStore,
 ) -> None:
-    store.submitted_answer = -1  # the store keeps the owner's record; this one is only logged
+    store.submitted_answer = "superseded"  # the store keeps the owner's record; only logged
     assert send(store, FakeGateway()) == "submitted"
+
+
+PACED = Settings(api_base_url="https://sms.example.com", plivo_mps=0.4, plivo_queue_seconds=10)
+FIVE = ["+14155550100", "+14155550101", "+14155550102", "+14155550103", "+14155550104"]
+
+
+def test_a_batch_goes_in_calls_of_half_the_queue_bound(store: FakeStore) -> None:
+    store.numbers = FIVE  # 0.4 a second × 10 s / 2: calls of 2
+    gateway = FakeGateway()
+    assert send(store, gateway, settings=PACED) == "submitted"
+    assert [o.dst for o in gateway.sent] == [tuple(FIVE[0:2]), tuple(FIVE[2:4]), (FIVE[4],)]
+    claims = [c for c in store.calls if c[0] == "claim"]
+    assert [(c[3], c[4]) for c in claims] == [(0, 2), (2, 2), (4, 1)]  # offset, size
+
+
+def test_with_no_room_at_the_pace_the_batch_is_parked_not_slept_on(store: FakeStore) -> None:
+    pace = FakePace(room=0, wait=7.5, now=1000.0)
+    gateway = FakeGateway()
+    assert send(store, gateway, pace=pace, settings=PACED) == "paced"
+    assert gateway.sent == []
+    assert store.names() == ["park"]  # never claimed: nothing in flight
+    assert store.calls[0] == ("park", "j1", 0, 0, 1007.5)
+    assert pace.schedule_calls == [("j1", 1007.5)]
+
+
+def test_a_batch_sends_what_the_pace_has_room_for_and_parks_at_its_offset(
+    store: FakeStore,
+) -> None:
+    store.numbers = FIVE
+    pace = FakePace(room=4)
+    gateway = FakeGateway()
+    assert send(store, gateway, pace=pace, settings=PACED) == "paced"
+    assert [len(o.dst) for o in gateway.sent] == [2, 2]
+    assert store.calls[-1][:4] == ("park", "j1", 0, 4)
+
+
+def test_a_segment_counts_as_a_message_at_the_pace(store: FakeStore) -> None:
+    store.jobs["j1"] = job(batches=2, segments_per_message=3)
+    store.numbers = FIVE[:2]
+    pace = FakePace()
+    gateway = FakeGateway()
+    assert send(store, gateway, pace=pace, settings=PACED) == "submitted"
+    assert [len(o.dst) for o in gateway.sent] == [1, 1]  # 2 segments of room: 1 message a call
+    assert pace.taken == [3, 3]
+
+
+def test_a_cancelled_or_paused_job_spends_no_pace(store: FakeStore) -> None:
+    for flags in ({"cancelled": True}, {"paused": True}):
+        store.jobs["j1"] = job(batches=2, **flags)
+        store.claims = [Claim("cancelled" if "cancelled" in flags else "paused")]
+        pace = FakePace()
+        gateway = FakeGateway()
+        assert send(store, gateway, pace=pace).startswith("skipped:")
+        assert pace.taken == [] and gateway.sent == []
+
+
+def test_a_finished_batch_hands_its_turn_to_the_job_s_next_paced_batch(
+    store: FakeStore,
+) -> None:
+    store.paced["j1"] = [1]
+    pace = FakePace()
+    assert send(store, FakeGateway(), pace=pace) == "submitted"
+    assert pace.schedule_calls == [("j1", 0.0)]

@@ -12,7 +12,7 @@ import pytest
 from bulksms.config import Settings
 from bulksms.store import BatchRecord, BatchState, Status
 from bulksms.worker import sweep
-from tests.helpers.fakes import FakeStore, job
+from tests.helpers.fakes import FakePace, FakeStore, job
 
 SETTINGS = Settings(dispatch_stale_seconds=30.0, report_wait_seconds=3600)
 NOW = 100_000.0
@@ -33,9 +33,10 @@ class Queue:
         return self.depth
 
 
-def run(store: FakeStore, queue: Queue) -> Counter[str]:
+def run(store: FakeStore, queue: Queue, pace: FakePace | None = None) -> Counter[str]:
     return sweep.sweep_once(
         store,  # type: ignore[arg-type]
+        pace or FakePace(),  # type: ignore[arg-type]
         SETTINGS,
         queue.enqueue,
         queue.queue_depth,
@@ -50,6 +51,10 @@ def pending(batch: int, since: float = 0.0, enqueued: float = 0.0) -> BatchRecor
 
 def sending(batch: int) -> BatchRecord:
     return BatchRecord(batch, BatchState.SENDING, NOW - 60, 1, "")
+
+
+def paced(batch: int) -> BatchRecord:
+    return BatchRecord(batch, BatchState.PACED, NOW - 600, 0, "", NOW - 600, offset=10)
 
 
 def submitted(batch: int) -> BatchRecord:
@@ -146,3 +151,40 @@ def test_an_expired_job_leaves_the_index_and_a_broken_one_does_not_stop_the_othe
     store.jobs["gone"] = None  # type: ignore[assignment]
     run(store, Queue())
     assert ("deactivate", "gone") in store.calls
+
+
+def test_paced_batches_wait_for_their_turn_and_are_not_redispatched() -> None:
+    store, queue, pace = FakeStore(), Queue(), FakePace(listed={"j1"})
+    store.add(job(batches=3, started_at=NOW - 600), [paced(0), paced(1), paced(2)])
+    run(store, queue, pace)
+    assert queue.enqueued == [] and pace.schedule_calls == []
+
+
+def test_a_job_whose_turn_was_lost_goes_back_on_the_pace_s_schedule() -> None:
+    store, queue, pace = FakeStore(), Queue(), FakePace()  # on no schedule, nothing moving
+    store.add(job(batches=3, started_at=NOW - 600), [submitted(0), paced(1), paced(2)])
+    assert run(store, queue, pace)["paced_rescheduled"] == 1
+    assert ("relist_paced", "j1", (1, 2)) in store.calls
+    assert pace.schedule_calls == [("j1", 0.0)]
+    assert queue.enqueued == []
+
+
+def test_a_job_with_a_call_out_is_not_given_a_second_turn() -> None:
+    store, queue, pace = FakeStore(resolutions={0: "in_flight"}), Queue(), FakePace()
+    store.add(job(batches=2, started_at=NOW - 600), [sending(0), paced(1)])
+    run(store, queue, pace)
+    assert pace.schedule_calls == []
+
+
+def test_a_cancelled_job_s_paced_batches_are_enqueued_for_their_claim_to_cancel() -> None:
+    store, queue, pace = FakeStore(), Queue(), FakePace(listed={"j1"})
+    store.add(job(batches=2, cancelled=True), [paced(0), paced(1)])
+    run(store, queue, pace)
+    assert queue.enqueued == [("j1", [0, 1], False)]
+
+
+def test_a_call_recorded_from_its_reports_lets_the_batch_go_on() -> None:
+    store, queue = FakeStore(resolutions={0: "advanced"}), Queue()
+    store.add(job(batches=1, started_at=NOW - 600), [sending(0)])
+    run(store, queue)
+    assert queue.enqueued == [("j1", [0], False)]

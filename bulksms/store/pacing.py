@@ -1,0 +1,75 @@
+"""The pace toward Plivo, shared by every worker on every host: how much of each queue at Plivo
+(the account's, and a capped sender's) is still waiting, and the schedule of jobs whose paced
+batches wait for a turn. Run by Redis's own clock, so hosts whose clocks differ agree.
+
+Each queue is kept as one number, `free`: the moment Plivo will have sent everything handed to
+it so far at the configured rate. A call of `n` segments may go when it leaves at most `bound`
+seconds of the pace waiting (or when the queue is empty); then `free` moves on by n / rate.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, NamedTuple, cast
+
+import redis
+
+from bulksms.store import keys, scripts
+
+
+class Grant(NamedTuple):
+    """`go`: the call may be made now (counted); else `seconds` until it would fit. `now` is
+    Redis's clock; `seconds` is the account's backlog after the call when it goes."""
+
+    go: bool
+    seconds: float
+    now: float
+
+
+class PaceView(NamedTuple):
+    backlog: float  # seconds of the account's pace waiting at Plivo
+    now: float  # Redis's clock
+    sharing: int  # jobs taking turns at the pace (at least 1)
+
+
+class Pace:
+    def __init__(self, client: redis.Redis) -> None:
+        self.redis = client
+        self._take = client.register_script(scripts.PACE_TAKE)
+        self._view = client.register_script(scripts.PACE_VIEW)
+        self._due = client.register_script(scripts.PACE_DUE)
+
+    def take(
+        self, segments: int, bound: float, account_rate: float, sender: tuple[str, float] | None
+    ) -> Grant:
+        """Count a call of `segments` against the account's queue (and a capped sender's)."""
+        pace_keys = [keys.PACE_ACCOUNT]
+        rates: list[float] = [account_rate]
+        if sender is not None:
+            pace_keys.append(keys.pace_sender(sender[0]))
+            rates.append(sender[1])
+        go, seconds, now = cast(
+            Sequence[str], self._take(keys=pace_keys, args=[segments, bound, *rates])
+        )
+        return Grant(go == "1", float(seconds), float(now))
+
+    def view(self, job_id: str) -> PaceView:
+        """The pace as one job sees it now, for its estimate."""
+        backlog, now, waiting, listed = cast(
+            Sequence[Any], self._view(keys=[keys.PACE_ACCOUNT, keys.PACE_DUE], args=[job_id])
+        )
+        # the jobs taking turns: those on the schedule, and this one if its batch is out
+        sharing = int(waiting) + (0 if int(listed) else 1)
+        return PaceView(float(backlog), float(now), max(1, sharing))
+
+    def schedule(self, job_id: str, at: float) -> None:
+        """Wake one of the job's paced batches at `at` (Redis's clock), or earlier if it was
+        already due earlier."""
+        self.redis.zadd(keys.PACE_DUE, {job_id: at}, lt=True)
+
+    def due(self, limit: int = 100) -> list[str]:
+        """Jobs whose turn has come, taken off the schedule (each by one caller only)."""
+        return [str(job_id) for job_id in self._due(keys=[keys.PACE_DUE], args=[limit])]
+
+    def scheduled(self, job_id: str) -> bool:
+        return self.redis.zscore(keys.PACE_DUE, job_id) is not None
