@@ -9,6 +9,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import IO, Any, NoReturn, TypeVar
 
@@ -96,7 +97,13 @@ def up(host: str, port: int, flower_port: int, data_dir: Path) -> None:
     "--faults", default="{}", help="Fault switches as JSON, e.g. '{\"error_rate\": 0.1}'."
 )
 @click.option("--seed", type=int, default=None, help="Seed for the simulated outcomes.")
-def sandbox(host: str, port: int, faults: str, seed: int | None) -> None:
+@click.option(
+    "--mps",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="The account's messages (segments) a second, queued like Plivo's; 0: no queue.",
+)
+def sandbox(host: str, port: int, faults: str, seed: int | None, mps: float | None) -> None:
     """A local Plivo Message API that posts signed delivery reports back.
 
     Uses PLIVO_AUTH_ID and PLIVO_AUTH_TOKEN (made up if unset) and signs reports with
@@ -112,6 +119,8 @@ def sandbox(host: str, port: int, faults: str, seed: int | None) -> None:
         chosen = faults_from_json(faults)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--faults") from None
+    if mps is not None:
+        chosen.mps = mps
     box = Sandbox(auth_id, token, os.environ.get("PLIVO_WEBHOOK_SECRET"), chosen, seed)
     server = serve(box, host, port)
     click.echo(
@@ -299,11 +308,18 @@ def _follow(client: Any, job_id: str, total: int) -> dict[str, Any]:
 
     def show(_: object) -> str:
         c = doc["counts"]
-        return (
+        line = (
             f"sent {c.get('sent', 0) + c.get('queued', 0)} · delivered "
             f"{c.get('delivered', 0)} · failed "
             f"{c.get('undelivered', 0) + c.get('failed', 0) + c.get('rejected', 0)}"
         )
+        progress = doc.get("progress")
+        if progress:  # while it is being handed to Plivo: at what pace, and until when
+            line += (
+                f" · {progress['rate_per_second']:g}/s, done by "
+                f"{_local_time(progress['estimated_completion_at'])}"
+            )
+        return line
 
     with click.progressbar(length=total, label="final", item_show_func=show, show_pos=True) as bar:
         done = 0
@@ -320,6 +336,12 @@ def _follow(client: Any, job_id: str, total: int) -> dict[str, Any]:
         + ", ".join(f"{k} {v}" for k, v in doc["counts"].items() if v)
     )
     return doc
+
+
+def _local_time(stamp: str) -> str:
+    """An RFC 3339 time as this terminal's local clock time."""
+    moment = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    return moment.astimezone().strftime("%H:%M:%S")
 
 
 def _client(url: str | None, key: str | None) -> Any:

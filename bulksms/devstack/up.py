@@ -35,6 +35,9 @@ from bulksms.devstack.sandbox import make_credentials
 from bulksms.multiproc import ENV, prepare
 
 SANDBOX_SENDER = "BULKSMS"
+# The sandbox's account sends this many segments a second (its queue, like Plivo's), and the
+# service paces to the same: fast enough that the README's example finishes in seconds.
+SANDBOX_MPS = 200.0
 MAX_SOCKET_PATH = 104  # bytes: a unix socket's path is at most 103 on macOS, 107 on Linux
 SAMPLE_NUMBERS = ("+14155550100", "+442079460958", "+61291234567")
 CHILDREN = ("redis", "sandbox", "web", "worker", "flower")  # their output's labels, aligned
@@ -297,9 +300,13 @@ def up(host: str, port: int, flower_port: int, data_dir: Path) -> int:
             )
             if not settings.plivo_powerpack_uuid:
                 env["PLIVO_SENDER_ID"] = settings.plivo_sender_id or SANDBOX_SENDER
+            # One pace on both sides: PLIVO_MPS if it is set, else the sandbox's.
+            mps = settings.plivo_mps if os.environ.get("PLIVO_MPS") else SANDBOX_MPS
+            env["PLIVO_MPS"] = f"{mps:g}"
             process = supervisor.spawn(
                 "sandbox",
-                [python, "-m", "bulksms.cli", "sandbox", "--port", str(sandbox_port)],
+                [python, "-m", "bulksms.cli", "sandbox", "--port", str(sandbox_port)]
+                + ["--mps", f"{mps:g}"],
                 env,
             )
             wait_for_port(sandbox_port, process, "the sandbox", 30)
