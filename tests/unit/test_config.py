@@ -42,6 +42,17 @@ def test_every_other_setting_has_a_default() -> None:
     assert s.celery_broker_url is None
 
 
+def test_the_pace_is_plivo_s_default_and_a_sender_is_paced_by_the_lower_cap() -> None:
+    s = Settings.from_env(GOOD)
+    assert (s.plivo_mps, s.plivo_queue_seconds, s.sender_cap("+14155550100")) == (5.0, 10.0, None)
+    s = Settings.from_env(
+        {**GOOD, "PLIVO_MPS": "30", "PLIVO_SENDER_MPS": "+14155550100=1, MyBrand=50"}
+    )
+    assert s.pace_for("14155550100") == 1.0  # '+' does not count
+    assert s.pace_for("MYBRAND") == 30.0  # the account's MPS is lower; case does not count
+    assert s.pace_for("+14155550111") == 30.0
+
+
 def test_webhook_secret_wins_over_the_auth_token() -> None:
     assert Settings.from_env({**GOOD, "PLIVO_WEBHOOK_SECRET": "other"}).webhook_key == "other"
 
@@ -57,6 +68,11 @@ def test_webhook_secret_wins_over_the_auth_token() -> None:
         ("PLIVO_ACCEPT_V2_SIGNATURES", "maybe"),
         ("BATCH_SIZE", "1001"),
         ("MAX_RECIPIENTS", "lots"),
+        ("PLIVO_MPS", "0"),
+        ("PLIVO_MPS", "nan"),
+        ("PLIVO_SENDER_MPS", "+14155550100"),
+        ("PLIVO_SENDER_MPS", "MYBRAND=-1"),
+        ("PLIVO_QUEUE_SECONDS", "0.5"),
     ],
 )
 def test_a_malformed_variable_stops_start_up_naming_it(name: str, value: str) -> None:
