@@ -467,6 +467,11 @@ class _Handler(BaseHTTPRequestHandler):
             with sandbox.lock:
                 messages = list(sandbox.messages)
             self._answer(200, {"messages": messages})
+        elif self.path == "/sandbox/times":  # lighter than every message, for benchmarks
+            with sandbox.lock:
+                accepted = [m["accepted_at"] for m in sandbox.messages]
+                left = [m["left_at"] for m in sandbox.messages]
+            self._answer(200, {"accepted_at": accepted, "left_at": left})
         elif self.path == "/sandbox/sends":
             with sandbox.lock:
                 sends = list(sandbox.sends)

@@ -15,9 +15,9 @@ Cluster slot and each Lua script touches one job only.
     bulksms:jobs                zset   every job by creation time (the listing; pruned lazily)
     bulksms:plivo-bucket        hash   the token bucket shared by every worker
     bulksms:sweep-lock          string held by the worker that sweeps right now
-    bulksms:pace:account        hash   when Plivo's queue for the account drains (`pacing`)
-    bulksms:pace:sender:<src>   hash   the same for one sender with a cap of its own
-    bulksms:pace:due            zset   jobs with paced batches, by when their turn comes
+    bulksms:{pace}:account      hash   when Plivo's queue for the account drains (`pacing`)
+    bulksms:{pace}:sender:<src> hash   the same for one sender with a cap of its own
+    bulksms:{pace}:due          zset   jobs with paced batches, by when their turn comes
 
     bulksms:rl…                 flask-limiter's counters (per API key, per address)
 
@@ -31,8 +31,9 @@ SCHEDULED = f"{PREFIX}:scheduled"  # sorted set: scheduled jobs by their send ti
 JOBS = f"{PREFIX}:jobs"  # sorted set: every job by creation time, for the job listing
 PLIVO_BUCKET = f"{PREFIX}:plivo-bucket"  # hash: the shared token bucket toward Plivo's API
 SWEEP_LOCK = f"{PREFIX}:sweep-lock"  # string: one sweep at a time across all workers
-PACE_ACCOUNT = f"{PREFIX}:pace:account"  # hash: when Plivo's queue for the account drains
-PACE_DUE = f"{PREFIX}:pace:due"  # sorted set: jobs with paced batches, by their next turn
+# The pace's keys share a hash tag: its scripts read several of them at once.
+PACE_ACCOUNT = f"{PREFIX}:{{pace}}:account"  # hash: when Plivo's queue for the account drains
+PACE_DUE = f"{PREFIX}:{{pace}}:due"  # sorted set: jobs with paced batches, by their next turn
 RATE_LIMIT_PREFIX = f"{PREFIX}:rl"  # flask-limiter's counters live under this prefix
 
 
@@ -61,4 +62,4 @@ def paced(job_id: str) -> str:
 
 
 def pace_sender(sender: str) -> str:
-    return f"{PREFIX}:pace:sender:{sender}"
+    return f"{PREFIX}:{{pace}}:sender:{sender}"

@@ -5,6 +5,8 @@ batches wait for a turn. Run by Redis's own clock, so hosts whose clocks differ 
 Each queue is kept as one number, `free`: the moment Plivo will have sent everything handed to
 it so far at the configured rate. A call of `n` segments may go when it leaves at most `bound`
 seconds of the pace waiting (or when the queue is empty); then `free` moves on by n / rate.
+A call that does not fit is told to come back when the queue is down to half the bound, so a
+turn can hand over several calls at once rather than one per wake-up.
 """
 
 from __future__ import annotations
@@ -18,12 +20,14 @@ from bulksms.store import keys, scripts
 
 
 class Grant(NamedTuple):
-    """`go`: the call may be made now (counted); else `seconds` until it would fit. `now` is
-    Redis's clock; `seconds` is the account's backlog after the call when it goes."""
+    """`go`: the call may be made now (counted); else `seconds` until the queue is down to
+    half the bound. `now` is Redis's clock; `seconds` is the account's backlog after the call
+    when it goes; `waiting`, the jobs on the schedule for a turn."""
 
     go: bool
     seconds: float
     now: float
+    waiting: int = 0
 
 
 class PaceView(NamedTuple):
@@ -43,15 +47,15 @@ class Pace:
         self, segments: int, bound: float, account_rate: float, sender: tuple[str, float] | None
     ) -> Grant:
         """Count a call of `segments` against the account's queue (and a capped sender's)."""
-        pace_keys = [keys.PACE_ACCOUNT]
+        pace_keys = [keys.PACE_ACCOUNT, keys.PACE_DUE]
         rates: list[float] = [account_rate]
         if sender is not None:
             pace_keys.append(keys.pace_sender(sender[0]))
             rates.append(sender[1])
-        go, seconds, now = cast(
-            Sequence[str], self._take(keys=pace_keys, args=[segments, bound, *rates])
+        go, seconds, now, waiting = cast(
+            Sequence[Any], self._take(keys=pace_keys, args=[segments, bound, *rates])
         )
-        return Grant(go == "1", float(seconds), float(now))
+        return Grant(go == "1", float(seconds), float(now), int(waiting))
 
     def view(self, job_id: str) -> PaceView:
         """The pace as one job sees it now, for its estimate."""

@@ -337,32 +337,35 @@ return tostring(wait)
 """
 )
 
-# KEYS: the account's pace, then the sender's (if it has a cap). ARGV: segments, bound (seconds
-# of the pace that may wait at Plivo), then each key's rate (segments a second).
-# Each key keeps `free`: when Plivo's queue for it will have drained, on Redis's own clock.
-# {'1', backlog, now} when the call may go now (its segments are counted), else
-# {'0', wait, now}: seconds until it would fit. A call into an empty queue always fits.
+# KEYS: the account's pace, the pace's schedule, then the sender's pace (if it has a cap).
+# ARGV: segments, bound (seconds of the pace that may wait at Plivo), then the account's rate
+# and the sender's (segments a second). Each pace keeps `free`: when Plivo's queue for it will
+# have drained, on Redis's own clock. {'1', backlog, now, waiting} when the call may go now (its
+# segments are counted), else {'0', wait, now, waiting}: seconds until the queue is down to
+# half the bound (room for a turn of calls, not just one), `waiting` the jobs on the schedule.
+# A call into an empty queue always fits.
 PACE_TAKE = _render(
     """
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
 local segments, bound = tonumber(ARGV[1]), tonumber(ARGV[2])
+local paces = {KEYS[1], KEYS[3]}
 local after, wait = {}, 0
-for i, key in ipairs(KEYS) do
+for i, key in ipairs(paces) do
   local free = tonumber(redis.call('HGET', key, 'free') or '0') or 0
   if free < now then free = now end
   after[i] = free + segments / tonumber(ARGV[2 + i])
-  if free > now then
-    local over = after[i] - now - bound
-    if over > wait then wait = over end
+  if free > now and after[i] - now > bound then
+    wait = math.max(wait, after[i] - now - bound, free - now - bound / 2)
   end
 end
-if wait > 0 then return {'0', tostring(wait), tostring(now)} end
-for i, key in ipairs(KEYS) do
+local waiting = redis.call('ZCARD', KEYS[2])
+if wait > 0 then return {'0', tostring(wait), tostring(now), waiting} end
+for i, key in ipairs(paces) do
   redis.call('HSET', key, 'free', tostring(after[i]))
   redis.call('EXPIRE', key, math.ceil(after[i] - now) + 60)
 end
-return {'1', tostring(after[1] - now), tostring(now)}
+return {'1', tostring(after[1] - now), tostring(now), waiting}
 """
 )
 

@@ -20,6 +20,7 @@ and a cancel or pause stops the next call. With no room the batch is parked unti
 from __future__ import annotations
 
 import logging
+import math
 import random
 import time
 from collections.abc import Callable
@@ -104,8 +105,11 @@ def send_batch(
     job_id: str,
     batch: int,
 ) -> str:
-    """Send what is left of one batch, call by call, while the pace has room. Returns what
-    became of it: submitted, paced (parked until its turn), retry, failed, unknown, skipped."""
+    """Send what is left of one batch, call by call, while the pace has room, then the job's
+    next paced batches (one turn: it gives way after its share when other jobs wait). Returns
+    what became of the last batch: submitted, paced (parked until its turn), retry, failed,
+    unknown, skipped."""
+    turn = math.inf  # segments this task may still hand over before it gives way
     while True:
         work = store.batch_work(job_id, batch)
         record = work.record
@@ -113,15 +117,14 @@ def send_batch(
             metrics.BATCHES.labels("skipped").inc()
             return f"skipped:{record.state.value if record else 'gone'}"
         size = min(len(work.unsent), pacer.call_size(work.sending, work.segments_per_message))
+        segments = size * work.segments_per_message
         early = record.state is BatchState.PENDING and record.since > time.time() + 1
+        grant = None
         if not (work.held or early):  # (else the claim says why not, and no pace is spent)
-            grant = pacer.take(work.sending, size * work.segments_per_message, work.urgent)
+            grant = pacer.take(work.sending, segments, work.urgent)
             if not grant.go:
-                resume_at = grant.now + grant.seconds
-                if store.park(job_id, batch, record.offset, resume_at):
-                    pacer.schedule(job_id, resume_at)
-                metrics.BATCHES.labels("paced").inc()
-                return "paced"
+                return _park(store, pacer, job_id, batch, record.offset, grant.now + grant.seconds)
+            turn = min(turn, pacer.turn(work.sending, grant.waiting))
         claim = store.claim_batch(job_id, batch, record.offset, size)
         if claim.outcome == "moved":  # another task made this call: go on from where it got
             continue
@@ -140,10 +143,33 @@ def send_batch(
             work,
             work.unsent[:size],
         )
-        if outcome != "advanced":
-            if outcome == "submitted" and store.has_paced(job_id):
-                pacer.wake_now(job_id)  # the job's next batch takes this one's turn
+        turn -= segments
+        # When other jobs wait, a turn used up goes to the back of the line (on Redis's clock).
+        give_way = grant.now if grant is not None and grant.waiting > 0 and turn <= 0 else None
+        if outcome == "advanced":
+            if give_way is not None:
+                return _park(store, pacer, job_id, batch, record.offset + size, give_way)
+            continue
+        if outcome != "submitted":
             return outcome
+        following = store.next_paced(job_id)  # the job's next batch takes this one's turn
+        if following is None:
+            return outcome
+        if give_way is not None:
+            store.relist_paced(job_id, [following])
+            pacer.schedule(job_id, give_way)
+            return outcome
+        batch = following
+
+
+def _park(
+    store: JobStore, pacer: Pacer, job_id: str, batch: int, offset: int, resume_at: float
+) -> str:
+    """The batch waits for its turn (its worker slot is free at once)."""
+    if store.park(job_id, batch, offset, resume_at):
+        pacer.schedule(job_id, resume_at)
+    metrics.BATCHES.labels("paced").inc()
+    return "paced"
 
 
 def _call(

@@ -11,6 +11,9 @@ segments, in calls of at most half that (so the queue is topped up before it run
 - the waker (a thread in every worker) takes jobs off the schedule as their time comes and
   enqueues one paced batch of each: one batch of a job waits for room at a time, so jobs
   sending together take turns, and a job's batches go in order;
+- a woken batch makes calls while there is room, then the job's next paced batches do, in the
+  same task; when other jobs wait, a turn gives way after its share and goes to the back of
+  the line;
 - urgent jobs may fill Plivo's queue to twice the bound: they go before campaigns that wait.
 """
 
@@ -46,6 +49,14 @@ class Pacer:
         pace = self.settings.pace_for(sender_of(sending))
         half = pace * self.settings.plivo_queue_seconds / 2
         return max(1, min(MAX_DESTINATIONS, math.floor(half / max(1, segments_per_message))))
+
+    def turn(self, sending: Sending, waiting: int) -> float:
+        """Segments one turn may hand over: as much as there is room for when no other job
+        waits; else a share of half the bound (what frees up between turns), at least a call."""
+        if waiting <= 0:
+            return math.inf
+        pace = self.settings.pace_for(sender_of(sending))
+        return pace * self.settings.plivo_queue_seconds / 2 / (waiting + 1)
 
     def take(self, sending: Sending, segments: int, urgent: bool) -> Grant:
         bound = self.settings.plivo_queue_seconds * (URGENT_ALLOWANCE if urgent else 1)

@@ -119,8 +119,12 @@ class FakeStore:
         self.paced.setdefault(job_id, []).append(batch)
         return True
 
-    def has_paced(self, job_id: str) -> bool:
-        return bool(self.paced.get(job_id))
+    def next_paced(self, job_id: str) -> int | None:
+        waiting = sorted(self.paced.get(job_id, []))
+        if not waiting:
+            return None
+        self.paced[job_id] = waiting[1:]
+        return waiting[0]
 
     def relist_paced(self, job_id: str, batches: Iterable[int]) -> None:
         self.calls.append(("relist_paced", job_id, tuple(batches)))
@@ -208,6 +212,7 @@ class FakePace:
     room: float | None = None
     wait: float = 3.0
     now: float = 5000.0
+    waiting: int = 0  # other jobs on the schedule
     taken: list[int] = field(default_factory=list)
     schedule_calls: list[tuple[str, float]] = field(default_factory=list)
     listed: set[str] = field(default_factory=set)
@@ -216,11 +221,11 @@ class FakePace:
         self, segments: int, bound: float, account_rate: float, sender: tuple[str, float] | None
     ) -> Grant:
         if self.room is not None and segments > self.room:
-            return Grant(False, self.wait, self.now)
+            return Grant(False, self.wait, self.now, self.waiting)
         if self.room is not None:
             self.room -= segments
         self.taken.append(segments)
-        return Grant(True, 0.0, self.now)
+        return Grant(True, 0.0, self.now, self.waiting)
 
     def schedule(self, job_id: str, at: float) -> None:
         self.schedule_calls.append((job_id, at))

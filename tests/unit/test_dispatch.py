@@ -8,7 +8,7 @@ import time
 import pytest
 
 from bulksms.config import Settings
-from bulksms.store import Claim
+from bulksms.store import BatchRecord, BatchState, Claim
 from bulksms.worker import dispatch
 from bulksms.worker.gateway import Accepted, BadCredentials, NotSent, OutcomeUnknown, Refused
 from bulksms.worker.pacing import Pacer
@@ -176,6 +176,18 @@ def test_a_finished_batch_hands_its_turn_to_the_job_s_next_paced_batch(
     store: FakeStore,
 ) -> None:
     store.paced["j1"] = [1]
-    pace = FakePace()
-    assert send(store, FakeGateway(), pace=pace) == "submitted"
-    assert pace.schedule_calls == [("j1", 0.0)]
+    store.batch_records["j1"][1] = BatchRecord(1, BatchState.PACED, 0.0, 0, "")
+    gateway = FakeGateway()
+    assert send(store, gateway) == "submitted"
+    assert [c[2] for c in store.calls if c[0] == "claim"] == [0, 1]  # in the same task
+    assert len(gateway.sent) == 2 and store.paced["j1"] == []
+
+
+def test_a_turn_gives_way_to_waiting_jobs_after_its_share(store: FakeStore) -> None:
+    store.numbers = FIVE
+    pace = FakePace(waiting=1, now=1234.0)  # a share of 0.4 × 10 s / 2 / 2 = 1 segment
+    gateway = FakeGateway()
+    assert send(store, gateway, pace=pace, settings=PACED) == "paced"
+    assert [len(o.dst) for o in gateway.sent] == [2]
+    assert store.calls[-1] == ("park", "j1", 0, 2, 1234.0)  # to the back of the line, now
+    assert pace.schedule_calls == [("j1", 1234.0)]
