@@ -59,4 +59,4 @@ def progress(
 def duration(recipients: int, segments_per_message: int, pace: float) -> float:
     """Seconds from hand-over of the first message until the last leaves Plivo's queue, for a
     job that has the pace to itself."""
-    return round(recipients * max(1, segments_per_message) / pace, 1)
+    return round(recipients * max(1, segments_per_message) / pace, 3)

@@ -340,6 +340,7 @@ def up(host: str, port: int, flower_port: int, data_dir: Path) -> int:
             sandbox,
             data_dir,
             settings.worker_metrics_port,
+            env.get("PLIVO_MPS") or f"{settings.plivo_mps:g}",
         )
         while True:
             problem = supervisor.first_exit()
@@ -421,6 +422,7 @@ def _announce(
     sandbox: bool,
     data_dir: Path,
     worker_metrics_port: int,
+    pace: str,
 ) -> None:
     numbers = ", ".join(f'"{n}"' for n in SAMPLE_NUMBERS)
     lines = [
@@ -431,6 +433,8 @@ def _announce(
         f"  Metrics   {base_url}/metrics, and the worker's on port {worker_metrics_port}",
         f"  API key   {key}"
         + (f"   (generated; kept in {data_dir / 'api-key'})" if generated else ""),
+        f"  Pace      {pace} messages a second (PLIVO_MPS"
+        + (", and the sandbox's queue)" if sandbox else ")"),
     ]
     if sandbox:
         lines += [

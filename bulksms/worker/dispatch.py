@@ -82,6 +82,13 @@ def backoff(settings: Settings, attempt: int, retry_after: float | None) -> floa
     return random.uniform(ceiling / 2, ceiling)
 
 
+def countdown(settings: Settings, delay: float) -> float:
+    """A retry's countdown: never longer than half the broker's visibility timeout, after which
+    kombu would hand the waiting task to another worker (DESIGN §4). A longer backoff is kept in
+    the batch's record (`not_before`): the retry that comes early backs off again."""
+    return max(0.0, min(delay, settings.celery_visibility_timeout / 2))
+
+
 def persist(write: Callable[[], T], patience: float = RECORD_PATIENCE_SECONDS) -> T:
     """Write an outcome only this worker knows, waiting out a Redis outage to do it."""
     deadline, pause = time.monotonic() + patience, 0.2
@@ -108,7 +115,26 @@ def send_batch(
     """Send what is left of one batch, call by call, while the pace has room, then the job's
     next paced batches (one turn: it gives way after its share when other jobs wait). Returns
     what became of the last batch: submitted, paced (parked until its turn), retry, failed,
-    unknown, skipped."""
+    unknown, skipped; and the batches it went on with, if any (Flower shows it)."""
+    taken_over: list[int] = []
+    outcome = _turn(store, gateway, throttle, pacer, settings, job_id, batch, taken_over)
+    return f"{outcome} (went on with batches {_listed(taken_over)})" if taken_over else outcome
+
+
+def _listed(batches: list[int]) -> str:
+    return ", ".join(map(str, batches))
+
+
+def _turn(
+    store: JobStore,
+    gateway: PlivoGateway,
+    throttle: PlivoThrottle,
+    pacer: Pacer,
+    settings: Settings,
+    job_id: str,
+    batch: int,
+    taken_over: list[int],
+) -> str:
     turn = math.inf  # segments this task may still hand over before it gives way
     while True:
         work = store.batch_work(job_id, batch)
@@ -128,8 +154,11 @@ def send_batch(
         claim = store.claim_batch(job_id, batch, record.offset, size)
         if claim.outcome == "moved":  # another task made this call: go on from where it got
             continue
+        if claim.outcome == "early":  # backing off: come back then (in steps the broker keeps)
+            left = float(claim.detail or 0) - time.time()
+            raise RetryLater(countdown(settings, left), "backing off")
         if claim.outcome != "go":
-            # early: a retry is scheduled for later; halted: failed now; else done or in flight.
+            # halted: failed now; else done, in flight, paused or gone.
             metrics.BATCHES.labels("failed" if claim.outcome == "halted" else "skipped").inc()
             return f"skipped:{claim.outcome}"
         outcome = _call(
@@ -153,13 +182,14 @@ def send_batch(
         if outcome != "submitted":
             return outcome
         following = store.next_paced(job_id)  # the job's next batch takes this one's turn
-        if following is None:
-            return outcome
-        if give_way is not None:
+        if following is not None and give_way is not None:
             store.relist_paced(job_id, [following])
             pacer.schedule(job_id, give_way)
-            return outcome
-        batch = following
+        elif following is not None:
+            taken_over.append(following)
+            batch = following
+            continue
+        return outcome
 
 
 def _park(
@@ -202,7 +232,7 @@ def _call(
         outcome, delay = _after_failed_send(store, settings, job_id, batch, attempt, exc)
         metrics.BATCHES.labels(outcome).inc()
         if outcome == "retry":
-            raise RetryLater(delay, exc.reason) from exc
+            raise RetryLater(countdown(settings, delay), exc.reason) from exc
         return outcome
     metrics.PLIVO_LATENCY.labels("accepted").observe(time.perf_counter() - started)
     recorded = persist(

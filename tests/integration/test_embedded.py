@@ -92,9 +92,12 @@ def test_bulksms_up_runs_the_whole_flow_on_the_sandbox(tmp_path: Path) -> None:
         assert {"redis  ", "sandbox", "web    ", "worker ", "flower "} <= labels
         key = (tmp_path / "data" / "api-key").read_text().strip()
         assert f"API key   {key}" in text
+        # One pace for the service and its sandbox, fast enough for the example.
+        assert "Pace      200 messages a second (PLIVO_MPS, and the sandbox's queue)" in text
         curl = next(line.strip() for line in lines if line.strip().startswith("curl -s -X POST"))
         answer = send_like_curl(curl)
         assert answer.status_code == 202, answer.text
+        assert answer.json()["estimated_duration_seconds"] == 0.015  # 3 at 200 a second
         job_url = f"http://127.0.0.1:{port}{answer.headers['Location']}"
         deadline = time.monotonic() + 120
         while True:
