@@ -122,19 +122,27 @@ class JobStore:
     # -- dispatch -----------------------------------------------------------------------------
     def claim_batch(self, job_id: str, batch: int, offset: int = 0, size: int = 0) -> Claim:
         """Take one call of a pending (or paced) batch: its recipients [offset, offset + size)
-        in stored order (size 0: all the rest). Atomic: one claimant wins."""
+        in stored order (size 0: all the rest). Atomic: one claimant wins. A call made before
+        at this offset is repeated as it was (the claim's `size`), unless a report shows it
+        reached Plivo: then it is recorded, and the claim says `moved` (or `submitted`)."""
+        now = _now()
         result = self._claim(
-            keys=self._batch_keys(job_id, batch), args=[batch, _now(), offset, size]
+            keys=self._batch_keys(job_id, batch), args=[batch, now, offset, size, _queued_tail(now)]
         )
         outcome = result[0]
         if outcome == "go":
-            return Claim("go", attempt=int(result[1]))
+            return Claim("go", attempt=int(result[1]), size=int(result[2]))
         return Claim(outcome, detail=result[1] if len(result) > 1 else "")
 
-    def release_batch(self, job_id: str, batch: int, attempt: int, not_before: float) -> bool:
-        """Nothing reached Plivo: the batch is pending again, not to be sent before then."""
+    def release_batch(
+        self, job_id: str, batch: int, attempt: int, offset: int, not_before: float
+    ) -> bool:
+        """Nothing reached Plivo: the call's owner (`attempt` at `offset`) puts the batch back,
+        not to be sent before then."""
         return bool(
-            self._release(keys=[keys.batches(job_id)], args=[batch, attempt, f"{not_before:.3f}"])
+            self._release(
+                keys=[keys.batches(job_id)], args=[batch, attempt, offset, f"{not_before:.3f}"]
+            )
         )
 
     def park(self, job_id: str, batch: int, offset: int, resume_at: float) -> bool:
@@ -179,11 +187,17 @@ class JobStore:
         )
 
     def call_submitted(
-        self, job_id: str, batch: int, attempt: int, api_id: str, refused: Sequence[str]
+        self,
+        job_id: str,
+        batch: int,
+        attempt: int,
+        offset: int,
+        api_id: str,
+        refused: Sequence[str],
     ) -> str:
-        """Plivo accepted the call claimed as `attempt`: its recipients are queued, those Plivo
-        refused rejected. 'submitted' (the batch is done), 'advanced' (pending at its next
-        offset), 'done' (recorded already), 'superseded' (another attempt owns the batch)."""
+        """Plivo accepted the call claimed as `attempt` at `offset`: its recipients are queued,
+        those Plivo refused rejected. 'submitted' (the batch is done), 'advanced' (waiting at its
+        next offset), 'done' (recorded already), 'superseded' (the call is not the caller's)."""
         now = _now()
         numbers = [n for n in (records.number_key(r) for r in refused) if n]
         return str(
@@ -193,6 +207,7 @@ class JobStore:
                     batch,
                     now,
                     attempt,
+                    offset,
                     api_id.replace("|", "/"),
                     records.tail(CODES[Status.REJECTED], "invalid_number", int(float(now))),
                     _queued_tail(now),
@@ -201,12 +216,15 @@ class JobStore:
             )
         )
 
-    def batch_failed(self, job_id: str, batch: int, attempt: int | None, reason: str) -> int:
+    def batch_failed(
+        self, job_id: str, batch: int, owner: tuple[int, int] | None, reason: str
+    ) -> int:
         """The batch will never be sent: its recipients not yet handed over are rejected.
+        `owner`: the call's (attempt, offset), or None for whoever holds the batch.
 
-        1 recorded, 0 already finished, -1 another attempt owns the batch now.
+        1 recorded, 0 already finished, -1 the call is not the caller's.
         """
-        owner = "*" if attempt is None else str(attempt)
+        attempt, offset = ("*", "*") if owner is None else (str(owner[0]), str(owner[1]))
         return int(
             self._finish(
                 keys=self._batch_keys(job_id, batch),
@@ -216,7 +234,8 @@ class JobStore:
                     BatchState.FAILED.value,
                     reason.replace("|", "/"),
                     CODES[Status.REJECTED],
-                    owner,
+                    attempt,
+                    offset,
                 ],
             )
         )

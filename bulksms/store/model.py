@@ -88,6 +88,8 @@ COUNTED_BATCH_STATES = (
     BatchState.CANCELLED,
 )
 UNFINISHED_BATCH_STATES = (BatchState.PENDING, BatchState.PACED, BatchState.SENDING)
+# Stored state names that read as another state (see `BatchRecord`).
+STORED_AS = {"resume": BatchState.PENDING, "calling": BatchState.SENDING}
 
 # The status a recipient whose own status is 0 takes from its finished batch.
 IMPLIED: dict[BatchState, Status] = {
@@ -208,8 +210,8 @@ class Job:
             if self.paused:
                 return JobState.PAUSED
             return JobState.SENDING if self.started_at is not None else JobState.QUEUED
-        if self.batch_counts[BatchState.SUBMITTED] == 0:
-            return JobState.FAILED
+        if self.batch_counts[BatchState.SUBMITTED] == 0 and self.handed == 0:
+            return JobState.FAILED  # (nothing reached Plivo)
         if self.closed is not None or not any(self.counts[s] for s in NOT_FINAL):
             return JobState.COMPLETED
         return JobState.SENT
@@ -274,18 +276,22 @@ class BatchRecord:
     """One batch's state record, ``<state>|<a>|<b>[|<offset>[|<size>]]`` in the job's batches
     hash:
 
-    pending    ``pending|not_before|attempts|offset``
-    paced      ``paced|resume_at|attempts|offset``       (waiting for its turn at the pace)
-    sending    ``sending|since|attempts|offset|size``    (one call: numbers[offset:offset+size])
+    pending    ``pending|not_before|attempts``                nothing handed over yet
+               ``resume|not_before|attempts|offset|size``     from `offset` on (`size` > 0: a
+                                                              lost call to repeat as it was)
+    paced      ``paced|resume_at|attempts|offset|size``       waiting for its turn at the pace
+    sending    ``sending|since|attempts``                     a call of the whole batch
+               ``calling|since|attempts|offset|size``         a call of numbers[offset:+size]
     submitted  ``submitted|at|api_id``
     failed     ``failed|at|reason``
     cancelled  ``cancelled|at|cancelled``
 
     `offset` counts the batch's recipients (in stored order) already handed to Plivo by earlier
-    calls; a record without it (written by the release before paced calls) has offset 0, and a
-    `sending` record without a size is a call of the whole batch. Beside the records: ``q:<n>``
-    (when its task was last enqueued) and ``e:<n>`` (recipients that a delivery report moved
-    while the call in flight was not yet recorded: evidence that Plivo has it).
+    calls. `resume` and `calling` are `pending` and `sending` with an offset, under names the
+    release before paced calls leaves alone (it would send such a batch whole). Beside the
+    records: ``q:<n>`` (when its task was last enqueued) and ``e:<n>`` (recipients a delivery
+    report moved while their call was not yet recorded; kept for the release before, which
+    reads it as evidence. This release looks at the call's own recipients instead).
     """
 
     batch: int
@@ -300,7 +306,7 @@ class BatchRecord:
     @classmethod
     def parse(cls, batch: int, record: str, enqueued: str | None = None) -> BatchRecord:
         state, since, rest, offset, size = (record.split("|", 4) + ["", "", "", ""])[:5]
-        kind = BatchState(state)
+        kind = STORED_AS.get(state) or BatchState(state)
         waiting = kind in UNFINISHED_BATCH_STATES
         return cls(
             batch,
@@ -315,7 +321,7 @@ class BatchRecord:
 
     @classmethod
     def new(cls) -> str:
-        return f"{BatchState.PENDING.value}|0|0|0"
+        return f"{BatchState.PENDING.value}|0|0"  # (as the release before wrote it)
 
 
 class Report(NamedTuple):
@@ -335,9 +341,10 @@ class Report(NamedTuple):
 class Claim:
     """What `claim_batch` decided: `go` (send now, as attempt `attempt`) or why not."""
 
-    outcome: str  # go | early | halted | cancelled | paused | sending | submitted | failed | gone
+    outcome: str  # go | early | moved | halted | cancelled | paused | sending | submitted | failed
     attempt: int = 0
     detail: str = ""
+    size: int = 0  # go: the call's recipients (a lost call is repeated as it was)
 
 
 @dataclass(frozen=True)

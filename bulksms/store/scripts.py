@@ -3,15 +3,19 @@
 Records (see `store` for the keys):
   recipient   32 bytes of its batch's string, sorted by number (layout in `records`). Status 0
               means "as the batch says": pending while the batch is, then queued, rejected
-              (batch_failed) or cancelled with the batch's outcome. A report, or Plivo refusing
-              the number, writes the recipient's own status, error and time.
+              (batch_failed) or cancelled with the batch's outcome. A report, Plivo refusing
+              the number, or a call of part of the batch writes the recipient's own status,
+              error and time.
   batch       ``pending|not_before|attempts``   waiting for a worker (not before `not_before`)
               ``sending|since|attempts``        a worker claimed it and is (or was) calling Plivo
               ``submitted|at|api_id``           Plivo accepted it
               ``failed|at|reason``              it will never be sent
               ``cancelled|at|cancelled``        the job was cancelled before it was sent
-  batch meta  ``e:<n>``  recipients a delivery report moved while the batch was not yet recorded
-                         as sent: evidence that Plivo has it (and not counted when it finishes)
+              and, for a batch sent in several calls (`model.BatchRecord`), ``resume``,
+              ``calling`` and ``paced`` records carrying the batch's offset and the call's size
+  batch meta  ``e:<n>``  recipients a delivery report moved while their call was not yet
+                         recorded (the release before reads it as evidence that Plivo has it;
+                         this one reads the call's own recipients' statuses)
               ``q:<n>``  when its task was last enqueued
 
 The status codes, their ranks and the statuses a finished batch implies are `model`'s tables:
@@ -64,6 +68,37 @@ local function split(record)
 end
 
 local function offset_of(f) return tonumber(f[4] or '0') or 0 end
+local function size_of(f) return tonumber(f[5] or '0') or 0 end
+
+-- State names. The release before paced calls knows `pending` and `sending` records without an
+-- offset, and would send a whole batch again on seeing one with an offset; so a batch waiting
+-- at an offset (or to repeat a lost call as it was) is `resume`, a call of part of a batch is
+-- `calling`, and a batch waiting for its turn at the pace is `paced`: names it leaves alone.
+local function waiting(state) return state == 'pending' or state == 'resume' end
+local function calling(state) return state == 'sending' or state == 'calling' end
+
+local function pending_record(not_before, attempts, offset, size)
+  if offset == 0 and size == 0 then return 'pending|' .. not_before .. '|' .. attempts end
+  return 'resume|' .. not_before .. '|' .. attempts .. '|' .. offset .. '|' .. size
+end
+
+local function sending_record(since, attempt, offset, size, count)
+  if offset == 0 and (size == 0 or size >= count) then
+    return 'sending|' .. since .. '|' .. attempt
+  end
+  return 'calling|' .. since .. '|' .. attempt .. '|' .. offset .. '|' .. size
+end
+
+-- How many recipients in [from, to) still have status 0 (pending, as their batch says).
+local function unmoved(recipients, count, from, to)
+  if to <= from then return 0 end
+  local states = redis.call('GETRANGE', recipients, count * 8 + from * 24, count * 8 + to * 24 - 1)
+  local found = 0
+  for i = 0, to - from - 1 do
+    if string.byte(states, i * 24 + 17) == 0 then found = found + 1 end
+  end
+  return found
+end
 
 -- A batch is done: submitted, failed or cancelled. Its recipients still pending from `offset` on
 -- take `code` (status 0 says so from now on; those before `offset` were handed over by earlier
@@ -77,32 +112,30 @@ local function finish(job, batches, recipients, n, now, outcome, detail, code, r
   redis.call('HSET', job, 'updated_at', now)
   if left == 0 then redis.call('HSET', job, 'sent_at', now) end
   local count = redis.call('STRLEN', recipients) / SIZE
-  local pending = count - (offset or 0)
-    - tonumber(redis.call('HGET', batches, 'e:' .. n) or '0')
+  local rejected = 0
   for _, number in ipairs(refused) do
     local at = find(recipients, tonumber(number))
     local status = at and count * 8 + at * 24 + 16  -- (its status byte: see `records`)
-    if at and redis.call('GETRANGE', recipients, status, status) == '\\0' then
+    if at and at >= offset and redis.call('GETRANGE', recipients, status, status) == '\\0' then
       redis.call('SETRANGE', recipients, status, refused_tail)
-      redis.call('HINCRBY', job, 'c:' .. $pending, -1)
-      redis.call('HINCRBY', job, 'c:' .. $rejected, 1)
-      pending = pending - 1
+      rejected = rejected + 1
     end
   end
+  local pending = unmoved(recipients, count, offset, count)
   -- (0 - n, never -n: Lua writes -0 as "-0", which Redis refuses as an integer)
-  redis.call('HINCRBY', job, 'c:' .. $pending, 0 - pending)
+  redis.call('HINCRBY', job, 'c:' .. $pending, 0 - (pending + rejected))
+  redis.call('HINCRBY', job, 'c:' .. $rejected, rejected)
   redis.call('HINCRBY', job, 'c:' .. code, pending)
 end
 
 -- One call of a batch reached Plivo: numbers[offset, offset + size) of the record `f`. A call
 -- of the whole batch finishes it as before (no recipient written: status 0 says queued); a
--- paced call writes each of its recipients still pending as queued (or rejected, if Plivo
--- refused the number), and the batch is pending again at the next offset, or submitted.
+-- call of part of it writes each of its recipients still pending as queued (or rejected, if
+-- Plivo refused the number), and the batch waits at its next offset, or is submitted.
 local function record_call(job, batches, recipients, n, now, f, api_id, refused, refused_tail,
                            queued_tail)
   local count = redis.call('STRLEN', recipients) / SIZE
-  local offset = offset_of(f)
-  local size = tonumber(f[5] or '0') or 0
+  local offset, size = offset_of(f), size_of(f)
   if size <= 0 or offset + size > count then size = count - offset end
   redis.call('HINCRBY', job, 'handed', size)
   redis.call('HSETNX', job, 'first_handed_at', now)
@@ -134,27 +167,31 @@ local function record_call(job, batches, recipients, n, now, f, api_id, refused,
   redis.call('HINCRBY', job, 'c:' .. $pending, 0 - (queued + rejected))
   redis.call('HINCRBY', job, 'c:' .. $queued, queued)
   redis.call('HINCRBY', job, 'c:' .. $rejected, rejected)
-  redis.call('HDEL', batches, 'e:' .. n)  -- the evidence was this call's, now recorded
+  redis.call('HDEL', batches, 'e:' .. n)  -- (the release before reads it as this call's)
   if offset + size >= count then
     finish(job, batches, recipients, n, now, 'submitted', api_id, $queued, {}, '', count)
     return 'submitted'
   end
-  redis.call('HSET', batches, n, 'pending|0|0|' .. (offset + size))
+  redis.call('HSET', batches, n, pending_record(0, 0, offset + size, 0))
   redis.call('HSET', job, 'updated_at', now)
   return 'advanced'
 end
 """
 
-# KEYS: job, batches, recipients. ARGV: batch, now, offset, size.
-# {'go', attempt} when this caller may send numbers[offset, offset + size) now; otherwise why not
-# ('moved' with the batch's offset when another call got there first).
+# KEYS: job, batches, recipients. ARGV: batch, now, offset, size, the queued tail.
+# {'go', attempt, size} when this caller may send numbers[offset, offset + size) now (a call
+# made before at this offset is repeated as it was: its size wins); otherwise why not: 'moved'
+# with the batch's offset when another call got there first, or when a report shows that the
+# call made before reached Plivo after all (it is recorded, never repeated).
 CLAIM = _render(
     PRELUDE
     + """
 local rec = redis.call('HGET', KEYS[2], ARGV[1])
 if not rec then return {'gone'} end
 local f = split(rec)
-if f[1] ~= 'pending' and f[1] ~= 'paced' then return {f[1]} end
+if not waiting(f[1]) and f[1] ~= 'paced' then
+  return {calling(f[1]) and 'sending' or f[1]}
+end
 local offset = offset_of(f)
 local flags = redis.call('HMGET', KEYS[1], 'halted', 'cancelled', 'paused')
 if flags[1] then
@@ -169,81 +206,103 @@ if flags[2] then
 end
 if flags[3] then return {'paused'} end
 -- (a second of slack for clocks that differ between hosts)
-if f[1] == 'pending' and tonumber(f[2] or '0') > tonumber(ARGV[2]) + 1 then
+if waiting(f[1]) and tonumber(f[2] or '0') > tonumber(ARGV[2]) + 1 then
   return {'early', f[2]}
 end
 if offset ~= tonumber(ARGV[3]) then return {'moved', tostring(offset)} end
+local count = redis.call('STRLEN', KEYS[3]) / SIZE
+local size = tonumber(ARGV[4])
+if tonumber(f[3] or '0') > 0 then
+  -- A call was made at this offset before (resent after the grace, or not sent at all): a
+  -- report for any recipient it may have held means it reached Plivo after all. (A record
+  -- without its size is the release before's: its call was the whole rest of the batch.)
+  local span = size_of(f)
+  if span <= 0 or offset + span > count then span = count - offset end
+  if unmoved(KEYS[3], count, offset, offset + span) < span then
+    local made = {f[1], f[2], f[3], tostring(offset), tostring(span)}
+    local outcome = record_call(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2], made,
+                                'inferred from delivery reports', {}, '', ARGV[5])
+    if outcome == 'submitted' then return {'submitted'} end
+    return {'moved', tostring(offset + span)}
+  end
+  if size_of(f) > 0 then size = size_of(f) end
+end
 local attempt = tostring(tonumber(f[3] or '0') + 1)
-redis.call('HSET', KEYS[2], ARGV[1],
-           'sending|' .. ARGV[2] .. '|' .. attempt .. '|' .. offset .. '|' .. ARGV[4])
+redis.call('HSET', KEYS[2], ARGV[1], sending_record(ARGV[2], attempt, offset, size, count))
 redis.call('HSETNX', KEYS[1], 'started_at', ARGV[2])
 redis.call('HSET', KEYS[1], 'updated_at', ARGV[2])
-return {'go', attempt}
+return {'go', attempt, tostring(size)}
 """
 )
 
-# KEYS: batches. ARGV: batch, attempt, not_before. Nothing reached Plivo: pending again.
+# KEYS: batches. ARGV: batch, attempt, offset, not_before. Nothing reached Plivo: the call's
+# owner puts the batch back, not to be sent before then.
 RELEASE = _render(
     PRELUDE
     + """
 local rec = redis.call('HGET', KEYS[1], ARGV[1])
 if not rec then return 0 end
 local f = split(rec)
-if f[1] ~= 'sending' or f[3] ~= ARGV[2] then return 0 end
-redis.call('HSET', KEYS[1], ARGV[1], 'pending|' .. ARGV[3] .. '|' .. f[3] .. '|' .. offset_of(f))
+if not calling(f[1]) or f[3] ~= ARGV[2] or offset_of(f) ~= tonumber(ARGV[3]) then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], pending_record(ARGV[4], f[3], offset_of(f), size_of(f)))
 return 1
 """
 )
 
 # KEYS: batches, paced. ARGV: batch, resume_at, offset, retention seconds. The batch waits for
-# its turn at the pace: `paced`, and listed in its job's paced set (woken one at a time).
+# its turn at the pace: `paced` (a lost call to repeat keeps its size), and listed in its job's
+# paced set (woken one at a time).
 PARK = _render(
     PRELUDE
     + """
 local rec = redis.call('HGET', KEYS[1], ARGV[1])
 if not rec then return 0 end
 local f = split(rec)
-if (f[1] ~= 'pending' and f[1] ~= 'paced') or offset_of(f) ~= tonumber(ARGV[3]) then return 0 end
-redis.call('HSET', KEYS[1], ARGV[1],
-           'paced|' .. ARGV[2] .. '|' .. (f[3] or '0') .. '|' .. offset_of(f))
+if (not waiting(f[1]) and f[1] ~= 'paced') or offset_of(f) ~= tonumber(ARGV[3]) then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], 'paced|' .. ARGV[2] .. '|' .. (f[3] or '0') .. '|'
+           .. offset_of(f) .. '|' .. size_of(f))
 redis.call('ZADD', KEYS[2], tonumber(ARGV[1]), ARGV[1])
 redis.call('EXPIRE', KEYS[2], ARGV[4])
 return 1
 """
 )
 
-# KEYS: job, batches, recipients. ARGV: batch, now, attempt, api_id, the refused numbers' tail,
-# the queued tail (status, no error, time), then the refused numbers (digits).
-# 'submitted' (the batch is done), 'advanced' (pending at its next offset), 'done' (already
-# recorded), 'superseded' (another attempt owns the batch now).
+# KEYS: job, batches, recipients. ARGV: batch, now, attempt, offset, api_id, the refused
+# numbers' tail, the queued tail (status, no error, time), then the refused numbers (digits).
+# 'submitted' (the batch is done), 'advanced' (waiting at its next offset), 'done' (recorded
+# already), 'superseded' (the call is not this caller's: another attempt owns the batch now).
 CALL = _render(
     PRELUDE
     + """
 local rec = redis.call('HGET', KEYS[2], ARGV[1])
 if not rec then return 'done' end
 local f = split(rec)
-if f[1] ~= 'sending' then
-  if f[1] == 'pending' or f[1] == 'paced' then return 'superseded' end
+if not calling(f[1]) then
+  if waiting(f[1]) or f[1] == 'paced' then return 'superseded' end
   return 'done'
 end
-if f[3] ~= ARGV[3] then return 'superseded' end
+if f[3] ~= ARGV[3] or offset_of(f) ~= tonumber(ARGV[4]) then return 'superseded' end
 local refused = {}
-for i = 7, #ARGV do refused[#refused + 1] = ARGV[i] end
-return record_call(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2], f, ARGV[4], refused, ARGV[5],
-                   ARGV[6])
+for i = 8, #ARGV do refused[#refused + 1] = ARGV[i] end
+return record_call(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2], f, ARGV[5], refused, ARGV[6],
+                   ARGV[7])
 """
 )
 
-# KEYS: job, batches, recipients. ARGV: batch, now, outcome, detail, code, attempt (or '*').
-# 1 done, 0 already done, -1 superseded by another attempt.
+# KEYS: job, batches, recipients. ARGV: batch, now, outcome, detail, code, then the owner's
+# attempt and offset (or '*' and '*': whoever owns it). 1 done, 0 already done, -1 the call is
+# not the caller's.
 FINISH = _render(
     PRELUDE
     + """
 local rec = redis.call('HGET', KEYS[2], ARGV[1])
 if not rec then return 0 end
 local f = split(rec)
-if f[1] ~= 'pending' and f[1] ~= 'paced' and f[1] ~= 'sending' then return 0 end
-if ARGV[6] ~= '*' and (f[1] ~= 'sending' or f[3] ~= ARGV[6]) then return -1 end
+if not (waiting(f[1]) or calling(f[1]) or f[1] == 'paced') then return 0 end
+if ARGV[6] ~= '*' and (not calling(f[1]) or f[3] ~= ARGV[6]
+                       or offset_of(f) ~= tonumber(ARGV[7])) then
+  return -1
+end
 finish(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], {}, '',
        offset_of(f))
 return 1
@@ -251,23 +310,28 @@ return 1
 )
 
 # KEYS: job, batches, recipients. ARGV: batch, now, in_flight_seconds, grace_seconds, the queued
-# tail. A call left `sending` (its worker died, or the answer never came): settle it from
-# evidence — recorded as handed over ('submitted' or 'advanced'), or resent after the grace.
+# tail. A call left in flight (its worker died, or the answer never came): settle it from
+# evidence, a report that moved one of the call's own recipients — recorded as handed over
+# ('submitted' or 'advanced') — or, after the grace, the very same call is made again
+# ('resend').
 RESOLVE = _render(
     PRELUDE
     + """
 local rec = redis.call('HGET', KEYS[2], ARGV[1])
 if not rec then return 'gone' end
 local f = split(rec)
-if f[1] ~= 'sending' then return f[1] end
+if not calling(f[1]) then return f[1] end
 local age = tonumber(ARGV[2]) - tonumber(f[2])
 if age < tonumber(ARGV[3]) then return 'in_flight' end
-if redis.call('HEXISTS', KEYS[2], 'e:' .. ARGV[1]) == 1 then
+local count = redis.call('STRLEN', KEYS[3]) / SIZE
+local offset, size = offset_of(f), size_of(f)
+if size <= 0 or offset + size > count then size = count - offset end
+if unmoved(KEYS[3], count, offset, offset + size) < size then
   return record_call(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2], f,
                      'inferred from delivery reports', {}, '', ARGV[5])
 end
 if age < tonumber(ARGV[4]) then return 'waiting' end
-redis.call('HSET', KEYS[2], ARGV[1], 'pending|0|' .. f[3] .. '|' .. offset_of(f))
+redis.call('HSET', KEYS[2], ARGV[1], pending_record(0, f[3], offset, size_of(f)))
 return 'resend'
 """
 )

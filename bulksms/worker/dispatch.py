@@ -60,10 +60,12 @@ RECORD_PATIENCE_SECONDS = 600  # how long a worker keeps trying to write an outc
 
 @dataclass(frozen=True)
 class RetryLater(Exception):
-    """Nothing reached Plivo; try this batch again after `delay` seconds."""
+    """Nothing reached Plivo; try batch `batch` again after `delay` seconds (the batch a task
+    went on with may not be the one it was given)."""
 
     delay: float
     reason: str
+    batch: int
 
 
 def report_url(settings: Settings, job_id: str, batch: int) -> str:
@@ -156,22 +158,17 @@ def _turn(
             continue
         if claim.outcome == "early":  # backing off: come back then (in steps the broker keeps)
             left = float(claim.detail or 0) - time.time()
-            raise RetryLater(countdown(settings, left), "backing off")
-        if claim.outcome != "go":
+            raise RetryLater(countdown(settings, left), "backing off", batch)
+        if claim.outcome == "submitted":  # a report showed that the call before reached Plivo
+            outcome = "submitted"
+        elif claim.outcome != "go":
             # halted: failed now; else done, in flight, paused or gone.
             metrics.BATCHES.labels("failed" if claim.outcome == "halted" else "skipped").inc()
             return f"skipped:{claim.outcome}"
-        outcome = _call(
-            store,
-            gateway,
-            throttle,
-            settings,
-            job_id,
-            batch,
-            claim.attempt,
-            work,
-            work.unsent[:size],
-        )
+        else:
+            size = claim.size or size  # (a call made before is repeated as it was)
+            owner = Owner(job_id, batch, claim.attempt, record.offset)
+            outcome = _call(store, gateway, throttle, settings, owner, work, work.unsent[:size])
         turn -= segments
         # When other jobs wait, a turn used up goes to the back of the line (on Redis's clock).
         give_way = grant.now if grant is not None and grant.waiting > 0 and turn <= 0 else None
@@ -202,18 +199,28 @@ def _park(
     return "paced"
 
 
+@dataclass(frozen=True)
+class Owner:
+    """Who made a call: the claim's attempt at the batch's offset. Only the owner records its
+    outcome (a worker that was taken over and comes back late records nothing)."""
+
+    job_id: str
+    batch: int
+    attempt: int
+    offset: int
+
+
 def _call(
     store: JobStore,
     gateway: PlivoGateway,
     throttle: PlivoThrottle,
     settings: Settings,
-    job_id: str,
-    batch: int,
-    attempt: int,
+    owner: Owner,
     work: BatchWork,
     numbers: list[str],
 ) -> str:
-    """One call to Plivo, claimed as `attempt`, and its outcome recorded."""
+    """One call to Plivo, and its outcome recorded."""
+    job_id, batch = owner.job_id, owner.batch
     outgoing = Outgoing(
         dst=tuple(numbers),
         text=work.sending.message,
@@ -229,15 +236,15 @@ def _call(
     except SendError as exc:
         metrics.PLIVO_LATENCY.labels("error").observe(time.perf_counter() - started)
         metrics.PLIVO_ERRORS.labels(ERROR_KINDS.get(type(exc), "other")).inc()
-        outcome, delay = _after_failed_send(store, settings, job_id, batch, attempt, exc)
+        outcome, delay = _after_failed_send(store, settings, owner, exc)
         metrics.BATCHES.labels(outcome).inc()
         if outcome == "retry":
-            raise RetryLater(countdown(settings, delay), exc.reason) from exc
+            raise RetryLater(countdown(settings, delay), exc.reason, batch) from exc
         return outcome
     metrics.PLIVO_LATENCY.labels("accepted").observe(time.perf_counter() - started)
     recorded = persist(
         lambda: store.call_submitted(
-            job_id, batch, attempt, accepted.api_id, accepted.invalid_numbers
+            job_id, batch, owner.attempt, owner.offset, accepted.api_id, accepted.invalid_numbers
         )
     )
     if recorded == "superseded":
@@ -251,16 +258,18 @@ def _call(
 
 
 def _after_failed_send(
-    store: JobStore, settings: Settings, job_id: str, batch: int, attempt: int, exc: SendError
+    store: JobStore, settings: Settings, owner: Owner, exc: SendError
 ) -> tuple[str, float]:
     """Record what a failed send means for the batch: retry (after a delay), failed, unknown."""
+    job_id, batch, attempt = owner.job_id, owner.batch, owner.attempt
     if isinstance(exc, OutcomeUnknown):
         # Plivo may have sent these messages: never resend blindly. The sweep settles it.
         log.warning("batch outcome unknown, left for the sweep to settle: %s", exc.reason)
         return "unknown", 0.0
     if isinstance(exc, NotSent) and attempt < settings.send_max_attempts:
         delay = backoff(settings, attempt, exc.retry_after)
-        persist(lambda: store.release_batch(job_id, batch, attempt, time.time() + delay))
+        not_before = time.time() + delay
+        persist(lambda: store.release_batch(job_id, batch, attempt, owner.offset, not_before))
         return "retry", delay
     if isinstance(exc, NotSent):
         reason = f"gave up after {attempt} attempts: {exc.reason}"
@@ -269,5 +278,5 @@ def _after_failed_send(
         persist(lambda: store.halt(job_id, reason))
     else:
         reason = exc.reason
-    persist(lambda: store.batch_failed(job_id, batch, attempt, reason))
+    persist(lambda: store.batch_failed(job_id, batch, (attempt, owner.offset), reason))
     return "failed", 0.0

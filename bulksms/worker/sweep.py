@@ -111,7 +111,11 @@ def _sweep_job(
             if verdict in ("resend", "advanced"):
                 resend.append(batch.batch)
             moving = True
-        elif batch.state is BatchState.PACED and state is not JobState.CANCELLED:
+        elif (
+            batch.state is BatchState.PACED
+            and state is not JobState.CANCELLED
+            and job.halted is None
+        ):
             paced.append(batch.batch)
         elif (
             batch.state in (BatchState.PENDING, BatchState.PACED)
@@ -120,7 +124,8 @@ def _sweep_job(
             and now - batch.enqueued_at > stale
             and queue_drained()
         ):
-            resend.append(batch.batch)  # (a cancelled job's paced batches: their claim cancels)
+            # (a cancelled or halted job's paced batches too: their claims finish them)
+            resend.append(batch.batch)
             tally["redispatched"] += 1
         elif batch.state is BatchState.PENDING:
             moving = True

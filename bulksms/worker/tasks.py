@@ -21,8 +21,8 @@ def send_batch(self: Any, job_id: str, batch: int) -> str:
         return dispatch.send_batch(
             store(), gateway(), throttle(), pacer(), settings(), job_id, batch
         )
-    except dispatch.RetryLater as later:
-        raise self.retry(countdown=later.delay, exc=None) from None
+    except dispatch.RetryLater as later:  # (the batch that needs it: perhaps one it went on with)
+        raise self.retry(args=(job_id, later.batch), countdown=later.delay, exc=None) from None
 
 
 @shared_task(name=taskqueue.NOTIFY, bind=True, max_retries=callbacks.MAX_ATTEMPTS)

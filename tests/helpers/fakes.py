@@ -83,7 +83,7 @@ class FakeStore:
     # -- dispatch's calls
     def claim_batch(self, job_id: str, batch: int, offset: int = 0, size: int = 0) -> Claim:
         self.calls.append(("claim", job_id, batch, offset, size))
-        claim = self.claims.pop(0) if self.claims else Claim("go", attempt=1)
+        claim = self.claims.pop(0) if self.claims else Claim("go", attempt=1, size=size)
         if claim.outcome == "go":
             self._set(job_id, batch, state=BatchState.SENDING, offset=offset, size=size)
         return claim
@@ -100,7 +100,13 @@ class FakeStore:
         )
 
     def call_submitted(
-        self, job_id: str, batch: int, attempt: int, api_id: str, refused: Iterable[str]
+        self,
+        job_id: str,
+        batch: int,
+        attempt: int,
+        offset: int,
+        api_id: str,
+        refused: Iterable[str],
     ) -> str:
         self._write("submitted", job_id, batch, attempt, api_id, tuple(refused))
         if self.submitted_answer:
@@ -133,13 +139,17 @@ class FakeStore:
         records = self.batch_records[job_id]
         records[batch] = replace(records[batch], **changes)
 
-    def release_batch(self, job_id: str, batch: int, attempt: int, not_before: float) -> bool:
+    def release_batch(
+        self, job_id: str, batch: int, attempt: int, offset: int, not_before: float
+    ) -> bool:
         self._write("release", job_id, batch, attempt, not_before)
         self._set(job_id, batch, state=BatchState.PENDING, since=not_before)
         return True
 
-    def batch_failed(self, job_id: str, batch: int, attempt: int | None, reason: str) -> int:
-        self._write("failed", job_id, batch, attempt, reason)
+    def batch_failed(
+        self, job_id: str, batch: int, owner: tuple[int, int] | None, reason: str
+    ) -> int:
+        self._write("failed", job_id, batch, owner[0] if owner else None, reason)
         return 1
 
     def halt(self, job_id: str, reason: str) -> None:

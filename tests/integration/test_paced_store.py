@@ -10,6 +10,7 @@ import redis
 
 from bulksms.store import BatchState, Claim, JobState, JobStore, NewJob, Report, Sending, Status
 from bulksms.store.pacing import Pace
+from tests.helpers import release_before
 
 FIVE = [f"+1415555010{i}" for i in range(5)]
 
@@ -37,20 +38,20 @@ def record(store: JobStore) -> tuple[BatchState, int]:
 
 def test_a_batch_sent_in_calls_counts_each_call_once(rdb: redis.Redis) -> None:
     store = make(rdb)
-    assert store.claim_batch("j1", 0, 0, 2) == Claim("go", attempt=1)
-    assert store.call_submitted("j1", 0, 1, "api-1", []) == "advanced"
+    assert store.claim_batch("j1", 0, 0, 2) == Claim("go", attempt=1, size=2)
+    assert store.call_submitted("j1", 0, 1, 0, "api-1", []) == "advanced"
     assert record(store) == (BatchState.PENDING, 2)
     assert counts(store) == {"queued": 2, "pending": 3}
     # A task that read the batch before that call was recorded does not send it again.
     assert store.claim_batch("j1", 0, 0, 2) == Claim("moved", detail="2")
-    assert store.claim_batch("j1", 0, 2, 2) == Claim("go", attempt=1)
+    assert store.claim_batch("j1", 0, 2, 2) == Claim("go", attempt=1, size=2)
     # A report for the call in flight arrives before its answer is recorded.
     assert store.record_report(Report("j1", 0, FIVE[2], Status.SENT, "", "")) == 1
-    assert store.call_submitted("j1", 0, 1, "api-2", [FIVE[3]]) == "advanced"
+    assert store.call_submitted("j1", 0, 1, 2, "api-2", [FIVE[3]]) == "advanced"
     assert counts(store) == {"queued": 2, "sent": 1, "rejected": 1, "pending": 1}
-    assert store.claim_batch("j1", 0, 4, 1) == Claim("go", attempt=1)
-    assert store.call_submitted("j1", 0, 1, "api-3", []) == "submitted"
-    assert store.call_submitted("j1", 0, 1, "api-3", []) == "done"
+    assert store.claim_batch("j1", 0, 4, 1) == Claim("go", attempt=1, size=1)
+    assert store.call_submitted("j1", 0, 1, 4, "api-3", []) == "submitted"
+    assert store.call_submitted("j1", 0, 1, 4, "api-3", []) == "done"
     assert counts(store) == {"queued": 3, "sent": 1, "rejected": 1}
     assert statuses(store) == ["queued", "queued", "sent", "rejected", "queued"]
     found = store.job("j1")
@@ -63,7 +64,7 @@ def test_a_batch_sent_in_calls_counts_each_call_once(rdb: redis.Redis) -> None:
 def test_a_cancel_between_calls_cancels_only_what_was_not_handed_over(rdb: redis.Redis) -> None:
     store = make(rdb)
     store.claim_batch("j1", 0, 0, 2)
-    store.call_submitted("j1", 0, 1, "api-1", [])
+    store.call_submitted("j1", 0, 1, 0, "api-1", [])
     store.cancel("j1")
     assert store.claim_batch("j1", 0, 2, 2).outcome == "cancelled"
     assert counts(store) == {"queued": 2, "cancelled": 3}
@@ -87,7 +88,7 @@ def test_a_call_made_by_the_release_before_is_finished(rdb: redis.Redis) -> None
     """The release before paced calls wrote `sending|since|attempt`: a call of the whole batch."""
     store = make(rdb)
     rdb.hset("bulksms:{j1}:batches", "0", f"sending|{time.time():.3f}|1")
-    assert store.call_submitted("j1", 0, 1, "api-1", []) == "submitted"
+    assert store.call_submitted("j1", 0, 1, 0, "api-1", []) == "submitted"
     assert counts(store) == {"queued": 5}
 
 
@@ -99,7 +100,9 @@ def test_a_parked_batch_waits_in_its_job_s_paced_set(rdb: redis.Redis) -> None:
     assert store.pending_batches("j1") == [0]
     assert store.next_paced("j1") == 0
     assert store.next_paced("j1") is None
-    assert store.claim_batch("j1", 0, 0, 5) == Claim("go", attempt=1)  # a paced batch is claimed
+    assert store.claim_batch("j1", 0, 0, 5) == Claim(
+        "go", attempt=1, size=5
+    )  # a paced batch is claimed
 
 
 def test_the_pace_keeps_plivo_s_queue_within_the_bound(rdb: redis.Redis) -> None:
@@ -126,3 +129,33 @@ def test_the_schedule_gives_each_due_job_to_one_waker(rdb: redis.Redis) -> None:
     pace.schedule("a", time.time() + 3600)  # a later one does not push it back
     assert sorted(pace.due()) == ["a", "b"]
     assert pace.due() == []
+
+
+def test_the_release_before_leaves_a_batch_sent_in_calls_alone(rdb: redis.Redis) -> None:
+    """During a rolling deploy the release before's workers run their own scripts on this
+    release's records. A batch part sent is `calling`, `resume` or `paced` to them: names they
+    skip (they would otherwise send it whole again), and they change nothing."""
+    store = make(rdb)
+    claim = rdb.register_script(release_before.CLAIM)
+    resolve = rdb.register_script(release_before.RESOLVE)
+    keys = ["bulksms:{j1}:job", "bulksms:{j1}:batches", "bulksms:{j1}:r:0"]
+    later = f"{time.time() + 3600:.3f}"
+
+    def untouched(state: str) -> None:
+        before = rdb.hget(keys[1], "0")
+        assert before is not None and before.startswith(state + "|")
+        assert claim(keys=keys, args=[0, later]) == [state]
+        assert resolve(keys=keys, args=[0, later, 0, 0]) == state
+        assert rdb.hget(keys[1], "0") == before
+
+    store.claim_batch("j1", 0, 0, 2)
+    untouched("calling")
+    store.call_submitted("j1", 0, 1, 0, "api-1", [])
+    untouched("resume")
+    store.park("j1", 0, 2, 0.0)
+    untouched("paced")
+    # A whole batch is written as the release before wrote it, and it finishes it correctly.
+    rdb.flushall()
+    store = make(rdb)
+    assert claim(keys=keys, args=[0, later]) == ["go", "1"]
+    assert counts(store) == {"pending": 5}

@@ -84,10 +84,10 @@ def test_a_batch_is_claimed_once_and_numbered(rdb: redis.Redis) -> None:
 def test_a_released_batch_waits_for_its_backoff(rdb: redis.Redis) -> None:
     store = make(rdb)
     store.claim_batch("j1", 0)
-    assert not store.release_batch("j1", 0, attempt=2, not_before=0)  # not its attempt
-    assert store.release_batch("j1", 0, attempt=1, not_before=time.time() + 60)
+    assert not store.release_batch("j1", 0, attempt=2, offset=0, not_before=0)  # not its attempt
+    assert store.release_batch("j1", 0, attempt=1, offset=0, not_before=time.time() + 60)
     assert store.claim_batch("j1", 0).outcome == "early"
-    store.release_batch("j1", 0, attempt=1, not_before=0)  # no longer sending: no effect
+    store.release_batch("j1", 0, attempt=1, offset=0, not_before=0)  # no longer sending: no effect
     rdb.hset("bulksms:{j1}:batches", "0", "pending|0|1")
     assert store.claim_batch("j1", 0) == Claim("go", attempt=2)
 
@@ -95,9 +95,9 @@ def test_a_released_batch_waits_for_its_backoff(rdb: redis.Redis) -> None:
 def test_only_the_owning_attempt_records_an_outcome(rdb: redis.Redis) -> None:
     store = make(rdb)
     store.claim_batch("j1", 0)
-    assert store.call_submitted("j1", 0, 2, "api", []) == "superseded"
-    assert store.call_submitted("j1", 0, 1, "api", []) == "submitted"
-    assert store.call_submitted("j1", 0, 1, "api", []) == "done"
+    assert store.call_submitted("j1", 0, 2, 0, "api", []) == "superseded"
+    assert store.call_submitted("j1", 0, 1, 0, "api", []) == "submitted"
+    assert store.call_submitted("j1", 0, 1, 0, "api", []) == "done"
 
 
 def test_a_halted_job_fails_its_unsent_batches_without_sending(rdb: redis.Redis) -> None:
@@ -129,7 +129,7 @@ def test_an_unknown_outcome_without_evidence_is_resent_after_the_grace(rdb: redi
 def test_submission_queues_and_rejects_what_plivo_refused(rdb: redis.Redis) -> None:
     store = make(rdb)
     store.claim_batch("j1", 0)
-    assert store.call_submitted("j1", 0, 1, "api-1", ["+14155550101"]) == "submitted"
+    assert store.call_submitted("j1", 0, 1, 0, "api-1", ["+14155550101"]) == "submitted"
     assert counts(store) == {"pending": 1, "queued": 1, "rejected": 1}
     assert job(store).state is JobState.SENDING
 
@@ -138,7 +138,7 @@ def test_a_report_before_the_submission_is_recorded_and_not_undone(rdb: redis.Re
     store = make(rdb)
     store.claim_batch("j1", 0)
     assert store.record_report(Report("j1", 0, "14155550100", Status.DELIVERED, UUID, "")) == 1
-    store.call_submitted("j1", 0, 1, "api-1", [])
+    store.call_submitted("j1", 0, 1, 0, "api-1", [])
     assert counts(store) == {"pending": 1, "queued": 1, "delivered": 1}
     record = store.recipient("j1", 0, "+14155550100")
     assert record and (record.status, record.message_uuid) == (Status.DELIVERED, UUID)
@@ -148,7 +148,7 @@ def test_repeated_and_older_reports_change_nothing(rdb: redis.Redis) -> None:
     store = make(rdb)
     store.batch_failed("j1", 1, None, "not this one")
     store.claim_batch("j1", 0)
-    store.call_submitted("j1", 0, 1, "api", [])
+    store.call_submitted("j1", 0, 1, 0, "api", [])
     assert store.record_report(Report("j1", 0, "+14155550100", Status.SENT, "u", "")) == 1
     assert store.record_report(Report("j1", 0, "+14155550100", Status.UNDELIVERED, "u", "80")) == 1
     for status in (Status.UNDELIVERED, Status.SENT, Status.QUEUED, Status.DELIVERED):
@@ -181,7 +181,7 @@ def test_the_job_completes_when_every_recipient_is_final(rdb: redis.Redis) -> No
     store = make(rdb)
     for batch in (0, 1):
         store.claim_batch("j1", batch)
-        store.call_submitted("j1", batch, 1, "api", [])
+        store.call_submitted("j1", batch, 1, 0, "api", [])
     assert job(store).state is JobState.SENT
     for i, n in enumerate(NUMBERS):
         store.record_report(Report("j1", i // 2, n, Status.DELIVERED, f"u{i}", ""))
@@ -203,7 +203,7 @@ def test_every_number_of_a_full_batch_is_found_by_its_report(rdb: redis.Redis) -
     numbers = list({f"+44{rng.randrange(7_000_000_000, 8_000_000_000)}" for _ in range(1000)})
     store = make(rdb, numbers, batch_size=1000)
     store.claim_batch("j1", 0)
-    store.call_submitted("j1", 0, 1, "api", numbers[:3])  # Plivo refused three
+    store.call_submitted("j1", 0, 1, 0, "api", numbers[:3])  # Plivo refused three
     for n in numbers:
         store.record_report(Report("j1", 0, n, Status.DELIVERED, str(uuid.uuid4()), "000"))
     assert counts(store) == true_counts(store, numbers, 1000) == {"delivered": 997, "rejected": 3}
@@ -213,7 +213,7 @@ def test_every_number_of_a_full_batch_is_found_by_its_report(rdb: redis.Redis) -
 def test_a_recipient_shows_its_batch_outcome_until_it_has_its_own(rdb: redis.Redis) -> None:
     store = make(rdb)
     store.claim_batch("j1", 0)
-    store.call_submitted("j1", 0, 1, "api", ["+14155550101"])
+    store.call_submitted("j1", 0, 1, 0, "api", ["+14155550101"])
     store.batch_failed("j1", 1, None, "Plivo said no")
     store.record_report(Report("j1", 0, "+14155550100", Status.UNDELIVERED, UUID, "080"))
     shown = {r.number: r for b in (0, 1) for r in store.batch_recipients("j1", b)}
@@ -296,7 +296,7 @@ def test_a_job_written_by_the_release_before_is_read_and_finished(rdb: redis.Red
 
     assert store.claim_batch("old", 0) == Claim("go", attempt=1)
     assert store.batch_work("old", 0).numbers == NUMBERS[:2]
-    assert store.call_submitted("old", 0, 1, "api-1", []) == "submitted"
+    assert store.call_submitted("old", 0, 1, 0, "api-1", []) == "submitted"
     for number in NUMBERS[:2]:
         assert store.record_report(Report("old", 0, number, Status.DELIVERED, UUID, "")) == 1
     finished = store.job("old")

@@ -40,13 +40,22 @@ def store() -> FakeStore:
     return found
 
 
-@pytest.mark.parametrize("outcome", ["sending", "submitted", "failed", "gone", "paused"])
+@pytest.mark.parametrize("outcome", ["sending", "failed", "gone", "paused", "cancelled"])
 def test_a_batch_not_claimed_is_never_sent(store: FakeStore, outcome: str) -> None:
     store.claims = [Claim(outcome)]
     gateway = FakeGateway()
     assert send(store, gateway) == f"skipped:{outcome}"
     assert gateway.sent == []
     assert store.names() == ["claim"]
+
+
+def test_a_call_found_to_have_reached_plivo_after_all_is_not_made_again(
+    store: FakeStore,
+) -> None:
+    store.claims = [Claim("submitted")]  # the claim recorded it from a late report
+    gateway = FakeGateway()
+    assert send(store, gateway) == "submitted"
+    assert gateway.sent == []
 
 
 def test_an_accepted_batch_is_recorded_with_what_plivo_refused(store: FakeStore) -> None:
