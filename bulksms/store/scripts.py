@@ -76,6 +76,12 @@ local function size_of(f) return tonumber(f[5] or '0') or 0 end
 -- `calling`, and a batch waiting for its turn at the pace is `paced`: names it leaves alone.
 local function waiting(state) return state == 'pending' or state == 'resume' end
 local function calling(state) return state == 'sending' or state == 'calling' end
+local function unfinished(state) return waiting(state) or calling(state) or state == 'paced' end
+
+-- Whether the call in flight is the one claimed as `attempt` at `offset` (strings from ARGV).
+local function owns(f, attempt, offset)
+  return calling(f[1]) and f[3] == attempt and offset_of(f) == tonumber(offset)
+end
 
 local function pending_record(not_before, attempts, offset, size)
   if offset == 0 and size == 0 then return 'pending|' .. not_before .. '|' .. attempts end
@@ -243,7 +249,7 @@ RELEASE = _render(
 local rec = redis.call('HGET', KEYS[1], ARGV[1])
 if not rec then return 0 end
 local f = split(rec)
-if not calling(f[1]) or f[3] ~= ARGV[2] or offset_of(f) ~= tonumber(ARGV[3]) then return 0 end
+if not owns(f, ARGV[2], ARGV[3]) then return 0 end
 redis.call('HSET', KEYS[1], ARGV[1], pending_record(ARGV[4], f[3], offset_of(f), size_of(f)))
 return 1
 """
@@ -277,11 +283,8 @@ CALL = _render(
 local rec = redis.call('HGET', KEYS[2], ARGV[1])
 if not rec then return 'done' end
 local f = split(rec)
-if not calling(f[1]) then
-  if waiting(f[1]) or f[1] == 'paced' then return 'superseded' end
-  return 'done'
-end
-if f[3] ~= ARGV[3] or offset_of(f) ~= tonumber(ARGV[4]) then return 'superseded' end
+if not unfinished(f[1]) then return 'done' end
+if not owns(f, ARGV[3], ARGV[4]) then return 'superseded' end
 local refused = {}
 for i = 8, #ARGV do refused[#refused + 1] = ARGV[i] end
 return record_call(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2], f, ARGV[5], refused, ARGV[6],
@@ -298,11 +301,8 @@ FINISH = _render(
 local rec = redis.call('HGET', KEYS[2], ARGV[1])
 if not rec then return 0 end
 local f = split(rec)
-if not (waiting(f[1]) or calling(f[1]) or f[1] == 'paced') then return 0 end
-if ARGV[6] ~= '*' and (not calling(f[1]) or f[3] ~= ARGV[6]
-                       or offset_of(f) ~= tonumber(ARGV[7])) then
-  return -1
-end
+if not unfinished(f[1]) then return 0 end
+if ARGV[6] ~= '*' and not owns(f, ARGV[6], ARGV[7]) then return -1 end
 finish(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], {}, '',
        offset_of(f))
 return 1

@@ -22,7 +22,6 @@ from __future__ import annotations
 import logging
 import math
 import threading
-from collections.abc import Callable, Iterable
 
 from flask import Flask
 
@@ -30,6 +29,7 @@ from bulksms.config import Settings
 from bulksms.extensions import store
 from bulksms.store import Sending, sender_of
 from bulksms.store.pacing import Grant, Pace
+from bulksms.worker.sweep import Enqueue
 
 log = logging.getLogger(__name__)
 
@@ -71,12 +71,6 @@ class Pacer:
 
     def schedule(self, job_id: str, at: float) -> None:
         self.pace.schedule(job_id, at)
-
-    def wake_now(self, job_id: str) -> None:
-        self.pace.schedule(job_id, 0.0)
-
-
-Enqueue = Callable[[str, Iterable[int], bool], None]  # job id, batches, urgent
 
 
 def wake_due(pace: Pace, enqueue: Enqueue) -> int:
