@@ -18,8 +18,11 @@ from bulksms.api.webhooks import verify_plivo
 from bulksms.extensions import redis_client, settings
 from bulksms.store import optouts as opt_out_set
 
-STOP_WORDS = {"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT"}
+# CTIA's and Plivo's words (a reply that is one of them, in any case, spacing or end
+# punctuation); Plivo also says what a reply means on long codes and toll-free numbers.
+STOP_WORDS = {"STOP", "STOPALL", "STOP ALL", "UNSUBSCRIBE", "UNSUB", "CANCEL", "END", "QUIT"}
 START_WORDS = {"START", "UNSTOP"}
+INTENTS = {"optout": True, "optin": False}  # Plivo's MessageIntent: opted out or not
 
 api = Blueprint("optouts", __name__, url_prefix="/api/opt-outs")
 inbound = Blueprint("inbound", __name__, url_prefix="/api/webhooks")
@@ -80,15 +83,18 @@ def remove(number: str) -> Response:
 
 @inbound.post("/plivo/inbound")
 def inbound_message() -> Response:
-    """Plivo's inbound SMS: STOP words opt the sender out, START words back in."""
+    """Plivo's inbound SMS: STOP words (or MessageIntent=optout) opt the sender out, START words
+    (or MessageIntent=optin) back in."""
     form = verify_plivo()
-    word = " ".join(form.get("Text", "").split()).upper()
+    word = " ".join(form.get("Text", "").split()).upper().rstrip(".!")
+    intent = INTENTS.get(form.get("MessageIntent", "").strip().lower())
+    if intent is None and word in STOP_WORDS | START_WORDS:
+        intent = word in STOP_WORDS
     sender = form.get("From", "").strip()
-    if sender and word in STOP_WORDS | START_WORDS:
-        e164 = numbers.normalise("+" + sender.lstrip("+"), None)[0]
-        if e164:
-            if word in STOP_WORDS:
-                opt_out_set.opt_out(redis_client(), e164)
-            else:
-                opt_out_set.opt_in(redis_client(), e164)
+    e164 = numbers.normalise("+" + sender.lstrip("+"), None)[0] if sender else None
+    if e164 and intent is not None:
+        if intent:
+            opt_out_set.opt_out(redis_client(), e164)
+        else:
+            opt_out_set.opt_in(redis_client(), e164)
     return Response(status=204)

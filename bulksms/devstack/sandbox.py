@@ -71,6 +71,8 @@ class Faults:
     shuffle_reports: bool = False  # post a message's reports in random order
     repeat_rate: float = 0.0  # share of reports posted twice
     v2_only: bool = False  # sign reports with V2 headers only
+    no_queued: bool = False  # post no `queued` report (whether Plivo does is not documented)
+    no_receipt: list[str] = field(default_factory=list)  # number prefixes whose last word is sent
     report_delay_ms: int = 20  # between one status and the next
     undelivered_rate: float = 0.05
     failed_rate: float = 0.03
@@ -174,14 +176,12 @@ class Sandbox:
             return 400, {"api_id": api_id, "error": "specify src or powerpack_uuid, not both"}
         if not isinstance(text, str) or not text:
             return 400, {"api_id": api_id, "error": "text parameter is required"}
-        numbers = dst.split("<")
+        numbers = list(dict.fromkeys(dst.split("<")))  # a repeated number: dropped, as Plivo does
         if len(numbers) > MAX_DESTINATIONS:
             return 400, {
                 "api_id": api_id,
                 "error": f"more than {MAX_DESTINATIONS} destination numbers",
             }
-        if len(set(numbers)) != len(numbers):
-            return 400, {"api_id": api_id, "error": "duplicate destination numbers"}
         with self.lock:
             refused_list = set(self.faults.invalid_numbers)
             faults = Faults(**asdict(self.faults))
@@ -199,6 +199,8 @@ class Sandbox:
             leaving = self._leave_times(len(accepted), segments, now, expiry, faults.mps)
         for number, left_at in zip(accepted, leaving, strict=True):
             outcome, code = self._outcome(faults)
+            if any(number.startswith(prefix) for prefix in faults.no_receipt):
+                outcome, code = "sent", ""  # (the carrier gives no receipt)
             if left_at is None:
                 outcome, code = "failed", EXPIRED_CODE
             record = {
@@ -272,9 +274,12 @@ class Sandbox:
                     steps = [("queued", queued_at), ("failed", r["expires_at"])]
                 else:
                     sent_at = max(queued_at + step, r["left_at"])
-                    final_at = sent_at + step
-                    steps = [("queued", queued_at), ("sent", sent_at), (r["status"], final_at)]
-                for status, due in steps:
+                    steps = [("queued", queued_at), ("sent", sent_at)]
+                    if r["status"] != "sent":  # (no receipt: `sent` is the last word)
+                        steps.append((r["status"], sent_at + step))
+                if faults.no_queued:
+                    steps = steps[1:]
+                for sequence, (status, due) in enumerate(steps, 1):
                     final = status == r["status"]
                     params = {
                         "MessageUUID": r["message_uuid"],
@@ -285,7 +290,7 @@ class Sandbox:
                         "ErrorCode": r["error_code"] if final else "",
                         "Units": str(r["segments"]),
                         "PartInfo": "1 of 1",
-                        "Sequence": "1",
+                        "Sequence": str(sequence),
                         "TotalRate": "0.0050",
                         "TotalAmount": f"{0.005 * r['segments']:.5f}"
                         if final and r["error_code"] != EXPIRED_CODE

@@ -35,9 +35,11 @@ def test_the_opt_out_api(client: FlaskClient) -> None:
     assert client.delete("/api/opt-outs/+14155550100", headers=AUTH).status_code == 404
 
 
-def inbound(stack: Stack, sender: str, text: str) -> requests.Response:
+def inbound(stack: Stack, sender: str, text: str, intent: str = "") -> requests.Response:
     url = f"{stack.base_url}/api/webhooks/plivo/inbound"
     params = {"From": sender.lstrip("+"), "To": "14155550199", "Text": text, "MessageUUID": "in-1"}
+    if intent:
+        params["MessageIntent"] = intent
     key = stack.settings.webhook_key or ""
     headers = {signature.V3: signature.sign_v3(url, params, "5", key), signature.V3_NONCE: "5"}
     return requests.post(url, data=params, headers=headers, timeout=30)
@@ -63,6 +65,24 @@ def test_a_stop_reply_keeps_the_number_out_of_the_next_job(stack: Stack) -> None
     assert inbound(stack, numbers[0], "START").status_code == 204
     again = stack.submit({"recipients": numbers[:2], "message": "back"}).json()
     assert again["recipients"]["suppressed"] == 1 and again["recipients"]["accepted"] == 1
+
+
+def test_every_opt_out_word_and_plivo_s_message_intent_are_honoured(stack: Stack) -> None:
+    def opted_out(number: str) -> bool:
+        found = requests.get(f"{stack.base_url}/api/opt-outs/{number}", headers=AUTH, timeout=30)
+        return found.status_code == 200
+
+    numbers = us_numbers(6)
+    replies = ["unsub", "Stop  All", "STOPALL!", "quit."]
+    for number, text in zip(numbers, replies, strict=False):
+        assert inbound(stack, number, text).status_code == 204
+    # Plivo's verdict wins over the words: an opt-out in other words, an opt-in likewise.
+    assert inbound(stack, numbers[4], "please no more", intent="optout").status_code == 204
+    assert inbound(stack, numbers[5], "STOP").status_code == 204
+    assert inbound(stack, numbers[5], "stop", intent="optin").status_code == 204
+    assert [opted_out(n) for n in numbers] == [True, True, True, True, True, False]
+    assert inbound(stack, numbers[0], "whatever", intent="OptIn").status_code == 204
+    assert not opted_out(numbers[0])
 
 
 def test_a_report_blocked_by_stop_opts_the_number_out(stack: Stack) -> None:
