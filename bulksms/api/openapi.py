@@ -445,6 +445,13 @@ def document() -> dict[str, Any]:
                         "encoding": {"type": "string", "enum": [GSM7, UCS2]},
                         "segments_per_message": COUNT,
                         "estimated_segments": COUNT,
+                        "estimated_duration_seconds": {
+                            "type": "number",
+                            "minimum": 0,
+                            "description": "How long its segments take to leave Plivo's queue "
+                            "at its sender's pace (PLIVO_MPS, or a lower sender cap), if the "
+                            "job has the pace to itself.",
+                        },
                         "retry_of": {"type": "string"},
                     },
                 },
@@ -498,6 +505,18 @@ def document() -> dict[str, Any]:
                             "properties": {
                                 "units": COUNT,
                                 "amount": {"type": "number", "minimum": 0},
+                            },
+                        },
+                        "progress": {
+                            "type": "object",
+                            "description": "While the job is queued or sending: the messages a "
+                            "second it gets at the pace, the recipients not yet handed to Plivo, "
+                            "and when its last message should leave Plivo's queue.",
+                            "required": ["rate_per_second", "remaining", "estimated_completion_at"],
+                            "properties": {
+                                "rate_per_second": {"type": "number", "minimum": 0},
+                                "remaining": COUNT,
+                                "estimated_completion_at": TIME,
                             },
                         },
                     },
