@@ -28,6 +28,7 @@ class Grant(NamedTuple):
     seconds: float
     now: float
     waiting: int = 0
+    had_last: bool = False  # refused, and this job took the last room: others go first
 
 
 class PaceView(NamedTuple):
@@ -44,18 +45,24 @@ class Pace:
         self._due = client.register_script(scripts.PACE_DUE)
 
     def take(
-        self, segments: int, bound: float, account_rate: float, sender: tuple[str, float] | None
+        self,
+        job_id: str,
+        segments: int,
+        bound: float,
+        account_rate: float,
+        sender: tuple[str, float] | None,
     ) -> Grant:
-        """Count a call of `segments` against the account's queue (and a capped sender's)."""
+        """Count job `job_id`'s call of `segments` against the account's queue (and a capped
+        sender's)."""
         pace_keys = [keys.PACE_ACCOUNT, keys.PACE_DUE]
         rates: list[float] = [account_rate]
         if sender is not None:
             pace_keys.append(keys.pace_sender(sender[0]))
             rates.append(sender[1])
-        go, seconds, now, waiting = cast(
-            Sequence[Any], self._take(keys=pace_keys, args=[segments, bound, *rates])
+        go, seconds, now, waiting, *last = cast(
+            Sequence[Any], self._take(keys=pace_keys, args=[segments, bound, job_id, *rates])
         )
-        return Grant(go == "1", float(seconds), float(now), int(waiting))
+        return Grant(go == "1", float(seconds), float(now), int(waiting), last == [1])
 
     def view(self, job_id: str) -> PaceView:
         """The pace as one job sees it now, for its estimate."""
@@ -71,8 +78,9 @@ class Pace:
         already due earlier."""
         self.redis.zadd(keys.PACE_DUE, {job_id: at}, lt=True)
 
-    def due(self, limit: int = 100) -> list[str]:
-        """Jobs whose turn has come, taken off the schedule (each by one caller only)."""
+    def due(self, limit: int = 1) -> list[str]:
+        """Jobs whose turn has come, earliest first, taken off the schedule (each by one caller
+        only). One at a time by default: two woken together would race for the same room."""
         return [str(job_id) for job_id in self._due(keys=[keys.PACE_DUE], args=[limit])]
 
     def scheduled(self, job_id: str) -> bool:

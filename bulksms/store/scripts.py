@@ -402,12 +402,14 @@ return tostring(wait)
 )
 
 # KEYS: the account's pace, the pace's schedule, then the sender's pace (if it has a cap).
-# ARGV: segments, bound (seconds of the pace that may wait at Plivo), then the account's rate
-# and the sender's (segments a second). Each pace keeps `free`: when Plivo's queue for it will
-# have drained, on Redis's own clock. {'1', backlog, now, waiting} when the call may go now (its
-# segments are counted), else {'0', wait, now, waiting}: seconds until the queue is down to
-# half the bound (room for a turn of calls, not just one), `waiting` the jobs on the schedule.
-# A call into an empty queue always fits.
+# ARGV: segments, bound (seconds of the pace that may wait at Plivo), the asking job, then the
+# account's rate and the sender's (segments a second). Each pace keeps `free`: when Plivo's queue
+# for it will have drained, on Redis's own clock; the account's also keeps `last`, the job that
+# took the last room. {'1', backlog, now, waiting} when the call may go now (its segments are
+# counted), else {'0', wait, now, waiting, last}: seconds until the queue is down to half the
+# bound (room for a turn of calls, not just one), `waiting` the jobs on the schedule, `last` 1
+# if this job took the last room (it then lets the others go first). A call into an empty
+# queue always fits.
 PACE_TAKE = _render(
     """
 local clock = redis.call('TIME')
@@ -418,17 +420,21 @@ local after, wait = {}, 0
 for i, key in ipairs(paces) do
   local free = tonumber(redis.call('HGET', key, 'free') or '0') or 0
   if free < now then free = now end
-  after[i] = free + segments / tonumber(ARGV[2 + i])
+  after[i] = free + segments / tonumber(ARGV[3 + i])
   if free > now and after[i] - now > bound then
     wait = math.max(wait, after[i] - now - bound, free - now - bound / 2)
   end
 end
 local waiting = redis.call('ZCARD', KEYS[2])
-if wait > 0 then return {'0', tostring(wait), tostring(now), waiting} end
+if wait > 0 then
+  local last = redis.call('HGET', KEYS[1], 'last') == ARGV[3] and 1 or 0
+  return {'0', tostring(wait), tostring(now), waiting, last}
+end
 for i, key in ipairs(paces) do
   redis.call('HSET', key, 'free', tostring(after[i]))
   redis.call('EXPIRE', key, math.ceil(after[i] - now) + 60)
 end
+redis.call('HSET', KEYS[1], 'last', ARGV[3])
 return {'1', tostring(after[1] - now), tostring(now), waiting}
 """
 )
@@ -447,7 +453,7 @@ return {tostring(math.max(0, free - now)), tostring(now), waiting, listed}
 )
 
 # KEYS: the pacer's schedule. ARGV: how many. The jobs whose turn has come (on Redis's clock),
-# taken off the schedule: whoever removes a job wakes it.
+# earliest first, taken off the schedule: whoever removes a job wakes it.
 PACE_DUE = _render(
     """
 local clock = redis.call('TIME')

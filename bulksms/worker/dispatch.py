@@ -55,6 +55,7 @@ ERROR_KINDS = {
     OutcomeUnknown: "outcome_unknown",
 }
 RETRY_AFTER_CAP_SECONDS = 3600
+AFTER_OTHERS = 0.001  # seconds: a job that had the last room waits this much longer for more
 RECORD_PATIENCE_SECONDS = 600  # how long a worker keeps trying to write an outcome to Redis
 
 
@@ -149,9 +150,10 @@ def _turn(
         early = record.state is BatchState.PENDING and record.since > time.time() + 1
         grant = None
         if not (work.held or early):  # (else the claim says why not, and no pace is spent)
-            grant = pacer.take(work.sending, segments, work.urgent)
-            if not grant.go:
-                return _park(store, pacer, job_id, batch, record.offset, grant.now + grant.seconds)
+            grant = pacer.take(job_id, work.sending, segments, work.urgent)
+            if not grant.go:  # (after the others, if this job took the last room)
+                resume_at = grant.now + grant.seconds + (AFTER_OTHERS if grant.had_last else 0)
+                return _park(store, pacer, job_id, batch, record.offset, resume_at)
             turn = min(turn, pacer.turn(work.sending, grant.waiting))
         claim = store.claim_batch(job_id, batch, record.offset, size)
         if claim.outcome == "moved":  # another task made this call: go on from where it got

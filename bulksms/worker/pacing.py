@@ -8,9 +8,10 @@ segments, in calls of at most half that (so the queue is topped up before it run
 - before each call a worker asks the shared pace (`store.pacing.Pace`) for room;
 - with no room, the batch is parked (`paced`) in its job's set and the job is put on the pace's
   schedule for when room will be there; the worker slot is free at once;
-- the waker (a thread in every worker) takes jobs off the schedule as their time comes and
-  enqueues one paced batch of each: one batch of a job waits for room at a time, so jobs
-  sending together take turns, and a job's batches go in order;
+- the waker (a thread in every worker) takes jobs off the schedule as their time comes, one a
+  tick, earliest first, and enqueues one paced batch of each: one batch of a job waits for room
+  at a time, so jobs sending together take turns, and a job's batches go in order; a job that
+  took the last room is scheduled a moment after the others that wait for the same room;
 - a woken batch makes calls while there is room, then the job's next paced batches do, in the
   same task; when other jobs wait, a turn gives way after its share and goes to the back of
   the line;
@@ -58,11 +59,12 @@ class Pacer:
         pace = self.settings.pace_for(sender_of(sending))
         return pace * self.settings.plivo_queue_seconds / 2 / (waiting + 1)
 
-    def take(self, sending: Sending, segments: int, urgent: bool) -> Grant:
+    def take(self, job_id: str, sending: Sending, segments: int, urgent: bool) -> Grant:
         bound = self.settings.plivo_queue_seconds * (URGENT_ALLOWANCE if urgent else 1)
         sender = sender_of(sending)
         cap = self.settings.sender_cap(sender)
         return self.pace.take(
+            job_id,
             segments,
             bound,
             self.settings.plivo_mps,
@@ -74,7 +76,8 @@ class Pacer:
 
 
 def wake_due(pace: Pace, enqueue: Enqueue) -> int:
-    """Enqueue one paced batch of every job whose turn has come; returns how many."""
+    """Enqueue one paced batch of the job whose turn came first (one job a tick: two woken
+    together would race for the same room, and the same one would win); returns how many."""
     woken = 0
     for job_id in pace.due():
         batch = store().next_paced(job_id)

@@ -228,7 +228,12 @@ class FakePace:
     listed: set[str] = field(default_factory=set)
 
     def take(
-        self, segments: int, bound: float, account_rate: float, sender: tuple[str, float] | None
+        self,
+        job_id: str,
+        segments: int,
+        bound: float,
+        account_rate: float,
+        sender: tuple[str, float] | None,
     ) -> Grant:
         if self.room is not None and segments > self.room:
             return Grant(False, self.wait, self.now, self.waiting)

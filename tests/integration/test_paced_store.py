@@ -107,17 +107,19 @@ def test_a_parked_batch_waits_in_its_job_s_paced_set(rdb: redis.Redis) -> None:
 
 def test_the_pace_keeps_plivo_s_queue_within_the_bound(rdb: redis.Redis) -> None:
     pace = Pace(rdb)
-    assert pace.take(50, 10.0, 10.0, None).go  # an empty queue takes any call: 5 s of it
-    assert pace.take(50, 10.0, 10.0, None).go  # 10 s: at the bound
-    refused = pace.take(10, 10.0, 10.0, None)
+    assert pace.take("a", 50, 10.0, 10.0, None).go  # an empty queue takes any call: 5 s of it
+    assert pace.take("a", 50, 10.0, 10.0, None).go  # 10 s: at the bound
+    assert pace.take("b", 10, 10.0, 10.0, None).had_last is False  # b waits: a goes after it
+    refused = pace.take("a", 10, 10.0, 10.0, None)
+    assert refused.had_last  # a took the last room
     # told to come back when the queue is down to half the bound (5 s), less the time gone by
     assert not refused.go and 4.5 < refused.seconds <= 5.0
-    assert pace.take(10, 20.0, 10.0, None).go  # an urgent call may go past it
+    assert pace.take("a", 10, 20.0, 10.0, None).go  # an urgent call may go past it
     # A sender with a cap of its own: its queue binds before the account's.
-    assert pace.take(2, 1.0, 1000.0, ("+14155550199", 1.0)).go is False  # the account is full
+    assert pace.take("a", 2, 1.0, 1000.0, ("+14155550199", 1.0)).go is False  # the account is full
     rdb.delete("bulksms:{pace}:account")
-    assert pace.take(2, 1.0, 1000.0, ("+14155550199", 1.0)).go
-    capped = pace.take(1, 1.0, 1000.0, ("+14155550199", 1.0))
+    assert pace.take("a", 2, 1.0, 1000.0, ("+14155550199", 1.0)).go
+    capped = pace.take("a", 1, 1.0, 1000.0, ("+14155550199", 1.0))
     assert not capped.go and 1.5 < capped.seconds <= 2.0
 
 
@@ -127,7 +129,8 @@ def test_the_schedule_gives_each_due_job_to_one_waker(rdb: redis.Redis) -> None:
     pace.schedule("b", time.time() + 3600)
     pace.schedule("b", 1.0)  # an earlier turn wins
     pace.schedule("a", time.time() + 3600)  # a later one does not push it back
-    assert sorted(pace.due()) == ["a", "b"]
+    assert pace.due() == ["a"]  # one a tick, earliest first
+    assert pace.due(limit=5) == ["b"]
     assert pace.due() == []
 
 
