@@ -7,6 +7,7 @@ role needs (web app or worker) are present.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -15,6 +16,8 @@ from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from dotenv import find_dotenv, load_dotenv
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
@@ -193,6 +196,13 @@ def _sender_caps(value: str) -> tuple[tuple[str, float], ...]:
     return tuple(caps.items())
 
 
+def _signatures(value: str) -> str:
+    mode = value.strip().lower()
+    if mode not in ("auto", "v3"):
+        raise ValueError("must be auto (V3 when present, else V2) or v3 (V3 only)")
+    return mode
+
+
 def _log_level(value: str) -> str:
     level = value.strip().upper()
     if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
@@ -217,7 +227,10 @@ class Settings:
     plivo_webhook_secret: str | None = env("PLIVO_WEBHOOK_SECRET", _text)
     redis_url: str | None = env("REDIS_URL", _redis_url)
     plivo_api_url: str = env("PLIVO_API_URL", _api_base, DEFAULT_PLIVO_API_URL)
-    plivo_accept_v2_signatures: bool = env("PLIVO_ACCEPT_V2_SIGNATURES", _bool, False)
+    # Which signature families webhooks accept (README, "Delivery reports"): `auto` takes V3
+    # when a V3 header is present, else V2; `v3` refuses V2.
+    plivo_signatures: str = env("PLIVO_SIGNATURES", _signatures, "auto")
+    plivo_main_auth_token: str | None = env("PLIVO_MAIN_AUTH_TOKEN", _text)
     celery_broker_url: str | None = env("CELERY_BROKER_URL", _broker_url)
     # Everything else has a default.
     default_region: str | None = env("DEFAULT_REGION", _region)
@@ -268,6 +281,11 @@ class Settings:
             except ValueError as exc:
                 raise ConfigError(f"{name} {exc} (got {_shown(name, raw)}).") from None
         settings = cls(**values)
+        if environ.get("PLIVO_ACCEPT_V2_SIGNATURES", "").strip():
+            log.warning(
+                "PLIVO_ACCEPT_V2_SIGNATURES is no longer read: V2 is accepted unless "
+                "PLIVO_SIGNATURES=v3 (README, Delivery reports)."
+            )
         if settings.plivo_sender_id and settings.plivo_powerpack_uuid:
             raise ConfigError(
                 "Set PLIVO_SENDER_ID or PLIVO_POWERPACK_UUID, not both: Plivo sends from one or "
@@ -317,11 +335,21 @@ class Settings:
         return self.plivo_webhook_secret or self.plivo_auth_token
 
     @property
+    def accept_v2(self) -> bool:
+        return self.plivo_signatures != "v3"
+
+    @property
     def delivery_report_url(self) -> str:
         return f"{self.api_base_url}/api/webhooks/plivo/delivery-report"
 
 
-SECRET_VARIABLES = {"API_KEY", "PLIVO_AUTH_TOKEN", "PLIVO_WEBHOOK_SECRET", "CALLBACK_SECRET"}
+SECRET_VARIABLES = {
+    "API_KEY",
+    "PLIVO_AUTH_TOKEN",
+    "PLIVO_MAIN_AUTH_TOKEN",
+    "PLIVO_WEBHOOK_SECRET",
+    "CALLBACK_SECRET",
+}
 
 
 def _shown(name: str, raw: str) -> str:

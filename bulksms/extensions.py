@@ -9,6 +9,9 @@ from flask import Flask, current_app
 from bulksms.config import Settings
 from bulksms.store import JobStore
 from bulksms.store.pacing import Pace
+from bulksms.store.signals import Nonces
+
+NONCE_SECONDS = 7 * 24 * 3600  # a signature nonce is remembered far past Plivo's retries
 
 
 def init_app(app: Flask, settings: Settings) -> None:
@@ -24,6 +27,7 @@ def init_app(app: Flask, settings: Settings) -> None:
     app.extensions["bulksms.redis"] = client
     app.extensions["bulksms.store"] = JobStore(client, settings.job_retention_seconds)
     app.extensions["bulksms.pace"] = Pace(client)
+    app.extensions["bulksms.nonces"] = Nonces(client, NONCE_SECONDS)
 
 
 def settings() -> Settings:
@@ -43,6 +47,11 @@ def store() -> JobStore:
 
 def pace() -> Pace:
     value: Pace = current_app.extensions["bulksms.pace"]
+    return value
+
+
+def nonces() -> Nonces:
+    value: Nonces = current_app.extensions["bulksms.nonces"]
     return value
 
 

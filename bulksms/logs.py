@@ -94,6 +94,7 @@ def secrets_of(settings: Settings) -> list[str]:
         *settings.api_keys,
         settings.plivo_auth_token or "",
         settings.plivo_webhook_secret or "",
+        settings.plivo_main_auth_token or "",
         settings.callback_secret or "",
     ]
     for url in (settings.redis_url, settings.celery_broker_url):

@@ -4,8 +4,10 @@ V3 (`X-Plivo-Signature-V3`, `-Ma-V3`, `-V3-Nonce`): HMAC-SHA256 over the URL, it
 the sorted POST parameters and the nonce. `v3_base` builds the string the way the SDK's
 `construct_post_url` does, quirks included (tests/unit/test_signature.py holds it to the SDK's
 output on arbitrary input), in a tenth of the time: every delivery report pays for it. V2
-(`X-Plivo-Signature-V2`, `-V2-Nonce`): HMAC-SHA256 over the URL without its query plus the
-nonce. It signs no parameter, so a V2 report is only as good as its nonce.
+(`X-Plivo-Signature-V2`, `-Ma-V2`, `-V2-Nonce`): HMAC-SHA256 over the URL without its query plus
+the nonce. It signs no parameter, so a V2 request is only as good as its nonce (the caller binds
+each nonce to the first request it came with). The `Ma-` headers are signed with the main
+account's token, which differs from a subaccount's.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ V3 = "X-Plivo-Signature-V3"
 MA_V3 = "X-Plivo-Signature-Ma-V3"
 V3_NONCE = "X-Plivo-Signature-V3-Nonce"
 V2 = "X-Plivo-Signature-V2"
+MA_V2 = "X-Plivo-Signature-Ma-V2"
 V2_NONCE = "X-Plivo-Signature-V2-Nonce"
 
 Params = Mapping[str, str | list[str]]
@@ -80,28 +83,53 @@ def sign_v2(url: str, nonce: str, key: str) -> str:
     return base64.b64encode(digest).decode()
 
 
-def verify(url: str, params: Params, headers: Headers, key: str | None, accept_v2: bool) -> Verdict:
-    """Judge a POST from Plivo. V3 whenever present; V2 only if allowed and V3 is absent."""
+def verify(
+    url: str,
+    params: Params,
+    headers: Headers,
+    key: str | None,
+    main_key: str | None = None,
+    accept_v2: bool = True,
+) -> Verdict:
+    """Judge a POST from Plivo: V3 whenever a V3 header is present, else V2 if accepted.
+
+    `key` checks `V3`/`V2`; `main_key` (the main account's token, when the account is a
+    subaccount) checks the `Ma-` headers, which fall back to `key`. One valid header of a family
+    is enough; a family that is present and fails is refused, whatever else the request carries.
+    """
+    main_key = main_key or key
     v3_nonce = headers.get(V3_NONCE)
-    v3_values = [headers.get(V3), headers.get(MA_V3)]
-    if v3_nonce is not None or any(v is not None for v in v3_values):
+    v3, ma_v3 = headers.get(V3), headers.get(MA_V3)
+    if v3_nonce is not None or v3 is not None or ma_v3 is not None:
         # No downgrade: once V3 headers are present, only a valid V3 signature will do.
-        if not key or not v3_nonce:
+        if not v3_nonce:
             return Verdict.INVALID
-        try:
-            expected = sign_v3(url, params, v3_nonce, key)
-        except ValueError:  # (UnicodeError included: a lone surrogate cannot be signed)
-            return Verdict.INVALID
-        for value in v3_values:
-            for candidate in (value or "").split(","):
-                if hmac.compare_digest(candidate.strip().encode(), expected.encode()):
-                    return Verdict.VALID_V3
+        for value, signing_key in ((v3, key), (ma_v3, main_key)):
+            if (
+                value is not None
+                and signing_key
+                and _v3_matches(url, params, v3_nonce, value, signing_key)
+            ):
+                return Verdict.VALID_V3
         return Verdict.INVALID
-    v2, v2_nonce = headers.get(V2), headers.get(V2_NONCE)
-    if v2 is None and v2_nonce is None:
+    v2_nonce = headers.get(V2_NONCE)
+    v2, ma_v2 = headers.get(V2), headers.get(MA_V2)
+    if v2 is None and ma_v2 is None and v2_nonce is None:
         return Verdict.MISSING
-    if not accept_v2 or not key or not v2 or not v2_nonce:
+    if not accept_v2 or not v2_nonce:
         return Verdict.INVALID
-    if hmac.compare_digest(v2.strip().encode(), sign_v2(url, v2_nonce, key).encode()):
-        return Verdict.VALID_V2
+    for value, signing_key in ((v2, key), (ma_v2, main_key)):
+        if value is not None and signing_key:
+            expected = sign_v2(url, v2_nonce, signing_key).encode()
+            if hmac.compare_digest(value.strip().encode(), expected):
+                return Verdict.VALID_V2
     return Verdict.INVALID
+
+
+def _v3_matches(url: str, params: Params, nonce: str, value: str, key: str) -> bool:
+    try:
+        expected = sign_v3(url, params, nonce, key).encode()
+    except ValueError:  # (UnicodeError included: a lone surrogate cannot be signed)
+        return False
+    # Plivo may list several signatures (one per token it holds), comma-separated.
+    return any(hmac.compare_digest(c.strip().encode(), expected) for c in value.split(","))

@@ -21,7 +21,7 @@ bp = Blueprint("openapi", __name__)
 ERROR_CODES = {
     400: "Malformed JSON, a field of the wrong type, an unknown field, a bad Idempotency-Key.",
     401: "No API key, or not a valid one.",
-    403: "The Plivo signature is missing, wrong, or its V2 nonce was used before.",
+    403: "The Plivo signature is missing or wrong (or V2 where PLIVO_SIGNATURES=v3).",
     404: "No such job (it may have expired), or no such path.",
     410: "The job's per-recipient data were deleted.",
     409: "The Idempotency-Key was used with another body, or that request is still running.",
@@ -316,7 +316,7 @@ def document() -> dict[str, Any]:
                     "security": [],
                     "requestBody": _form("From", "To", "Text", "MessageUUID"),
                     "responses": {
-                        "204": {"description": "Taken."},
+                        "204": {"description": "Taken (or a replayed nonce, ignored)."},
                         **_errors(403, 413, 429, 503),
                     },
                 }
@@ -353,7 +353,9 @@ def document() -> dict[str, Any]:
                         "PartInfo",
                     ),
                     "responses": {
-                        "204": {"description": "Recorded (or not ours to record)."},
+                        "204": {
+                            "description": "Recorded (or not ours; a replayed nonce: ignored)."
+                        },
                         **_errors(403, 413, 429, 503),
                     },
                 }

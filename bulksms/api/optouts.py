@@ -14,7 +14,7 @@ from bulksms import numbers
 from bulksms.api.auth import require_api_key
 from bulksms.api.errors import ApiError
 from bulksms.api.ratelimit import limiter, read_limit, submit_limit
-from bulksms.api.webhooks import verify_plivo
+from bulksms.api.webhooks import settle_nonce, verify_plivo
 from bulksms.extensions import redis_client, settings
 from bulksms.store import optouts as opt_out_set
 
@@ -85,7 +85,9 @@ def remove(number: str) -> Response:
 def inbound_message() -> Response:
     """Plivo's inbound SMS: STOP words (or MessageIntent=optout) opt the sender out, START words
     (or MessageIntent=optin) back in."""
-    form = verify_plivo()
+    form = verify_plivo(every_nonce=True)
+    if form is None:
+        return Response(status=204)
     word = " ".join(form.get("Text", "").split()).upper().rstrip(".!")
     intent = INTENTS.get(form.get("MessageIntent", "").strip().lower())
     if intent is None and word in STOP_WORDS | START_WORDS:
@@ -97,4 +99,5 @@ def inbound_message() -> Response:
             opt_out_set.opt_out(redis_client(), e164)
         else:
             opt_out_set.opt_in(redis_client(), e164)
+    settle_nonce()  # stored: a replay of this request, even unchanged, is now ignored
     return Response(status=204)

@@ -7,9 +7,10 @@ common case itself: a urlencoded POST to the report URL with a valid V3 signatur
 through the same `webhooks.record` and answered 204, with the same headers as any answer.
 
 Everything else goes on to the Flask blueprint, which handles it in full: no or a bad signature
-(403, counted, 429 past the limit), V2, another content type, a body without a length or too
-large, and Redis failing (503). Recording a report twice changes nothing (old news to the
-store's script), so handing a report on after a failed attempt is safe.
+(403, counted, 429 past the limit), V2 (whose nonce is bound to its request there), another
+content type, a body without a length or too large, and Redis failing (503). Recording a report
+twice changes nothing (old news to the store's script), so handing a report on after a failed
+attempt is safe.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ class DeliveryReports:
         settings = app.config["SETTINGS"]
         self.following = following
         self.key: str | None = settings.webhook_key
+        self.main_key: str | None = settings.plivo_main_auth_token
         self.url = f"{settings.api_base_url}{PATH}"
         self.store = app.extensions["bulksms.store"]
         self.redis: redis.Redis = app.extensions["bulksms.redis"]
@@ -89,7 +91,7 @@ class DeliveryReports:
         }
         url = f"{self.url}?{query}" if query else self.url
         if (
-            signature.verify(url, posted, headers, self.key, False)
+            signature.verify(url, posted, headers, self.key, self.main_key, accept_v2=False)
             is not signature.Verdict.VALID_V3
         ):
             return None

@@ -7,28 +7,28 @@ not know, a status we do not track) is acknowledged too: a retry would not make 
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from collections.abc import Mapping
 from typing import TypeVar
 from urllib.parse import unquote
 
 import redis
-from flask import Blueprint, Response, request
+from flask import Blueprint, Response, g, request
 from redis.connection import Connection
 
 from bulksms import metrics, signature
 from bulksms.api.errors import ApiError
 from bulksms.api.ratelimit import count_bad_signature
-from bulksms.extensions import redis_client, settings, store
+from bulksms.extensions import nonces, redis_client, settings, store
 from bulksms.store import JobStore, Report, Status, optouts
-from bulksms.store.signals import take_v2_nonce
 
 log = logging.getLogger(__name__)
 T = TypeVar("T", int, float)
 
 bp = Blueprint("webhooks", __name__, url_prefix="/api/webhooks")
 
-V2_NONCE_SECONDS = 7 * 24 * 3600  # longer than Plivo's retry window (about 11 minutes)
 TRACKED = {s.value for s in Status if s is not Status.PENDING}
 RESULTS = {1: "recorded", 0: "repeat", -1: "unknown_recipient"}
 BLOCKED_BY_STOP = "200"  # Plivo's error code: the destination replied STOP to this sender
@@ -65,19 +65,21 @@ def _posted() -> dict[str, list[str]]:
     return request.form.to_dict(flat=False)
 
 
-def verify_plivo() -> dict[str, str]:
+def verify_plivo(every_nonce: bool = False) -> dict[str, str] | None:
     """Refuse (403, or 429 past the limit) any request without a valid Plivo signature.
 
-    Returns the signed parameters, the first value of each.
+    Returns the signed parameters, the first value of each; None for a replay, a nonce already
+    bound to another request, which the caller answers 2xx and ignores (a 403 would count
+    against Plivo's own address, and Plivo retries what it thinks was lost). V2 nonces are
+    always bound, since V2 signs no parameter; `every_nonce` binds V3 nonces too, for requests
+    whose effect a repeat could undo (an inbound START after a STOP): such a caller settles the
+    nonce (`settle_nonce`) once its work is stored.
     """
     s = settings()
     posted = _posted()
+    url = _public_url()
     verdict = signature.verify(
-        _public_url(),
-        posted,
-        request.headers,
-        s.webhook_key,
-        s.plivo_accept_v2_signatures,
+        url, posted, request.headers, s.webhook_key, s.plivo_main_auth_token, s.accept_v2
     )
     if verdict in (signature.Verdict.MISSING, signature.Verdict.INVALID):
         metrics.SIGNATURE_FAILURES.labels(verdict.value).inc()
@@ -86,12 +88,28 @@ def verify_plivo() -> dict[str, str]:
         raise ApiError(403, "signature_missing", "The request carries no Plivo signature.")
     if verdict is signature.Verdict.INVALID:
         raise ApiError(403, "signature_invalid", "The Plivo signature does not match.")
-    if verdict is signature.Verdict.VALID_V2:
-        nonce = request.headers[signature.V2_NONCE]
-        if not take_v2_nonce(redis_client(), nonce, V2_NONCE_SECONDS):
+    v2 = verdict is signature.Verdict.VALID_V2
+    nonce = request.headers[signature.V2_NONCE if v2 else signature.V3_NONCE]
+    if v2 or every_nonce:
+        if not nonces().first_use(nonce, request_digest(url, posted)):
             metrics.SIGNATURE_FAILURES.labels("replayed").inc()
-            raise ApiError(403, "signature_replayed", "This V2 signature nonce was already used.")
+            log.warning("a signed request came with a nonce already taken: ignored")
+            return None
+        g.plivo_nonce = nonce
     return {name: values[0] for name, values in posted.items()}
+
+
+def settle_nonce() -> None:
+    """The request `verify_plivo` let through is stored: its nonce is spent for good."""
+    nonce = g.pop("plivo_nonce", None)
+    if nonce is not None:
+        nonces().settle(nonce)
+
+
+def request_digest(url: str, posted: Mapping[str, list[str]]) -> str:
+    """What a nonce is bound to: the URL with its query and every posted value."""
+    text = json.dumps([url, sorted(posted.items())], ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def _number(raw: str | None, kind: type[T], most: T) -> T:
@@ -106,6 +124,8 @@ def _number(raw: str | None, kind: type[T], most: T) -> T:
 @bp.post("/plivo/delivery-report")
 def delivery_report() -> Response:
     form = verify_plivo()
+    if form is None:
+        return Response(status=204)
     record(
         store(), redis_client(), request.args.get("job", ""), request.args.get("batch", ""), form
     )

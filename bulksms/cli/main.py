@@ -107,7 +107,8 @@ def sandbox(host: str, port: int, faults: str, seed: int | None, mps: float | No
     """A local Plivo Message API that posts signed delivery reports back.
 
     Uses PLIVO_AUTH_ID and PLIVO_AUTH_TOKEN (made up if unset) and signs reports with
-    PLIVO_WEBHOOK_SECRET, else the auth token.
+    PLIVO_WEBHOOK_SECRET, else the auth token (the Ma- headers with PLIVO_MAIN_AUTH_TOKEN, if
+    set).
     """
     from bulksms.devstack.sandbox import Sandbox, faults_from_json, make_credentials, serve
 
@@ -121,7 +122,14 @@ def sandbox(host: str, port: int, faults: str, seed: int | None, mps: float | No
         raise click.BadParameter(str(exc), param_hint="--faults") from None
     if mps is not None:
         chosen.mps = mps
-    box = Sandbox(auth_id, token, os.environ.get("PLIVO_WEBHOOK_SECRET"), chosen, seed)
+    box = Sandbox(
+        auth_id,
+        token,
+        os.environ.get("PLIVO_WEBHOOK_SECRET"),
+        chosen,
+        seed,
+        main_signing_key=os.environ.get("PLIVO_MAIN_AUTH_TOKEN"),
+    )
     server = serve(box, host, port)
     click.echo(
         f"Plivo SANDBOX on http://{host}:{server.server_address[1]} "

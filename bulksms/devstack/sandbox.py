@@ -70,7 +70,7 @@ class Faults:
     reports: bool = True  # post delivery reports at all
     shuffle_reports: bool = False  # post a message's reports in random order
     repeat_rate: float = 0.0  # share of reports posted twice
-    v2_only: bool = False  # sign reports with V2 headers only
+    signatures: str = "both"  # sign reports with v3, v2 or both families of headers
     no_queued: bool = False  # post no `queued` report (whether Plivo does is not documented)
     no_receipt: list[str] = field(default_factory=list)  # number prefixes whose last word is sent
     report_delay_ms: int = 20  # between one status and the next
@@ -97,6 +97,7 @@ class _Report:
     url: str = field(compare=False)
     params: dict[str, str] = field(compare=False)
     attempt: int = field(default=0, compare=False)
+    headers: dict[str, str] | None = field(default=None, compare=False)  # kept for retries
 
 
 class Sandbox:
@@ -109,9 +110,12 @@ class Sandbox:
         seed: int | None = None,
         report_retry_delays: tuple[float, ...] = (1.0, 3.0, 7.0),
         report_threads: int = 8,
+        main_signing_key: str | None = None,
     ) -> None:
         self.auth_id, self.auth_token = auth_id, auth_token
         self.signing_key = signing_key or auth_token
+        # The `Ma-` headers: signed with the main account's token (a subaccount's differs).
+        self.main_signing_key = main_signing_key or self.signing_key
         self.faults = faults or Faults()
         self.random = random.Random(seed)
         self.retry_delays = report_retry_delays
@@ -335,7 +339,9 @@ class Sandbox:
                 self._wake.notify_all()
 
     def _post(self, session: requests.Session, report: _Report) -> bool:
-        headers = self.sign(report.url, report.params)
+        if report.headers is None:  # Plivo retries a report with the same nonce
+            report.headers = self.sign(report.url, report.params)
+        headers = report.headers
         try:
             response = session.post(report.url, data=report.params, headers=headers, timeout=8)
         except requests.RequestException as exc:
@@ -344,15 +350,22 @@ class Sandbox:
         return 200 <= response.status_code < 300
 
     def sign(self, url: str, params: dict[str, str]) -> dict[str, str]:
-        v2_nonce = "".join(secrets.choice("0123456789") for _ in range(20))
-        headers = {
-            signature.V2: signature.sign_v2(url, v2_nonce, self.signing_key),
-            signature.V2_NONCE: v2_nonce,
-        }
-        if not self.faults.v2_only:
+        """Plivo's headers for one report, in the families `faults.signatures` names."""
+        mode, headers = self.faults.signatures, dict[str, str]()
+        if mode in ("both", "v2"):
             nonce = "".join(secrets.choice("0123456789") for _ in range(20))
-            v3 = signature.sign_v3(url, params, nonce, self.signing_key)
-            headers.update({signature.V3: v3, signature.MA_V3: v3, signature.V3_NONCE: nonce})
+            headers |= {
+                signature.V2: signature.sign_v2(url, nonce, self.signing_key),
+                signature.MA_V2: signature.sign_v2(url, nonce, self.main_signing_key),
+                signature.V2_NONCE: nonce,
+            }
+        if mode in ("both", "v3"):
+            nonce = "".join(secrets.choice("0123456789") for _ in range(20))
+            headers |= {
+                signature.V3: signature.sign_v3(url, params, nonce, self.signing_key),
+                signature.MA_V3: signature.sign_v3(url, params, nonce, self.main_signing_key),
+                signature.V3_NONCE: nonce,
+            }
         return headers
 
     def report_backlog(self) -> int:

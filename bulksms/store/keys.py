@@ -7,7 +7,7 @@ Cluster slot and each Lua script touches one job only.
     bulksms:{<job>}:batches     hash   batch number -> batch state record
     bulksms:{<job>}:r:<batch>   string the batch's recipients: 32-byte records by number (`records`)
     bulksms:{<job>}:paced       zset   the job's batches waiting for their turn at the pace
-    bulksms:v2nonce:<nonce>     string a V2 signature nonce already taken (replay guard)
+    bulksms:nonce:<nonce>       string a signature nonce taken: the digest of its request
     bulksms:idem:<digest>       string an Idempotency-Key's request digest and its answer
     bulksms:active              zset   unfinished jobs, for the sweep
     bulksms:optouts             set    opted-out numbers (never expires)
@@ -53,8 +53,8 @@ def idempotency(digest: str) -> str:
     return f"{PREFIX}:idem:{digest}"
 
 
-def v2_nonce(nonce: str) -> str:
-    return f"{PREFIX}:v2nonce:{nonce}"
+def nonce(value: str) -> str:
+    return f"{PREFIX}:nonce:{value}"
 
 
 def paced(job_id: str) -> str:

@@ -382,6 +382,19 @@ return 1
 """
 )
 
+# KEYS: a signature nonce's record. ARGV: the digest of the request it came with, seconds to
+# keep it. 1 when the nonce is new (now bound to that request) or comes again with the very same
+# request before that request was settled (Plivo retrying what we did not answer), else 0.
+NONCE_BIND = """
+local bound = redis.call('GET', KEYS[1])
+if not bound then
+  redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+  return 1
+end
+if bound == ARGV[1] then return 1 end
+return 0
+"""
+
 # KEYS: bucket. ARGV: capacity, refill per second. 0 when a token was taken, else the seconds
 # to wait for one. Redis's own clock, so every worker on every host shares one bucket.
 BUCKET_TAKE = _render(

@@ -1,4 +1,4 @@
-"""Small facts shared by every process: a signature nonce taken, the sweep's lock, and the
+"""Small facts shared by every process: signature nonces taken, the sweep's lock, and the
 token bucket toward Plivo's API (run by Redis's own clock, so every worker on every host shares
 one)."""
 
@@ -9,9 +9,25 @@ import redis
 from bulksms.store import keys, scripts
 
 
-def take_v2_nonce(client: redis.Redis, nonce: str, seconds: int) -> bool:
-    """True the first time this V2 signature nonce is seen (for `seconds`), False after."""
-    return bool(client.set(keys.v2_nonce(nonce), 1, nx=True, ex=seconds))
+class Nonces:
+    """Signature nonces, each bound to the first request it comes with. The same request again
+    (Plivo retrying what we did not answer) passes until the caller settles the nonce, once its
+    work is stored; any other request with that nonce is a replay. V2 signs neither the query
+    nor the body, so this binding is all that stops a V2 signature being reused with other
+    content."""
+
+    def __init__(self, client: redis.Redis, seconds: int) -> None:
+        self.redis = client
+        self.seconds = seconds
+        self._bind = client.register_script(scripts.NONCE_BIND)
+
+    def first_use(self, nonce: str, request_digest: str) -> bool:
+        """True when `nonce` is new, or came with this very request and was not settled."""
+        return bool(self._bind(keys=[keys.nonce(nonce)], args=[request_digest, self.seconds]))
+
+    def settle(self, nonce: str) -> None:
+        """The request's work is stored: even the very same request is a replay from now on."""
+        self.redis.set(keys.nonce(nonce), "settled", xx=True, keepttl=True)
 
 
 def take_sweep_lock(client: redis.Redis, milliseconds: int) -> bool:

@@ -35,19 +35,25 @@ def report(
     key: str | None = None,
     scheme: str = "v3",
     query: str | None = None,
+    nonce: str | None = None,
 ) -> Any:
+    """Post a report signed as Plivo signs: `scheme` is v3, v2, both, ma-v3 or ma-v2 (the main
+    account's headers, signed with `key`)."""
     query = f"job={job_id}&batch=0" if query is None else query
     public = f"{settings.api_base_url}{PATH}?{query}"
     key = key or settings.plivo_auth_token or ""
     headers: dict[str, str] = {}
-    if scheme in ("v3", "both"):
+    if scheme in ("v3", "both", "ma-v3"):
+        v3 = signature.MA_V3 if scheme == "ma-v3" else signature.V3
+        v3_nonce = nonce or "4242"
         headers |= {
-            signature.V3: signature.sign_v3(public, params, "4242", key),
-            signature.V3_NONCE: "4242",
+            v3: signature.sign_v3(public, params, v3_nonce, key),
+            signature.V3_NONCE: v3_nonce,
         }
-    if scheme in ("v2", "both"):
-        nonce = f"n{len(params)}{params.get('Status')}"
-        headers |= {signature.V2: signature.sign_v2(public, nonce, key), signature.V2_NONCE: nonce}
+    if scheme in ("v2", "both", "ma-v2"):
+        v2 = signature.MA_V2 if scheme == "ma-v2" else signature.V2
+        v2_nonce = nonce or f"n{len(params)}{params.get('Status')}"
+        headers |= {v2: signature.sign_v2(public, v2_nonce, key), signature.V2_NONCE: v2_nonce}
     return client.post(f"{PATH}?{query}", data=params, headers=headers)
 
 

@@ -109,8 +109,11 @@ def test_shuffled_and_repeated_reports_count_exactly(stack: Stack) -> None:
     assert {k: v for k, v in doc["counts"].items() if v} == dict(outcomes)
 
 
-def test_v2_only_reports_are_refused_unless_the_setting_is_on(stack: Stack) -> None:
-    stack.sandbox.faults.update({"v2_only": True})
+@pytest.mark.parametrize("stack_overrides", [{"plivo_signatures": "v3"}])
+def test_v2_only_reports_are_refused_when_v3_is_mandatory(
+    stack: Stack, stack_overrides: dict[str, str]
+) -> None:
+    stack.sandbox.faults.update({"signatures": "v2"})
     job_id = stack.submit({"recipients": us_numbers(3), "message": "v2"}).json()["job_id"]
     stack.wait_for(job_id, lambda d: d["batches"]["submitted"] == 1)
     stack.wait_until_quiet()
@@ -120,16 +123,25 @@ def test_v2_only_reports_are_refused_unless_the_setting_is_on(stack: Stack) -> N
     assert stack.sandbox.stats()["reports_posted"] == 0
 
 
-@pytest.mark.parametrize("stack_overrides", [{"plivo_accept_v2_signatures": True}])
-def test_v2_only_reports_count_when_the_setting_is_on(
-    stack: Stack, stack_overrides: dict[str, bool]
+@pytest.mark.parametrize("stack_overrides", [{"plivo_main_auth_token": "main-account-token"}])
+def test_reports_signed_as_plivo_signs_count_by_default(
+    stack: Stack, stack_overrides: dict[str, str]
 ) -> None:
-    stack.sandbox.faults.update({"v2_only": True})
-    numbers = us_numbers(20)
-    job_id = stack.submit({"recipients": numbers, "message": "v2"}).json()["job_id"]
-    doc = stack.wait_for(job_id, lambda d: d["state"] == "completed")
-    outcomes = Counter(m["status"] for m in stack.sandbox.messages)
-    assert {k: v for k, v in doc["counts"].items() if v} == dict(outcomes)
+    """V2 only, then V3 only, with the Ma- headers signed by a main account's token of its own
+    and the subaccount's own headers by a token we do not know: every report counts once."""
+    stack.sandbox.main_signing_key = "main-account-token"
+    stack.sandbox.signing_key = "a-token-we-do-not-know"
+    try:
+        for mode in ("v2", "v3"):
+            stack.sandbox.reset()
+            stack.sandbox.faults.update({"signatures": mode, "repeat_rate": 0.3})
+            job_id = stack.submit({"recipients": us_numbers(20), "message": mode}).json()["job_id"]
+            doc = stack.wait_for(job_id, lambda d: d["state"] == "completed")
+            outcomes = Counter(m["status"] for m in stack.sandbox.messages)
+            assert {k: v for k, v in doc["counts"].items() if v} == dict(outcomes)
+            assert stack.sandbox.stats()["reports_refused"] == 0
+    finally:
+        stack.sandbox.signing_key = stack.sandbox.main_signing_key = stack.sandbox.auth_token
 
 
 def test_powerpack_and_expiry_reach_plivo(stack: Stack) -> None:

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import secrets
+
 import redis
 import requests
 from flask.testing import FlaskClient
@@ -35,13 +37,22 @@ def test_the_opt_out_api(client: FlaskClient) -> None:
     assert client.delete("/api/opt-outs/+14155550100", headers=AUTH).status_code == 404
 
 
-def inbound(stack: Stack, sender: str, text: str, intent: str = "") -> requests.Response:
+def inbound(
+    stack: Stack, sender: str, text: str, intent: str = "", nonce: str = "", v2: bool = False
+) -> requests.Response:
     url = f"{stack.base_url}/api/webhooks/plivo/inbound"
     params = {"From": sender.lstrip("+"), "To": "14155550199", "Text": text, "MessageUUID": "in-1"}
     if intent:
         params["MessageIntent"] = intent
     key = stack.settings.webhook_key or ""
-    headers = {signature.V3: signature.sign_v3(url, params, "5", key), signature.V3_NONCE: "5"}
+    nonce = nonce or secrets.token_hex(8)
+    if v2:
+        headers = {signature.V2: signature.sign_v2(url, nonce, key), signature.V2_NONCE: nonce}
+    else:
+        headers = {
+            signature.V3: signature.sign_v3(url, params, nonce, key),
+            signature.V3_NONCE: nonce,
+        }
     return requests.post(url, data=params, headers=headers, timeout=30)
 
 
@@ -83,6 +94,24 @@ def test_every_opt_out_word_and_plivo_s_message_intent_are_honoured(stack: Stack
     assert [opted_out(n) for n in numbers] == [True, True, True, True, True, False]
     assert inbound(stack, numbers[0], "whatever", intent="OptIn").status_code == 204
     assert not opted_out(numbers[0])
+
+
+def test_a_signed_inbound_message_counts_once_even_replayed_unchanged(stack: Stack) -> None:
+    def opted_out(number: str) -> bool:
+        found = requests.get(f"{stack.base_url}/api/opt-outs/{number}", headers=AUTH, timeout=30)
+        return found.status_code == 200
+
+    first, second = us_numbers(2)
+    for v2 in (False, True):
+        number = second if v2 else first
+        assert inbound(stack, number, "START", nonce=f"start-{v2}", v2=v2).status_code == 204
+        assert inbound(stack, number, "STOP", v2=v2).status_code == 204
+        # The old START again, signed as it was: answered 2xx, and the number stays out.
+        assert inbound(stack, number, "START", nonce=f"start-{v2}", v2=v2).status_code == 204
+        assert opted_out(number)
+        # The nonce with other content, validly signed: changes nothing either.
+        assert inbound(stack, number, "UNSTOP", nonce=f"start-{v2}", v2=v2).status_code == 204
+        assert opted_out(number)
 
 
 def test_a_report_blocked_by_stop_opts_the_number_out(stack: Stack) -> None:

@@ -52,20 +52,78 @@ def test_a_parameter_changed_after_signing_is_refused(
     assert counts(client, job_id) == {"pending": 1}
 
 
-def test_v2_only_reports_are_refused_by_default(client: FlaskClient, settings: Settings) -> None:
-    job_id = submit(client, ["+14155550100"])
-    answer = report(client, settings, job_id, params("delivered"), scheme="v2")
-    assert answer.status_code == 403
-    assert counts(client, job_id) == {"pending": 1}
-
-
-def test_v2_only_reports_when_enabled_take_each_nonce_once(settings: Settings) -> None:
-    client = create_app(replace(settings, plivo_accept_v2_signatures=True)).test_client()
+def test_v2_only_reports_are_accepted_by_default(client: FlaskClient, settings: Settings) -> None:
     job_id = submit(client, ["+14155550100"])
     assert report(client, settings, job_id, params("sent"), scheme="v2").status_code == 204
-    replay = report(client, settings, job_id, params("sent"), scheme="v2")
-    assert replay.status_code == 403 and replay.get_json()["error"] == "signature_replayed"
     assert counts(client, job_id) == {"sent": 1}
+
+
+def test_v2_is_refused_when_v3_is_mandatory(settings: Settings) -> None:
+    client = create_app(replace(settings, plivo_signatures="v3")).test_client()
+    job_id = submit(client, ["+14155550100"])
+    answer = report(client, settings, job_id, params("sent"), scheme="v2")
+    assert answer.status_code == 403 and answer.get_json()["error"] == "signature_invalid"
+    assert report(client, settings, job_id, params("sent"), scheme="both").status_code == 204
+    assert counts(client, job_id) == {"sent": 1}
+
+
+def test_a_v2_nonce_taken_is_answered_2xx_and_changes_nothing(
+    client: FlaskClient, settings: Settings
+) -> None:
+    job_id = submit(client, ["+14155550100", "+14155550101"])
+    other_job = submit(client, ["+14155550100"])
+    first = report(client, settings, job_id, params("sent"), scheme="v2", nonce="77")
+    assert first.status_code == 204
+    # Plivo's own retry (the same request) is recorded again, which changes nothing…
+    assert (
+        report(client, settings, job_id, params("sent"), scheme="v2", nonce="77").status_code == 204
+    )
+    # …while the same nonce with anything altered is a replay: 2xx (never a 403 that counts
+    # against Plivo's address) and nothing changes.
+    for altered, target in (
+        (params("failed", ErrorCode="30"), job_id),
+        (params("delivered", to="14155550101"), job_id),
+        (params("delivered"), other_job),
+    ):
+        replay = report(client, settings, target, altered, scheme="v2", nonce="77")
+        assert replay.status_code == 204
+    assert counts(client, job_id) == {"sent": 1, "pending": 1}
+    assert counts(client, other_job) == {"pending": 1}
+
+
+def test_a_failing_v3_is_refused_whatever_v2_says(client: FlaskClient, settings: Settings) -> None:
+    job_id = submit(client, ["+14155550100"])
+    public = f"{settings.api_base_url}{PATH}?job={job_id}&batch=0"
+    token = settings.plivo_auth_token or ""
+    headers = {
+        signature.V2: signature.sign_v2(public, "55", token),
+        signature.V2_NONCE: "55",
+        signature.V3: signature.sign_v3(public, params("sent"), "1", "not-the-token"),
+        signature.V3_NONCE: "1",
+    }
+    answer = client.post(f"{PATH}?job={job_id}&batch=0", data=params("sent"), headers=headers)
+    assert answer.status_code == 403
+    assert report(client, settings, job_id, params("sent"), scheme="both").status_code == 204
+    assert counts(client, job_id) == {"sent": 1}
+
+
+def test_main_account_headers_are_checked_with_the_main_token(settings: Settings) -> None:
+    main = "the-main-account-token"
+    client = create_app(replace(settings, plivo_main_auth_token=main)).test_client()
+    job_id = submit(client, ["+14155550100", "+14155550101"])
+    sent = params("sent")
+    assert report(client, settings, job_id, sent, key=main, scheme="ma-v3").status_code == 204
+    other = params("sent", to="14155550101")
+    assert report(client, settings, job_id, other, key=main, scheme="ma-v2").status_code == 204
+    # Signed with the subaccount's own token in a Ma- header: refused.
+    delivered = params("delivered")
+    assert report(client, settings, job_id, delivered, scheme="ma-v3").status_code == 403
+    assert counts(client, job_id) == {"sent": 2}
+    # Without PLIVO_MAIN_AUTH_TOKEN the Ma- headers are checked with the auth token.
+    plain = create_app(settings).test_client()
+    assert report(plain, settings, job_id, delivered, key=main, scheme="ma-v3").status_code == 403
+    assert report(plain, settings, job_id, delivered, scheme="ma-v3").status_code == 204
+    assert counts(client, job_id) == {"sent": 1, "delivered": 1}
 
 
 def test_the_webhook_secret_is_the_key_when_set(settings: Settings) -> None:

@@ -15,10 +15,10 @@ GOOD = {
 
 
 def test_contract_variables_are_read_and_typed() -> None:
-    s = Settings.from_env({**GOOD, "PLIVO_ACCEPT_V2_SIGNATURES": "true", "MAX_RECIPIENTS": "5_000"})
+    s = Settings.from_env({**GOOD, "PLIVO_SIGNATURES": "V3", "MAX_RECIPIENTS": "5_000"})
     assert s.api_keys == ("k1-aaaaaaaaaaaa", "k2-bbbbbbbbbbbb")
     assert s.api_base_url == "https://sms.example.com"
-    assert s.plivo_accept_v2_signatures is True
+    assert s.plivo_signatures == "v3"
     assert s.max_recipients == 5000
     assert s.broker_url == "redis://127.0.0.1:6399/0"
     assert s.webhook_key == "token"
@@ -38,7 +38,7 @@ def test_a_unix_socket_url_is_given_to_each_client_in_its_own_form() -> None:
 def test_every_other_setting_has_a_default() -> None:
     s = Settings.from_env(GOOD)
     assert s.batch_size == 1000
-    assert s.plivo_accept_v2_signatures is False
+    assert s.plivo_signatures == "auto" and s.accept_v2
     assert s.celery_broker_url is None
 
 
@@ -65,7 +65,7 @@ def test_webhook_secret_wins_over_the_auth_token() -> None:
         ("PLIVO_AUTH_ID", "XX123"),
         ("PLIVO_SENDER_ID", "not a sender!"),
         ("PLIVO_API_URL", "https://api.plivo.com/v1/Account"),
-        ("PLIVO_ACCEPT_V2_SIGNATURES", "maybe"),
+        ("PLIVO_SIGNATURES", "v2-only"),
         ("BATCH_SIZE", "1001"),
         ("MAX_RECIPIENTS", "lots"),
         ("PLIVO_MPS", "0"),
@@ -92,3 +92,12 @@ def test_secrets_are_not_echoed_in_errors() -> None:
 def test_the_app_refuses_to_start_without_what_it_needs() -> None:
     with pytest.raises(ConfigError, match="API_KEY, API_BASE_URL"):
         create_app(Settings.from_env({"REDIS_URL": GOOD["REDIS_URL"]}))
+
+
+def test_the_v2_opt_in_that_was_replaced_is_ignored_with_a_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    s = Settings.from_env({**GOOD, "PLIVO_ACCEPT_V2_SIGNATURES": "false"})
+    assert s.accept_v2  # V2 is how Plivo documents SMS callbacks: accepted unless v3 is chosen
+    assert "PLIVO_ACCEPT_V2_SIGNATURES is no longer read" in caplog.text
+    assert not Settings.from_env({**GOOD, "PLIVO_SIGNATURES": "v3"}).accept_v2

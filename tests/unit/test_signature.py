@@ -58,7 +58,7 @@ def test_a_query_no_signature_can_cover_is_refused_not_a_crash() -> None:
     for query in ("job=caf%C3%A9", "job=café"):
         headers = {signature.V3: "x", signature.V3_NONCE: "1"}
         url = URL.split("?")[0] + "?" + query
-        assert signature.verify(url, PARAMS, headers, KEY, False) is Verdict.INVALID
+        assert signature.verify(url, PARAMS, headers, KEY, accept_v2=False) is Verdict.INVALID
 
 
 @given(texts, texts)
@@ -75,26 +75,58 @@ def test_our_v2_signature_is_the_sdks() -> None:
 def test_valid_v3_accepted_also_in_the_main_account_header_or_a_list() -> None:
     sig = signature.sign_v3(URL, PARAMS, "1", KEY)
     assert (
-        signature.verify(URL, PARAMS, {signature.V3: sig, signature.V3_NONCE: "1"}, KEY, False)
+        signature.verify(
+            URL, PARAMS, {signature.V3: sig, signature.V3_NONCE: "1"}, KEY, accept_v2=False
+        )
         is Verdict.VALID_V3
     )
     headers = {signature.V3: "bogus", signature.MA_V3: f"zz,{sig}", signature.V3_NONCE: "1"}
-    assert signature.verify(URL, PARAMS, headers, KEY, False) is Verdict.VALID_V3
+    assert signature.verify(URL, PARAMS, headers, KEY, accept_v2=False) is Verdict.VALID_V3
 
 
 def test_v3_refuses_wrong_key_changed_parameter_and_changed_query() -> None:
-    assert signature.verify(URL, PARAMS, v3_headers(key="wrong"), KEY, False) is Verdict.INVALID
+    assert (
+        signature.verify(URL, PARAMS, v3_headers(key="wrong"), KEY, accept_v2=False)
+        is Verdict.INVALID
+    )
     changed = {**PARAMS, "Status": "failed"}
-    assert signature.verify(URL, changed, v3_headers(), KEY, False) is Verdict.INVALID
+    assert signature.verify(URL, changed, v3_headers(), KEY, accept_v2=False) is Verdict.INVALID
     other_job = URL.replace("job=abc", "job=abd")
-    assert signature.verify(other_job, PARAMS, v3_headers(), KEY, False) is Verdict.INVALID
+    assert (
+        signature.verify(other_job, PARAMS, v3_headers(), KEY, accept_v2=False) is Verdict.INVALID
+    )
 
 
-def test_v2_only_is_refused_unless_allowed() -> None:
+MAIN = "the-main-account-token"
+
+
+def test_ma_headers_are_checked_with_the_main_accounts_token() -> None:
+    v3 = {signature.MA_V3: signature.sign_v3(URL, PARAMS, "1", MAIN), signature.V3_NONCE: "1"}
+    assert signature.verify(URL, PARAMS, v3, KEY, MAIN) is Verdict.VALID_V3
+    assert signature.verify(URL, PARAMS, v3, KEY) is Verdict.INVALID  # no main token: ours
+    v2 = {signature.MA_V2: signature.sign_v2(URL, "9", MAIN), signature.V2_NONCE: "9"}
+    assert signature.verify(URL, PARAMS, v2, KEY, MAIN) is Verdict.VALID_V2
+    assert signature.verify(URL, PARAMS, v2, KEY) is Verdict.INVALID
+    # The subaccount's own header is still checked with its own token.
+    own = {signature.V3: signature.sign_v3(URL, PARAMS, "1", KEY), signature.V3_NONCE: "1"}
+    assert signature.verify(URL, PARAMS, own, KEY, MAIN) is Verdict.VALID_V3
+    assert signature.verify(URL, PARAMS, own, MAIN, KEY) is Verdict.INVALID
+
+
+def test_one_valid_header_of_a_family_is_enough() -> None:
+    both = {
+        signature.V2: "stale",
+        signature.MA_V2: signature.sign_v2(URL, "9", MAIN),
+        signature.V2_NONCE: "9",
+    }
+    assert signature.verify(URL, PARAMS, both, KEY, MAIN) is Verdict.VALID_V2
+
+
+def test_v2_only_is_accepted_unless_v3_is_mandatory() -> None:
     headers = {signature.V2: signature.sign_v2(URL, "77", KEY), signature.V2_NONCE: "77"}
-    assert signature.verify(URL, PARAMS, headers, KEY, False) is Verdict.INVALID
-    assert signature.verify(URL, PARAMS, headers, KEY, True) is Verdict.VALID_V2
-    assert signature.verify(URL, PARAMS, headers, "wrong", True) is Verdict.INVALID
+    assert signature.verify(URL, PARAMS, headers, KEY, accept_v2=False) is Verdict.INVALID
+    assert signature.verify(URL, PARAMS, headers, KEY) is Verdict.VALID_V2
+    assert signature.verify(URL, PARAMS, headers, "wrong") is Verdict.INVALID
 
 
 def test_no_downgrade_to_v2_when_v3_headers_are_present() -> None:
@@ -104,8 +136,8 @@ def test_no_downgrade_to_v2_when_v3_headers_are_present() -> None:
         signature.V3: "forged",
         signature.V3_NONCE: "1",
     }
-    assert signature.verify(URL, PARAMS, headers, KEY, True) is Verdict.INVALID
+    assert signature.verify(URL, PARAMS, headers, KEY) is Verdict.INVALID
 
 
 def test_no_signature_is_missing() -> None:
-    assert signature.verify(URL, PARAMS, {}, KEY, True) is Verdict.MISSING
+    assert signature.verify(URL, PARAMS, {}, KEY) is Verdict.MISSING
