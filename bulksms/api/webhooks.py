@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 from collections.abc import Mapping
 from typing import TypeVar
 from urllib.parse import unquote
@@ -32,6 +33,7 @@ bp = Blueprint("webhooks", __name__, url_prefix="/api/webhooks")
 TRACKED = {s.value for s in Status if s is not Status.PENDING}
 RESULTS = {1: "recorded", 0: "repeat", -1: "unknown_recipient"}
 BLOCKED_BY_STOP = "200"  # Plivo's error code: the destination replied STOP to this sender
+PART_INFO = re.compile(r"(\d{1,3})\s+of\s+(\d{1,3})", re.IGNORECASE | re.ASCII)
 
 
 def _public_url() -> str:
@@ -121,6 +123,16 @@ def _number(raw: str | None, kind: type[T], most: T) -> T:
     return value if 0 <= value <= most else kind()  # (NaN fails the comparison too)
 
 
+def _part(info: str) -> tuple[int, int]:
+    """Plivo's PartInfo, "1 of 2": (1, 2); (0, 0) for a whole message or anything odd."""
+    found = PART_INFO.fullmatch(info.strip())
+    if found:
+        part, parts = int(found[1]), int(found[2])
+        if 1 <= part <= parts and parts > 1:
+            return part, parts
+    return 0, 0
+
+
 @bp.post("/plivo/delivery-report")
 def delivery_report() -> Response:
     form = verify_plivo()
@@ -147,16 +159,20 @@ def record(
         log.info("delivery report ignored: job=%r batch=%r status=%r", job_id, batch, status)
         metrics.REPORTS.labels(status if status in TRACKED else "other", "ignored").inc()
         return "ignored"
+    part, parts = _part(form.get("PartInfo", ""))
     moved = jobs.record_report(
         Report(
             job_id,
             int(batch),
             number,
             Status(status),
-            uuid=form.get("MessageUUID", ""),
+            # A part's report names the message by its first part (ParentMessageUUID).
+            uuid=(parts and form.get("ParentMessageUUID", "")) or form.get("MessageUUID", ""),
             error_code=form.get("ErrorCode", ""),
             units=_number(form.get("Units"), int, 1000),
             amount=_number(form.get("TotalAmount"), float, 1000.0),
+            part=part,
+            parts=parts,
         ),
         connection,
     )

@@ -315,7 +315,12 @@ class JobStore:
             return None
         now = time.time()
         job_id, batch, code = report.job_id, report.batch, CODES[report.status]
-        return [keys.job(job_id), keys.recipients(job_id, batch), keys.batches(job_id)], [
+        return [
+            keys.job(job_id),
+            keys.recipients(job_id, batch),
+            keys.batches(job_id),
+            keys.parts(job_id),
+        ], [
             number,
             code,
             records.encode_uuid(report.uuid),
@@ -324,6 +329,8 @@ class JobStore:
             batch,
             report.units,
             round(report.amount * 100_000),
+            report.part,
+            report.parts,
         ]
 
     # -- the sweep's view ---------------------------------------------------------------------
@@ -400,6 +407,7 @@ class JobStore:
             pipe.delete(keys.recipients(job_id, batch))
         pipe.delete(keys.batches(job_id))
         pipe.delete(keys.paced(job_id))
+        pipe.delete(keys.parts(job_id))
         pipe.hset(keys.job(job_id), "erased", _now())
         pipe.execute()
 

@@ -7,6 +7,8 @@ Cluster slot and each Lua script touches one job only.
     bulksms:{<job>}:batches     hash   batch number -> batch state record
     bulksms:{<job>}:r:<batch>   string the batch's recipients: 32-byte records by number (`records`)
     bulksms:{<job>}:paced       zset   the job's batches waiting for their turn at the pace
+    bulksms:{<job>}:parts       hash   <batch>:<number> -> each part's status and billed flag,
+                                       for messages Plivo reports part by part
     bulksms:nonce:<nonce>       string a signature nonce taken: the digest of its request
     bulksms:idem:<digest>       string an Idempotency-Key's request digest and its answer
     bulksms:active              zset   unfinished jobs, for the sweep
@@ -59,6 +61,10 @@ def nonce(value: str) -> str:
 
 def paced(job_id: str) -> str:
     return f"{PREFIX}:{{{job_id}}}:paced"
+
+
+def parts(job_id: str) -> str:
+    return f"{PREFIX}:{{{job_id}}}:parts"
 
 
 def pace_sender(sender: str) -> str:

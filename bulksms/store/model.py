@@ -335,6 +335,8 @@ class Report(NamedTuple):
     error_code: str = ""
     units: int = 0
     amount: float = 0.0
+    part: int = 0  # for a message reported part by part: this part (1…) of `parts`
+    parts: int = 0
 
 
 @dataclass(frozen=True)

@@ -336,11 +336,16 @@ return 'resend'
 """
 )
 
-# KEYS: job, recipients, batches. ARGV: number (digits), code, uuid (16 bytes, or '' to keep
-# what is there), tail (status, error, time), now, batch, units, amount (in 1/100000).
-# 1 moved, 0 old news, -1 no such recipient. What Plivo billed is added once per recipient,
-# with its first final status. Every report runs this: it makes few calls into Redis (a read of
-# the batch's numbers, searched here, and one write of the record).
+# KEYS: job, recipients, batches, parts. ARGV: number (digits), code, uuid (16 bytes, or '' to
+# keep what is there), tail (status, error, time), now, batch, units, amount (in 1/100000), and
+# for a report of one part of a long message, the part and the parts in all ('' otherwise).
+# 1 moved, 0 old news, -1 no such recipient. What Plivo billed is added once per message part,
+# from the first report that carries it, whatever its status (Plivo charges at `sent`, and many
+# carriers never send more): a single message keeps its flag in the record's spare byte, a
+# message reported in parts keeps each part's status and flag in the parts hash, and its status
+# is folded from them: delivered when every part is, failed or undelivered as soon as a part is.
+# Every report runs this: it makes few calls into Redis (a read of the batch's numbers, searched
+# here, and one write of the record).
 REPORT = _render(
     """
 $TABLES
@@ -356,28 +361,69 @@ while low <= high do
   if found < number then low = middle + 1 else high = middle - 1 end
 end
 if not at then return -1 end
-local base = count * 8 + at * 24  -- its state: UUID, then status, error, time
+local base = count * 8 + at * 24  -- its state: UUID, then status, error, time, billed
 local own = redis.call('GETRANGE', KEYS[2], base + 16, base + 16)
 local old = own
-if own == '\\0' then
+if own == '\0' then
   local batch = redis.call('HGET', KEYS[3], ARGV[6]) or ''
   old = IMPLIED[string.match(batch, '^([^|]*)')] or $pending
 end
-if RANK[ARGV[2]] <= RANK[old] then return 0 end
--- Pending until now: Plivo has the batch, whatever the worker recorded (or not) so far.
-if old == $pending then redis.call('HINCRBY', KEYS[3], 'e:' .. ARGV[6], 1) end
-if ARGV[3] ~= '' then
-  redis.call('SETRANGE', KEYS[2], base, ARGV[3] .. ARGV[4])
-else
-  redis.call('SETRANGE', KEYS[2], base + 16, ARGV[4])
+local code, tail = ARGV[2], ARGV[4]
+local billable = tonumber(ARGV[7]) > 0 or tonumber(ARGV[8]) > 0
+local bill = false
+local part, parts = tonumber(ARGV[9]), tonumber(ARGV[10])
+if parts and part and parts > 1 and part >= 1 and part <= parts then
+  local field = ARGV[6] .. ':' .. ARGV[1]
+  local state = redis.call('HGET', KEYS[4], field)
+  if not state or #state ~= 2 * parts then
+    state = string.rep($pending, parts) .. string.rep('0', parts)
+  end
+  local mine = string.sub(state, part, part)
+  if RANK[code] > RANK[mine] then
+    state = string.sub(state, 1, part - 1) .. code .. string.sub(state, part + 1)
+  end
+  if billable and string.sub(state, parts + part, parts + part) == '0' then
+    bill = true
+    state = string.sub(state, 1, parts + part - 1) .. '1' .. string.sub(state, parts + part + 1)
+  end
+  redis.call('HSET', KEYS[4], field, state)
+  local ttl = redis.call('TTL', KEYS[1])
+  if ttl > 0 then redis.call('EXPIRE', KEYS[4], ttl) end
+  -- The message's status: a failed part's report moves it at once (its code is the report's);
+  -- otherwise it is folded from every part's.
+  if RANK[code] < $FINAL or code == $delivered then
+    local delivered, sent = true, false
+    for i = 1, parts do
+      local each = string.sub(state, i, i)
+      if each ~= $delivered then delivered = false end
+      if RANK[each] >= RANK[$sent] then sent = true end
+    end
+    code = delivered and $delivered or (sent and $sent or $queued)
+    tail = code .. string.sub(tail, 2)
+  end
+elseif billable then
+  -- A single message: billed once. A record the release before finished was billed then.
+  local flag = redis.call('GETRANGE', KEYS[2], base + 23, base + 23)
+  if flag == '\0' and RANK[old] < $FINAL then
+    bill = true
+    redis.call('SETRANGE', KEYS[2], base + 23, '\1')
+  end
 end
-redis.call('HINCRBY', KEYS[1], 'c:' .. old, -1)
-redis.call('HINCRBY', KEYS[1], 'c:' .. ARGV[2], 1)
-redis.call('HSET', KEYS[1], 'updated_at', ARGV[5])
-if RANK[ARGV[2]] == $FINAL then
+if bill then
   redis.call('HINCRBY', KEYS[1], 'billed_units', ARGV[7])
   redis.call('HINCRBY', KEYS[1], 'billed_amount_e5', ARGV[8])
 end
+if RANK[code] <= RANK[old] then return 0 end
+-- Pending until now: Plivo has the batch, whatever the worker recorded (or not) so far.
+if old == $pending then redis.call('HINCRBY', KEYS[3], 'e:' .. ARGV[6], 1) end
+if ARGV[3] ~= '' then
+  redis.call('SETRANGE', KEYS[2], base, ARGV[3] .. tail)
+else
+  redis.call('SETRANGE', KEYS[2], base + 16, tail)
+end
+redis.call('HINCRBY', KEYS[1], 'c:' .. old, -1)
+redis.call('HINCRBY', KEYS[1], 'c:' .. code, 1)
+redis.call('HSET', KEYS[1], 'updated_at', ARGV[5])
 return 1
 """
 )

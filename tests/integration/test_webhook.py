@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import replace
 
 from flask.testing import FlaskClient
@@ -176,9 +177,68 @@ def test_a_multipart_message_counts_once_per_recipient(
     client: FlaskClient, settings: Settings
 ) -> None:
     job_id = submit(client, ["+14155550100"])
-    for part, uuid in ((1, "part-1"), (2, "part-2")):
+    for n, message_uuid in ((1, "part-1"), (2, "part-2")):
         for status in ("sent", "delivered"):
-            extra = {"ParentMessageUUID": "parent", "PartInfo": f"{part} of 2", "Units": "1"}
-            p = {**params(status, **extra), "MessageUUID": uuid}
+            extra = {"ParentMessageUUID": "parent", "PartInfo": f"{n} of 2", "Units": "1"}
+            p = {**params(status, **extra), "MessageUUID": message_uuid}
             assert report(client, settings, job_id, p).status_code == 204
     assert counts(client, job_id) == {"delivered": 1}
+
+
+def test_a_message_that_stays_sent_is_billed_at_sent(
+    client: FlaskClient, settings: Settings
+) -> None:
+    """Plivo charges at `sent`, and many US carriers never send a receipt."""
+    job_id = submit(client, ["+14155550100"])
+    billed = {"Units": "1", "TotalAmount": "0.00500"}
+    assert report(client, settings, job_id, params("queued")).status_code == 204
+    assert report(client, settings, job_id, params("sent", **billed)).status_code == 204
+    assert report(client, settings, job_id, params("sent", **billed)).status_code == 204
+    doc = client.get(f"/api/bulk-sms/{job_id}", headers={"X-API-Key": API_KEY}).get_json()
+    assert doc["billed"] == {"units": 1, "amount": 0.005}
+    assert counts(client, job_id) == {"sent": 1}
+
+
+def part(status: str, n: int, to: str = "14155550100", **extra: str) -> dict[str, str]:
+    def uuid_of(n: int) -> str:
+        return str(uuid.UUID(int=int(to) * 10 + n))
+
+    fields = {"ParentMessageUUID": uuid_of(1), "PartInfo": f"{n} of 2", "Units": "1", **extra}
+    return {**params(status, to=to, **fields), "MessageUUID": uuid_of(n)}
+
+
+def test_parts_are_folded_into_one_status_and_each_part_is_billed(
+    client: FlaskClient, settings: Settings
+) -> None:
+    job_id = submit(client, ["+14155550100", "+14155550101"])
+    doc_of = lambda: client.get(  # noqa: E731
+        f"/api/bulk-sms/{job_id}", headers={"X-API-Key": API_KEY}
+    ).get_json()
+    assert report(client, settings, job_id, part("sent", 1, TotalAmount="0.005")).status_code == 204
+    assert report(client, settings, job_id, part("delivered", 1)).status_code == 204
+    # One part delivered and the other not yet: the message is sent, not delivered.
+    assert counts(client, job_id) == {"sent": 1, "pending": 1}
+    assert report(client, settings, job_id, part("sent", 2, TotalAmount="0.005")).status_code == 204
+    assert counts(client, job_id) == {"sent": 1, "pending": 1}
+    assert report(client, settings, job_id, part("delivered", 2)).status_code == 204
+    assert report(client, settings, job_id, part("delivered", 2)).status_code == 204  # again
+    assert counts(client, job_id) == {"delivered": 1, "pending": 1}
+    assert doc_of()["billed"] == {"units": 2, "amount": 0.01}
+    # The other recipient: one part fails, and the message has failed with that part's code,
+    # whatever its other part says later.
+    other = "14155550101"
+    assert report(client, settings, job_id, part("delivered", 1, other)).status_code == 204
+    assert (
+        report(client, settings, job_id, part("undelivered", 2, other, ErrorCode="30")).status_code
+        == 204
+    )
+    assert report(client, settings, job_id, part("delivered", 2, other)).status_code == 204
+    assert counts(client, job_id) == {"delivered": 1, "undelivered": 1}
+    assert doc_of()["billed"]["units"] == 4
+    rows = client.get(
+        f"/api/bulk-sms/{job_id}/messages?status=undelivered", headers={"X-API-Key": API_KEY}
+    ).get_json()
+    (row,) = rows["messages"]
+    assert (
+        row["error_code"] == "30" and row["message_uuid"] == part("sent", 1, other)["MessageUUID"]
+    )
