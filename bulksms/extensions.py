@@ -11,8 +11,6 @@ from bulksms.store import JobStore
 from bulksms.store.pacing import Pace
 from bulksms.store.signals import Nonces
 
-NONCE_SECONDS = 7 * 24 * 3600  # a signature nonce is remembered far past Plivo's retries
-
 
 def init_app(app: Flask, settings: Settings) -> None:
     assert settings.redis_url
@@ -27,7 +25,8 @@ def init_app(app: Flask, settings: Settings) -> None:
     app.extensions["bulksms.redis"] = client
     app.extensions["bulksms.store"] = JobStore(client, settings.job_retention_seconds)
     app.extensions["bulksms.pace"] = Pace(client)
-    app.extensions["bulksms.nonces"] = Nonces(client, NONCE_SECONDS)
+    # A report's nonce is remembered as long as jobs are: a V2 signature is good for any job.
+    app.extensions["bulksms.nonces"] = Nonces(client, settings.job_retention_seconds)
 
 
 def settings() -> Settings:

@@ -85,7 +85,7 @@ def remove(number: str) -> Response:
 def inbound_message() -> Response:
     """Plivo's inbound SMS: STOP words (or MessageIntent=optout) opt the sender out, START words
     (or MessageIntent=optin) back in."""
-    form = verify_plivo(every_nonce=True)
+    form = verify_plivo(lasting=True)
     if form is None:
         return Response(status=204)
     word = " ".join(form.get("Text", "").split()).upper().rstrip(".!")

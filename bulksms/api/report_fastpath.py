@@ -49,6 +49,7 @@ class DeliveryReports:
         self.main_key: str | None = settings.plivo_main_auth_token
         self.url = f"{settings.api_base_url}{PATH}"
         self.store = app.extensions["bulksms.store"]
+        self.nonces = app.extensions["bulksms.nonces"]
         self.redis: redis.Redis = app.extensions["bulksms.redis"]
         self.local = threading.local()  # each thread keeps one connection to Redis
 
@@ -95,6 +96,9 @@ class DeliveryReports:
             is not signature.Verdict.VALID_V3
         ):
             return None
+        v2_nonce = environ.get("HTTP_X_PLIVO_SIGNATURE_V2_NONCE")
+        if v2_nonce and not self.nonces.first_use(v2_nonce, webhooks.request_digest(url, posted)):
+            return None  # Flask answers a replay (2xx, nothing changes) and counts it
         job_id, batch = _job_and_batch(query)
         request_id = logs.request_id(environ.get("HTTP_X_REQUEST_ID", ""))
         token = logs.bind(request_id=request_id)

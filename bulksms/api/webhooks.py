@@ -19,7 +19,7 @@ import redis
 from flask import Blueprint, Response, g, request
 from redis.connection import Connection
 
-from bulksms import metrics, signature
+from bulksms import metrics, numbers, signature
 from bulksms.api.errors import ApiError
 from bulksms.api.ratelimit import count_bad_signature
 from bulksms.extensions import nonces, redis_client, settings, store
@@ -67,15 +67,15 @@ def _posted() -> dict[str, list[str]]:
     return request.form.to_dict(flat=False)
 
 
-def verify_plivo(every_nonce: bool = False) -> dict[str, str] | None:
+def verify_plivo(lasting: bool = False) -> dict[str, str] | None:
     """Refuse (403, or 429 past the limit) any request without a valid Plivo signature.
 
     Returns the signed parameters, the first value of each; None for a replay, a nonce already
     bound to another request, which the caller answers 2xx and ignores (a 403 would count
-    against Plivo's own address, and Plivo retries what it thinks was lost). V2 nonces are
-    always bound, since V2 signs no parameter; `every_nonce` binds V3 nonces too, for requests
-    whose effect a repeat could undo (an inbound START after a STOP): such a caller settles the
-    nonce (`settle_nonce`) once its work is stored.
+    against Plivo's own address, and Plivo retries what it thinks was lost). `lasting`: the
+    request's effect lasts and a repeat could undo a later one (an inbound START after a STOP),
+    so its nonces are remembered for good and the caller settles them (`settle_nonce`) once
+    its work is stored.
     """
     s = settings()
     posted = _posted()
@@ -90,21 +90,32 @@ def verify_plivo(every_nonce: bool = False) -> dict[str, str] | None:
         raise ApiError(403, "signature_missing", "The request carries no Plivo signature.")
     if verdict is signature.Verdict.INVALID:
         raise ApiError(403, "signature_invalid", "The Plivo signature does not match.")
-    v2 = verdict is signature.Verdict.VALID_V2
-    nonce = request.headers[signature.V2_NONCE if v2 else signature.V3_NONCE]
-    if v2 or every_nonce:
-        if not nonces().first_use(nonce, request_digest(url, posted)):
-            metrics.SIGNATURE_FAILURES.labels("replayed").inc()
-            log.warning("a signed request came with a nonce already taken: ignored")
-            return None
-        g.plivo_nonce = nonce
+    taken = bound_nonces(request.headers, verdict, lasting)
+    digest = request_digest(url, posted)
+    if not all(nonces().first_use(nonce, digest, lasting) for nonce in taken):
+        metrics.SIGNATURE_FAILURES.labels("replayed").inc()
+        log.warning("a signed request came with a nonce already taken: ignored")
+        return None
+    if lasting:
+        g.plivo_nonces = taken
     return {name: values[0] for name, values in posted.items()}
 
 
+def bound_nonces(
+    headers: signature.Headers, verdict: signature.Verdict, lasting: bool
+) -> list[str]:
+    """The nonces a verified request binds. A V2 nonce always, even beside a valid V3: V2 signs
+    no parameter, so the V2 half of a request signed both ways, re-posted alone with other
+    content, would otherwise pass. A V3 nonce when the request's effect lasts."""
+    found = [headers.get(signature.V2_NONCE)]
+    if lasting and verdict is signature.Verdict.VALID_V3:
+        found.append(headers.get(signature.V3_NONCE))
+    return [nonce for nonce in found if nonce]
+
+
 def settle_nonce() -> None:
-    """The request `verify_plivo` let through is stored: its nonce is spent for good."""
-    nonce = g.pop("plivo_nonce", None)
-    if nonce is not None:
+    """The request `verify_plivo` let through is stored: its nonces are spent for good."""
+    for nonce in g.pop("plivo_nonces", []):
         nonces().settle(nonce)
 
 
@@ -179,6 +190,8 @@ def record(
     if moved < 0:
         log.info("delivery report for an unknown recipient of job %s", job_id)
     if form.get("ErrorCode", "").strip() == BLOCKED_BY_STOP:
-        optouts.opt_out(client, number)
+        e164 = numbers.normalise("+" + number.lstrip("+"), None)[0]
+        if e164:
+            optouts.opt_out(client, e164)
     metrics.REPORTS.labels(status, RESULTS[moved]).inc()
     return RESULTS[moved]

@@ -36,8 +36,10 @@ import threading
 import time
 import uuid
 from dataclasses import asdict, dataclass, field, fields
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import parse_qs
 
 import requests
 
@@ -46,6 +48,9 @@ from bulksms import message, signature
 log = logging.getLogger("bulksms.devstack.sandbox")
 
 MESSAGE_PATH = re.compile(r"^/v1/Account/([^/]+)/Message/?$")
+ONE_MESSAGE_PATH = re.compile(r"^/v1/Account/([^/]+)/Message/([^/]+)/?$")
+LIST_LIMIT = 20  # Plivo's most messages a page
+TIME_FILTERS = {"message_time__gte", "message_time__gt", "message_time__lte", "message_time__lt"}
 DST_RE = re.compile(r"^\+?[1-9]\d{6,14}$")
 MAX_DESTINATIONS = 1000
 # Plivo's messaging error codes, for the failures the sandbox simulates.
@@ -81,6 +86,8 @@ class Faults:
     # waits longer than the send's message_expiry (default 3 hours) fails with error 420.
     mps: float = 0.0
     default_expiry: int = DEFAULT_EXPIRY
+    # The Message API's reads: listing has its own limit (Plivo's default: 20 a minute; 0: none).
+    list_per_minute: int = 20
 
     def update(self, changes: dict[str, Any]) -> None:
         known = {f.name: f for f in fields(self)}
@@ -130,7 +137,11 @@ class Sandbox:
             "reports_posted": 0,
             "reports_refused": 0,
             "reports_given_up": 0,
+            "list_requests": 0,
+            "list_refused": 0,
+            "lookups": 0,
         }
+        self._listed: list[float] = []  # when recent list requests came (the per-minute limit)
         self._queue: list[_Report] = []
         self._seq = 0
         self._free = 0.0  # when Plivo's queue (at `faults.mps`) will have sent all it holds
@@ -238,6 +249,91 @@ class Sandbox:
         if invalid:
             answer["invalid_number"] = invalid
         return 202, answer
+
+    # -- the Message API's reads --------------------------------------------------------------
+    def _state(self, record: dict[str, Any], now: float) -> str:
+        """A message's state now: queued until it leaves, sent, then its outcome."""
+        step = self.faults.report_delay_ms / 1000
+        if record["left_at"] is None:
+            return "failed" if now >= record["expires_at"] else "queued"
+        if now < record["left_at"]:
+            return "queued"
+        if record["status"] == "sent" or now < record["left_at"] + step:
+            return "sent"
+        return str(record["status"])
+
+    def _message_object(self, record: dict[str, Any], now: float) -> dict[str, Any]:
+        state = self._state(record, now)
+        final = state not in ("queued", "sent")
+        charged = state != "queued" and record["error_code"] != EXPIRED_CODE
+        return {
+            "message_uuid": record["message_uuid"],
+            "from_number": record["src"].lstrip("+"),
+            "to_number": record["dst"].lstrip("+"),
+            "message_direction": "outbound",
+            "message_state": state,
+            "message_type": "sms",
+            "message_time": _plivo_time(record["accepted_at"]),
+            "units": record["segments"],
+            "total_rate": "0.00500",
+            "total_amount": f"{0.005 * record['segments']:.5f}" if charged else "0.00000",
+            "error_code": record["error_code"] if final else "",
+            "resource_uri": f"/v1/Account/{self.auth_id}/Message/{record['message_uuid']}/",
+        }
+
+    def lookup(self, message_uuid: str) -> tuple[int, dict[str, Any]]:
+        """`GET Message/{uuid}/`: the message, as Plivo shows it."""
+        now = time.time()
+        with self.lock:
+            self.counters["lookups"] += 1
+            found = next((m for m in self.messages if m["message_uuid"] == message_uuid), None)
+            if found is None:
+                return 404, {"api_id": str(uuid.uuid4()), "error": "not found"}
+            return 200, {"api_id": str(uuid.uuid4()), **self._message_object(found, now)}
+
+    def list_messages(self, query: dict[str, str]) -> tuple[int, dict[str, Any]]:
+        """`GET Message/`: outbound messages newest first, with the SDK's filters (`to_number`,
+        `from_number`, `message_time__gte` and the like, `message_state`, `limit` ≤ 20,
+        `offset`), in Plivo's shape: `meta` (with `next`) and `objects`."""
+        now = time.time()
+        api_id = str(uuid.uuid4())
+        try:
+            limit = int(query.get("limit", LIST_LIMIT))
+            offset = int(query.get("offset", 0))
+            times = {k: _parse_plivo_time(v) for k, v in query.items() if k in TIME_FILTERS}
+        except ValueError as exc:
+            return 400, {"api_id": api_id, "error": str(exc)}
+        if not 0 < limit <= LIST_LIMIT or offset < 0:
+            return 400, {"api_id": api_id, "error": "0 < limit <= 20 and 0 <= offset"}
+        with self.lock:
+            per_minute = self.faults.list_per_minute
+            self._listed = [t for t in self._listed if t > now - 60]
+            if per_minute and len(self._listed) >= per_minute:
+                self.counters["list_refused"] += 1
+                return 429, {"api_id": api_id, "error": "too many requests"}
+            self._listed.append(now)
+            self.counters["list_requests"] += 1
+            chosen = [m for m in self.messages if _listed(m, query, times)]
+            if query.get("message_direction", "outbound") != "outbound":
+                chosen = []
+            chosen.sort(key=lambda m: m["accepted_at"], reverse=True)
+            objects = [self._message_object(m, now) for m in chosen]
+        if "message_state" in query:
+            objects = [o for o in objects if o["message_state"] == query["message_state"]]
+        page = objects[offset : offset + limit]
+        more = offset + limit < len(objects)
+        base = f"/v1/Account/{self.auth_id}/Message/?limit={limit}&offset="
+        return 200, {
+            "api_id": api_id,
+            "meta": {
+                "limit": limit,
+                "offset": offset,
+                "total_count": len(objects),
+                "next": f"{base}{offset + limit}" if more else None,
+                "previous": f"{base}{max(0, offset - limit)}" if offset else None,
+            },
+            "objects": page,
+        }
 
     def _leave_times(
         self, count: int, segments: int, now: float, expiry: int, mps: float
@@ -386,6 +482,7 @@ class Sandbox:
             self.sends.clear()
             self._queue.clear()
             self._free = 0.0
+            self._listed.clear()
             self.faults = Faults()
             for key in self.counters:
                 self.counters[key] = 0
@@ -394,6 +491,35 @@ class Sandbox:
         with self.lock:
             self._stopping = True
             self._wake.notify_all()
+
+
+def _plivo_time(at: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S+00:00", time.gmtime(at))
+
+
+def _parse_plivo_time(text: str) -> float:
+    """Plivo's filter format, `YYYY-MM-DD HH:MM[:ss[.uuuuuu]]`, in UTC."""
+    for form in ("%Y-%m-%d %H:%M:%S.%f", "%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M"):
+        try:
+            parsed = datetime.strptime(text.strip(), form)
+        except ValueError:
+            continue
+        return parsed.replace(tzinfo=UTC).timestamp()
+    raise ValueError(f"not a time Plivo takes: {text!r}")
+
+
+def _listed(record: dict[str, Any], query: dict[str, str], times: dict[str, float]) -> bool:
+    for name, wanted in (("to_number", "dst"), ("from_number", "src")):
+        if name in query and query[name].lstrip("+") != str(record[wanted]).lstrip("+"):
+            return False
+    at = int(record["accepted_at"])  # Plivo's times are whole seconds
+    bounds = {
+        "message_time__gte": lambda t: at >= t,
+        "message_time__gt": lambda t: at > t,
+        "message_time__lte": lambda t: at <= t,
+        "message_time__lt": lambda t: at < t,
+    }
+    return all(bounds[name](value) for name, value in times.items())
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -481,7 +607,19 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:  # noqa: N802 (stdlib's name)
         sandbox = self.server.sandbox
-        if self.path == "/sandbox/messages":
+        path, _, raw_query = self.path.partition("?")
+        one, listing = ONE_MESSAGE_PATH.match(path), MESSAGE_PATH.match(path)
+        if one or listing:
+            auth_id = (one or listing).group(1)  # type: ignore[union-attr]
+            if not sandbox.authorised(self.headers.get("Authorization"), auth_id):
+                self._answer(401, {"api_id": str(uuid.uuid4()), "error": "authentication failed"})
+            elif one:
+                self._answer(*sandbox.lookup(one.group(2)))
+            else:
+                query = {k: v[-1] for k, v in parse_qs(raw_query, keep_blank_values=True).items()}
+                status, body = sandbox.list_messages(query)
+                self._answer(status, body, {"Retry-After": "60"} if status == 429 else None)
+        elif self.path == "/sandbox/messages":
             with sandbox.lock:
                 messages = list(sandbox.messages)
             self._answer(200, {"messages": messages})

@@ -429,12 +429,17 @@ return 1
 )
 
 # KEYS: a signature nonce's record. ARGV: the digest of the request it came with, seconds to
-# keep it. 1 when the nonce is new (now bound to that request) or comes again with the very same
-# request before that request was settled (Plivo retrying what we did not answer), else 0.
+# keep it (0: for good). 1 when the nonce is new (now bound to that request) or comes again
+# with the very same request before that request was settled (Plivo retrying what we did not
+# answer), else 0.
 NONCE_BIND = """
 local bound = redis.call('GET', KEYS[1])
 if not bound then
-  redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+  if ARGV[2] == '0' then
+    redis.call('SET', KEYS[1], ARGV[1])
+  else
+    redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+  end
   return 1
 end
 if bound == ARGV[1] then return 1 end

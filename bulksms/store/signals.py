@@ -21,9 +21,11 @@ class Nonces:
         self.seconds = seconds
         self._bind = client.register_script(scripts.NONCE_BIND)
 
-    def first_use(self, nonce: str, request_digest: str) -> bool:
-        """True when `nonce` is new, or came with this very request and was not settled."""
-        return bool(self._bind(keys=[keys.nonce(nonce)], args=[request_digest, self.seconds]))
+    def first_use(self, nonce: str, request_digest: str, for_good: bool = False) -> bool:
+        """True when `nonce` is new, or came with this very request and was not settled.
+        `for_good`: a new nonce is remembered without end (for requests few and lasting)."""
+        seconds = 0 if for_good else self.seconds
+        return bool(self._bind(keys=[keys.nonce(nonce)], args=[request_digest, seconds]))
 
     def settle(self, nonce: str) -> None:
         """The request's work is stored: even the very same request is a replay from now on."""

@@ -96,7 +96,9 @@ def test_every_opt_out_word_and_plivo_s_message_intent_are_honoured(stack: Stack
     assert not opted_out(numbers[0])
 
 
-def test_a_signed_inbound_message_counts_once_even_replayed_unchanged(stack: Stack) -> None:
+def test_a_signed_inbound_message_counts_once_even_replayed_unchanged(
+    stack: Stack, rdb: redis.Redis
+) -> None:
     def opted_out(number: str) -> bool:
         found = requests.get(f"{stack.base_url}/api/opt-outs/{number}", headers=AUTH, timeout=30)
         return found.status_code == 200
@@ -112,6 +114,8 @@ def test_a_signed_inbound_message_counts_once_even_replayed_unchanged(stack: Sta
         # The nonce with other content, validly signed: changes nothing either.
         assert inbound(stack, number, "UNSTOP", nonce=f"start-{v2}", v2=v2).status_code == 204
         assert opted_out(number)
+    # An inbound message's nonce is remembered for good: a STOP lasts.
+    assert rdb.ttl(keys.nonce("start-True")) == -1
 
 
 def test_a_report_blocked_by_stop_opts_the_number_out(stack: Stack) -> None:

@@ -242,3 +242,27 @@ def test_parts_are_folded_into_one_status_and_each_part_is_billed(
     assert (
         row["error_code"] == "30" and row["message_uuid"] == part("sent", 1, other)["MessageUUID"]
     )
+
+
+def test_the_v2_half_of_a_report_signed_both_ways_cannot_be_reused(
+    client: FlaskClient, settings: Settings
+) -> None:
+    """A valid V3 request binds its V2 nonce too: V2 signs no parameter, so its half re-posted
+    alone with other content must not pass."""
+    job_id = submit(client, ["+14155550100", "+14155550101"])
+    public = f"{settings.api_base_url}{PATH}?job={job_id}&batch=0"
+    token = settings.plivo_auth_token or ""
+    v2 = {signature.V2: signature.sign_v2(public, "31", token), signature.V2_NONCE: "31"}
+    both = {
+        **v2,
+        signature.V3: signature.sign_v3(public, params("sent"), "32", token),
+        signature.V3_NONCE: "32",
+    }
+    path = f"{PATH}?job={job_id}&batch=0"
+    assert client.post(path, data=params("sent"), headers=both).status_code == 204
+    forged = params("undelivered", to="14155550101", ErrorCode="200")
+    assert client.post(path, data=forged, headers=v2).status_code == 204
+    assert counts(client, job_id) == {"sent": 1, "pending": 1}
+    assert (
+        client.get("/api/opt-outs/+14155550101", headers={"X-API-Key": API_KEY}).status_code == 404
+    )
