@@ -244,6 +244,7 @@ class Settings:
     job_retention_seconds: int = env("JOB_RETENTION_SECONDS", _int(60), 30 * 24 * 3600)
     celery_visibility_timeout: int = env("CELERY_VISIBILITY_TIMEOUT", _int(10), 600)
     plivo_rate_limit: str = env("PLIVO_RATE_LIMIT", _rate, "300/5 seconds")
+    plivo_list_per_minute: int = env("PLIVO_LIST_PER_MINUTE", _int(1, 10_000), 20)
     # The pace Plivo really sends at (README, "Pace"): segments a second for the account, and
     # for senders with caps of their own; at most `plivo_queue_seconds` of it waits at Plivo.
     plivo_mps: float = env("PLIVO_MPS", _per_second, 5.0)

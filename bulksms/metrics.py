@@ -53,6 +53,14 @@ PLIVO_LATENCY = Histogram(
 PLIVO_ERRORS = Counter(
     "bulksms_plivo_errors", "Plivo send calls that failed, by kind.", ["kind"]
 )  # not_sent | refused | bad_credentials | outcome_unknown
+LOOKUPS = Counter(
+    "bulksms_plivo_lookups",
+    "Reads of Plivo's Message API that settle what reports did not, by kind and result.",
+    ["kind", "result"],
+)  # list: found | absent | error | budget | ambiguous; get: found | unknown | error | budget
+RECONCILED = Counter(
+    "bulksms_reconciled_calls", "Calls without an answer, by what Plivo's list said.", ["verdict"]
+)  # submitted | advanced | resend | moved | waiting
 
 
 class _QueueDepth(Collector):

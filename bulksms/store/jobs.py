@@ -26,6 +26,7 @@ from redis.connection import Connection
 from redis.exceptions import NoScriptError
 
 from bulksms.store import keys, records, scripts
+from bulksms.store.handed import HandedUuids
 from bulksms.store.model import (
     CODES,
     LAYOUT_VERSION,
@@ -53,12 +54,14 @@ class JobStore:
     def __init__(self, client: redis.Redis, retention_seconds: int) -> None:
         self.redis = client
         self.retention = retention_seconds
+        self.handed = HandedUuids(client)  # the UUIDs Plivo gave back, by call
         self._claim = client.register_script(scripts.CLAIM)
         self._release = client.register_script(scripts.RELEASE)
         self._park = client.register_script(scripts.PARK)
         self._call = client.register_script(scripts.CALL)
         self._finish = client.register_script(scripts.FINISH)
         self._resolve = client.register_script(scripts.RESOLVE)
+        self._settle = client.register_script(scripts.SETTLE)
         self._report = client.register_script(scripts.REPORT)
 
     # -- submit -------------------------------------------------------------------------------
@@ -244,18 +247,42 @@ class JobStore:
         """Stop the job: every batch not yet sent fails with `reason` when it is claimed."""
         self.redis.hsetnx(keys.job(job_id), "halted", reason.replace("|", "/"))
 
-    def resolve_batch(
-        self, job_id: str, batch: int, in_flight_seconds: float, grace_seconds: float
-    ) -> str:
-        """Settle a call left `sending`: handed over on evidence ('submitted', 'advanced'), else
-        resent after the grace ('resend'); or why not yet ('in_flight', 'waiting')."""
+    def resolve_batch(self, job_id: str, batch: int, in_flight_seconds: float) -> str:
+        """Look at a call left `sending`: handed over on evidence ('submitted', 'advanced'),
+        'ask' (Plivo's message list must say: `settle_call`), or why not yet ('in_flight')."""
         now = _now()
         return str(
             self._resolve(
                 keys=self._batch_keys(job_id, batch),
-                args=[batch, now, in_flight_seconds, grace_seconds, _queued_tail(now)],
+                args=[batch, now, in_flight_seconds, _queued_tail(now)],
             )
         )
+
+    def settle_call(self, job_id: str, batch: int, attempt: int, offset: int, found: bool) -> str:
+        """What Plivo's message list says of the call claimed as `attempt` at `offset`: found,
+        it is recorded ('submitted', 'advanced'); absent, the same call is to be made again
+        ('resend'); 'moved' if the call was settled meanwhile."""
+        now = _now()
+        return str(
+            self._settle(
+                keys=self._batch_keys(job_id, batch),
+                args=[
+                    batch,
+                    now,
+                    attempt,
+                    offset,
+                    "found" if found else "absent",
+                    _queued_tail(now),
+                ],
+            )
+        )
+
+    def call_numbers(self, job_id: str, batch: int, offset: int, size: int) -> list[str]:
+        """The numbers of one call: the batch's [offset, offset + size) (size 0: the rest)."""
+        pipe = self.redis.pipeline(transaction=False)
+        _get_bytes(pipe, keys.recipients(job_id, batch))
+        found = records.numbers_of(cast(bytes, pipe.execute()[0] or b""))
+        return found[offset : offset + size] if size else found[offset:]
 
     def is_urgent(self, job_id: str) -> bool:
         return bool(self.redis.hexists(keys.job(job_id), "urgent"))

@@ -11,6 +11,8 @@ Cluster slot and each Lua script touches one job only.
                                        for messages Plivo reports part by part
     bulksms:nonce:<nonce>       string a signature nonce taken: the digest of its request
     bulksms:idem:<digest>       string an Idempotency-Key's request digest and its answer
+    bulksms:handed:<hour>       hash   message UUID -> the call Plivo gave it to (`handed`)
+    bulksms:plivo-list-bucket   hash   the token bucket for Plivo's message list (its own limit)
     bulksms:active              zset   unfinished jobs, for the sweep
     bulksms:optouts             set    opted-out numbers (never expires)
     bulksms:scheduled           zset   scheduled jobs by send time, released by the sweep
@@ -32,6 +34,7 @@ OPT_OUTS = f"{PREFIX}:optouts"  # set: numbers (E.164 digits) never to send to; 
 SCHEDULED = f"{PREFIX}:scheduled"  # sorted set: scheduled jobs by their send time
 JOBS = f"{PREFIX}:jobs"  # sorted set: every job by creation time, for the job listing
 PLIVO_BUCKET = f"{PREFIX}:plivo-bucket"  # hash: the shared token bucket toward Plivo's API
+PLIVO_LIST_BUCKET = f"{PREFIX}:plivo-list-bucket"  # hash: the same for listing messages
 SWEEP_LOCK = f"{PREFIX}:sweep-lock"  # string: one sweep at a time across all workers
 # The pace's keys share a hash tag: its scripts read several of them at once.
 PACE_ACCOUNT = f"{PREFIX}:{{pace}}:account"  # hash: when Plivo's queue for the account drains
@@ -53,6 +56,10 @@ def recipients(job_id: str, batch: int) -> str:
 
 def idempotency(digest: str) -> str:
     return f"{PREFIX}:idem:{digest}"
+
+
+def handed(hour: int) -> str:
+    return f"{PREFIX}:handed:{hour}"
 
 
 def nonce(value: str) -> str:

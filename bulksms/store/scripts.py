@@ -309,11 +309,10 @@ return 1
 """
 )
 
-# KEYS: job, batches, recipients. ARGV: batch, now, in_flight_seconds, grace_seconds, the queued
-# tail. A call left in flight (its worker died, or the answer never came): settle it from
-# evidence, a report that moved one of the call's own recipients — recorded as handed over
-# ('submitted' or 'advanced') — or, after the grace, the very same call is made again
-# ('resend').
+# KEYS: job, batches, recipients. ARGV: batch, now, in_flight_seconds, the queued tail. A call
+# left in flight (its worker died, or the answer never came): settled from evidence, a report
+# that moved one of the call's own recipients — recorded as handed over ('submitted' or
+# 'advanced'); without any, 'ask': only Plivo can say whether it took the call (`SETTLE`).
 RESOLVE = _render(
     PRELUDE
     + """
@@ -328,9 +327,35 @@ local offset, size = offset_of(f), size_of(f)
 if size <= 0 or offset + size > count then size = count - offset end
 if unmoved(KEYS[3], count, offset, offset + size) < size then
   return record_call(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2], f,
-                     'inferred from delivery reports', {}, '', ARGV[5])
+                     'inferred from delivery reports', {}, '', ARGV[4])
 end
-if age < tonumber(ARGV[4]) then return 'waiting' end
+return 'ask'
+"""
+)
+
+# KEYS: job, batches, recipients. ARGV: batch, now, attempt, offset, 'found' or 'absent' (what
+# Plivo's message list says of the call claimed as `attempt` at `offset`), the queued tail.
+# Found: recorded as handed over. Absent: pending again at the same offset, so the very same call
+# is made again ('resend') — unless a report came meanwhile. 'moved' when the call is not in
+# flight any more (settled by someone else).
+SETTLE = _render(
+    PRELUDE
+    + """
+local rec = redis.call('HGET', KEYS[2], ARGV[1])
+if not rec then return 'gone' end
+local f = split(rec)
+if not owns(f, ARGV[3], ARGV[4]) then return 'moved' end
+local count = redis.call('STRLEN', KEYS[3]) / SIZE
+local offset, size = offset_of(f), size_of(f)
+if size <= 0 or offset + size > count then size = count - offset end
+if unmoved(KEYS[3], count, offset, offset + size) < size then
+  return record_call(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2], f,
+                     'inferred from delivery reports', {}, '', ARGV[6])
+end
+if ARGV[5] == 'found' then
+  return record_call(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2], f,
+                     "found in Plivo's message list", {}, '', ARGV[6])
+end
 redis.call('HSET', KEYS[2], ARGV[1], pending_record(0, f[3], offset, size_of(f)))
 return 'resend'
 """

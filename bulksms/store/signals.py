@@ -40,11 +40,14 @@ def take_sweep_lock(client: redis.Redis, milliseconds: int) -> bool:
 class PlivoBucket:
     """Capacity tokens, refilled at `per_second`: one per request to Plivo's API."""
 
-    def __init__(self, client: redis.Redis, capacity: int, per_second: float) -> None:
+    def __init__(
+        self, client: redis.Redis, capacity: int, per_second: float, key: str = keys.PLIVO_BUCKET
+    ) -> None:
+        self.key = key
         self.capacity = capacity
         self.per_second = per_second
         self._take = client.register_script(scripts.BUCKET_TAKE)
 
     def take(self) -> float:
         """Take a token if one is there: 0.0, else the seconds until one will be."""
-        return float(self._take(keys=[keys.PLIVO_BUCKET], args=[self.capacity, self.per_second]))
+        return float(self._take(keys=[self.key], args=[self.capacity, self.per_second]))

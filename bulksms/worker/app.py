@@ -73,6 +73,7 @@ def _connect_signals(app: Flask, celery: Celery, settings: Settings) -> None:
                 enqueue=enqueue,
                 notify=lambda job_id: taskqueue.notify(celery, job_id),
                 queue_depth=queue_depth,
+                reconcile=app.extensions["bulksms.reconciler"].settle,
             )
         )
         sweeping.append(pacing.start(app, app.extensions["bulksms.pacer"].pace, settings, enqueue))

@@ -33,6 +33,7 @@ import redis
 from bulksms import metrics
 from bulksms.config import Settings
 from bulksms.store import BatchState, BatchWork, JobStore
+from bulksms.store.handed import call_id
 from bulksms.worker.gateway import (
     BadCredentials,
     NotSent,
@@ -244,6 +245,10 @@ def _call(
             raise RetryLater(countdown(settings, delay), exc.reason, batch) from exc
         return outcome
     metrics.PLIVO_LATENCY.labels("accepted").observe(time.perf_counter() - started)
+    # The UUIDs first: should this call go unrecorded, the sweep finds its messages in Plivo's
+    # list as this call's; others' calls to the same numbers find them as not theirs.
+    handed = call_id(job_id, batch, owner.attempt, owner.offset)
+    persist(lambda: store.handed.remember(handed, accepted.message_uuids, time.time()))
     recorded = persist(
         lambda: store.call_submitted(
             job_id, batch, owner.attempt, owner.offset, accepted.api_id, accepted.invalid_numbers

@@ -1,5 +1,8 @@
 """The one place that talks to Plivo: send one batch, say what Plivo accepted, or why not.
 
+Reads (`list_outbound`, `lookup`) ask Plivo's Message API what became of messages whose call
+got no answer; any failure there is a `LookupFailed`: ask again later.
+
 The SDK's exceptions are mapped here, once, to four outcomes the task can act on:
 
 - `Accepted`        Plivo took the batch (some numbers may be in `invalid_numbers`).
@@ -15,6 +18,7 @@ from __future__ import annotations
 import re
 import threading
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import plivo
@@ -41,6 +45,29 @@ class Accepted:
     api_id: str
     message_uuids: tuple[str, ...]
     invalid_numbers: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Found:
+    """One message as Plivo's Message API shows it."""
+
+    uuid: str
+    src: str  # from_number, as Plivo writes it (digits, or an alphanumeric sender)
+    dst: str
+    state: str  # queued, sent, delivered, undelivered, failed, rejected…
+    at: float  # message_time: when Plivo took it (unix seconds)
+    units: int
+    amount: float
+    error_code: str
+
+
+class LookupFailed(Exception):
+    """Plivo's Message API did not answer a read (or said no): ask again later."""
+
+    def __init__(self, reason: str, retry_after: float | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.retry_after = retry_after
 
 
 class SendError(Exception):
@@ -115,6 +142,38 @@ class PlivoGateway:
             invalid_numbers=tuple(str(n) for n in getattr(response, "invalid_number", None) or ()),
         )
 
+    def list_outbound(self, to_number: str, since: float, until: float) -> list[Found]:
+        """Outbound messages to `to_number` that Plivo took between `since` and `until` (unix
+        seconds, whole seconds on Plivo's side), newest first: one request (up to 20, Plivo's
+        page), which counts against the listing's own limit."""
+        self._last.retry_after = None
+        try:
+            page = self._client.messages.list(
+                message_direction="outbound",
+                to_number=to_number.lstrip("+"),
+                message_time__gte=_plivo_time(since),
+                message_time__lte=_plivo_time(until),
+                limit=20,
+                offset=0,
+            )
+        except (plivo_errors.PlivoRestError, requests.RequestException) as exc:
+            raise LookupFailed(str(exc) or type(exc).__name__, self._last.retry_after) from exc
+        error = getattr(page, "error", None)
+        if error:
+            raise LookupFailed(str(error), self._last.retry_after)
+        return [_found(item) for item in page]
+
+    def lookup(self, message_uuid: str) -> Found | None:
+        """One message by its UUID; None if Plivo does not know it."""
+        self._last.retry_after = None
+        try:
+            item = self._client.messages.get(message_uuid)
+        except plivo_errors.ResourceNotFoundError:
+            return None
+        except (plivo_errors.PlivoRestError, requests.RequestException) as exc:
+            raise LookupFailed(str(exc) or type(exc).__name__, self._last.retry_after) from exc
+        return _found(item)
+
     def _classify_plivo(self, exc: plivo_errors.PlivoRestError) -> SendError:
         reason = str(exc) or type(exc).__name__
         retry_after = getattr(self._last, "retry_after", None)
@@ -147,6 +206,37 @@ def _classify_transport(exc: requests.RequestException) -> SendError:
     if isinstance(exc, requests.ReadTimeout):
         return OutcomeUnknown("read timeout")
     return OutcomeUnknown(f"{type(exc).__name__}: {exc}")
+
+
+def _plivo_time(at: float) -> str:
+    """A time as Plivo's filters take it (`YYYY-MM-DD HH:MM:SS`, UTC)."""
+    return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _found(item: Any) -> Found:
+    def field(name: str) -> str:
+        value = getattr(item, name, None)
+        return "" if value is None else str(value)
+
+    try:
+        when = datetime.fromisoformat(field("message_time"))
+        at = (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()
+    except ValueError:
+        at = 0.0  # (an odd time is no evidence of when: it never falls inside a window)
+    try:
+        units, amount = int(field("units") or 0), float(field("total_amount") or 0)
+    except ValueError:
+        units, amount = 0, 0.0
+    return Found(
+        uuid=field("message_uuid"),
+        src=field("from_number"),
+        dst=field("to_number"),
+        state=field("message_state"),
+        at=at,
+        units=units,
+        amount=amount,
+        error_code=field("error_code"),
+    )
 
 
 def _parse_retry_after(value: str | None) -> float | None:

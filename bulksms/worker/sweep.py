@@ -2,8 +2,10 @@
 lock), every `SWEEP_INTERVAL` seconds, over the jobs not yet finished:
 
 - a call left `sending` longer than any Plivo call lasts is settled from evidence: a delivery
-  report for it means Plivo took it (recorded, and the batch goes on); none within
-  `UNKNOWN_OUTCOME_GRACE` seconds means it never got there (pending again, and resent);
+  report for it means Plivo took it (recorded, and the batch goes on); without one, Plivo's
+  message list is asked (`reconcile`): found, it is recorded; absent past
+  `UNKNOWN_OUTCOME_GRACE`, it never got there (pending again, and resent). Silence alone
+  never resends;
 - a job whose paced batches nobody will wake (the worker that took its turn died) is put back
   on the pace's schedule;
 - a `pending` batch whose task vanished (its worker was killed, or Redis lost the message) is
@@ -29,12 +31,15 @@ from bulksms.extensions import pace, redis_client, store
 from bulksms.store import BatchState, Job, JobState, JobStore
 from bulksms.store.pacing import Pace
 from bulksms.store.signals import take_sweep_lock
+from bulksms.worker.reconcile import Unsettled
 
 log = logging.getLogger(__name__)
 
 CLOSED_REASON = "report_wait_expired"
 
 Enqueue = Callable[[str, Iterable[int], bool], None]  # job id, batches, urgent
+# Calls in flight with no evidence, and the time: each call's verdict (`reconcile.Reconciler`).
+Reconcile = Callable[[list[Unsettled], float], list[tuple[Unsettled, str]]]
 
 
 def sweep_once(
@@ -45,8 +50,10 @@ def sweep_once(
     queue_depth: Callable[[], int],
     notify: Callable[[str], None],
     now: Callable[[], float] = time.time,
+    reconcile: Reconcile | None = None,
 ) -> Counter[str]:
     tally: Counter[str] = Counter()
+    unsettled: list[Unsettled] = []
     drained: list[bool] = []  # asked of the broker at most once per sweep, and only if needed
 
     def queue_drained() -> bool:
@@ -62,10 +69,27 @@ def sweep_once(
         tally["released"] += 1
     for job_id in store.active_jobs():
         try:
-            _sweep_job(store, pace, settings, job_id, enqueue, queue_drained, notify, tally, now())
+            _sweep_job(
+                store,
+                pace,
+                settings,
+                job_id,
+                enqueue,
+                queue_drained,
+                notify,
+                tally,
+                now(),
+                unsettled,
+            )
         except Exception:  # one job's trouble must not stop the others being looked after
             log.exception("sweep of job %s failed", job_id)
             tally["errors"] += 1
+    if unsettled and reconcile is not None:
+        for call, verdict in reconcile(unsettled, now()):
+            tally[verdict] += 1
+            if verdict in ("resend", "advanced"):
+                store.mark_enqueued(call.job_id, call.batch)
+                enqueue(call.job_id, [call.batch], store.is_urgent(call.job_id))
     return tally
 
 
@@ -79,6 +103,7 @@ def _sweep_job(
     notify: Callable[[str], None],
     tally: Counter[str],
     now: float,
+    unsettled: list[Unsettled],
 ) -> None:
     job = store.job(job_id)
     if job is None:  # expired
@@ -104,11 +129,23 @@ def _sweep_job(
     stale = settings.dispatch_stale_seconds
     for batch in store.batches(job_id):
         if batch.state is BatchState.SENDING:
-            verdict = store.resolve_batch(
-                job_id, batch.batch, settings.in_flight_seconds, settings.unknown_outcome_grace
-            )
-            tally[verdict] += 1
-            if verdict in ("resend", "advanced"):
+            verdict = store.resolve_batch(job_id, batch.batch, settings.in_flight_seconds)
+            if verdict == "ask":
+                src = None if job.sending.powerpack_uuid else job.sending.src
+                unsettled.append(
+                    Unsettled(
+                        job_id,
+                        batch.batch,
+                        batch.attempts,
+                        batch.offset,
+                        batch.size,
+                        batch.since,
+                        src,
+                    )
+                )
+            else:
+                tally[verdict] += 1
+            if verdict == "advanced":
                 resend.append(batch.batch)
             moving = True
         elif (
@@ -157,6 +194,7 @@ def start(
     enqueue: Enqueue,
     notify: Callable[[str], None],
     queue_depth: Callable[[], int],
+    reconcile: Reconcile | None = None,
 ) -> threading.Event:
     """Sweep in a daemon thread of this worker process; set the returned event to stop it."""
     stop = threading.Event()
@@ -167,7 +205,15 @@ def start(
             with app.app_context():
                 try:
                     if take_sweep_lock(redis_client(), lock_ms):
-                        tally = sweep_once(store(), pace(), settings, enqueue, queue_depth, notify)
+                        tally = sweep_once(
+                            store(),
+                            pace(),
+                            settings,
+                            enqueue,
+                            queue_depth,
+                            notify,
+                            reconcile=reconcile,
+                        )
                         if tally:
                             log.info("sweep: %s", dict(tally))
                 except Exception:  # a sweep that fails is retried next interval

@@ -53,6 +53,19 @@ def job(job_id: str = "j1", **changes: Any) -> Job:
 
 
 @dataclass
+class FakeHanded:
+    """The UUIDs Plivo gave back, by call (`store.handed`)."""
+
+    owners: dict[str, str] = field(default_factory=dict)
+
+    def remember(self, call: str, uuids: Iterable[str], at: float) -> None:
+        self.owners.update(dict.fromkeys(uuids, call))
+
+    def owner(self, uuid: str, at: float) -> str | None:
+        return self.owners.get(uuid)
+
+
+@dataclass
 class FakeStore:
     jobs: dict[str, Job] = field(default_factory=dict)
     batch_records: dict[str, list[BatchRecord]] = field(default_factory=dict)
@@ -64,6 +77,7 @@ class FakeStore:
     submitted_answer: str = ""  # what call_submitted answers; "" to work it out
     numbers: list[str] = field(default_factory=lambda: ["+14155550100", "+14155550101"])
     paced: dict[str, list[int]] = field(default_factory=dict)
+    handed: FakeHanded = field(default_factory=FakeHanded)
 
     def add(self, found: Job, records: list[BatchRecord] | None = None) -> None:
         self.jobs[found.job_id] = found
@@ -176,11 +190,12 @@ class FakeStore:
     def batches(self, job_id: str) -> list[BatchRecord]:
         return list(self.batch_records[job_id])
 
-    def resolve_batch(
-        self, job_id: str, batch: int, in_flight_seconds: float, grace_seconds: float
-    ) -> str:
+    def resolve_batch(self, job_id: str, batch: int, in_flight_seconds: float) -> str:
         self.calls.append(("resolve", job_id, batch))
         return self.resolutions.get(batch, "in_flight")
+
+    def is_urgent(self, job_id: str) -> bool:
+        return self.jobs[job_id].urgent
 
     def mark_enqueued(self, job_id: str, batch: int) -> None:
         self.calls.append(("mark_enqueued", job_id, batch))

@@ -22,6 +22,7 @@ from bulksms.worker.pacing import Pacer
 from bulksms.worker.sweep import sweep_once
 from tests.helpers.fakes import FakeGateway, FakePace, FakeStore, NoThrottle
 from tests.helpers.fakes import job as fakes_job
+from tests.helpers.settle import resolve
 
 FIVE = [f"+1415555010{i}" for i in range(5)]
 BATCHES = "bulksms:{j1}:batches"
@@ -80,7 +81,7 @@ def test_a_stale_answer_is_not_recorded_as_the_next_call(rdb: redis.Redis) -> No
     store = make(rdb)
     assert store.claim_batch("j1", 0, 0, 2).attempt == 1  # A
     store.record_report(Report("j1", 0, FIVE[0], Status.SENT))
-    assert store.resolve_batch("j1", 0, in_flight_seconds=0, grace_seconds=90) == "advanced"
+    assert resolve(store, "j1", 0, in_flight_seconds=0, grace_seconds=90) == "advanced"
     assert store.claim_batch("j1", 0, 2, 2).attempt == 1  # B, in flight
     # A's answer, for the call [0,2) it made, at last:
     assert store.call_submitted("j1", 0, 1, 0, "api-A", []) == "superseded"
@@ -95,7 +96,7 @@ def test_a_stale_release_does_not_free_the_next_call(rdb: redis.Redis) -> None:
     C's claim, while C's call is in flight. The next task claims [2,4) again: a double send."""
     store = make(rdb)
     assert store.claim_batch("j1", 0, 0, 2).attempt == 1  # A
-    assert store.resolve_batch("j1", 0, in_flight_seconds=0, grace_seconds=0) == "resend"
+    assert resolve(store, "j1", 0, in_flight_seconds=0, grace_seconds=0) == "resend"
     assert store.claim_batch("j1", 0, 0, 2).attempt == 2  # B
     assert store.call_submitted("j1", 0, 2, 0, "api-B", []) == "advanced"
     assert store.claim_batch("j1", 0, 2, 2).attempt == 1  # C, in flight
@@ -107,7 +108,7 @@ def test_a_stale_release_does_not_free_the_next_call(rdb: redis.Redis) -> None:
 def test_a_stale_failure_does_not_fail_the_next_call(rdb: redis.Redis) -> None:
     store = make(rdb)
     store.claim_batch("j1", 0, 0, 2)  # A
-    assert store.resolve_batch("j1", 0, in_flight_seconds=0, grace_seconds=0) == "resend"
+    assert resolve(store, "j1", 0, in_flight_seconds=0, grace_seconds=0) == "resend"
     store.claim_batch("j1", 0, 0, 2)  # B: attempt 2
     store.call_submitted("j1", 0, 2, 0, "api-B", [])
     assert store.claim_batch("j1", 0, 2, 2).attempt == 1  # C, in flight
@@ -138,7 +139,7 @@ def test_evidence_beyond_a_call_survives_it_smaller_calls(rdb: redis.Redis) -> N
     refusal of a later call fails the batch."""
     store = make(rdb)
     store.claim_batch("j1", 0, 0, 5)
-    assert store.resolve_batch("j1", 0, in_flight_seconds=0, grace_seconds=0) == "resend"
+    assert resolve(store, "j1", 0, in_flight_seconds=0, grace_seconds=0) == "resend"
     store.record_report(Report("j1", 0, FIVE[4], Status.DELIVERED))
     # The late report shows the resent call reached Plivo: recorded, not made again.
     assert store.claim_batch("j1", 0, 0, 2).outcome == "submitted"
@@ -149,7 +150,7 @@ def test_evidence_beyond_a_call_survives_it_smaller_calls(rdb: redis.Redis) -> N
     rdb.flushall()
     store = make(rdb)
     store.claim_batch("j1", 0, 0, 3)
-    assert store.resolve_batch("j1", 0, in_flight_seconds=0, grace_seconds=0) == "resend"
+    assert resolve(store, "j1", 0, in_flight_seconds=0, grace_seconds=0) == "resend"
     repeat = store.claim_batch("j1", 0, 0, 2)
     assert (repeat.attempt, repeat.size) == (2, 3)
     assert store.call_submitted("j1", 0, 2, 0, "api-1", []) == "advanced"
@@ -166,12 +167,12 @@ def test_evidence_of_a_smaller_call_does_not_settle_a_bigger_one(rdb: redis.Redi
     recorded queued and the batch moves past it. It is never sent."""
     store = make(rdb)
     store.claim_batch("j1", 0, 0, 2)
-    assert store.resolve_batch("j1", 0, in_flight_seconds=0, grace_seconds=0) == "resend"
+    assert resolve(store, "j1", 0, in_flight_seconds=0, grace_seconds=0) == "resend"
     store.record_report(Report("j1", 0, FIVE[0], Status.SENT))
     claim = store.claim_batch("j1", 0, 0, 3)  # the late report: [0,2) is recorded, not repeated
     assert (claim.outcome, claim.detail) == ("moved", "2")
     assert store.claim_batch("j1", 0, 2, 3).attempt == 1  # killed before sending
-    store.resolve_batch("j1", 0, in_flight_seconds=0, grace_seconds=90)
+    resolve(store, "j1", 0, in_flight_seconds=0, grace_seconds=90)
     assert statuses(store)[2] == "pending"
     assert_consistent(store)
 
@@ -269,7 +270,7 @@ def test_legacy_sending_record_is_settled_from_reports(rdb: redis.Redis) -> None
     store = make(rdb)
     rdb.hset(BATCHES, "0", f"sending|{time.time() - 100:.3f}|2")
     store.record_report(Report("j1", 0, FIVE[2], Status.DELIVERED))
-    assert store.resolve_batch("j1", 0, 32, 90) == "submitted"
+    assert resolve(store, "j1", 0, 32, 90) == "submitted"
     assert statuses(store) == ["queued", "queued", "delivered", "queued", "queued"]
     assert_consistent(store)
 
@@ -277,7 +278,7 @@ def test_legacy_sending_record_is_settled_from_reports(rdb: redis.Redis) -> None
 def test_legacy_sending_record_resent_keeps_its_attempts(rdb: redis.Redis) -> None:
     store = make(rdb)
     rdb.hset(BATCHES, "0", f"sending|{time.time() - 100:.3f}|2")
-    assert store.resolve_batch("j1", 0, 32, 90) == "resend"
+    assert resolve(store, "j1", 0, 32, 90) == "resend"
     assert rdb.hget(BATCHES, "0") == "pending|0|2"  # (as the release before writes it)
     assert store.claim_batch("j1", 0, 0, 0).attempt == 3
 
@@ -413,7 +414,7 @@ class World:
         if self.store.batches("j1")[0].state is BatchState.SENDING and self.rng.random() < 0.5:
             self.inflight.clear()  # its worker died (kill -9): no answer will come
         # (else its worker is alive, only slow: its answer may come after the sweep's verdict)
-        verdict = self.store.resolve_batch("j1", 0, 0, self.rng.choice([0, 1000]))
+        verdict = resolve(self.store, "j1", 0, 0, self.rng.choice([0, 1000]))
         self.resent |= verdict == "resend"
 
     def park(self) -> None:

@@ -11,6 +11,7 @@ import redis
 from bulksms.store import BatchState, Claim, JobState, JobStore, NewJob, Report, Sending, Status
 from bulksms.store.pacing import Pace
 from tests.helpers import release_before
+from tests.helpers.settle import resolve
 
 FIVE = [f"+1415555010{i}" for i in range(5)]
 
@@ -75,12 +76,12 @@ def test_a_call_whose_answer_was_lost_is_recorded_from_its_reports(rdb: redis.Re
     store = make(rdb)
     store.claim_batch("j1", 0, 0, 2)
     store.record_report(Report("j1", 0, FIVE[0], Status.QUEUED, "", ""))
-    assert store.resolve_batch("j1", 0, in_flight_seconds=0, grace_seconds=120) == "advanced"
+    assert resolve(store, "j1", 0, in_flight_seconds=0, grace_seconds=120) == "advanced"
     assert record(store) == (BatchState.PENDING, 2)
     assert counts(store) == {"queued": 2, "pending": 3}
     # Without evidence, after the grace, the same call (same offset) is made again.
     store.claim_batch("j1", 0, 2, 3)
-    assert store.resolve_batch("j1", 0, in_flight_seconds=0, grace_seconds=0) == "resend"
+    assert resolve(store, "j1", 0, in_flight_seconds=0, grace_seconds=0) == "resend"
     assert record(store) == (BatchState.PENDING, 2)
 
 

@@ -22,6 +22,7 @@ from bulksms.store import (
     Status,
 )
 from bulksms.store.model import LAYOUT_VERSION
+from tests.helpers.settle import resolve
 
 NUMBERS = ["+14155550100", "+14155550101", "+14155550102"]
 UUID = "6f1c2a1e-8b7d-4c55-9a0e-3f2b1d4c5e6f"
@@ -111,18 +112,18 @@ def test_a_halted_job_fails_its_unsent_batches_without_sending(rdb: redis.Redis)
 def test_an_unknown_outcome_is_settled_by_evidence(rdb: redis.Redis) -> None:
     store = make(rdb)
     store.claim_batch("j1", 0)
-    assert store.resolve_batch("j1", 0, in_flight_seconds=60, grace_seconds=120) == "in_flight"
+    assert resolve(store, "j1", 0, in_flight_seconds=60, grace_seconds=120) == "in_flight"
     # A report for one of the batch's numbers: Plivo has the batch.
     store.record_report(Report("j1", 0, "+14155550100", Status.SENT, "u-1", ""))
-    assert store.resolve_batch("j1", 0, in_flight_seconds=0, grace_seconds=120) == "submitted"
+    assert resolve(store, "j1", 0, in_flight_seconds=0, grace_seconds=120) == "submitted"
     assert counts(store) == {"pending": 1, "queued": 1, "sent": 1}
 
 
 def test_an_unknown_outcome_without_evidence_is_resent_after_the_grace(rdb: redis.Redis) -> None:
     store = make(rdb)
     store.claim_batch("j1", 0)
-    assert store.resolve_batch("j1", 0, in_flight_seconds=0, grace_seconds=120) == "waiting"
-    assert store.resolve_batch("j1", 0, in_flight_seconds=0, grace_seconds=0) == "resend"
+    assert resolve(store, "j1", 0, in_flight_seconds=0, grace_seconds=120) == "waiting"
+    assert resolve(store, "j1", 0, in_flight_seconds=0, grace_seconds=0) == "resend"
     assert store.claim_batch("j1", 0) == Claim("go", attempt=2)
 
 

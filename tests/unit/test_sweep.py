@@ -12,6 +12,7 @@ import pytest
 from bulksms.config import Settings
 from bulksms.store import BatchRecord, BatchState, Status
 from bulksms.worker import sweep
+from bulksms.worker.reconcile import Unsettled
 from tests.helpers.fakes import FakePace, FakeStore, job
 
 SETTINGS = Settings(dispatch_stale_seconds=30.0, report_wait_seconds=3600)
@@ -33,7 +34,12 @@ class Queue:
         return self.depth
 
 
-def run(store: FakeStore, queue: Queue, pace: FakePace | None = None) -> Counter[str]:
+def run(
+    store: FakeStore,
+    queue: Queue,
+    pace: FakePace | None = None,
+    reconcile: sweep.Reconcile | None = None,
+) -> Counter[str]:
     return sweep.sweep_once(
         store,  # type: ignore[arg-type]
         pace or FakePace(),  # type: ignore[arg-type]
@@ -42,6 +48,7 @@ def run(store: FakeStore, queue: Queue, pace: FakePace | None = None) -> Counter
         queue.queue_depth,
         queue.notified.append,
         now=lambda: NOW,
+        reconcile=reconcile,
     )
 
 
@@ -61,13 +68,34 @@ def submitted(batch: int) -> BatchRecord:
     return BatchRecord(batch, BatchState.SUBMITTED, NOW - 60, 0, "api-1")
 
 
-def test_a_batch_whose_outcome_is_unknown_is_resent_only_on_the_store_s_verdict() -> None:
-    store, queue = FakeStore(resolutions={0: "resend", 1: "submitted", 2: "waiting"}), Queue()
-    store.add(job(batches=3, started_at=NOW - 90), [sending(0), sending(1), sending(2)])
-    tally = run(store, queue)
-    assert queue.enqueued == [("j1", [0], False)]
+def test_a_call_without_an_answer_is_resent_only_on_plivo_s_list_s_verdict() -> None:
+    store, queue = (
+        FakeStore(resolutions={0: "ask", 1: "submitted", 2: "advanced", 3: "ask"}),
+        Queue(),
+    )
+    store.add(job(batches=4, started_at=NOW - 90), [sending(b) for b in range(4)])
+    asked: list[Unsettled] = []
+
+    def reconcile(calls: list[Unsettled], now: float) -> list[tuple[Unsettled, str]]:
+        asked.extend(calls)
+        return [(c, "resend" if c.batch == 0 else "waiting") for c in calls]
+
+    tally = run(store, queue, reconcile=reconcile)
+    assert [(c.batch, c.attempt, c.since, c.sender) for c in asked] == [
+        (0, 1, NOW - 60, "+14155550199"),
+        (3, 1, NOW - 60, "+14155550199"),
+    ]
+    assert queue.enqueued == [("j1", [2], False), ("j1", [0], False)]
     assert ("mark_enqueued", "j1", 0) in store.calls
-    assert tally["resend"] == tally["submitted"] == tally["waiting"] == 1
+    assert tally["resend"] == tally["submitted"] == tally["advanced"] == tally["waiting"] == 1
+
+
+def test_silence_alone_never_resends() -> None:
+    store, queue = FakeStore(resolutions={0: "ask"}), Queue()
+    store.add(job(batches=1, started_at=NOW - 9999), [sending(0)])
+    for _ in range(3):
+        run(store, queue)  # no one to ask
+    assert queue.enqueued == []
 
 
 def test_a_pending_batch_whose_task_vanished_is_enqueued_once_the_queue_has_drained() -> None:

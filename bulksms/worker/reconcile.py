@@ -1,0 +1,138 @@
+"""Asking Plivo what became of a call whose answer never came.
+
+A call left in flight with no report for any of its recipients may or may not have reached
+Plivo: a guess from silence would either lose it or send it twice. So the sweep lists, for a few
+of the call's destinations, the outbound messages Plivo took around the call's time
+(`messages.list(to_number=…, message_time__gte=…, message_time__lte=…)`):
+
+- a message there whose UUID no other call of ours got back (`store.handed`), from the call's
+  sender, means Plivo took the call (Plivo takes a call's destinations all or none): it is
+  recorded as handed over;
+- nothing there for every destination asked, once the call is older than the settling delay
+  (`UNKNOWN_OUTCOME_GRACE`, for Plivo's list to catch up), means it never arrived: the very
+  same call is made again;
+- anything else (a destination that another unsettled call also texted in the same window, a
+  listing Plivo refused, the listing's budget spent) waits for the next sweep, or for a report.
+
+Listing has its own limit at Plivo (20 requests a minute by default): every worker takes from
+one shared bucket (`PLIVO_LIST_PER_MINUTE`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from bulksms import metrics
+from bulksms.config import Settings, sender_key
+from bulksms.store import JobStore
+from bulksms.store.handed import HandedUuids, call_id
+from bulksms.store.signals import PlivoBucket
+from bulksms.worker.gateway import Found, LookupFailed, PlivoGateway
+
+log = logging.getLogger(__name__)
+
+CANDIDATES = 3  # destinations listed per call at most (one found is enough)
+SKEW = 60.0  # seconds either side of the call's window: Plivo's clock and ours differ
+
+
+@dataclass(frozen=True)
+class Unsettled:
+    """A call in flight with no evidence either way."""
+
+    job_id: str
+    batch: int
+    attempt: int
+    offset: int
+    size: int
+    since: float  # when it was claimed (our clock)
+    sender: str | None  # its `src`, None for a Powerpack (Plivo picks the number)
+
+    @property
+    def call(self) -> str:
+        return call_id(self.job_id, self.batch, self.attempt, self.offset)
+
+
+class Reconciler:
+    def __init__(
+        self,
+        store: JobStore,
+        handed: HandedUuids,
+        gateway: Callable[[], PlivoGateway],
+        budget: PlivoBucket,
+        settings: Settings,
+    ) -> None:
+        self.store = store
+        self.handed = handed
+        self.gateway = gateway
+        self.budget = budget
+        self.settings = settings
+
+    def window(self, call: Unsettled) -> tuple[float, float]:
+        """When Plivo may have taken the call: from its claim to the end of its longest wait."""
+        return call.since - SKEW, call.since + self.settings.in_flight_seconds + SKEW
+
+    def settle(self, calls: Sequence[Unsettled], now: float) -> list[tuple[Unsettled, str]]:
+        """Each call's verdict: 'submitted' or 'advanced' (Plivo has it), 'resend', 'moved'
+        (settled meanwhile) or 'waiting'."""
+        numbers = {
+            c.call: self.store.call_numbers(c.job_id, c.batch, c.offset, c.size) for c in calls
+        }
+        verdicts = []
+        for call in calls:
+            shared = self._shared(call, calls, numbers)
+            candidates = [n for n in numbers[call.call] if n not in shared][:CANDIDATES]
+            verdict = self._ask(call, candidates, now)
+            if verdict in ("found", "absent"):
+                verdict = self.store.settle_call(
+                    call.job_id, call.batch, call.attempt, call.offset, verdict == "found"
+                )
+            metrics.RECONCILED.labels(verdict).inc()
+            log.info("call %s with no answer: %s", call.call, verdict)
+            verdicts.append((call, verdict))
+        return verdicts
+
+    def _shared(
+        self, call: Unsettled, calls: Sequence[Unsettled], numbers: dict[str, list[str]]
+    ) -> set[str]:
+        """Destinations another unsettled call texted in an overlapping window: a message
+        found there could be either's."""
+        start, end = self.window(call)
+        shared: set[str] = set()
+        for other in calls:
+            other_start, other_end = self.window(other)
+            if other is not call and other_start <= end and start <= other_end:
+                shared.update(numbers[other.call])
+        return shared
+
+    def _ask(self, call: Unsettled, candidates: list[str], now: float) -> str:
+        """'found', 'absent' (every candidate listed, nothing ours, past the settling delay)
+        or 'waiting'."""
+        if not candidates:
+            metrics.LOOKUPS.labels("list", "ambiguous").inc()
+            return "waiting"
+        start, end = self.window(call)
+        for number in candidates:
+            if self.budget.take() > 0:
+                metrics.LOOKUPS.labels("list", "budget").inc()
+                return "waiting"
+            try:
+                listed = self.gateway().list_outbound(number, start, min(end, now + SKEW))
+            except LookupFailed as exc:
+                log.warning("Plivo's message list failed: %s", exc.reason)
+                metrics.LOOKUPS.labels("list", "error").inc()
+                return "waiting"
+            if any(self._ours(call, found) for found in listed):
+                metrics.LOOKUPS.labels("list", "found").inc()
+                return "found"
+            metrics.LOOKUPS.labels("list", "absent").inc()
+        if now - call.since < self.settings.unknown_outcome_grace:
+            return "waiting"  # Plivo's list may not show a message taken a moment ago
+        return "absent"
+
+    def _ours(self, call: Unsettled, found: Found) -> bool:
+        if call.sender and sender_key(found.src) != sender_key(call.sender):
+            return False
+        owner = self.handed.owner(found.uuid, found.at or call.since)
+        return owner is None or owner == call.call

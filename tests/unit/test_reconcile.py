@@ -1,0 +1,144 @@
+"""The reconciler's verdicts (`bulksms.worker.reconcile`) on what Plivo's message list shows:
+found means Plivo took the call only for a message no other call of ours got back; absent
+resends only past the settling delay; anything unclear waits."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from bulksms.config import Settings
+from bulksms.worker.gateway import Found, LookupFailed
+from bulksms.worker.reconcile import CANDIDATES, Reconciler, Unsettled
+from tests.helpers.fakes import FakeHanded
+
+NOW = 1_000_000.0
+SETTINGS = Settings(unknown_outcome_grace=90.0, plivo_timeout=5.0)
+SENDER = "+14155550199"
+
+
+@dataclass
+class Store:
+    numbers: dict[tuple[str, int], list[str]]
+    settled: list[tuple[str, int, int, int, bool]] = field(default_factory=list)
+
+    def call_numbers(self, job_id: str, batch: int, offset: int, size: int) -> list[str]:
+        found = self.numbers[(job_id, batch)]
+        return found[offset : offset + size] if size else found[offset:]
+
+    def settle_call(self, job_id: str, batch: int, attempt: int, offset: int, found: bool) -> str:
+        self.settled.append((job_id, batch, attempt, offset, found))
+        return "submitted" if found else "resend"
+
+
+@dataclass
+class Gateway:
+    messages: list[Found] = field(default_factory=list)
+    fail: bool = False
+    asked: list[tuple[str, float, float]] = field(default_factory=list)
+
+    def list_outbound(self, to_number: str, since: float, until: float) -> list[Found]:
+        self.asked.append((to_number, since, until))
+        if self.fail:
+            raise LookupFailed("Plivo answered 500")
+        return [m for m in self.messages if m.dst == to_number and since <= m.at <= until]
+
+
+@dataclass
+class Budget:
+    tokens: int = 100
+
+    def take(self) -> float:
+        if self.tokens <= 0:
+            return 3.0
+        self.tokens -= 1
+        return 0.0
+
+
+def message(to: str, uuid: str = "u-1", at: float = NOW - 200, src: str = SENDER) -> Found:
+    return Found(uuid, src.lstrip("+"), to, "sent", at, 1, 0.005, "")
+
+
+def call(batch: int = 0, since: float = NOW - 200, job_id: str = "j1") -> Unsettled:
+    return Unsettled(job_id, batch, 1, 0, 0, since, SENDER)
+
+
+def reconciler(
+    store: Store, gateway: Gateway, handed: FakeHanded | None = None, budget: Budget | None = None
+) -> Reconciler:
+    return Reconciler(
+        store,  # type: ignore[arg-type]
+        handed or FakeHanded(),  # type: ignore[arg-type]
+        lambda: gateway,  # type: ignore[arg-type, return-value]
+        budget or Budget(),  # type: ignore[arg-type]
+        SETTINGS,
+    )
+
+
+NUMBERS = {("j1", 0): ["+14155550100", "+14155550101", "+14155550102", "+14155550103"]}
+
+
+def test_a_message_no_other_call_got_back_means_plivo_took_the_call() -> None:
+    store, gateway = Store(dict(NUMBERS)), Gateway([message("+14155550101")])
+    verdicts = reconciler(store, gateway).settle([call()], NOW)
+    assert [v for _, v in verdicts] == ["submitted"]
+    assert store.settled == [("j1", 0, 1, 0, True)]
+    # It listed destinations until one showed the message, within the call's window.
+    assert [a[0] for a in gateway.asked] == ["+14155550100", "+14155550101"]
+    assert all(since <= NOW - 200 <= until for _, since, until in gateway.asked)
+
+
+def test_a_message_another_call_got_back_is_not_evidence() -> None:
+    handed = FakeHanded({"u-1": "j2:0:1:0"})
+    store = Store(dict(NUMBERS))
+    gateway = Gateway([message(n) for n in NUMBERS[("j1", 0)]])  # all the same UUID: another's
+    verdicts = reconciler(store, gateway, handed).settle([call()], NOW)
+    assert [v for _, v in verdicts] == ["resend"]
+    assert len(gateway.asked) == CANDIDATES
+    # …while this very call's own UUID (its answer got back, its record did not) is.
+    handed = FakeHanded({"u-1": "j1:0:1:0"})
+    assert [
+        v for _, v in reconciler(Store(dict(NUMBERS)), gateway, handed).settle([call()], NOW)
+    ] == ["submitted"]
+
+
+def test_a_message_from_another_sender_is_not_evidence() -> None:
+    store = Store(dict(NUMBERS))
+    gateway = Gateway([message(n, src="+14155550000") for n in NUMBERS[("j1", 0)]])
+    assert [v for _, v in reconciler(store, gateway).settle([call()], NOW)] == ["resend"]
+
+
+def test_nothing_found_resends_only_past_the_settling_delay() -> None:
+    store, gateway = Store(dict(NUMBERS)), Gateway()
+    recent = call(since=NOW - 30)  # Plivo's list may not show it yet
+    assert [v for _, v in reconciler(store, gateway).settle([recent], NOW)] == ["waiting"]
+    assert store.settled == []
+    assert [v for _, v in reconciler(store, gateway).settle([call()], NOW)] == ["resend"]
+
+
+def test_a_failed_listing_or_a_spent_budget_waits() -> None:
+    store = Store(dict(NUMBERS))
+    assert [v for _, v in reconciler(store, Gateway(fail=True)).settle([call()], NOW)] == [
+        "waiting"
+    ]
+    spent = reconciler(store, Gateway(), budget=Budget(tokens=2)).settle([call()], NOW)
+    assert [v for _, v in spent] == ["waiting"]
+    assert store.settled == []
+
+
+def test_numbers_another_unsettled_call_texted_at_the_same_time_are_not_asked() -> None:
+    numbers = {("j1", 0): ["+14155550100", "+14155550101"], ("j2", 0): ["+14155550100"]}
+    store, gateway = Store(numbers), Gateway([message("+14155550100")])
+    first, second = call(), call(job_id="j2")
+    verdicts = dict(
+        (c.job_id, v) for c, v in reconciler(store, gateway).settle([first, second], NOW)
+    )
+    # j1 is asked only about …0101 (nothing there: resent); j2 has no number of its own: waits.
+    assert verdicts == {"j1": "resend", "j2": "waiting"}
+    assert [a[0] for a in gateway.asked] == ["+14155550101"]
+    # Calls far apart in time do not get in each other's way.
+    store, gateway = Store(numbers), Gateway([message("+14155550100")])
+    apart = call(job_id="j2", since=NOW - 5000)
+    verdicts = dict(
+        (c.job_id, v) for c, v in reconciler(store, gateway).settle([first, apart], NOW)
+    )
+    assert verdicts == {"j1": "submitted", "j2": "resend"}
