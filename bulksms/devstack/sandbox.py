@@ -71,6 +71,7 @@ class Faults:
     retry_after: int | None = None  # Retry-After header sent with 429/503 answers
     drop_next: int = 0  # accept the next N sends, then close the connection unanswered
     drop_rate: float = 0.0  # share of sends accepted and then dropped
+    lose_next: int = 0  # read the next N sends and drop the connection without accepting them
     invalid_numbers: list[str] = field(default_factory=list)  # listed in invalid_number
     reports: bool = True  # post delivery reports at all
     shuffle_reports: bool = False  # post a message's reports in random order
@@ -134,6 +135,7 @@ class Sandbox:
             "accepted_requests": 0,
             "refused_requests": 0,
             "dropped_requests": 0,
+            "lost_requests": 0,
             "reports_posted": 0,
             "reports_refused": 0,
             "reports_given_up": 0,
@@ -392,8 +394,9 @@ class Sandbox:
                         "PartInfo": "1 of 1",
                         "Sequence": str(sequence),
                         "TotalRate": "0.0050",
+                        # Plivo charges at `sent`: that report and the later ones carry it.
                         "TotalAmount": f"{0.005 * r['segments']:.5f}"
-                        if final and r["error_code"] != EXPIRED_CODE
+                        if status != "queued" and r["error_code"] != EXPIRED_CODE
                         else "0.00000",
                         "MessageTime": stamp,
                     }
@@ -581,6 +584,16 @@ class _Handler(BaseHTTPRequestHandler):
         if not sandbox.authorised(self.headers.get("Authorization"), auth_id):
             sent["status"] = 401
             self._answer(401, {"api_id": str(uuid.uuid4()), "error": "authentication failed"})
+            return
+        with sandbox.lock:
+            lose = sandbox.faults.lose_next > 0
+            if lose:
+                sandbox.faults.lose_next -= 1
+                sandbox.counters["lost_requests"] += 1
+        if lose:  # the request arrived whole, and vanished: the sender cannot know which
+            sent["status"] = "lost"
+            self.close_connection = True
+            self.connection.shutdown(socket.SHUT_RDWR)
             return
         error, drop = sandbox.decide_fault()
         if error:

@@ -365,10 +365,11 @@ return 'resend'
 # keep what is there), tail (status, error, time), now, batch, units, amount (in 1/100000), and
 # for a report of one part of a long message, the part and the parts in all ('' otherwise).
 # 1 moved, 0 old news, -1 no such recipient. What Plivo billed is added once per message part,
-# from the first report that carries it, whatever its status (Plivo charges at `sent`, and many
-# carriers never send more): a single message keeps its flag in the record's spare byte, a
-# message reported in parts keeps each part's status and flag in the parts hash, and its status
-# is folded from them: delivered when every part is, failed or undelivered as soon as a part is.
+# from the first report that carries a charge, whatever its status (Plivo charges at `sent`, and
+# many carriers never send more), else from its first final report. A single message keeps its
+# flag in the record's spare byte; a message reported in parts keeps each part's status and flag
+# in the parts hash, and its status is folded from them: delivered when every part is, failed
+# or undelivered as soon as a part is.
 # Every report runs this: it makes few calls into Redis (a read of the batch's numbers, searched
 # here, and one write of the record).
 REPORT = _render(
@@ -394,7 +395,8 @@ if own == '\0' then
   old = IMPLIED[string.match(batch, '^([^|]*)')] or $pending
 end
 local code, tail = ARGV[2], ARGV[4]
-local billable = tonumber(ARGV[7]) > 0 or tonumber(ARGV[8]) > 0
+-- Billed at the first report that carries a charge, else at the first final one.
+local billable = tonumber(ARGV[8]) > 0 or (RANK[code] >= $FINAL and tonumber(ARGV[7]) > 0)
 local bill = false
 local part, parts = tonumber(ARGV[9]), tonumber(ARGV[10])
 if parts and part and parts > 1 and part >= 1 and part <= parts then

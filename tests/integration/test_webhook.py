@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import replace
+from typing import Any
 
 from flask.testing import FlaskClient
 
@@ -211,9 +212,10 @@ def test_parts_are_folded_into_one_status_and_each_part_is_billed(
     client: FlaskClient, settings: Settings
 ) -> None:
     job_id = submit(client, ["+14155550100", "+14155550101"])
-    doc_of = lambda: client.get(  # noqa: E731
-        f"/api/bulk-sms/{job_id}", headers={"X-API-Key": API_KEY}
-    ).get_json()
+
+    def doc_of() -> Any:
+        return client.get(f"/api/bulk-sms/{job_id}", headers={"X-API-Key": API_KEY}).get_json()
+
     assert report(client, settings, job_id, part("sent", 1, TotalAmount="0.005")).status_code == 204
     assert report(client, settings, job_id, part("delivered", 1)).status_code == 204
     # One part delivered and the other not yet: the message is sent, not delivered.

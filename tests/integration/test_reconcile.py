@@ -1,0 +1,61 @@
+"""Asking Plivo when reports do not come: calls whose answer was lost are settled by Plivo's
+message list (never by silence alone), and messages left without a receipt end as `sent`,
+billed, when the job's report window ends. Real stacks; the sandbox as a Plivo that posts no
+`queued` report and holds its `sent` reports."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+import pytest
+
+from bulksms.devstack.numbers_gen import us_numbers
+from tests.helpers.stack import Stack
+
+# No `queued` report, and the `sent` report a minute after the message left: long past the
+# grace and the time a call may be in flight (6 s here).
+SILENT_PLIVO = {"no_queued": True, "report_delay_ms": 60_000}
+
+
+def test_an_answer_lost_with_no_report_in_sight_is_settled_by_listing(stack: Stack) -> None:
+    stack.sandbox.faults.update({**SILENT_PLIVO, "drop_next": 1})
+    numbers = us_numbers(40)
+    job_id = stack.submit({"recipients": numbers, "message": "lost answer"}).json()["job_id"]
+    doc = stack.wait_for(job_id, lambda d: d["batches"]["submitted"] == 1, seconds=120)
+    assert stack.sandbox.stats()["dropped_requests"] == 1
+    assert stack.sandbox.stats()["list_requests"] >= 1
+    assert stack.sent_numbers() == sorted(numbers)  # once each: Plivo's list said it had them
+    assert len(stack.sandbox.sends) == 1
+    assert doc["counts"]["queued"] == 40 and doc["counts"]["pending"] == 0
+
+
+def test_a_call_that_never_reached_plivo_is_resent_once(stack: Stack) -> None:
+    stack.sandbox.faults.update({**SILENT_PLIVO, "lose_next": 1})
+    numbers = us_numbers(40)
+    job_id = stack.submit({"recipients": numbers, "message": "lost call"}).json()["job_id"]
+    stack.wait_for(job_id, lambda d: d["batches"]["submitted"] == 1, seconds=120)
+    assert stack.sandbox.stats()["lost_requests"] == 1
+    assert [s["status"] for s in stack.sandbox.sends] == ["lost", 202]
+    assert stack.sent_numbers() == sorted(numbers)
+    # Nothing was sent until Plivo's list had been asked, past the grace.
+    lost, resent = stack.sandbox.sends
+    assert resent["at"] - lost["at"] >= stack.settings.unknown_outcome_grace
+
+
+@pytest.mark.parametrize("stack_overrides", [{"report_wait_seconds": 8}])
+def test_numbers_without_a_receipt_are_billed_at_sent_and_the_job_completes(
+    stack: Stack, stack_overrides: dict[str, Any]
+) -> None:
+    stack.sandbox.faults.update({"no_receipt": ["+1201555100"], "report_delay_ms": 5})
+    numbers = us_numbers(30)
+    job_id = stack.submit({"recipients": numbers, "message": "no receipt"}).json()["job_id"]
+    doc = stack.wait_for(job_id, lambda d: d["state"] == "completed", seconds=120)
+    outcomes = Counter(m["status"] for m in stack.sandbox.messages)
+    without = sum(1 for m in stack.sandbox.messages if m["dst"].startswith("+1201555100"))
+    assert without and outcomes["sent"] == without
+    assert {k: v for k, v in doc["counts"].items() if v} == dict(outcomes)
+    assert doc["closed"] == "report_wait_expired"  # the messages stay `sent`: no receipt
+    # Plivo's `sent` report carries what it charged: every message is billed once.
+    assert doc["billed"]["units"] == 30
+    assert doc["billed"]["amount"] == pytest.approx(30 * 0.005)
