@@ -255,6 +255,7 @@ class Settings:
     dispatch_stale_seconds: float = env("DISPATCH_STALE_SECONDS", _float(1.0), 30.0)
     unknown_outcome_grace: float = env("UNKNOWN_OUTCOME_GRACE", _float(1.0), 90.0)
     report_wait_seconds: int = env("REPORT_WAIT_SECONDS", _int(1), 48 * 3600)
+    reconcile_after_seconds: float = env("RECONCILE_AFTER_SECONDS", _float(1.0), 600.0)
     callback_secret: str | None = env("CALLBACK_SECRET", _text)
     urgent_max_recipients: int = env("URGENT_MAX_RECIPIENTS", _int(0), 1000)
     max_segments_per_job: int = env("MAX_SEGMENTS_PER_JOB", _int(0), 0)  # 0: no limit

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import redis
+from redis.client import Pipeline
 
 from bulksms.store import keys
 
@@ -27,16 +28,21 @@ class HandedUuids:
     def __init__(self, client: redis.Redis) -> None:
         self.redis = client
 
-    def remember(self, call: str, uuids: Sequence[str], at: float) -> None:
+    def remember(
+        self, call: str, uuids: Sequence[str], at: float, pipe: Pipeline | None = None
+    ) -> None:
         """Plivo answered `call` with these UUIDs (written before the call is recorded: a
-        call recorded is never looked up, so its UUIDs must be here first)."""
+        call recorded is never looked up, so its UUIDs must be here first). With `pipe`, the
+        writes are queued on it."""
         if not uuids:
             return
         key = keys.handed(int(at // 3600))
-        pipe = self.redis.pipeline(transaction=False)
+        own = pipe is None
+        pipe = self.redis.pipeline(transaction=False) if pipe is None else pipe
         pipe.hset(key, mapping=dict.fromkeys(uuids, call))
         pipe.expire(key, (HOURS + 1) * 3600)
-        pipe.execute()
+        if own:
+            pipe.execute()
 
     def owner(self, uuid: str, at: float) -> str | None:
         """The call that got `uuid` back, if any did; `at` is the message's time."""

@@ -14,6 +14,7 @@ job hash carries its layout version (`model.LAYOUT_VERSION`).
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict
 from dataclasses import fields as dataclass_fields
@@ -277,6 +278,48 @@ class JobStore:
             )
         )
 
+    def remember_answer(
+        self, job_id: str, batch: int, call: str, uuids: Sequence[str], at: float
+    ) -> None:
+        """Plivo answered `call` with these message UUIDs: kept by call (so a message found in
+        Plivo's list is known as this call's, `handed`) and by batch (so a message that never
+        gets a report can be looked up). Written before the call is recorded."""
+        if not uuids:
+            return
+        packed = b"".join(records.encode_uuid(u) or records.UNKNOWN_UUID for u in uuids)
+        pipe = self.redis.pipeline(transaction=False)
+        self.handed.remember(call, uuids, at, pipe)
+        pipe.append(keys.answered(job_id, batch), packed)
+        pipe.expire(keys.answered(job_id, batch), self.retention)
+        pipe.execute()
+
+    def silent_uuids(self, job_id: str, batch: int) -> list[str]:
+        """The UUIDs Plivo answered the batch with that no report has named yet."""
+        pipe = self.redis.pipeline(transaction=False)
+        _get_bytes(pipe, keys.answered(job_id, batch))
+        _get_bytes(pipe, keys.recipients(job_id, batch))
+        answered, blob = pipe.execute()
+        answered = answered or b""
+        reported = {r.uuid for r in records.unpack(blob or b"") if r.uuid}
+        found = (
+            str(uuid.UUID(bytes=answered[i : i + 16])) for i in range(0, len(answered) - 15, 16)
+        )
+        return [u for u in dict.fromkeys(found) if u not in reported and u != ZERO_UUID]
+
+    def lookup_rounds(self, job_id: str) -> tuple[list[BatchRecord], dict[int, tuple[float, str]]]:
+        """Every batch's record and its round of lookups: when the round started and the last
+        UUID looked up in it ('' once it is over), in one read."""
+        found = cast(dict[str, str], self.redis.hgetall(keys.batches(job_id)))
+        rounds = {}
+        for key, value in found.items():
+            if key.startswith("l:") and key[2:].isdigit():
+                started, _, cursor = value.partition("|")
+                rounds[int(key[2:])] = (float(started or 0), cursor)
+        return _records(found), rounds
+
+    def mark_lookup_round(self, job_id: str, batch: int, started: float, cursor: str) -> None:
+        self.redis.hset(keys.batches(job_id), f"l:{batch}", f"{started:.3f}|{cursor}")
+
     def call_numbers(self, job_id: str, batch: int, offset: int, size: int) -> list[str]:
         """The numbers of one call: the batch's [offset, offset + size) (size 0: the rest)."""
         pipe = self.redis.pipeline(transaction=False)
@@ -292,12 +335,7 @@ class JobStore:
 
     def batches(self, job_id: str) -> list[BatchRecord]:
         """Every batch's record, in batch order."""
-        found = cast(dict[str, str], self.redis.hgetall(keys.batches(job_id)))
-        return [
-            BatchRecord.parse(int(key), record, found.get(f"q:{key}"))
-            for key, record in sorted(found.items(), key=lambda item: _batch_order(item[0]))
-            if key.isdigit()
-        ]
+        return _records(cast(dict[str, str], self.redis.hgetall(keys.batches(job_id))))
 
     @staticmethod
     def _batch_keys(job_id: str, batch: int) -> list[str]:
@@ -432,6 +470,7 @@ class JobStore:
         pipe = self.redis.pipeline(transaction=False)
         for batch in range(job.batches):
             pipe.delete(keys.recipients(job_id, batch))
+            pipe.delete(keys.answered(job_id, batch))
         pipe.delete(keys.batches(job_id))
         pipe.delete(keys.paced(job_id))
         pipe.delete(keys.parts(job_id))
@@ -465,6 +504,18 @@ class JobStore:
         pipe.hget(keys.batches(job_id), str(batch))
         blob, state = pipe.execute()
         return blob or b"", BatchRecord.parse(batch, state) if state else None
+
+
+ZERO_UUID = str(uuid.UUID(bytes=records.UNKNOWN_UUID))
+
+
+def _records(found: dict[str, str]) -> list[BatchRecord]:
+    """The batch records in a job's batches hash, in batch order."""
+    return [
+        BatchRecord.parse(int(key), record, found.get(f"q:{key}"))
+        for key, record in sorted(found.items(), key=lambda item: _batch_order(item[0]))
+        if key.isdigit()
+    ]
 
 
 def _batch_order(key: str) -> int:

@@ -7,6 +7,8 @@ Cluster slot and each Lua script touches one job only.
     bulksms:{<job>}:batches     hash   batch number -> batch state record
     bulksms:{<job>}:r:<batch>   string the batch's recipients: 32-byte records by number (`records`)
     bulksms:{<job>}:paced       zset   the job's batches waiting for their turn at the pace
+    bulksms:{<job>}:uuids:<b>   string the message UUIDs Plivo answered the batch's calls with,
+                                       16 bytes each (what to look up when no report comes)
     bulksms:{<job>}:parts       hash   <batch>:<number> -> each part's status and billed flag,
                                        for messages Plivo reports part by part
     bulksms:nonce:<nonce>       string a signature nonce taken: the digest of its request
@@ -68,6 +70,10 @@ def nonce(value: str) -> str:
 
 def paced(job_id: str) -> str:
     return f"{PREFIX}:{{{job_id}}}:paced"
+
+
+def answered(job_id: str, batch: int) -> str:
+    return f"{PREFIX}:{{{job_id}}}:uuids:{batch}"
 
 
 def parts(job_id: str) -> str:

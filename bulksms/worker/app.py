@@ -74,6 +74,7 @@ def _connect_signals(app: Flask, celery: Celery, settings: Settings) -> None:
                 notify=lambda job_id: taskqueue.notify(celery, job_id),
                 queue_depth=queue_depth,
                 reconcile=app.extensions["bulksms.reconciler"].settle,
+                look_up=app.extensions["bulksms.reconciler"].look_up_silent,
             )
         )
         sweeping.append(pacing.start(app, app.extensions["bulksms.pacer"].pace, settings, enqueue))

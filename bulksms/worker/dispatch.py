@@ -248,7 +248,9 @@ def _call(
     # The UUIDs first: should this call go unrecorded, the sweep finds its messages in Plivo's
     # list as this call's; others' calls to the same numbers find them as not theirs.
     handed = call_id(job_id, batch, owner.attempt, owner.offset)
-    persist(lambda: store.handed.remember(handed, accepted.message_uuids, time.time()))
+    persist(
+        lambda: store.remember_answer(job_id, batch, handed, accepted.message_uuids, time.time())
+    )
     recorded = persist(
         lambda: store.call_submitted(
             job_id, batch, owner.attempt, owner.offset, accepted.api_id, accepted.invalid_numbers

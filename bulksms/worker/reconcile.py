@@ -16,6 +16,12 @@ of the call's destinations, the outbound messages Plivo took around the call's t
 
 Listing has its own limit at Plivo (20 requests a minute by default): every worker takes from
 one shared bucket (`PLIVO_LIST_PER_MINUTE`).
+
+Messages that Plivo took but that have had no report at all `RECONCILE_AFTER_SECONDS` after
+their batch was handed over are looked up one by one (`messages.get(uuid)`), a bounded number a
+sweep, each taking a token of the API's own limit (`PLIVO_RATE_LIMIT`, shared with sends), and
+what Plivo says is recorded as a report would be. A message whose last report is `sent` is not
+looked up: it stays `sent` (no receipt) and is final when the job's report window ends.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ from dataclasses import dataclass
 
 from bulksms import metrics
 from bulksms.config import Settings, sender_key
-from bulksms.store import JobStore
+from bulksms.store import BatchState, JobStore, Report, Status
 from bulksms.store.handed import HandedUuids, call_id
 from bulksms.store.signals import PlivoBucket
 from bulksms.worker.gateway import Found, LookupFailed, PlivoGateway
@@ -34,6 +40,8 @@ from bulksms.worker.gateway import Found, LookupFailed, PlivoGateway
 log = logging.getLogger(__name__)
 
 CANDIDATES = 3  # destinations listed per call at most (one found is enough)
+LOOKUPS_PER_SWEEP = 200  # messages looked up one by one in one sweep, at most
+TRACKED = {s.value for s in Status if s is not Status.PENDING}
 SKEW = 60.0  # seconds either side of the call's window: Plivo's clock and ours differ
 
 
@@ -62,12 +70,14 @@ class Reconciler:
         gateway: Callable[[], PlivoGateway],
         budget: PlivoBucket,
         settings: Settings,
+        api_budget: Callable[[], float] | None = None,
     ) -> None:
         self.store = store
         self.handed = handed
         self.gateway = gateway
         self.budget = budget
         self.settings = settings
+        self.api_budget = api_budget or (lambda: 0.0)  # Plivo's API limit: 0 when a token was taken
 
     def window(self, call: Unsettled) -> tuple[float, float]:
         """When Plivo may have taken the call: from its claim to the end of its longest wait."""
@@ -136,3 +146,56 @@ class Reconciler:
             return False
         owner = self.handed.owner(found.uuid, found.at or call.since)
         return owner is None or owner == call.call
+
+    def look_up_silent(self, job_id: str, now: float) -> int:
+        """Look up messages of the job's handed-over batches that no report has named for
+        `RECONCILE_AFTER_SECONDS`, and record what Plivo says; how many were looked up. A round
+        over a batch goes on across sweeps (its cursor, the last UUID looked up), and the next
+        starts `RECONCILE_AFTER_SECONDS` after it began."""
+        after = self.settings.reconcile_after_seconds
+        left = LOOKUPS_PER_SWEEP
+        batches, rounds = self.store.lookup_rounds(job_id)
+        for record in batches:
+            if record.state is not BatchState.SUBMITTED or now - record.since < after:
+                continue
+            started, cursor = rounds.get(record.batch, (0.0, ""))
+            if not cursor and now - started < after:
+                continue
+            if not cursor:
+                started = now
+            silent = sorted(u for u in self.store.silent_uuids(job_id, record.batch) if u > cursor)
+            for message_uuid in silent:
+                if left <= 0 or self.api_budget() > 0:
+                    metrics.LOOKUPS.labels("get", "budget").inc()
+                    self.store.mark_lookup_round(job_id, record.batch, started, cursor)
+                    return LOOKUPS_PER_SWEEP - left
+                left -= 1
+                try:
+                    found = self.gateway().lookup(message_uuid)
+                except LookupFailed as exc:
+                    log.warning("Plivo's message lookup failed: %s", exc.reason)
+                    metrics.LOOKUPS.labels("get", "error").inc()
+                    self.store.mark_lookup_round(job_id, record.batch, started, cursor)
+                    return LOOKUPS_PER_SWEEP - left
+                cursor = message_uuid
+                self._record(job_id, record.batch, message_uuid, found)
+            self.store.mark_lookup_round(job_id, record.batch, started, "")
+        return LOOKUPS_PER_SWEEP - left
+
+    def _record(self, job_id: str, batch: int, message_uuid: str, found: Found | None) -> None:
+        if found is None or found.state not in TRACKED:
+            metrics.LOOKUPS.labels("get", "unknown").inc()
+            return
+        metrics.LOOKUPS.labels("get", found.state).inc()
+        self.store.record_report(
+            Report(
+                job_id,
+                batch,
+                found.dst,
+                Status(found.state),
+                uuid=message_uuid,
+                error_code=found.error_code,
+                units=found.units,
+                amount=found.amount,
+            )
+        )

@@ -27,6 +27,7 @@ def init_app(app: Flask, settings: Settings) -> None:
         gateway,
         PlivoBucket(client, per_minute, per_minute / 60, keys.PLIVO_LIST_BUCKET),
         settings,
+        api_budget=app.extensions["bulksms.throttle"].take,
     )
 
 

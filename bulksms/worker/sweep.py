@@ -10,7 +10,10 @@ lock), every `SWEEP_INTERVAL` seconds, over the jobs not yet finished:
   on the pace's schedule;
 - a `pending` batch whose task vanished (its worker was killed, or Redis lost the message) is
   enqueued again once the queue has drained; a duplicate task is harmless, the claim sees to it;
-- a job whose reports never all arrive is closed `REPORT_WAIT_SECONDS` after its last batch;
+- messages with no report at all `RECONCILE_AFTER_SECONDS` after their batch was handed over
+  are looked up at Plivo (`look_up`), at a bounded rate;
+- a job whose reports never all arrive is closed `REPORT_WAIT_SECONDS` after its last batch
+  (messages last reported `sent` stay so: no receipt);
 - scheduled jobs whose time has come are released (queued);
 - finished jobs leave the sweep's index; a paused job's pending batches are left alone, and a
   cancelled job's are enqueued like any others, for their claim to cancel them.
@@ -40,6 +43,8 @@ CLOSED_REASON = "report_wait_expired"
 Enqueue = Callable[[str, Iterable[int], bool], None]  # job id, batches, urgent
 # Calls in flight with no evidence, and the time: each call's verdict (`reconcile.Reconciler`).
 Reconcile = Callable[[list[Unsettled], float], list[tuple[Unsettled, str]]]
+# A job's id and the time: look up the messages no report has named (`Reconciler`).
+LookUp = Callable[[str, float], int]
 
 
 def sweep_once(
@@ -51,6 +56,7 @@ def sweep_once(
     notify: Callable[[str], None],
     now: Callable[[], float] = time.time,
     reconcile: Reconcile | None = None,
+    look_up: LookUp | None = None,
 ) -> Counter[str]:
     tally: Counter[str] = Counter()
     unsettled: list[Unsettled] = []
@@ -80,6 +86,7 @@ def sweep_once(
                 tally,
                 now(),
                 unsettled,
+                look_up,
             )
         except Exception:  # one job's trouble must not stop the others being looked after
             log.exception("sweep of job %s failed", job_id)
@@ -104,6 +111,7 @@ def _sweep_job(
     tally: Counter[str],
     now: float,
     unsettled: list[Unsettled],
+    look_up: LookUp | None,
 ) -> None:
     job = store.job(job_id)
     if job is None:  # expired
@@ -118,6 +126,8 @@ def _sweep_job(
         store.deactivate(job_id)
         tally["finished"] += 1
         return
+    if look_up is not None and state in (JobState.SENDING, JobState.SENT):
+        tally["looked_up"] += look_up(job_id, now)
     if state is JobState.SENT:
         if now - _sent_at(job) > settings.report_wait_seconds:
             store.close(job_id, CLOSED_REASON)  # completed: the next sweep notifies and forgets
@@ -195,6 +205,7 @@ def start(
     notify: Callable[[str], None],
     queue_depth: Callable[[], int],
     reconcile: Reconcile | None = None,
+    look_up: LookUp | None = None,
 ) -> threading.Event:
     """Sweep in a daemon thread of this worker process; set the returned event to stop it."""
     stop = threading.Event()
@@ -213,6 +224,7 @@ def start(
                             queue_depth,
                             notify,
                             reconcile=reconcile,
+                            look_up=look_up,
                         )
                         if tally:
                             log.info("sweep: %s", dict(tally))

@@ -194,6 +194,11 @@ class FakeStore:
         self.calls.append(("resolve", job_id, batch))
         return self.resolutions.get(batch, "in_flight")
 
+    def remember_answer(
+        self, job_id: str, batch: int, call: str, uuids: Iterable[str], at: float
+    ) -> None:
+        self.handed.remember(call, uuids, at)
+
     def is_urgent(self, job_id: str) -> bool:
         return self.jobs[job_id].urgent
 

@@ -9,9 +9,13 @@ from collections import Counter
 from typing import Any
 
 import pytest
+import requests
 
 from bulksms.devstack.numbers_gen import us_numbers
+from tests.helpers import API_KEY
 from tests.helpers.stack import Stack
+
+AUTH = {"X-API-Key": API_KEY}
 
 # No `queued` report, and the `sent` report a minute after the message left: long past the
 # grace and the time a call may be in flight (6 s here).
@@ -59,3 +63,24 @@ def test_numbers_without_a_receipt_are_billed_at_sent_and_the_job_completes(
     # Plivo's `sent` report carries what it charged: every message is billed once.
     assert doc["billed"]["units"] == 30
     assert doc["billed"]["amount"] == pytest.approx(30 * 0.005)
+
+
+@pytest.mark.parametrize("stack_overrides", [{"reconcile_after_seconds": 3}])
+def test_messages_with_no_report_at_all_are_looked_up_and_recorded(
+    stack: Stack, stack_overrides: dict[str, Any]
+) -> None:
+    stack.sandbox.faults.update({"reports": False, "report_delay_ms": 5})
+    numbers = us_numbers(25)
+    job_id = stack.submit({"recipients": numbers, "message": "silence"}).json()["job_id"]
+    # No report will ever come: the job completes from what Plivo's Message API says.
+    doc = stack.wait_for(job_id, lambda d: d["state"] == "completed", seconds=120)
+    assert doc.get("closed") is None  # not closed by the report window: every message final
+    assert stack.sandbox.stats()["lookups"] >= 25
+    assert stack.sandbox.stats()["reports_posted"] == 0
+    stack.counts_match_the_sandbox(job_id)
+    assert doc["billed"]["units"] == 25
+    rows = requests.get(
+        f"{stack.base_url}/api/bulk-sms/{job_id}/messages", headers=AUTH, timeout=30
+    ).json()["messages"]
+    by_number = {m["dst"]: m["message_uuid"] for m in stack.sandbox.messages}
+    assert {r["number"]: r["message_uuid"] for r in rows} == by_number

@@ -5,8 +5,10 @@ resends only past the settling delay; anything unclear waits."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from bulksms.config import Settings
+from bulksms.store import BatchRecord, BatchState, Status
 from bulksms.worker.gateway import Found, LookupFailed
 from bulksms.worker.reconcile import CANDIDATES, Reconciler, Unsettled
 from tests.helpers.fakes import FakeHanded
@@ -142,3 +144,71 @@ def test_numbers_another_unsettled_call_texted_at_the_same_time_are_not_asked() 
         (c.job_id, v) for c, v in reconciler(store, gateway).settle([first, apart], NOW)
     )
     assert verdicts == {"j1": "submitted", "j2": "resend"}
+
+
+@dataclass
+class SilentStore:
+    """A job of one submitted batch whose messages no report named."""
+
+    silent: list[str]
+    since: float = NOW - 1000
+    rounds: dict[int, tuple[float, str]] = field(default_factory=dict)
+    reports: list[Any] = field(default_factory=list)
+
+    def lookup_rounds(self, job_id: str) -> tuple[list[BatchRecord], dict[int, tuple[float, str]]]:
+        return [BatchRecord(0, BatchState.SUBMITTED, self.since, 0, "api")], dict(self.rounds)
+
+    def silent_uuids(self, job_id: str, batch: int) -> list[str]:
+        named = {r.uuid for r in self.reports}
+        return [u for u in self.silent if u not in named]
+
+    def mark_lookup_round(self, job_id: str, batch: int, started: float, cursor: str) -> None:
+        self.rounds[batch] = (started, cursor)
+
+    def record_report(self, report: Any) -> int:
+        if report.status is not Status.QUEUED:
+            self.reports.append(report)
+        return 1
+
+
+@dataclass
+class LookupGateway:
+    asked: list[str] = field(default_factory=list)
+
+    def lookup(self, message_uuid: str) -> Found | None:
+        self.asked.append(message_uuid)
+        state = "queued" if message_uuid == "u-2" else "delivered"
+        return Found(
+            message_uuid, "14155550199", f"1415555010{message_uuid[-1]}", state, NOW, 1, 0.005, ""
+        )
+
+
+def test_silent_messages_are_looked_up_in_bounded_rounds() -> None:
+    settings = Settings(reconcile_after_seconds=600)
+    store, gateway = SilentStore(["u-1", "u-2", "u-3"]), LookupGateway()
+    tokens = iter([0.0, 0.0, 5.0])  # the API's budget runs out at the third
+
+    def api_budget() -> float:
+        return next(tokens, 0.0)
+
+    found = Reconciler(store, FakeHanded(), lambda: gateway, Budget(), settings, api_budget)  # type: ignore[arg-type]
+    assert found.look_up_silent("j1", NOW) == 2
+    assert gateway.asked == ["u-1", "u-2"] and store.rounds[0] == (NOW, "u-2")
+    # The round goes on where it stopped…
+    assert found.look_up_silent("j1", NOW + 1) == 1
+    assert gateway.asked[2:] == ["u-3"] and store.rounds[0] == (NOW, "")
+    assert [(r.number, r.status) for r in store.reports] == [
+        ("14155550101", Status.DELIVERED),
+        ("14155550103", Status.DELIVERED),
+    ]
+    # …and the next round (u-2 still queued at Plivo) starts RECONCILE_AFTER_SECONDS after it.
+    assert found.look_up_silent("j1", NOW + 300) == 0
+    assert found.look_up_silent("j1", NOW + 601) == 1 and gateway.asked[-1] == "u-2"
+    # A batch handed over a moment ago is not looked up.
+    fresh = SilentStore(["u-9"], since=NOW - 10)
+    assert (
+        Reconciler(fresh, FakeHanded(), lambda: gateway, Budget(), settings).look_up_silent(
+            "j1", NOW
+        )
+        == 0
+    )  # type: ignore[arg-type]
