@@ -79,6 +79,7 @@ class Faults:
     signatures: str = "both"  # sign reports with v3, v2 or both families of headers
     no_queued: bool = False  # post no `queued` report (whether Plivo does is not documented)
     no_receipt: list[str] = field(default_factory=list)  # number prefixes whose last word is sent
+    part_reports: bool = False  # report a long message part by part, as older Plivo accounts do
     report_delay_ms: int = 20  # between one status and the next
     undelivered_rate: float = 0.05
     failed_rate: float = 0.03
@@ -381,31 +382,51 @@ class Sandbox:
                         steps.append((r["status"], sent_at + step))
                 if faults.no_queued:
                     steps = steps[1:]
-                for sequence, (status, due) in enumerate(steps, 1):
-                    final = status == r["status"]
-                    params = {
-                        "MessageUUID": r["message_uuid"],
-                        "ParentMessageUUID": r["message_uuid"],
-                        "Status": status,
-                        "To": r["dst"].lstrip("+"),
-                        "From": r["src"].lstrip("+"),
-                        "ErrorCode": r["error_code"] if final else "",
-                        "Units": str(r["segments"]),
-                        "PartInfo": "1 of 1",
-                        "Sequence": str(sequence),
-                        "TotalRate": "0.0050",
-                        # Plivo charges at `sent`: that report and the later ones carry it.
-                        "TotalAmount": f"{0.005 * r['segments']:.5f}"
-                        if status != "queued" and r["error_code"] != EXPIRED_CODE
-                        else "0.00000",
-                        "MessageTime": stamp,
-                    }
-                    if faults.shuffle_reports:
-                        due = queued_at + self.random.uniform(0, 3 * step)
-                    self._push(due, r["url"], params)
-                    if faults.repeat_rate and self.random.random() < faults.repeat_rate:
-                        self._push(due + self.random.uniform(0, 3 * step), r["url"], params)
+                parts = r["segments"] if faults.part_reports and r["segments"] > 1 else 1
+                for part in range(1, parts + 1):
+                    self._schedule_part(r, part, parts, steps, queued_at, step, faults, stamp)
             self._wake.notify_all()
+
+    def _schedule_part(
+        self,
+        r: dict[str, Any],
+        part: int,
+        parts: int,
+        steps: list[tuple[str, float]],
+        queued_at: float,
+        step: float,
+        faults: Faults,
+        stamp: str,
+    ) -> None:
+        """One message's reports, or one part's (`part_reports`: each part its own UUID, the
+        first part's as ParentMessageUUID, `PartInfo` "k of n", its own units)."""
+        parent = r["message_uuid"]
+        own = parent if part == 1 else str(uuid.uuid5(uuid.UUID(parent), str(part)))
+        units = r["segments"] if parts == 1 else 1
+        for sequence, (status, due) in enumerate(steps, 1):
+            final = status == r["status"]
+            params = {
+                "MessageUUID": own,
+                "ParentMessageUUID": parent,
+                "Status": status,
+                "To": r["dst"].lstrip("+"),
+                "From": r["src"].lstrip("+"),
+                "ErrorCode": r["error_code"] if final else "",
+                "Units": str(units),
+                "PartInfo": f"{part} of {parts}",
+                "Sequence": str(sequence),
+                "TotalRate": "0.0050",
+                # Plivo charges at `sent`: that report and the later ones carry it.
+                "TotalAmount": f"{0.005 * units:.5f}"
+                if status != "queued" and r["error_code"] != EXPIRED_CODE
+                else "0.00000",
+                "MessageTime": stamp,
+            }
+            if faults.shuffle_reports:
+                due = queued_at + self.random.uniform(0, 3 * step)
+            self._push(due, r["url"], params)
+            if faults.repeat_rate and self.random.random() < faults.repeat_rate:
+                self._push(due + self.random.uniform(0, 3 * step), r["url"], params)
 
     def _push(self, due: float, url: str, params: dict[str, str]) -> None:
         self._seq += 1

@@ -156,7 +156,8 @@ class PlivoGateway:
                 limit=20,
                 offset=0,
             )
-        except (plivo_errors.PlivoRestError, requests.RequestException) as exc:
+        except Exception as exc:  # a read: whatever went wrong (the SDK itself fails on a 429's
+            # body, which has no `objects`), the answer is "ask again later"
             raise LookupFailed(str(exc) or type(exc).__name__, self._last.retry_after) from exc
         error = getattr(page, "error", None)
         if error:
@@ -170,7 +171,7 @@ class PlivoGateway:
             item = self._client.messages.get(message_uuid)
         except plivo_errors.ResourceNotFoundError:
             return None
-        except (plivo_errors.PlivoRestError, requests.RequestException) as exc:
+        except Exception as exc:  # a read: ask again later
             raise LookupFailed(str(exc) or type(exc).__name__, self._last.retry_after) from exc
         return _found(item)
 

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import time
+from dataclasses import replace
+
 import pytest
+import requests
 
 from bulksms.devstack.sandbox import Sandbox
 from bulksms.devstack.up import free_port
 from bulksms.worker.gateway import (
     Accepted,
     BadCredentials,
+    LookupFailed,
     NotSent,
     OutcomeUnknown,
     Outgoing,
@@ -96,3 +101,48 @@ def test_connection_refused_is_safe_to_retry(sandbox: tuple[Sandbox, str]) -> No
     nowhere = f"http://127.0.0.1:{free_port()}"
     with pytest.raises(NotSent):
         PlivoGateway(box.auth_id, box.auth_token, nowhere, timeout=1).send(BATCH)
+
+
+def test_plivo_s_message_list_and_lookup_through_the_sdk(
+    gateway: PlivoGateway, sandbox: tuple[Sandbox, str]
+) -> None:
+    box, url = sandbox
+    box.faults.update({"reports": False, "list_per_minute": 2})
+    before = time.time()
+    accepted = gateway.send(BATCH)
+    gateway.send(replace(BATCH, dst=("+14155550100",)))
+    found = gateway.list_outbound("+14155550100", before - 60, time.time() + 60)
+    assert len(found) == 2 and found[0].at >= found[1].at  # newest first
+    assert {f.uuid for f in found} >= {accepted.message_uuids[0]}
+    assert all(f.dst == "14155550100" and f.src == "14155550199" for f in found)
+    # The window is Plivo's message_time, in whole seconds.
+    assert gateway.list_outbound("+14155550100", before - 600, before - 300) == []
+    one = gateway.lookup(accepted.message_uuids[0])
+    assert one is not None and one.dst == "14155550100" and one.units == 1
+    assert gateway.lookup("00000000-0000-0000-0000-000000000000") is None
+    # Listing has its own limit (Plivo's default: 20 a minute): here 2, so the 3rd fails.
+    with pytest.raises(LookupFailed):
+        gateway.list_outbound("+14155550100", before - 60, time.time())
+    assert box.stats()["list_refused"] == 1
+
+
+def test_the_list_answers_in_plivo_s_shape_with_its_filters(sandbox: tuple[Sandbox, str]) -> None:
+    box, url = sandbox
+    box.faults.update({"reports": False})
+    for n in range(25):
+        box.accept({"dst": f"+1415555{n:04d}", "src": "+14155550199", "text": "x"})
+    auth = (box.auth_id, box.auth_token)
+    page = requests.get(f"{url}/v1/Account/{box.auth_id}/Message/", auth=auth, timeout=10).json()
+    assert page["meta"]["total_count"] == 25 and len(page["objects"]) == 20
+    assert page["meta"]["next"].endswith("offset=20")
+    rest = requests.get(
+        f"{url}/v1/Account/{box.auth_id}/Message/",
+        params={"offset": 20, "limit": 20},
+        auth=auth,
+        timeout=10,
+    ).json()
+    assert len(rest["objects"]) == 5 and rest["meta"]["next"] is None
+    too_many = requests.get(
+        f"{url}/v1/Account/{box.auth_id}/Message/", params={"limit": 21}, auth=auth, timeout=10
+    )
+    assert too_many.status_code == 400

@@ -84,3 +84,17 @@ def test_messages_with_no_report_at_all_are_looked_up_and_recorded(
     ).json()["messages"]
     by_number = {m["dst"]: m["message_uuid"] for m in stack.sandbox.messages}
     assert {r["number"]: r["message_uuid"] for r in rows} == by_number
+
+
+def test_a_long_message_reported_part_by_part_counts_once_and_bills_every_part(
+    stack: Stack,
+) -> None:
+    stack.sandbox.faults.update({"part_reports": True, "shuffle_reports": True, "repeat_rate": 0.3})
+    numbers = us_numbers(20)
+    text = "part " * 40  # 200 GSM-7 characters: two parts
+    job_id = stack.submit({"recipients": numbers, "message": text}).json()["job_id"]
+    doc = stack.wait_for(job_id, lambda d: d["state"] == "completed", seconds=120)
+    stack.counts_match_the_sandbox(job_id)
+    assert {m["segments"] for m in stack.sandbox.messages} == {2}
+    assert stack.status(job_id)["billed"]["units"] == 40  # every part once, whatever repeated
+    assert doc["counts"]["pending"] == 0
