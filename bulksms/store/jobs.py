@@ -278,6 +278,11 @@ class JobStore:
             )
         )
 
+    def clock(self) -> float:
+        """Redis's clock: the one the batch scripts stamp calls with."""
+        seconds, micros = self.redis.time()
+        return seconds + micros / 1_000_000
+
     def remember_answer(
         self, job_id: str, batch: int, call: str, uuids: Sequence[str], at: float
     ) -> None:
@@ -343,7 +348,10 @@ class JobStore:
 
     # -- delivery reports ---------------------------------------------------------------------
     def record_report(self, report: Report, connection: Connection | None = None) -> int:
-        """1 when the status moved, 0 when it was old news, -1 for an unknown recipient.
+        """1 when the status moved, 0 when it was old news, -1 for an unknown recipient. A
+        report that moved a recipient still pending (its call not recorded yet, and perhaps
+        never) has its UUID kept in `handed`, so that Plivo's list does not take that message
+        for another call's.
 
         With `connection` (one the caller holds: `bulksms.api.report_fastpath`), the script is
         called on it directly: a third less of the client's time than through the pool. Redis
@@ -354,15 +362,28 @@ class JobStore:
             return -1
         keys_, args = found
         if connection is None:
-            return int(self._report(keys=keys_, args=args))
-        try:
-            return _call(connection, self._report.sha, keys_, args)
-        except NoScriptError:
-            self.redis.script_load(scripts.REPORT)
-            return _call(connection, self._report.sha, keys_, args)
+            moved = int(self._report(keys=keys_, args=args))
+        else:
+            try:
+                moved = _call(connection, self._report.sha, keys_, args)
+            except NoScriptError:
+                self.redis.script_load(scripts.REPORT)
+                moved = _call(connection, self._report.sha, keys_, args)
+        return self._kept(report, moved)
+
+    def _kept(self, report: Report, moved: int) -> int:
+        """The script's answer for the caller: a report that moved a recipient still pending
+        (2) keeps its UUID as another call's first (see `record_report`), then counts as 1."""
+        if moved == 2:
+            if report.uuid:
+                call = f"{report.job_id}:{report.batch}:report"
+                self.handed.remember(call, [report.uuid], time.time())
+            return 1
+        return moved
 
     def record_reports(self, reports: Iterable[Report]) -> list[int]:
         """Many reports in one pipeline (each still its own atomic script)."""
+        reports = list(reports)
         pipe = self.redis.pipeline(transaction=False)
         known = []
         for report in reports:
@@ -371,7 +392,10 @@ class JobStore:
             if found is not None:
                 self._report(keys=found[0], args=found[1], client=pipe)
         answers = iter(pipe.execute())
-        return [int(next(answers)) if k else -1 for k in known]
+        return [
+            self._kept(report, int(next(answers))) if k else -1
+            for report, k in zip(reports, known, strict=True)
+        ]
 
     @staticmethod
     def _report_call(report: Report) -> tuple[list[str], list[Any]] | None:

@@ -60,6 +60,13 @@ local function find(recipients, number)
   return nil
 end
 
+-- Redis's own clock, as the caller's `now` is formatted: a call's start and its age are read
+-- by other hosts, whose clocks may differ from the claimer's.
+local function redis_now()
+  local clock = redis.call('TIME')
+  return string.format('%.3f', tonumber(clock[1]) + tonumber(clock[2]) / 1000000)
+end
+
 -- A batch record's fields: state, time, attempts (or detail), offset, size.
 local function split(record)
   local out = {}
@@ -192,6 +199,7 @@ end
 CLAIM = _render(
     PRELUDE
     + """
+ARGV[2] = redis_now()  -- Redis's clock: every host compares the same times
 local rec = redis.call('HGET', KEYS[2], ARGV[1])
 if not rec then return {'gone'} end
 local f = split(rec)
@@ -316,6 +324,7 @@ return 1
 RESOLVE = _render(
     PRELUDE
     + """
+ARGV[2] = redis_now()  -- Redis's clock: every host compares the same times
 local rec = redis.call('HGET', KEYS[2], ARGV[1])
 if not rec then return 'gone' end
 local f = split(rec)
@@ -341,6 +350,7 @@ return 'ask'
 SETTLE = _render(
     PRELUDE
     + """
+ARGV[2] = redis_now()  -- Redis's clock: every host compares the same times
 local rec = redis.call('HGET', KEYS[2], ARGV[1])
 if not rec then return 'gone' end
 local f = split(rec)
@@ -364,7 +374,8 @@ return 'resend'
 # KEYS: job, recipients, batches, parts. ARGV: number (digits), code, uuid (16 bytes, or '' to
 # keep what is there), tail (status, error, time), now, batch, units, amount (in 1/100000), and
 # for a report of one part of a long message, the part and the parts in all ('' otherwise).
-# 1 moved, 0 old news, -1 no such recipient. What Plivo billed is added once per message part,
+# 1 moved (2: from pending, before its call was recorded), 0 old news, -1 no such recipient.
+# What Plivo billed is added once per message part,
 # from the first report that carries a charge, whatever its status (Plivo charges at `sent`, and
 # many carriers never send more), else from its first final report. A single message keeps its
 # flag in the record's spare byte; a message reported in parts keeps each part's status and flag
@@ -442,7 +453,11 @@ if bill then
 end
 if RANK[code] <= RANK[old] then return 0 end
 -- Pending until now: Plivo has the batch, whatever the worker recorded (or not) so far.
-if old == $pending then redis.call('HINCRBY', KEYS[3], 'e:' .. ARGV[6], 1) end
+local moved = 1
+if old == $pending then
+  redis.call('HINCRBY', KEYS[3], 'e:' .. ARGV[6], 1)
+  moved = 2  -- (the caller keeps its UUID: the call's answer may never be recorded)
+end
 if ARGV[3] ~= '' then
   redis.call('SETRANGE', KEYS[2], base, ARGV[3] .. tail)
 else
@@ -451,7 +466,7 @@ end
 redis.call('HINCRBY', KEYS[1], 'c:' .. old, -1)
 redis.call('HINCRBY', KEYS[1], 'c:' .. code, 1)
 redis.call('HSET', KEYS[1], 'updated_at', ARGV[5])
-return 1
+return moved
 """
 )
 

@@ -156,6 +156,10 @@ def _turn(
                 resume_at = grant.now + grant.seconds + (AFTER_OTHERS if grant.had_last else 0)
                 return _park(store, pacer, job_id, batch, record.offset, resume_at)
             turn = min(turn, pacer.turn(work.sending, grant.waiting))
+        if not (work.held or early):
+            # A token first: a call is stamped when claimed, and its age must be the request's,
+            # not a wait for the rate limit's (the sweep asks Plivo about calls that old).
+            throttle.wait()
         claim = store.claim_batch(job_id, batch, record.offset, size)
         if claim.outcome == "moved":  # another task made this call: go on from where it got
             continue
@@ -171,7 +175,7 @@ def _turn(
         else:
             size = claim.size or size  # (a call made before is repeated as it was)
             owner = Owner(job_id, batch, claim.attempt, record.offset)
-            outcome = _call(store, gateway, throttle, settings, owner, work, work.unsent[:size])
+            outcome = _call(store, gateway, settings, owner, work, work.unsent[:size])
         turn -= segments
         # When other jobs wait, a turn used up goes to the back of the line (on Redis's clock).
         give_way = grant.now if grant is not None and grant.waiting > 0 and turn <= 0 else None
@@ -216,7 +220,6 @@ class Owner:
 def _call(
     store: JobStore,
     gateway: PlivoGateway,
-    throttle: PlivoThrottle,
     settings: Settings,
     owner: Owner,
     work: BatchWork,
@@ -232,7 +235,6 @@ def _call(
         powerpack_uuid=work.sending.powerpack_uuid,
         message_expiry=work.sending.message_expiry,
     )
-    throttle.wait()
     started = time.perf_counter()
     try:
         accepted = gateway.send(outgoing)

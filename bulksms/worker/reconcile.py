@@ -2,17 +2,20 @@
 
 A call left in flight with no report for any of its recipients may or may not have reached
 Plivo: a guess from silence would either lose it or send it twice. So the sweep lists, for a few
-of the call's destinations, the outbound messages Plivo took around the call's time
-(`messages.list(to_number=…, message_time__gte=…, message_time__lte=…)`):
+of the call's destinations (spread over the call, those our other calls did not text first),
+the outbound messages Plivo took around the call's time (`messages.list(to_number=…,
+message_time__gte=…, message_time__lte=…)`, on Redis's clock, with a minute's slack either side
+for Plivo's):
 
-- a message there whose UUID no other call of ours got back (`store.handed`), from the call's
-  sender, means Plivo took the call (Plivo takes a call's destinations all or none): it is
-  recorded as handed over;
-- nothing there for every destination asked, once the call is older than the settling delay
-  (`UNKNOWN_OUTCOME_GRACE`, for Plivo's list to catch up), means it never arrived: the very
-  same call is made again;
-- anything else (a destination that another unsettled call also texted in the same window, a
-  listing Plivo refused, the listing's budget spent) waits for the next sweep, or for a report.
+- a message there from the call's sender whose UUID no other call of ours got back
+  (`store.handed`) means Plivo took the call (Plivo takes a call's destinations all or none): it
+  is recorded as handed over. Where `n` of our calls without an answer (unsettled, or still in
+  their time) texted the number in the same minutes, it takes `n` such messages;
+- no such message for every destination asked, once the call is older than the settling delay
+  (`UNKNOWN_OUTCOME_GRACE`, for Plivo's list to catch up), means it never arrived: the very same
+  call is made again;
+- anything else (fewer messages than calls, a page too full to say, a listing Plivo refused,
+  the listing's budget spent) waits for the next sweep, or for a report.
 
 Listing has its own limit at Plivo (20 requests a minute by default): every worker takes from
 one shared bucket (`PLIVO_LIST_PER_MINUTE`).
@@ -40,6 +43,7 @@ from bulksms.worker.gateway import Found, LookupFailed, PlivoGateway
 log = logging.getLogger(__name__)
 
 CANDIDATES = 3  # destinations listed per call at most (one found is enough)
+LIST_PAGE = 20  # what one list request shows at most (Plivo's page)
 LOOKUPS_PER_SWEEP = 200  # messages looked up one by one in one sweep, at most
 TRACKED = {s.value for s in Status if s is not Status.PENDING}
 SKEW = 60.0  # seconds either side of the call's window: Plivo's clock and ours differ
@@ -83,17 +87,28 @@ class Reconciler:
         """When Plivo may have taken the call: from its claim to the end of its longest wait."""
         return call.since - SKEW, call.since + self.settings.in_flight_seconds + SKEW
 
-    def settle(self, calls: Sequence[Unsettled], now: float) -> list[tuple[Unsettled, str]]:
+    def settle(
+        self, calls: Sequence[Unsettled], in_flight: Sequence[Unsettled], now: float
+    ) -> list[tuple[Unsettled, str]]:
         """Each call's verdict: 'submitted' or 'advanced' (Plivo has it), 'resend', 'moved'
-        (settled meanwhile) or 'waiting'."""
+        (settled meanwhile) or 'waiting'. `in_flight`: calls still within their time, whose
+        messages may be in Plivo's list too (their answers, and UUIDs, not back yet); `now` is
+        on Redis's clock, as the calls' starts are."""
+        everyone = [*calls, *in_flight]
         numbers = {
-            c.call: self.store.call_numbers(c.job_id, c.batch, c.offset, c.size) for c in calls
+            c.call: self.store.call_numbers(c.job_id, c.batch, c.offset, c.size) for c in everyone
         }
+        sets = {call: set(found) for call, found in numbers.items()}
         verdicts = []
         for call in calls:
-            shared = self._shared(call, calls, numbers)
-            candidates = [n for n in numbers[call.call] if n not in shared][:CANDIDATES]
-            verdict = self._ask(call, candidates, now)
+            rivals = [o for o in everyone if o is not call and self._may_share(call, o)]
+
+            def senders_to(number: str, rivals: list[Unsettled] = rivals) -> int:
+                return 1 + sum(number in sets[o.call] for o in rivals)
+
+            spread = _spread(numbers[call.call], 3 * CANDIDATES)
+            candidates = sorted(spread, key=senders_to)[:CANDIDATES]  # (stable: spread order)
+            verdict = self._ask(call, candidates, senders_to, now)
             if verdict in ("found", "absent"):
                 verdict = self.store.settle_call(
                     call.job_id, call.batch, call.attempt, call.offset, verdict == "found"
@@ -103,26 +118,25 @@ class Reconciler:
             verdicts.append((call, verdict))
         return verdicts
 
-    def _shared(
-        self, call: Unsettled, calls: Sequence[Unsettled], numbers: dict[str, list[str]]
-    ) -> set[str]:
-        """Destinations another unsettled call texted in an overlapping window: a message
-        found there could be either's."""
+    def _may_share(self, call: Unsettled, other: Unsettled) -> bool:
+        """Whether `other`'s messages could be taken for `call`'s: overlapping windows, and the
+        same sender (or one Plivo picks)."""
         start, end = self.window(call)
-        shared: set[str] = set()
-        for other in calls:
-            other_start, other_end = self.window(other)
-            if other is not call and other_start <= end and start <= other_end:
-                shared.update(numbers[other.call])
-        return shared
+        other_start, other_end = self.window(other)
+        same_sender = not (call.sender and other.sender) or (
+            sender_key(call.sender) == sender_key(other.sender)
+        )
+        return same_sender and other_start <= end and start <= other_end
 
-    def _ask(self, call: Unsettled, candidates: list[str], now: float) -> str:
-        """'found', 'absent' (every candidate listed, nothing ours, past the settling delay)
-        or 'waiting'."""
-        if not candidates:
-            metrics.LOOKUPS.labels("list", "ambiguous").inc()
-            return "waiting"
+    def _ask(
+        self, call: Unsettled, candidates: list[str], senders_to: Callable[[str], int], now: float
+    ) -> str:
+        """'found', 'absent' (every candidate listed, none of its messages ours, past the
+        settling delay) or 'waiting'. A number that `n` of our unsettled or in-flight calls
+        texted in the same minutes settles this one only when its list holds `n` messages none
+        of our answered calls got back (all of them arrived) or none at all (none did)."""
         start, end = self.window(call)
+        absent = True
         for number in candidates:
             if self.budget.take() > 0:
                 metrics.LOOKUPS.labels("list", "budget").inc()
@@ -133,10 +147,20 @@ class Reconciler:
                 log.warning("Plivo's message list failed: %s", exc.reason)
                 metrics.LOOKUPS.labels("list", "error").inc()
                 return "waiting"
-            if any(self._ours(call, found) for found in listed):
+            ours = [found for found in listed if self._ours(call, found)]
+            group = senders_to(number)
+            if ours and len(ours) >= group:
                 metrics.LOOKUPS.labels("list", "found").inc()
+                if group == 1:  # the message is this call's: others' lists will know it
+                    self.handed.remember(call.call, [f.uuid for f in ours], now)
                 return "found"
+            if ours or len(listed) >= LIST_PAGE:  # some of a group's, or a page too full to say
+                metrics.LOOKUPS.labels("list", "ambiguous").inc()
+                absent = False
+                continue
             metrics.LOOKUPS.labels("list", "absent").inc()
+        if not absent or not candidates:
+            return "waiting"
         if now - call.since < self.settings.unknown_outcome_grace:
             return "waiting"  # Plivo's list may not show a message taken a moment ago
         return "absent"
@@ -199,3 +223,17 @@ class Reconciler:
                 amount=found.amount,
             )
         )
+
+
+def _spread(numbers: list[str], count: int) -> list[str]:
+    """Up to `count` numbers spread over the call: first, last, middle, then the quarters and
+    so on. Numbers next to each other in a sorted list are likelier to share a fate (a range
+    Plivo refuses, a list another campaign also texts)."""
+    last = len(numbers) - 1
+    if last < 0:
+        return []
+    order, parts = [0, last], 2
+    while len(set(order)) < min(count, last + 1):
+        order += [round(last * k / parts) for k in range(1, parts, 2)]
+        parts *= 2
+    return [numbers[i] for i in dict.fromkeys(order)][:count]

@@ -41,8 +41,9 @@ log = logging.getLogger(__name__)
 CLOSED_REASON = "report_wait_expired"
 
 Enqueue = Callable[[str, Iterable[int], bool], None]  # job id, batches, urgent
-# Calls in flight with no evidence, and the time: each call's verdict (`reconcile.Reconciler`).
-Reconcile = Callable[[list[Unsettled], float], list[tuple[Unsettled, str]]]
+# Calls in flight with no evidence, calls still within their time, and Redis's time: each
+# unsettled call's verdict (`reconcile.Reconciler`).
+Reconcile = Callable[[list[Unsettled], list[Unsettled], float], list[tuple[Unsettled, str]]]
 # A job's id and the time: look up the messages no report has named (`Reconciler`).
 LookUp = Callable[[str, float], int]
 
@@ -60,6 +61,7 @@ def sweep_once(
 ) -> Counter[str]:
     tally: Counter[str] = Counter()
     unsettled: list[Unsettled] = []
+    in_flight: list[Unsettled] = []
     drained: list[bool] = []  # asked of the broker at most once per sweep, and only if needed
 
     def queue_drained() -> bool:
@@ -85,14 +87,15 @@ def sweep_once(
                 notify,
                 tally,
                 now(),
-                unsettled,
+                (unsettled, in_flight),
                 look_up,
             )
         except Exception:  # one job's trouble must not stop the others being looked after
             log.exception("sweep of job %s failed", job_id)
             tally["errors"] += 1
     if unsettled and reconcile is not None:
-        for call, verdict in reconcile(unsettled, now()):
+        # (on Redis's clock, as the calls were stamped: hosts' clocks differ)
+        for call, verdict in reconcile(unsettled, in_flight, store.clock()):
             tally[verdict] += 1
             if verdict in ("resend", "advanced"):
                 store.mark_enqueued(call.job_id, call.batch)
@@ -110,7 +113,7 @@ def _sweep_job(
     notify: Callable[[str], None],
     tally: Counter[str],
     now: float,
-    unsettled: list[Unsettled],
+    calls: tuple[list[Unsettled], list[Unsettled]],  # unsettled, in flight: for `reconcile`
     look_up: LookUp | None,
 ) -> None:
     job = store.job(job_id)
@@ -140,20 +143,13 @@ def _sweep_job(
     for batch in store.batches(job_id):
         if batch.state is BatchState.SENDING:
             verdict = store.resolve_batch(job_id, batch.batch, settings.in_flight_seconds)
-            if verdict == "ask":
+            if verdict in ("ask", "in_flight"):
                 src = None if job.sending.powerpack_uuid else job.sending.src
-                unsettled.append(
-                    Unsettled(
-                        job_id,
-                        batch.batch,
-                        batch.attempts,
-                        batch.offset,
-                        batch.size,
-                        batch.since,
-                        src,
-                    )
+                found = Unsettled(
+                    job_id, batch.batch, batch.attempts, batch.offset, batch.size, batch.since, src
                 )
-            else:
+                calls[0 if verdict == "ask" else 1].append(found)
+            if verdict != "ask":
                 tally[verdict] += 1
             if verdict == "advanced":
                 resend.append(batch.batch)

@@ -199,6 +199,9 @@ class FakeStore:
     ) -> None:
         self.handed.remember(call, uuids, at)
 
+    def clock(self) -> float:
+        return 100_000.0  # (Redis's clock: the sweep tests' NOW)
+
     def is_urgent(self, job_id: str) -> bool:
         return self.jobs[job_id].urgent
 

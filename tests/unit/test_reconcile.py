@@ -80,12 +80,12 @@ NUMBERS = {("j1", 0): ["+14155550100", "+14155550101", "+14155550102", "+1415555
 
 
 def test_a_message_no_other_call_got_back_means_plivo_took_the_call() -> None:
-    store, gateway = Store(dict(NUMBERS)), Gateway([message("+14155550101")])
-    verdicts = reconciler(store, gateway).settle([call()], NOW)
+    store, gateway = Store(dict(NUMBERS)), Gateway([message("+14155550103")])
+    verdicts = reconciler(store, gateway).settle([call()], [], NOW)
     assert [v for _, v in verdicts] == ["submitted"]
     assert store.settled == [("j1", 0, 1, 0, True)]
-    # It listed destinations until one showed the message, within the call's window.
-    assert [a[0] for a in gateway.asked] == ["+14155550100", "+14155550101"]
+    # It listed destinations (first, last…) until one showed the message, in the call's window.
+    assert [a[0] for a in gateway.asked] == ["+14155550100", "+14155550103"]
     assert all(since <= NOW - 200 <= until for _, since, until in gateway.asked)
 
 
@@ -93,57 +93,81 @@ def test_a_message_another_call_got_back_is_not_evidence() -> None:
     handed = FakeHanded({"u-1": "j2:0:1:0"})
     store = Store(dict(NUMBERS))
     gateway = Gateway([message(n) for n in NUMBERS[("j1", 0)]])  # all the same UUID: another's
-    verdicts = reconciler(store, gateway, handed).settle([call()], NOW)
+    verdicts = reconciler(store, gateway, handed).settle([call()], [], NOW)
     assert [v for _, v in verdicts] == ["resend"]
     assert len(gateway.asked) == CANDIDATES
     # …while this very call's own UUID (its answer got back, its record did not) is.
     handed = FakeHanded({"u-1": "j1:0:1:0"})
     assert [
-        v for _, v in reconciler(Store(dict(NUMBERS)), gateway, handed).settle([call()], NOW)
+        v for _, v in reconciler(Store(dict(NUMBERS)), gateway, handed).settle([call()], [], NOW)
     ] == ["submitted"]
 
 
 def test_a_message_from_another_sender_is_not_evidence() -> None:
     store = Store(dict(NUMBERS))
     gateway = Gateway([message(n, src="+14155550000") for n in NUMBERS[("j1", 0)]])
-    assert [v for _, v in reconciler(store, gateway).settle([call()], NOW)] == ["resend"]
+    assert [v for _, v in reconciler(store, gateway).settle([call()], [], NOW)] == ["resend"]
 
 
 def test_nothing_found_resends_only_past_the_settling_delay() -> None:
     store, gateway = Store(dict(NUMBERS)), Gateway()
     recent = call(since=NOW - 30)  # Plivo's list may not show it yet
-    assert [v for _, v in reconciler(store, gateway).settle([recent], NOW)] == ["waiting"]
+    assert [v for _, v in reconciler(store, gateway).settle([recent], [], NOW)] == ["waiting"]
     assert store.settled == []
-    assert [v for _, v in reconciler(store, gateway).settle([call()], NOW)] == ["resend"]
+    assert [v for _, v in reconciler(store, gateway).settle([call()], [], NOW)] == ["resend"]
 
 
 def test_a_failed_listing_or_a_spent_budget_waits() -> None:
     store = Store(dict(NUMBERS))
-    assert [v for _, v in reconciler(store, Gateway(fail=True)).settle([call()], NOW)] == [
+    assert [v for _, v in reconciler(store, Gateway(fail=True)).settle([call()], [], NOW)] == [
         "waiting"
     ]
-    spent = reconciler(store, Gateway(), budget=Budget(tokens=2)).settle([call()], NOW)
+    spent = reconciler(store, Gateway(), budget=Budget(tokens=2)).settle([call()], [], NOW)
     assert [v for _, v in spent] == ["waiting"]
     assert store.settled == []
 
 
-def test_numbers_another_unsettled_call_texted_at_the_same_time_are_not_asked() -> None:
+def test_numbers_other_calls_without_an_answer_texted_take_as_many_messages() -> None:
     numbers = {("j1", 0): ["+14155550100", "+14155550101"], ("j2", 0): ["+14155550100"]}
-    store, gateway = Store(numbers), Gateway([message("+14155550100")])
     first, second = call(), call(job_id="j2")
+    # One message to the shared number, two calls without an answer that texted it: whose?
+    store, gateway = Store(dict(numbers)), Gateway([message("+14155550100")])
     verdicts = dict(
-        (c.job_id, v) for c, v in reconciler(store, gateway).settle([first, second], NOW)
+        (c.job_id, v) for c, v in reconciler(store, gateway).settle([first, second], [], NOW)
     )
-    # j1 is asked only about …0101 (nothing there: resent); j2 has no number of its own: waits.
-    assert verdicts == {"j1": "resend", "j2": "waiting"}
-    assert [a[0] for a in gateway.asked] == ["+14155550101"]
+    assert verdicts == {"j1": "waiting", "j2": "waiting"} and store.settled == []
+    # j1's own number is asked first (…0101: nothing there, but not enough to say alone).
+    assert gateway.asked[0][0] == "+14155550101"
+    # Two messages: both calls arrived. None: neither did.
+    two = Gateway([message("+14155550100", "u-1"), message("+14155550100", "u-2")])
+    verdicts = dict(
+        (c.job_id, v)
+        for c, v in reconciler(Store(dict(numbers)), two).settle([first, second], [], NOW)
+    )
+    assert verdicts == {"j1": "submitted", "j2": "submitted"}
+    none = reconciler(Store(dict(numbers)), Gateway()).settle([first, second], [], NOW)
+    assert [v for _, v in none] == ["resend", "resend"]
+    # A call still within its time counts too: its message may be there, its UUIDs not back.
+    store = Store({**numbers, ("j3", 0): ["+14155550101"]})
+    alive = call(job_id="j3", since=NOW - 190)
+    only = reconciler(store, Gateway([message("+14155550101")])).settle([first], [alive], NOW)
+    assert [v for _, v in only] == ["waiting"]
     # Calls far apart in time do not get in each other's way.
-    store, gateway = Store(numbers), Gateway([message("+14155550100")])
+    store, gateway = Store(dict(numbers)), Gateway([message("+14155550100")])
     apart = call(job_id="j2", since=NOW - 5000)
     verdicts = dict(
-        (c.job_id, v) for c, v in reconciler(store, gateway).settle([first, apart], NOW)
+        (c.job_id, v) for c, v in reconciler(store, gateway).settle([first, apart], [], NOW)
     )
     assert verdicts == {"j1": "submitted", "j2": "resend"}
+
+
+def test_a_full_page_is_not_an_absence_and_candidates_spread_over_the_call() -> None:
+    numbers = {("j1", 0): [f"+1415555{n:04d}" for n in range(100)]}
+    others = [message("+14155550000", f"o-{n}", src="+14155550000") for n in range(20)]
+    store, gateway = Store(numbers), Gateway(others)
+    assert [v for _, v in reconciler(store, gateway).settle([call()], [], NOW)] == ["waiting"]
+    asked = [a[0] for a in gateway.asked]
+    assert asked == ["+14155550000", "+14155550099", "+14155550050"]  # first, last, middle
 
 
 @dataclass

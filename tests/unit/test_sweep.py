@@ -76,8 +76,11 @@ def test_a_call_without_an_answer_is_resent_only_on_plivo_s_list_s_verdict() -> 
     store.add(job(batches=4, started_at=NOW - 90), [sending(b) for b in range(4)])
     asked: list[Unsettled] = []
 
-    def reconcile(calls: list[Unsettled], now: float) -> list[tuple[Unsettled, str]]:
+    def reconcile(
+        calls: list[Unsettled], in_flight: list[Unsettled], now: float
+    ) -> list[tuple[Unsettled, str]]:
         asked.extend(calls)
+        assert now == NOW  # Redis's clock
         return [(c, "resend" if c.batch == 0 else "waiting") for c in calls]
 
     tally = run(store, queue, reconcile=reconcile)
