@@ -8,6 +8,7 @@ import time
 import uuid
 from collections import Counter
 
+import pytest
 import redis
 
 from bulksms.store import (
@@ -21,6 +22,7 @@ from bulksms.store import (
     Sending,
     Status,
 )
+from bulksms.store import jobs as jobs_module
 from bulksms.store.model import LAYOUT_VERSION
 from tests.helpers.settle import resolve
 
@@ -310,3 +312,17 @@ def test_a_new_job_carries_the_layout_version(rdb: redis.Redis) -> None:
     store = make(rdb)
     assert rdb.hget("bulksms:{j1}:job", "v") == str(LAYOUT_VERSION)
     assert job(store).version == LAYOUT_VERSION
+
+
+def test_a_call_s_age_is_on_redis_s_clock_not_a_host_s(
+    rdb: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A claimer 90 s behind and a sweeper 90 s ahead: the call is still young to both."""
+    store = make(rdb)
+    monkeypatch.setattr(jobs_module, "_now", lambda: f"{time.time() - 90:.3f}")
+    store.claim_batch("j1", 0)
+    monkeypatch.setattr(jobs_module, "_now", lambda: f"{time.time() + 90:.3f}")
+    assert store.resolve_batch("j1", 0, in_flight_seconds=30) == "in_flight"
+    (record,) = [b for b in store.batches("j1") if b.batch == 0]
+    assert abs(record.since - store.clock()) < 5
+    assert store.settle_call("j1", 0, record.attempts, record.offset, found=False) == "resend"
