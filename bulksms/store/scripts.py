@@ -189,6 +189,19 @@ local function record_call(job, batches, recipients, n, now, f, api_id, refused,
   redis.call('HSET', job, 'updated_at', now)
   return 'advanced'
 end
+
+-- A call in flight settled by evidence: a report moved one of its own recipients, so Plivo has
+-- it. The call is recorded (its outcome returned); nil without evidence.
+local function from_reports(job, batches, recipients, n, now, f, queued_tail)
+  local count = redis.call('STRLEN', recipients) / SIZE
+  local offset, size = offset_of(f), size_of(f)
+  if size <= 0 or offset + size > count then size = count - offset end
+  if unmoved(recipients, count, offset, offset + size) < size then
+    return record_call(job, batches, recipients, n, now, f, 'inferred from delivery reports',
+                       {}, '', queued_tail)
+  end
+  return nil
+end
 """
 
 # KEYS: job, batches, recipients. ARGV: batch, now, offset, size, the queued tail.
@@ -331,14 +344,7 @@ local f = split(rec)
 if not calling(f[1]) then return f[1] end
 local age = tonumber(ARGV[2]) - tonumber(f[2])
 if age < tonumber(ARGV[3]) then return 'in_flight' end
-local count = redis.call('STRLEN', KEYS[3]) / SIZE
-local offset, size = offset_of(f), size_of(f)
-if size <= 0 or offset + size > count then size = count - offset end
-if unmoved(KEYS[3], count, offset, offset + size) < size then
-  return record_call(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2], f,
-                     'inferred from delivery reports', {}, '', ARGV[4])
-end
-return 'ask'
+return from_reports(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2], f, ARGV[4]) or 'ask'
 """
 )
 
@@ -355,18 +361,13 @@ local rec = redis.call('HGET', KEYS[2], ARGV[1])
 if not rec then return 'gone' end
 local f = split(rec)
 if not owns(f, ARGV[3], ARGV[4]) then return 'moved' end
-local count = redis.call('STRLEN', KEYS[3]) / SIZE
-local offset, size = offset_of(f), size_of(f)
-if size <= 0 or offset + size > count then size = count - offset end
-if unmoved(KEYS[3], count, offset, offset + size) < size then
-  return record_call(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2], f,
-                     'inferred from delivery reports', {}, '', ARGV[6])
-end
+local reported = from_reports(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2], f, ARGV[6])
+if reported then return reported end
 if ARGV[5] == 'found' then
   return record_call(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2], f,
                      "found in Plivo's message list", {}, '', ARGV[6])
 end
-redis.call('HSET', KEYS[2], ARGV[1], pending_record(0, f[3], offset, size_of(f)))
+redis.call('HSET', KEYS[2], ARGV[1], pending_record(0, f[3], offset_of(f), size_of(f)))
 return 'resend'
 """
 )

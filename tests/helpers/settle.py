@@ -19,6 +19,6 @@ def resolve(
     if verdict != "ask":
         return verdict
     record = next(b for b in store.batches(job_id) if b.batch == batch)
-    if time.time() - record.since < grace_seconds:
+    if grace_seconds and time.time() - record.since < grace_seconds:
         return "waiting"
     return store.settle_call(job_id, batch, record.attempts, record.offset, found=False)
