@@ -98,3 +98,30 @@ def test_a_long_message_reported_part_by_part_counts_once_and_bills_every_part(
     assert {m["segments"] for m in stack.sandbox.messages} == {2}
     assert stack.status(job_id)["billed"]["units"] == 40  # every part once, whatever repeated
     assert doc["counts"]["pending"] == 0
+
+
+@pytest.mark.parametrize("stack_overrides", [{"report_wait_seconds": 40}])
+def test_a_plivo_as_it_really_is_sends_each_recipient_once_with_exact_counts_and_billing(
+    stack: Stack, stack_overrides: dict[str, Any]
+) -> None:
+    """Reports signed with V2 only, no `queued` report, `sent` reports held past the grace, an
+    answer dropped after Plivo took the call, and numbers that never get a receipt."""
+    stack.sandbox.faults.update(
+        {
+            "signatures": "v2",
+            "no_queued": True,
+            "report_delay_ms": 8_000,
+            "drop_next": 1,
+            "no_receipt": ["+1201555100", "+1201555150"],
+        }
+    )
+    numbers = us_numbers(1500)
+    job_id = stack.submit({"recipients": numbers, "message": "as it is"}).json()["job_id"]
+    doc = stack.wait_for(job_id, lambda d: d["state"] == "completed", seconds=240)
+    assert stack.sandbox.stats()["dropped_requests"] == 1
+    assert stack.sent_numbers() == sorted(numbers)
+    assert stack.sandbox.stats()["reports_refused"] == 0
+    stack.counts_match_the_sandbox(job_id)
+    assert 0 < doc["counts"]["sent"] < 1500  # the numbers without a receipt, shown `sent`
+    assert doc["billed"]["units"] == 1500
+    assert doc["billed"]["amount"] == pytest.approx(1500 * 0.005)
