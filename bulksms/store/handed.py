@@ -1,53 +1,71 @@
-"""The message UUIDs Plivo gave back for each call whose answer came: how a message found in
-Plivo's list is told apart from one that another of our calls made (an alert or a retry to
-the same number from the same sender).
+"""Which of our batches a message UUID belongs to: how a message found in Plivo's list is told
+apart from one that another of our calls made (an alert or a retry to the same number from the
+same sender).
 
-    bulksms:handed:<hour>  hash  message UUID -> the call that got it back (`call_id`)
+    bulksms:handed:<hour>  set  "<job>:<batch>" for each batch whose call Plivo answered, or
+                                reported on before the call was recorded, in that hour
 
-One hash an hour (of the answer's time), kept `HOURS`: a call's own messages fall in the hour
-it was made, and a lookup reads that hour and its neighbours (Plivo's clock is not ours).
+Each batch already keeps the UUIDs Plivo answered its calls with (`{job}:uuids:<b>`, 16 bytes
+each) and those its reports named (in its recipients' records), so an hour costs one member a
+batch, not an entry a message. Kept `HOURS`; a lookup reads the hours around a call's window
+(Plivo's clock is not ours) and the batches named there. Rare: only calls without an answer are
+looked up.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import uuid
+from collections.abc import Iterable
 
 import redis
 from redis.client import Pipeline
 
-from bulksms.store import keys
+from bulksms.store import keys, records
 
 HOURS = 12  # longer than any call waits to be settled (Redis down for hours is an incident)
 
 
-def call_id(job_id: str, batch: int, attempt: int, offset: int) -> str:
-    return f"{job_id}:{batch}:{attempt}:{offset}"
+def batch_id(job_id: str, batch: int) -> str:
+    return f"{job_id}:{batch}"
 
 
-class HandedUuids:
+class HandedBatches:
     def __init__(self, client: redis.Redis) -> None:
         self.redis = client
 
-    def remember(
-        self, call: str, uuids: Sequence[str], at: float, pipe: Pipeline | None = None
-    ) -> None:
-        """Plivo answered `call` with these UUIDs (written before the call is recorded: a
-        call recorded is never looked up, so its UUIDs must be here first). With `pipe`, the
-        writes are queued on it."""
-        if not uuids:
-            return
+    def remember(self, job_id: str, batch: int, at: float, pipe: Pipeline) -> None:
+        """Queue on `pipe`: the batch handed messages to Plivo at `at`."""
         key = keys.handed(int(at // 3600))
-        own = pipe is None
-        pipe = self.redis.pipeline(transaction=False) if pipe is None else pipe
-        pipe.hset(key, mapping=dict.fromkeys(uuids, call))
+        pipe.sadd(key, batch_id(job_id, batch))
         pipe.expire(key, (HOURS + 1) * 3600)
-        if own:
-            pipe.execute()
 
-    def owner(self, uuid: str, at: float) -> str | None:
-        """The call that got `uuid` back, if any did; `at` is the message's time."""
-        hour = int(at // 3600)
+    def owners(self, start: float, end: float) -> dict[str, str]:
+        """Every message UUID our batches handed over or were told of between `start` and `end`
+        (and the hour either side), with its batch (`batch_id`)."""
+        hours = range(int(start // 3600) - 1, int(end // 3600) + 2)
         pipe = self.redis.pipeline(transaction=False)
-        for each in (hour - 1, hour, hour + 1):
-            pipe.hget(keys.handed(each), uuid)
-        return next((found for found in pipe.execute() if found), None)
+        for hour in hours:
+            pipe.smembers(keys.handed(hour))
+        named = sorted({member for found in pipe.execute() for member in found})
+        pipe = self.redis.pipeline(transaction=False)
+        for member in named:
+            job_id, _, batch = member.rpartition(":")
+            for key in (keys.answered(job_id, int(batch)), keys.recipients(job_id, int(batch))):
+                pipe.execute_command("GET", key, NEVER_DECODE=True)  # type: ignore[no-untyped-call]
+        blobs = iter(pipe.execute())
+        found: dict[str, str] = {}
+        for member in named:
+            answered, recipients = next(blobs) or b"", next(blobs) or b""
+            for each in _uuids(answered):
+                found[each] = member
+            for record in records.unpack(recipients):
+                if record.uuid:
+                    found[record.uuid] = member
+        return found
+
+
+def _uuids(packed: bytes) -> Iterable[str]:
+    for start in range(0, len(packed) - 15, 16):
+        raw = packed[start : start + 16]
+        if raw != records.UNKNOWN_UUID:
+            yield str(uuid.UUID(bytes=raw))

@@ -27,7 +27,7 @@ from redis.connection import Connection
 from redis.exceptions import NoScriptError
 
 from bulksms.store import keys, records, scripts
-from bulksms.store.handed import HandedUuids
+from bulksms.store.handed import HandedBatches
 from bulksms.store.model import (
     CODES,
     LAYOUT_VERSION,
@@ -55,7 +55,7 @@ class JobStore:
     def __init__(self, client: redis.Redis, retention_seconds: int) -> None:
         self.redis = client
         self.retention = retention_seconds
-        self.handed = HandedUuids(client)  # the UUIDs Plivo gave back, by call
+        self.handed = HandedBatches(client)  # which batch a message UUID is ours from
         self._claim = client.register_script(scripts.CLAIM)
         self._release = client.register_script(scripts.RELEASE)
         self._park = client.register_script(scripts.PARK)
@@ -283,17 +283,16 @@ class JobStore:
         seconds, micros = self.redis.time()
         return seconds + micros / 1_000_000
 
-    def remember_answer(
-        self, job_id: str, batch: int, call: str, uuids: Sequence[str], at: float
-    ) -> None:
-        """Plivo answered `call` with these message UUIDs: kept by call (so a message found in
-        Plivo's list is known as this call's, `handed`) and by batch (so a message that never
-        gets a report can be looked up). Written before the call is recorded."""
+    def remember_answer(self, job_id: str, batch: int, uuids: Sequence[str], at: float) -> None:
+        """Plivo answered one of the batch's calls with these message UUIDs (or a message of it
+        was found in Plivo's list): kept with the batch, so that a message that never gets a
+        report can be looked up, and so that Plivo's list knows the message as this batch's
+        (`handed`). Written before the call is recorded."""
         if not uuids:
             return
         packed = b"".join(records.encode_uuid(u) or records.UNKNOWN_UUID for u in uuids)
         pipe = self.redis.pipeline(transaction=False)
-        self.handed.remember(call, uuids, at, pipe)
+        self.handed.remember(job_id, batch, at, pipe)
         pipe.append(keys.answered(job_id, batch), packed)
         pipe.expire(keys.answered(job_id, batch), self.retention)
         pipe.execute()
@@ -350,8 +349,8 @@ class JobStore:
     def record_report(self, report: Report, connection: Connection | None = None) -> int:
         """1 when the status moved, 0 when it was old news, -1 for an unknown recipient. A
         report that moved a recipient still pending (its call not recorded yet, and perhaps
-        never) has its UUID kept in `handed`, so that Plivo's list does not take that message
-        for another call's.
+        never) names its batch in `handed`, so that Plivo's list does not take that message for
+        another call's.
 
         With `connection` (one the caller holds: `bulksms.api.report_fastpath`), the script is
         called on it directly: a third less of the client's time than through the pool. Redis
@@ -373,11 +372,12 @@ class JobStore:
 
     def _kept(self, report: Report, moved: int) -> int:
         """The script's answer for the caller: a report that moved a recipient still pending
-        (2) keeps its UUID as another call's first (see `record_report`), then counts as 1."""
+        (2) names its batch among those that handed messages over now (see `record_report`),
+        then counts as 1."""
         if moved == 2:
-            if report.uuid:
-                call = f"{report.job_id}:{report.batch}:report"
-                self.handed.remember(call, [report.uuid], time.time())
+            pipe = self.redis.pipeline(transaction=False)
+            self.handed.remember(report.job_id, report.batch, time.time(), pipe)
+            pipe.execute()
             return 1
         return moved
 

@@ -13,7 +13,7 @@ Cluster slot and each Lua script touches one job only.
                                        for messages Plivo reports part by part
     bulksms:nonce:<nonce>       string a signature nonce taken: the digest of its request
     bulksms:idem:<digest>       string an Idempotency-Key's request digest and its answer
-    bulksms:handed:<hour>       hash   message UUID -> the call Plivo gave it to (`handed`)
+    bulksms:handed:<hour>       set    <job>:<batch> of the batches that handed messages over then
     bulksms:plivo-list-bucket   hash   the token bucket for Plivo's message list (its own limit)
     bulksms:active              zset   unfinished jobs, for the sweep
     bulksms:optouts             set    opted-out numbers (never expires)

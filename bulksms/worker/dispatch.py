@@ -33,7 +33,6 @@ import redis
 from bulksms import metrics
 from bulksms.config import Settings
 from bulksms.store import BatchState, BatchWork, JobStore
-from bulksms.store.handed import call_id
 from bulksms.worker.gateway import (
     BadCredentials,
     NotSent,
@@ -248,11 +247,8 @@ def _call(
         return outcome
     metrics.PLIVO_LATENCY.labels("accepted").observe(time.perf_counter() - started)
     # The UUIDs first: should this call go unrecorded, the sweep finds its messages in Plivo's
-    # list as this call's; others' calls to the same numbers find them as not theirs.
-    handed = call_id(job_id, batch, owner.attempt, owner.offset)
-    persist(
-        lambda: store.remember_answer(job_id, batch, handed, accepted.message_uuids, time.time())
-    )
+    # list as this batch's; others' calls to the same numbers find them as not theirs.
+    persist(lambda: store.remember_answer(job_id, batch, accepted.message_uuids, time.time()))
     recorded = persist(
         lambda: store.call_submitted(
             job_id, batch, owner.attempt, owner.offset, accepted.api_id, accepted.invalid_numbers

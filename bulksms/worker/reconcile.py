@@ -7,10 +7,11 @@ the outbound messages Plivo took around the call's time (`messages.list(to_numbe
 message_time__gte=…, message_time__lte=…)`, on Redis's clock, with a minute's slack either side
 for Plivo's):
 
-- a message there from the call's sender whose UUID no other call of ours got back
-  (`store.handed`) means Plivo took the call (Plivo takes a call's destinations all or none): it
-  is recorded as handed over. Where `n` of our calls without an answer (unsettled, or still in
-  their time) texted the number in the same minutes, it takes `n` such messages;
+- a message there from the call's sender whose UUID no other batch of ours got back or was
+  told of by a report (`store.handed`) means Plivo took the call (Plivo takes a call's
+  destinations all or none): it is recorded as handed over. Where `n` of our calls without an
+  answer (unsettled, or still in their time) texted the number in the same minutes, it takes
+  `n` such messages;
 - no such message for every destination asked, once the call is older than the settling delay
   (`UNKNOWN_OUTCOME_GRACE`, for Plivo's list to catch up), means it never arrived: the very same
   call is made again;
@@ -36,7 +37,7 @@ from dataclasses import dataclass
 from bulksms import metrics
 from bulksms.config import Settings, sender_key
 from bulksms.store import BatchState, JobStore, Report, Status
-from bulksms.store.handed import HandedUuids, call_id
+from bulksms.store.handed import HandedBatches, batch_id
 from bulksms.store.signals import PlivoBucket
 from bulksms.worker.gateway import Found, LookupFailed, PlivoGateway
 
@@ -63,14 +64,18 @@ class Unsettled:
 
     @property
     def call(self) -> str:
-        return call_id(self.job_id, self.batch, self.attempt, self.offset)
+        return f"{self.job_id}:{self.batch}:{self.attempt}:{self.offset}"
+
+    @property
+    def batch_id(self) -> str:
+        return batch_id(self.job_id, self.batch)
 
 
 class Reconciler:
     def __init__(
         self,
         store: JobStore,
-        handed: HandedUuids,
+        handed: HandedBatches,
         gateway: Callable[[], PlivoGateway],
         budget: PlivoBucket,
         settings: Settings,
@@ -82,6 +87,7 @@ class Reconciler:
         self.budget = budget
         self.settings = settings
         self.api_budget = api_budget or (lambda: 0.0)  # Plivo's API limit: 0 when a token was taken
+        self._owners_by_hours: dict[tuple[int, int], dict[str, str]] = {}
 
     def window(self, call: Unsettled) -> tuple[float, float]:
         """When Plivo may have taken the call: from its claim to the end of its longest wait."""
@@ -94,6 +100,7 @@ class Reconciler:
         (settled meanwhile) or 'waiting'. `in_flight`: calls still within their time, whose
         messages may be in Plivo's list too (their answers, and UUIDs, not back yet); `now` is
         on Redis's clock, as the calls' starts are."""
+        self._owners_by_hours = {}  # (read afresh each sweep)
         everyone = [*calls, *in_flight]
         numbers = {
             c.call: self.store.call_numbers(c.job_id, c.batch, c.offset, c.size) for c in everyone
@@ -117,6 +124,13 @@ class Reconciler:
             log.info("call %s with no answer: %s", call.call, verdict)
             verdicts.append((call, verdict))
         return verdicts
+
+    def _owners(self, start: float, end: float) -> dict[str, str]:
+        """Our batches' messages around a window (read once a sweep: it is the heavy part)."""
+        hours = (int(start // 3600), int(end // 3600))
+        if hours not in self._owners_by_hours:
+            self._owners_by_hours[hours] = self.handed.owners(start, end)
+        return self._owners_by_hours[hours]
 
     def _may_share(self, call: Unsettled, other: Unsettled) -> bool:
         """Whether `other`'s messages could be taken for `call`'s: overlapping windows, and the
@@ -147,12 +161,13 @@ class Reconciler:
                 log.warning("Plivo's message list failed: %s", exc.reason)
                 metrics.LOOKUPS.labels("list", "error").inc()
                 return "waiting"
-            ours = [found for found in listed if self._ours(call, found)]
+            owners = self._owners(start, end)
+            ours = [found for found in listed if self._ours(call, found, owners)]
             group = senders_to(number)
             if ours and len(ours) >= group:
                 metrics.LOOKUPS.labels("list", "found").inc()
                 if group == 1:  # the message is this call's: others' lists will know it
-                    self.handed.remember(call.call, [f.uuid for f in ours], now)
+                    self.store.remember_answer(call.job_id, call.batch, [f.uuid for f in ours], now)
                 return "found"
             if ours or len(listed) >= LIST_PAGE:  # some of a group's, or a page too full to say
                 metrics.LOOKUPS.labels("list", "ambiguous").inc()
@@ -165,11 +180,11 @@ class Reconciler:
             return "waiting"  # Plivo's list may not show a message taken a moment ago
         return "absent"
 
-    def _ours(self, call: Unsettled, found: Found) -> bool:
+    def _ours(self, call: Unsettled, found: Found, owners: dict[str, str]) -> bool:
         if call.sender and sender_key(found.src) != sender_key(call.sender):
             return False
-        owner = self.handed.owner(found.uuid, found.at or call.since)
-        return owner is None or owner == call.call
+        owner = owners.get(found.uuid)
+        return owner is None or owner == call.batch_id
 
     def look_up_silent(self, job_id: str, now: float) -> int:
         """Look up messages of the job's handed-over batches that no report has named for

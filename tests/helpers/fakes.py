@@ -54,15 +54,12 @@ def job(job_id: str = "j1", **changes: Any) -> Job:
 
 @dataclass
 class FakeHanded:
-    """The UUIDs Plivo gave back, by call (`store.handed`)."""
+    """Which batch each message UUID is ours from (`store.handed`)."""
 
-    owners: dict[str, str] = field(default_factory=dict)
+    known: dict[str, str] = field(default_factory=dict)
 
-    def remember(self, call: str, uuids: Iterable[str], at: float) -> None:
-        self.owners.update(dict.fromkeys(uuids, call))
-
-    def owner(self, uuid: str, at: float) -> str | None:
-        return self.owners.get(uuid)
+    def owners(self, start: float, end: float) -> dict[str, str]:
+        return dict(self.known)
 
 
 @dataclass
@@ -194,10 +191,8 @@ class FakeStore:
         self.calls.append(("resolve", job_id, batch))
         return self.resolutions.get(batch, "in_flight")
 
-    def remember_answer(
-        self, job_id: str, batch: int, call: str, uuids: Iterable[str], at: float
-    ) -> None:
-        self.handed.remember(call, uuids, at)
+    def remember_answer(self, job_id: str, batch: int, uuids: Iterable[str], at: float) -> None:
+        self.handed.known.update(dict.fromkeys(uuids, f"{job_id}:{batch}"))
 
     def clock(self) -> float:
         return 100_000.0  # (Redis's clock: the sweep tests' NOW)

@@ -326,3 +326,19 @@ def test_a_call_s_age_is_on_redis_s_clock_not_a_host_s(
     (record,) = [b for b in store.batches("j1") if b.batch == 0]
     assert abs(record.since - store.clock()) < 5
     assert store.settle_call("j1", 0, record.attempts, record.offset, found=False) == "resend"
+
+
+def test_our_batches_messages_are_known_by_uuid_around_their_hour(rdb: redis.Redis) -> None:
+    """What Plivo answered a batch with, and what a report named before its call was recorded,
+    are known as that batch's (one set member an hour a batch, not an entry a message)."""
+    store = make(rdb)
+    now = time.time()
+    answered = str(uuid.uuid4())
+    store.remember_answer("j1", 1, [answered], now)
+    reported = str(uuid.uuid4())
+    store.claim_batch("j1", 0)
+    assert store.record_report(Report("j1", 0, NUMBERS[0], Status.SENT, reported, "")) == 1
+    owners = store.handed.owners(now - 60, now + 60)
+    assert owners == {answered: "j1:1", reported: "j1:0"}
+    assert store.silent_uuids("j1", 1) == [answered]
+    assert store.handed.owners(now - 3 * 3600, now - 3 * 3600) == {}

@@ -22,10 +22,14 @@ SENDER = "+14155550199"
 class Store:
     numbers: dict[tuple[str, int], list[str]]
     settled: list[tuple[str, int, int, int, bool]] = field(default_factory=list)
+    remembered: list[tuple[str, int, list[str]]] = field(default_factory=list)
 
     def call_numbers(self, job_id: str, batch: int, offset: int, size: int) -> list[str]:
         found = self.numbers[(job_id, batch)]
         return found[offset : offset + size] if size else found[offset:]
+
+    def remember_answer(self, job_id: str, batch: int, uuids: list[str], at: float) -> None:
+        self.remembered.append((job_id, batch, uuids))
 
     def settle_call(self, job_id: str, batch: int, attempt: int, offset: int, found: bool) -> str:
         self.settled.append((job_id, batch, attempt, offset, found))
@@ -84,20 +88,21 @@ def test_a_message_no_other_call_got_back_means_plivo_took_the_call() -> None:
     verdicts = reconciler(store, gateway).settle([call()], [], NOW)
     assert [v for _, v in verdicts] == ["submitted"]
     assert store.settled == [("j1", 0, 1, 0, True)]
+    assert store.remembered == [("j1", 0, ["u-1"])]  # others' lists now know it as j1's
     # It listed destinations (first, last…) until one showed the message, in the call's window.
     assert [a[0] for a in gateway.asked] == ["+14155550100", "+14155550103"]
     assert all(since <= NOW - 200 <= until for _, since, until in gateway.asked)
 
 
 def test_a_message_another_call_got_back_is_not_evidence() -> None:
-    handed = FakeHanded({"u-1": "j2:0:1:0"})
+    handed = FakeHanded({"u-1": "j2:0"})
     store = Store(dict(NUMBERS))
     gateway = Gateway([message(n) for n in NUMBERS[("j1", 0)]])  # all the same UUID: another's
     verdicts = reconciler(store, gateway, handed).settle([call()], [], NOW)
     assert [v for _, v in verdicts] == ["resend"]
     assert len(gateway.asked) == CANDIDATES
     # …while this very call's own UUID (its answer got back, its record did not) is.
-    handed = FakeHanded({"u-1": "j1:0:1:0"})
+    handed = FakeHanded({"u-1": "j1:0"})
     assert [
         v for _, v in reconciler(Store(dict(NUMBERS)), gateway, handed).settle([call()], [], NOW)
     ] == ["submitted"]
