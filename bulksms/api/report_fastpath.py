@@ -97,8 +97,12 @@ class DeliveryReports:
         ):
             return None
         v2_nonce = environ.get("HTTP_X_PLIVO_SIGNATURE_V2_NONCE")
-        if v2_nonce and not self.nonces.first_use(v2_nonce, webhooks.request_digest(url, posted)):
-            return None  # Flask answers a replay (2xx, nothing changes) and counts it
+        if v2_nonce:  # bound even beside a valid V3 (`webhooks.bound_nonces`)
+            try:
+                if not self.nonces.first_use(v2_nonce, webhooks.request_digest(url, posted)):
+                    return None  # Flask answers a replay (2xx, nothing changes) and counts it
+            except redis.RedisError:
+                return None  # Flask tries once more, and answers 503 if Redis is still away
         job_id, batch = _job_and_batch(query)
         request_id = logs.request_id(environ.get("HTTP_X_REQUEST_ID", ""))
         token = logs.bind(request_id=request_id)

@@ -14,9 +14,6 @@ looked up.
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Iterable
-
 import redis
 from redis.client import Pipeline
 
@@ -56,16 +53,9 @@ class HandedBatches:
         found: dict[str, str] = {}
         for member in named:
             answered, recipients = next(blobs) or b"", next(blobs) or b""
-            for each in _uuids(answered):
+            for each in records.uuids_of(answered):
                 found[each] = member
             for record in records.unpack(recipients):
                 if record.uuid:
                     found[record.uuid] = member
         return found
-
-
-def _uuids(packed: bytes) -> Iterable[str]:
-    for start in range(0, len(packed) - 15, 16):
-        raw = packed[start : start + 16]
-        if raw != records.UNKNOWN_UUID:
-            yield str(uuid.UUID(bytes=raw))

@@ -14,7 +14,6 @@ job hash carries its layout version (`model.LAYOUT_VERSION`).
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict
 from dataclasses import fields as dataclass_fields
@@ -303,12 +302,9 @@ class JobStore:
         _get_bytes(pipe, keys.answered(job_id, batch))
         _get_bytes(pipe, keys.recipients(job_id, batch))
         answered, blob = pipe.execute()
-        answered = answered or b""
         reported = {r.uuid for r in records.unpack(blob or b"") if r.uuid}
-        found = (
-            str(uuid.UUID(bytes=answered[i : i + 16])) for i in range(0, len(answered) - 15, 16)
-        )
-        return [u for u in dict.fromkeys(found) if u not in reported and u != ZERO_UUID]
+        found = records.uuids_of(answered or b"")
+        return [u for u in dict.fromkeys(found) if u not in reported]
 
     def lookup_rounds(self, job_id: str) -> tuple[list[BatchRecord], dict[int, tuple[float, str]]]:
         """Every batch's record and its round of lookups: when the round started and the last
@@ -528,9 +524,6 @@ class JobStore:
         pipe.hget(keys.batches(job_id), str(batch))
         blob, state = pipe.execute()
         return blob or b"", BatchRecord.parse(batch, state) if state else None
-
-
-ZERO_UUID = str(uuid.UUID(bytes=records.UNKNOWN_UUID))
 
 
 def _records(found: dict[str, str]) -> list[BatchRecord]:

@@ -94,6 +94,15 @@ def pack_new(numbers: Sequence[str]) -> bytes:
     return struct.pack(f">{len(ints)}Q{24 * len(ints)}x", *ints)
 
 
+def uuids_of(packed: bytes) -> list[str]:
+    """UUIDs packed 16 bytes each (a batch's answers, `keys.answered`), zeros left out."""
+    return [
+        str(uuid.UUID(bytes=packed[i : i + 16]))
+        for i in range(0, len(packed) - 15, 16)
+        if packed[i : i + 16] != UNKNOWN_UUID
+    ]
+
+
 def tail(code: str, error: str, when: int) -> bytes:
     return TAIL.pack(code.encode(), encode_error(error), when)
 

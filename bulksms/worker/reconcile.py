@@ -59,7 +59,7 @@ class Unsettled:
     attempt: int
     offset: int
     size: int
-    since: float  # when it was claimed (our clock)
+    since: float  # when it was claimed (on Redis's clock)
     sender: str | None  # its `src`, None for a Powerpack (Plivo picks the number)
 
     @property
