@@ -1,10 +1,12 @@
-"""`Idempotency-Key` on submit: the same key and body make one job, however often they arrive.
+"""`Idempotency-Key` on every POST that makes a job (submit, retry): the same key and body make
+one job, however often they arrive.
 
 The first request takes the key (SET NX, briefly: a crashed request must not hold it for a day),
-and records its answer under it once the job is stored, before any task is enqueued, for
-`IDEMPOTENCY_TTL` seconds. A repeat with the same body gets that answer again (same job id,
-nothing sent again); a repeat while the first is still working waits for it; the same key with
-another body is refused with 409. Keys are scoped to the API key that used them.
+and records its answer under it once the job is stored, before the sweep can see the job or any
+task is enqueued, for `IDEMPOTENCY_TTL` seconds: a job that may be sent always has its answer. A
+repeat with the same body gets that answer again (same job id, nothing sent again); a repeat
+while the first is still working waits for it; the same key with another body is refused with
+409. Keys are scoped to the API key that used them.
 """
 
 from __future__ import annotations

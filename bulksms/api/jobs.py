@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from flask import Blueprint, Response, jsonify, request, stream_with_context, url_for
@@ -20,6 +22,7 @@ from bulksms.store import FINISHED, Job, JobState, NewJob, Status, sender_of
 from bulksms.store import optouts as suppression
 
 bp = Blueprint("api", __name__, url_prefix="/api/bulk-sms")
+log = logging.getLogger(__name__)
 
 
 @bp.before_request
@@ -31,21 +34,32 @@ def _authenticate() -> None:
 @limiter.limit(submit_limit)
 def submit() -> tuple[Response, int, dict[str, str]]:
     body = submission.parse_json(request.get_data(cache=False), request.content_type)
+    return _created(body, lambda slot: _make_job(body, slot))
+
+
+def _created(
+    body: Any, make: Callable[[idempotency.Slot | None], dict[str, Any]]
+) -> tuple[Response, int, dict[str, str]]:
+    """Every POST that makes a job: once per `Idempotency-Key` (and `body`), when one is given."""
     idempotency_key = request.headers.get(idempotency.HEADER)
     if idempotency_key is None:
-        return _accepted(_make_job(body, None))
+        return _accepted(make(None))
     with idempotency.once(
         redis_client(), idempotency_key, presented_key() or "", body, settings().idempotency_ttl
     ) as slot:
         if isinstance(slot, dict):
+            _finish_remembered(slot["job_id"])
             return _accepted(slot, {"Idempotent-Replayed": "true"})
-        return _accepted(_make_job(body, slot))
+        return _accepted(make(slot))
 
 
 def _make_job(
     body: Any, slot: idempotency.Slot | None, retry_of: str | None = None
 ) -> dict[str, Any]:
-    """Validate, store the job, remember the answer (if idempotent), then enqueue its batches."""
+    """Validate, store the job, remember the answer (if idempotent), index the job for the
+    sweep, then enqueue its batches. In that order: the answer is remembered before anything
+    can send the job, so a retry of a request that failed half-way finds this job (and
+    finishes it: `_finish_remembered`) rather than making a second one."""
     s = settings()
     sub = submission.read_submission(body, s)
     sub.recipients.suppress(suppression.suppressed(redis_client(), sub.recipients.accepted))
@@ -75,7 +89,7 @@ def _make_job(
         retry_of=retry_of,
         send_at=sub.send_at,
     )
-    store().create(new_job)
+    created_at = store().create(new_job, index=False)
     answer = {
         "job_id": job_id,
         "status_url": url_for("api.status", job_id=job_id),
@@ -91,11 +105,30 @@ def _make_job(
     }
     if slot is not None:
         slot.remember(answer)
+    store().index(job_id, created_at, sub.send_at)  # from here on the job will be sent
     metrics.JOBS_CREATED.inc()
     metrics.RECIPIENTS_ACCEPTED.inc(len(new_job.recipients))
     if sub.send_at is None:
-        taskqueue.start(celery(), job_id, new_job.batch_count, urgent)
+        _start(job_id, new_job.batch_count, urgent)
     return answer
+
+
+def _start(job_id: str, batches: int, urgent: bool) -> None:
+    """Enqueue a stored, indexed job. It is accepted whatever the broker says: should this
+    fail, the sweep enqueues its pending batches (a 5xx now would invite a second job)."""
+    try:
+        taskqueue.start(celery(), job_id, batches, urgent)
+    except Exception:
+        log.warning("enqueueing job %s failed; the sweep will enqueue it", job_id, exc_info=True)
+
+
+def _finish_remembered(job_id: str) -> None:
+    """A replayed answer's job may never have been indexed (the first request died between
+    remembering and indexing): index it and set it going now."""
+    if store().ensure_indexed(job_id):
+        job = store().job(job_id)
+        if job is not None and job.send_at is None:
+            _start(job_id, job.batches, job.urgent)
 
 
 def _document(job: Job) -> dict[str, Any]:
@@ -161,7 +194,8 @@ def retry(job_id: str) -> tuple[Response, int, dict[str, str]]:
         body["powerpack_uuid"] = sending.powerpack_uuid
     if sending.message_expiry is not None:
         body["expiry_seconds"] = sending.message_expiry
-    return _accepted(_make_job(body, None, retry_of=job_id))
+    # (the key's request is "retry this job": a second one answers the first's retry job)
+    return _created({"retry_of": job_id}, lambda slot: _make_job(body, slot, retry_of=job_id))
 
 
 @bp.post("/<job_id>/pause")

@@ -44,6 +44,13 @@ TIME = {"type": "string", "format": "date-time"}
 
 JOB_ID = {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"}}
 CURSOR = {"name": "cursor", "in": "query", "required": False, "schema": {"type": "string"}}
+IDEMPOTENCY_KEY = {
+    "name": "Idempotency-Key",
+    "in": "header",
+    "required": False,
+    "schema": {"type": "string", "pattern": "^[\\x21-\\x7e]{1,255}$"},
+    "description": "The same key and request return the same job, never a second one.",
+}
 STATUS_FILTER = {
     "name": "status",
     "in": "query",
@@ -170,15 +177,7 @@ def document() -> dict[str, Any]:
                 "post": {
                     "operationId": "submitJob",
                     "summary": "Submit one message for a list of recipients.",
-                    "parameters": [
-                        {
-                            "name": "Idempotency-Key",
-                            "in": "header",
-                            "required": False,
-                            "schema": {"type": "string", "pattern": "^[\\x21-\\x7e]{1,255}$"},
-                            "description": "The same key and body return the same job.",
-                        }
-                    ],
+                    "parameters": [IDEMPOTENCY_KEY],
                     "requestBody": {
                         "required": True,
                         "content": {
@@ -237,10 +236,10 @@ def document() -> dict[str, Any]:
                     "operationId": "retryJob",
                     "summary": "A new job, linked by retry_of, for the recipients that failed or "
                     "went undelivered for a network error or a temporary unavailability.",
-                    "parameters": [JOB_ID],
+                    "parameters": [JOB_ID, IDEMPOTENCY_KEY],
                     "responses": {
                         "202": ACCEPTED,
-                        **_errors(401, 404, 409, 410, 413, 422, 429, 503),
+                        **_errors(400, 401, 404, 409, 410, 413, 422, 429, 503),
                     },
                 }
             },

@@ -65,9 +65,10 @@ class JobStore:
         self._report = client.register_script(scripts.REPORT)
 
     # -- submit -------------------------------------------------------------------------------
-    def create(self, job: NewJob) -> None:
-        """Store a job, its batches and its recipients (all pending: status 0) in one
-        pipeline."""
+    def create(self, job: NewJob, index: bool = True) -> float:
+        """Store a job, its batches and its recipients (all pending: status 0) in one pipeline,
+        then `index` it (unless told not to: the caller will, once it may be sent); returns its
+        creation time."""
         now = _now()
         fields: dict[str, str | int] = {
             "v": LAYOUT_VERSION,
@@ -114,13 +115,30 @@ class JobStore:
         pipe.hset(job_key, mapping=cast(dict[Any, Any], fields))
         pipe.expire(job_key, self.retention)
         pipe.execute()
-        # The sweep's index of unfinished jobs: outside the job's slot, so not in its transaction.
+        if index:
+            self.index(job.job_id, float(now), job.send_at)
+        return float(now)
+
+    def index(self, job_id: str, created_at: float, send_at: float | None) -> None:
+        """Make a stored job the sweep's (and the listing's): until then nothing sends it, and
+        what `create` wrote expires unread. The listing's index last: a job in it is in all."""
         pipe = self.redis.pipeline(transaction=False)
-        pipe.zadd(keys.ACTIVE_JOBS, {job.job_id: float(now)})
-        pipe.zadd(keys.JOBS, {job.job_id: float(now)})
-        if job.send_at is not None:
-            pipe.zadd(keys.SCHEDULED, {job.job_id: job.send_at})
+        pipe.zadd(keys.ACTIVE_JOBS, {job_id: created_at})
+        if send_at is not None:
+            pipe.zadd(keys.SCHEDULED, {job_id: send_at})
+        pipe.zadd(keys.JOBS, {job_id: created_at})
         pipe.execute()
+
+    def ensure_indexed(self, job_id: str) -> bool:
+        """Index a stored job that `index` never reached (its request died or lost Redis in
+        between); True if it had to. Nothing of an unindexed job was ever sent."""
+        if self.redis.zscore(keys.JOBS, job_id) is not None:
+            return False
+        job = self.job(job_id)
+        if job is None:
+            return False
+        self.index(job_id, job.created_at, job.send_at)
+        return True
 
     # -- dispatch -----------------------------------------------------------------------------
     def claim_batch(self, job_id: str, batch: int, offset: int = 0, size: int = 0) -> Claim:

@@ -28,9 +28,10 @@ AUTH = {"X-API-Key": API_KEY}
 SCHEDULE_AHEAD = 20
 
 
-def act(stack: Stack, job_id: str, action: str) -> requests.Response:
+def act(stack: Stack, job_id: str, action: str, key: str | None = None) -> requests.Response:
+    headers = AUTH if key is None else {**AUTH, "Idempotency-Key": key}
     return requests.post(
-        f"{stack.base_url}/api/bulk-sms/{job_id}/{action}", headers=AUTH, timeout=30
+        f"{stack.base_url}/api/bulk-sms/{job_id}/{action}", headers=headers, timeout=30
     )
 
 
@@ -219,12 +220,17 @@ def test_retry_makes_a_job_of_exactly_the_retryable_failures(stack: Stack) -> No
     assert expected
     stack.sandbox.faults.update({"undelivered_rate": 0.0, "failed_rate": 0.0})
     before = len(stack.sandbox.messages)
-    answer = act(stack, job_id, "retry")
+    answer = act(stack, job_id, "retry", key="retry-1")
     assert answer.status_code == 202
     retry = answer.json()
     assert retry["retry_of"] == job_id
     assert retry["recipients"]["accepted"] == len(expected)
+    # The same POST again (a double click, a client's retry): the same retry job, not a second.
+    again = act(stack, job_id, "retry", key="retry-1")
+    assert again.status_code == 202 and again.headers["Idempotent-Replayed"] == "true"
+    assert again.json()["job_id"] == retry["job_id"]
     stack.wait_for(retry["job_id"], lambda d: d["state"] == "completed")
+    stack.wait_until_quiet()
     assert sorted(m["dst"] for m in stack.sandbox.messages[before:]) == expected
     assert stack.status(retry["job_id"])["retry_of"] == job_id
 

@@ -10,8 +10,12 @@ from typing import Any
 import pytest
 import redis
 from flask.testing import FlaskClient
+from kombu.exceptions import OperationalError
 
+from bulksms import taskqueue
 from bulksms.devstack.numbers_gen import us_numbers
+from bulksms.store import JobStore
+from bulksms.store import idempotency as records
 from tests.helpers import API_KEY
 from tests.helpers.stack import Stack
 
@@ -96,3 +100,70 @@ def test_concurrent_duplicates_make_one_job_and_one_send(stack: Stack) -> None:
     (job_id,) = {a.json()["job_id"] for a in answers}
     stack.wait_for(job_id, lambda d: d["state"] == "completed")
     assert stack.sent_numbers() == sorted(numbers)
+
+
+class Once:
+    """Makes the wrapped call fail the first time, as a Redis blip or a dying process would."""
+
+    def __init__(self, call: Any, error: Exception) -> None:
+        self.call, self.error, self.failed = call, error, False
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if not self.failed:
+            self.failed = True
+            raise self.error
+        return self.call(*args, **kwargs)
+
+
+def active(rdb: redis.Redis) -> set[str]:
+    return set(rdb.zrange("bulksms:active", 0, -1))
+
+
+def test_an_answer_that_was_not_remembered_leaves_nothing_to_send(
+    client: FlaskClient, rdb: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Remembering the answer fails: the job it belonged to is never sent, and the client's
+    retry makes the one job that is."""
+    remember = Once(records.remember, redis.ConnectionError("blip"))
+    monkeypatch.setattr(records, "remember", remember)
+    failed = post(client, BODY, "order-50")
+    assert remember.failed and failed.status_code == 503
+    again = post(client, BODY, "order-50")
+    assert again.status_code == 202
+    assert active(rdb) == {again.get_json()["job_id"]}  # the sweep sends this one only
+    assert rdb.llen("bulksms") == 3  # and its three batches are enqueued once
+
+
+def test_a_request_that_died_before_its_job_was_indexed_is_finished_by_its_retry(
+    client: FlaskClient, rdb: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The answer is remembered, then the process loses Redis before the job is indexed: the
+    retry answers that job (not a second one) and sets it going."""
+    index = Once(JobStore.index, redis.ConnectionError("gone"))
+    monkeypatch.setattr(JobStore, "index", lambda self, *a: index(self, *a))
+    failed = post(client, BODY, "order-51")
+    assert index.failed and failed.status_code == 503
+    assert active(rdb) == set() and rdb.llen("bulksms") == 0
+    again = post(client, BODY, "order-51")
+    assert again.status_code == 202 and again.headers["Idempotent-Replayed"] == "true"
+    (job_id,) = jobs(rdb)
+    assert again.get_json()["job_id"] == job_id
+    assert active(rdb) == {job_id} and rdb.llen("bulksms") == 3
+    post(client, BODY, "order-51")  # once indexed, a replay enqueues nothing more
+    assert rdb.llen("bulksms") == 3
+
+
+def test_a_stored_job_is_accepted_though_enqueueing_failed(
+    client: FlaskClient, rdb: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The broker refuses the tasks after the job is stored: the sweep will send the job, so
+    the answer says it was accepted (a 5xx would invite the client to make a second)."""
+
+    def broker_down(*_: Any) -> None:
+        raise OperationalError("broker unavailable")
+
+    monkeypatch.setattr(taskqueue, "start", broker_down)
+    answer = post(client, BODY, None)
+    assert answer.status_code == 202
+    assert active(rdb) == {answer.get_json()["job_id"]}
+    assert rdb.llen("bulksms") == 0  # nothing enqueued: the sweep's recovery will
