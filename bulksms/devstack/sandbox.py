@@ -72,6 +72,10 @@ class Faults:
     drop_next: int = 0  # accept the next N sends, then close the connection unanswered
     drop_rate: float = 0.0  # share of sends accepted and then dropped
     lose_next: int = 0  # read the next N sends and drop the connection without accepting them
+    # Statuses for the next sends, answered after accepting them: a gateway (502, 504) or the
+    # backend (500) failing on the way back, the messages sent all the same.
+    accept_then_fail: list[int] = field(default_factory=list)
+    no_credit: bool = False  # refuse every send as Plivo does an account out of credit
     invalid_numbers: list[str] = field(default_factory=list)  # listed in invalid_number
     reports: bool = True  # post delivery reports at all
     shuffle_reports: bool = False  # post a message's reports in random order
@@ -167,18 +171,21 @@ class Sandbox:
             path_auth_id == self.auth_id
         )
 
-    def decide_fault(self) -> tuple[int | None, bool]:
-        """(error status to answer instead, whether to drop the connection after accepting)."""
+    def decide_fault(self) -> tuple[int | None, bool, int | None]:
+        """(error status to answer instead, whether to drop the connection after accepting,
+        error status to answer after accepting)."""
         with self.lock:
             f = self.faults
             if f.fail_next:
-                return f.fail_next.pop(0), False
+                return f.fail_next.pop(0), False, None
+            if f.accept_then_fail:
+                return None, False, f.accept_then_fail.pop(0)
             if f.error_rate and self.random.random() < f.error_rate:
-                return f.error_status, False
+                return f.error_status, False, None
             if f.drop_next > 0:
                 f.drop_next -= 1
-                return None, True
-            return None, bool(f.drop_rate and self.random.random() < f.drop_rate)
+                return None, True, None
+            return None, bool(f.drop_rate and self.random.random() < f.drop_rate), None
 
     def accept(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         """Validate a send like Plivo; on success record it and schedule its reports."""
@@ -616,7 +623,11 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             self.connection.shutdown(socket.SHUT_RDWR)
             return
-        error, drop = sandbox.decide_fault()
+        if sandbox.faults.no_credit:
+            sent["status"] = 400
+            self._answer(400, {"api_id": str(uuid.uuid4()), "error": "Insufficient credit"})
+            return
+        error, drop, late_error = sandbox.decide_fault()
         if error:
             sent["status"] = error
             with sandbox.lock:
@@ -630,6 +641,10 @@ class _Handler(BaseHTTPRequestHandler):
             )
             return
         status, answer = sandbox.accept(body if isinstance(body, dict) else {})
+        if late_error and status == 202:  # sent, and answered with an error all the same
+            sent["status"] = f"accepted, answered {late_error}"
+            self._answer(late_error, {"api_id": answer["api_id"], "error": "simulated"})
+            return
         sent["status"] = "dropped" if drop and status == 202 else status
         if drop and status == 202:
             with sandbox.lock:

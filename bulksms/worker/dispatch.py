@@ -11,10 +11,11 @@ and a cancel or pause stops the next call. With no room the batch is parked unti
 - Plivo accepted: the call's recipients are queued (recorded however long Redis takes to come
   back: we are the only ones who know); the batch is submitted, or goes on with its next call.
 - Nothing reached Plivo (`NotSent`): `pending` again, not before the backoff; a retry follows.
-- Plivo refused for good (`Refused`): `failed`, its recipients rejected; bad credentials halt
-  the whole job.
-- The request went out, the answer never came (`OutcomeUnknown`): left `sending`. The sweep
-  settles it from the delivery reports that name the batch, or resends after a grace period.
+- Plivo refused for good (`Refused`): `failed`, its recipients rejected; bad credentials or an
+  account out of credit halt the whole job (no retries burnt, every unsent batch failed).
+- The request went out and no answer says what became of it (`OutcomeUnknown`: no answer, a
+  500, a gateway's 502/504): left `sending`. The sweep settles it from the delivery reports that
+  name the batch, or from Plivo's message list (`reconcile`); never by resending blindly.
 """
 
 from __future__ import annotations
@@ -34,10 +35,12 @@ from bulksms import metrics
 from bulksms.config import Settings
 from bulksms.store import BatchState, BatchWork, JobStore
 from bulksms.worker.gateway import (
+    AccountRefused,
     BadCredentials,
     NotSent,
     OutcomeUnknown,
     Outgoing,
+    OutOfCredit,
     PlivoGateway,
     Refused,
     SendError,
@@ -52,6 +55,7 @@ ERROR_KINDS = {
     NotSent: "not_sent",
     Refused: "refused",
     BadCredentials: "bad_credentials",
+    OutOfCredit: "out_of_credit",
     OutcomeUnknown: "outcome_unknown",
 }
 RETRY_AFTER_CAP_SECONDS = 3600
@@ -280,8 +284,9 @@ def _after_failed_send(
         return "retry", delay
     if isinstance(exc, NotSent):
         reason = f"gave up after {attempt} attempts: {exc.reason}"
-    elif isinstance(exc, BadCredentials):
-        reason = f"Plivo refused the credentials: {exc.reason}"
+    elif isinstance(exc, AccountRefused):  # every batch would be refused: stop the job
+        what = "the credentials" if isinstance(exc, BadCredentials) else "the account (no credit)"
+        reason = f"Plivo refused {what}: {exc.reason}"
         persist(lambda: store.halt(job_id, reason))
     else:
         reason = exc.reason

@@ -7,10 +7,13 @@ The SDK's exceptions are mapped here, once, to four outcomes the task can act on
 
 - `Accepted`        Plivo took the batch (some numbers may be in `invalid_numbers`).
 - `Refused`         Plivo said no for good (400/403/404...): fail the batch, never resend.
-  `BadCredentials`  its 401 case: stop the whole job.
-- `NotSent`         nothing reached Plivo, or Plivo asked us to come back (429, 5xx): retry.
-- `OutcomeUnknown`  the request went out but no answer came back (read timeout, dropped
-                    connection): Plivo may have sent it, so it must not be resent blindly.
+  `AccountRefused`  Plivo refused the account, not the batch (`BadCredentials`: 401;
+                    `OutOfCredit`: "insufficient credit"): stop the whole job.
+- `NotSent`         nothing reached Plivo, or Plivo asked us to come back (429, 503, 408):
+                    retry.
+- `OutcomeUnknown`  the request went out and no answer says what became of it (read timeout,
+                    dropped connection, 500, or a gateway's 502/504, which say nothing of
+                    Plivo's backend): Plivo may have sent it, so it must not be resent blindly.
 """
 
 from __future__ import annotations
@@ -81,8 +84,16 @@ class Refused(SendError):
     """Permanent: Plivo refused this batch; resending would be refused again."""
 
 
-class BadCredentials(Refused):
-    """Plivo refused our credentials: every other batch of the job would fail too."""
+class AccountRefused(Refused):
+    """Plivo refused the account: every other batch of the job would be refused too."""
+
+
+class BadCredentials(AccountRefused):
+    """Plivo refused our credentials."""
+
+
+class OutOfCredit(AccountRefused):
+    """The account has no credit left (Plivo refuses every send for a while after)."""
 
 
 class NotSent(SendError):
@@ -94,7 +105,9 @@ class OutcomeUnknown(SendError):
 
 
 _STATUS_IN_TEXT = re.compile(r"status code (\d{3})")
-_TRANSIENT_STATUSES = {408, 425, 429, 500, 502, 503, 504}
+_NOT_TAKEN_STATUSES = {408, 425, 429, 503}  # Plivo (or its edge) did not take the request
+_UNKNOWN_STATUSES = {500, 502, 504}  # whatever failed, it may have been after the send
+_NO_CREDIT = re.compile(r"insufficient\s+(credit|balance|funds)", re.IGNORECASE)
 
 
 def set_api_url(api_url: str) -> None:
@@ -180,8 +193,10 @@ class PlivoGateway:
         retry_after = getattr(self._last, "retry_after", None)
         if isinstance(exc, plivo_errors.AuthenticationError):
             return BadCredentials(reason)
-        if isinstance(exc, plivo_errors.PlivoServerError):
-            return NotSent(reason, retry_after)
+        if _NO_CREDIT.search(reason) or "status code 402" in reason:
+            return OutOfCredit(reason)
+        if isinstance(exc, plivo_errors.PlivoServerError):  # 500
+            return OutcomeUnknown(f"Plivo answered 500: {reason}")
         if isinstance(
             exc,
             plivo_errors.ValidationError
@@ -191,8 +206,11 @@ class PlivoGateway:
         ):
             return Refused(reason)
         match = _STATUS_IN_TEXT.search(reason)
-        if match and int(match.group(1)) in _TRANSIENT_STATUSES:
-            return NotSent(f"Plivo answered {match.group(1)}", retry_after)
+        status = int(match.group(1)) if match else 0
+        if status in _NOT_TAKEN_STATUSES:
+            return NotSent(f"Plivo answered {status}", retry_after)
+        if status in _UNKNOWN_STATUSES or status >= 500:
+            return OutcomeUnknown(f"Plivo answered {status}")
         return Refused(reason)
 
 

@@ -44,6 +44,24 @@ def test_accepted_then_dropped_is_settled_from_reports_without_a_resend(stack: S
     stack.counts_match_the_sandbox(job_id)
 
 
+def test_a_gateway_error_after_plivo_took_the_call_is_settled_without_a_resend(
+    stack: Stack,
+) -> None:
+    """A 502 (or 504, 500) says nothing of Plivo's backend: here it sent the messages. The call
+    is an unknown outcome, settled from reports or Plivo's list, never retried blindly."""
+    # No report in sight before the retry would go (none `queued`, `sent` a minute later).
+    stack.sandbox.faults.update(
+        {"accept_then_fail": [502], "no_queued": True, "report_delay_ms": 60_000}
+    )
+    numbers = us_numbers(2500)
+    job_id = stack.submit({"recipients": numbers, "message": "502"}).json()["job_id"]
+    doc = stack.wait_for(job_id, lambda d: d["batches"]["submitted"] == 3, seconds=120)
+    assert [s["status"] for s in stack.sandbox.sends].count("accepted, answered 502") == 1
+    assert len(stack.sandbox.sends) == 3
+    assert stack.sent_numbers() == sorted(numbers)  # once each: Plivo's list said it had them
+    assert doc["counts"]["pending"] == 0
+
+
 def test_retry_after_is_honoured(stack: Stack) -> None:
     stack.sandbox.faults.update({"fail_next": [429], "retry_after": 2})
     job_id = stack.submit({"recipients": us_numbers(3), "message": "429"}).json()["job_id"]
@@ -73,6 +91,19 @@ def test_bad_credentials_stop_the_job_instead_of_burning_through_it(stack: Stack
     assert doc["counts"]["rejected"] == 3500
     assert doc["batches"]["failed"] == 4
     assert "credentials" in doc["halted"]
+
+
+def test_an_account_out_of_credit_stops_the_job_instead_of_burning_through_it(
+    stack: Stack,
+) -> None:
+    stack.sandbox.faults.update({"no_credit": True})
+    job_id = stack.submit({"recipients": us_numbers(3500), "message": "402"}).json()["job_id"]
+    doc = stack.wait_for(job_id, lambda d: d["state"] == "failed")
+    assert len(stack.sandbox.sends) <= 2  # one refusal per worker process already sending
+    assert doc["counts"]["rejected"] == 3500
+    assert doc["batches"]["failed"] == 4
+    assert "no credit" in doc["halted"]
+    assert stack.sandbox.messages == []
 
 
 @pytest.mark.parametrize("stack_overrides", [{"report_wait_seconds": 2}])

@@ -17,6 +17,7 @@ from bulksms.worker.gateway import (
     NotSent,
     OutcomeUnknown,
     Outgoing,
+    OutOfCredit,
     PlivoGateway,
     Refused,
 )
@@ -50,7 +51,10 @@ def test_accepted_batch_carries_every_uuid(
 @pytest.mark.parametrize(
     ("status", "kind"),
     [
-        (500, NotSent),
+        (500, OutcomeUnknown),
+        (502, OutcomeUnknown),
+        (504, OutcomeUnknown),
+        (408, NotSent),
         (429, NotSent),
         (503, NotSent),
         (400, Refused),
@@ -63,6 +67,25 @@ def test_plivo_errors_are_sorted_into_retry_or_refuse(
 ) -> None:
     sandbox[0].faults.update({"fail_next": [status]})
     with pytest.raises(kind):
+        gateway.send(BATCH)
+    assert sandbox[0].messages == []
+
+
+@pytest.mark.parametrize("status", [500, 502, 504])
+def test_an_error_after_plivo_took_the_call_is_an_unknown_outcome(
+    gateway: PlivoGateway, sandbox: tuple[Sandbox, str], status: int
+) -> None:
+    sandbox[0].faults.update({"accept_then_fail": [status], "reports": False})
+    with pytest.raises(OutcomeUnknown):
+        gateway.send(BATCH)
+    assert len(sandbox[0].messages) == 2  # Plivo did send them: a retry would text them twice
+
+
+def test_no_credit_is_an_account_refusal(
+    gateway: PlivoGateway, sandbox: tuple[Sandbox, str]
+) -> None:
+    sandbox[0].faults.update({"no_credit": True})
+    with pytest.raises(OutOfCredit):
         gateway.send(BATCH)
     assert sandbox[0].messages == []
 
