@@ -171,7 +171,7 @@ class Stack:
         self.procs.append(self.worker)
         deadline = time.monotonic() + 60
         # (the first answer builds the app in a gunicorn worker: seconds on a busy machine)
-        while not requests.get(f"{self.base}/readyz", timeout=60).ok:
+        while not requests.get(f"{self.base}/readyz/workers", timeout=60).ok:
             if time.monotonic() > deadline:
                 raise RuntimeError("the worker did not come up")
             time.sleep(0.2)

@@ -369,6 +369,18 @@ def document() -> dict[str, Any]:
             "/readyz": {
                 "get": {
                     "operationId": "readiness",
+                    "summary": "The web process can serve: Redis answers.",
+                    "security": [],
+                    "responses": {
+                        "200": _json({"$ref": "#/components/schemas/Readiness"}, "Ready."),
+                        "503": _json({"$ref": "#/components/schemas/Readiness"}, "Not ready."),
+                    },
+                }
+            },
+            "/readyz/workers": {
+                "get": {
+                    "operationId": "workersReadiness",
+                    "summary": "A worker answered a ping (shared by all callers for 5 s).",
                     "security": [],
                     "responses": {
                         "200": _json({"$ref": "#/components/schemas/Readiness"}, "Ready."),

@@ -41,7 +41,7 @@ SANDBOX_MPS = 200.0
 MAX_SOCKET_PATH = 104  # bytes: a unix socket's path is at most 103 on macOS, 107 on Linux
 SAMPLE_NUMBERS = ("+14155550100", "+442079460958", "+61291234567")
 CHILDREN = ("redis", "sandbox", "web", "worker", "flower")  # their output's labels, aligned
-READY_SECONDS = 120  # for the web app to answer /readyz: a worker's start-up on a busy machine
+READY_SECONDS = 120  # for /readyz/workers to answer: a worker's start-up on a busy machine
 
 
 def redis_server_binary() -> str:
@@ -329,7 +329,7 @@ def up(host: str, port: int, flower_port: int, data_dir: Path) -> int:
         wait_for_port(flower_port, flower, "Flower", 60)
         # Ready, not just listening: gunicorn binds the port before its workers have built the
         # app (seconds), so a first request sent on an open port waits for that.
-        _wait_ready(f"http://127.0.0.1:{port}/readyz", supervisor)
+        _wait_ready(f"http://127.0.0.1:{port}/readyz/workers", supervisor)
         _announce(
             supervisor,
             base_url,

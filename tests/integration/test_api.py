@@ -283,3 +283,14 @@ def test_a_body_beyond_the_size_limit_is_413_json(settings: Any, rdb: redis.Redi
     too_many = post(app.test_client(), {"recipients": ["+14155550100"] * 11, "message": "x"})
     assert too_many.status_code == 413 and too_many.get_json()["error"] == "too_many_recipients"
     assert job_keys(rdb) == []
+
+
+def test_web_readiness_needs_redis_not_workers(client: FlaskClient, rdb: redis.Redis) -> None:
+    """No worker runs here: the web process is ready all the same (a load balancer must keep
+    sending it Plivo's reports), and the workers' own check says none answered."""
+    ready = client.get("/readyz")
+    assert ready.status_code == 200
+    assert ready.get_json() == {"status": "ready", "checks": {"redis": "ok"}}
+    workers = client.get("/readyz/workers")
+    assert workers.status_code == 503
+    assert workers.get_json()["checks"] == {"worker": "no worker answered"}

@@ -88,7 +88,7 @@ def test_bulksms_up_runs_the_whole_flow_on_the_sandbox(tmp_path: Path) -> None:
         assert "REDIS_URL is set, but bulksms up runs its own Redis" in text
         assert "API_BASE_URL=https://sms.example.com is ignored" in text
         labels = {line.split(" | ", 1)[0] for line in lines if " | " in line}
-        # (It announces itself once /readyz answers: a worker is up, and has said so.)
+        # (It announces itself once /readyz/workers answers: a worker is up, and has said so.)
         assert {"redis  ", "sandbox", "web    ", "worker ", "flower "} <= labels
         key = (tmp_path / "data" / "api-key").read_text().strip()
         assert f"API key   {key}" in text
