@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import logging
+
 import redis
 from celery import Celery
 from flask import Flask, current_app
 
-from bulksms.config import Settings
-from bulksms.store import JobStore
+from bulksms.config import ConfigError, Settings
+from bulksms.store import JobStore, server
 from bulksms.store.pacing import Pace
 from bulksms.store.signals import Nonces
+
+log = logging.getLogger(__name__)
 
 
 def init_app(app: Flask, settings: Settings) -> None:
@@ -21,12 +25,26 @@ def init_app(app: Flask, settings: Settings) -> None:
         socket_timeout=5,
         health_check_interval=30,
     )
+    _refuse_eviction(client)
     app.config["SETTINGS"] = settings
     app.extensions["bulksms.redis"] = client
     app.extensions["bulksms.store"] = JobStore(client, settings.job_retention_seconds)
     app.extensions["bulksms.pace"] = Pace(client)
     # A report's nonce is remembered as long as jobs are: a V2 signature is good for any job.
     app.extensions["bulksms.nonces"] = Nonces(client, settings.job_retention_seconds)
+
+
+def _refuse_eviction(client: redis.Redis) -> None:
+    """Stop start-up on a Redis that may evict job state (`store.server`)."""
+    policy = server.eviction_policy(client)
+    if policy is None:
+        log.warning(
+            "Redis is not reachable at start-up: its maxmemory-policy (which must be %s) "
+            "was not checked",
+            server.SAFE_POLICY,
+        )
+    elif policy != server.SAFE_POLICY:
+        raise ConfigError(server.unsafe_policy_message(policy))
 
 
 def settings() -> Settings:

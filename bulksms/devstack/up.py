@@ -99,6 +99,8 @@ def start_redis(
         "yes",
         "--appendfsync",
         "everysec",
+        "--maxmemory-policy",
+        "noeviction",  # never evict job state (`store.server`)
         "--save",
         "",
         "--daemonize",

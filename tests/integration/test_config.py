@@ -6,6 +6,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+import redis
+
+from bulksms.api.app import create_app
+from bulksms.config import ConfigError, Settings
+from bulksms.worker.app import create_worker
+
 WITHOUT_PLIVO = {
     "API_KEY": "k1-aaaaaaaaaaaa, k2-bbbbbbbbbbbb",
     "API_BASE_URL": "https://sms.example.com/",
@@ -44,3 +51,21 @@ def test_the_web_app_without_settings_says_what_to_set_in_one_line(tmp_path: Pat
         "bulksms web: Set REDIS_URL, API_KEY, API_BASE_URL in the environment or in .env before "
         "starting (see .env.example)."
     ]
+
+
+@pytest.mark.parametrize("policy", ["allkeys-lru", "volatile-ttl"])
+def test_a_redis_that_may_evict_job_state_is_refused_at_start(
+    settings: Settings, rdb: redis.Redis, policy: str
+) -> None:
+    """Job keys carry TTLs: under an evicting policy a full Redis would drop batches, and with
+    them the record that they were sent. Web and worker refuse to start on one."""
+    rdb.config_set("maxmemory-policy", policy)
+    try:
+        with pytest.raises(ConfigError, match=f"maxmemory-policy is '{policy}'"):
+            create_app(settings)
+        with pytest.raises(ConfigError, match="noeviction"):
+            create_worker(settings)
+    finally:
+        rdb.config_set("maxmemory-policy", "noeviction")
+    create_app(settings)  # and starts on the safe one
+
