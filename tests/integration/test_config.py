@@ -68,4 +68,3 @@ def test_a_redis_that_may_evict_job_state_is_refused_at_start(
     finally:
         rdb.config_set("maxmemory-policy", "noeviction")
     create_app(settings)  # and starts on the safe one
-
