@@ -348,8 +348,13 @@ class JobStore:
     def is_urgent(self, job_id: str) -> bool:
         return bool(self.redis.hexists(keys.job(job_id), "urgent"))
 
-    def mark_enqueued(self, job_id: str, batch: int) -> None:
-        self.redis.hset(keys.batches(job_id), f"q:{batch}", _now())
+    def mark_enqueued(self, job_id: str, batch: int, redispatched: int | None = None) -> None:
+        """The batch's task was enqueued now; `redispatched`: the how-manieth time the sweep
+        enqueued it again because its task seemed to have vanished."""
+        mapping = {f"q:{batch}": _now()}
+        if redispatched is not None:
+            mapping[f"d:{batch}"] = str(redispatched)
+        self.redis.hset(keys.batches(job_id), mapping=cast(dict[Any, Any], mapping))
 
     def batches(self, job_id: str) -> list[BatchRecord]:
         """Every batch's record, in batch order."""
@@ -547,7 +552,7 @@ class JobStore:
 def _records(found: dict[str, str]) -> list[BatchRecord]:
     """The batch records in a job's batches hash, in batch order."""
     return [
-        BatchRecord.parse(int(key), record, found.get(f"q:{key}"))
+        BatchRecord.parse(int(key), record, found.get(f"q:{key}"), found.get(f"d:{key}"))
         for key, record in sorted(found.items(), key=lambda item: _batch_order(item[0]))
         if key.isdigit()
     ]

@@ -289,7 +289,8 @@ class BatchRecord:
     `offset` counts the batch's recipients (in stored order) already handed to Plivo by earlier
     calls. `resume` and `calling` are `pending` and `sending` with an offset, under names the
     release before paced calls leaves alone (it would send such a batch whole). Beside the
-    records: ``q:<n>`` (when its task was last enqueued) and ``e:<n>`` (recipients a delivery
+    records: ``q:<n>`` (when its task was last enqueued), ``d:<n>`` (how often the sweep enqueued
+    it again, its task seemingly vanished) and ``e:<n>`` (recipients a delivery
     report moved while their call was not yet recorded; kept for the release before, which
     reads it as evidence. This release looks at the call's own recipients instead).
     """
@@ -302,9 +303,12 @@ class BatchRecord:
     enqueued_at: float = 0.0  # 0: never
     offset: int = 0  # recipients handed over by earlier calls
     size: int = 0  # sending: the call's recipients (0: the rest of the batch)
+    redispatched: int = 0  # times the sweep enqueued it again, its task seemingly vanished
 
     @classmethod
-    def parse(cls, batch: int, record: str, enqueued: str | None = None) -> BatchRecord:
+    def parse(
+        cls, batch: int, record: str, enqueued: str | None = None, redispatched: str | None = None
+    ) -> BatchRecord:
         state, since, rest, offset, size = (record.split("|", 4) + ["", "", "", ""])[:5]
         kind = STORED_AS.get(state) or BatchState(state)
         waiting = kind in UNFINISHED_BATCH_STATES
@@ -317,6 +321,7 @@ class BatchRecord:
             float(enqueued or 0),
             int(offset or 0) if waiting else 0,
             int(size or 0) if waiting else 0,
+            int(redispatched or 0),
         )
 
     @classmethod

@@ -9,7 +9,11 @@ lock), every `SWEEP_INTERVAL` seconds, over the jobs not yet finished:
 - a job whose paced batches nobody will wake (the worker that took its turn died) is put back
   on the pace's schedule;
 - a `pending` batch whose task vanished (its worker was killed, or Redis lost the message) is
-  enqueued again once the queue has drained; a duplicate task is harmless, the claim sees to it;
+  enqueued again `DISPATCH_STALE_SECONDS` after it was last enqueued, each batch judged on its
+  own (not "once the queue has drained", which under sustained load never comes). Its task may
+  only be waiting behind others: a duplicate is harmless (the claim sees to it), and the wait
+  doubles with every re-enqueue of the batch (up to 64 times), so a long queue costs a batch a
+  handful of duplicates at most;
 - messages with no report at all `RECONCILE_AFTER_SECONDS` after their batch was handed over
   are looked up at Plivo (`look_up`), at a bounded rate;
 - a job whose reports never all arrive is closed `REPORT_WAIT_SECONDS` after its last batch
@@ -39,6 +43,7 @@ from bulksms.worker.reconcile import Unsettled
 log = logging.getLogger(__name__)
 
 CLOSED_REASON = "report_wait_expired"
+REDISPATCH_DOUBLINGS = 6  # a vanished-looking task's wait doubles up to 64 × DISPATCH_STALE
 
 Enqueue = Callable[[str, Iterable[int], bool], None]  # job id, batches, urgent
 # Calls in flight with no evidence, calls still within their time, and Redis's time: each
@@ -137,6 +142,7 @@ def _sweep_job(
             tally["closed"] += 1
         return
     resend: list[int] = []
+    redispatch: list[tuple[int, int]] = []  # batch, the how-manieth time
     paced: list[int] = []
     moving = False  # a batch of the job is being sent, or waits for a worker
     stale = settings.dispatch_stale_seconds
@@ -164,11 +170,10 @@ def _sweep_job(
             batch.state in (BatchState.PENDING, BatchState.PACED)
             and state not in (JobState.PAUSED, JobState.SCHEDULED)
             and now >= batch.since + stale
-            and now - batch.enqueued_at > stale
-            and queue_drained()
+            and now - batch.enqueued_at > stale * 2 ** min(batch.redispatched, REDISPATCH_DOUBLINGS)
         ):
             # (a cancelled or halted job's paced batches too: their claims finish them)
-            resend.append(batch.batch)
+            redispatch.append((batch.batch, batch.redispatched + 1))
             tally["redispatched"] += 1
         elif batch.state is BatchState.PENDING:
             moving = True
@@ -186,8 +191,10 @@ def _sweep_job(
         tally["paced_rescheduled"] += 1
     for batch_number in resend:
         store.mark_enqueued(job_id, batch_number)
-    if resend:
-        enqueue(job_id, resend, job.urgent)
+    for batch_number, times in redispatch:
+        store.mark_enqueued(job_id, batch_number, redispatched=times)
+    if resend or redispatch:
+        enqueue(job_id, resend + [b for b, _ in redispatch], job.urgent)
 
 
 def _sent_at(job: Job) -> float:

@@ -200,8 +200,10 @@ class FakeStore:
     def is_urgent(self, job_id: str) -> bool:
         return self.jobs[job_id].urgent
 
-    def mark_enqueued(self, job_id: str, batch: int) -> None:
+    def mark_enqueued(self, job_id: str, batch: int, redispatched: int | None = None) -> None:
         self.calls.append(("mark_enqueued", job_id, batch))
+        if redispatched is not None:
+            self.calls.append(("redispatched", job_id, batch, redispatched))
 
     def deactivate(self, job_id: str) -> None:
         self.calls.append(("deactivate", job_id))

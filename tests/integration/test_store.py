@@ -342,3 +342,12 @@ def test_our_batches_messages_are_known_by_uuid_around_their_hour(rdb: redis.Red
     assert owners == {answered: "j1:1", reported: "j1:0"}
     assert store.silent_uuids("j1", 1) == [answered]
     assert store.handed.owners(now - 3 * 3600, now - 3 * 3600) == {}
+
+
+def test_a_batch_remembers_how_often_the_sweep_enqueued_it_again(rdb: redis.Redis) -> None:
+    store = make(rdb)
+    store.mark_enqueued("j1", 1, redispatched=3)
+    store.mark_enqueued("j1", 0)
+    first, second = store.batches("j1")
+    assert (first.redispatched, second.redispatched) == (0, 3)
+    assert second.enqueued_at > 0 and first.enqueued_at > 0

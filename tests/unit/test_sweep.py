@@ -101,14 +101,23 @@ def test_silence_alone_never_resends() -> None:
     assert queue.enqueued == []
 
 
-def test_a_pending_batch_whose_task_vanished_is_enqueued_once_the_queue_has_drained() -> None:
-    store, queue = FakeStore(), Queue(depth=0)
+def test_a_pending_batch_whose_task_vanished_is_enqueued_again_whatever_the_queue_holds() -> None:
+    """Under sustained load the queue never drains: each batch is judged on its own."""
+    store, queue = FakeStore(), Queue(depth=5000)
     store.add(job(batches=2, urgent=True), [pending(0), pending(1, enqueued=NOW - 5)])
     assert run(store, queue)["redispatched"] == 1
     assert queue.enqueued == [("j1", [0], True)]  # on the job's own (urgent) queue
-    busy = Queue(depth=12)
-    run(store, busy)
-    assert busy.enqueued == []
+    assert ("redispatched", "j1", 0, 1) in store.calls
+
+
+def test_each_re_enqueue_of_a_batch_doubles_its_wait() -> None:
+    """Its task may be waiting behind thousands: a long queue costs it a few duplicates."""
+    store, queue = FakeStore(), Queue(depth=5000)
+    waited = replace(pending(0, enqueued=NOW - 100), redispatched=2)  # 100 s < 30 s × 2²
+    store.add(job(batches=2), [waited, replace(waited, batch=1, enqueued_at=NOW - 121)])
+    run(store, queue)
+    assert queue.enqueued == [("j1", [1], False)]
+    assert ("redispatched", "j1", 1, 3) in store.calls
 
 
 def test_a_batch_backing_off_is_left_until_its_time() -> None:
