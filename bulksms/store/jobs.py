@@ -25,7 +25,7 @@ from redis.client import Pipeline
 from redis.connection import Connection
 from redis.exceptions import NoScriptError
 
-from bulksms.store import keys, records, scripts
+from bulksms.store import keys, optouts, records, scripts
 from bulksms.store.handed import HandedBatches
 from bulksms.store.model import (
     CODES,
@@ -59,6 +59,7 @@ class JobStore:
         self._release = client.register_script(scripts.RELEASE)
         self._park = client.register_script(scripts.PARK)
         self._call = client.register_script(scripts.CALL)
+        self._suppress = client.register_script(scripts.SUPPRESS)
         self._finish = client.register_script(scripts.FINISH)
         self._resolve = client.register_script(scripts.RESOLVE)
         self._settle = client.register_script(scripts.SETTLE)
@@ -201,10 +202,31 @@ class JobStore:
         return BatchWork(
             sending=sending,
             numbers=records.numbers_of(blob or b""),
+            suppressed=records.numbers_with(blob or b"", CODES[Status.SUPPRESSED]),
             record=BatchRecord.parse(batch, record) if record else None,
             segments_per_message=max(1, int(segments or 1)),
             urgent=urgent is not None,
             held=any(flag is not None for flag in held),
+        )
+
+    def opted_out(self, numbers: Sequence[str]) -> set[str]:
+        """Which of these numbers opted out (STOP, or the API) by now."""
+        return optouts.suppressed(self.redis, numbers)
+
+    def suppress(
+        self, job_id: str, batch: int, attempt: int, offset: int, numbers: Sequence[str]
+    ) -> bool:
+        """The owner of the call claimed as `attempt` at `offset` leaves out these numbers of
+        it, opted out since the job was submitted: they end `suppressed`, never sent. False if
+        the call is not the caller's any more."""
+        digits = [n for n in (records.number_key(x) for x in numbers) if n]
+        now = _now()
+        tail = records.tail(CODES[Status.SUPPRESSED], "", int(float(now)))
+        return bool(
+            self._suppress(
+                keys=self._batch_keys(job_id, batch)[:3],
+                args=[batch, attempt, offset, tail, *digits],
+            )
         )
 
     def call_submitted(
@@ -339,11 +361,15 @@ class JobStore:
         self.redis.hset(keys.batches(job_id), f"l:{batch}", f"{started:.3f}|{cursor}")
 
     def call_numbers(self, job_id: str, batch: int, offset: int, size: int) -> list[str]:
-        """The numbers of one call: the batch's [offset, offset + size) (size 0: the rest)."""
+        """The numbers one call was made to: the batch's [offset, offset + size) (size 0: the
+        rest), but those it left out (`suppressed`: Plivo never had them)."""
         pipe = self.redis.pipeline(transaction=False)
         _get_bytes(pipe, keys.recipients(job_id, batch))
-        found = records.numbers_of(cast(bytes, pipe.execute()[0] or b""))
-        return found[offset : offset + size] if size else found[offset:]
+        blob = cast(bytes, pipe.execute()[0] or b"")
+        found = records.numbers_of(blob)
+        left_out = records.numbers_with(blob, CODES[Status.SUPPRESSED])
+        span = found[offset : offset + size] if size else found[offset:]
+        return [n for n in span if n not in left_out]
 
     def is_urgent(self, job_id: str) -> bool:
         return bool(self.redis.hexists(keys.job(job_id), "urgent"))

@@ -33,6 +33,7 @@ class Status(StrEnum):
     FAILED = "failed"
     REJECTED = "rejected"
     CANCELLED = "cancelled"  # never sent: the job was cancelled first
+    SUPPRESSED = "suppressed"  # never sent: the number opted out after the job was submitted
 
 
 # Each status's one-byte code (in records and counter names) and rank. Defined here only: the
@@ -46,6 +47,7 @@ CODES: dict[Status, str] = {
     Status.FAILED: "f",
     Status.REJECTED: "r",
     Status.CANCELLED: "x",
+    Status.SUPPRESSED: "o",
 }
 RANKS: dict[Status, int] = {Status.PENDING: 0, Status.QUEUED: 1, Status.SENT: 2}
 FINAL_RANK = 3  # every other status: the first final status stays
@@ -146,6 +148,7 @@ class BatchWork:
     segments_per_message: int = 1
     urgent: bool = False
     held: bool = False  # cancelled, paused or halted: no call, the claim says what instead
+    suppressed: frozenset[str] = frozenset()  # numbers found opted out when a call was made
 
     @property
     def unsent(self) -> list[str]:

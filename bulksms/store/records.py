@@ -112,6 +112,17 @@ def numbers_of(blob: bytes) -> list[str]:
     return [f"+{n}" for n in struct.unpack_from(f">{count}Q", blob)]
 
 
+def numbers_with(blob: bytes, code: str) -> frozenset[str]:
+    """The numbers whose own status is `code` (one byte of `store.CODES`)."""
+    count = len(blob) // SIZE
+    codes = blob[8 * count + 16 :: 24][:count]
+    wanted = code.encode()
+    if wanted not in codes:
+        return frozenset()
+    numbers = struct.unpack_from(f">{count}Q", blob)
+    return frozenset(f"+{numbers[i]}" for i, c in enumerate(codes) if c == wanted[0])
+
+
 def unpack(blob: bytes) -> Iterator[Record]:
     count = len(blob) // SIZE
     states = STATE.iter_unpack(memoryview(blob)[8 * count : SIZE * count])

@@ -102,6 +102,18 @@ local function sending_record(since, attempt, offset, size, count)
   return 'calling|' .. since .. '|' .. attempt .. '|' .. offset .. '|' .. size
 end
 
+-- Whether a report moved a recipient in [from, to): any status of its own but `suppressed`
+-- (left out of the call before it was made). Evidence that a call made before reached Plivo.
+local function reported(recipients, count, from, to)
+  if to <= from then return false end
+  local states = redis.call('GETRANGE', recipients, count * 8 + from * 24, count * 8 + to * 24 - 1)
+  for i = 0, to - from - 1 do
+    local code = string.byte(states, i * 24 + 17)
+    if code ~= 0 and code ~= string.byte($suppressed) then return true end
+  end
+  return false
+end
+
 -- How many recipients in [from, to) still have status 0 (pending, as their batch says).
 local function unmoved(recipients, count, from, to)
   if to <= from then return 0 end
@@ -196,7 +208,7 @@ local function from_reports(job, batches, recipients, n, now, f, queued_tail)
   local count = redis.call('STRLEN', recipients) / SIZE
   local offset, size = offset_of(f), size_of(f)
   if size <= 0 or offset + size > count then size = count - offset end
-  if unmoved(recipients, count, offset, offset + size) < size then
+  if reported(recipients, count, offset, offset + size) then
     return record_call(job, batches, recipients, n, now, f, 'inferred from delivery reports',
                        {}, '', queued_tail)
   end
@@ -245,7 +257,7 @@ if tonumber(f[3] or '0') > 0 then
   -- without its size is the release before's: its call was the whole rest of the batch.)
   local span = size_of(f)
   if span <= 0 or offset + span > count then span = count - offset end
-  if unmoved(KEYS[3], count, offset, offset + span) < span then
+  if reported(KEYS[3], count, offset, offset + span) then
     local made = {f[1], f[2], f[3], tostring(offset), tostring(span)}
     local outcome = record_call(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2], made,
                                 'inferred from delivery reports', {}, '', ARGV[5])
@@ -290,6 +302,35 @@ redis.call('HSET', KEYS[1], ARGV[1], 'paced|' .. ARGV[2] .. '|' .. (f[3] or '0')
            .. offset_of(f) .. '|' .. size_of(f))
 redis.call('ZADD', KEYS[2], tonumber(ARGV[1]), ARGV[1])
 redis.call('EXPIRE', KEYS[2], ARGV[4])
+return 1
+"""
+)
+
+# KEYS: job, batches, recipients. ARGV: batch, attempt, offset, the suppressed tail, then the
+# numbers (digits) that opted out. The call claimed as `attempt` at `offset` leaves them out:
+# those of its recipients still pending take the tail. 1, or 0 if the call is not the caller's.
+SUPPRESS = _render(
+    PRELUDE
+    + """
+local rec = redis.call('HGET', KEYS[2], ARGV[1])
+if not rec then return 0 end
+local f = split(rec)
+if not calling(f[1]) or not owns(f, ARGV[2], ARGV[3]) then return 0 end
+local count = redis.call('STRLEN', KEYS[3]) / SIZE
+local offset, size = offset_of(f), size_of(f)
+if size <= 0 or offset + size > count then size = count - offset end
+local left = 0
+for i = 5, #ARGV do
+  local at = find(KEYS[3], tonumber(ARGV[i]))
+  local status = at and count * 8 + at * 24 + 16
+  if at and at >= offset and at < offset + size
+     and redis.call('GETRANGE', KEYS[3], status, status) == '\\0' then
+    redis.call('SETRANGE', KEYS[3], status, ARGV[4])
+    left = left + 1
+  end
+end
+redis.call('HINCRBY', KEYS[1], 'c:' .. $pending, 0 - left)
+redis.call('HINCRBY', KEYS[1], 'c:' .. $suppressed, left)
 return 1
 """
 )

@@ -35,6 +35,7 @@ from bulksms import metrics
 from bulksms.config import Settings
 from bulksms.store import BatchState, BatchWork, JobStore
 from bulksms.worker.gateway import (
+    Accepted,
     AccountRefused,
     BadCredentials,
     NotSent,
@@ -230,6 +231,21 @@ def _call(
 ) -> str:
     """One call to Plivo, and its outcome recorded."""
     job_id, batch = owner.job_id, owner.batch
+    # Opted out since the job was submitted (a scheduled or paused job waits for days): left
+    # out, and `suppressed`. Those an earlier attempt at this call left out stay out.
+    opted = work.suppressed.intersection(numbers) | store.opted_out(
+        [n for n in numbers if n not in work.suppressed]
+    )
+    if opted:
+        left_out = opted - work.suppressed
+        if left_out and not store.suppress(
+            job_id, batch, owner.attempt, owner.offset, sorted(left_out)
+        ):
+            metrics.BATCHES.labels("skipped").inc()
+            return "skipped:superseded"  # the call is not this task's any more: not made
+        numbers = [n for n in numbers if n not in opted]
+        if not numbers:  # every one of them: nothing to ask of Plivo
+            return _record_accepted(store, owner, Accepted("", (), ()))
     outgoing = Outgoing(
         dst=tuple(numbers),
         text=work.sending.message,
@@ -250,6 +266,12 @@ def _call(
             raise RetryLater(countdown(settings, delay), exc.reason, batch) from exc
         return outcome
     metrics.PLIVO_LATENCY.labels("accepted").observe(time.perf_counter() - started)
+    return _record_accepted(store, owner, accepted)
+
+
+def _record_accepted(store: JobStore, owner: Owner, accepted: Accepted) -> str:
+    """Plivo took the call: recorded, however long Redis takes to come back."""
+    job_id, batch = owner.job_id, owner.batch
     # The UUIDs first: should this call go unrecorded, the sweep finds its messages in Plivo's
     # list as this batch's; others' calls to the same numbers find them as not theirs.
     persist(lambda: store.remember_answer(job_id, batch, accepted.message_uuids, time.time()))

@@ -72,6 +72,7 @@ class FakeStore:
     calls: list[tuple[Any, ...]] = field(default_factory=list)
     redis_down_for: int = 0  # this many writes fail with a ConnectionError first
     submitted_answer: str = ""  # what call_submitted answers; "" to work it out
+    opted: set[str] = field(default_factory=set)  # numbers opted out by now
     numbers: list[str] = field(default_factory=lambda: ["+14155550100", "+14155550101"])
     paced: dict[str, list[int]] = field(default_factory=dict)
     handed: FakeHanded = field(default_factory=FakeHanded)
@@ -109,6 +110,15 @@ class FakeStore:
             found.urgent,
             found.cancelled or found.paused or found.halted is not None,
         )
+
+    def opted_out(self, numbers: Iterable[str]) -> set[str]:
+        return self.opted.intersection(numbers)
+
+    def suppress(
+        self, job_id: str, batch: int, attempt: int, offset: int, numbers: Iterable[str]
+    ) -> bool:
+        self.calls.append(("suppress", job_id, batch, attempt, offset, sorted(numbers)))
+        return True
 
     def call_submitted(
         self,

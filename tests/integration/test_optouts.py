@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import secrets
+from datetime import UTC, datetime, timedelta
 
 import redis
 import requests
@@ -137,3 +138,29 @@ def test_suppression_finds_the_same_numbers_whichever_side_is_smaller(rdb: redis
     assert suppression.suppressed(rdb, few) == {"+14155550101"}
     assert suppression.suppressed(rdb, many) == {"+14155550100", "+14155550101", "+14155550102"}
     assert suppression.suppressed(rdb, []) == set()
+
+
+def test_a_number_that_opts_out_after_submit_is_not_texted(stack: Stack, rdb: redis.Redis) -> None:
+    """A scheduled job (days ahead) meets a STOP before its time: the number is left
+    out of the call and ends `suppressed`; the others are sent."""
+    numbers = us_numbers(5)
+    when = datetime.now(UTC) + timedelta(days=10)
+    answer = stack.submit(
+        {"recipients": numbers, "message": "later", "send_at": when.isoformat()}
+    ).json()
+    assert "job_id" in answer, answer
+    job_id = answer["job_id"]
+    assert answer["recipients"]["suppressed"] == 0
+    for number in numbers[1:3]:
+        put = requests.put(f"{stack.base_url}/api/opt-outs/{number}", headers=AUTH, timeout=30)
+        assert put.status_code in (200, 201)
+    rdb.zadd(keys.SCHEDULED, {job_id: 0})  # its time has come (the sweep releases it)
+    doc = stack.wait_for(job_id, lambda d: d["state"] == "completed")
+    assert stack.sent_numbers() == sorted([numbers[0], *numbers[3:]])
+    assert doc["counts"]["suppressed"] == 2
+    listed = requests.get(
+        f"{stack.base_url}/api/bulk-sms/{job_id}/messages?status=suppressed",
+        headers=AUTH,
+        timeout=30,
+    ).json()["messages"]
+    assert sorted(m["number"] for m in listed) == sorted(numbers[1:3])

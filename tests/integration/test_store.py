@@ -351,3 +351,25 @@ def test_a_batch_remembers_how_often_the_sweep_enqueued_it_again(rdb: redis.Redi
     first, second = store.batches("j1")
     assert (first.redispatched, second.redispatched) == (0, 3)
     assert second.enqueued_at > 0 and first.enqueued_at > 0
+
+
+def test_a_number_left_out_of_a_call_ends_suppressed_and_is_no_evidence(rdb: redis.Redis) -> None:
+    """Opted out after submit: left out by the call's owner. Its status is no report, so a
+    retry of the call is made (not taken for one that reached Plivo), and it never counts as
+    one of the call's numbers when Plivo's list is asked."""
+    store = make(rdb)
+    store.claim_batch("j1", 0)
+    assert not store.suppress("j1", 0, 2, 0, ["+14155550101"])  # not its attempt
+    assert store.suppress("j1", 0, 1, 0, ["+14155550101", "+14155550102"])  # (…102: batch 1)
+    assert counts(store) == {"pending": 2, "suppressed": 1}
+    assert store.call_numbers("j1", 0, 0, 0) == ["+14155550100"]
+    assert store.release_batch("j1", 0, attempt=1, offset=0, not_before=0)
+    assert store.claim_batch("j1", 0) == Claim("go", attempt=2)
+    work = store.batch_work("j1", 0)
+    assert work.suppressed == {"+14155550101"}
+    assert store.call_submitted("j1", 0, 2, 0, "api", []) == "submitted"
+    assert counts(store) == {"pending": 1, "queued": 1, "suppressed": 1}
+    assert true_counts(store, NUMBERS) == {"pending": 1, "queued": 1, "suppressed": 1}
+    # A late report changes nothing for it: it was never sent.
+    store.record_report(Report("j1", 0, "+14155550101", Status.DELIVERED, "u-9", ""))
+    assert counts(store)["suppressed"] == 1

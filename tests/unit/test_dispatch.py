@@ -71,6 +71,23 @@ def test_an_accepted_batch_is_recorded_with_what_plivo_refused(store: FakeStore)
     assert store.calls[0] == ("claim", "j1", 1, 0, 2)  # the whole batch in one call
 
 
+def test_numbers_opted_out_since_submit_are_left_out_of_the_call(store: FakeStore) -> None:
+    store.opted = {"+14155550101"}
+    gateway = FakeGateway()
+    assert send(store, gateway) == "submitted"
+    (outgoing,) = gateway.sent
+    assert outgoing.dst == ("+14155550100",)
+    assert ("suppress", "j1", 0, 1, 0, ["+14155550101"]) in store.calls
+
+
+def test_a_call_whose_numbers_all_opted_out_is_not_made(store: FakeStore) -> None:
+    store.opted = {"+14155550100", "+14155550101"}
+    gateway = FakeGateway()
+    assert send(store, gateway) == "submitted"  # recorded as handed over: nothing to hand
+    assert gateway.sent == []
+    assert store.names() == ["claim", "suppress", "submitted"]
+
+
 def test_plivo_s_acceptance_is_recorded_however_long_redis_is_away(store: FakeStore) -> None:
     store.redis_down_for = 2  # only this worker knows Plivo took the batch: it waits it out
     assert send(store, FakeGateway()) == "submitted"
