@@ -402,8 +402,8 @@ local rec = redis.call('HGET', KEYS[2], ARGV[1])
 if not rec then return 'gone' end
 local f = split(rec)
 if not owns(f, ARGV[3], ARGV[4]) then return 'moved' end
-local reported = from_reports(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2], f, ARGV[6])
-if reported then return reported end
+local inferred = from_reports(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2], f, ARGV[6])
+if inferred then return inferred end
 if ARGV[5] == 'found' then
   return record_call(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2], f,
                      "found in Plivo's message list", {}, '', ARGV[6])

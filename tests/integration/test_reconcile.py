@@ -125,3 +125,33 @@ def test_a_plivo_as_it_really_is_sends_each_recipient_once_with_exact_counts_and
     assert 0 < doc["counts"]["sent"] < 1500  # the numbers without a receipt, shown `sent`
     assert doc["billed"]["units"] == 1500
     assert doc["billed"]["amount"] == pytest.approx(1500 * 0.005)
+
+
+def test_a_cancel_while_a_call_s_outcome_is_unknown_settles_it_first(stack: Stack) -> None:
+    """Plivo took the call; its answer was lost; the job is cancelled meanwhile. The call is
+    settled (Plivo's list has it) and counted as sent, not cancelled; nothing is sent again."""
+    stack.sandbox.faults.update({**SILENT_PLIVO, "drop_next": 1})
+    numbers = us_numbers(40)
+    job_id = stack.submit({"recipients": numbers, "message": "then cancel"}).json()["job_id"]
+    stack.wait_for(job_id, lambda d: len(stack.sandbox.sends) == 1, seconds=60)
+    cancel = requests.post(
+        f"{stack.base_url}/api/bulk-sms/{job_id}/cancel", headers=AUTH, timeout=30
+    )
+    assert cancel.status_code == 200 and cancel.json()["state"] == "cancelled"
+    doc = stack.wait_for(job_id, lambda d: d["batches"]["pending"] == 0, seconds=120)
+    assert doc["state"] == "cancelled"
+    assert doc["batches"]["submitted"] == 1 and doc["batches"]["cancelled"] == 0
+    assert doc["counts"]["queued"] == 40 and doc["counts"]["cancelled"] == 0
+    assert stack.sent_numbers() == sorted(numbers) and len(stack.sandbox.sends) == 1
+
+
+def test_a_cancel_while_a_lost_call_is_unsettled_cancels_it_without_a_send(stack: Stack) -> None:
+    """The call never reached Plivo and the job is cancelled meanwhile: once Plivo's list says
+    so, its recipients are cancelled, and the call is not made again."""
+    stack.sandbox.faults.update({**SILENT_PLIVO, "lose_next": 1})
+    job_id = stack.submit({"recipients": us_numbers(40), "message": "lost"}).json()["job_id"]
+    stack.wait_for(job_id, lambda d: len(stack.sandbox.sends) == 1, seconds=60)
+    requests.post(f"{stack.base_url}/api/bulk-sms/{job_id}/cancel", headers=AUTH, timeout=30)
+    doc = stack.wait_for(job_id, lambda d: d["batches"]["pending"] == 0, seconds=120)
+    assert doc["batches"]["cancelled"] == 1 and doc["counts"]["cancelled"] == 40
+    assert stack.sandbox.messages == [] and len(stack.sandbox.sends) == 1
