@@ -257,6 +257,9 @@ class Settings:
     report_wait_seconds: int = env("REPORT_WAIT_SECONDS", _int(1), 48 * 3600)
     reconcile_after_seconds: float = env("RECONCILE_AFTER_SECONDS", _float(1.0), 600.0)
     callback_secret: str | None = env("CALLBACK_SECRET", _text)
+    # Completion callbacks to loopback, private and link-local addresses too (tests, an
+    # internal receiver); off, only to globally routable ones.
+    callback_allow_private: bool = env("CALLBACK_ALLOW_PRIVATE", _bool, False)
     urgent_max_recipients: int = env("URGENT_MAX_RECIPIENTS", _int(0), 1000)
     max_segments_per_job: int = env("MAX_SEGMENTS_PER_JOB", _int(0), 0)  # 0: no limit
     worker_metrics_port: int = env("WORKER_METRICS_PORT", _int(0, 65535), 9808)

@@ -15,11 +15,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Generic, TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 from pydantic import BaseModel, ValidationError
 
-from bulksms import numbers
+from bulksms import callback_address, numbers
 from bulksms.api import schemas
 from bulksms.api.errors import ApiError
 from bulksms.config import ALPHANUMERIC_SENDER_RE, E164_RE, UUID_RE, Settings
@@ -202,7 +202,12 @@ def _read_callback_url(checked: Checked[schemas.SubmitRequest], settings: Settin
     if value is None:
         return None
     parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.hostname or len(value) > 2048:
+    if (
+        parts.scheme not in ("http", "https")
+        or not parts.hostname
+        or len(value) > 2048
+        or not _has_valid_port(parts)
+    ):
         raise ApiError(
             422,
             "invalid_callback_url",
@@ -217,7 +222,26 @@ def _read_callback_url(checked: Checked[schemas.SubmitRequest], settings: Settin
             "CALLBACK_SECRET, which is not set: it cannot send callbacks.",
             details={"field": "callback_url"},
         )
+    if not settings.callback_allow_private:  # (with it, nothing to check: no lookup either)
+        try:
+            callback_address.allowed_addresses(value, allow_private=False)
+        except callback_address.NotAllowed as exc:
+            unresolved = isinstance(exc, callback_address.Unresolved)
+            raise ApiError(
+                422,
+                "callback_url_unresolvable" if unresolved else "callback_url_not_allowed",
+                f"{exc}: callbacks go only to public addresses.",
+                details={"field": "callback_url"},
+            ) from None
     return value
+
+
+def _has_valid_port(parts: SplitResult) -> bool:
+    try:
+        parts.port  # noqa: B018 (read to be checked: raises on a malformed port)
+    except ValueError:
+        return False
+    return True
 
 
 def _read_send_at(checked: Checked[schemas.SubmitRequest], settings: Settings) -> float | None:

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from celery import shared_task
 
 from bulksms import taskqueue
+from bulksms.callback_address import NotAllowed
 from bulksms.documents import status_document
 from bulksms.extensions import celery, settings, store
 from bulksms.worker import completion_callback as callbacks
 from bulksms.worker import dispatch
 from bulksms.worker.resources import gateway, pacer, throttle
+
+log = logging.getLogger(__name__)
 
 
 @shared_task(name=taskqueue.SEND_BATCH, bind=True, max_retries=None)
@@ -32,7 +36,14 @@ def notify(self: Any, job_id: str) -> str:
     secret = settings().callback_secret
     if job is None or job.callback_url is None or not secret:
         return "nothing to notify"
-    if not callbacks.deliver(job.callback_url, status_document(job), secret):
+    try:
+        taken = callbacks.deliver(
+            job.callback_url, status_document(job), secret, settings().callback_allow_private
+        )
+    except NotAllowed as exc:  # (it may resolve elsewhere by now: refused, never retried)
+        log.warning("completion callback of job %s not sent: %s", job_id, exc)
+        return f"not sent: {exc}"
+    if not taken:
         raise self.retry(countdown=callbacks.backoff(self.request.retries))
     store().mark_notified(job_id)
     return "notified"

@@ -1,4 +1,5 @@
-"""Completion callbacks: signed, with a timestamp the receiver checks, retried until a 2xx."""
+"""Completion callbacks: signed, with a timestamp the receiver checks, retried until a 2xx;
+only to public addresses unless the operator allows private ones."""
 
 from __future__ import annotations
 
@@ -6,13 +7,19 @@ import json
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
+from flask import Flask
 
+from bulksms import callback_address
+from bulksms.api.app import create_app
+from bulksms.config import Settings
 from bulksms.devstack.numbers_gen import us_numbers
 from bulksms.worker import completion_callback as callbacks
+from tests.helpers import API_KEY
 from tests.helpers.stack import Stack, wait_until
 
 SECRET = "callback-secret-for-tests"
@@ -22,6 +29,7 @@ class Receiver(ThreadingHTTPServer):
     def __init__(self) -> None:
         super().__init__(("127.0.0.1", 0), _Handler)
         self.calls: list[tuple[bytes, str]] = []
+        self.hosts: list[str] = []
         self.refuse_first = 1
 
 
@@ -31,6 +39,7 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:  # noqa: N802
         body = self.rfile.read(int(self.headers["Content-Length"]))
         self.server.calls.append((body, self.headers.get(callbacks.SIGNATURE_HEADER, "")))
+        self.server.hosts.append(self.headers.get("Host", ""))
         refuse = self.server.refuse_first > 0
         self.server.refuse_first -= 1
         self.send_response(500 if refuse else 200)
@@ -50,7 +59,10 @@ def receiver() -> Iterator[Receiver]:
     server.server_close()
 
 
-@pytest.mark.parametrize("stack_overrides", [{"callback_secret": SECRET}])
+# The receiver is on loopback: allowed here, as an operator allows an internal receiver.
+@pytest.mark.parametrize(
+    "stack_overrides", [{"callback_secret": SECRET, "callback_allow_private": True}]
+)
 def test_a_finished_job_calls_back_signed_and_retries_until_taken(
     stack: Stack, stack_overrides: dict[str, str], receiver: Receiver
 ) -> None:
@@ -84,3 +96,36 @@ def test_a_callback_needs_a_secret_configured(client: Any) -> None:
     )
     assert answer.status_code == 422
     assert answer.get_json()["error"] == "callbacks_not_configured"
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["http://127.0.0.1:9/x", "http://0x7f000001/x", "http://169.254.169.254/", "http://[::1]/x"],
+)
+def test_a_callback_into_the_internal_network_is_refused_at_submit(
+    app: Flask, settings: Settings, url: str
+) -> None:
+    client = create_app(replace(settings, callback_secret=SECRET)).test_client()
+    answer = client.post(
+        "/api/bulk-sms",
+        json={"recipients": ["+14155550100"], "message": "x", "callback_url": url},
+        headers={"X-API-Key": API_KEY},
+    )
+    assert answer.status_code == 422
+    assert answer.get_json()["error"] == "callback_url_not_allowed"
+    assert "not a public address" in answer.get_json()["message"]
+
+
+def test_delivery_checks_the_address_again_and_connects_to_it(receiver: Receiver) -> None:
+    """A URL accepted once (the operator allowed private addresses then, or its name resolved
+    elsewhere) is checked again when the job ends: the worker never connects to it."""
+    url = f"http://localhost:{receiver.server_address[1]}/done"
+    with pytest.raises(callback_address.NotAllowed):
+        callbacks.deliver(url, {"job_id": "j"}, SECRET, allow_private=False)
+    assert receiver.calls == []
+    receiver.refuse_first = 0
+    assert callbacks.deliver(url, {"job_id": "j"}, SECRET, allow_private=True)
+    # Reached by the address checked, with the URL's own Host header and a good signature.
+    assert receiver.hosts == [f"localhost:{receiver.server_address[1]}"]
+    body, header = receiver.calls[0]
+    assert callbacks.verify(body, header, SECRET)
