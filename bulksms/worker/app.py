@@ -14,7 +14,7 @@ from flask import Flask
 
 from bulksms import extensions, logs, metrics, taskqueue
 from bulksms.config import Settings, load_settings
-from bulksms.worker import pacing, resources, sweep
+from bulksms.worker import kombu_fix, pacing, resources, sweep
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +35,7 @@ def create_worker(settings: Settings | None = None) -> Celery:
             with app.app_context():
                 return self.run(*args, **kwargs)
 
+    kombu_fix.apply()  # a Redis restart must not stop a worker holding a message
     celery = taskqueue.make_celery(settings, task_cls=FlaskTask, include=["bulksms.worker.tasks"])
     celery.set_default()
     app.extensions["celery"] = celery

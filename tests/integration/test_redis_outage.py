@@ -17,7 +17,7 @@ from bulksms import signature
 from bulksms.devstack.numbers_gen import us_numbers
 from bulksms.devstack.up import free_port, start_redis
 from tests.helpers import API_KEY
-from tests.helpers.stack import Stack
+from tests.helpers.stack import Stack, wait_until
 
 
 class OwnRedis:
@@ -79,3 +79,27 @@ def test_redis_stopped_mid_job_and_started_again(stack: Stack, own_redis: OwnRed
     assert stack.sent_numbers() == sorted(numbers)
     stack.counts_match_the_sandbox(job_id)
     assert stack.sandbox.stats()["reports_given_up"] == 0
+
+
+@pytest.mark.parametrize("holding", ["a countdown retry", "a running task"])
+def test_a_worker_holding_a_message_rides_out_a_redis_restart(
+    stack: Stack, own_redis: OwnRedis, holding: str
+) -> None:
+    """With late acks the worker nearly always holds a message: a retry waiting out Plivo's
+    Retry-After, or the task calling Plivo. Redis restarts meanwhile; the worker must not
+    exit, and every recipient is sent once."""
+    if holding == "a countdown retry":
+        stack.sandbox.faults.update({"fail_next": [429], "retry_after": 6})
+    else:
+        stack.sandbox.faults.update({"latency_ms": 4000})  # the call outlasts the outage
+    numbers = us_numbers(3)
+    job_id = stack.submit({"recipients": numbers, "message": "held"}).json()["job_id"]
+    wait_until(lambda: len(stack.sandbox.sends) == 1, what="the first send")
+    own_redis.stop()
+    time.sleep(2)
+    own_redis.start()
+    stack.wait_for(job_id, lambda d: d["state"] == "completed", seconds=120)
+    workers = [p for name, p in stack.processes.items() if name.startswith("worker")]
+    assert workers and all(p.poll() is None for p in workers), stack.tail()
+    assert "Unrecoverable error" not in stack.tail()
+    assert stack.sent_numbers() == sorted(numbers)

@@ -1,0 +1,43 @@
+"""A worker must ride out a Redis restart, whatever it holds. With kombu 5.7's Redis transport
+it does not when it holds an unacknowledged message (with late acks: nearly always, a running
+task or a countdown retry): on connection loss the channel closes its pools, then restores the
+unacknowledged messages through a connection that is gone, `_connparams` reads `hostname` from
+`None`, and the AttributeError stops the worker (`ignore_errors` lets only connection errors
+pass).
+
+Restoring cannot work then anyway: Redis is unreachable. What the worker held stays in Redis's
+unacked hash, which kombu restores to the queue after the visibility timeout; bulksms's sweep
+sends a pending batch again sooner (`DISPATCH_STALE_SECONDS`) and settles a call in flight, and
+the batch's claim makes any duplicate task harmless. So the restore is skipped, and said.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from kombu.transport import redis as kombu_redis
+
+log = logging.getLogger(__name__)
+
+
+def apply() -> None:
+    """Install once (idempotent)."""
+    original = kombu_redis.QoS.restore_unacked
+    if getattr(original, "bulksms_fix", False):
+        return
+
+    def restore_unacked(self: Any, client: Any = None) -> Any:
+        transport = getattr(self.channel, "connection", None)
+        if client is None and (transport is None or transport.client is None):
+            log.warning(
+                "broker connection lost holding %d unacknowledged message(s): left in Redis "
+                "for the visibility timeout (and the sweep) to restore",
+                len(self._delivered),
+            )
+            self._delivered.clear()
+            return None
+        return original(self, client)  # type: ignore[no-untyped-call]
+
+    restore_unacked.bulksms_fix = True  # type: ignore[attr-defined]
+    kombu_redis.QoS.restore_unacked = restore_unacked  # type: ignore[method-assign]
