@@ -23,7 +23,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TextIO
@@ -41,6 +41,8 @@ SANDBOX_MPS = 200.0
 MAX_SOCKET_PATH = 104  # bytes: a unix socket's path is at most 103 on macOS, 107 on Linux
 SAMPLE_NUMBERS = ("+14155550100", "+442079460958", "+61291234567")
 CHILDREN = ("redis", "sandbox", "web", "worker", "flower")  # their output's labels, aligned
+RESTART_LIMIT = 5  # restarts of one child within RESTART_WINDOW before `bulksms up` gives up
+RESTART_WINDOW = 60.0
 READY_SECONDS = 120  # for /readyz/workers to answer: a worker's start-up on a busy machine
 
 
@@ -180,23 +182,69 @@ class Supervisor:
     width: int = max(map(len, CHILDREN))
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _readers: list[threading.Thread] = field(default_factory=list)
+    _starts: dict[str, Callable[[], subprocess.Popen[bytes]]] = field(default_factory=dict)
+    _restarts: dict[str, list[float]] = field(default_factory=dict)
 
     def spawn(self, name: str, args: list[str], env: Mapping[str, str]) -> subprocess.Popen[bytes]:
-        process = subprocess.Popen(
-            args, env=dict(env), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, process_group=0
-        )
-        self.adopt(name, process)
+        def start() -> subprocess.Popen[bytes]:
+            return subprocess.Popen(
+                args,
+                env=dict(env),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                process_group=0,
+            )
+
+        process = start()
+        self.adopt(name, process, start)
         return process
 
-    def adopt(self, name: str, process: subprocess.Popen[bytes]) -> None:
-        """Supervise `process`; label its output if it was started with stdout=PIPE."""
+    def adopt(
+        self,
+        name: str,
+        process: subprocess.Popen[bytes],
+        restart: Callable[[], subprocess.Popen[bytes]] | None = None,
+    ) -> None:
+        """Supervise `process` (started again by `restart`, if given, when it exits); label
+        its output if it was started with stdout=PIPE."""
         self.children.append((name, process))
+        if restart is not None:
+            self._starts[name] = restart
+        self._relay_output(name, process)
+
+    def _relay_output(self, name: str, process: subprocess.Popen[bytes]) -> None:
         if process.stdout is not None:
             reader = threading.Thread(
                 target=self._relay, args=(name, process.stdout), name=f"{name}-output", daemon=True
             )
             reader.start()
             self._readers.append(reader)
+
+    def revive(self) -> str | None:
+        """Start again each child that exited, as docker-compose's `restart: unless-stopped`
+        does (a worker that dies must not take the web app with it). Returns why everything
+        must stop instead: a child that cannot be started again, or exits `RESTART_LIMIT`
+        times within `RESTART_WINDOW` seconds."""
+        for index, (name, process) in enumerate(self.children):
+            if process.poll() is None:
+                continue
+            exited = f"{name} exited with status {process.returncode}"
+            now = time.monotonic()
+            recent = [t for t in self._restarts.get(name, []) if now - t < RESTART_WINDOW]
+            start = self._starts.get(name)
+            if start is None:
+                return exited
+            if len(recent) >= RESTART_LIMIT:
+                return f"{exited}, {len(recent) + 1} times within {RESTART_WINDOW:g} s"
+            self.say(f"bulksms up: {exited}; starting it again.", err=True)
+            try:
+                replacement = start()
+            except (OSError, RuntimeError) as exc:
+                return f"{exited}, and could not be started again: {exc}"
+            self.children[index] = (name, replacement)
+            self._restarts[name] = [*recent, now]
+            self._relay_output(name, replacement)
+        return None
 
     def say(self, text: str, err: bool = False) -> None:
         """Write `text` (whole lines) between the children's lines, never inside one."""
@@ -285,7 +333,11 @@ def up(host: str, port: int, flower_port: int, data_dir: Path) -> int:
     try:
         redis_port = free_port()
         redis_dir = data_dir / "redis"
-        supervisor.adopt("redis", start_redis(redis_port, redis_dir, subprocess.PIPE))
+        supervisor.adopt(
+            "redis",
+            start_redis(redis_port, redis_dir, subprocess.PIPE),
+            lambda: start_redis(redis_port, redis_dir, subprocess.PIPE),
+        )
         env.update(REDIS_URL=local_redis_url(redis_port, redis_dir), CELERY_BROKER_URL="")
         key, generated = _api_key(data_dir, env)
         env["API_KEY"] = env.get("API_KEY") or key
@@ -345,7 +397,7 @@ def up(host: str, port: int, flower_port: int, data_dir: Path) -> int:
             env.get("PLIVO_MPS") or f"{settings.plivo_mps:g}",
         )
         while True:
-            problem = supervisor.first_exit()
+            problem = supervisor.revive()
             if problem:
                 supervisor.say(f"bulksms up: {problem}; stopping everything.", err=True)
                 return 1

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import requests
 
-from bulksms.devstack.up import Supervisor, free_port
+from bulksms.devstack.up import RESTART_LIMIT, Supervisor, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -151,3 +151,22 @@ def test_each_line_is_labelled_with_its_child_and_never_split() -> None:
         assert name == label.rstrip() and xs == "x" * 9000
         seen[name].append(int(number))
     assert seen == {"web": list(range(200)), "worker": list(range(200))}
+
+
+def test_a_child_that_exits_is_started_again_until_it_keeps_exiting() -> None:
+    """A worker that dies (a Redis restart, an OOM kill) must not take `bulksms up` down with
+    it: it is started again, as docker-compose's restart policy does; one that exits every time
+    is given up on, and says so."""
+    out = io.StringIO()
+    supervisor = Supervisor(out=out)
+    supervisor.spawn("worker", [sys.executable, "-c", "print('started')"], os.environ)
+    problems: list[str] = []
+    deadline = time.monotonic() + 60
+    while not problems and time.monotonic() < deadline:
+        problem = supervisor.revive()
+        if problem:
+            problems.append(problem)
+        time.sleep(0.05)
+    supervisor.stop()
+    assert problems == [f"worker exited with status 0, {RESTART_LIMIT + 1} times within 60 s"]
+    assert out.getvalue().count("started") == RESTART_LIMIT + 1
