@@ -6,8 +6,9 @@ Writes a table to stdout and to bench/RESULTS.md. Loopback only: a private Redis
 unix socket, as `bulksms up` reaches it), the sandbox as Plivo (lean, no reports), gunicorn
 serving the app with the project's gunicorn.conf.py, and one Celery worker with two processes.
 The stages (the README's Performance section says what each times, against what floor):
-validation, submit, dispatch (with Plivo's pace out of the way), reports, memory, status, and
-pacing (at 1,000 and 10,000 messages a second); each row states its target.
+validation, durable claims (appendfsync always against everysec), submit, dispatch (with
+Plivo's pace out of the way), reports, memory, status, and pacing (at 1,000 and 10,000 messages a
+second); each row states its target.
 """
 
 from __future__ import annotations
@@ -547,6 +548,50 @@ def pacing(work: Path, pace: int) -> list[Row]:
     ]
 
 
+def durable_claims(work: Path, calls: int = 20_000, threads: int = 8) -> Row:
+    """What a durable claim costs (issue 15): claims a second from `threads` concurrent workers
+    on the embedded Redis as shipped (appendfsync always: each claim on disk before its call)
+    beside the same Redis fsyncing once a second (a crash may forget a second of claims)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from bulksms.store import NewJob, Sending
+
+    def rate(fsync: str) -> float:
+        port = free_port()
+        process = start_redis(port, work / f"claims-{fsync}")
+        try:
+            client = redis.Redis(port=port, decode_responses=True)
+            client.config_set("appendfsync", fsync)
+            store = JobStore(client, 3600)
+            batches = calls // threads
+            sending = Sending("hi", "+14155550199")
+            for t in range(threads):
+                numbers = us_numbers(batches, t)  # one recipient a batch: a claim each
+                store.create(NewJob(f"j{t}", sending, numbers, batches, 0, 0, 0, 1, "GSM-7", 1))
+
+            def claims(t: int) -> None:
+                for batch in range(batches):
+                    store.claim_batch(f"j{t}", batch)
+
+            started = time.perf_counter()
+            with ThreadPoolExecutor(threads) as pool:
+                list(pool.map(claims, range(threads)))
+            return batches * threads / (time.perf_counter() - started)
+        finally:
+            process.terminate()
+            process.wait(30)
+
+    everysec, always = rate("everysec"), rate("always")
+    return {
+        "stage": f"claims, {threads} workers: on disk before the call",
+        "measured": f"{always:,.0f}/s (appendfsync always)",
+        "floor": f"{everysec:,.0f}/s (everysec: not durable)",
+        "ratio": f"{always / everysec:.2f}",
+        "target": "informational: a call per claim, Plivo allows 60/s",
+        "met": always >= 60,
+    }
+
+
 def main(stages: list[str]) -> int:
     """Every stage, or with `pacing` only the pacing stages."""
     work = Path(tempfile.mkdtemp(prefix="bulksms-bench-"))
@@ -565,6 +610,7 @@ def main_stages(work: Path) -> list[Row]:
     try:
         million = us_numbers(MILLION, seed=7)
         rows.append(validation(million))
+        rows.append(durable_claims(work))
         rows.append(submit(stack, million[:100_000]))
         rows.append(submit(stack, million))
         stack.start_worker()

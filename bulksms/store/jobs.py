@@ -13,6 +13,7 @@ job hash carries its layout version (`model.LAYOUT_VERSION`).
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict
@@ -25,7 +26,7 @@ from redis.client import Pipeline
 from redis.connection import Connection
 from redis.exceptions import NoScriptError
 
-from bulksms.store import keys, optouts, records, scripts
+from bulksms.store import keys, optouts, records, scripts, server
 from bulksms.store.handed import HandedBatches
 from bulksms.store.model import (
     CODES,
@@ -48,6 +49,9 @@ SENDING_FIELDS = [f.name for f in dataclass_fields(Sending)]
 HOLDING_FLAGS = ["halted", "cancelled", "paused"]
 
 
+log = logging.getLogger(__name__)
+
+
 class JobStore:
     """Every read and write of jobs, batches and recipients; callers get typed objects."""
 
@@ -55,6 +59,7 @@ class JobStore:
         self.redis = client
         self.retention = retention_seconds
         self.handed = HandedBatches(client)  # which batch a message UUID is ours from
+        self._durability: server.Durability | None = None
         self._claim = client.register_script(scripts.CLAIM)
         self._release = client.register_script(scripts.RELEASE)
         self._park = client.register_script(scripts.PARK)
@@ -148,13 +153,33 @@ class JobStore:
         at this offset is repeated as it was (the claim's `size`), unless a report shows it
         reached Plivo: then it is recorded, and the claim says `moved` (or `submitted`)."""
         now = _now()
-        result = self._claim(
-            keys=self._batch_keys(job_id, batch), args=[batch, now, offset, size, _queued_tail(now)]
-        )
+        args: list[str | int | bytes] = [batch, now, offset, size, _queued_tail(now)]
+        durability = self.durability()
+        if durability.command is None:
+            result = self._claim(keys=self._batch_keys(job_id, batch), args=args)
+            durable: bool | None = True if durability.assured else None
+        else:  # on the claim's own connection: WAIT and WAITAOF wait for that client's writes
+            pipe = self.redis.pipeline(transaction=False)
+            self._claim(keys=self._batch_keys(job_id, batch), args=args, client=pipe)
+            pipe.execute_command(*durability.command)  # type: ignore[no-untyped-call]
+            result, reply = pipe.execute()
+            durable = durability.acknowledged(reply)
         outcome = result[0]
         if outcome == "go":
-            return Claim("go", attempt=int(result[1]), size=int(result[2]))
+            return Claim("go", attempt=int(result[1]), size=int(result[2]), durable=durable)
         return Claim(outcome, detail=result[1] if len(result) > 1 else "")
+
+    def durability(self) -> server.Durability:
+        """How claims are made durable on this Redis (asked once, at the first claim)."""
+        if self._durability is None:
+            self._durability = server.durability(self.redis)
+            if not self._durability.assured:
+                log.warning(
+                    "Redis can make no write durable before a call to Plivo (no append-only "
+                    "file with appendfsync always, no WAITAOF, no replica): a host crash may "
+                    "forget the last second of claims, and send those calls again"
+                )
+        return self._durability
 
     def release_batch(
         self, job_id: str, batch: int, attempt: int, offset: int, not_before: float

@@ -355,6 +355,9 @@ class Claim:
     attempt: int = 0
     detail: str = ""
     size: int = 0  # go: the call's recipients (a lost call is repeated as it was)
+    # go: the claim is on disk (or a replica) before the call leaves: True; False: not
+    # acknowledged in time (the call must not be made); None: this Redis cannot say (warned)
+    durable: bool | None = True
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,7 @@ import redis
 
 from bulksms import metrics
 from bulksms.config import Settings
-from bulksms.store import BatchState, BatchWork, JobStore
+from bulksms.store import BatchState, BatchWork, Claim, JobStore
 from bulksms.worker.gateway import (
     Accepted,
     AccountRefused,
@@ -62,6 +62,10 @@ ERROR_KINDS = {
 RETRY_AFTER_CAP_SECONDS = 3600
 AFTER_OTHERS = 0.001  # seconds: a job that had the last room waits this much longer for more
 RECORD_PATIENCE_SECONDS = 600  # how long a worker keeps trying to write an outcome to Redis
+
+
+# A fault hook for tests: called between a call's claim and the call itself.
+before_call: Callable[[Owner, Claim], None] | None = None
 
 
 @dataclass(frozen=True)
@@ -176,9 +180,16 @@ def _turn(
             # halted: failed now; else done, in flight, paused or gone.
             metrics.BATCHES.labels("failed" if claim.outcome == "halted" else "skipped").inc()
             return f"skipped:{claim.outcome}"
+        elif claim.durable is False:  # the claim might not survive a crash: no call on it
+            log.warning("claim of batch %s not acknowledged durable in time; retrying", batch)
+            not_before = time.time() + settings.send_backoff_base
+            store.release_batch(job_id, batch, claim.attempt, record.offset, not_before)
+            raise RetryLater(countdown(settings, settings.send_backoff_base), "not durable", batch)
         else:
             size = claim.size or size  # (a call made before is repeated as it was)
             owner = Owner(job_id, batch, claim.attempt, record.offset)
+            if before_call is not None:
+                before_call(owner, claim)
             outcome = _call(store, gateway, settings, owner, work, work.unsent[:size])
         turn -= segments
         # When other jobs wait, a turn used up goes to the back of the line (on Redis's clock).
