@@ -52,11 +52,22 @@ def allowed_addresses(url: str, allow_private: bool) -> list[str]:
     return found
 
 
+# IPv6 prefixes that carry an IPv4 address a gateway translates to (NAT64, IPv4-translated):
+# whatever IPv4 address they hold, refused (Python's is_global calls them global).
+TRANSLATED = tuple(
+    ipaddress.ip_network(n) for n in ("64:ff9b::/96", "64:ff9b:1::/48", "::ffff:0:0:0/96")
+)
+
+
 def _is_public(address: str) -> bool:
     ip = ipaddress.ip_address(address.split("%", 1)[0])  # (an IPv6 zone says nothing more)
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return ip.is_global
+    if isinstance(ip, ipaddress.IPv6Address):
+        if any(ip in network for network in TRANSLATED):
+            return False
+        embedded = ip.ipv4_mapped or ip.sixtofour or (ip.teredo[1] if ip.teredo else None)
+        if embedded is not None:  # a tunnel to an IPv4 address: that address decides
+            ip = embedded
+    return ip.is_global and not ip.is_multicast
 
 
 def _resolve(host: str, port: int) -> list[str]:

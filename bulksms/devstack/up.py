@@ -42,7 +42,7 @@ MAX_SOCKET_PATH = 104  # bytes: a unix socket's path is at most 103 on macOS, 10
 SAMPLE_NUMBERS = ("+14155550100", "+442079460958", "+61291234567")
 CHILDREN = ("redis", "sandbox", "web", "worker", "flower")  # their output's labels, aligned
 RESTART_LIMIT = 5  # restarts of one child within RESTART_WINDOW before `bulksms up` gives up
-RESTART_WINDOW = 60.0
+RESTART_WINDOW = 120.0  # (the waits between them add up to 31 s)
 READY_SECONDS = 120  # for /readyz/workers to answer: a worker's start-up on a busy machine
 
 
@@ -182,8 +182,10 @@ class Supervisor:
     width: int = max(map(len, CHILDREN))
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _readers: list[threading.Thread] = field(default_factory=list)
+    restart_delay: float = 1.0  # seconds before a child that exited is started again (doubling)
     _starts: dict[str, Callable[[], subprocess.Popen[bytes]]] = field(default_factory=dict)
     _restarts: dict[str, list[float]] = field(default_factory=dict)
+    _due: dict[str, float] = field(default_factory=dict)
 
     def spawn(self, name: str, args: list[str], env: Mapping[str, str]) -> subprocess.Popen[bytes]:
         def start() -> subprocess.Popen[bytes]:
@@ -222,9 +224,11 @@ class Supervisor:
 
     def revive(self) -> str | None:
         """Start again each child that exited, as docker-compose's `restart: unless-stopped`
-        does (a worker that dies must not take the web app with it). Returns why everything
-        must stop instead: a child that cannot be started again, or exits `RESTART_LIMIT`
-        times within `RESTART_WINDOW` seconds."""
+        does (a worker that dies must not take the web app with it), after a wait that doubles
+        with each restart (`restart_delay`, then twice that...); what the dead child left in its
+        process group is killed first (gunicorn's workers would hold the port). Returns why
+        everything must stop instead: a child that cannot be started again, or exits
+        `RESTART_LIMIT` times within `RESTART_WINDOW` seconds."""
         for index, (name, process) in enumerate(self.children):
             if process.poll() is None:
                 continue
@@ -236,6 +240,12 @@ class Supervisor:
                 return exited
             if len(recent) >= RESTART_LIMIT:
                 return f"{exited}, {len(recent) + 1} times within {RESTART_WINDOW:g} s"
+            due = self._due.setdefault(name, now + self.restart_delay * 2 ** len(recent))
+            if now < due:
+                continue
+            del self._due[name]
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(process.pid, signal.SIGKILL)  # (what it started, if it led a group)
             self.say(f"bulksms up: {exited}; starting it again.", err=True)
             try:
                 replacement = start()

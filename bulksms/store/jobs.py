@@ -162,8 +162,11 @@ class JobStore:
             pipe = self.redis.pipeline(transaction=False)
             self._claim(keys=self._batch_keys(job_id, batch), args=args, client=pipe)
             pipe.execute_command(*durability.command)  # type: ignore[no-untyped-call]
-            result, reply = pipe.execute()
-            durable = durability.acknowledged(reply)
+            result, reply = pipe.execute(raise_on_error=False)
+            if isinstance(result, Exception):
+                raise result
+            # (an error reply, say the append-only file switched off since: not durable)
+            durable = not isinstance(reply, Exception) and durability.acknowledged(reply)
         outcome = result[0]
         if outcome == "go":
             return Claim("go", attempt=int(result[1]), size=int(result[2]), durable=durable)
@@ -182,15 +185,19 @@ class JobStore:
         return self._durability
 
     def release_batch(
-        self, job_id: str, batch: int, attempt: int, offset: int, not_before: float
+        self,
+        job_id: str,
+        batch: int,
+        attempt: int,
+        offset: int,
+        not_before: float,
+        uncalled: bool = False,
     ) -> bool:
         """Nothing reached Plivo: the call's owner (`attempt` at `offset`) puts the batch back,
-        not to be sent before then."""
-        return bool(
-            self._release(
-                keys=[keys.batches(job_id)], args=[batch, attempt, offset, f"{not_before:.3f}"]
-            )
-        )
+        not to be sent before then; `uncalled`: no call was made at all, so no attempt is
+        spent."""
+        args: list[str | int] = [batch, attempt, offset, f"{not_before:.3f}", int(uncalled)]
+        return bool(self._release(keys=[keys.batches(job_id)], args=args))
 
     def park(self, job_id: str, batch: int, offset: int, resume_at: float) -> bool:
         """The batch waits for its turn at the pace (its job's paced set; `Pace` wakes it)."""

@@ -193,6 +193,7 @@ local function record_call(job, batches, recipients, n, now, f, api_id, refused,
   redis.call('HINCRBY', job, 'c:' .. $queued, queued)
   redis.call('HINCRBY', job, 'c:' .. $rejected, rejected)
   redis.call('HDEL', batches, 'e:' .. n)  -- (the release before reads it as this call's)
+  redis.call('HDEL', batches, 'd:' .. n)  -- it moves: the sweep's patience starts afresh
   if offset + size >= count then
     finish(job, batches, recipients, n, now, 'submitted', api_id, $queued, {}, '', count)
     return 'submitted'
@@ -274,8 +275,9 @@ return {'go', attempt, tostring(size)}
 """
 )
 
-# KEYS: batches. ARGV: batch, attempt, offset, not_before. Nothing reached Plivo: the call's
-# owner puts the batch back, not to be sent before then.
+# KEYS: batches. ARGV: batch, attempt, offset, not_before, and '1' when no call was made at all
+# (the attempt is not counted). Nothing reached Plivo: the call's owner puts the batch back, not
+# to be sent before then.
 RELEASE = _render(
     PRELUDE
     + """
@@ -283,7 +285,9 @@ local rec = redis.call('HGET', KEYS[1], ARGV[1])
 if not rec then return 0 end
 local f = split(rec)
 if not owns(f, ARGV[2], ARGV[3]) then return 0 end
-redis.call('HSET', KEYS[1], ARGV[1], pending_record(ARGV[4], f[3], offset_of(f), size_of(f)))
+local attempts = tonumber(f[3] or '0')
+if ARGV[5] == '1' then attempts = attempts - 1 end  -- no call was made: no attempt spent
+redis.call('HSET', KEYS[1], ARGV[1], pending_record(ARGV[4], attempts, offset_of(f), size_of(f)))
 return 1
 """
 )

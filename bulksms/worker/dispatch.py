@@ -183,7 +183,9 @@ def _turn(
         elif claim.durable is False:  # the claim might not survive a crash: no call on it
             log.warning("claim of batch %s not acknowledged durable in time; retrying", batch)
             not_before = time.time() + settings.send_backoff_base
-            store.release_batch(job_id, batch, claim.attempt, record.offset, not_before)
+            store.release_batch(
+                job_id, batch, claim.attempt, record.offset, not_before, uncalled=True
+            )
             raise RetryLater(countdown(settings, settings.send_backoff_base), "not durable", batch)
         else:
             size = claim.size or size  # (a call made before is repeated as it was)

@@ -149,6 +149,8 @@ class Reconciler:
         settling delay) or 'waiting'. A number that `n` of our unsettled or in-flight calls
         texted in the same minutes settles this one only when its list holds `n` messages none
         of our answered calls got back (all of them arrived) or none at all (none did)."""
+        if not candidates:  # every number of the call was left out (opted out): none went
+            return "absent"
         start, end = self.window(call)
         absent = True
         for number in candidates:
@@ -174,7 +176,7 @@ class Reconciler:
                 absent = False
                 continue
             metrics.LOOKUPS.labels("list", "absent").inc()
-        if not absent or not candidates:
+        if not absent:
             return "waiting"
         if now - call.since < self.settings.unknown_outcome_grace:
             return "waiting"  # Plivo's list may not show a message taken a moment ago

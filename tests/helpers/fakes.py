@@ -161,7 +161,13 @@ class FakeStore:
         records[batch] = replace(records[batch], **changes)
 
     def release_batch(
-        self, job_id: str, batch: int, attempt: int, offset: int, not_before: float
+        self,
+        job_id: str,
+        batch: int,
+        attempt: int,
+        offset: int,
+        not_before: float,
+        uncalled: bool = False,
     ) -> bool:
         self._write("release", job_id, batch, attempt, not_before)
         self._set(job_id, batch, state=BatchState.PENDING, since=not_before)

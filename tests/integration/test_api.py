@@ -77,6 +77,7 @@ def test_status_reads_the_contract_shape(client: FlaskClient) -> None:
         "failed": 0,
         "rejected": 0,
         "cancelled": 0,
+        "suppressed": 0,
     }
 
 

@@ -122,6 +122,14 @@ def test_nothing_found_resends_only_past_the_settling_delay() -> None:
     assert [v for _, v in reconciler(store, gateway).settle([call()], [], NOW)] == ["resend"]
 
 
+def test_a_call_whose_every_number_was_left_out_is_absent_at_once() -> None:
+    """Its worker died between leaving out every number (all opted out) and recording the
+    call: nothing went to Plivo, and nothing is listed to say so."""
+    store, gateway = Store({("j1", 0): []}), Gateway()
+    assert [v for _, v in reconciler(store, gateway).settle([call()], [], NOW)] == ["resend"]
+    assert gateway.asked == []
+
+
 def test_a_failed_listing_or_a_spent_budget_waits() -> None:
     store = Store(dict(NUMBERS))
     assert [v for _, v in reconciler(store, Gateway(fail=True)).settle([call()], [], NOW)] == [
