@@ -190,13 +190,13 @@ class JobStore:
         batch: int,
         attempt: int,
         offset: int,
-        not_before: float,
+        delay: float,
         uncalled: bool = False,
     ) -> bool:
         """Nothing reached Plivo: the call's owner (`attempt` at `offset`) puts the batch back,
-        not to be sent before then; `uncalled`: no call was made at all, so no attempt is
-        spent."""
-        args: list[str | int] = [batch, attempt, offset, f"{not_before:.3f}", int(uncalled)]
+        not to be sent for `delay` seconds (on Redis's clock); `uncalled`: no call was made at
+        all, so no attempt is spent."""
+        args: list[str | int] = [batch, attempt, offset, f"{max(0.0, delay):.3f}", int(uncalled)]
         return bool(self._release(keys=[keys.batches(job_id)], args=args))
 
     def park(self, job_id: str, batch: int, offset: int, resume_at: float) -> bool:

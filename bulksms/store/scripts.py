@@ -247,7 +247,7 @@ end
 if flags[3] then return {'paused'} end
 -- (a second of slack for clocks that differ between hosts)
 if waiting(f[1]) and tonumber(f[2] or '0') > tonumber(ARGV[2]) + 1 then
-  return {'early', f[2]}
+  return {'early', string.format('%.3f', tonumber(f[2]) - tonumber(ARGV[2]))}  -- how long
 end
 if offset ~= tonumber(ARGV[3]) then return {'moved', tostring(offset)} end
 local count = redis.call('STRLEN', KEYS[3]) / SIZE
@@ -275,9 +275,9 @@ return {'go', attempt, tostring(size)}
 """
 )
 
-# KEYS: batches. ARGV: batch, attempt, offset, not_before, and '1' when no call was made at all
-# (the attempt is not counted). Nothing reached Plivo: the call's owner puts the batch back, not
-# to be sent before then.
+# KEYS: batches. ARGV: batch, attempt, offset, delay (seconds, counted on Redis's clock: the
+# worker's may be off), and '1' when no call was made at all (the attempt is not counted).
+# Nothing reached Plivo: the call's owner puts the batch back, not to be sent before then.
 RELEASE = _render(
     PRELUDE
     + """
@@ -287,7 +287,9 @@ local f = split(rec)
 if not owns(f, ARGV[2], ARGV[3]) then return 0 end
 local attempts = tonumber(f[3] or '0')
 if ARGV[5] == '1' then attempts = attempts - 1 end  -- no call was made: no attempt spent
-redis.call('HSET', KEYS[1], ARGV[1], pending_record(ARGV[4], attempts, offset_of(f), size_of(f)))
+local not_before = string.format('%.3f', tonumber(redis_now()) + tonumber(ARGV[4]))
+redis.call('HSET', KEYS[1], ARGV[1], pending_record(not_before, attempts, offset_of(f),
+                                                    size_of(f)))
 return 1
 """
 )

@@ -172,7 +172,7 @@ def _turn(
         if claim.outcome == "moved":  # another task made this call: go on from where it got
             continue
         if claim.outcome == "early":  # backing off: come back then (in steps the broker keeps)
-            left = float(claim.detail or 0) - time.time()
+            left = float(claim.detail or 0)  # (seconds, on Redis's clock)
             raise RetryLater(countdown(settings, left), "backing off", batch)
         if claim.outcome == "submitted":  # a report showed that the call before reached Plivo
             outcome = "submitted"
@@ -182,9 +182,8 @@ def _turn(
             return f"skipped:{claim.outcome}"
         elif claim.durable is False:  # the claim might not survive a crash: no call on it
             log.warning("claim of batch %s not acknowledged durable in time; retrying", batch)
-            not_before = time.time() + settings.send_backoff_base
             store.release_batch(
-                job_id, batch, claim.attempt, record.offset, not_before, uncalled=True
+                job_id, batch, claim.attempt, record.offset, settings.send_backoff_base, True
             )
             raise RetryLater(countdown(settings, settings.send_backoff_base), "not durable", batch)
         else:
@@ -314,8 +313,7 @@ def _after_failed_send(
         return "unknown", 0.0
     if isinstance(exc, NotSent) and attempt < settings.send_max_attempts:
         delay = backoff(settings, attempt, exc.retry_after)
-        not_before = time.time() + delay
-        persist(lambda: store.release_batch(job_id, batch, attempt, owner.offset, not_before))
+        persist(lambda: store.release_batch(job_id, batch, attempt, owner.offset, delay))
         return "retry", delay
     if isinstance(exc, NotSent):
         reason = f"gave up after {attempt} attempts: {exc.reason}"

@@ -1,6 +1,16 @@
 """The Celery app for workers started from anywhere (`celery -A bulksms.worker.main worker`)."""
 
+import os
+import time
+
 from bulksms.multiproc import use_directory
+
+# A fault hook (the chaos soak, tests/integration/test_chaos.py): this worker's clock is off by
+# that many seconds, as a host's may be. Everything two hosts compare is on Redis's clock.
+_skew = float(os.environ.get("BULKSMS_FAULT_CLOCK_SKEW_SECONDS") or 0)
+if _skew:
+    _host_time = time.time
+    time.time = lambda: _host_time() + _skew
 
 use_directory("worker")  # before prometheus_client is imported: the pool's children share it
 

@@ -226,6 +226,7 @@ def start(
                             enqueue,
                             queue_depth,
                             notify,
+                            now=store().clock,  # (Redis's: this host's may be off)
                             reconcile=reconcile,
                             look_up=look_up,
                         )

@@ -4,6 +4,7 @@ The real store's scripts are tested on a real Redis (tests/integration/test_stor
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -166,9 +167,10 @@ class FakeStore:
         batch: int,
         attempt: int,
         offset: int,
-        not_before: float,
+        delay: float,
         uncalled: bool = False,
     ) -> bool:
+        not_before = time.time() + delay
         self._write("release", job_id, batch, attempt, not_before)
         self._set(job_id, batch, state=BatchState.PENDING, since=not_before)
         return True

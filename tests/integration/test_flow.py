@@ -61,6 +61,7 @@ def test_a_few_thousand_recipients_are_sent_once_each_and_counted_exactly(stack:
         "failed": outcomes["failed"],
         "rejected": 0,
         "cancelled": 0,
+        "suppressed": 0,
     }
     assert outcomes["undelivered"] and outcomes["failed"]  # the sandbox mixes outcomes in
     assert doc["batches"] == {"total": 3, "pending": 0, "submitted": 3, "failed": 0, "cancelled": 0}

@@ -4,7 +4,6 @@ nothing is lost and nothing is sent twice."""
 
 from __future__ import annotations
 
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,26 +14,9 @@ import requests
 
 from bulksms import signature
 from bulksms.devstack.numbers_gen import us_numbers
-from bulksms.devstack.up import free_port, start_redis
 from tests.helpers import API_KEY
+from tests.helpers.own_redis import OwnRedis
 from tests.helpers.stack import Stack, wait_until
-
-
-class OwnRedis:
-    """A Redis server this module may stop and start (never the shared test server)."""
-
-    def __init__(self, folder: Path) -> None:
-        self.port, self.folder = free_port(), folder
-        self.process: subprocess.Popen[bytes] | None = None
-        self.start()
-
-    def start(self) -> None:
-        self.process = start_redis(self.port, self.folder)
-
-    def stop(self) -> None:
-        assert self.process
-        self.process.terminate()  # a clean shutdown: the append-only file is flushed
-        self.process.wait(15)
 
 
 @pytest.fixture

@@ -87,10 +87,10 @@ def test_a_batch_is_claimed_once_and_numbered(rdb: redis.Redis) -> None:
 def test_a_released_batch_waits_for_its_backoff(rdb: redis.Redis) -> None:
     store = make(rdb)
     store.claim_batch("j1", 0)
-    assert not store.release_batch("j1", 0, attempt=2, offset=0, not_before=0)  # not its attempt
-    assert store.release_batch("j1", 0, attempt=1, offset=0, not_before=time.time() + 60)
+    assert not store.release_batch("j1", 0, attempt=2, offset=0, delay=0)  # not its attempt
+    assert store.release_batch("j1", 0, attempt=1, offset=0, delay=60)
     assert store.claim_batch("j1", 0).outcome == "early"
-    store.release_batch("j1", 0, attempt=1, offset=0, not_before=0)  # no longer sending: no effect
+    store.release_batch("j1", 0, attempt=1, offset=0, delay=0)  # no longer sending: no effect
     rdb.hset("bulksms:{j1}:batches", "0", "pending|0|1")
     assert store.claim_batch("j1", 0) == Claim("go", attempt=2)
 
@@ -363,7 +363,7 @@ def test_a_number_left_out_of_a_call_ends_suppressed_and_is_no_evidence(rdb: red
     assert store.suppress("j1", 0, 1, 0, ["+14155550101", "+14155550102"])  # (…102: batch 1)
     assert counts(store) == {"pending": 2, "suppressed": 1}
     assert store.call_numbers("j1", 0, 0, 0) == ["+14155550100"]
-    assert store.release_batch("j1", 0, attempt=1, offset=0, not_before=0)
+    assert store.release_batch("j1", 0, attempt=1, offset=0, delay=0)
     assert store.claim_batch("j1", 0) == Claim("go", attempt=2)
     work = store.batch_work("j1", 0)
     assert work.suppressed == {"+14155550101"}
@@ -373,3 +373,16 @@ def test_a_number_left_out_of_a_call_ends_suppressed_and_is_no_evidence(rdb: red
     # A late report changes nothing for it: it was never sent.
     store.record_report(Report("j1", 0, "+14155550101", Status.DELIVERED, "u-9", ""))
     assert counts(store)["suppressed"] == 1
+
+
+def test_a_backoff_is_counted_on_redis_s_clock(rdb: redis.Redis) -> None:
+    """A worker whose clock is off (two minutes ahead, say) must not hold a batch back longer
+    than its backoff: the wait is set, and read back, on Redis's clock."""
+    store = make(rdb)
+    store.claim_batch("j1", 0)
+    assert store.release_batch("j1", 0, attempt=1, offset=0, delay=60)
+    seconds, micros = rdb.time()
+    not_before = float(rdb.hget("bulksms:{j1}:batches", "0").split("|")[1])
+    assert not_before == pytest.approx(seconds + micros / 1e6 + 60, abs=5)
+    early = store.claim_batch("j1", 0)
+    assert early.outcome == "early" and 55 <= float(early.detail) <= 60  # seconds yet to wait
