@@ -29,7 +29,7 @@ from tests.helpers import API_KEY
 from tests.helpers.own_redis import OwnRedis
 from tests.helpers.stack import Stack
 
-RECIPIENTS = int(os.environ.get("CHAOS_RECIPIENTS", "5000"))
+RECIPIENTS = int(os.environ.get("CHAOS_RECIPIENTS", "10000"))
 PACE = 500  # messages a second, on both sides: bulksms's pace and the sandbox's queue
 SEED = int(os.environ.get("CHAOS_SEED", "15"))
 SKEW_SECONDS = 120
@@ -101,10 +101,14 @@ def test_chaos_sends_every_recipient_once(stack: Stack, own_redis: OwnRedis) -> 
     disruptions: list[Callable[[], None]] = [kill_a_worker, gateway_errors, restart_redis]
     deadline = time.monotonic() + max(60.0, 3 * RECIPIENTS / PACE)
     turn = 0
-    while len({m["dst"] for m in box.messages}) < RECIPIENTS and time.monotonic() < deadline:
+    # Each disruption at least once, and on until Plivo has had every recipient.
+    while (
+        turn < len(disruptions) or len({m["dst"] for m in box.messages}) < RECIPIENTS
+    ) and time.monotonic() < deadline:
         time.sleep(rng.uniform(1.0, 3.0))
         disruptions[turn % len(disruptions)]()
         turn += 1
+    assert turn >= len(disruptions), log
     # The weather clears: every recipient must now be settled, once.
     box.faults.update({"drop_rate": 0.0, "error_rate": 0.0, "accept_then_fail": []})
     if not any(
@@ -120,6 +124,7 @@ def test_chaos_sends_every_recipient_once(stack: Stack, own_redis: OwnRedis) -> 
     assert sorted(texted) == sorted(numbers), f"lost: {len(set(numbers) - set(texted))} ({log})"
     assert doc["counts"]["pending"] == 0 and doc.get("closed") is None
     stack.counts_match_the_sandbox(job_id)
+    print(f"chaos (seed {SEED}): {log}; sandbox {box.stats()}")
     answer = requests.get(
         f"{stack.base_url}/api/bulk-sms/{job_id}", headers={"X-API-Key": API_KEY}, timeout=30
     )
