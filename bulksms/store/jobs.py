@@ -378,6 +378,17 @@ class JobStore:
         found = records.uuids_of(answered or b"")
         return [u for u in dict.fromkeys(found) if u not in reported]
 
+    def unnamed_numbers(self, job_id: str, batch: int) -> list[str]:
+        """A handed-over batch's recipients that nothing has named: `queued`, with no message
+        UUID. Once every UUID Plivo answered the batch's calls with is named (by a report or a
+        lookup), these are the numbers of calls whose answer was lost, which took along
+        Plivo's `invalid_number` list: each one Plivo either took or refused."""
+        pipe = self.redis.pipeline(transaction=False)
+        _get_bytes(pipe, keys.recipients(job_id, batch))
+        blob = cast(bytes, pipe.execute()[0] or b"")
+        queued = CODES[Status.QUEUED]
+        return [r.number for r in records.unpack(blob) if r.uuid is None and r.code in ("", queued)]
+
     def lookup_rounds(self, job_id: str) -> tuple[list[BatchRecord], dict[int, tuple[float, str]]]:
         """Every batch's record and its round of lookups: when the round started and the last
         UUID looked up in it ('' once it is over), in one read."""

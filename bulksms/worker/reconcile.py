@@ -36,7 +36,7 @@ from dataclasses import dataclass
 
 from bulksms import metrics
 from bulksms.config import Settings, sender_key
-from bulksms.store import BatchState, JobStore, Report, Status
+from bulksms.store import BatchRecord, BatchState, JobStore, Report, Status
 from bulksms.store.handed import HandedBatches, batch_id
 from bulksms.store.signals import PlivoBucket
 from bulksms.worker.gateway import Found, LookupFailed, PlivoGateway
@@ -205,6 +205,8 @@ class Reconciler:
             if not cursor:
                 started = now
             silent = sorted(u for u in self.store.silent_uuids(job_id, record.batch) if u > cursor)
+            if not silent and not cursor:  # every answered message is named: the rest, if any,
+                left = self._name_the_rest(job_id, record, left, now)  # lost their answer
             for message_uuid in silent:
                 if left <= 0 or self.api_budget() > 0:
                     metrics.LOOKUPS.labels("get", "budget").inc()
@@ -222,6 +224,48 @@ class Reconciler:
                 self._record(job_id, record.batch, message_uuid, found)
             self.store.mark_lookup_round(job_id, record.batch, started, "")
         return LOOKUPS_PER_SWEEP - left
+
+    def _name_the_rest(self, job_id: str, record: BatchRecord, left: int, now: float) -> int:
+        """Numbers of a batch whose call was settled from evidence (its answer, with Plivo's
+        `invalid_number` list, was lost) that nothing has named since: Plivo's list for each
+        says whether it took the number (recorded) or refused it (nothing there, past the
+        settling delay: `rejected`, invalid_number). At the listing's own rate; `left`: the
+        lookups this sweep may still make, returned less those made."""
+        unnamed = self.store.unnamed_numbers(job_id, record.batch)
+        job = self.store.job(job_id) if unnamed else None
+        if job is None or now - record.since < self.settings.unknown_outcome_grace:
+            return left
+        start = (job.first_handed_at or record.since) - SKEW
+        sender = None if job.sending.powerpack_uuid else job.sending.src
+        owners = self._owners(start, record.since + SKEW)
+        mine = batch_id(job_id, record.batch)
+        for number in unnamed:
+            if left <= 0 or self.budget.take() > 0:
+                break
+            left -= 1
+            try:
+                listed = self.gateway().list_outbound(number, start, record.since + SKEW)
+            except LookupFailed as exc:
+                log.warning("Plivo's message list failed: %s", exc.reason)
+                metrics.LOOKUPS.labels("list", "error").inc()
+                break
+            ours = [
+                f
+                for f in listed
+                if (not sender or sender_key(f.src) == sender_key(sender))
+                and owners.get(f.uuid) in (None, mine)
+            ]
+            if len(ours) == 1:
+                metrics.LOOKUPS.labels("list", "found").inc()
+                self._record(job_id, record.batch, ours[0].uuid, ours[0])
+            elif not ours and len(listed) < LIST_PAGE:
+                metrics.LOOKUPS.labels("list", "refused").inc()
+                self.store.record_report(
+                    Report(job_id, record.batch, number, Status.REJECTED, "", "invalid_number")
+                )
+            else:  # several, or a page too full to say: left as it is
+                metrics.LOOKUPS.labels("list", "ambiguous").inc()
+        return left
 
     def _record(self, job_id: str, batch: int, message_uuid: str, found: Found | None) -> None:
         if found is None or found.state not in TRACKED:

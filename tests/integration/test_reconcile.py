@@ -155,3 +155,30 @@ def test_a_cancel_while_a_lost_call_is_unsettled_cancels_it_without_a_send(stack
     doc = stack.wait_for(job_id, lambda d: d["batches"]["pending"] == 0, seconds=120)
     assert doc["batches"]["cancelled"] == 1 and doc["counts"]["cancelled"] == 40
     assert stack.sandbox.messages == [] and len(stack.sandbox.sends) == 1
+
+
+@pytest.mark.parametrize("stack_overrides", [{"reconcile_after_seconds": 3}])
+def test_a_number_plivo_refused_in_a_call_whose_answer_was_lost_ends_rejected(
+    stack: Stack, stack_overrides: dict[str, Any]
+) -> None:
+    """The answer, with Plivo's invalid_number list, was lost; the call is settled from the
+    reports of the numbers Plivo took. The number it refused gets no report: Plivo's list,
+    asked for it once the others are named, shows nothing, so it ends `rejected`, and the job
+    completes (it used to wait, `queued`, for the whole report window)."""
+    refused = "+12015551002"
+    stack.sandbox.faults.update(
+        {"drop_next": 1, "invalid_numbers": [refused], "report_delay_ms": 5}
+    )
+    numbers = us_numbers(5)
+    assert refused in numbers
+    job_id = stack.submit({"recipients": numbers, "message": "lost list"}).json()["job_id"]
+    doc = stack.wait_for(job_id, lambda d: d["state"] == "completed", seconds=120)
+    assert doc.get("closed") is None
+    assert stack.sent_numbers() == sorted(n for n in numbers if n != refused)
+    assert doc["counts"]["rejected"] == 1 and doc["counts"]["pending"] == 0
+    (row,) = requests.get(
+        f"{stack.base_url}/api/bulk-sms/{job_id}/messages?status=rejected",
+        headers=AUTH,
+        timeout=30,
+    ).json()["messages"]
+    assert (row["number"], row["error_code"]) == (refused, "invalid_number")

@@ -85,3 +85,25 @@ def test_a_worker_holding_a_message_rides_out_a_redis_restart(
     assert workers and all(p.poll() is None for p in workers), stack.tail()
     assert "Unrecoverable error" not in stack.tail()
     assert stack.sent_numbers() == sorted(numbers)
+
+
+def test_redis_down_between_plivo_s_answer_and_its_record_resends_nothing(
+    stack: Stack, own_redis: OwnRedis
+) -> None:
+    """Plivo takes the call; Redis goes down before the worker can record it, for longer than
+    a call may last plus the grace (as a Redis reloading a big append-only file may). Whoever
+    gets there first once it is back, the worker recording what it holds or the sweep asking
+    Plivo's list, the call is recorded as made: never resent on silence."""
+    stack.sandbox.faults.update({"latency_ms": 2000, "no_queued": True, "report_delay_ms": 60_000})
+    numbers = us_numbers(5)
+    job_id = stack.submit({"recipients": numbers, "message": "outage"}).json()["job_id"]
+    wait_until(lambda: len(stack.sandbox.sends) == 1, what="the call, still unanswered")
+    own_redis.stop()
+    wait_until(lambda: len(stack.sandbox.messages) == 5, what="Plivo taking the call")
+    down = stack.settings.in_flight_seconds + stack.settings.unknown_outcome_grace + 5
+    time.sleep(down)
+    own_redis.start()
+    doc = stack.wait_for(job_id, lambda d: d["batches"]["submitted"] == 1, seconds=120)
+    assert len(stack.sandbox.sends) == 1
+    assert stack.sent_numbers() == sorted(numbers)
+    assert doc["counts"]["queued"] == 5

@@ -386,3 +386,15 @@ def test_a_backoff_is_counted_on_redis_s_clock(rdb: redis.Redis) -> None:
     assert not_before == pytest.approx(seconds + micros / 1e6 + 60, abs=5)
     early = store.claim_batch("j1", 0)
     assert early.outcome == "early" and 55 <= float(early.detail) <= 60  # seconds yet to wait
+
+
+def test_a_report_after_the_release_stops_the_resend(rdb: redis.Redis) -> None:
+    """The sweep released a call without an answer (Plivo's list showed nothing yet); then a
+    report for one of its numbers arrives while the resend waits in the queue: the resend's
+    claim records the call as made, and makes none."""
+    store = make(rdb)
+    store.claim_batch("j1", 0)
+    assert resolve(store, "j1", 0, in_flight_seconds=0, grace_seconds=0) == "resend"
+    store.record_report(Report("j1", 0, "+14155550101", Status.SENT, UUID, ""))
+    assert store.claim_batch("j1", 0).outcome == "submitted"
+    assert counts(store) == {"pending": 1, "queued": 1, "sent": 1}

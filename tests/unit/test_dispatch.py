@@ -71,6 +71,21 @@ def test_an_accepted_batch_is_recorded_with_what_plivo_refused(store: FakeStore)
     assert store.calls[0] == ("claim", "j1", 1, 0, 2)  # the whole batch in one call
 
 
+def test_the_rate_limit_is_waited_out_before_the_claim(store: FakeStore) -> None:
+    """A call's age (which the sweep judges) starts at its claim: a long wait for a token
+    must come before it, or the sweep would take the waiting call for one in flight."""
+
+    class Throttle:
+        def wait(self) -> float:
+            store.calls.append(("token",))
+            return 12.0
+
+    pacer = Pacer(FakePace(), SETTINGS)  # type: ignore[arg-type]
+    outcome = dispatch.send_batch(store, FakeGateway(), Throttle(), pacer, SETTINGS, "j1", 0)  # type: ignore[arg-type]
+    assert outcome == "submitted"
+    assert store.names()[:2] == ["token", "claim"]
+
+
 def test_numbers_opted_out_since_submit_are_left_out_of_the_call(store: FakeStore) -> None:
     store.opted = {"+14155550101"}
     gateway = FakeGateway()
