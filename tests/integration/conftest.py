@@ -15,6 +15,7 @@ import redis
 from bulksms.config import Settings
 from bulksms.devstack.sandbox import Sandbox, serve
 from bulksms.devstack.up import free_port, start_redis
+from tests.helpers.own_redis import OwnRedis
 from tests.helpers.stack import Stack, running_stack
 
 HERE = Path(__file__).resolve().parent
@@ -68,6 +69,15 @@ def sandbox(credentials: tuple[str, str]) -> Iterator[tuple[Sandbox, str]]:
     box.stop()
     server.shutdown()
     server.server_close()
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[OwnRedis]:
+    """A Redis the test may stop and start (for a stack: `stack_overrides` its `url`)."""
+    server = OwnRedis(tmp_path / "own-redis")
+    yield server
+    if server.process and server.process.poll() is None:
+        server.stop()
 
 
 @pytest.fixture

@@ -17,8 +17,7 @@ import os
 import random
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -33,14 +32,6 @@ RECIPIENTS = int(os.environ.get("CHAOS_RECIPIENTS", "10000"))
 PACE = 500  # messages a second, on both sides: bulksms's pace and the sandbox's queue
 SEED = int(os.environ.get("CHAOS_SEED", "15"))
 SKEW_SECONDS = 120
-
-
-@pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[OwnRedis]:
-    server = OwnRedis(tmp_path / "own-redis")
-    yield server
-    if server.process and server.process.poll() is None:
-        server.stop()
 
 
 @pytest.fixture

@@ -5,8 +5,6 @@ nothing is lost and nothing is sent twice."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,16 +18,8 @@ from tests.helpers.stack import Stack, wait_until
 
 
 @pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[OwnRedis]:
-    server = OwnRedis(tmp_path / "own-redis")
-    yield server
-    if server.process and server.process.poll() is None:
-        server.stop()
-
-
-@pytest.fixture
 def stack_overrides(own_redis: OwnRedis) -> dict[str, Any]:
-    return {"redis_url": f"redis://127.0.0.1:{own_redis.port}/0"}
+    return {"redis_url": own_redis.url}
 
 
 def test_redis_stopped_mid_job_and_started_again(stack: Stack, own_redis: OwnRedis) -> None:
