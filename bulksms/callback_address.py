@@ -55,8 +55,9 @@ def allowed_addresses(url: str, allow_private: bool) -> list[str]:
 # IPv6 prefixes that carry an IPv4 address a gateway translates to (NAT64, IPv4-translated):
 # whatever IPv4 address they hold, refused (Python's is_global calls them global).
 TRANSLATED = tuple(
-    ipaddress.ip_network(n) for n in ("64:ff9b::/96", "64:ff9b:1::/48", "::ffff:0:0:0/96")
-)
+    ipaddress.ip_network(n)
+    for n in ("64:ff9b::/96", "64:ff9b:1::/48", "::ffff:0:0:0/96", "::/96", "fec0::/10")
+)  # (and IPv4-compatible ::a.b.c.d, and the old site-local range)
 
 
 def _is_public(address: str) -> bool:

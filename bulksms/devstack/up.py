@@ -240,12 +240,13 @@ class Supervisor:
                 return exited
             if len(recent) >= RESTART_LIMIT:
                 return f"{exited}, {len(recent) + 1} times within {RESTART_WINDOW:g} s"
-            due = self._due.setdefault(name, now + self.restart_delay * 2 ** len(recent))
-            if now < due:
+            if name not in self._due:  # just seen: what it started goes too (if it led a group)
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(process.pid, signal.SIGKILL)
+                self._due[name] = now + self.restart_delay * 2 ** len(recent)
+            if now < self._due[name]:
                 continue
             del self._due[name]
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(process.pid, signal.SIGKILL)  # (what it started, if it led a group)
             self.say(f"bulksms up: {exited}; starting it again.", err=True)
             try:
                 replacement = start()

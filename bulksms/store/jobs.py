@@ -191,12 +191,10 @@ class JobStore:
         attempt: int,
         offset: int,
         delay: float,
-        uncalled: bool = False,
     ) -> bool:
         """Nothing reached Plivo: the call's owner (`attempt` at `offset`) puts the batch back,
-        not to be sent for `delay` seconds (on Redis's clock); `uncalled`: no call was made at
-        all, so no attempt is spent."""
-        args: list[str | int] = [batch, attempt, offset, f"{max(0.0, delay):.3f}", int(uncalled)]
+        not to be sent for `delay` seconds (on Redis's clock)."""
+        args: list[str | int] = [batch, attempt, offset, f"{max(0.0, delay):.3f}"]
         return bool(self._release(keys=[keys.batches(job_id)], args=args))
 
     def park(self, job_id: str, batch: int, offset: int, resume_at: float) -> bool:
@@ -229,9 +227,12 @@ class JobStore:
         )
         _get_bytes(pipe, keys.recipients(job_id, batch))
         pipe.hget(keys.batches(job_id), str(batch))
-        (message, src, powerpack, expiry, segments, urgent, *held), blob, record = pipe.execute()
+        pipe.time()
+        found = pipe.execute()
+        (message, src, powerpack, expiry, segments, urgent, *held), blob, record, now = found
         sending = Sending(message or "", src, powerpack, int(expiry) if expiry else None)
         return BatchWork(
+            now=now[0] + now[1] / 1e6,
             sending=sending,
             numbers=records.numbers_of(blob or b""),
             suppressed=records.numbers_with(blob or b"", CODES[Status.SUPPRESSED]),

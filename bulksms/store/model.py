@@ -149,6 +149,7 @@ class BatchWork:
     urgent: bool = False
     held: bool = False  # cancelled, paused or halted: no call, the claim says what instead
     suppressed: frozenset[str] = frozenset()  # numbers found opted out when a call was made
+    now: float = 0.0  # Redis's time when this was read (a host's clock may be off)
 
     @property
     def unsent(self) -> list[str]:

@@ -276,8 +276,9 @@ return {'go', attempt, tostring(size)}
 )
 
 # KEYS: batches. ARGV: batch, attempt, offset, delay (seconds, counted on Redis's clock: the
-# worker's may be off), and '1' when no call was made at all (the attempt is not counted).
-# Nothing reached Plivo: the call's owner puts the batch back, not to be sent before then.
+# worker's may be off). Nothing reached Plivo: the call's owner puts the batch back, not to be
+# sent before then. (Its attempt stays counted, even when no call was made: an attempt number
+# is never given twice, or a stale verdict on the old claim could pass for the new one's.)
 RELEASE = _render(
     PRELUDE
     + """
@@ -286,7 +287,6 @@ if not rec then return 0 end
 local f = split(rec)
 if not owns(f, ARGV[2], ARGV[3]) then return 0 end
 local attempts = tonumber(f[3] or '0')
-if ARGV[5] == '1' then attempts = attempts - 1 end  -- no call was made: no attempt spent
 local not_before = string.format('%.3f', tonumber(redis_now()) + tonumber(ARGV[4]))
 redis.call('HSET', KEYS[1], ARGV[1], pending_record(not_before, attempts, offset_of(f),
                                                     size_of(f)))

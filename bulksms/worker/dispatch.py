@@ -156,7 +156,7 @@ def _turn(
             return f"skipped:{record.state.value if record else 'gone'}"
         size = min(len(work.unsent), pacer.call_size(work.sending, work.segments_per_message))
         segments = size * work.segments_per_message
-        early = record.state is BatchState.PENDING and record.since > time.time() + 1
+        early = record.state is BatchState.PENDING and record.since > work.now + 1
         grant = None
         if not (work.held or early):  # (else the claim says why not, and no pace is spent)
             grant = pacer.take(job_id, work.sending, segments, work.urgent)
@@ -183,7 +183,7 @@ def _turn(
         elif claim.durable is False:  # the claim might not survive a crash: no call on it
             log.warning("claim of batch %s not acknowledged durable in time; retrying", batch)
             store.release_batch(
-                job_id, batch, claim.attempt, record.offset, settings.send_backoff_base, True
+                job_id, batch, claim.attempt, record.offset, settings.send_backoff_base
             )
             raise RetryLater(countdown(settings, settings.send_backoff_base), "not durable", batch)
         else:

@@ -47,6 +47,8 @@ CANDIDATES = 3  # destinations listed per call at most (one found is enough)
 LIST_PAGE = 20  # what one list request shows at most (Plivo's page)
 LOOKUPS_PER_SWEEP = 200  # messages looked up one by one in one sweep, at most
 TRACKED = {s.value for s in Status if s is not Status.PENDING}
+NAMING_PER_SWEEP = 2  # numbers listed to name the rest of a batch, per sweep (the budget's
+# other use, settling calls without an answer, comes first)
 SKEW = 60.0  # seconds either side of the call's window: Plivo's clock and ours differ
 
 
@@ -195,6 +197,7 @@ class Reconciler:
         starts `RECONCILE_AFTER_SECONDS` after it began."""
         after = self.settings.reconcile_after_seconds
         left = LOOKUPS_PER_SWEEP
+        self._owners_by_hours = {}  # (read afresh each sweep)
         batches, rounds = self.store.lookup_rounds(job_id)
         for record in batches:
             if record.state is not BatchState.SUBMITTED or now - record.since < after:
@@ -233,32 +236,40 @@ class Reconciler:
         lookups this sweep may still make, returned less those made."""
         unnamed = self.store.unnamed_numbers(job_id, record.batch)
         job = self.store.job(job_id) if unnamed else None
-        if job is None or now - record.since < self.settings.unknown_outcome_grace:
+        if job is None or job.started_at is None:
             return left
-        start = (job.first_handed_at or record.since) - SKEW
+        # From the job's first claim (Redis's clock) to now: every call of the batch was made
+        # in between, whatever the clocks of the workers that recorded them.
+        start, end = job.started_at - SKEW, now + SKEW
         sender = None if job.sending.powerpack_uuid else job.sending.src
-        owners = self._owners(start, record.since + SKEW)
+        owners = self._owners(start, end)
         mine = batch_id(job_id, record.batch)
-        for number in unnamed:
+        # A few a sweep, and from a point that moves on: settling calls shares the listing's
+        # budget, and a number that stays unclear must not hold up the others.
+        first = int(now // max(1.0, self.settings.reconcile_after_seconds)) % len(unnamed)
+        for number in (unnamed[first:] + unnamed[:first])[:NAMING_PER_SWEEP]:
             if left <= 0 or self.budget.take() > 0:
                 break
             left -= 1
             try:
-                listed = self.gateway().list_outbound(number, start, record.since + SKEW)
+                listed = self.gateway().list_outbound(number, start, end)
             except LookupFailed as exc:
                 log.warning("Plivo's message list failed: %s", exc.reason)
                 metrics.LOOKUPS.labels("list", "error").inc()
                 break
+            # (without a sender of its own, a Powerpack's, whose message it is cannot be told)
             ours = [
                 f
                 for f in listed
-                if (not sender or sender_key(f.src) == sender_key(sender))
+                if sender
+                and sender_key(f.src) == sender_key(sender)
                 and owners.get(f.uuid) in (None, mine)
             ]
             if len(ours) == 1:
                 metrics.LOOKUPS.labels("list", "found").inc()
                 self._record(job_id, record.batch, ours[0].uuid, ours[0])
-            elif not ours and len(listed) < LIST_PAGE:
+            elif not listed and now - record.since >= self.settings.unknown_outcome_grace:
+                # Nothing at all to this number since the job began: Plivo refused it.
                 metrics.LOOKUPS.labels("list", "refused").inc()
                 self.store.record_report(
                     Report(job_id, record.batch, number, Status.REJECTED, "", "invalid_number")

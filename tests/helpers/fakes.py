@@ -110,6 +110,7 @@ class FakeStore:
             found.segments_per_message,
             found.urgent,
             found.cancelled or found.paused or found.halted is not None,
+            now=time.time(),
         )
 
     def opted_out(self, numbers: Iterable[str]) -> set[str]:
@@ -168,7 +169,6 @@ class FakeStore:
         attempt: int,
         offset: int,
         delay: float,
-        uncalled: bool = False,
     ) -> bool:
         not_before = time.time() + delay
         self._write("release", job_id, batch, attempt, not_before)

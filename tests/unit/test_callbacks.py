@@ -40,6 +40,8 @@ def test_signatures_check_the_secret_and_the_age() -> None:
         "http://[64:ff9b:1::a00:5]/x",
         "http://[2002:a00:1::1]/x",
         "http://[::ffff:0:a00:1]/x",
+        "http://[::a00:1]/x",
+        "http://[fec0::1]/x",
         "http://224.0.1.1/x",
         "http://0.0.0.0/x",
         "https://100.64.0.1/x",

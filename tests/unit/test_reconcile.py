@@ -4,14 +4,14 @@ resends only past the settling delay; anything unclear waits."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from bulksms.config import Settings
-from bulksms.store import BatchRecord, BatchState, Status
+from bulksms.store import BatchRecord, BatchState, Sending, Status
 from bulksms.worker.gateway import Found, LookupFailed
 from bulksms.worker.reconcile import CANDIDATES, Reconciler, Unsettled
-from tests.helpers.fakes import FakeHanded
+from tests.helpers.fakes import FakeHanded, job
 
 NOW = 1_000_000.0
 SETTINGS = Settings(unknown_outcome_grace=90.0, plivo_timeout=5.0)
@@ -249,3 +249,42 @@ def test_silent_messages_are_looked_up_in_bounded_rounds() -> None:
         )
         == 0
     )  # type: ignore[arg-type]
+
+
+@dataclass
+class UnnamedStore(SilentStore):
+    """Its call's answer was lost: these numbers nothing has named."""
+
+    unnamed: list[str] = field(default_factory=list)
+    powerpack: bool = False
+
+    def unnamed_numbers(self, job_id: str, batch: int) -> list[str]:
+        named = {r.number for r in self.reports}
+        return [n for n in self.unnamed if n not in named]
+
+    def job(self, job_id: str) -> Any:
+        found = job(started_at=NOW - 2000)
+        return replace(found, sending=Sending("hi", None, "pp-1")) if self.powerpack else found
+
+
+def test_numbers_a_lost_answer_never_named_are_asked_of_plivo_s_list() -> None:
+    """Plivo's list names them: one message of ours is recorded; nothing at all since the job
+    began means Plivo refused the number; another's message there proves nothing."""
+    took, refused, other = "+14155550100", "+14155550101", "+14155550102"
+    gateway = Gateway(
+        [message(took, "u-7", at=NOW - 900), message(other, "u-8", NOW - 900, "+14155550000")]
+    )
+    store = UnnamedStore([], unnamed=[took, refused, other])
+    for _ in range(3):  # two a sweep, rounds RECONCILE_AFTER_SECONDS apart
+        reconciler(store, gateway).look_up_silent("j1", NOW)
+        store.rounds.clear()
+    assert sorted((r.number, r.status, r.error_code) for r in store.reports) == [
+        (took, Status.SENT, ""),
+        (refused, Status.REJECTED, "invalid_number"),
+    ]
+    # A Powerpack's job cannot tell its messages from others': it only learns of refusals.
+    powerpack = UnnamedStore([], unnamed=[took, refused], powerpack=True)
+    for _ in range(2):
+        reconciler(powerpack, gateway).look_up_silent("j1", NOW)
+        powerpack.rounds.clear()
+    assert [(r.number, r.status) for r in powerpack.reports] == [(refused, Status.REJECTED)]
