@@ -5,6 +5,8 @@ unacknowledged messages through a connection that is gone, `_connparams` reads `
 `None`, and the AttributeError stops the worker (`ignore_errors` lets only connection errors
 pass).
 
+(Acknowledging a task that finished meanwhile meets the same closed channel.)
+
 Restoring cannot work then anyway: Redis is unreachable. What the worker held stays in Redis's
 unacked hash, which kombu restores to the queue after the visibility timeout; bulksms's sweep
 sends a pending batch again sooner (`DISPATCH_STALE_SECONDS`) and settles a call in flight, and
@@ -16,6 +18,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import redis
 from kombu.transport import redis as kombu_redis
 
 log = logging.getLogger(__name__)
@@ -41,3 +44,17 @@ def apply() -> None:
 
     restore_unacked.bulksms_fix = True  # type: ignore[attr-defined]
     kombu_redis.QoS.restore_unacked = restore_unacked  # type: ignore[method-assign]
+
+    # The same closed channel is reached by other paths (a task acknowledged, late, after the
+    # connection was lost): there, say what happened in the words kombu and Celery handle, a
+    # connection error (the message stays unacknowledged in Redis, redelivered later; the
+    # batch's claim makes its second run do nothing).
+    connparams = kombu_redis.Channel._connparams
+
+    def _connparams(self: Any, asynchronous: bool = False) -> Any:
+        transport = getattr(self, "connection", None)
+        if transport is None or transport.client is None:
+            raise redis.ConnectionError("the broker connection is closed")
+        return connparams(self, asynchronous=asynchronous)  # type: ignore[no-untyped-call]
+
+    kombu_redis.Channel._connparams = _connparams  # type: ignore[method-assign]
