@@ -262,6 +262,8 @@ class Settings:
     callback_allow_private: bool = env("CALLBACK_ALLOW_PRIVATE", _bool, False)
     urgent_max_recipients: int = env("URGENT_MAX_RECIPIENTS", _int(0), 1000)
     max_segments_per_job: int = env("MAX_SEGMENTS_PER_JOB", _int(0), 0)  # 0: no limit
+    # What one segment costs (the account's currency): previews then estimate a job's cost.
+    price_per_segment: float | None = env("PRICE_PER_SEGMENT", _float(0.0))
     worker_metrics_port: int = env("WORKER_METRICS_PORT", _int(0, 65535), 9808)
     idempotency_ttl: int = env("IDEMPOTENCY_TTL", _int(86_400), 25 * 3600)
     rate_limit_submit: str = env("RATE_LIMIT_SUBMIT", _rate, "60/minute")

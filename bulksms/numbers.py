@@ -231,8 +231,10 @@ class Recipients:
     accepted: list[str] = field(default_factory=list)
     duplicates: int = 0
     invalid_count: int = 0
-    invalid: list[tuple[str, str]] = field(default_factory=list)  # the first few, with reasons
+    # the first few refusals: the entry, the reason, its place in the list, what it lacks
+    invalid: list[tuple[str, str, int, str | None]] = field(default_factory=list)
     suppressed: int = 0  # valid, but opted out
+    rows: list[int] | None = None  # when asked for: each accepted number's place in the list
 
     @property
     def received(self) -> int:
@@ -240,13 +242,31 @@ class Recipients:
 
     def suppress(self, opted_out: set[str]) -> None:
         if opted_out:
-            self.accepted = [n for n in self.accepted if n not in opted_out]
+            kept = [i for i, n in enumerate(self.accepted) if n not in opted_out]
+            self.keep(kept)
             self.suppressed += len(opted_out)
 
-    def refuse(self, raw: str, reason: str | Callable[[], str], keep: int) -> None:
+    def keep(self, indexes: list[int]) -> None:
+        """Keep only these accepted numbers (places in `accepted`, in order)."""
+        if len(indexes) == len(self.accepted):
+            return
+        self.accepted = [self.accepted[i] for i in indexes]
+        if self.rows is not None:
+            self.rows = [self.rows[i] for i in indexes]
+
+    def refuse(
+        self,
+        raw: str,
+        reason: str | Callable[[], str],
+        keep: int,
+        place: int = -1,
+        lacking: str | None = None,
+    ) -> None:
         self.invalid_count += 1
         if len(self.invalid) < keep:
-            self.invalid.append((raw, reason if isinstance(reason, str) else reason()))
+            self.invalid.append(
+                (raw, reason if isinstance(reason, str) else reason(), place, lacking)
+            )
 
 
 def sort_out(
@@ -254,33 +274,44 @@ def sort_out(
     region: str | None,
     allowed: frozenset[str] = frozenset(),
     keep_invalid: int = 100,
+    rows: bool = False,
 ) -> Recipients:
     """Normalise every entry; keep the first of each E.164 number, in request order.
 
     Only the first `keep_invalid` refusals are explained (a reason may cost phonenumbers' full
-    parse); every refusal is counted.
+    parse); every refusal is counted. With `rows`, `Recipients.rows` says where each accepted
+    number was in `entries`.
     """
-    result = Recipients()
+    result = Recipients(rows=[] if rows else None)
     seen: set[str] = set()
     slow: dict[str, tuple[str | None, str | None, str | None]] = {}
     entries = list(entries)
     valid = set() if allowed else _valid_in_bulk(entries)
     if valid is ALL:  # nothing to judge one by one: only duplicates to drop
-        result.accepted = list(dict.fromkeys(entries))  # (in request order)
+        if rows:
+            first: dict[str, int] = {}
+            for place, raw in enumerate(entries):
+                first.setdefault(raw, place)
+            result.accepted, result.rows = list(first), list(first.values())
+        else:
+            result.accepted = list(dict.fromkeys(entries))  # (in request order)
         result.duplicates = len(entries) - len(result.accepted)
         return result
     seen_add, accept = seen.add, result.accepted.append
-    for raw in entries:
+    placed = result.rows.append if result.rows is not None else None
+    for place, raw in enumerate(entries):
         if raw in valid:  # the common case, first and short
             if raw in seen:
                 result.duplicates += 1
             else:
                 seen_add(raw)
                 accept(raw)
+                if placed:
+                    placed(place)
             continue
         verdict = fast_verdict(raw)
         if verdict is False:
-            result.refuse(raw, functools.partial(_reason, raw, region), keep_invalid)
+            result.refuse(raw, functools.partial(_reason, raw, region), keep_invalid, place)
             continue
         if verdict is None:
             known = slow.get(raw)
@@ -290,17 +321,19 @@ def sort_out(
                 known = slow[raw] = (e164, reason, where)
             e164, reason, where = known
             if e164 is None:
-                result.refuse(raw, reason or NOT_A_NUMBER, keep_invalid)
+                result.refuse(raw, reason or NOT_A_NUMBER, keep_invalid, place)
                 continue
         else:
             e164, where = raw, verdict
         if allowed and where not in allowed:
-            result.refuse(raw, COUNTRY_NOT_ALLOWED, keep_invalid)
+            result.refuse(raw, COUNTRY_NOT_ALLOWED, keep_invalid, place)
         elif e164 in seen:
             result.duplicates += 1
         else:
             seen.add(e164)
             result.accepted.append(e164)
+            if placed:
+                placed(place)
     return result
 
 

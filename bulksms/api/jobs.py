@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
+import io
 import logging
 import math
 import uuid
 from collections.abc import Callable
-from typing import Any
+from typing import IO, Any
 
 from flask import Blueprint, Response, jsonify, request, stream_with_context, url_for
 
@@ -20,8 +22,13 @@ from bulksms.documents import duration, progress, status_document
 from bulksms.extensions import celery, pace, redis_client, settings, store
 from bulksms.store import FINISHED, Job, JobState, NewJob, Status, sender_of
 from bulksms.store import optouts as suppression
+from bulksms.template import escape
 
 bp = Blueprint("api", __name__, url_prefix="/api/bulk-sms")
+# Body limits of a submit, by content type (a million recipients and some room): JSON objects
+# with a field or two take about 70 bytes each; a CSV row with two fields about 36.
+JSON_BYTES_PER_RECIPIENT = 80
+CSV_BYTES_PER_RECIPIENT = 128
 log = logging.getLogger(__name__)
 
 
@@ -33,8 +40,77 @@ def _authenticate() -> None:
 @bp.post("")
 @limiter.limit(submit_limit)
 def submit() -> tuple[Response, int, dict[str, str]]:
-    body = submission.parse_json(request.get_data(cache=False), request.content_type)
-    return _created(body, lambda slot: _make_job(body, slot))
+    """A JSON body, or multipart/form-data with a contact file (CSV)."""
+    body, upload, digest = _submit_body()
+    return _created(digest, lambda slot: _make_job(body, slot, upload=upload))
+
+
+@bp.post("/preview")
+@limiter.limit(submit_limit)
+def preview() -> Response:
+    """What a submit of this body would answer, and its first messages: nothing is stored."""
+    body, upload, _ = _submit_body()
+    sub = _read(body, upload)
+    return jsonify(submission.preview_document(sub, settings()))
+
+
+def _submit_body() -> tuple[Any, IO[bytes] | None, Any]:
+    """The body's fields, its contact file (multipart only) and what identifies the request
+    for `Idempotency-Key`. Limits by content type: a contact file may be bigger than JSON."""
+    s = settings()
+    kind = (request.mimetype or "").lower()
+    if kind != "multipart/form-data":
+        request.max_content_length = s.max_recipients * JSON_BYTES_PER_RECIPIENT + 65536
+        body = submission.parse_json(request.get_data(cache=False), request.content_type)
+        return body, None, body
+    request.max_content_length = s.max_recipients * CSV_BYTES_PER_RECIPIENT + 1048576
+    files, form = request.files, request.form
+    unexpected = sorted(set(files) - {"recipients"})
+    if unexpected:
+        raise ApiError(
+            400,
+            "unknown_field",
+            f"Unknown file part(s): {', '.join(unexpected)[:200]}; the contact file is the "
+            "part `recipients`.",
+            details={"fields": unexpected[:20]},
+        )
+    upload: IO[bytes]
+    if "recipients" in files:
+        upload = files["recipients"].stream
+    elif "recipients" in form:
+        upload = io.BytesIO(form["recipients"].encode("utf-8", "surrogatepass"))
+    else:
+        raise ApiError(
+            400,
+            "no_contact_file",
+            "A multipart body needs the contact file (CSV) as its part `recipients`.",
+            details={"field": "recipients"},
+        )
+    fields = {name: value for name, value in form.items() if name != "recipients"}
+    digest = hashlib.sha256()
+    for chunk in iter(lambda: upload.read(1 << 20), b""):
+        digest.update(chunk)
+    upload.seek(0)
+    return submission.form_body(fields), upload, {"form": fields, "csv": digest.hexdigest()}
+
+
+def _read(body: Any, upload: IO[bytes] | None) -> submission.Submission:
+    """Read and check a submit body, opt-outs and templates included (reads Redis only)."""
+    s = settings()
+    sub = submission.read_submission(body, s, upload)
+    sub.recipients.suppress(suppression.suppressed(redis_client(), sub.recipients.accepted))
+    submission.personalise(sub)
+    if not sub.recipients.accepted:
+        raise ApiError(
+            422,
+            "no_valid_recipients",
+            "Every valid recipient has opted out."
+            if sub.recipients.suppressed and not sub.recipients.invalid_count
+            else "No recipient is left to send to.",
+            details=submission.accepted_document(sub),
+        )
+    submission.check_spend(sub, s)
+    return sub
 
 
 def _created(
@@ -54,40 +130,49 @@ def _created(
 
 
 def _make_job(
-    body: Any, slot: idempotency.Slot | None, retry_of: str | None = None
+    body: Any,
+    slot: idempotency.Slot | None,
+    retry_of: str | None = None,
+    upload: IO[bytes] | None = None,
 ) -> dict[str, Any]:
     """Validate, store the job, remember the answer (if idempotent), index the job for the
     sweep, then enqueue its batches. In that order: the answer is remembered before anything
     can send the job, so a retry of a request that failed half-way finds this job (and
     finishes it: `_finish_remembered`) rather than making a second one."""
     s = settings()
-    sub = submission.read_submission(body, s)
-    sub.recipients.suppress(suppression.suppressed(redis_client(), sub.recipients.accepted))
-    if not sub.recipients.accepted:
-        raise ApiError(
-            422,
-            "no_valid_recipients",
-            "Every valid recipient has opted out.",
-            details=submission.accepted_document(sub),
-        )
-    submission.check_spend(sub, s)
+    sub = _read(body, upload)
     job_id = uuid.uuid4().hex
-    urgent = _urgent(sub, len(sub.recipients.accepted))
+    accepted = sub.recipients.accepted
+    urgent = _urgent(sub, len(accepted))
+    personal = sub.personal
+    recipients, fields, starts, segments = accepted, None, None, None
+    segments_per_message = sub.encoded.segments
+    if personal is not None:
+        order, starts = submission.batching(personal.texts, s.batch_size)
+        recipients = [accepted[i] for i in order] if order else accepted
+        fields = [personal.values[i] for i in order] if order else personal.values
+        total = sub.total_segments
+        segments = (total, min(personal.segments), max(personal.segments))
+        segments_per_message = -(-total // len(accepted))  # (the mean, for the pace's ETA)
     new_job = NewJob(
         job_id=job_id,
         sending=sub.sending,
-        recipients=sub.recipients.accepted,
+        recipients=recipients,
         received=sub.recipients.received,
         duplicates=sub.recipients.duplicates,
         invalid=sub.recipients.invalid_count,
         suppressed=sub.recipients.suppressed,
         batch_size=s.batch_size,
-        encoding=sub.encoded.encoding,
-        segments_per_message=sub.encoded.segments,
+        encoding=submission.segments_document(sub)["encoding"],
+        segments_per_message=segments_per_message,
         urgent=urgent,
         callback_url=sub.callback_url,
         retry_of=retry_of,
         send_at=sub.send_at,
+        field_names=sub.template.fields,
+        fields=fields,
+        starts=starts,
+        segments=segments,
     )
     created_at = store().create(new_job, index=False)
     answer = {
@@ -183,11 +268,16 @@ def retry(job_id: str) -> tuple[Response, int, dict[str, str]]:
         raise ApiError(
             409, "job_not_finished", f"The job is {job.state.value}: wait for its sends."
         )
-    again = [row["number"] for row in recipients_report.retryable(store(), job)]
+    again: list[Any] = [
+        {"to": row["number"], "fields": row["fields"]} if "fields" in row else row["number"]
+        for row in recipients_report.retryable(store(), job)
+    ]
     if not again:
         raise ApiError(422, "nothing_to_retry", "No recipient failed in a way a retry can fix.")
     sending = job.sending
-    body: dict[str, Any] = {"recipients": again, "message": sending.message}
+    # A template's job stored its template; any other its text, read again as a template.
+    message = sending.message if job.field_names else escape(sending.message)
+    body: dict[str, Any] = {"recipients": again, "message": message}
     if sending.src is not None:
         body["sender"] = sending.src
     if sending.powerpack_uuid is not None:

@@ -128,8 +128,82 @@ def request_schemas() -> dict[str, Any]:
         )
         found.update(schema.pop("$defs", {}))
         found[model.__name__] = schema
+    # The form's file part is not a model's field: the contact file itself.
+    form = found["SubmitForm"]
+    form["properties"] = {
+        "recipients": {
+            "type": "string",
+            "contentMediaType": "text/csv",
+            "description": "The contact file: CSV with a header row (UTF-8, with or without "
+            "BOM; `,` `;` or tab; CRLF or LF). One column holds the numbers (phone_column); "
+            "the message's {{placeholders}} name other columns (case-insensitive, spaces read "
+            "as _). An empty cell is a missing value.",
+        },
+        **form["properties"],
+    }
+    form["required"] = ["recipients", *form.get("required", [])]
     return found
 
+
+SUBMIT_BODY = {
+    "required": True,
+    "content": {
+        "application/json": {"schema": {"$ref": "#/components/schemas/SubmitRequest"}},
+        "multipart/form-data": {
+            "schema": {"$ref": "#/components/schemas/SubmitForm"},
+            "encoding": {"recipients": {"contentType": "text/csv"}},
+        },
+    },
+}
+
+
+INVALID = {
+    "type": "array",
+    "maxItems": 100,
+    "items": {
+        "type": "object",
+        "required": ["input", "reason"],
+        "properties": {
+            "row": {
+                "type": "integer",
+                "description": "A CSV row as a spreadsheet numbers it (the header is 1); a "
+                "JSON recipient's place, from 1.",
+            },
+            "input": {"type": "string"},
+            "reason": {
+                "type": "string",
+                "description": "A number's fault, or missing_field, too_long (the filled "
+                "text), empty_message.",
+            },
+            "field": {"type": "string", "description": "What the row lacks or has too much of."},
+        },
+    },
+}
+
+SEGMENTS = {
+    "encoding": {
+        "type": "string",
+        "enum": [GSM7, UCS2, "mixed"],
+        "description": "mixed: a template's texts differ (see encodings).",
+    },
+    "encodings": {
+        "type": "object",
+        "additionalProperties": COUNT,
+        "description": "A template's job: messages by encoding.",
+    },
+    "segments_per_message": {
+        "oneOf": [
+            COUNT,
+            {
+                "type": "object",
+                "required": ["min", "max"],
+                "properties": {"min": COUNT, "max": COUNT},
+            },
+        ],
+        "description": "A template's texts differ in length: the fewest and the most.",
+    },
+    "estimated_segments": {**COUNT, "description": "The exact sum over every message."},
+}
 
 ACCEPTED = {
     **_json({"$ref": "#/components/schemas/Accepted"}, "Job accepted."),
@@ -176,19 +250,25 @@ def document() -> dict[str, Any]:
                 },
                 "post": {
                     "operationId": "submitJob",
-                    "summary": "Submit one message for a list of recipients.",
+                    "summary": "Submit one message, or a template, for a list of recipients "
+                    "(JSON) or a contact file (multipart).",
                     "parameters": [IDEMPOTENCY_KEY],
-                    "requestBody": {
-                        "required": True,
-                        "content": {
-                            "application/json": {
-                                "schema": {"$ref": "#/components/schemas/SubmitRequest"}
-                            }
-                        },
-                    },
+                    "requestBody": SUBMIT_BODY,
                     "responses": {
                         "202": ACCEPTED,
                         **_errors(400, 401, 409, 413, 415, 422, 429, 503),
+                    },
+                },
+            },
+            "/api/bulk-sms/preview": {
+                "post": {
+                    "operationId": "previewJob",
+                    "summary": "What the same submit would answer, and its first five messages "
+                    "as they would be sent: no job is made, nothing is stored.",
+                    "requestBody": SUBMIT_BODY,
+                    "responses": {
+                        "200": _json({"$ref": "#/components/schemas/Preview"}, "The preview."),
+                        **_errors(400, 401, 413, 415, 422, 429, 503),
                     },
                 },
             },
@@ -443,21 +523,8 @@ def document() -> dict[str, Any]:
                         "state": {"type": "string", "enum": [s.value for s in JobState]},
                         "batches": COUNT,
                         "recipients": recipients,
-                        "invalid": {
-                            "type": "array",
-                            "maxItems": 100,
-                            "items": {
-                                "type": "object",
-                                "required": ["input", "reason"],
-                                "properties": {
-                                    "input": {"type": "string"},
-                                    "reason": {"type": "string"},
-                                },
-                            },
-                        },
-                        "encoding": {"type": "string", "enum": [GSM7, UCS2]},
-                        "segments_per_message": COUNT,
-                        "estimated_segments": COUNT,
+                        "invalid": INVALID,
+                        **SEGMENTS,
                         "estimated_duration_seconds": {
                             "type": "number",
                             "minimum": 0,
@@ -466,6 +533,46 @@ def document() -> dict[str, Any]:
                             "job has the pace to itself.",
                         },
                         "retry_of": {"type": "string"},
+                    },
+                },
+                "Preview": {
+                    "type": "object",
+                    "required": [
+                        "recipients",
+                        "invalid",
+                        "encoding",
+                        "segments_per_message",
+                        "estimated_segments",
+                        "segments_histogram",
+                        "messages",
+                    ],
+                    "properties": {
+                        "recipients": recipients,
+                        "invalid": INVALID,
+                        **SEGMENTS,
+                        "segments_histogram": {
+                            "type": "object",
+                            "additionalProperties": COUNT,
+                            "description": "Messages by their number of segments.",
+                        },
+                        "estimated_cost": {
+                            "type": "number",
+                            "description": "estimated_segments × PRICE_PER_SEGMENT, when set.",
+                        },
+                        "messages": {
+                            "type": "array",
+                            "maxItems": 5,
+                            "items": {
+                                "type": "object",
+                                "required": ["to", "text", "segments", "encoding"],
+                                "properties": {
+                                    "to": {"type": "string"},
+                                    "text": {"type": "string"},
+                                    "segments": COUNT,
+                                    "encoding": {"type": "string", "enum": [GSM7, UCS2]},
+                                },
+                            },
+                        },
                     },
                 },
                 "JobStatus": {

@@ -57,10 +57,25 @@ class Cursor:
         return f"{self.batch}.{self.offset}"
 
 
-def row(recipient: Recipient) -> dict[str, Any]:
-    """One recipient, with its error in words."""
+def row(recipient: Recipient, names: tuple[str, ...] = ()) -> dict[str, Any]:
+    """One recipient, with its error in words (and a template's job: its values)."""
     error = recipient.error_code
-    return {**recipient.as_dict(), "error": ERRORS.get(error, error) if error else None}
+    found: dict[str, Any] = {
+        **recipient.as_dict(),
+        "error": ERRORS.get(error, error) if error else None,
+    }
+    if names:
+        found["fields"] = dict(zip(names, recipient.fields or ("",) * len(names), strict=True))
+    return found
+
+
+# A cell a spreadsheet would run as a formula starts with one of these: exported, it is
+# prefixed with ' so that it is shown as text (OWASP's advice on CSV injection).
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def neutralised(value: str) -> str:
+    return "'" + value if value.startswith(FORMULA_STARTS) else value
 
 
 def page(
@@ -70,10 +85,10 @@ def page(
     found: list[dict[str, Any]] = []
     batch, offset, scanned = cursor.batch, cursor.offset, 0
     while batch < batches and len(found) < limit and scanned < MAX_BATCHES_PER_PAGE:
-        records = store.batch_recipients(job_id, batch)
+        records = store.batch_recipients(job_id, batch, len(job.field_names))
         for index in range(offset, len(records)):
             if status is None or records[index].status is status:
-                found.append(row(records[index]))
+                found.append(row(records[index], job.field_names))
                 if len(found) == limit:
                     return found, _after(batch, index + 1, len(records), batches)
         batch, offset, scanned = batch + 1, 0, scanned + 1
@@ -94,19 +109,24 @@ RETRYABLE_ERRORS = {"20", "80", "420"}
 def retryable(store: JobStore, job: Job) -> Iterator[dict[str, Any]]:
     """Recipients whose final status a second attempt may change."""
     for batch in range(job.batches):
-        for recipient in store.batch_recipients(job.job_id, batch):
+        for recipient in store.batch_recipients(job.job_id, batch, len(job.field_names)):
             if recipient.status in RETRYABLE_STATUSES and recipient.error_code in RETRYABLE_ERRORS:
-                yield row(recipient)
+                yield row(recipient, job.field_names)
 
 
 def csv_lines(store: JobStore, job: Job, status: Status | None) -> Iterator[str]:
+    """The recipients as CSV; a template's job adds a column per field (after the others,
+    values that look like formulas neutralised)."""
+    names = job.field_names
     out = io.StringIO()
-    writer = csv.DictWriter(out, COLUMNS, lineterminator="\n")
-    writer.writeheader()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow([*COLUMNS, *names])
     for batch in range(job.batches):
-        for recipient in store.batch_recipients(job.job_id, batch):
+        for recipient in store.batch_recipients(job.job_id, batch, len(names)):
             if status is None or recipient.status is status:
-                writer.writerow(row(recipient))
+                found = row(recipient)
+                values = recipient.fields or ("",) * len(names)
+                writer.writerow([*(found[c] for c in COLUMNS), *map(neutralised, values)])
         yield out.getvalue()
         out.seek(0)
         out.truncate()

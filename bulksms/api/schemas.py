@@ -57,22 +57,37 @@ def _text(value: Any) -> str:
     return value
 
 
-def _phone_numbers(value: Any) -> list[str]:
+def _phone_numbers(value: Any) -> list[str | dict[str, Any]]:
     # The list as it is, its items' types judged by one set of the types seen: it may hold a
     # million numbers, which pydantic's list[str] validates and copies one by one (slower), and
-    # answers a million wrong items with a million errors (seconds).
-    if not isinstance(value, list) or not set(map(type, value)) <= {str}:
+    # answers a million wrong items with a million errors (seconds). An object's own fields are
+    # judged with the template that reads them (`contacts.from_json`).
+    if not isinstance(value, list) or not set(map(type, value)) <= {str, dict}:
         raise PydanticCustomError("list_of_strings", "Input should be a list of strings")
     if not value:
         raise PydanticCustomError("too_short", "The list should not be empty")
     return value
 
 
+class Recipient(BaseModel):
+    """A recipient with the values its message's placeholders take."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    to: str = Field(description="The phone number, as a plain entry of the list.")
+    fields: dict[str, str | int | float | None] = Field(
+        default_factory=dict,
+        description="Values by name (case-insensitive) for the message's {{placeholders}}; "
+        "null or an empty string is a missing value.",
+    )
+
+
 Text = Annotated[str, PlainValidator(_text, json_schema_input_type=str)]
 PhoneNumbers = Annotated[
-    list[str],
+    list[str | dict[str, Any]],
     PlainValidator(
-        _phone_numbers, json_schema_input_type=Annotated[list[str], Field(min_length=1)]
+        _phone_numbers,
+        json_schema_input_type=Annotated[list[str | Recipient], Field(min_length=1)],
     ),
 ]
 
@@ -83,22 +98,18 @@ def _documented(**schema: Any) -> WithJsonSchema:
     return WithJsonSchema({"type": "string", **schema})
 
 
-class SubmitRequest(BaseModel):
-    """`POST /api/bulk-sms`: one message for a list of recipients."""
+class SubmitFields(BaseModel):
+    """What every submit body holds but its recipients."""
 
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
-    recipients: Annotated[
-        PhoneNumbers,
-        Refusal("recipients must be a list of phone numbers as strings."),
-        Refusal("recipients must not be empty.", 422, "no_recipients", on=frozenset({"too_short"})),
-    ] = Field(
-        description="Phone numbers: E.164, or national format with default_region (spaces, "
-        "dashes, dots and brackets are fine)."
-    )
     message: Annotated[
         Annotated[Text, _documented(minLength=1)], Refusal("message must be a string.")
-    ] = Field(description="The text: at most 1600 GSM-7 or 737 UCS-2 characters.")
+    ] = Field(
+        description="The text: at most 1600 GSM-7 or 737 UCS-2 characters once filled. "
+        "{{name}} is filled from each recipient's field `name` (case-insensitive); {{{{ "
+        "writes a literal {{."
+    )
     sender: Annotated[Text | None, Refusal("sender must be a string.")] = Field(
         None,
         description="Plivo's src: an E.164 number or an alphanumeric sender ID (1-11 "
@@ -147,4 +158,30 @@ class SubmitRequest(BaseModel):
     ] = Field(None, description="Passed to Plivo as message_expiry: an unsent message expires.")
 
 
-REQUEST_BODIES: tuple[type[BaseModel], ...] = (SubmitRequest,)
+class SubmitRequest(SubmitFields):
+    """`POST /api/bulk-sms` as JSON: one message, or one template, for a list of recipients."""
+
+    recipients: Annotated[
+        PhoneNumbers,
+        Refusal("recipients must be a list of phone numbers (strings) or recipient objects."),
+        Refusal("recipients must not be empty.", 422, "no_recipients", on=frozenset({"too_short"})),
+    ] = Field(
+        description="Phone numbers: E.164, or national format with default_region (spaces, "
+        "dashes, dots and brackets are fine); or objects with the fields a template needs."
+    )
+
+
+class SubmitForm(SubmitFields):
+    """`POST /api/bulk-sms` as multipart/form-data: a contact file (the part `recipients`,
+    CSV) and the other fields as form fields."""
+
+    phone_column: Annotated[Text | None, Refusal("phone_column must be a string.")] = Field(
+        None,
+        description="The CSV column holding the numbers. Default: the first of phone, "
+        "phone_number, mobile, to, number (case-insensitive).",
+    )
+
+
+REQUEST_BODIES: tuple[type[BaseModel], ...] = (SubmitRequest, SubmitForm)
+# The form's whole numbers, read from text (a form field is a string).
+FORM_INTEGERS = frozenset({"max_segments", "expiry_seconds"})

@@ -11,23 +11,27 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Mapping
+from collections import Counter
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Generic, TypeVar
+from typing import IO, Any, Generic, TypeVar, cast
 from urllib.parse import SplitResult, urlsplit
 
 from pydantic import BaseModel, ValidationError
 
 from bulksms import callback_address, numbers
-from bulksms.api import schemas
+from bulksms.api import contacts, schemas
 from bulksms.api.errors import ApiError
 from bulksms.config import ALPHANUMERIC_SENDER_RE, E164_RE, UUID_RE, Settings
 from bulksms.message import Encoded, encode
 from bulksms.store import Sending
+from bulksms.template import Template, TemplateError, measure
+from bulksms.template import parse as parse_template
 
 MAX_SCHEDULE_SECONDS = 30 * 86400  # and at most half the retention: the job must outlive it
 INVALID_SHOWN = 100  # the answer lists at most this many refused entries; the count is exact
+MISSING_FIELD, TOO_LONG = "missing_field", "too_long"  # a row's reasons beside its number's
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -78,25 +82,51 @@ def check(model: type[M], body: Any) -> Checked[M]:
     return Checked(model.model_construct(**passed), refusals)
 
 
-@dataclass(frozen=True)
+@dataclass
+class Personal:
+    """A template's job: each accepted recipient's values (in `template.fields` order), text
+    and segments, in the order of `Recipients.accepted`."""
+
+    template: Template
+    values: list[tuple[str, ...]]
+    texts: list[str]
+    segments: list[int]
+    encodings: Counter[str]
+
+
+@dataclass
 class Submission:
     recipients: numbers.Recipients
     sending: Sending
-    encoded: Encoded
+    encoded: Encoded  # the text's; with a template, its text without the placeholders'
     # The body as its schema read it; max_segments and priority are judged last, after the
     # opt-outs, as they always were.
-    body: Checked[schemas.SubmitRequest]
+    body: Checked[schemas.SubmitFields]
+    template: Template
+    rows: contacts.Rows | None = None  # recipients with fields (a template's, or a file's)
+    labels: Callable[[int], int] | None = None  # an entry's place -> its row number
     send_at: float | None = None
     callback_url: str | None = None
+    personal: Personal | None = None  # filled by `personalise`
 
     def priority(self) -> schemas.Priority:
         self.body.ensure("priority")
         return self.body.fields.priority
 
+    @property
+    def total_segments(self) -> int:
+        if self.personal is not None:
+            return sum(self.personal.segments)
+        return self.encoded.segments * len(self.recipients.accepted)
+
 
 def parse_json(raw: bytes, content_type: str | None) -> Any:
     if not content_type or content_type.split(";")[0].strip().lower() != "application/json":
-        raise ApiError(415, "unsupported_media_type", "Send the body as application/json.")
+        raise ApiError(
+            415,
+            "unsupported_media_type",
+            "Send the body as application/json, or multipart/form-data with a contact file.",
+        )
     try:
         return json.loads(raw)
     except (ValueError, RecursionError) as exc:
@@ -108,19 +138,35 @@ def parse_json(raw: bytes, content_type: str | None) -> Any:
         ) from None
 
 
-def read_submission(body: Any, settings: Settings) -> Submission:
-    checked = check(schemas.SubmitRequest, body)
+def form_body(form: Mapping[str, str]) -> dict[str, Any]:
+    """A multipart body's fields as the JSON body would hold them (whole numbers read)."""
+    body: dict[str, Any] = {}
+    for name, value in form.items():
+        if name in schemas.FORM_INTEGERS:
+            text = value.strip()
+            body[name] = int(text) if re.fullmatch(r"-?\d{1,12}", text) else value
+        else:
+            body[name] = value
+    return body
+
+
+def read_submission(body: Any, settings: Settings, upload: IO[bytes] | None = None) -> Submission:
+    """A JSON body, or (with `upload`, a CSV contact file) a form's fields."""
+    model: type[schemas.SubmitFields] = schemas.SubmitForm if upload else schemas.SubmitRequest
+    checked = check(model, body)
     fields = checked.fields
-    checked.ensure("recipients")
-    recipients = fields.recipients
-    if len(recipients) > settings.max_recipients:
-        raise ApiError(
-            413,
-            "too_many_recipients",
-            f"A request may carry at most {settings.max_recipients} recipients; "
-            f"this one has {len(recipients)}.",
-            details={"limit": settings.max_recipients, "received": len(recipients)},
-        )
+    entries: list[Any] = []
+    if upload is None:
+        checked.ensure("recipients")
+        entries = cast(schemas.SubmitRequest, fields).recipients
+        if len(entries) > settings.max_recipients:
+            raise ApiError(
+                413,
+                "too_many_recipients",
+                f"A request may carry at most {settings.max_recipients} recipients; "
+                f"this one has {len(entries)}.",
+                details={"limit": settings.max_recipients, "received": len(entries)},
+            )
 
     checked.ensure("message")
     text = fields.message
@@ -128,13 +174,23 @@ def read_submission(body: Any, settings: Settings) -> Submission:
         raise ApiError(
             422, "empty_message", "message must not be empty.", details={"field": "message"}
         )
-    encoded = encode(text)
+    try:
+        template = parse_template(text)
+    except TemplateError as exc:
+        raise ApiError(
+            422,
+            "invalid_template",
+            str(exc),
+            details={"field": "message", "position": exc.position + 1},
+        ) from None
+    encoded = encode(template.literal)
     if encoded.length > encoded.limit:
         raise ApiError(
             422,
             "message_too_long",
             f"A {encoded.encoding} message may be at most {encoded.limit} characters; "
-            f"this one is {encoded.length}.",
+            f"this one is {encoded.length}"
+            + (" without its placeholders." if template.personal else "."),
             details={
                 "encoding": encoded.encoding,
                 "limit": encoded.limit,
@@ -142,7 +198,7 @@ def read_submission(body: Any, settings: Settings) -> Submission:
             },
         )
 
-    sending = _read_sending(checked, settings)
+    sending = _read_sending(checked, settings, template)
 
     checked.ensure("default_region")
     region = fields.default_region
@@ -157,36 +213,153 @@ def read_submission(body: Any, settings: Settings) -> Submission:
                 details={"field": "default_region"},
             )
 
+    rows: contacts.Rows | None = None
+    if upload is not None:
+        checked.ensure("phone_column")
+        chosen = cast(schemas.SubmitForm, fields).phone_column
+        rows = contacts.read_csv(upload, template.fields, chosen, settings.max_recipients)
+        _check_columns(template, rows)
+    elif template.personal or not set(map(type, entries)) <= {str}:
+        rows = contacts.from_json(entries, template.fields)
+    if rows is not None:
+        _check_fillable(template, rows)
     sorted_out = numbers.sort_out(
-        recipients, region or settings.default_region, settings.allowed_countries, INVALID_SHOWN
+        rows.numbers if rows is not None else entries,
+        region or settings.default_region,
+        settings.allowed_countries,
+        INVALID_SHOWN,
+        rows=template.personal,
     )
     source = sending.src
     if source in sorted_out.accepted:
         # Plivo refuses a batch whose src is also a dst; keep the others sendable.
-        sorted_out.accepted.remove(source)
-        sorted_out.refuse(source, "same_as_sender", INVALID_SHOWN)
-    if not sorted_out.accepted:
-        raise ApiError(
-            422,
-            "no_valid_recipients",
-            "None of the recipients is a valid number.",
-            details=_account(sorted_out),
-        )
-    return Submission(
+        at = sorted_out.accepted.index(source)
+        listed = rows.numbers if rows is not None else entries
+        place = sorted_out.rows[at] if sorted_out.rows is not None else _place(listed, source)
+        sorted_out.keep([i for i in range(len(sorted_out.accepted)) if i != at])
+        sorted_out.refuse(source, "same_as_sender", INVALID_SHOWN, place)
+    sub = Submission(
         callback_url=_read_callback_url(checked, settings),
         recipients=sorted_out,
         sending=sending,
         encoded=encoded,
         body=checked,
+        template=template,
+        rows=rows,
+        labels=rows.label if rows is not None else None,
         send_at=_read_send_at(checked, settings),
     )
+    if not sorted_out.accepted:
+        raise ApiError(
+            422,
+            "no_valid_recipients",
+            "None of the recipients is a valid number.",
+            details=_account(sub),
+        )
+    return sub
+
+
+def _place(listed: list[Any], number: str) -> int:
+    try:
+        return listed.index(number)
+    except ValueError:  # (written another way: its place goes unsaid)
+        return -1
+
+
+def _check_columns(template: Template, rows: contacts.Rows) -> None:
+    missing = [name for name in template.fields if name not in rows.columns]
+    if missing:
+        raise ApiError(
+            422,
+            "unfilled_placeholder",
+            f"The message's placeholder {{{{{missing[0]}}}}} has no column in the contact file "
+            f"(its columns: {', '.join(rows.columns)[:200]}).",
+            details={"field": "message", "placeholders": missing},
+        )
+
+
+def _check_fillable(template: Template, rows: contacts.Rows) -> None:
+    """A placeholder that no row fills is the request's fault, not each row's."""
+    for at, name in enumerate(template.fields):
+        if all(row[at] is None for row in rows.values):
+            raise ApiError(
+                422,
+                "unfilled_placeholder",
+                f"No recipient has a value for the message's placeholder {{{{{name}}}}}.",
+                details={"field": "message", "placeholders": [name]},
+            )
+
+
+def personalise(sub: Submission) -> None:
+    """Fill the template for every accepted recipient (after the opt-outs are taken out): a row
+    lacking a value (`missing_field`), whose text is too long (`too_long`) or blank
+    (`empty_message`) is refused with its row number."""
+    template, recipients, rows = sub.template, sub.recipients, sub.rows
+    if not template.personal or rows is None or recipients.rows is None:
+        return
+    values, texts, segments = [], [], []
+    encodings: Counter[str] = Counter()
+    kept: list[int] = []
+    names = template.fields
+    render, table = template.format.format, rows.values
+    for index, (number, place) in enumerate(zip(recipients.accepted, recipients.rows, strict=True)):
+        row = table[place]
+        if None in row:
+            lacking = names[row.index(None)]
+            recipients.refuse(number, MISSING_FIELD, INVALID_SHOWN, place, lacking)
+            continue
+        text = render(*row)
+        measured = measure(text)
+        if measured.length > measured.limit:
+            recipients.refuse(number, TOO_LONG, INVALID_SHOWN, place, "message")
+            continue
+        if not text.strip():
+            recipients.refuse(number, "empty_message", INVALID_SHOWN, place)
+            continue
+        kept.append(index)
+        values.append(cast(tuple[str, ...], row))
+        texts.append(text)
+        segments.append(measured.segments)
+        encodings[measured.encoding] += 1
+    recipients.keep(kept)
+    sub.personal = Personal(template, values, texts, segments, encodings)
+
+
+def batching(texts: list[str], batch_size: int) -> tuple[list[int], list[int]]:
+    """Recipients of one text share batches (so they share calls: Plivo's `dst` takes one text
+    a call), the others fill batches of their own: the order to store the recipients in (empty:
+    as they are) and where each batch starts in it."""
+    counts = Counter(texts)
+    if len(counts) == len(texts):  # every text its own: nothing to share
+        return [], list(range(0, len(texts), batch_size))
+    order: list[int] = []
+    starts: list[int] = []
+    alone: list[int] = []
+    members: dict[str, list[int]] = {}
+    for index, text in enumerate(texts):
+        if counts[text] == 1:
+            alone.append(index)
+            if len(alone) == batch_size:
+                starts.append(len(order))
+                order += alone
+                alone = []
+        else:
+            members.setdefault(text, []).append(index)
+    for group in members.values():
+        for at in range(0, len(group), batch_size):
+            starts.append(len(order))
+            order += group[at : at + batch_size]
+    if alone:
+        starts.append(len(order))
+        order += alone
+    return order, starts
 
 
 def check_spend(sub: Submission, settings: Settings) -> None:
     """Refuse a job that would bill more segments than the request or the service allows."""
     sub.body.ensure("max_segments")
     limits = [n for n in (sub.body.fields.max_segments, settings.max_segments_per_job) if n]
-    total = sub.encoded.segments * len(sub.recipients.accepted)
+    total = sub.total_segments
     if limits and total > min(limits):
         raise ApiError(
             422,
@@ -196,7 +369,7 @@ def check_spend(sub: Submission, settings: Settings) -> None:
         )
 
 
-def _read_callback_url(checked: Checked[schemas.SubmitRequest], settings: Settings) -> str | None:
+def _read_callback_url(checked: Checked[schemas.SubmitFields], settings: Settings) -> str | None:
     checked.ensure("callback_url")
     value = checked.fields.callback_url
     if value is None:
@@ -244,7 +417,7 @@ def _has_valid_port(parts: SplitResult) -> bool:
     return True
 
 
-def _read_send_at(checked: Checked[schemas.SubmitRequest], settings: Settings) -> float | None:
+def _read_send_at(checked: Checked[schemas.SubmitFields], settings: Settings) -> float | None:
     """An ISO 8601 time with its zone; now or in the past means now. None: send at once."""
     checked.ensure("send_at")
     value = checked.fields.send_at
@@ -278,7 +451,9 @@ def _read_send_at(checked: Checked[schemas.SubmitRequest], settings: Settings) -
     return at if at > time.time() else None
 
 
-def _read_sending(checked: Checked[schemas.SubmitRequest], settings: Settings) -> Sending:
+def _read_sending(
+    checked: Checked[schemas.SubmitFields], settings: Settings, template: Template
+) -> Sending:
     """`src` or a Powerpack (the request's, else the service's), and the expiry."""
     fields = checked.fields
     checked.ensure("sender")
@@ -319,14 +494,18 @@ def _read_sending(checked: Checked[schemas.SubmitRequest], settings: Settings) -
             "PLIVO_SENDER_ID or PLIVO_POWERPACK_UUID on the service.",
         )
     return Sending(
-        message=fields.message,
+        # A template's job keeps the template (each call renders its text); any other job the
+        # text to send ({{{{ read as {{).
+        message=template.source if template.personal else template.literal,
         src=sender,
         powerpack_uuid=powerpack,
         message_expiry=fields.expiry_seconds,
     )
 
 
-def _account(recipients: numbers.Recipients) -> dict[str, Any]:
+def _account(sub: Submission) -> dict[str, Any]:
+    recipients = sub.recipients
+    label = sub.labels or (lambda place: place + 1)
     return {
         "recipients": {
             "received": recipients.received,
@@ -336,18 +515,60 @@ def _account(recipients: numbers.Recipients) -> dict[str, Any]:
             "suppressed": recipients.suppressed,
         },
         "invalid": [
-            {"input": raw[:64], "reason": reason}
-            for raw, reason in recipients.invalid[:INVALID_SHOWN]
+            {
+                **({"row": label(place)} if place >= 0 else {}),
+                "input": raw[:64],
+                "reason": reason,
+                **({"field": lacking} if lacking else {}),
+            }
+            for raw, reason, place, lacking in recipients.invalid[:INVALID_SHOWN]
         ],
     }
 
 
-def accepted_document(submission: Submission) -> dict[str, Any]:
-    """The recipient accounting and the billing estimate of a 202 answer."""
-    accepted = len(submission.recipients.accepted)
+def accepted_document(sub: Submission) -> dict[str, Any]:
+    """The recipient accounting and the billing estimate of a 202 answer: with a template, the
+    exact sum over the rendered texts; `segments_per_message` is {"min", "max"} when they
+    differ, and `encoding` "mixed" when the texts do."""
+    return {**_account(sub), **segments_document(sub)}
+
+
+def segments_document(sub: Submission) -> dict[str, Any]:
+    personal = sub.personal
+    if personal is None or not personal.segments:
+        return {
+            "encoding": sub.encoded.encoding,
+            "segments_per_message": sub.encoded.segments,
+            "estimated_segments": sub.total_segments,
+        }
+    low, high = min(personal.segments), max(personal.segments)
+    encodings = sorted(personal.encodings)
     return {
-        **_account(submission.recipients),
-        "encoding": submission.encoded.encoding,
-        "segments_per_message": submission.encoded.segments,
-        "estimated_segments": submission.encoded.segments * accepted,
+        "encoding": encodings[0] if len(encodings) == 1 else "mixed",
+        "encodings": dict(sorted(personal.encodings.items())),
+        "segments_per_message": low if low == high else {"min": low, "max": high},
+        "estimated_segments": sub.total_segments,
     }
+
+
+def preview_document(sub: Submission, settings: Settings, shown: int = 5) -> dict[str, Any]:
+    """What a submit of this body would answer, and the first `shown` messages as sent."""
+    accepted = sub.recipients.accepted
+    if sub.personal is not None:
+        texts, segments = sub.personal.texts, sub.personal.segments
+        histogram = Counter(segments)
+    else:
+        texts = [sub.template.literal] * min(shown, len(accepted))
+        segments = [sub.encoded.segments] * min(shown, len(accepted))
+        histogram = Counter({sub.encoded.segments: len(accepted)})
+    document = {
+        **accepted_document(sub),
+        "segments_histogram": {str(k): v for k, v in sorted(histogram.items())},
+        "messages": [
+            {"to": number, "text": text, "segments": count, "encoding": measure(text).encoding}
+            for number, text, count in zip(accepted[:shown], texts, segments, strict=False)
+        ],
+    }
+    if settings.price_per_segment is not None:
+        document["estimated_cost"] = round(sub.total_segments * settings.price_per_segment, 5)
+    return document

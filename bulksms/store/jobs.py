@@ -42,6 +42,7 @@ from bulksms.store.model import (
     Sending,
     Status,
 )
+from bulksms.template import parse as parse_template
 
 # The job hash's fields that say what to send, read with one HMGET per batch.
 SENDING_FIELDS = [f.name for f in dataclass_fields(Sending)]
@@ -95,6 +96,11 @@ class JobStore:
             "encoding": job.encoding,
             "segments_per_message": job.segments_per_message,
         }
+        if job.field_names:
+            fields["fields"] = ",".join(job.field_names)
+        if job.segments is not None:
+            total, least, most = job.segments
+            fields.update(segments=total, segments_min=least, segments_max=most)
         optional = {"callback_url": job.callback_url, "retry_of": job.retry_of}
         fields.update({k: v for k, v in optional.items() if v is not None})
         if job.urgent:
@@ -113,9 +119,13 @@ class JobStore:
         job_key = keys.job(job.job_id)
         batches_key = keys.batches(job.job_id)
         for batch in range(job.batch_count):
-            start = batch * job.batch_size
-            chunk = job.recipients[start : start + job.batch_size]
+            start, end = job.batch_span(batch)
+            chunk = job.recipients[start:end]
             pipe.set(keys.recipients(job.job_id, batch), records.pack_new(chunk), ex=self.retention)
+            if job.fields is not None:
+                values = job.fields[start:end]
+                packed = records.pack_fields([values[i] for i in records.sorted_order(chunk)])
+                pipe.set(keys.fields(job.job_id, batch), packed, ex=self.retention)
         pipe.hset(batches_key, mapping=cast(dict[Any, Any], batches))
         pipe.expire(batches_key, self.retention)
         pipe.hset(job_key, mapping=cast(dict[Any, Any], fields))
@@ -223,15 +233,21 @@ class JobStore:
         pipe = self.redis.pipeline(transaction=False)
         pipe.hmget(
             keys.job(job_id),
-            [*SENDING_FIELDS, "segments_per_message", "urgent", *HOLDING_FLAGS],
+            [*SENDING_FIELDS, "segments_per_message", "urgent", "fields", *HOLDING_FLAGS],
         )
         _get_bytes(pipe, keys.recipients(job_id, batch))
         pipe.hget(keys.batches(job_id), str(batch))
         pipe.time()
+        _get_bytes(pipe, keys.fields(job_id, batch))
         found = pipe.execute()
-        (message, src, powerpack, expiry, segments, urgent, *held), blob, record, now = found
+        (message, src, powerpack, expiry, segments, urgent, names, *held), blob, record, now = (
+            found[:4]
+        )
         sending = Sending(message or "", src, powerpack, int(expiry) if expiry else None)
+        template = parse_template(sending.message) if names else None
         return BatchWork(
+            template=template,
+            fields=records.unpack_fields(found[4] or b"", len(template.fields)) if template else (),
             now=now[0] + now[1] / 1e6,
             sending=sending,
             numbers=records.numbers_of(blob or b""),
@@ -584,6 +600,7 @@ class JobStore:
         for batch in range(job.batches):
             pipe.delete(keys.recipients(job_id, batch))
             pipe.delete(keys.answered(job_id, batch))
+            pipe.delete(keys.fields(job_id, batch))
         pipe.delete(keys.batches(job_id))
         pipe.delete(keys.paced(job_id))
         pipe.delete(keys.parts(job_id))
@@ -602,21 +619,31 @@ class JobStore:
 
     def recipient(self, job_id: str, batch: int, number: str) -> Recipient | None:
         """One recipient's record, decoded."""
-        blob, state = self._batch_blob(job_id, batch)
+        blob, state, _ = self._batch_blob(job_id, batch)
         found = records.find(blob, number)
         return None if found is None else Recipient.of(found, state)
 
-    def batch_recipients(self, job_id: str, batch: int) -> list[Recipient]:
-        """Every recipient of one batch (at most BATCH_SIZE), in number order."""
-        blob, state = self._batch_blob(job_id, batch)
-        return [Recipient.of(r, state) for r in records.unpack(blob)]
+    def batch_recipients(self, job_id: str, batch: int, width: int = 0) -> list[Recipient]:
+        """Every recipient of one batch (at most BATCH_SIZE), in number order; with `width`
+        (a template's job: its number of fields), with their values."""
+        blob, state, packed = self._batch_blob(job_id, batch, fields=width > 0)
+        values = records.unpack_fields(packed, width)
+        return [
+            Recipient.of(r, state, values[i] if i < len(values) else None)
+            for i, r in enumerate(records.unpack(blob))
+        ]
 
-    def _batch_blob(self, job_id: str, batch: int) -> tuple[bytes, BatchRecord | None]:
+    def _batch_blob(
+        self, job_id: str, batch: int, fields: bool = False
+    ) -> tuple[bytes, BatchRecord | None, bytes]:
         pipe = self.redis.pipeline(transaction=False)
         _get_bytes(pipe, keys.recipients(job_id, batch))
         pipe.hget(keys.batches(job_id), str(batch))
-        blob, state = pipe.execute()
-        return blob or b"", BatchRecord.parse(batch, state) if state else None
+        if fields:
+            _get_bytes(pipe, keys.fields(job_id, batch))
+        blob, state, *packed = pipe.execute()
+        record = BatchRecord.parse(batch, state) if state else None
+        return blob or b"", record, (packed[0] or b"") if packed else b""
 
 
 def _records(found: dict[str, str]) -> list[BatchRecord]:

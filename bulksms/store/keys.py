@@ -6,6 +6,8 @@ Cluster slot and each Lua script touches one job only.
     bulksms:{<job>}:job         hash   the job: request, counters (c:<status>, b:<state>), times
     bulksms:{<job>}:batches     hash   batch number -> batch state record
     bulksms:{<job>}:r:<batch>   string the batch's recipients: 32-byte records by number (`records`)
+    bulksms:{<job>}:f:<batch>   string a template's job: the batch's recipients' values, in the
+                                       records' order (`records.pack_fields`)
     bulksms:{<job>}:paced       zset   the job's batches waiting for their turn at the pace
     bulksms:{<job>}:uuids:<b>   string the message UUIDs Plivo answered the batch's calls with,
                                        16 bytes each (what to look up when no report comes)
@@ -54,6 +56,10 @@ def batches(job_id: str) -> str:
 
 def recipients(job_id: str, batch: int) -> str:
     return f"{PREFIX}:{{{job_id}}}:r:{batch}"
+
+
+def fields(job_id: str, batch: int) -> str:
+    return f"{PREFIX}:{{{job_id}}}:f:{batch}"
 
 
 def idempotency(digest: str) -> str:

@@ -6,7 +6,9 @@ reads and finishes the jobs written by the release before it. Version 1 (no `v` 
 layout of the releases before versioning; version 2 is the same fields with `v` added;
 version 3 sends a batch in paced calls: batch records carry an offset, a `paced` state, and the
 job counts what it handed over (`handed`, `first_handed_at`, `last_handed_at`). Records and
-fields a release before wrote read as offset 0 and nothing handed yet.
+fields a release before wrote read as offset 0 and nothing handed yet. Version 4 adds templates:
+a job with `fields` (its placeholders' names) keeps its template as `message` and each batch's
+values beside its records (`fields:<n>`, `records.pack_fields`); every call renders its text.
 """
 
 from __future__ import annotations
@@ -18,8 +20,9 @@ from enum import StrEnum
 from typing import NamedTuple
 
 from bulksms.store import records
+from bulksms.template import Template
 
-LAYOUT_VERSION = 3
+LAYOUT_VERSION = 4
 
 
 class Status(StrEnum):
@@ -132,10 +135,27 @@ class NewJob:
     callback_url: str | None = None
     retry_of: str | None = None
     send_at: float | None = None  # scheduled: released by the sweep at this time
+    # A template's job: its placeholders' names, each recipient's values (by `recipients`),
+    # where each batch starts in `recipients` (recipients of one text share batches), and the
+    # segments of every message together and the fewest and most of one.
+    field_names: tuple[str, ...] = ()
+    fields: Sequence[tuple[str, ...]] | None = None
+    starts: Sequence[int] | None = None
+    segments: tuple[int, int, int] | None = None  # (total, least, most)
 
     @property
     def batch_count(self) -> int:
+        if self.starts is not None:
+            return len(self.starts)
         return -(-len(self.recipients) // self.batch_size)
+
+    def batch_span(self, batch: int) -> tuple[int, int]:
+        """Where batch `batch` starts and ends in `recipients`."""
+        if self.starts is None:
+            start = batch * self.batch_size
+            return start, min(start + self.batch_size, len(self.recipients))
+        end = self.starts[batch + 1] if batch + 1 < len(self.starts) else len(self.recipients)
+        return self.starts[batch], end
 
 
 @dataclass(frozen=True)
@@ -150,11 +170,30 @@ class BatchWork:
     held: bool = False  # cancelled, paused or halted: no call, the claim says what instead
     suppressed: frozenset[str] = frozenset()  # numbers found opted out when a call was made
     now: float = 0.0  # Redis's time when this was read (a host's clock may be off)
+    template: Template | None = None  # a template's job: each call renders its text
+    fields: Sequence[tuple[str, ...]] = ()  # then each number's values, by `numbers`
 
     @property
     def unsent(self) -> list[str]:
         offset = self.record.offset if self.record else 0
         return self.numbers[offset:]
+
+    def text_at(self, index: int) -> str:
+        """The text that numbers[index] is sent."""
+        if self.template is None:
+            return self.sending.message
+        return self.template.render(self.fields[index])
+
+    def run(self, index: int, most: int) -> int:
+        """How many numbers from `index` on (at most `most`) share numbers[index]'s text: one
+        call sends one text."""
+        if self.template is None:
+            return most
+        text, end = self.text_at(index), min(index + most, len(self.numbers))
+        count = 1
+        while index + count < end and self.text_at(index + count) == text:
+            count += 1
+        return count
 
 
 @dataclass(frozen=True)
@@ -194,6 +233,8 @@ class Job:
     closed: str | None = None  # why the job stopped waiting for reports
     halted: str | None = None  # why no batch is sent any more
     erased_at: float | None = None
+    field_names: tuple[str, ...] = ()  # a template's job: its placeholders' names
+    segments_range: tuple[int, int] | None = None  # a template's job: the fewest, the most
     handed: int = 0  # recipients handed to Plivo (accepted or refused by its API) so far
     first_handed_at: float | None = None
     last_handed_at: float | None = None
@@ -269,6 +310,10 @@ class Job:
             closed=fields.get("closed"),
             halted=fields.get("halted"),
             erased_at=moment("erased"),
+            field_names=tuple(fields["fields"].split(",")) if fields.get("fields") else (),
+            segments_range=(number("segments_min"), number("segments_max"))
+            if "segments_min" in fields
+            else None,
             handed=number("handed"),
             first_handed_at=moment("first_handed_at"),
             last_handed_at=moment("last_handed_at"),
@@ -370,9 +415,15 @@ class Recipient:
     status: Status
     error_code: str | None
     updated_at: str | None
+    fields: tuple[str, ...] | None = None  # a template's job: the values, by `Job.field_names`
 
     @classmethod
-    def of(cls, record: records.Record, batch: BatchRecord | None) -> Recipient:
+    def of(
+        cls,
+        record: records.Record,
+        batch: BatchRecord | None,
+        fields: tuple[str, ...] | None = None,
+    ) -> Recipient:
         """A record whose status is 0 takes it (and its error and time) from its batch."""
         if record.code:
             status, error, when = BY_CODE[record.code], record.error, record.updated
@@ -380,7 +431,8 @@ class Recipient:
             status = IMPLIED.get(batch.state, Status.PENDING) if batch else Status.PENDING
             error = "batch_failed" if status is Status.REJECTED else None
             when = int(batch.since) if batch and status is not Status.PENDING else 0
-        return cls(record.number, record.uuid, status, error, rfc3339(when) if when else None)
+        updated = rfc3339(when) if when else None
+        return cls(record.number, record.uuid, status, error, updated, fields)
 
     def as_dict(self) -> dict[str, str | None]:
         return {

@@ -94,6 +94,29 @@ def pack_new(numbers: Sequence[str]) -> bytes:
     return struct.pack(f">{len(ints)}Q{24 * len(ints)}x", *ints)
 
 
+FIELD_SEPARATOR = "\0"  # between values: no value holds it (the API refuses one that would)
+
+
+def sorted_order(numbers: Sequence[str]) -> list[int]:
+    """The places of `numbers` in the order `pack_new` stores them."""
+    keys = list(map(int, numbers))
+    return sorted(range(len(numbers)), key=keys.__getitem__)
+
+
+def pack_fields(values: Sequence[Sequence[str]]) -> bytes:
+    """A batch's recipients' template values, in stored order, in one value: UTF-8, separated
+    by NUL (one byte a value beside its own)."""
+    return FIELD_SEPARATOR.join(v for row in values for v in row).encode()
+
+
+def unpack_fields(packed: bytes, width: int) -> list[tuple[str, ...]]:
+    """`pack_fields`'s rows back, `width` values each."""
+    if not packed or width <= 0:
+        return []
+    flat = packed.decode().split(FIELD_SEPARATOR)
+    return [tuple(flat[i : i + width]) for i in range(0, len(flat), width)]
+
+
 def uuids_of(packed: bytes) -> list[str]:
     """UUIDs packed 16 bytes each (a batch's answers, `keys.answered`), zeros left out."""
     return [

@@ -34,6 +34,7 @@ import redis
 from bulksms import metrics
 from bulksms.config import Settings
 from bulksms.store import BatchState, BatchWork, Claim, JobStore
+from bulksms.template import measure
 from bulksms.worker.gateway import (
     Accepted,
     AccountRefused,
@@ -154,8 +155,12 @@ def _turn(
         if record is None or record.state not in (BatchState.PENDING, BatchState.PACED):
             metrics.BATCHES.labels("skipped").inc()
             return f"skipped:{record.state.value if record else 'gone'}"
-        size = min(len(work.unsent), pacer.call_size(work.sending, work.segments_per_message))
-        segments = size * work.segments_per_message
+        # One call sends one text: a template's batch goes one run of equal texts at a time.
+        text, per_message = _text_at(work, record.offset)
+        size = work.run(
+            record.offset, min(len(work.unsent), pacer.call_size(work.sending, per_message))
+        )
+        segments = size * per_message
         early = record.state is BatchState.PENDING and record.since > work.now + 1
         grant = None
         if not (work.held or early):  # (else the claim says why not, and no pace is spent)
@@ -191,7 +196,7 @@ def _turn(
             owner = Owner(job_id, batch, claim.attempt, record.offset)
             if before_call is not None:
                 before_call(owner, claim)
-            outcome = _call(store, gateway, settings, owner, work, work.unsent[:size])
+            outcome = _call(store, gateway, settings, owner, work, work.unsent[:size], text)
         turn -= segments
         # When other jobs wait, a turn used up goes to the back of the line (on Redis's clock).
         give_way = grant.now if grant is not None and grant.waiting > 0 and turn <= 0 else None
@@ -210,6 +215,14 @@ def _turn(
             batch = following
             continue
         return outcome
+
+
+def _text_at(work: BatchWork, offset: int) -> tuple[str, int]:
+    """The text of the batch's call at `offset`, and its segments."""
+    if work.template is None or offset >= len(work.numbers):
+        return work.sending.message, work.segments_per_message
+    text = work.text_at(offset)
+    return text, max(1, measure(text).segments)
 
 
 def _park(
@@ -240,8 +253,9 @@ def _call(
     owner: Owner,
     work: BatchWork,
     numbers: list[str],
+    text: str,
 ) -> str:
-    """One call to Plivo, and its outcome recorded."""
+    """One call to Plivo (`text` to `numbers`), and its outcome recorded."""
     job_id, batch = owner.job_id, owner.batch
     # Opted out since the job was submitted (a scheduled or paused job waits for days): left
     # out, and `suppressed`. Those an earlier attempt at this call left out stay out.
@@ -260,7 +274,7 @@ def _call(
             return _record_accepted(store, owner, Accepted("", (), ()))
     outgoing = Outgoing(
         dst=tuple(numbers),
-        text=work.sending.message,
+        text=text,
         url=report_url(settings, job_id, batch),
         src=work.sending.src,
         powerpack_uuid=work.sending.powerpack_uuid,

@@ -234,14 +234,14 @@ def test_national_numbers_use_the_requests_region(client: FlaskClient) -> None:
         "invalid": 1,
         "suppressed": 0,
     }
-    assert answer["invalid"] == [{"input": "12", "reason": "too_short"}]
+    assert answer["invalid"] == [{"row": 3, "input": "12", "reason": "too_short"}]
 
 
 def test_the_sender_is_never_a_recipient(client: FlaskClient) -> None:
     body = {"recipients": ["+14155550100", "+14155550199"], "message": "x"}
     answer = post(client, body).get_json()
     assert answer["recipients"]["accepted"] == 1
-    assert answer["invalid"] == [{"input": "+14155550199", "reason": "same_as_sender"}]
+    assert answer["invalid"] == [{"row": 2, "input": "+14155550199", "reason": "same_as_sender"}]
 
 
 def test_unicode_message_is_reported_as_ucs2(client: FlaskClient) -> None:

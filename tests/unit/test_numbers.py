@@ -38,15 +38,15 @@ def test_each_refusal_has_a_machine_readable_reason(raw: str, reason: str | None
 def test_allowed_countries_refuse_numbers_elsewhere() -> None:
     result = numbers.sort_out(["+14155550100", "+442079460958"], None, frozenset({"US"}))
     assert result.accepted == ["+14155550100"]
-    assert result.invalid == [("+442079460958", numbers.COUNTRY_NOT_ALLOWED)]
+    assert result.invalid == [("+442079460958", numbers.COUNTRY_NOT_ALLOWED, 1, None)]
     national = numbers.sort_out(["020 7946 0958"], "GB", frozenset({"US"}))
-    assert national.invalid == [("020 7946 0958", numbers.COUNTRY_NOT_ALLOWED)]
+    assert national.invalid == [("020 7946 0958", numbers.COUNTRY_NOT_ALLOWED, 0, None)]
 
 
 def test_every_refusal_is_counted_and_the_first_few_explained() -> None:
     result = numbers.sort_out(["+1415"] * 5 + ["junk"] * 5 + ["+14155550100"], None, keep_invalid=3)
     assert result.invalid_count == 10
-    assert result.invalid == [("+1415", numbers.TOO_SHORT)] * 3
+    assert result.invalid == [("+1415", numbers.TOO_SHORT, place, None) for place in range(3)]
     assert result.received == 11
 
 
