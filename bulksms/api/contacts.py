@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import math
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import IO, Any
 
@@ -67,7 +68,8 @@ def _read(
     delimiter = (
         max(DELIMITERS, key=header_line.count) if any(d in header_line for d in DELIMITERS) else ","
     )
-    reader = csv.reader(_lines(header_line, text), delimiter=delimiter)
+    # (a chain, not a generator: closing one would close the file under it)
+    reader = csv.reader(itertools.chain((header_line,), text), delimiter=delimiter)
     try:
         header = [column_key(name) for name in next(reader)]
     except csv.Error as exc:
@@ -103,7 +105,14 @@ def _read(
             numbers.append(cells[phone])
             labels.append(row)
             if where:
-                values.append(tuple(_cell(cells, at) for at in where))
+                found = tuple(_cell(cells, at) for at in where)
+                if any(value and "\0" in value for value in found):
+                    raise _invalid_csv(
+                        "invalid_csv",
+                        f"Row {row} of the contact file holds a NUL character.",
+                        row=row,
+                    )
+                values.append(found)
     except csv.Error as exc:
         raise _invalid_csv(
             "invalid_csv", f"Row {row} of the contact file is not valid CSV: {exc}.", row=row
@@ -126,11 +135,6 @@ def _cell(cells: list[str], at: int) -> str | None:
         return None
     value = cells[at]
     return value if value.strip() else None  # an empty cell is a missing value
-
-
-def _lines(first: str, rest: io.TextIOWrapper) -> Iterator[str]:
-    yield first
-    yield from rest
 
 
 def _phone_column(header: list[str], chosen: str | None) -> int:
@@ -185,7 +189,8 @@ def _object_fields(entry: Any, place: int) -> dict[str, str | None]:
         raise refused('must be a phone number or an object {"to": "+14155550100", "fields": {}}.')
     if entry.keys() - {"to", "fields"}:
         raise refused('may hold only "to" and "fields".')
-    given = entry.get("fields") or {}
+    given = entry.get("fields")
+    given = {} if given is None else given
     if not isinstance(given, dict):
         raise refused("has fields that are not an object.")
     out: dict[str, str | None] = {}

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 import redis
+import requests
 from flask.testing import FlaskClient
 
 from bulksms.devstack.numbers_gen import us_numbers
@@ -257,3 +258,30 @@ def test_a_job_of_shared_and_personal_texts_reaches_each_recipient_once_with_its
     assert len(calls) == 400 + 2
     assert sum(doc["counts"].values()) == 1200
     stack.counts_match_the_sandbox(job_id)
+
+
+def test_a_retry_sends_each_failed_recipient_its_own_text_again(stack: Stack) -> None:
+    stack.sandbox.faults.update({"undelivered_rate": 0.3, "failed_rate": 0.2})
+    numbers = us_numbers(150)
+    recipients = [{"to": n, "fields": {"n": str(i)}} for i, n in enumerate(numbers)]
+    body = {"message": "{{{{ref}} #{{n}}", "recipients": recipients}
+    job_id = stack.submit(body).json()["job_id"]
+    stack.wait_for(job_id, lambda d: d["state"] == "completed")
+    stack.wait_until_quiet()
+    expected = {
+        m["dst"]: m["text"]
+        for m in stack.sandbox.messages
+        if m["status"] in ("failed", "undelivered") and m["error_code"] in ("20", "80")
+    }
+    assert expected
+    assert all(text == "{{ref}} #" + str(numbers.index(n)) for n, text in expected.items())
+    stack.sandbox.faults.update({"undelivered_rate": 0.0, "failed_rate": 0.0})
+    before = len(stack.sandbox.messages)
+    answer = requests.post(
+        f"{stack.base_url}/api/bulk-sms/{job_id}/retry", headers={"X-API-Key": API_KEY}, timeout=30
+    )
+    assert answer.status_code == 202, answer.text
+    retry_id = answer.json()["job_id"]
+    stack.wait_for(retry_id, lambda d: d["state"] == "completed")
+    stack.wait_until_quiet()
+    assert {m["dst"]: m["text"] for m in stack.sandbox.messages[before:]} == expected
