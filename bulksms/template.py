@@ -13,9 +13,10 @@ million rows render at C speed; `measure` gives a rendered text's encoding and s
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from bulksms.message import GSM7, GSM_BASIC, GSM_EXTENSION, PART, SINGLE, UCS2, Encoded, encode
@@ -26,6 +27,24 @@ _TOKEN = re.compile(r"\{\{\{\{|\{\{[ \t]*(\w+)[ \t]*\}\}|\{\{")
 _NOT_GSM = "".join(chr(c) for c in range(128) if chr(c) not in GSM_BASIC | GSM_EXTENSION)
 _ASCII_NOT_GSM = re.compile(f"[{re.escape(_NOT_GSM)}]")
 _EXTENSION = re.compile("[" + re.escape("".join(sorted(GSM_EXTENSION))) + "]")
+# A character that is not "plain": one septet of GSM-7's basic table and ASCII. A text without
+# any is GSM-7 and its length in septets is its length in characters.
+_PLAIN = "".join(chr(c) for c in range(128) if chr(c) in GSM_BASIC)
+_NOT_PLAIN = re.compile(f"[^{re.escape(_PLAIN)}]")
+
+
+def plain(*texts: Iterable[str | None]) -> bool:
+    """Whether every text given (strings, or iterables of strings; None skipped) is plain: then
+    each of their concatenations measures as `plain_segments` says, by its length alone."""
+    joined = "".join(filter(None, itertools.chain.from_iterable(texts)))
+    return _NOT_PLAIN.search(joined) is None
+
+
+def plain_segments(length: int) -> int:
+    """`measure(text).segments` for a plain text of `length` characters (up to the limit)."""
+    if length <= SINGLE[GSM7]:
+        return 1 if length else 0
+    return -(-length // PART[GSM7])
 
 
 class TemplateError(ValueError):
@@ -113,4 +132,14 @@ def measure(text: str) -> Encoded:
     return encode(text)
 
 
-__all__ = ["GSM7", "UCS2", "Template", "TemplateError", "escape", "measure", "parse"]
+__all__ = [
+    "GSM7",
+    "UCS2",
+    "Template",
+    "TemplateError",
+    "escape",
+    "measure",
+    "parse",
+    "plain",
+    "plain_segments",
+]

@@ -19,7 +19,8 @@ import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import IO, Any
+from operator import itemgetter
+from typing import IO, Any, cast
 
 from bulksms.api.errors import ApiError
 
@@ -31,7 +32,9 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 @dataclass
 class Rows:
     numbers: list[str] = field(default_factory=list)
-    values: list[tuple[str | None, ...]] = field(default_factory=list)  # [] without fields
+    # [] without fields; a CSV's cells as they are (blank ones are missing values), JSON's None
+    # where missing
+    values: list[tuple[str | None, ...]] = field(default_factory=list)
     labels: list[int] = field(default_factory=list)  # [] when a row's label is its place + 1
     columns: tuple[str, ...] = ()  # a CSV's headers, casefolded (to tell a missing column)
 
@@ -83,16 +86,29 @@ def _read(
             columns=duplicates[:20],
         )
     phone = _phone_column(header, phone_column)
-    where = [header.index(name) if name in header else -1 for name in wanted]
+    missing = [name for name in wanted if name not in header]
+    if missing:
+        raise ApiError(
+            422,
+            "unfilled_placeholder",
+            f"The message's placeholder {{{{{missing[0]}}}}} has no column in the contact file "
+            f"(its columns: {', '.join(named)[:200]}).",
+            details={"field": "message", "placeholders": missing},
+        )
     rows = Rows(columns=tuple(named))
     numbers, values, labels = rows.numbers, rows.values, rows.labels
-    width = len(header)
-    row = 1
+    width, row = len(header), 1
+    # The row's values as one tuple, at C speed (an empty cell is read as missing later).
+    pick = itemgetter(*(header.index(name) for name in wanted)) if wanted else None
+    single = len(wanted) == 1
     try:
         for cells in reader:
             row += 1
-            if not cells or (len(cells) == 1 and not cells[0].strip()):
-                continue  # a blank line (spreadsheets add them at the end)
+            if len(cells) < width:
+                cells += [""] * (width - len(cells))
+            number = cells[phone]
+            if not number.strip() and not "".join(cells).strip():
+                continue  # a blank row (spreadsheets add them at the end: "" or ",,,")
             if len(numbers) == most:
                 raise ApiError(
                     413,
@@ -100,19 +116,10 @@ def _read(
                     f"A request may carry at most {most} recipients; this file has more rows.",
                     details={"limit": most},
                 )
-            if len(cells) < width:
-                cells += [""] * (width - len(cells))
-            numbers.append(cells[phone])
+            numbers.append(number)
             labels.append(row)
-            if where:
-                found = tuple(_cell(cells, at) for at in where)
-                if any(value and "\0" in value for value in found):
-                    raise _invalid_csv(
-                        "invalid_csv",
-                        f"Row {row} of the contact file holds a NUL character.",
-                        row=row,
-                    )
-                values.append(found)
+            if pick is not None:
+                values.append((pick(cells),) if single else pick(cells))
     except csv.Error as exc:
         raise _invalid_csv(
             "invalid_csv", f"Row {row} of the contact file is not valid CSV: {exc}.", row=row
@@ -121,6 +128,15 @@ def _read(
         raise ApiError(
             422, "no_recipients", "The contact file has no rows.", details={"field": "recipients"}
         )
+    cells_read = cast(list[tuple[str, ...]], values)  # (a CSV's values are all strings)
+    if values and "\0" in "".join(itertools.chain.from_iterable(cells_read)):
+        # (the values are stored NUL-separated; Python's csv takes a NUL as any character)
+        place = next(i for i, found in enumerate(cells_read) if "\0" in "".join(found))
+        raise _invalid_csv(
+            "invalid_csv",
+            f"Row {labels[place]} of the contact file holds a NUL character.",
+            row=labels[place],
+        )
     return rows
 
 
@@ -128,13 +144,6 @@ def column_key(name: str) -> str:
     """A header as placeholders name it: case-insensitive, spaces and hyphens read as `_`
     ("First Name" is {{first_name}})."""
     return re.sub(r"[\s-]+", "_", name.strip()).casefold()
-
-
-def _cell(cells: list[str], at: int) -> str | None:
-    if at < 0:
-        return None
-    value = cells[at]
-    return value if value.strip() else None  # an empty cell is a missing value
 
 
 def _phone_column(header: list[str], chosen: str | None) -> int:

@@ -211,7 +211,20 @@ ACCEPTED = {
 }
 
 
+# Answered by gunicorn before the app sees the request (its limit_request_line), as text.
+URI_TOO_LONG = {"description": "The request line (path and query) is too long: not JSON."}
+
+
 def document() -> dict[str, Any]:
+    """The OpenAPI document; every operation may meet gunicorn's 414."""
+    found = _document()
+    for operations in found["paths"].values():
+        for operation in operations.values():
+            operation["responses"].setdefault("414", URI_TOO_LONG)
+    return found
+
+
+def _document() -> dict[str, Any]:
     recipients = {
         "type": "object",
         "required": ["received", "accepted", "duplicates", "invalid"],

@@ -8,6 +8,7 @@ refusal is held back (`Checked.ensure`) until that field's turn.
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import time
@@ -24,9 +25,9 @@ from bulksms import callback_address, numbers
 from bulksms.api import contacts, schemas
 from bulksms.api.errors import ApiError
 from bulksms.config import ALPHANUMERIC_SENDER_RE, E164_RE, UUID_RE, Settings
-from bulksms.message import Encoded, encode
+from bulksms.message import GSM7, LIMITS, PART, SINGLE, Encoded, encode
 from bulksms.store import Sending
-from bulksms.template import Template, TemplateError, measure
+from bulksms.template import Template, TemplateError, measure, plain
 from bulksms.template import parse as parse_template
 
 MAX_SCHEDULE_SECONDS = 30 * 86400  # and at most half the retention: the job must outlive it
@@ -218,7 +219,6 @@ def read_submission(body: Any, settings: Settings, upload: IO[bytes] | None = No
         checked.ensure("phone_column")
         chosen = cast(schemas.SubmitForm, fields).phone_column
         rows = contacts.read_csv(upload, template.fields, chosen, settings.max_recipients)
-        _check_columns(template, rows)
     elif template.personal or not set(map(type, entries)) <= {str}:
         rows = contacts.from_json(entries, template.fields)
     if rows is not None:
@@ -266,28 +266,20 @@ def _place(listed: list[Any], number: str) -> int:
         return -1
 
 
-def _check_columns(template: Template, rows: contacts.Rows) -> None:
-    missing = [name for name in template.fields if name not in rows.columns]
-    if missing:
-        raise ApiError(
-            422,
-            "unfilled_placeholder",
-            f"The message's placeholder {{{{{missing[0]}}}}} has no column in the contact file "
-            f"(its columns: {', '.join(rows.columns)[:200]}).",
-            details={"field": "message", "placeholders": missing},
-        )
-
-
 def _check_fillable(template: Template, rows: contacts.Rows) -> None:
     """A placeholder that no row fills is the request's fault, not each row's."""
     for at, name in enumerate(template.fields):
-        if all(row[at] is None for row in rows.values):
+        if not any(_given(row[at]) for row in rows.values):
             raise ApiError(
                 422,
                 "unfilled_placeholder",
                 f"No recipient has a value for the message's placeholder {{{{{name}}}}}.",
                 details={"field": "message", "placeholders": [name]},
             )
+
+
+def _given(value: str | None) -> bool:
+    return value is not None and not value.isspace() and value != ""
 
 
 def personalise(sub: Submission) -> None:
@@ -297,30 +289,49 @@ def personalise(sub: Submission) -> None:
     template, recipients, rows = sub.template, sub.recipients, sub.rows
     if not template.personal or rows is None or recipients.rows is None:
         return
-    values, texts, segments = [], [], []
-    encodings: Counter[str] = Counter()
+    texts: list[str] = []
+    segments: list[int] = []
     kept: list[int] = []
-    names = template.fields
-    render, table = template.format.format, rows.values
-    for index, (number, place) in enumerate(zip(recipients.accepted, recipients.rows, strict=True)):
+    encodings: Counter[str] = Counter()
+    render, table, accepted = template.format.format, rows.values, recipients.accepted
+    # The common case, judged once for the whole file: a plain template and plain values
+    # (ASCII of GSM-7's basic table) make GSM-7 texts whose segments follow from their length.
+    simple = plain([template.literal], itertools.chain.from_iterable(table))
+    blank = not template.literal.strip()  # (else no text can be blank)
+    single, part, limit = SINGLE[GSM7], PART[GSM7], LIMITS[GSM7]
+
+    def refuse(index: int, place: int, reason: str, lacking: str | None = None) -> None:
+        recipients.refuse(accepted[index], reason, INVALID_SHOWN, place, lacking)
+
+    for index, place in enumerate(recipients.rows):
         row = table[place]
-        if None in row:
-            lacking = names[row.index(None)]
-            recipients.refuse(number, MISSING_FIELD, INVALID_SHOWN, place, lacking)
+        if None in row or not all(map(str.strip, cast(tuple[str, ...], row))):  # (blank: missing)
+            lacking = template.fields[next(i for i, v in enumerate(row) if not _given(v))]
+            refuse(index, place, MISSING_FIELD, lacking)
             continue
         text = render(*row)
-        measured = measure(text)
-        if measured.length > measured.limit:
-            recipients.refuse(number, TOO_LONG, INVALID_SHOWN, place, "message")
-            continue
-        if not text.strip():
-            recipients.refuse(number, "empty_message", INVALID_SHOWN, place)
+        if simple:
+            length = len(text)
+            if length > limit:
+                refuse(index, place, TOO_LONG, "message")
+                continue
+            count = 1 if length <= single else -(-length // part)
+        else:
+            measured = measure(text)
+            if measured.length > measured.limit:
+                refuse(index, place, TOO_LONG, "message")
+                continue
+            count = measured.segments
+            encodings[measured.encoding] += 1
+        if blank and not text.strip():
+            refuse(index, place, "empty_message")
             continue
         kept.append(index)
-        values.append(cast(tuple[str, ...], row))
         texts.append(text)
-        segments.append(measured.segments)
-        encodings[measured.encoding] += 1
+        segments.append(count)
+    if simple:
+        encodings[GSM7] = len(kept)
+    values = [cast(tuple[str, ...], table[recipients.rows[i]]) for i in kept]
     recipients.keep(kept)
     sub.personal = Personal(template, values, texts, segments, encodings)
 

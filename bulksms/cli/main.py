@@ -4,20 +4,25 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import signal
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import IO, Any, NoReturn, TypeVar
+from typing import IO, TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 from dotenv import find_dotenv, load_dotenv
 
-from bulksms.api.schemas import SubmitRequest
+from bulksms.api.schemas import SubmitForm, SubmitRequest
 from bulksms.config import ConfigError
+
+if TYPE_CHECKING:
+    from bulksms.cli.client import Multipart
 
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -184,32 +189,52 @@ def _request_options(schema: dict[str, Any], skip: set[str]) -> Callable[[F], F]
     return decorate
 
 
+# An upload of a file this big shows a progress bar (on a terminal).
+PROGRESS_BYTES = 1 << 20
+# Standard input is kept in memory up to this size while it is read for the upload, then on disk.
+SPOOL_BYTES = 8 << 20
+
+
+def _submit_options(command: F) -> F:
+    """FILE and the request's fields, as `send` and `preview` read them: the JSON body's fields,
+    and the contact file's own (--phone-column)."""
+    command = click.option(
+        "--csv",
+        "as_csv",
+        is_flag=True,
+        help="Upload FILE as a contact file (a CSV with a header row) even when the message has "
+        "no {{placeholders}} and no column is named like a phone column.",
+    )(command)
+    command = _request_options(
+        SubmitForm.model_json_schema(), skip=set(SubmitRequest.model_fields)
+    )(command)
+    command = _request_options(SubmitRequest.model_json_schema(), skip={"recipients"})(command)
+    return click.argument("numbers_file", type=click.File("rb"), metavar="FILE")(command)
+
+
 @main.command()
-@click.argument("numbers_file", type=click.File("r"), metavar="FILE")
-@_request_options(SubmitRequest.model_json_schema(), skip={"recipients"})
+@_submit_options
 @click.option("--wait", is_flag=True, help="Show progress until every message is final.")
 @click.option("--idempotency-key", help="Send it again safely: the same key makes no new job.")
 @_api_options
 def send(
-    numbers_file: IO[str],
+    numbers_file: IO[bytes],
+    as_csv: bool,
     wait: bool,
     idempotency_key: str | None,
     url: str | None,
     key: str | None,
     **fields: Any,
 ) -> None:
-    """Send MESSAGE to every number in FILE (a CSV or text file; - for stdin)."""
-    from bulksms.cli.client import read_numbers
+    """Send MESSAGE to every number in FILE (a CSV or text file; - for stdin).
 
-    numbers = read_numbers(numbers_file.read())
-    if not numbers:
-        _fail("no numbers in the input")
-    body: dict[str, Any] = {"recipients": numbers}
-    for name, value in fields.items():
-        if value is not None and not (value == "" and name in EMPTY_IS_UNSET):
-            body[name] = value
+    A message with {{placeholders}}, or a CSV whose header names a phone column (phone,
+    phone_number, mobile, to, number), uploads FILE as it is: a contact file whose columns fill
+    the placeholders, row by row.
+    """
+    body = _request_body(numbers_file, fields, as_csv)
     client = _client(url, key)
-    answer = _guard(lambda: client.submit(body, idempotency_key))
+    answer = _uploading(body, lambda: client.submit(body, idempotency_key))
     r = answer["recipients"]
     click.echo(
         f"job {answer['job_id']}: {r['accepted']} accepted, {r['duplicates']} duplicates, "
@@ -217,11 +242,129 @@ def send(
         f"{answer['estimated_segments']} segments ({answer['encoding']})"
     )
     for entry in answer["invalid"][:10]:
-        click.echo(f"  invalid: {entry['input']!r} ({entry['reason']})", err=True)
+        click.echo(f"  invalid: {_invalid(entry, uploaded=not isinstance(body, dict))}", err=True)
     if wait:
         doc = _follow(client, answer["job_id"], r["accepted"])
         if doc["state"] == "failed":
             _fail(f"job {doc['job_id']} failed: no batch could be submitted")
+
+
+@main.command()
+@_submit_options
+@click.option("--json", "as_json", is_flag=True, help="Print the JSON document instead.")
+@_api_options
+def preview(
+    numbers_file: IO[bytes],
+    as_csv: bool,
+    as_json: bool,
+    url: str | None,
+    key: str | None,
+    **fields: Any,
+) -> None:
+    """What `send` would do with FILE and MESSAGE, sending nothing: the counts, the invalid rows,
+    the segments (and cost), and the first messages as they would be sent."""
+    import json
+
+    body = _request_body(numbers_file, fields, as_csv)
+    client = _client(url, key)
+    doc = _uploading(body, lambda: client.preview(body))
+    if as_json:
+        click.echo(json.dumps(doc, indent=2, ensure_ascii=False))
+        return
+    _show_preview(doc, uploaded=not isinstance(body, dict))
+
+
+def _request_body(
+    file: IO[bytes], fields: dict[str, Any], as_csv: bool
+) -> dict[str, Any] | Multipart:
+    """The JSON body of FILE's numbers, or FILE as a contact file to upload as it is: when the
+    message has placeholders (its rows fill them), --csv or --phone-column is given, or its
+    header names a column the API takes the numbers from."""
+    from bulksms.cli.client import Multipart, names_phone_column, read_numbers
+    from bulksms.template import TemplateError, parse
+
+    try:
+        personal = parse(fields["message"]).personal
+    except TemplateError as exc:
+        raise click.BadParameter(str(exc), param_hint="'-m' / '--message'") from None
+    given = {
+        name: value
+        for name, value in fields.items()
+        if value is not None and not (value == "" and name in EMPTY_IS_UNSET)
+    }
+    name = getattr(file, "name", None)  # a path, or "<stdin>"
+    filename = Path(name).name if isinstance(name, str) and name[:1] != "<" else "contacts.csv"
+    file = _seekable(file)
+    start = file.tell()
+    header = file.readline(65536)
+    file.seek(start)
+    if personal or as_csv or "phone_column" in given or names_phone_column(header):
+        return Multipart({k: str(v) for k, v in given.items()}, file, filename)
+    numbers = read_numbers(file.read().decode("utf-8-sig", errors="replace"))
+    if not numbers:
+        _fail("no numbers in the input")
+    return {"recipients": numbers, **given}
+
+
+def _seekable(file: IO[bytes]) -> IO[bytes]:
+    """FILE, to be read twice (its first line to choose the body, then the body): a pipe or a
+    terminal is copied to a temporary file first (in memory while small)."""
+    if file.seekable():
+        return file
+    # (Closed with the command, as click closes FILE: it is read again as the body is sent.)
+    copy = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES)  # noqa: SIM115
+    click.get_current_context().call_on_close(copy.close)
+    shutil.copyfileobj(file, copy, 1 << 20)
+    copy.seek(0)
+    return copy
+
+
+def _uploading(body: dict[str, Any] | Multipart, call: Callable[[], T]) -> T:
+    """`call`, with a progress bar on standard error while a big file is uploaded (on a
+    terminal only: a script's standard error keeps only what went wrong)."""
+    if isinstance(body, dict) or body.size < PROGRESS_BYTES or not sys.stderr.isatty():
+        return _guard(call)
+    label = f"uploading {body.size / 1e6:.1f} MB"
+    with click.progressbar(length=body.size, label=label, file=sys.stderr) as bar:
+        body.on_read = bar.update
+        return _guard(call)
+
+
+def _invalid(entry: dict[str, Any], uploaded: bool) -> str:
+    """An invalid recipient of an answer: an uploaded file's by its row (as a spreadsheet
+    numbers it), with the field it lacks."""
+    where = f"row {entry['row']}: " if uploaded and "row" in entry else ""
+    lacking = f": {entry['field']}" if entry.get("field") else ""
+    return f"{where}{entry['input']!r} ({entry['reason']}{lacking})"
+
+
+def _show_preview(doc: dict[str, Any], uploaded: bool) -> None:
+    r = doc["recipients"]
+    click.echo("recipients: " + ", ".join(f"{value} {name}" for name, value in r.items()))
+    for entry in doc["invalid"]:
+        click.echo(f"  invalid: {_invalid(entry, uploaded)}")
+    if r["invalid"] > len(doc["invalid"]):
+        click.echo(f"  ... and {r['invalid'] - len(doc['invalid'])} more invalid")
+    encodings = doc.get("encodings") or {}
+    mix = ", ".join(f"{count} {name}" for name, count in encodings.items())
+    click.echo(f"encoding: {doc['encoding']}" + (f" ({mix})" if len(encodings) > 1 else ""))
+    per = doc["segments_per_message"]
+    per = f"{per['min']} to {per['max']}" if isinstance(per, dict) else per
+    click.echo(f"segments: {doc['estimated_segments']} in all, {per} per message")
+    for segments, count in doc["segments_histogram"].items():
+        click.echo(f"  {count} message{_s(count)} of {segments} segment{_s(int(segments))}")
+    if "estimated_cost" in doc:
+        click.echo(f"estimated cost: {doc['estimated_cost']:g}")
+    click.echo(f"first {len(doc['messages'])} message{_s(len(doc['messages']))}, as sent:")
+    for message in doc["messages"]:
+        count = message["segments"]
+        click.echo(f"  to {message['to']} ({count} segment{_s(count)}, {message['encoding']}):")
+        for line in message["text"].splitlines() or [""]:
+            click.echo(f"    {line}")
+
+
+def _s(count: int) -> str:
+    return "" if count == 1 else "s"
 
 
 @main.command()

@@ -20,6 +20,7 @@ and a cancel or pause stops the next call. With no room the batch is parked unti
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import random
@@ -62,6 +63,7 @@ ERROR_KINDS = {
 }
 RETRY_AFTER_CAP_SECONDS = 3600
 AFTER_OTHERS = 0.001  # seconds: a job that had the last room waits this much longer for more
+MISSING_VALUES = "the batch's template values are missing"
 RECORD_PATIENCE_SECONDS = 600  # how long a worker keeps trying to write an outcome to Redis
 
 
@@ -155,6 +157,11 @@ def _turn(
         if record is None or record.state not in (BatchState.PENDING, BatchState.PACED):
             metrics.BATCHES.labels("skipped").inc()
             return f"skipped:{record.state.value if record else 'gone'}"
+        if work.template is not None and len(work.fields) != len(work.numbers):
+            # (never written so: its values gone, no text can be made; nothing is guessed)
+            persist(functools.partial(store.batch_failed, job_id, batch, None, MISSING_VALUES))
+            metrics.BATCHES.labels("failed").inc()
+            return "failed"
         # One call sends one text: a template's batch goes one run of equal texts at a time.
         text, per_message = _text_at(work, record.offset)
         size = work.run(

@@ -14,7 +14,7 @@ from bulksms.api.errors import ApiError
 from bulksms.api.submission import batching
 from bulksms.message import GSM_BASIC, GSM_EXTENSION, encode
 from bulksms.store import records
-from bulksms.template import TemplateError, escape, measure, parse
+from bulksms.template import TemplateError, escape, measure, parse, plain, plain_segments
 
 
 def render(source: str, **values: str) -> str:
@@ -125,7 +125,7 @@ def test_what_spreadsheets_export_is_read(delimiter: str, bom: bytes, newline: s
     )
     rows = read(bom + text.encode())
     assert rows.numbers == ["+14155550100", "+1 415 555 0101"]
-    assert rows.values == [(f'Ana{d} "A"',), (None,)]
+    assert rows.values == [(f'Ana{d} "A"',), ("",)]  # (a blank cell: missing, later)
     assert rows.labels == [2, 3]
 
 
@@ -186,3 +186,20 @@ def test_json_values_numbers_and_missing() -> None:
         ("a", "b"),
     )
     assert rows.values == [("3", "1.5"), (None, None)]
+
+
+@given(st.text(max_size=40), st.integers(0, 1700))
+def test_plain_texts_measure_by_their_length(text: str, length: int) -> None:
+    if plain([text]):
+        assert measure(text) == encode(text)
+        assert encode(text).encoding == "GSM-7" and encode(text).length == len(text)
+    wide = "a" * length
+    assert plain([wide]) and plain_segments(length) == encode(wide).segments
+
+
+def test_blank_rows_are_skipped_and_a_nul_is_refused_with_its_row() -> None:
+    rows = read(b"phone,name\n+14155550100,A\n,\n\n , \n+14155550101,B\n")
+    assert rows.numbers == ["+14155550100", "+14155550101"] and rows.labels == [2, 6]
+    with pytest.raises(ApiError) as raised:
+        read(b"phone,name\n+14155550100,A\n+14155550101,a\x00b\n")
+    assert raised.value.details["row"] == 3
