@@ -84,7 +84,7 @@ class Template:
 
 def parse(source: str) -> Template:
     """Read a message; raises `TemplateError` at its first malformed `{{`."""
-    names: list[str] = []
+    places: dict[str, int] = {}  # a field's name -> its place in the values
     form: list[str] = []
     literal: list[str] = []
     at = 0
@@ -99,15 +99,15 @@ def parse(source: str) -> Template:
             literal.append("{{")
         elif name is not None:
             key = name.casefold()
-            if key not in names:
-                names.append(key)
-            form.append(f"{{{names.index(key)}}}")
+            if key not in places:
+                places[key] = len(places)
+            form.append(f"{{{places[key]}}}")
         else:
             raise TemplateError(found.start(), source[found.start() : found.start() + 20])
     tail = source[at:]
     form.append(_escaped(tail))
     literal.append(tail)
-    return Template(source, tuple(names), "".join(form), "".join(literal))
+    return Template(source, tuple(places), "".join(form), "".join(literal))
 
 
 def escape(text: str) -> str:

@@ -17,6 +17,7 @@ import io
 import itertools
 import math
 import re
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from operator import itemgetter
@@ -72,13 +73,14 @@ def _read(
         max(DELIMITERS, key=header_line.count) if any(d in header_line for d in DELIMITERS) else ","
     )
     # (a chain, not a generator: closing one would close the file under it)
-    reader = csv.reader(itertools.chain((header_line,), text), delimiter=delimiter)
+    # strict: an unclosed quote is an error, not a cell that swallows the rows after it
+    reader = csv.reader(itertools.chain((header_line,), text), delimiter=delimiter, strict=True)
     try:
         header = [column_key(name) for name in next(reader)]
     except csv.Error as exc:
         raise _invalid_csv("invalid_csv", f"The header row is not valid CSV: {exc}.") from None
     named = [name for name in header if name]
-    duplicates = sorted({name for name in named if named.count(name) > 1})
+    duplicates = sorted(name for name, seen in Counter(named).items() if seen > 1)
     if duplicates:
         raise _invalid_csv(
             "duplicate_columns",
@@ -99,13 +101,22 @@ def _read(
     numbers, values, labels = rows.numbers, rows.values, rows.labels
     width, row = len(header), 1
     # The row's values as one tuple, at C speed (an empty cell is read as missing later).
-    pick = itemgetter(*(header.index(name) for name in wanted)) if wanted else None
+    places = [header.index(name) for name in wanted]
+    pick = itemgetter(*places) if wanted else None
     single = len(wanted) == 1
+    used = max([phone, *places]) + 1  # a short row is padded up to the last column read
     try:
         for cells in reader:
             row += 1
-            if len(cells) < width:
-                cells += [""] * (width - len(cells))
+            if len(cells) < used:
+                cells += [""] * (used - len(cells))
+            elif len(cells) > width and any(cell.strip() for cell in cells[width:]):
+                raise _invalid_csv(
+                    "invalid_csv",
+                    f"Row {row} of the contact file has more cells than its header: a value "
+                    "with the separator in it must be quoted.",
+                    row=row,
+                )
             number = cells[phone]
             if not number.strip() and not "".join(cells).strip():
                 continue  # a blank row (spreadsheets add them at the end: "" or ",,,")
@@ -120,9 +131,11 @@ def _read(
             labels.append(row)
             if pick is not None:
                 values.append((pick(cells),) if single else pick(cells))
-    except csv.Error as exc:
+    except csv.Error as exc:  # (met while reading the row after the last one read)
         raise _invalid_csv(
-            "invalid_csv", f"Row {row} of the contact file is not valid CSV: {exc}.", row=row
+            "invalid_csv",
+            f"Row {row + 1} of the contact file is not valid CSV: {exc}.",
+            row=row + 1,
         ) from None
     if not numbers:
         raise ApiError(

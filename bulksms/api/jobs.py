@@ -65,6 +65,23 @@ def _submit_body() -> tuple[Any, IO[bytes] | None, Any]:
         return body, None, body
     request.max_content_length = s.max_recipients * CSV_BYTES_PER_RECIPIENT + 1048576
     files, form = request.files, request.form
+    repeated = sorted({*(n for n in form if len(form.getlist(n)) > 1), *_repeated(files)})
+    if repeated or ("recipients" in files and "recipients" in form):
+        names = repeated or ["recipients"]
+        raise ApiError(
+            400,
+            "duplicate_field",
+            f"Each field may be given once: {', '.join(names)[:200]}.",
+            details={"fields": names[:20]},
+        )
+    garbled = sorted(name for name, value in form.items() if "\ufffd" in value)
+    if garbled:  # (Werkzeug reads a form field that is not UTF-8 with replacement characters)
+        raise ApiError(
+            400,
+            "not_utf8",
+            f"Form field(s) not UTF-8 text: {', '.join(garbled)[:200]}.",
+            details={"fields": garbled[:20]},
+        )
     unexpected = sorted(set(files) - {"recipients"})
     if unexpected:
         raise ApiError(
@@ -94,6 +111,10 @@ def _submit_body() -> tuple[Any, IO[bytes] | None, Any]:
     return submission.form_body(fields), upload, {"form": fields, "csv": digest.hexdigest()}
 
 
+def _repeated(files: Any) -> list[str]:
+    return [name for name in files if len(files.getlist(name)) > 1]
+
+
 def _read(body: Any, upload: IO[bytes] | None) -> submission.Submission:
     """Read and check a submit body, opt-outs and templates included (reads Redis only)."""
     s = settings()
@@ -110,6 +131,7 @@ def _read(body: Any, upload: IO[bytes] | None) -> submission.Submission:
             details=submission.accepted_document(sub),
         )
     submission.check_spend(sub, s)
+    sub.priority()  # (judged here too: a preview answers what the submit would)
     return sub
 
 

@@ -71,7 +71,7 @@ def row(recipient: Recipient, names: tuple[str, ...] = ()) -> dict[str, Any]:
 
 # A cell a spreadsheet would run as a formula starts with one of these: exported, it is
 # prefixed with ' so that it is shown as text (OWASP's advice on CSV injection).
-FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r", "\n", "\0", "＝", "＋", "－", "＠")
 
 
 def neutralised(value: str) -> str:
@@ -119,7 +119,9 @@ def csv_lines(store: JobStore, job: Job, status: Status | None) -> Iterator[str]
     values that look like formulas neutralised)."""
     names = job.field_names
     out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
+    # CRLF, as RFC 4180 writes it: a value holding a lone \r is then quoted too (with "\n" it
+    # would not be, and a spreadsheet would start a row of its own there)
+    writer = csv.writer(out, lineterminator="\r\n")
     writer.writerow([*COLUMNS, *names])
     for batch in range(job.batches):
         for recipient in store.batch_recipients(job.job_id, batch, len(names)):

@@ -33,6 +33,11 @@ from bulksms.template import parse as parse_template
 MAX_SCHEDULE_SECONDS = 30 * 86400  # and at most half the retention: the job must outlive it
 INVALID_SHOWN = 100  # the answer lists at most this many refused entries; the count is exact
 MISSING_FIELD, TOO_LONG = "missing_field", "too_long"  # a row's reasons beside its number's
+# A template's own bounds (its texts are bounded by the message limits once filled): a message's
+# worth of placeholders with room for their braces, and fields enough for any SMS.
+MAX_TEMPLATE_CHARACTERS = 4 * 1600
+MAX_PLACEHOLDERS = 20
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -175,6 +180,21 @@ def read_submission(body: Any, settings: Settings, upload: IO[bytes] | None = No
         raise ApiError(
             422, "empty_message", "message must not be empty.", details={"field": "message"}
         )
+    if len(text) > MAX_TEMPLATE_CHARACTERS:
+        raise ApiError(
+            422,
+            "message_too_long",
+            f"message may be at most {MAX_TEMPLATE_CHARACTERS} characters, placeholders "
+            f"included; this one is {len(text)}.",
+            details={"field": "message", "limit": MAX_TEMPLATE_CHARACTERS, "length": len(text)},
+        )
+    if _SURROGATE.search(text):
+        raise ApiError(
+            422,
+            "invalid_message",
+            "message holds a lone surrogate (an unpaired \\ud800-\\udfff escape): not text.",
+            details={"field": "message"},
+        )
     try:
         template = parse_template(text)
     except TemplateError as exc:
@@ -184,6 +204,14 @@ def read_submission(body: Any, settings: Settings, upload: IO[bytes] | None = No
             str(exc),
             details={"field": "message", "position": exc.position + 1},
         ) from None
+    if len(template.fields) > MAX_PLACEHOLDERS:
+        raise ApiError(
+            422,
+            "too_many_placeholders",
+            f"message may name at most {MAX_PLACEHOLDERS} fields; this one names "
+            f"{len(template.fields)}.",
+            details={"field": "message", "limit": MAX_PLACEHOLDERS},
+        )
     encoded = encode(template.literal)
     if encoded.length > encoded.limit:
         raise ApiError(

@@ -3,6 +3,7 @@ and a preview answer, what is stored, and what each batch will send."""
 
 from __future__ import annotations
 
+import csv
 import io
 import json
 from collections import Counter
@@ -285,3 +286,96 @@ def test_a_retry_sends_each_failed_recipient_its_own_text_again(stack: Stack) ->
     stack.wait_for(retry_id, lambda d: d["state"] == "completed")
     stack.wait_until_quiet()
     assert {m["dst"]: m["text"] for m in stack.sandbox.messages[before:]} == expected
+
+
+def test_an_idempotency_key_covers_the_contact_file_itself(client: FlaskClient) -> None:
+    a, b = us_numbers(2)
+    first = f"phone,name\n{a},Ana\n".encode()
+    key = {"Idempotency-Key": "contacts-1"}
+
+    def send(data: bytes) -> Any:
+        form = {"message": "Hi {{name}}", "recipients": (io.BytesIO(data), "c.csv")}
+        return client.post(
+            "/api/bulk-sms", data=form, headers={**AUTH, **key}, content_type="multipart/form-data"
+        )
+
+    made = send(first)
+    assert made.status_code == 202
+    again = send(first)
+    assert again.status_code == 202 and again.headers["Idempotent-Replayed"] == "true"
+    assert again.get_json()["job_id"] == made.get_json()["job_id"]
+    other = send(f"phone,name\n{b},Bo\n".encode())  # the same key with another file
+    assert (other.status_code, other.get_json()["error"]) == (409, "idempotency_key_reused")
+
+
+@pytest.mark.parametrize(
+    ("form", "extra", "status", "code"),
+    [
+        ({"message": ["Hi {{name}}", "Bye {{name}}"]}, None, 400, "duplicate_field"),
+        ({"message": "Hi {{name}}"}, "recipients", 400, "duplicate_field"),
+        ({"message": "Hi {{name}}", "priority": "x"}, None, 422, "invalid_priority"),
+        ({"message": "x" * 6401}, None, 422, "message_too_long"),
+        (
+            {"message": " ".join(f"{{{{f{i}}}}}" for i in range(21))},
+            None,
+            422,
+            "too_many_placeholders",
+        ),
+    ],
+)
+@pytest.mark.parametrize("path", ["/api/bulk-sms", "/api/bulk-sms/preview"])
+def test_a_form_that_is_not_what_it_seems_is_refused_and_changes_nothing(
+    client: FlaskClient,
+    rdb: redis.Redis,
+    path: str,
+    form: dict[str, Any],
+    extra: str | None,
+    status: int,
+    code: str,
+) -> None:
+    before = {k for k in rdb.keys("*") if "bulksms:rl" not in k}
+    data: dict[str, Any] = {
+        **form,
+        "recipients": (io.BytesIO(b"phone,name\n+14155550100,A\n"), "c.csv"),
+    }
+    if extra:
+        data["recipients"] = [data["recipients"], (io.BytesIO(b"phone\n+14155550101\n"), "d.csv")]
+    answer = client.post(path, data=data, headers=AUTH, content_type="multipart/form-data")
+    assert (answer.status_code, answer.get_json()["error"]) == (status, code), answer.get_json()
+    assert {k for k in rdb.keys("*") if "bulksms:rl" not in k} == before
+
+
+@pytest.mark.parametrize("path", ["/api/bulk-sms", "/api/bulk-sms/preview"])
+def test_a_form_field_that_is_not_utf8_is_refused(client: FlaskClient, path: str) -> None:
+    body = (
+        b'--b\r\nContent-Disposition: form-data; name="message"\r\n\r\nHi {{name}} \xe9\r\n'
+        b'--b\r\nContent-Disposition: form-data; name="recipients"; filename="c.csv"\r\n'
+        b"Content-Type: text/csv\r\n\r\nphone,name\n+14155550100,A\n\r\n--b--\r\n"
+    )
+    answer = client.post(
+        path, data=body, headers={**AUTH, "Content-Type": "multipart/form-data; boundary=b"}
+    )
+    assert (answer.status_code, answer.get_json()["error"]) == (400, "not_utf8")
+
+
+def test_a_lone_surrogate_in_the_message_is_a_422_not_a_500(client: FlaskClient) -> None:
+    answer = client.post(
+        "/api/bulk-sms",
+        data='{"recipients": ["+14155550100"], "message": "Hi \\ud800"}',
+        headers={"Content-Type": "application/json", **AUTH},
+    )
+    assert (answer.status_code, answer.get_json()["error"]) == (422, "invalid_message")
+
+
+def test_a_carriage_return_in_a_value_cannot_start_a_row_in_the_export(
+    client: FlaskClient,
+) -> None:
+    (a,) = us_numbers(1)
+    body = {
+        "message": "Hi {{name}}",
+        "recipients": [{"to": a, "fields": {"name": "Ann\r=cmd|' /C calc'!A0"}}],
+    }
+    job_id = post_json(client, body).get_json()["job_id"]
+    exported = client.get(f"/api/bulk-sms/{job_id}/messages.csv", headers=AUTH).get_data()
+    parsed = list(csv.reader(io.StringIO(exported.decode(), newline="")))
+    assert len(parsed) == 2 and parsed[1][-1] == "Ann\r=cmd|' /C calc'!A0"

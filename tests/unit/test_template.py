@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import re
+import time
 
 import pytest
 from hypothesis import given
@@ -203,3 +204,33 @@ def test_blank_rows_are_skipped_and_a_nul_is_refused_with_its_row() -> None:
     with pytest.raises(ApiError) as raised:
         read(b"phone,name\n+14155550100,A\n+14155550101,a\x00b\n")
     assert raised.value.details["row"] == 3
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b'phone,name\n+14155550100,"Ann\n+14155550101,Bob\n',  # an unclosed quote
+        b"phone,name,day\n+14155550100,Smith, John,Monday\n",  # an unquoted separator
+    ],
+)
+def test_a_row_that_would_shift_or_swallow_others_is_refused(data: bytes) -> None:
+    with pytest.raises(ApiError) as raised:
+        read(data, ("name",))
+    assert (raised.value.code, raised.value.details["row"]) == ("invalid_csv", 2)
+
+
+def test_trailing_empty_cells_are_fine_and_a_wide_header_is_cheap() -> None:
+    assert read(b"phone,name\n+14155550100,Ann,,\n").values == [("Ann",)]
+    wide = ",".join(["phone", "name", *(f"c{i}" for i in range(40_000))]).encode()
+    started = time.perf_counter()
+    rows = read(wide + b"\n" + b"+14155550100,Ann\n" * 50)
+    assert len(rows.numbers) == 50
+    # Not a timing claim, a complexity one: quadratic code took tens of seconds here.
+    assert time.perf_counter() - started < 20
+
+
+def test_many_distinct_placeholders_parse_in_linear_time() -> None:
+    source = " ".join(f"{{{{f{i}}}}}" for i in range(40_000))
+    started = time.perf_counter()
+    assert len(parse(source).fields) == 40_000
+    assert time.perf_counter() - started < 20  # (quadratic: about 30 s)
