@@ -97,6 +97,7 @@ class Stack:
             **os.environ,
             "REDIS_URL": "",  # set once Redis is up: its unix socket, as `bulksms up` uses it
             "API_KEY": KEY,
+            "SECRET_KEY": "bench-secret-key-0123456789abcdef",
             "API_BASE_URL": f"http://127.0.0.1:{self.web_port}",
             "PLIVO_SENDER_ID": "BENCH",
             "PLIVO_AUTH_ID": self.auth_id,

@@ -269,6 +269,12 @@ class Settings:
     rate_limit_submit: str = env("RATE_LIMIT_SUBMIT", _rate, "60/minute")
     rate_limit_read: str = env("RATE_LIMIT_READ", _rate, "1200/minute")
     rate_limit_bad_signatures: str = env("RATE_LIMIT_BAD_SIGNATURES", _rate, "30/minute")
+    # Sign-in attempts on the campaign page, per client address.
+    rate_limit_sign_in: str = env("RATE_LIMIT_SIGN_IN", _rate, "10/minute")
+    # The campaign page: SECRET_KEY keys its sessions (`bulksms up` makes one and keeps it);
+    # a session ends this long after its last use.
+    secret_key: str | None = env("SECRET_KEY", _text)
+    ui_session_seconds: int = env("UI_SESSION_SECONDS", _int(60), 8 * 3600)
     proxy_count: int = env("PROXY_COUNT", _int(0, 5), 0)
     log_level: str = env("LOG_LEVEL", _log_level, "INFO")
     log_dir: str | None = env("LOG_DIR", _text)

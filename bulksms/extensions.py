@@ -11,6 +11,7 @@ from flask import Flask, current_app
 from bulksms.config import ConfigError, Settings
 from bulksms.store import JobStore, server
 from bulksms.store.pacing import Pace
+from bulksms.store.sessions import Sessions
 from bulksms.store.signals import Nonces
 
 log = logging.getLogger(__name__)
@@ -32,6 +33,9 @@ def init_app(app: Flask, settings: Settings) -> None:
     app.extensions["bulksms.pace"] = Pace(client)
     # A report's nonce is remembered as long as jobs are: a V2 signature is good for any job.
     app.extensions["bulksms.nonces"] = Nonces(client, settings.job_retention_seconds)
+    app.extensions["bulksms.sessions"] = Sessions(
+        client, settings.secret_key or "", settings.ui_session_seconds
+    )
 
 
 def _refuse_eviction(client: redis.Redis) -> None:
@@ -69,6 +73,11 @@ def pace() -> Pace:
 
 def nonces() -> Nonces:
     value: Nonces = current_app.extensions["bulksms.nonces"]
+    return value
+
+
+def sessions() -> Sessions:
+    value: Sessions = current_app.extensions["bulksms.sessions"]
     return value
 
 

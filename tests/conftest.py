@@ -33,6 +33,7 @@ def settings(redis_url: str, credentials: tuple[str, str]) -> Settings:
         plivo_auth_token=token,
         plivo_sender_id=SENDER,
         api_keys=(API_KEY, SECOND_API_KEY),
+        secret_key="test-secret-key-of-the-suite-0123456789",
         api_base_url="http://127.0.0.1:9",  # overridden where reports must really arrive
         redis_url=redis_url,
         send_backoff_base=0.05,

@@ -18,7 +18,7 @@ JSON_OVERHEAD_PER_RECIPIENT = 32  # bytes: '"+44 (20) 7946 0958", ' and then som
 def create_app(settings: Settings | None = None) -> Flask:
     if settings is None:
         settings = load_settings()
-    settings.require("REDIS_URL", "API_KEY", "API_BASE_URL")
+    settings.require("REDIS_URL", "API_KEY", "API_BASE_URL", "SECRET_KEY")
     if not settings.webhook_key:
         logging.getLogger(__name__).warning(
             "Neither PLIVO_WEBHOOK_SECRET nor PLIVO_AUTH_TOKEN is set: every delivery report "
@@ -26,6 +26,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         )
 
     app = Flask("bulksms")
+    app.secret_key = settings.secret_key  # (Flask's own; the page's sessions are in Redis)
     # Fits a million recipients and not much more; Werkzeug answers 413 beyond it.
     app.config["MAX_CONTENT_LENGTH"] = settings.max_recipients * JSON_OVERHEAD_PER_RECIPIENT + 65536
     app.url_map.merge_slashes = False  # no HTML redirect for '//': a JSON 404 instead
@@ -33,8 +34,11 @@ def create_app(settings: Settings | None = None) -> Flask:
     logs.configure(settings)
 
     if settings.proxy_count:
-        # The client address (for per-address limits) comes from X-Forwarded-For.
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.proxy_count)  # type: ignore[method-assign]
+        # The client address (for per-address limits) comes from X-Forwarded-For, and the
+        # scheme (https: the campaign page's cookie is Secure) from X-Forwarded-Proto.
+        app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
+            app.wsgi_app, x_for=settings.proxy_count, x_proto=settings.proxy_count
+        )
     extensions.init_app(app, settings)
     errors.init_app(app)
     ratelimit.init_app(app, settings)
@@ -44,7 +48,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     taskqueue.prepare(app.extensions["celery"])  # its first publish's imports, not in a request
 
     from bulksms.api import jobs as api
-    from bulksms.api import openapi, ops, optouts, webhooks
+    from bulksms.api import openapi, ops, optouts, ui, webhooks
 
     app.register_blueprint(api.bp)
     app.register_blueprint(webhooks.bp)
@@ -52,6 +56,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(optouts.inbound)
     app.register_blueprint(ops.bp)
     app.register_blueprint(openapi.bp)
+    ui.init_app(app)  # the campaign page, /ui/
     # In front of everything Flask does: the delivery reports' common case (see `fastpath`).
     app.wsgi_app = fastpath.DeliveryReports(app, app.wsgi_app)  # type: ignore[method-assign]
     app.before_request(_bind_request_id)

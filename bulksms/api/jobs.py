@@ -15,7 +15,7 @@ from flask import Blueprint, Response, jsonify, request, stream_with_context, ur
 from bulksms import metrics, taskqueue
 from bulksms.api import idempotency, submission
 from bulksms.api import recipients as recipients_report
-from bulksms.api.auth import presented_key, require_api_key
+from bulksms.api.auth import require_api_key, scope
 from bulksms.api.errors import ApiError
 from bulksms.api.ratelimit import limiter, read_limit, submit_limit
 from bulksms.documents import duration, progress, status_document
@@ -42,7 +42,7 @@ def _authenticate() -> None:
 def submit() -> tuple[Response, int, dict[str, str]]:
     """A JSON body, or multipart/form-data with a contact file (CSV)."""
     body, upload, digest = _submit_body()
-    return _created(digest, lambda slot: _make_job(body, slot, upload=upload))
+    return _created(digest, lambda slot: make_job(body, slot, upload=upload))
 
 
 @bp.post("/preview")
@@ -50,7 +50,7 @@ def submit() -> tuple[Response, int, dict[str, str]]:
 def preview() -> Response:
     """What a submit of this body would answer, and its first messages: nothing is stored."""
     body, upload, _ = _submit_body()
-    sub = _read(body, upload)
+    sub = read(body, upload)
     return jsonify(submission.preview_document(sub, settings()))
 
 
@@ -104,18 +104,23 @@ def _submit_body() -> tuple[Any, IO[bytes] | None, Any]:
             details={"field": "recipients"},
         )
     fields = {name: value for name, value in form.items() if name != "recipients"}
+    return submission.form_body(fields), upload, {"form": fields, "csv": file_digest(upload)}
+
+
+def file_digest(upload: IO[bytes]) -> str:
+    """A contact file's digest (what an Idempotency-Key covers), read without holding it."""
     digest = hashlib.sha256()
     for chunk in iter(lambda: upload.read(1 << 20), b""):
         digest.update(chunk)
     upload.seek(0)
-    return submission.form_body(fields), upload, {"form": fields, "csv": digest.hexdigest()}
+    return digest.hexdigest()
 
 
 def _repeated(files: Any) -> list[str]:
     return [name for name in files if len(files.getlist(name)) > 1]
 
 
-def _read(body: Any, upload: IO[bytes] | None) -> submission.Submission:
+def read(body: Any, upload: IO[bytes] | None) -> submission.Submission:
     """Read and check a submit body, opt-outs and templates included (reads Redis only)."""
     s = settings()
     sub = submission.read_submission(body, s, upload)
@@ -139,19 +144,29 @@ def _created(
     body: Any, make: Callable[[idempotency.Slot | None], dict[str, Any]]
 ) -> tuple[Response, int, dict[str, str]]:
     """Every POST that makes a job: once per `Idempotency-Key` (and `body`), when one is given."""
-    idempotency_key = request.headers.get(idempotency.HEADER)
+    answer, replayed = created_once(body, make, request.headers.get(idempotency.HEADER))
+    return _accepted(answer, {"Idempotent-Replayed": "true"} if replayed else None)
+
+
+def created_once(
+    body: Any,
+    make: Callable[[idempotency.Slot | None], dict[str, Any]],
+    idempotency_key: str | None,
+) -> tuple[dict[str, Any], bool]:
+    """Make a job once per idempotency key (and `body`), scoped to who asks; the answer, and
+    whether it is a replay of the first request's."""
     if idempotency_key is None:
-        return _accepted(make(None))
+        return make(None), False
     with idempotency.once(
-        redis_client(), idempotency_key, presented_key() or "", body, settings().idempotency_ttl
+        redis_client(), idempotency_key, scope(), body, settings().idempotency_ttl
     ) as slot:
         if isinstance(slot, dict):
             _finish_remembered(slot["job_id"])
-            return _accepted(slot, {"Idempotent-Replayed": "true"})
-        return _accepted(make(slot))
+            return slot, True
+        return make(slot), False
 
 
-def _make_job(
+def make_job(
     body: Any,
     slot: idempotency.Slot | None,
     retry_of: str | None = None,
@@ -162,7 +177,7 @@ def _make_job(
     can send the job, so a retry of a request that failed half-way finds this job (and
     finishes it: `_finish_remembered`) rather than making a second one."""
     s = settings()
-    sub = _read(body, upload)
+    sub = read(body, upload)
     job_id = uuid.uuid4().hex
     accepted = sub.recipients.accepted
     urgent = _urgent(sub, len(accepted))
@@ -238,7 +253,7 @@ def _finish_remembered(job_id: str) -> None:
             _start(job_id, job.batches, job.urgent)
 
 
-def _document(job: Job) -> dict[str, Any]:
+def document(job: Job) -> dict[str, Any]:
     """The status JSON; while the job is queued or sending, with its progress estimate."""
     if job.state not in (JobState.QUEUED, JobState.SENDING):
         return status_document(job)
@@ -261,14 +276,18 @@ def _accepted(
 @bp.get("/<job_id>")
 @limiter.limit(read_limit)
 def status(job_id: str) -> Response:
-    return jsonify(_document(_job(job_id)))
+    return jsonify(document(find_job(job_id)))
 
 
 @bp.post("/<job_id>/cancel")
 @limiter.limit(submit_limit)
 def cancel(job_id: str) -> Response:
     """Batches not yet handed to Plivo are never sent; one in flight finishes and is counted."""
-    job = _job(job_id)
+    return jsonify(document(cancel_job(job_id)))
+
+
+def cancel_job(job_id: str) -> Job:
+    job = find_job(job_id)
     if job.state in (JobState.COMPLETED, JobState.FAILED):
         raise ApiError(
             409, "job_finished", f"The job is {job.state.value}: nothing left to cancel."
@@ -277,7 +296,7 @@ def cancel(job_id: str) -> Response:
     store().release(job_id)  # a scheduled job: never to be released now
     # Their tasks may be gone (consumed while paused): each claim now cancels its batch.
     _enqueue_pending(job)
-    return jsonify(_document(_job(job_id)))
+    return find_job(job_id)
 
 
 @bp.post("/<job_id>/retry")
@@ -285,6 +304,22 @@ def cancel(job_id: str) -> Response:
 def retry(job_id: str) -> tuple[Response, int, dict[str, str]]:
     """A new job, linked to this one, for exactly the recipients a retry can help: those that
     failed or went undelivered for a network error or a temporary unavailability."""
+    body = _retry_body(job_id)
+    # (the key's request is "retry this job": a second one answers the first's retry job)
+    return _created({"retry_of": job_id}, lambda slot: make_job(body, slot, retry_of=job_id))
+
+
+def retry_job(job_id: str, idempotency_key: str | None) -> dict[str, Any]:
+    """`retry`, for the campaign page: the retry job's answer."""
+    body = _retry_body(job_id)
+    return created_once(
+        {"retry_of": job_id},
+        lambda slot: make_job(body, slot, retry_of=job_id),
+        idempotency_key,
+    )[0]
+
+
+def _retry_body(job_id: str) -> dict[str, Any]:
     job = _readable(job_id)
     if job.unsent_batches or job.state not in (JobState.SENT, *FINISHED):
         raise ApiError(
@@ -306,38 +341,45 @@ def retry(job_id: str) -> tuple[Response, int, dict[str, str]]:
         body["powerpack_uuid"] = sending.powerpack_uuid
     if sending.message_expiry is not None:
         body["expiry_seconds"] = sending.message_expiry
-    # (the key's request is "retry this job": a second one answers the first's retry job)
-    return _created({"retry_of": job_id}, lambda slot: _make_job(body, slot, retry_of=job_id))
+    return body
 
 
 @bp.post("/<job_id>/pause")
 @limiter.limit(submit_limit)
 def pause(job_id: str) -> Response:
     """No batch starts while paused; batches in flight finish."""
-    state = _job(job_id).state
+    return jsonify(document(pause_job(job_id)))
+
+
+def pause_job(job_id: str) -> Job:
+    state = find_job(job_id).state
     if state not in (JobState.QUEUED, JobState.SENDING, JobState.PAUSED):
         raise ApiError(409, "not_pausable", f"The job is {state.value}: no batch is left to pause.")
     store().pause(job_id)
-    return jsonify(_document(_job(job_id)))
+    return find_job(job_id)
 
 
 @bp.post("/<job_id>/resume")
 @limiter.limit(submit_limit)
 def resume(job_id: str) -> Response:
     """Continue exactly where the job stopped: the batches still pending, no other."""
-    job = _job(job_id)
+    return jsonify(document(resume_job(job_id)))
+
+
+def resume_job(job_id: str) -> Job:
+    job = find_job(job_id)
     if not job.paused:
         raise ApiError(409, "not_paused", "The job is not paused.")
     store().resume(job_id)
     _enqueue_pending(job)
-    return jsonify(_document(_job(job_id)))
+    return find_job(job_id)
 
 
 @bp.delete("/<job_id>")
 @limiter.limit(submit_limit)
 def delete(job_id: str) -> Response:
     """Erase a finished job's per-recipient data; its counts stay."""
-    job = _job(job_id)
+    job = find_job(job_id)
     if job.unsent_batches or job.state not in FINISHED:
         raise ApiError(
             409,
@@ -345,7 +387,7 @@ def delete(job_id: str) -> Response:
             f"The job is {job.state.value}: cancel it or wait for it to finish.",
         )
     store().erase(job)
-    return jsonify(_document(_job(job_id)))
+    return jsonify(document(find_job(job_id)))
 
 
 @bp.get("/<job_id>/messages")
@@ -360,6 +402,14 @@ def messages(job_id: str) -> Response:
         recipients_report.Cursor.parse(request.args.get("cursor")),
     )
     return jsonify({"messages": found, "next_cursor": str(after) if after else None})
+
+
+@bp.get("/<job_id>/errors")
+@limiter.limit(read_limit)
+def errors(job_id: str) -> Response:
+    """The job's recipients with an error, by error code (read from every batch: one read a
+    batch, so a poll of a million-recipient job costs a thousand reads)."""
+    return jsonify({"errors": recipients_report.error_summary(store(), _readable(job_id))})
 
 
 @bp.get("/<job_id>/messages.csv")
@@ -414,7 +464,7 @@ def listing() -> Response:
     return jsonify({"jobs": found, "next_cursor": next_cursor})
 
 
-def _job(job_id: str) -> Job:
+def find_job(job_id: str) -> Job:
     job = store().job(job_id) if _plausible_id(job_id) else None
     if job is None:
         raise ApiError(404, "not_found", "No job with this id (it may have expired).")
@@ -422,7 +472,7 @@ def _job(job_id: str) -> Job:
 
 
 def _readable(job_id: str) -> Job:
-    job = _job(job_id)
+    job = find_job(job_id)
     if job.erased_at is not None:
         raise ApiError(410, "erased", "This job's per-recipient data were deleted.")
     return job

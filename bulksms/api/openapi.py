@@ -21,7 +21,8 @@ bp = Blueprint("openapi", __name__)
 ERROR_CODES = {
     400: "Malformed JSON, a field of the wrong type, an unknown field, a bad Idempotency-Key.",
     401: "No API key, or not a valid one.",
-    403: "The Plivo signature is missing or wrong (or V2 where PLIVO_SIGNATURES=v3).",
+    403: "The Plivo signature is missing or wrong (or V2 where PLIVO_SIGNATURES=v3); a campaign "
+    "page session's request without its X-CSRF-Token.",
     404: "No such job (it may have expired), or no such path.",
     410: "The job's per-recipient data were deleted.",
     409: "The Idempotency-Key was used with another body, or that request is still running.",
@@ -358,6 +359,43 @@ def _document() -> dict[str, Any]:
                             "content": {"text/csv": {"schema": {"type": "string"}}},
                         },
                         **_errors(400, 401, 404, 410, 429, 503),
+                    },
+                }
+            },
+            "/api/bulk-sms/{job_id}/errors": {
+                "get": {
+                    "operationId": "jobErrors",
+                    "summary": "The job's recipients with an error, grouped by error code (read "
+                    "from every batch: one read a batch).",
+                    "parameters": [JOB_ID],
+                    "responses": {
+                        "200": _json(
+                            {
+                                "type": "object",
+                                "required": ["errors"],
+                                "properties": {
+                                    "errors": {
+                                        "type": "array",
+                                        "items": {
+                                            "type": "object",
+                                            "required": ["code", "meaning", "count", "retryable"],
+                                            "properties": {
+                                                "code": {"type": "string"},
+                                                "meaning": {"type": "string"},
+                                                "count": COUNT,
+                                                "retryable": {
+                                                    "type": "boolean",
+                                                    "description": "Whether retry sends to "
+                                                    "these recipients again.",
+                                                },
+                                            },
+                                        },
+                                    }
+                                },
+                            },
+                            "Errors by code, the most frequent first.",
+                        ),
+                        **_errors(401, 403, 404, 410, 429, 503),
                     },
                 }
             },

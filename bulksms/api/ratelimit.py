@@ -7,25 +7,30 @@ past the limit they get 429 instead of 403.
 
 from __future__ import annotations
 
-import hashlib
 import time
 
 from flask import Flask, request
 from flask_limiter import Limiter
 from limits import parse
 
-from bulksms.api.auth import presented_key
+from bulksms.api.auth import current_session, presented_key
 from bulksms.api.errors import ApiError
 from bulksms.config import Settings
 from bulksms.extensions import settings
 from bulksms.store import RATE_LIMIT_PREFIX
+from bulksms.store.sessions import fingerprint
 
 
 def _client_key() -> str:
-    """Who is asking: their API key (hashed: a key never lands in Redis), else their address."""
+    """Who is asking: their API key (hashed: a key never lands in Redis), or the key their page
+    session signed in with, else their address."""
     key = presented_key()
     if key and key in settings().api_keys:
-        return "key:" + hashlib.sha256(key.encode()).hexdigest()[:24]
+        return "key:" + fingerprint(key)
+    if key is None:
+        session = current_session()
+        if session is not None:
+            return "key:" + session.key_fingerprint
     return f"ip:{request.remote_addr}"
 
 
@@ -50,6 +55,10 @@ def submit_limit() -> str:
 
 def read_limit() -> str:
     return settings().rate_limit_read
+
+
+def sign_in_limit() -> str:
+    return settings().rate_limit_sign_in
 
 
 def count_bad_signature() -> None:

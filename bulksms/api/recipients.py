@@ -33,6 +33,7 @@ ERRORS = {
     "110": "Message too long",
     "200": "Source number blocked by STOP from destination",
     "900": "Insufficient credit",
+    "420": "Expired in Plivo's queue (not charged)",
     "1000": "Unknown error",
     "invalid_number": "Plivo refused the number",
     "batch_failed": "The batch was refused",
@@ -112,6 +113,29 @@ def retryable(store: JobStore, job: Job) -> Iterator[dict[str, Any]]:
         for recipient in store.batch_recipients(job.job_id, batch, len(job.field_names)):
             if recipient.status in RETRYABLE_STATUSES and recipient.error_code in RETRYABLE_ERRORS:
                 yield row(recipient, job.field_names)
+
+
+def error_summary(store: JobStore, job: Job) -> list[dict[str, Any]]:
+    """Recipients with an error, grouped by code: its meaning, how many, and whether `retry`
+    would send to them again."""
+    found: dict[str, list[int]] = {}
+    for batch in range(job.batches):
+        for recipient in store.batch_recipients(job.job_id, batch):
+            code = recipient.error_code
+            if code:
+                tally = found.setdefault(code, [0, 0])
+                tally[0] += 1
+                retried = recipient.status in RETRYABLE_STATUSES and code in RETRYABLE_ERRORS
+                tally[1] += retried
+    return [
+        {
+            "code": code,
+            "meaning": ERRORS.get(code, "See Plivo's error codes"),
+            "count": n,
+            "retryable": bool(again),
+        }
+        for code, (n, again) in sorted(found.items(), key=lambda item: -item[1][0])
+    ]
 
 
 def csv_lines(store: JobStore, job: Job, status: Status | None) -> Iterator[str]:

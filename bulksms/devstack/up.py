@@ -323,6 +323,17 @@ def _api_key(data_dir: Path, environ: Mapping[str, str]) -> tuple[str, bool]:
     return key, True
 
 
+def _secret_key(data_dir: Path, environ: Mapping[str, str]) -> str:
+    """The configured SECRET_KEY, else one kept in the data folder (made on first run)."""
+    if environ.get("SECRET_KEY", "").strip():
+        return environ["SECRET_KEY"].strip()
+    path = data_dir / "secret-key"
+    if not path.exists():
+        path.write_text(secrets.token_urlsafe(32) + "\n")
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
 def up(host: str, port: int, flower_port: int, data_dir: Path) -> int:
     from bulksms.config import load_settings
 
@@ -352,6 +363,7 @@ def up(host: str, port: int, flower_port: int, data_dir: Path) -> int:
         env.update(REDIS_URL=local_redis_url(redis_port, redis_dir), CELERY_BROKER_URL="")
         key, generated = _api_key(data_dir, env)
         env["API_KEY"] = env.get("API_KEY") or key
+        env["SECRET_KEY"] = _secret_key(data_dir, env)
         base_url = local_url if sandbox else settings.api_base_url or local_url
         env["API_BASE_URL"] = base_url
         if sandbox:

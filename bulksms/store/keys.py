@@ -15,6 +15,7 @@ Cluster slot and each Lua script touches one job only.
                                        for messages Plivo reports part by part
     bulksms:nonce:<nonce>       string a signature nonce taken: the digest of its request
     bulksms:idem:<digest>       string an Idempotency-Key's request digest and its answer
+    bulksms:session:<digest>    hash   a campaign page session (HMAC of its id): key's print, CSRF
     bulksms:handed:<hour>       set    <job>:<batch> of the batches that handed messages over then
     bulksms:plivo-list-bucket   hash   the token bucket for Plivo's message list (its own limit)
     bulksms:active              zset   unfinished jobs, for the sweep
@@ -64,6 +65,10 @@ def fields(job_id: str, batch: int) -> str:
 
 def idempotency(digest: str) -> str:
     return f"{PREFIX}:idem:{digest}"
+
+
+def session(digest: str) -> str:
+    return f"{PREFIX}:session:{digest}"
 
 
 def handed(hour: int) -> str:

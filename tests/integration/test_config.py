@@ -48,8 +48,8 @@ def test_the_web_app_without_settings_says_what_to_set_in_one_line(tmp_path: Pat
     assert "Traceback" not in run.stderr
     lines = [line for line in run.stderr.splitlines() if line.startswith("bulksms web:")]
     assert lines == [
-        "bulksms web: Set REDIS_URL, API_KEY, API_BASE_URL in the environment or in .env before "
-        "starting (see .env.example)."
+        "bulksms web: Set REDIS_URL, API_KEY, API_BASE_URL, SECRET_KEY in the environment or in "
+        ".env before starting (see .env.example)."
     ]
 
 

@@ -28,14 +28,15 @@ def test_a_worker_without_plivo_credentials_names_them() -> None:
         create_worker(Settings(redis_url=WORKER.redis_url, api_base_url=WORKER.api_base_url))
 
 
-def test_the_web_app_needs_an_api_key_but_no_plivo_credentials() -> None:
-    with pytest.raises(ConfigError, match="API_KEY"):
+def test_the_web_app_needs_an_api_key_and_a_secret_key_but_no_plivo_credentials() -> None:
+    with pytest.raises(ConfigError, match="API_KEY, SECRET_KEY"):
         create_app(Settings(redis_url=WORKER.redis_url, api_base_url=WORKER.api_base_url))
     app = create_app(
         Settings(
             redis_url=WORKER.redis_url,
             api_base_url=WORKER.api_base_url,
             api_keys=("a-key-of-some-length-0123456789",),
+            secret_key="a-secret-of-some-length-0123456789",
         )
     )
     # A publisher only: the broker's queues, urgent first (test_architecture: no worker code).
