@@ -61,6 +61,13 @@ def _float(low: float) -> Callable[[str], float]:
     return parse
 
 
+def _secret(value: str) -> str:
+    value = value.strip()
+    if value and len(value) < 16:
+        raise ValueError("must be at least 16 characters (a long random string)")
+    return value
+
+
 def _bool(value: str) -> bool:
     lowered = value.strip().lower()
     if lowered in {"1", "true", "yes", "on"}:
@@ -273,7 +280,7 @@ class Settings:
     rate_limit_sign_in: str = env("RATE_LIMIT_SIGN_IN", _rate, "10/minute")
     # The campaign page: SECRET_KEY keys its sessions (`bulksms up` makes one and keeps it);
     # a session ends this long after its last use.
-    secret_key: str | None = env("SECRET_KEY", _text)
+    secret_key: str | None = env("SECRET_KEY", _secret)
     ui_session_seconds: int = env("UI_SESSION_SECONDS", _int(60), 8 * 3600)
     proxy_count: int = env("PROXY_COUNT", _int(0, 5), 0)
     log_level: str = env("LOG_LEVEL", _log_level, "INFO")

@@ -96,6 +96,7 @@ def secrets_of(settings: Settings) -> list[str]:
         settings.plivo_webhook_secret or "",
         settings.plivo_main_auth_token or "",
         settings.callback_secret or "",
+        settings.secret_key or "",
     ]
     for url in (settings.redis_url, settings.celery_broker_url):
         password = urlsplit(url).password if url else None

@@ -50,7 +50,9 @@ class Cursor:
         if not text:
             return cls()
         batch, _, offset = text.partition(".")
-        if not (batch.isdigit() and offset.isdigit()):
+        if not all(
+            part.isascii() and part.isdigit() and len(part) <= 9 for part in (batch, offset)
+        ):
             raise ApiError(400, "invalid_cursor", "cursor must be a next_cursor from a page.")
         return cls(int(batch), int(offset))
 

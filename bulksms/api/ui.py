@@ -11,6 +11,9 @@ to the API send it as `X-CSRF-Token`, and the API refuses a session's unsafe req
 from __future__ import annotations
 
 import datetime as dt
+import hmac
+import math
+import secrets
 import uuid
 from typing import IO, Any
 from urllib.parse import urlsplit
@@ -19,6 +22,7 @@ from flask import (
     Blueprint,
     Flask,
     Response,
+    make_response,
     redirect,
     render_template,
     request,
@@ -58,16 +62,21 @@ POLICY = (
 )
 
 
+SIGN_IN_COOKIE = "bulksms_signin"  # the sign-in form's own CSRF token (there is no session yet)
+
+
 def init_app(app: Flask) -> None:
     app.register_blueprint(bp)
     app.add_url_rule("/", "root", lambda: redirect(url_for("ui.jobs")))
+    app.after_request(_page_headers)
 
 
-@bp.after_request
 def _page_headers(response: Response) -> Response:
-    response.headers["Content-Security-Policy"] = POLICY
-    response.headers["X-Frame-Options"] = "DENY"
-    response.headers["Referrer-Policy"] = "same-origin"
+    """On every answer under /ui/ (its errors and redirects too) and /."""
+    if request.path == "/" or request.path.startswith("/ui/") or request.path == "/ui":
+        response.headers["Content-Security-Policy"] = POLICY
+        response.headers["X-Frame-Options"] = "DENY"
+        response.headers["Referrer-Policy"] = "same-origin"
     return response
 
 
@@ -104,35 +113,63 @@ def _form_checked() -> session_store.Session:
 
 
 def _same_origin() -> None:
+    """Browsers name the origin of every POST: another site's, or an opaque one ("null": a
+    sandboxed frame, a data: URL), is refused."""
     origin = request.headers.get("Origin")
-    if origin and origin != "null" and urlsplit(origin).netloc != request.host:
+    if origin is not None and (origin == "null" or urlsplit(origin).netloc != request.host):
         raise ApiError(403, "cross_origin", "A form from another site is refused.")
 
 
 # -- signing in ---------------------------------------------------------------------------------
 @bp.get("/signin")
-def sign_in() -> str:
-    return render_template("ui/signin.html", session=None, error=None)
+def sign_in() -> Response:
+    return _sign_in_page(None, 200)
+
+
+def _sign_in_page(error: str | None, status: int) -> Response:
+    """The form, with a token of its own in a SameSite=Strict cookie and in the form: a post
+    another site makes (whose cookie a browser leaves out) cannot sign anyone in."""
+    token = secrets.token_urlsafe(32)
+    page = render_template("ui/signin.html", session=None, error=error, token=token)
+    response: Response = make_response(page, status)
+    response.set_cookie(
+        SIGN_IN_COOKIE,
+        token,
+        max_age=3600,
+        httponly=True,
+        samesite="Strict",
+        secure=request.is_secure,
+        path="/ui/signin",
+    )
+    return response
 
 
 @bp.post("/signin")
 @limiter.limit(sign_in_limit, key_func=lambda: f"ip:{request.remote_addr}")
-def sign_in_post() -> BaseResponse | tuple[str, int]:
+def sign_in_post() -> BaseResponse:
     _same_origin()
+    expected = request.cookies.get(SIGN_IN_COOKIE, "")
+    given = request.form.get("signin_token", "")
+    if not expected or not hmac.compare_digest(expected.encode(), given.encode()):
+        return _sign_in_page("This form is stale: sign in again.", 403)
     key = request.form.get("api_key", "")
     if not auth.is_valid_key(key, settings().api_keys):
-        return render_template("ui/signin.html", session=None, error="That key is not valid."), 401
+        return _sign_in_page("That key is not valid.", 401)
+    previous = auth.current_session()
+    if previous is not None:  # (one browser, one session)
+        sessions().close(previous.session_id)
     opened = sessions().open(session_store.fingerprint(key))
     response = redirect(url_for("ui.jobs"))
+    # A cookie for this browser session only: the server's session decides how long it lives.
     response.set_cookie(
         auth.SESSION_COOKIE,
         opened.session_id,
-        max_age=settings().ui_session_seconds,
         httponly=True,
         samesite="Strict",
         secure=request.is_secure,
         path="/",
     )
+    response.delete_cookie(SIGN_IN_COOKIE, path="/ui/signin")
     return response
 
 
@@ -153,6 +190,8 @@ def jobs() -> str:
     try:
         before = float(cursor) if cursor else None
     except ValueError:
+        before = None
+    if before is not None and not math.isfinite(before):
         before = None
     candidates = store().jobs_before(before, 25)
     listed = []
@@ -277,8 +316,12 @@ def counter_text(message: str) -> str:
 def send_post() -> BaseResponse | tuple[str, int]:
     found = _form_checked()
     form = {name: value for name, value in request.form.items() if name != "csrf_token"}
-    body, upload = _body(form)
     try:
+        if len(request.files.getlist("contacts")) > 1 or any(
+            "\ufffd" in value for value in form.values()
+        ):
+            raise ApiError(400, "invalid_form", "One contact file, and text in UTF-8, please.")
+        body, upload = _body(form)
         if form.get("action") == "preview":
             sub = api.read(body, upload)
             return _send_page(
@@ -298,8 +341,8 @@ def send_post() -> BaseResponse | tuple[str, int]:
 def _body(form: dict[str, str]) -> tuple[dict[str, Any], IO[bytes] | None]:
     """The API's request body from the form (a contact file as the API takes one)."""
     body: dict[str, Any] = {"message": form.get("message", "")}
-    if form.get("priority") in ("normal", "high"):
-        body["priority"] = form["priority"]
+    if form.get("priority"):
+        body["priority"] = form["priority"]  # (the API answers a wrong one)
     region = form.get("default_region", "").strip()
     if region:
         body["default_region"] = region

@@ -3,7 +3,7 @@
 A session records which API key signed in (its fingerprint, never the key) and the session's CSRF
 token. Its Redis key is an HMAC of the id under SECRET_KEY, so a reader of Redis (a backup, a
 replica) cannot present what it finds there as a cookie. A session lasts `ttl` seconds from its
-last use; signing out deletes it.
+last use, and never more than `LIFETIME_SECONDS` from its start; signing out deletes it.
 """
 
 from __future__ import annotations
@@ -11,11 +11,14 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+import time
 from dataclasses import dataclass
 
 import redis
 
 from bulksms.store import keys
+
+LIFETIME_SECONDS = 24 * 3600  # however busy: a stolen id is not good forever
 
 
 @dataclass(frozen=True)
@@ -40,11 +43,11 @@ class Sessions:
 
     def open(self, key_fingerprint: str) -> Session:
         session = Session(secrets.token_urlsafe(32), key_fingerprint, secrets.token_urlsafe(32))
-        self.redis.hset(
-            self._key(session.session_id),
-            mapping={"key": key_fingerprint, "csrf": session.csrf},
-        )
-        self.redis.expire(self._key(session.session_id), self.ttl)
+        key = self._key(session.session_id)
+        pipe = self.redis.pipeline(transaction=True)  # (never a session without its expiry)
+        pipe.hset(key, mapping={"key": key_fingerprint, "csrf": session.csrf, "at": time.time()})
+        pipe.expire(key, self.ttl)
+        pipe.execute()
         return session
 
     def find(self, session_id: str) -> Session | None:
@@ -53,10 +56,13 @@ class Sessions:
             return None
         key = self._key(session_id)
         pipe = self.redis.pipeline(transaction=False)
-        pipe.hmget(key, ["key", "csrf"])
+        pipe.hmget(key, ["key", "csrf", "at"])
         pipe.expire(key, self.ttl)  # (a key that is gone stays gone)
-        (found, token), _ = pipe.execute()
+        (found, token, started), _ = pipe.execute()
         if not found or not token:
+            return None
+        if time.time() - float(started or 0) > LIFETIME_SECONDS:
+            self.redis.delete(key)
             return None
         return Session(session_id, found, token)
 

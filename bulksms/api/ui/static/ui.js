@@ -23,7 +23,7 @@ function confirmations() {
 // -- the job page ---------------------------------------------------------------------------
 function jobPage(root) {
   const samples = [];
-  let errorsAt = 0;
+  let failuresSeen = -1;  // the errors table is read again only when these change
 
   function set(selector, text) {
     const node = root.querySelector(selector);
@@ -97,8 +97,9 @@ function jobPage(root) {
         const doc = await answer.json();
         draw(doc);
         finished = FINISHED.includes(doc.state);
-        if (Date.now() - errorsAt > 5000 || finished) {
-          errorsAt = Date.now();
+        const failures = ["undelivered", "failed", "rejected"].reduce((n, s) => n + doc.counts[s], 0);
+        if (failures !== failuresSeen) {  // (reading every batch costs: only when it shows more)
+          failuresSeen = failures;
           await errors();
         }
       }
