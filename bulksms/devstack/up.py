@@ -506,6 +506,7 @@ def _announce(
         "",
         "bulksms is up.",
         f"  API       {base_url}/api/bulk-sms",
+        f"  Page      {base_url}/ui/   (sign in with the API key)",
         f"  Flower    http://{host}:{flower_port}/",
         f"  Metrics   {base_url}/metrics, and the worker's on port {worker_metrics_port}",
         f"  API key   {key}"
