@@ -182,15 +182,14 @@ def make_job(
     accepted = sub.recipients.accepted
     urgent = _urgent(sub, len(accepted))
     personal = sub.personal
-    recipients, fields, starts, segments = accepted, None, None, None
+    recipients, fields, starts = accepted, None, None
     segments_per_message = sub.encoded.segments
     if personal is not None:
         order, starts = submission.batching(personal.texts, s.batch_size)
         recipients = [accepted[i] for i in order] if order else accepted
         fields = [personal.values[i] for i in order] if order else personal.values
-        total = sub.total_segments
-        segments = (total, min(personal.segments), max(personal.segments))
-        segments_per_message = -(-total // len(accepted))  # (the mean, for the pace's ETA)
+        # (the mean, for the pace's ETA)
+        segments_per_message = -(-sub.total_segments // len(accepted))
     new_job = NewJob(
         job_id=job_id,
         sending=sub.sending,
@@ -209,7 +208,6 @@ def make_job(
         field_names=sub.template.fields,
         fields=fields,
         starts=starts,
-        segments=segments,
     )
     created_at = store().create(new_job, index=False)
     answer = {

@@ -25,9 +25,9 @@ from bulksms import callback_address, numbers
 from bulksms.api import contacts, schemas
 from bulksms.api.errors import ApiError
 from bulksms.config import ALPHANUMERIC_SENDER_RE, E164_RE, UUID_RE, Settings
-from bulksms.message import GSM7, LIMITS, PART, SINGLE, Encoded, encode
+from bulksms.message import GSM7, LIMITS, Encoded, encode
 from bulksms.store import Sending
-from bulksms.template import Template, TemplateError, measure, plain
+from bulksms.template import Template, TemplateError, measure, plain, plain_segments
 from bulksms.template import parse as parse_template
 
 MAX_SCHEDULE_SECONDS = 30 * 86400  # and at most half the retention: the job must outlive it
@@ -326,7 +326,7 @@ def personalise(sub: Submission) -> None:
     # (ASCII of GSM-7's basic table) make GSM-7 texts whose segments follow from their length.
     simple = plain([template.literal], itertools.chain.from_iterable(table))
     blank = not template.literal.strip()  # (else no text can be blank)
-    single, part, limit = SINGLE[GSM7], PART[GSM7], LIMITS[GSM7]
+    limit = LIMITS[GSM7]
 
     def refuse(index: int, place: int, reason: str, lacking: str | None = None) -> None:
         recipients.refuse(accepted[index], reason, INVALID_SHOWN, place, lacking)
@@ -343,7 +343,7 @@ def personalise(sub: Submission) -> None:
             if length > limit:
                 refuse(index, place, TOO_LONG, "message")
                 continue
-            count = 1 if length <= single else -(-length // part)
+            count = plain_segments(length)
         else:
             measured = measure(text)
             if measured.length > measured.limit:

@@ -98,9 +98,6 @@ class JobStore:
         }
         if job.field_names:
             fields["fields"] = ",".join(job.field_names)
-        if job.segments is not None:
-            total, least, most = job.segments
-            fields.update(segments=total, segments_min=least, segments_max=most)
         optional = {"callback_url": job.callback_url, "retry_of": job.retry_of}
         fields.update({k: v for k, v in optional.items() if v is not None})
         if job.urgent:

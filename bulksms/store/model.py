@@ -136,12 +136,10 @@ class NewJob:
     retry_of: str | None = None
     send_at: float | None = None  # scheduled: released by the sweep at this time
     # A template's job: its placeholders' names, each recipient's values (by `recipients`),
-    # where each batch starts in `recipients` (recipients of one text share batches), and the
-    # segments of every message together and the fewest and most of one.
+    # and where each batch starts in `recipients` (recipients of one text share batches).
     field_names: tuple[str, ...] = ()
     fields: Sequence[tuple[str, ...]] | None = None
     starts: Sequence[int] | None = None
-    segments: tuple[int, int, int] | None = None  # (total, least, most)
 
     @property
     def batch_count(self) -> int:
@@ -234,7 +232,6 @@ class Job:
     halted: str | None = None  # why no batch is sent any more
     erased_at: float | None = None
     field_names: tuple[str, ...] = ()  # a template's job: its placeholders' names
-    segments_range: tuple[int, int] | None = None  # a template's job: the fewest, the most
     handed: int = 0  # recipients handed to Plivo (accepted or refused by its API) so far
     first_handed_at: float | None = None
     last_handed_at: float | None = None
@@ -311,9 +308,6 @@ class Job:
             halted=fields.get("halted"),
             erased_at=moment("erased"),
             field_names=tuple(fields["fields"].split(",")) if fields.get("fields") else (),
-            segments_range=(number("segments_min"), number("segments_max"))
-            if "segments_min" in fields
-            else None,
             handed=number("handed"),
             first_handed_at=moment("first_handed_at"),
             last_handed_at=moment("last_handed_at"),
