@@ -8,6 +8,7 @@ role needs (web app or worker) are present.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -54,6 +55,8 @@ def _float(low: float) -> Callable[[str], float]:
             number = float(value.strip())
         except ValueError:
             raise ValueError("must be a number") from None
+        if not math.isfinite(number):
+            raise ValueError("must be a finite number")
         if number < low:
             raise ValueError(f"must be ≥ {low}")
         return number
@@ -268,6 +271,9 @@ class Settings:
     # internal receiver); off, only to globally routable ones.
     callback_allow_private: bool = env("CALLBACK_ALLOW_PRIVATE", _bool, False)
     urgent_max_recipients: int = env("URGENT_MAX_RECIPIENTS", _int(0), 1000)
+    # How much urgent work may wait in bulksms, in seconds of the account's pace: beyond it a
+    # new urgent submit is refused (503, Retry-After) rather than queued to arrive late. 0: none.
+    urgent_backlog_seconds: float = env("URGENT_BACKLOG_SECONDS", _float(0.0), 600.0)
     max_segments_per_job: int = env("MAX_SEGMENTS_PER_JOB", _int(0), 0)  # 0: no limit
     # What one segment costs (the account's currency): previews then estimate a job's cost.
     price_per_segment: float | None = env("PRICE_PER_SEGMENT", _float(0.0))
@@ -322,6 +328,11 @@ class Settings:
             raise ConfigError(
                 f"Set {listed} in the environment or in .env before starting (see .env.example)."
             )
+
+    @property
+    def broker_is_store(self) -> bool:
+        """The broker is the job store's Redis: a job's tasks can be written with the job."""
+        return not self.celery_broker_url or self.celery_broker_url == self.redis_url
 
     @property
     def broker_url(self) -> str | None:

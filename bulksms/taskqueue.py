@@ -11,10 +11,15 @@ Redis does (`bulksms.worker.dispatch`).
 
 from __future__ import annotations
 
+import base64
+import functools
+import json
+import uuid
 from collections.abc import Iterable
 from typing import Any
 
 from celery import Celery
+from celery.utils.nodenames import anon_nodename
 from kombu.entity import Queue
 from kombu.exceptions import ChannelError
 
@@ -50,9 +55,10 @@ def make_celery(settings: Settings, **options: Any) -> Celery:
             # Workers consume both; with the "priority" order kombu's Redis transport asks for
             # the urgent queue first on every poll, so an alert never waits behind a campaign.
             "task_queues": (Queue(URGENT_QUEUE), Queue(QUEUE)),
-            # Flower shows tasks from their events.
+            # Flower shows tasks from the worker's events. A `task-sent` event would be a
+            # second publish per task that nothing needs (issue 18: alerts).
             "worker_send_task_events": True,
-            "task_send_sent_event": True,
+            "task_send_sent_event": False,
             "worker_hijack_root_logger": False,
         }
     )
@@ -82,6 +88,85 @@ def start(celery: Celery, job_id: str, batches: int, urgent: bool) -> None:
         enqueue(celery, job_id, range(batches), urgent)
     else:
         celery.send_task(FAN_OUT, (job_id,), queue=queue_for(urgent))
+
+
+def start_messages(
+    celery: Celery, job_id: str, batches: int, urgent: bool
+) -> list[tuple[str, str]]:
+    """What sets a new job going (`start`), as messages for the store to push in the same
+    round trip as the job's own writes: a small job's `send_batch` tasks, a big job's
+    `fan_out`."""
+    if batches <= FAN_OUT_ABOVE:
+        return messages(celery, SEND_BATCH, [(job_id, batch) for batch in range(batches)], urgent)
+    return messages(celery, FAN_OUT, [(job_id,)], urgent)
+
+
+def messages(
+    celery: Celery, name: str, calls: Iterable[tuple[Any, ...]], urgent: bool
+) -> list[tuple[str, str]]:
+    """Task `name` once per args in `calls`, as the broker holds them: (the queue's Redis
+    list, the message), for the store to push in the same round trip as the job's own writes
+    (so an alert costs one round trip, not one publish a task).
+
+    The message is the one `send_task` would put there, made here because Celery's own making
+    of it (argument reprs, option merging) cost an alert more than the rest of its request: a
+    task protocol 2 message (Celery's "Message Protocol" reference: these headers, and a body
+    of [args, kwargs, embed]) in the envelope of kombu's Redis transport (base64 body, delivery
+    info, priority 0, which that transport keeps in the queue's own list).
+    `tests/integration/test_taskqueue.py` compares the two, and a real worker runs them."""
+    queue = queue_for(urgent)
+    origin, reply_to = _origin(), celery.thread_oid
+    out = []
+    for args in calls:
+        task_id = str(uuid.uuid4())
+        body = json.dumps([list(args), {}, EMBED]).encode()
+        headers: dict[str, Any] = {
+            "lang": "py",
+            "task": name,
+            "id": task_id,
+            "shadow": None,
+            "eta": None,
+            "expires": None,
+            "group": None,
+            "group_index": None,
+            "retries": 0,
+            "timelimit": [None, None],
+            "root_id": task_id,
+            "parent_id": None,
+            "argsrepr": repr(args),
+            "kwargsrepr": "{}",
+            "origin": origin,
+            "ignore_result": None,
+            "replaced_task_nesting": 0,
+            "stamped_headers": None,
+            "stamps": {},
+        }
+        envelope = {
+            "body": base64.b64encode(body).decode("ascii"),
+            "content-encoding": "utf-8",
+            "content-type": "application/json",
+            "headers": headers,
+            "properties": {
+                "correlation_id": task_id,
+                "reply_to": reply_to,
+                "delivery_mode": 2,
+                "delivery_info": {"exchange": "", "routing_key": queue},
+                "priority": 0,
+                "body_encoding": "base64",
+                "delivery_tag": str(uuid.uuid4()),
+            },
+        }
+        out.append((queue, json.dumps(envelope)))
+    return out
+
+
+EMBED = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
+
+
+@functools.cache
+def _origin() -> str:
+    """The `origin` header `send_task` gives a message: this process's node name."""
+    return str(anon_nodename())
 
 
 def enqueue(celery: Celery, job_id: str, batches: Iterable[int], urgent: bool) -> None:

@@ -8,7 +8,7 @@ from flask import Flask, Response, g, request
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from bulksms import extensions, logs, numbers, taskqueue
-from bulksms.api import errors, ratelimit
+from bulksms.api import errors, ratelimit, submit_fastpath
 from bulksms.api import report_fastpath as fastpath
 from bulksms.config import Settings, load_settings
 
@@ -57,7 +57,9 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(ops.bp)
     app.register_blueprint(openapi.bp)
     ui.init_app(app)  # the campaign page, /ui/
-    # In front of everything Flask does: the delivery reports' common case (see `fastpath`).
+    # In front of everything Flask does: the delivery reports' common case and small submits
+    # (alerts), each served without Flask's per-request machinery.
+    app.wsgi_app = submit_fastpath.SmallSubmits(app, app.wsgi_app)  # type: ignore[method-assign]
     app.wsgi_app = fastpath.DeliveryReports(app, app.wsgi_app)  # type: ignore[method-assign]
     app.before_request(_bind_request_id)
     app.after_request(_security_headers)

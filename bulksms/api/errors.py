@@ -11,7 +11,6 @@ from typing import Any
 
 import redis
 from flask import Flask, Response, jsonify
-from flask_limiter import RateLimitExceeded
 from limits.errors import StorageError
 from werkzeug.exceptions import HTTPException
 
@@ -41,13 +40,17 @@ def error_response(
     details: Any = None,
     headers: dict[str, str] | None = None,
 ) -> Response:
-    body: dict[str, Any] = {"error": code, "message": message}
-    if details is not None:
-        body["details"] = details
-    response = jsonify(body)
+    response = jsonify(error_body(code, message, details))
     response.status_code = status
     response.headers.update(headers or {})
     return response
+
+
+def error_body(code: str, message: str, details: Any = None) -> dict[str, Any]:
+    body: dict[str, Any] = {"error": code, "message": message}
+    if details is not None:
+        body["details"] = details
+    return body
 
 
 def _http_code(exc: HTTPException) -> str:
@@ -66,11 +69,6 @@ def init_app(app: Flask) -> None:
         allow = {"Allow": headers["Allow"]} if "Allow" in headers else None
         message = exc.description or exc.name
         return error_response(status, _http_code(exc), message, headers=allow)
-
-    @app.errorhandler(RateLimitExceeded)
-    def rate_limited(exc: RateLimitExceeded) -> Response:
-        # flask-limiter adds Retry-After and the X-RateLimit headers after this.
-        return error_response(429, "rate_limited", f"Rate limit exceeded: {exc.description}.")
 
     @app.errorhandler(StorageError)
     @app.errorhandler(redis.RedisError)

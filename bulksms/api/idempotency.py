@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis
+from redis.client import Pipeline
 
 from bulksms.api.errors import ApiError
 from bulksms.store import idempotency as records
@@ -41,8 +42,14 @@ class Slot:
     ttl: int
     answered: bool = False
 
-    def remember(self, answer: dict[str, Any]) -> None:
-        records.remember(self.client, self.scope, self.digest, answer, self.ttl)
+    def remember(
+        self, answer: dict[str, Any], client: redis.Redis | Pipeline | None = None
+    ) -> None:
+        """Store the answer to replay, or add its write to `client` (the job's pipeline). From
+        here on the key is not freed, even if the write then fails: it may have reached Redis
+        with the job, and a freed key would let a retry make a second job (a key whose answer
+        never arrived is taken again after `CLAIM_SECONDS`)."""
+        records.remember(client or self.client, self.scope, self.digest, answer, self.ttl)
         self.answered = True
 
 

@@ -10,7 +10,7 @@ import uuid
 from collections.abc import Callable
 from typing import IO, Any
 
-from flask import Blueprint, Response, jsonify, request, stream_with_context, url_for
+from flask import Blueprint, Response, jsonify, request, stream_with_context
 
 from bulksms import metrics, taskqueue
 from bulksms.api import idempotency, submission
@@ -52,6 +52,10 @@ def preview() -> Response:
     body, upload, _ = _submit_body()
     sub = read(body, upload)
     return jsonify(submission.preview_document(sub, settings()))
+
+
+def status_url(job_id: str) -> str:
+    return f"{bp.url_prefix}/{job_id}"
 
 
 def _submit_body() -> tuple[Any, IO[bytes] | None, Any]:
@@ -144,7 +148,7 @@ def _created(
     body: Any, make: Callable[[idempotency.Slot | None], dict[str, Any]]
 ) -> tuple[Response, int, dict[str, str]]:
     """Every POST that makes a job: once per `Idempotency-Key` (and `body`), when one is given."""
-    answer, replayed = created_once(body, make, request.headers.get(idempotency.HEADER))
+    answer, replayed = created_once(body, make, request.headers.get(idempotency.HEADER), scope())
     return _accepted(answer, {"Idempotent-Replayed": "true"} if replayed else None)
 
 
@@ -152,13 +156,14 @@ def created_once(
     body: Any,
     make: Callable[[idempotency.Slot | None], dict[str, Any]],
     idempotency_key: str | None,
+    asker: str,
 ) -> tuple[dict[str, Any], bool]:
-    """Make a job once per idempotency key (and `body`), scoped to who asks; the answer, and
-    whether it is a replay of the first request's."""
+    """Make a job once per idempotency key (and `body`), scoped to who asks (`asker`: see
+    `auth.scope`); the answer, and whether it is a replay of the first request's."""
     if idempotency_key is None:
         return make(None), False
     with idempotency.once(
-        redis_client(), idempotency_key, scope(), body, settings().idempotency_ttl
+        redis_client(), idempotency_key, asker, body, settings().idempotency_ttl
     ) as slot:
         if isinstance(slot, dict):
             _finish_remembered(slot["job_id"])
@@ -172,10 +177,10 @@ def make_job(
     retry_of: str | None = None,
     upload: IO[bytes] | None = None,
 ) -> dict[str, Any]:
-    """Validate, store the job, remember the answer (if idempotent), index the job for the
-    sweep, then enqueue its batches. In that order: the answer is remembered before anything
-    can send the job, so a retry of a request that failed half-way finds this job (and
-    finishes it: `_finish_remembered`) rather than making a second one."""
+    """Validate, then store the job, remember the answer (if idempotent), index the job for
+    the sweep and enqueue its first tasks, in one round trip and in that order: the answer is
+    remembered before anything can send the job, so a retry of a request that failed half-way
+    finds this job (and finishes it: `_finish_remembered`) rather than making a second one."""
     s = settings()
     sub = read(body, upload)
     job_id = uuid.uuid4().hex
@@ -209,28 +214,59 @@ def make_job(
         fields=fields,
         starts=starts,
     )
-    created_at = store().create(new_job, index=False)
+    # (an urgent job waits behind the urgent work accepted before it: its estimate says so)
+    ahead = _take_urgent(sub.total_segments) if urgent and sub.send_at is None else 0.0
     answer = {
         "job_id": job_id,
-        "status_url": url_for("api.status", job_id=job_id),
+        "status_url": status_url(job_id),
         "state": (JobState.SCHEDULED if sub.send_at else JobState.QUEUED).value,
         "batches": new_job.batch_count,
         **submission.accepted_document(sub),
-        "estimated_duration_seconds": duration(
-            len(new_job.recipients),
-            new_job.segments_per_message,
-            s.pace_for(sender_of(sub.sending)),
+        "estimated_duration_seconds": round(
+            ahead
+            + duration(
+                len(new_job.recipients),
+                new_job.segments_per_message,
+                s.pace_for(sender_of(sub.sending)),
+            ),
+            3,
         ),
         **({"retry_of": retry_of} if retry_of else {}),
     }
-    if slot is not None:
-        slot.remember(answer)
-    store().index(job_id, created_at, sub.send_at)  # from here on the job will be sent
+    # One round trip: the job, the answer to replay, the index and the job's first tasks (when
+    # the broker is this Redis), in that order: the answer is stored before anything can send
+    # the job. Should the process die before the tasks are pushed, the sweep enqueues the
+    # job's pending batches.
+    now = sub.send_at is None
+    together = now and s.broker_is_store
+    tasks = (
+        taskqueue.start_messages(celery(), job_id, new_job.batch_count, urgent) if together else []
+    )
+    remember = None if slot is None else lambda pipe: slot.remember(answer, pipe)
+    store().create(new_job, then=remember, tasks=tasks)
     metrics.JOBS_CREATED.inc()
     metrics.RECIPIENTS_ACCEPTED.inc(len(new_job.recipients))
-    if sub.send_at is None:
+    if now and not together:
         _start(job_id, new_job.batch_count, urgent)
     return answer
+
+
+def _take_urgent(segments: int) -> float:
+    """Count an urgent job against the urgent lane's backlog (seconds of the account's pace,
+    `store.pacing`): the backlog ahead of it. Beyond `URGENT_BACKLOG_SECONDS` it is refused,
+    503 with Retry-After, rather than accepted to arrive late."""
+    s = settings()
+    taken, seconds = pace().take_urgent(segments / s.plivo_mps, s.urgent_backlog_seconds)
+    if not taken:
+        raise ApiError(
+            503,
+            "urgent_backlog",
+            f"More than {s.urgent_backlog_seconds:g} s of urgent messages wait to be sent at "
+            f"the account's pace ({s.plivo_mps:g} segments a second): try again later.",
+            details={"retry_after_seconds": math.ceil(seconds)},
+            headers={"Retry-After": str(max(1, math.ceil(seconds)))},
+        )
+    return seconds
 
 
 def _start(job_id: str, batches: int, urgent: bool) -> None:
@@ -314,6 +350,7 @@ def retry_job(job_id: str, idempotency_key: str | None) -> dict[str, Any]:
         {"retry_of": job_id},
         lambda slot: make_job(body, slot, retry_of=job_id),
         idempotency_key,
+        scope(),
     )[0]
 
 

@@ -30,7 +30,8 @@ ERROR_CODES = {
     415: "The body is not application/json.",
     422: "Well-formed but unacceptable: no valid recipient, empty or too long a message, ...",
     429: "Rate limited; retry after Retry-After seconds.",
-    503: "Redis is unavailable; retry after Retry-After seconds.",
+    503: "Redis is unavailable, or (a submit, `urgent_backlog`) more urgent work waits than "
+    "URGENT_BACKLOG_SECONDS allows; retry after Retry-After seconds.",
 }
 RETRY_AFTER = {
     "Retry-After": {

@@ -7,14 +7,15 @@ past the limit they get 429 instead of 403.
 
 from __future__ import annotations
 
+import math
 import time
 
-from flask import Flask, request
-from flask_limiter import Limiter
+from flask import Flask, Response, request
+from flask_limiter import Limiter, RateLimitExceeded
 from limits import parse
 
 from bulksms.api.auth import current_session, presented_key
-from bulksms.api.errors import ApiError
+from bulksms.api.errors import ApiError, error_response
 from bulksms.config import Settings
 from bulksms.extensions import settings
 from bulksms.store import RATE_LIMIT_PREFIX
@@ -42,11 +43,30 @@ def init_app(app: Flask, s: Settings) -> None:
         RATELIMIT_STORAGE_URI=s.limiter_storage_uri,
         RATELIMIT_STORAGE_OPTIONS={"socket_connect_timeout": 2, "socket_timeout": 5},
         RATELIMIT_KEY_PREFIX=RATE_LIMIT_PREFIX,
-        RATELIMIT_HEADERS_ENABLED=True,
+        # No X-RateLimit headers: they would cost every request a second round trip (the
+        # window's state); a 429 says when to come back (`_rate_limited`).
+        RATELIMIT_HEADERS_ENABLED=False,
         RATELIMIT_STRATEGY="moving-window",
         RATELIMIT_SWALLOW_ERRORS=False,  # a Redis failure is a 503, not a silent free pass
     )
     limiter.init_app(app)
+    app.register_error_handler(RateLimitExceeded, _rate_limited)
+
+
+def _rate_limited(exc: RateLimitExceeded) -> Response:
+    """429, with `Retry-After`: when the breached limit's window lets a request through."""
+    breached = limiter.current_limit
+    return error_response(
+        429,
+        "rate_limited",
+        f"Rate limit exceeded: {exc.description}.",
+        headers={"Retry-After": retry_after(breached.window[0]) if breached else "1"},
+    )
+
+
+def retry_after(reset: float) -> str:
+    """Seconds until `reset` (a window's), at least 1."""
+    return str(max(1, math.ceil(reset - time.time())))
 
 
 def submit_limit() -> str:

@@ -332,6 +332,7 @@ def send_post() -> BaseResponse | tuple[str, int]:
             digest,
             lambda slot: api.make_job(body, slot, upload=upload),
             form.get("idempotency_key"),
+            auth.scope(),
         )
     except ApiError as refused:
         return _send_page(found, form, error=refused), refused.status

@@ -7,6 +7,7 @@ import json
 from typing import Any, NamedTuple
 
 import redis
+from redis.client import Pipeline
 
 from bulksms.store import keys
 
@@ -32,7 +33,7 @@ def held(client: redis.Redis, scope: str) -> Held | None:
 
 
 def remember(
-    client: redis.Redis, scope: str, digest: str, answer: dict[str, Any], seconds: int
+    client: redis.Redis | Pipeline, scope: str, digest: str, answer: dict[str, Any], seconds: int
 ) -> None:
     client.set(keys.idempotency(scope), f"done|{digest}|{json.dumps(answer)}", ex=seconds)
 

@@ -15,8 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Sequence
-from dataclasses import asdict
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import fields as dataclass_fields
 from typing import Any, cast
 
@@ -44,6 +43,8 @@ from bulksms.store.model import (
 )
 from bulksms.template import parse as parse_template
 
+# A new job's per-status counters, all 0.
+NEW_COUNTS = {f"c:{CODES[s]}": 0 for s in Status}
 # The job hash's fields that say what to send, read with one HMGET per batch.
 SENDING_FIELDS = [f.name for f in dataclass_fields(Sending)]
 # Decisions that stop a job's next call; the claim acts on them.
@@ -72,14 +73,20 @@ class JobStore:
         self._report = client.register_script(scripts.REPORT)
 
     # -- submit -------------------------------------------------------------------------------
-    def create(self, job: NewJob, index: bool = True) -> float:
-        """Store a job, its batches and its recipients (all pending: status 0) in one pipeline,
-        then `index` it (unless told not to: the caller will, once it may be sent); returns its
-        creation time."""
+    def create(
+        self,
+        job: NewJob,
+        then: Callable[[Pipeline], object] | None = None,
+        tasks: Sequence[tuple[str, str]] = (),
+    ) -> float:
+        """Store a job, its batches and its recipients (all pending: status 0), add the caller's
+        own writes (`then`: the answer an Idempotency-Key replays), index the job (from then on
+        the sweep sends it) and push its first `tasks` (a queue's list, a message), in that
+        order and in one round trip; returns its creation time."""
         now = _now()
         fields: dict[str, str | int] = {
             "v": LAYOUT_VERSION,
-            **{k: v for k, v in asdict(job.sending).items() if v is not None},
+            **{k: v for k in SENDING_FIELDS if (v := getattr(job.sending, k)) is not None},
             "created_at": now,
             "updated_at": now,
             "batches": job.batch_count,
@@ -92,7 +99,7 @@ class JobStore:
             "b:submitted": 0,
             "b:failed": 0,
             "b:cancelled": 0,
-            **{f"c:{CODES[s]}": 0 for s in Status},
+            **NEW_COUNTS,
             "encoding": job.encoding,
             "segments_per_message": job.segments_per_message,
         }
@@ -109,9 +116,11 @@ class JobStore:
         for batch in range(job.batch_count):
             batches[str(batch)] = BatchRecord.new()
             batches[f"q:{batch}"] = now
-        # Not a MULTI (Redis would queue a million recipients' 32 MB before running them):
-        # the job hash is written last, so a job is visible only once everything it points to
-        # exists; what an interrupted write leaves behind expires with the retention.
+        # Not a MULTI (Redis would queue a million recipients' 32 MB before running them), but
+        # the commands run in order: the job hash after everything it points to, the index
+        # after the job and the tasks last. What an interrupted write leaves unindexed is never
+        # sent and expires with the retention; an indexed job whose task never arrived is
+        # enqueued by the sweep.
         pipe = self.redis.pipeline(transaction=False)
         job_key = keys.job(job.job_id)
         batches_key = keys.batches(job.job_id)
@@ -127,20 +136,52 @@ class JobStore:
         pipe.expire(batches_key, self.retention)
         pipe.hset(job_key, mapping=cast(dict[Any, Any], fields))
         pipe.expire(job_key, self.retention)
-        pipe.execute()
-        if index:
-            self.index(job.job_id, float(now), job.send_at)
+        if then is not None:
+            then(pipe)
+        self._index(pipe, job.job_id, float(now), job.send_at)
+        for queue, message in tasks:
+            pipe.lpush(queue, message)
+        self._run(pipe)
         return float(now)
+
+    def _run(self, pipe: Pipeline) -> None:
+        """Run a pipeline's commands packed by hiredis in C and sent in one write: redis-py's
+        own execution cost an alert's submit more than Redis took to run them."""
+        pool = self.redis.connection_pool
+        connection = pool.get_connection()
+        try:
+            connection.send_packed_command(  # type: ignore[no-untyped-call]
+                [hiredis.pack_command(tuple(args)) for args, _ in pipe.command_stack],
+                check_health=False,
+            )
+            failed: redis.ResponseError | None = None
+            for _ in pipe.command_stack:
+                try:
+                    connection.read_response()
+                except redis.ResponseError as error:  # the others' answers are read all the same
+                    failed = failed or error
+        except BaseException:
+            connection.disconnect()  # type: ignore[no-untyped-call]  # (in an unknown state)
+            raise
+        finally:
+            pool.release(connection)
+        if failed is not None:
+            raise failed
 
     def index(self, job_id: str, created_at: float, send_at: float | None) -> None:
         """Make a stored job the sweep's (and the listing's): until then nothing sends it, and
-        what `create` wrote expires unread. The listing's index last: a job in it is in all."""
+        what `create` wrote expires unread."""
         pipe = self.redis.pipeline(transaction=False)
+        self._index(pipe, job_id, created_at, send_at)
+        pipe.execute()
+
+    @staticmethod
+    def _index(pipe: Pipeline, job_id: str, created_at: float, send_at: float | None) -> None:
+        """The listing's index last: a job in it is in all."""
         pipe.zadd(keys.ACTIVE_JOBS, {job_id: created_at})
         if send_at is not None:
             pipe.zadd(keys.SCHEDULED, {job_id: send_at})
         pipe.zadd(keys.JOBS, {job_id: created_at})
-        pipe.execute()
 
     def ensure_indexed(self, job_id: str) -> bool:
         """Index a stored job that `index` never reached (its request died or lost Redis in

@@ -20,10 +20,11 @@ def opt_out(client: redis.Redis, number: str) -> None:
 def suppressed(client: redis.Redis, candidates: Sequence[str]) -> set[str]:
     """Which of these E.164 numbers opted out, asked the cheaper way round: the opt-out set
     read whole when it is the smaller (usually: a thousand opt-outs against a million
-    recipients), else each candidate looked up in it."""
+    recipients), else each candidate looked up in it (at once, for a chunk or fewer: an
+    alert's one number costs one round trip)."""
     if not candidates:
         return set()
-    size = client.scard(keys.OPT_OUTS)
+    size = client.scard(keys.OPT_OUTS) if len(candidates) > CHUNK else len(candidates) + 1
     if not size:
         return set()
     if size <= len(candidates):

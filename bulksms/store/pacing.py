@@ -43,6 +43,7 @@ class Pace:
         self._take = client.register_script(scripts.PACE_TAKE)
         self._view = client.register_script(scripts.PACE_VIEW)
         self._due = client.register_script(scripts.PACE_DUE)
+        self._urgent = client.register_script(scripts.URGENT_TAKE)
 
     def take(
         self,
@@ -72,6 +73,15 @@ class Pace:
         # the jobs taking turns: those on the schedule, and this one if its batch is out
         sharing = int(waiting) + (0 if int(listed) else 1)
         return PaceView(float(backlog), float(now), max(1, sharing))
+
+    def take_urgent(self, seconds: float, bound: float) -> tuple[bool, float]:
+        """Count an urgent job of `seconds` at the account's pace against the urgent lane's
+        backlog: (True, the backlog ahead of it), or (False, seconds until the backlog is
+        back within `bound`) when it is beyond (0: no bound)."""
+        taken, value = cast(
+            Sequence[Any], self._urgent(keys=[keys.PACE_ACCOUNT], args=[seconds, bound])
+        )
+        return int(taken) == 1, float(value)
 
     def schedule(self, job_id: str, at: float) -> None:
         """Wake one of the job's paced batches at `at` (Redis's clock), or earlier if it was

@@ -606,6 +606,25 @@ return {tostring(math.max(0, free - now)), tostring(now), waiting, listed}
 """
 )
 
+# KEYS: the account's pace hash. ARGV: seconds of the account's pace a new urgent job takes, the
+# bound (0: none). The urgent lane's backlog is kept as one moment, `urgent`: when the urgent
+# work accepted so far will have been handed to Plivo at the pace. Beyond the bound the job is
+# refused ({0, seconds until the backlog is back within it}); else it is counted ({1, the
+# backlog ahead of it}). On Redis's clock, as the pace is.
+URGENT_TAKE = _render(
+    """
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
+local free = math.max(now, tonumber(redis.call('HGET', KEYS[1], 'urgent') or '0') or 0)
+local ahead, bound = free - now, tonumber(ARGV[2])
+if bound > 0 and ahead > bound then
+  return {0, tostring(ahead - bound)}
+end
+redis.call('HSET', KEYS[1], 'urgent', tostring(free + tonumber(ARGV[1])))
+return {1, tostring(ahead)}
+"""
+)
+
 # KEYS: the pacer's schedule. ARGV: how many. The jobs whose turn has come (on Redis's clock),
 # earliest first, taken off the schedule: whoever removes a job wakes it.
 PACE_DUE = _render(

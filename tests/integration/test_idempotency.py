@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -12,7 +13,8 @@ import redis
 from flask.testing import FlaskClient
 from kombu.exceptions import OperationalError
 
-from bulksms import taskqueue
+from bulksms import create_app, taskqueue
+from bulksms.config import Settings
 from bulksms.devstack.numbers_gen import us_numbers
 from bulksms.store import JobStore
 from bulksms.store import idempotency as records
@@ -134,35 +136,64 @@ def test_an_answer_that_was_not_remembered_leaves_nothing_to_send(
     assert rdb.llen("bulksms") == 3  # and its three batches are enqueued once
 
 
-def test_a_request_that_died_before_its_job_was_indexed_is_finished_by_its_retry(
+def test_a_request_whose_answer_was_lost_is_answered_by_its_retry(
     client: FlaskClient, rdb: redis.Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The answer is remembered, then the process loses Redis before the job is indexed: the
-    retry answers that job (not a second one) and sets it going."""
-    index = Once(JobStore.index, redis.ConnectionError("gone"))
-    monkeypatch.setattr(JobStore, "index", lambda self, *a: index(self, *a))
+    """The job's round trip reaches Redis (job, answer, index, tasks) but the process loses
+    Redis before the reply: the retry answers that job, not a second one, and enqueues
+    nothing more."""
+    run, lost = JobStore._run, []
+
+    def lost_reply(self: JobStore, pipe: Any) -> None:
+        run(self, pipe)
+        if not lost:
+            lost.append(pipe)
+            raise redis.ConnectionError("gone")
+
+    monkeypatch.setattr(JobStore, "_run", lost_reply)
     failed = post(client, BODY, "order-51")
-    assert index.failed and failed.status_code == 503
-    assert active(rdb) == set() and rdb.llen("bulksms") == 0
+    assert failed.status_code == 503
+    (job_id,) = jobs(rdb)
+    assert active(rdb) == {job_id} and rdb.llen("bulksms") == 3
     again = post(client, BODY, "order-51")
     assert again.status_code == 202 and again.headers["Idempotent-Replayed"] == "true"
-    (job_id,) = jobs(rdb)
     assert again.get_json()["job_id"] == job_id
-    assert active(rdb) == {job_id} and rdb.llen("bulksms") == 3
-    post(client, BODY, "order-51")  # once indexed, a replay enqueues nothing more
-    assert rdb.llen("bulksms") == 3
+    assert jobs(rdb) == {job_id} and rdb.llen("bulksms") == 3
+
+
+def test_a_request_whose_round_trip_never_arrived_holds_its_key_until_the_claim_ends(
+    client: FlaskClient, rdb: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Redis goes away as the job's round trip is sent: whether it arrived is unknown, so the
+    key is kept (a retry meanwhile is told to wait) rather than freed for a second job; once
+    the first request's claim ends, a retry makes the one job."""
+    run = Once(JobStore._run, redis.ConnectionError("gone"))
+    monkeypatch.setattr(JobStore, "_run", lambda self, pipe: run(self, pipe))
+    failed = post(client, BODY, "order-52")
+    assert run.failed and failed.status_code == 503
+    assert jobs(rdb) == set()
+    waiting = post(client, BODY, "order-52")
+    assert (waiting.status_code, waiting.get_json()["error"]) == (409, "idempotency_in_progress")
+    (claim,) = rdb.keys("bulksms:idem:*")
+    rdb.delete(claim)  # as its expiry (`CLAIM_SECONDS`) would
+    again = post(client, BODY, "order-52")
+    assert again.status_code == 202 and "Idempotent-Replayed" not in again.headers
+    assert jobs(rdb) == {again.get_json()["job_id"]} and rdb.llen("bulksms") == 3
 
 
 def test_a_stored_job_is_accepted_though_enqueueing_failed(
-    client: FlaskClient, rdb: redis.Redis, monkeypatch: pytest.MonkeyPatch
+    settings: Settings, rdb: redis.Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The broker refuses the tasks after the job is stored: the sweep will send the job, so
-    the answer says it was accepted (a 5xx would invite the client to make a second)."""
+    """With a broker of its own, the broker refuses the tasks after the job is stored: the
+    sweep will send the job, so the answer says it was accepted (a 5xx would invite the client
+    to make a second)."""
 
     def broker_down(*_: Any) -> None:
         raise OperationalError("broker unavailable")
 
     monkeypatch.setattr(taskqueue, "start", broker_down)
+    own_broker = replace(settings, celery_broker_url=settings.redis_url[:-1] + "1")
+    client = create_app(own_broker).test_client()
     answer = post(client, BODY, None)
     assert answer.status_code == 202
     assert active(rdb) == {answer.get_json()["job_id"]}

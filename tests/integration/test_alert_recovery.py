@@ -1,0 +1,92 @@
+"""A web process that dies between storing an alert and enqueueing it, under sustained load
+(issue 18): the sweep finds the stored job's pending batch and enqueues it, and every job,
+that one and the load's, is sent exactly once. Real gunicorn, worker, sandbox and Redis."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+
+import pytest
+import requests
+
+from bulksms import create_app, taskqueue
+from bulksms.devstack.numbers_gen import us_numbers
+from bulksms.store import keys
+from tests.helpers import API_KEY
+from tests.helpers.stack import Stack, wait_until
+
+LOAD = 20  # one-recipient submits a second, for as long as the test runs
+
+
+class Load(threading.Thread):
+    """One-recipient jobs posted to the stack at `LOAD` a second until stopped."""
+
+    def __init__(self, stack: Stack, numbers: list[str]) -> None:
+        super().__init__(daemon=True)
+        self.stack, self.numbers = stack, numbers
+        self.accepted: list[str] = []
+        self.answers: Counter[int] = Counter()
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        session = requests.Session()
+        for number in self.numbers:
+            if self.stop.wait(1 / LOAD):
+                return
+            answer = session.post(
+                f"{self.stack.base_url}/api/bulk-sms",
+                json={"recipients": [number], "message": "load"},
+                headers={"X-API-Key": API_KEY},
+                timeout=60,
+            )
+            self.answers[answer.status_code] += 1
+            if answer.status_code == 202:
+                self.accepted.append(number)
+
+
+@pytest.mark.parametrize("stack_overrides", [{"rate_limit_submit": "100000/minute"}])
+def test_an_alert_stored_without_its_task_is_sent_by_the_sweep_under_load(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    load = Load(stack, us_numbers(3000))
+    load.start()
+    try:
+        wait_until(lambda: len(load.accepted) >= 40, what="the load under way")
+        # The web process's death right after the job's writes and before its task: the same
+        # request through the same code, with the task left out of the round trip (that is
+        # all a death at that moment leaves, and all it takes away).
+        monkeypatch.setattr(taskqueue, "start_messages", lambda *a, **k: [])
+        orphan_number = "+14155550142"
+        app = create_app(stack.settings)
+        answer = app.test_client().post(
+            "/api/bulk-sms",
+            json={"recipients": [orphan_number], "message": "orphan"},
+            headers={"X-API-Key": API_KEY},
+        )
+        assert answer.status_code == 202, answer.get_json()
+        orphan = answer.get_json()["job_id"]
+        store = app.extensions["bulksms.store"]
+        assert store.redis.zscore(keys.ACTIVE_JOBS, orphan) is not None  # stored and indexed
+        assert store.pending_batches(orphan) == [0]
+        # ... with no task anywhere: only the sweep can send it.
+        assert not any(orphan in m for m in store.redis.lrange(taskqueue.URGENT_QUEUE, 0, -1))
+        wait_until(
+            lambda: orphan_number in _sent(stack),
+            seconds=60,
+            what="the sweep to enqueue the orphaned alert",
+        )
+        assert load.is_alive(), "the load was still running when the sweep recovered the job"
+    finally:
+        load.stop.set()
+        load.join(60)
+    assert load.answers == Counter({202: len(load.accepted)}), load.answers
+    wanted = [*load.accepted, orphan_number]
+    wait_until(lambda: len(_sent(stack)) >= len(wanted), seconds=120, what="every alert sent")
+    sent = Counter(_sent(stack))
+    assert sent == Counter(wanted), "each alert, the orphan's too, sent exactly once"
+    assert stack.status(orphan)["counts"]["pending"] == 0
+
+
+def _sent(stack: Stack) -> list[str]:
+    return [m["dst"] for m in list(stack.sandbox.messages)]

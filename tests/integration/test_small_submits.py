@@ -1,0 +1,220 @@
+"""Alerts through the bulk API (issue 18): the small-submit fast path answers as Flask does, the
+task messages pushed with a job's own writes are the ones Celery publishes, and the urgent lane
+has a bound (`URGENT_BACKLOG_SECONDS`). On a real Redis, through the Flask test client."""
+
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+import redis
+from flask import Flask
+from flask.testing import FlaskClient
+
+from bulksms import create_app, taskqueue
+from bulksms.api import submit_fastpath
+from bulksms.config import Settings
+from bulksms.devstack.numbers_gen import us_numbers
+from bulksms.store import keys, optouts
+from tests.helpers import API_KEY
+
+FAST = {"X-API-Key": API_KEY}  # taken by the fast path
+FLASK = {"Authorization": f"Bearer {API_KEY}"}  # the same key, which the fast path leaves
+IDS = ("job_id", "status_url")
+TOMORROW = (datetime.now(UTC) + timedelta(days=1)).isoformat(timespec="seconds")
+
+
+def post(client: FlaskClient, body: Any, headers: dict[str, str], raw: bytes | None = None) -> Any:
+    return client.post(
+        "/api/bulk-sms",
+        data=json.dumps(body) if raw is None else raw,
+        headers={"Content-Type": "application/json", **headers},
+    )
+
+
+def comparable(answer: Any) -> tuple[int, dict[str, Any], list[str]]:
+    """Status, JSON without the job's own ids, and the header names (values of ids vary)."""
+    body = {k: v for k, v in answer.get_json().items() if k not in IDS}
+    return answer.status_code, body, sorted(answer.headers.keys())
+
+
+BODIES: list[tuple[str, Any, bytes | None]] = [
+    ("one recipient", {"recipients": ["+14155550100"], "message": "alert"}, None),
+    (
+        "a few, one invalid",
+        {"recipients": ["+14155550101", "12", "+1415555010"], "message": "a"},
+        None,
+    ),
+    ("high priority", {"recipients": ["+14155550102"], "message": "a", "priority": "high"}, None),
+    ("unicode", {"recipients": ["+14155550103"], "message": "Déjà vu ✓"}, None),
+    (
+        "scheduled",
+        {"recipients": ["+14155550104"], "message": "a", "send_at": TOMORROW},
+        None,
+    ),
+    ("malformed", None, b'{"recipients": ['),
+    ("not an object", None, b"[1, 2]"),
+    ("no valid recipient", {"recipients": ["12"], "message": "a"}, None),
+    ("empty message", {"recipients": ["+14155550105"], "message": ""}, None),
+    ("unknown field", {"recipients": ["+14155550106"], "message": "a", "colour": "red"}, None),
+    ("wrong type", {"recipients": "+14155550107", "message": "a"}, None),
+    ("bad priority", {"recipients": ["+14155550108"], "message": "a", "priority": "now"}, None),
+    ("opted out", {"recipients": ["+14155550199"], "message": "a"}, None),
+    ("bad template", {"recipients": ["+14155550109"], "message": "Hi {{name"}, None),
+]
+
+
+@pytest.fixture
+def taken(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The requests the fast path answered (their paths)."""
+    seen: list[str] = []
+    answer = submit_fastpath.SmallSubmits._answer
+
+    def counted(self: Any, environ: Any, *args: Any) -> Any:
+        seen.append(environ["PATH_INFO"])
+        return answer(self, environ, *args)
+
+    monkeypatch.setattr(submit_fastpath.SmallSubmits, "_answer", counted)
+    return seen
+
+
+@pytest.mark.parametrize(("name", "body", "raw"), BODIES, ids=[b[0] for b in BODIES])
+def test_the_fast_path_answers_exactly_as_flask_does(
+    client: FlaskClient,
+    rdb: redis.Redis,
+    taken: list[str],
+    name: str,
+    body: Any,
+    raw: bytes | None,
+) -> None:
+    optouts.opt_out(rdb, "+14155550199")
+    fast = post(client, body, FAST, raw)
+    assert taken == ["/api/bulk-sms"]
+    slow = post(client, body, FLASK, raw)
+    assert taken == ["/api/bulk-sms"]  # (Flask answered this one)
+    assert comparable(fast) == comparable(slow), name
+    if fast.status_code == 202:  # two jobs, each with its own task, the same way
+        assert fast.headers["Location"] == fast.get_json()["status_url"]
+        queued = rdb.lrange(taskqueue.URGENT_QUEUE, 0, -1)
+        assert rdb.hget(keys.job(fast.get_json()["job_id"]), "urgent") == "1"
+        assert len(queued) == (0 if body.get("send_at") else 2)
+
+
+def test_the_fast_path_takes_only_small_json_submits_with_an_api_key(
+    client: FlaskClient, rdb: redis.Redis, taken: list[str]
+) -> None:
+    """What it leaves goes to Flask whole: a body over its limit is still a job."""
+    big = {"recipients": us_numbers(1200), "message": "campaign"}
+    assert len(json.dumps(big)) > submit_fastpath.MAX_BODY
+    answer = post(client, big, FAST)
+    assert answer.status_code == 202, answer.get_json()
+    assert answer.get_json()["batches"] == 2
+    form = client.post(
+        "/api/bulk-sms",
+        data={"recipients": "phone\n+14155550100\n", "message": "a"},
+        headers=FAST,
+        content_type="multipart/form-data",
+    )
+    assert form.status_code == 202, form.get_json()
+    assert taken == []
+    assert post(client, {"recipients": ["+14155550100"], "message": "a"}, {}).status_code == 401
+    wrong = post(client, {"recipients": ["+14155550100"], "message": "a"}, {"X-API-Key": "nope"})
+    assert (wrong.status_code, wrong.get_json()["error"]) == (401, "unauthorized")
+
+
+@pytest.fixture
+def limited(settings: Settings) -> Flask:
+    return create_app(replace(settings, rate_limit_submit="2/minute"))
+
+
+@pytest.mark.parametrize("first", ["fast", "flask"])
+def test_both_paths_count_the_same_submit_limit(limited: Flask, first: str) -> None:
+    client = limited.test_client()
+    order = [FAST, FAST, FLASK] if first == "fast" else [FLASK, FLASK, FAST]
+    body = {"recipients": ["+14155550100"], "message": "a"}
+    answers = [post(client, body, headers) for headers in order]
+    assert [a.status_code for a in answers] == [202, 202, 429]
+    refused = answers[-1]
+    assert refused.get_json()["error"] == "rate_limited"
+    assert 1 <= int(refused.headers["Retry-After"]) <= 60
+    assert "X-RateLimit-Limit" not in answers[0].headers  # (a second round trip a request)
+    assert "Retry-After" not in answers[0].headers
+
+
+def test_an_idempotency_key_through_the_fast_path_makes_one_job(
+    client: FlaskClient, rdb: redis.Redis
+) -> None:
+    body = {"recipients": ["+14155550100"], "message": "alert"}
+    headers = {**FAST, "Idempotency-Key": "alert-7"}
+    first, again = post(client, body, headers), post(client, body, headers)
+    assert first.status_code == again.status_code == 202
+    assert first.get_json() == again.get_json()
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert "Idempotent-Replayed" not in first.headers
+    assert rdb.llen(taskqueue.URGENT_QUEUE) == 1
+    other = post(client, {**body, "message": "other"}, headers)
+    assert (other.status_code, other.get_json()["error"]) == (409, "idempotency_key_reused")
+
+
+def test_a_job_is_stored_with_its_task_the_message_celery_would_publish(
+    app: Flask, client: FlaskClient, rdb: redis.Redis
+) -> None:
+    """The message pushed with the job's own writes equals `send_task`'s, but for its ids."""
+    answer = post(client, {"recipients": ["+14155550100"], "message": "alert"}, FAST)
+    ours = json.loads(rdb.lpop(taskqueue.URGENT_QUEUE) or "")
+    celery = app.extensions["celery"]
+    taskqueue.enqueue(celery, answer.get_json()["job_id"], [0], True)
+    theirs = json.loads(rdb.lpop(taskqueue.URGENT_QUEUE) or "")
+    for message in (ours, theirs):
+        for name in ("id", "root_id", "origin"):
+            message["headers"].pop(name)
+        for name in ("correlation_id", "delivery_tag", "reply_to"):
+            message["properties"].pop(name)
+    assert ours == theirs
+    body = json.loads(base64.b64decode(ours["body"]))
+    assert body[0] == [answer.get_json()["job_id"], 0]
+    # Nothing else is published for a job: no `task-sent` event (Flower reads the worker's).
+    assert celery.conf.task_send_sent_event is False
+
+
+@pytest.fixture
+def slow_account(settings: Settings) -> Flask:
+    """An account that sends a segment every 100 s, and 250 s of urgent backlog allowed."""
+    return create_app(replace(settings, plivo_mps=0.01, urgent_backlog_seconds=250.0))
+
+
+def test_urgent_submits_beyond_the_backlog_bound_get_503_with_retry_after(
+    slow_account: Flask, rdb: redis.Redis
+) -> None:
+    client = slow_account.test_client()
+    estimates = []
+    for number in ("+14155550100", "+14155550101", "+14155550102"):
+        answer = post(client, {"recipients": [number], "message": "alert"}, FAST)
+        assert answer.status_code == 202, answer.get_json()
+        estimates.append(answer.get_json()["estimated_duration_seconds"])
+    # Each waits behind the ones before it (100 s of the pace apiece), and says so.
+    assert [round(e, -1) for e in estimates] == [100, 200, 300]
+    refused = post(client, {"recipients": ["+14155550103"], "message": "alert"}, FLASK)
+    fast_refused = post(client, {"recipients": ["+14155550103"], "message": "alert"}, FAST)
+    for answer in (refused, fast_refused):
+        assert answer.status_code == 503
+        assert answer.get_json()["error"] == "urgent_backlog"
+        assert 40 <= int(answer.headers["Retry-After"]) <= 51  # 300 s ahead, 250 allowed
+    assert rdb.zcard(keys.JOBS) == 3  # nothing stored for the refused
+    # Campaigns are not urgent and are not refused; nor is an alert scheduled for later.
+    campaign = post(client, {"recipients": us_numbers(1001), "message": "c"}, FAST)
+    assert campaign.status_code == 202
+    later = {"recipients": ["+14155550104"], "message": "a", "send_at": TOMORROW}
+    assert post(client, later, FAST).status_code == 202
+
+
+def test_without_a_bound_urgent_submits_are_never_refused(
+    settings: Settings, rdb: redis.Redis
+) -> None:
+    client = create_app(replace(settings, plivo_mps=0.01, urgent_backlog_seconds=0.0)).test_client()
+    for number in us_numbers(5):
+        assert post(client, {"recipients": [number], "message": "a"}, FAST).status_code == 202
