@@ -1,6 +1,9 @@
-"""The reports stage's floor: a bare Flask endpoint answering 204, served like the real app."""
+"""The floors of the HTTP stages: bare Flask endpoints served like the real app (the same
+gunicorn settings), doing only what no service could skip."""
 
-from flask import Flask, Response
+import uuid
+
+from flask import Flask, Response, jsonify, request
 
 app = Flask(__name__)
 
@@ -8,3 +11,10 @@ app = Flask(__name__)
 @app.post("/api/webhooks/plivo/delivery-report")
 def delivery_report() -> Response:
     return Response(status=204)
+
+
+@app.post("/api/bulk-sms")
+def submit() -> tuple[Response, int]:
+    """The small-submit floor: parse the same JSON and answer 202 with a job id."""
+    body = request.get_json()
+    return jsonify({"job_id": uuid.uuid4().hex, "accepted": len(body["recipients"])}), 202

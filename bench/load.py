@@ -1,13 +1,14 @@
 """A lean HTTP/1.1 load generator: prepared requests, kept-alive connections, one thread.
 
-Used for the reports stage: the same requests go to the service and to its floor, so what
-this client costs weighs on both sides of the ratio alike.
+Used for the reports and small-submit stages: the same requests go to the service and to its
+floor, so what this client costs weighs on both sides of the ratio alike.
 """
 
 from __future__ import annotations
 
 import selectors
 import socket
+import statistics
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -19,10 +20,16 @@ class Result:
     answered: int = 0
     seconds: float = 0.0
     statuses: Counter[int] = field(default_factory=Counter)
+    latencies: list[float] = field(default_factory=list)  # of the answers within the time
+    bodies: list[bytes] = field(default_factory=list)  # every answer's body, if kept
 
     @property
     def per_second(self) -> float:
         return self.answered / self.seconds if self.seconds else 0.0
+
+    def quantile(self, q: int) -> float:
+        """The q-th percentile latency, in seconds."""
+        return statistics.quantiles(self.latencies, n=100)[q - 1] if self.latencies else 0.0
 
 
 class _Conn:
@@ -31,9 +38,10 @@ class _Conn:
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.sock.setblocking(False)
         self.buffer = b""
+        self.since = 0.0  # when its request in flight was due
 
-    def answer(self) -> int | None:
-        """The status of a complete answer in the buffer (consumed), or None."""
+    def answer(self) -> tuple[int, bytes] | None:
+        """The status and body of a complete answer in the buffer (consumed), or None."""
         head_end = self.buffer.find(b"\r\n\r\n")
         if head_end < 0:
             return None
@@ -46,44 +54,77 @@ class _Conn:
         end = head_end + 4 + length
         if len(self.buffer) < end:
             return None
+        body = self.buffer[head_end + 4 : end]
         self.buffer = self.buffer[end:]
-        return int(head.split(" ", 2)[1])
+        return int(head.split(" ", 2)[1]), body
 
 
-def run(port: int, requests: Sequence[bytes], connections: int, seconds: float) -> Result:
+def run(
+    port: int,
+    requests: Sequence[bytes],
+    connections: int,
+    seconds: float,
+    rate: float | None = None,
+    keep_bodies: bool = False,
+) -> Result:
     """Send `requests` in order over `connections`, one in flight on each, for `seconds` (or
-    until they run out). The rate counts the answers within that time; every request sent is
-    answered before this returns, so `statuses` covers all of them."""
+    until they run out): as fast as answers come, or (`rate`) one every 1/`rate` s. The rate
+    counts the answers within that time; every request sent is answered before this returns,
+    so `statuses` covers all of them. A latency runs from when its request was due (paced: its
+    slot in the schedule, so a request held back by busy connections counts its wait)."""
     selector = selectors.DefaultSelector()
     conns = [_Conn(port) for _ in range(connections)]
+    for conn in conns:
+        selector.register(conn.sock, selectors.EVENT_READ, conn)
+    idle = list(conns)
     result = Result()
     sent = 0
     started = time.perf_counter()
     deadline = started + seconds
-    for conn in conns:
-        if sent < len(requests):
+
+    def due(now: float) -> float:
+        return started + sent / rate if rate else now
+
+    while True:
+        now = time.perf_counter()
+        while idle and sent < len(requests) and now < deadline and due(now) <= now:
+            conn = idle.pop()
+            conn.since = due(now)
             conn.sock.sendall(requests[sent])
             sent += 1
-            selector.register(conn.sock, selectors.EVENT_READ, conn)
-    while selector.get_map():
-        for key, _ in selector.select(timeout=30):
+        if len(idle) == len(conns) and (sent >= len(requests) or now >= deadline):
+            break
+        wait = 30.0 if not rate or not idle else max(0.0, due(now) - now)
+        for key, _ in selector.select(timeout=wait):
             conn = key.data
-            chunk = conn.sock.recv(65536)
-            if not chunk:
-                raise ConnectionError("the server closed a kept-alive connection")
+            try:
+                chunk = conn.sock.recv(65536)
+            except ConnectionResetError:
+                chunk = b""
+            if not chunk:  # closed by the server: its request in flight, if any, failed
+                if conn not in idle:
+                    result.statuses[0] += 1
+                selector.unregister(conn.sock)
+                conn.sock.close()
+                fresh = _Conn(port)
+                selector.register(fresh.sock, selectors.EVENT_READ, fresh)
+                conns[conns.index(conn)] = fresh
+                idle = [fresh if c is conn else c for c in idle]
+                if fresh not in idle:
+                    idle.append(fresh)
+                continue
             conn.buffer += chunk
-            while (status := conn.answer()) is not None:
+            if (answer := conn.answer()) is not None:
                 now = time.perf_counter()
+                status, body = answer
                 result.statuses[status] += 1
+                if keep_bodies:
+                    result.bodies.append(body)
                 if now < deadline:
                     result.answered += 1
                     result.seconds = now - started
-                if sent < len(requests) and now < deadline:
-                    conn.sock.sendall(requests[sent])
-                    sent += 1
-                else:
-                    selector.unregister(conn.sock)
-                    break
+                    result.latencies.append(now - conn.since)
+                idle.append(conn)
     for conn in conns:
         conn.sock.close()
     return result

@@ -3,6 +3,7 @@
     .venv/bin/python -m bench.run          # or: make bench
     .venv/bin/python -m bench.run pacing   # the pacing stages only
     .venv/bin/python -m bench.run csv      # the contact-file stages only, on a stack of their own
+    .venv/bin/python -m bench.run small    # small submits and the reports stages only
     BENCH_CSV_ROWS=20000 .venv/bin/python -m bench.run csv   # ... with a smaller contact file
 
 Writes a table to stdout and to bench/RESULTS.md (`csv` alone prints it only: a partial table
@@ -12,8 +13,10 @@ serving the app with the project's gunicorn.conf.py, and one Celery worker with 
 The stages (the README's Performance section says what each times, against what floor):
 validation, durable claims (appendfsync always against everysec), submit, submit of a CSV
 contact file with two template fields (`BENCH_CSV_ROWS` rows, 1,000,000 by default) and the Redis
-memory its job takes, dispatch (with Plivo's pace out of the way), reports, memory, status, and
-pacing (at 1,000 and 10,000 messages a second); each row states its target.
+memory its job takes, dispatch (with Plivo's pace out of the way), reports (over Redis's unix
+socket and over TCP), memory, status, small submits (alerts: one-recipient jobs over TCP, a
+worker sending them) and pacing (at 1,000 and 10,000 messages a second); each row states its
+target. `python -m bench.run small` runs the small-submit and both reports stages alone.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -47,7 +51,7 @@ from bulksms import numbers, signature
 from bulksms.devstack.numbers_gen import random_e164
 from bulksms.devstack.sandbox import make_credentials
 from bulksms.devstack.up import free_port, local_redis_url, start_redis, wait_for_port
-from bulksms.store import JobStore, Report, Status, optouts, records
+from bulksms.store import JobStore, Report, Status, keys, optouts, records
 from bulksms.worker.gateway import set_api_url
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -86,7 +90,9 @@ def best_of(runs: int, work: Callable[[], Any]) -> float:
 class Stack:
     """Redis, the sandbox, gunicorn (the app, and the bare floor app) and a Celery worker."""
 
-    def __init__(self, work: Path, **env: str) -> None:
+    def __init__(self, work: Path, tcp: bool = False, **env: str) -> None:
+        """`tcp`: everything reaches Redis over TCP (as with a separate Redis host or compose)
+        rather than by its unix socket."""
         self.work = work
         self.procs: list[subprocess.Popen[bytes]] = []
         self.redis_port, self.web_port, self.bare_port, self.plivo_port = (
@@ -105,14 +111,18 @@ class Stack:
             "PLIVO_API_URL": f"http://127.0.0.1:{self.plivo_port}",
             "PLIVO_RATE_LIMIT": "100000/second",  # above the sandbox's capacity
             "PLIVO_MPS": "100000000",  # Plivo's pace out of the way, unless a stage sets it
-            "RATE_LIMIT_SUBMIT": "10000/minute",
+            "RATE_LIMIT_SUBMIT": "100000000/hour",  # out of the way
             "RATE_LIMIT_READ": "1000000/minute",
             "LOG_LEVEL": "WARNING",
             "PROMETHEUS_MULTIPROC_DIR": str(work / "metrics"),
             **env,
         }
         self.procs.append(start_redis(self.redis_port, work / "redis"))
-        self.env["REDIS_URL"] = local_redis_url(self.redis_port, work / "redis")
+        self.env["REDIS_URL"] = (
+            f"redis://127.0.0.1:{self.redis_port}/0"
+            if tcp
+            else local_redis_url(self.redis_port, work / "redis")
+        )
         self.redis = redis.Redis.from_url(self.env["REDIS_URL"], decode_responses=True)
         self.flush()
         self._start(
@@ -148,11 +158,26 @@ class Stack:
         self.sandbox = f"http://127.0.0.1:{self.plivo_port}"
         self.worker: subprocess.Popen[bytes] | None = None
 
-    def _start(self, name: str, port: int, *args: str) -> None:
+    def start_web(self, **env: str) -> int:
+        """Another gunicorn serving the app (its environment changed by `env`); its port."""
+        port = free_port()
+        self._start(
+            "gunicorn",
+            port,
+            "-m",
+            "gunicorn",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "wsgi:app",
+            env=env,
+        )
+        return port
+
+    def _start(self, name: str, port: int, *args: str, env: dict[str, str] | None = None) -> None:
         proc = subprocess.Popen(
             [sys.executable, *args],
             cwd=ROOT,
-            env=self.env,
+            env={**self.env, **(env or {})},
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -467,10 +492,13 @@ def _wait_submitted(stack: Stack, job_id: str) -> dict[str, Any]:
         time.sleep(0.1)
 
 
-def signed_reports(stack: Stack, job_id: str, recipients: list[str], count: int) -> list[bytes]:
-    """`count` signed `delivered` reports for distinct recipients, as raw HTTP requests."""
+def signed_reports(
+    stack: Stack, job_id: str, recipients: list[str], count: int, start: int = 0
+) -> list[bytes]:
+    """`count` signed `delivered` reports for distinct recipients from `start` on, as raw HTTP
+    requests."""
     out = []
-    for index in range(count):
+    for index in range(start, start + count):
         query = urlencode({"job": job_id, "batch": index // 1000})
         url = f"{stack.env['API_BASE_URL']}{REPORT_PATH}?{query}"
         params = {
@@ -504,25 +532,28 @@ def delivered(stack: Stack, job_id: str) -> int:
     return job.counts[Status.DELIVERED]
 
 
-def reports(stack: Stack, job_id: str, recipients: list[str]) -> Row:
+def reports(stack: Stack, job_id: str, recipients: list[str], tcp: bool = False) -> Row:
     """Signed reports recorded per second, against a bare Flask 204 on the same settings.
 
     Rounds alternate floor and service (which goes first alternates too); each round's ratio
     compares two runs a second apart, and the median round is the figure. The machine's noise
     comes in bursts of seconds that can halve either side of a round: many short rounds let
-    the median stand clear of them."""
+    the median stand clear of them. `tcp`: through a gunicorn reaching Redis over TCP (a
+    separate Redis host, or compose), beside the stack's own on the unix socket."""
     rounds, seconds, connections = 15, 1.5, 16
-    prepared = signed_reports(stack, job_id, recipients, 200_000)
+    port = stack.start_web(REDIS_URL=f"redis://127.0.0.1:{stack.redis_port}/0") if tcp else None
+    # (each run its own recipients: a second report of one is recorded but counts nothing)
+    prepared = signed_reports(stack, job_id, recipients, 200_000, 200_000 if tcp else 0)
     before = delivered(stack, job_id)
     pairs: list[tuple[float, float]] = []
     acknowledged, offset = 0, 0
     for index in range(rounds):
         if index % 2:
-            result = load.run(stack.web_port, prepared[offset:], connections, seconds)
+            result = load.run(port or stack.web_port, prepared[offset:], connections, seconds)
             floor = load.run(stack.bare_port, prepared, connections, seconds)
         else:
             floor = load.run(stack.bare_port, prepared, connections, seconds)
-            result = load.run(stack.web_port, prepared[offset:], connections, seconds)
+            result = load.run(port or stack.web_port, prepared[offset:], connections, seconds)
         assert set(result.statuses) == {204}, result.statuses
         offset += sum(result.statuses.values())
         acknowledged += result.statuses[204]
@@ -532,7 +563,7 @@ def reports(stack: Stack, job_id: str, recipients: list[str]) -> Row:
     assert recorded == acknowledged, (recorded, acknowledged)
     rate, base_rate = sorted(pairs, key=lambda pair: pair[0] / pair[1])[len(pairs) // 2]
     return {
-        "stage": "reports (signed, recorded)",
+        "stage": f"reports (signed, recorded), Redis over {'TCP' if tcp else 'its unix socket'}",
         "measured": f"{rate:,.0f}/s",
         "floor": f"bare Flask 204 {base_rate:,.0f}/s",
         "ratio": f"{rate / base_rate:.2f}",
@@ -595,6 +626,133 @@ def status(stack: Stack, big_job: str, recipients: list[str]) -> Row:
         "target": "within 1.2×",
         "met": p99_big <= 1.2 * p99_small,
     }
+
+
+SMALL_SECONDS = 60.0  # the small-submit stage's sustained run at half the floor's rate
+
+
+def _submit_requests(recipients: list[str], message: str) -> list[bytes]:
+    """One raw `POST /api/bulk-sms` per recipient (a one-recipient job each)."""
+    out = []
+    for number in recipients:
+        body = json.dumps({"recipients": [number], "message": message}).encode()
+        head = (
+            "POST /api/bulk-sms HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            f"Content-Type: application/json\r\nX-API-Key: {KEY}\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n"
+        )
+        out.append(head.encode() + body)
+    return out
+
+
+def _rounds(
+    stack: Stack, port: int, prepared: list[bytes], rounds: int, seconds: float, connections: int
+) -> tuple[list[tuple[float, float]], list[load.Result]]:
+    """Alternating rounds of the service on `port` and the bare floor (which goes first
+    alternates too): each round's (service, floor) rate, and the service's results."""
+    pairs: list[tuple[float, float]] = []
+    results: list[load.Result] = []
+    offset = 0
+    for index in range(rounds):
+        runs = {}
+        for name in ("service", "floor") if index % 2 else ("floor", "service"):
+            if name == "service":
+                runs[name] = load.run(port, prepared[offset:], connections, seconds)
+                offset += sum(runs[name].statuses.values())
+            else:
+                runs[name] = load.run(stack.bare_port, prepared, connections, seconds)
+        results.append(runs["service"])
+        pairs.append((runs["service"].per_second, runs["floor"].per_second))
+    return pairs, results
+
+
+def _median(pairs: list[tuple[float, float]]) -> tuple[float, float]:
+    return sorted(pairs, key=lambda pair: pair[0] / pair[1])[len(pairs) // 2]
+
+
+def small_submits(work: Path) -> list[Row]:
+    """Alerts through the bulk API (issue 18): one-recipient jobs from 16 concurrent clients,
+    over TCP to Redis, a worker sending them, beside a bare Flask endpoint that parses the same
+    JSON and answers 202 (same gunicorn settings). The rate (median of alternating rounds);
+    then 60 s at half the floor's rate, both sides paced alike, p99 against the floor's p99.
+    Every 202 must be a job the sandbox receives exactly once, through the urgent lane."""
+    (work / "metrics").mkdir(parents=True)
+    stack = Stack(work, tcp=True)
+    connections = 16
+    try:
+        stack.start_worker()
+        stack.reset_sandbox()
+        recipients = us_numbers(200_000, seed=18)
+        prepared = _submit_requests(recipients, "alert")
+        load.run(stack.web_port, prepared[-2000:], connections, 3.0)  # warm every process
+        load.run(stack.bare_port, prepared, connections, 3.0)
+        stack.reset_sandbox()
+        stack.flush()
+        pairs, results = _rounds(stack, stack.web_port, prepared, 9, 2.0, connections)
+        rate, base_rate = _median(pairs)
+        used = sum(sum(r.statuses.values()) for r in results)
+        half = 0.5 * base_rate
+        paced = load.run(stack.bare_port, prepared, connections, SMALL_SECONDS, rate=half)
+        sustained = load.run(
+            stack.web_port,
+            prepared[used:],
+            connections,
+            SMALL_SECONDS,
+            rate=half,
+            keep_bodies=True,
+        )
+        results.append(sustained)
+        errors = sum(n for r in results for s, n in r.statuses.items() if s != 202)
+        accepted = sum(r.statuses[202] for r in results)
+        sent = _sent_once(stack, recipients[: used + sum(sustained.statuses.values())], accepted)
+        urgent = _all_urgent(stack, sustained.bodies)
+    finally:
+        stack.stop()
+    p99, base_p99 = sustained.quantile(99), paced.quantile(99)
+    return [
+        {
+            "stage": "small submits: one-recipient jobs, 16 clients, Redis over TCP",
+            "measured": f"{rate:,.0f}/s; {accepted:,} jobs "
+            + ("each sent once" if sent else "NOT each sent once")
+            + (", urgent" if urgent else ", NOT all urgent"),
+            "floor": f"bare Flask JSON 202 {base_rate:,.0f}/s",
+            "ratio": f"{rate / base_rate:.2f}",
+            "target": "≥ 0.5× floor; no errors; each sent once",
+            "met": rate >= 0.5 * base_rate and errors == 0 and sent and urgent,
+        },
+        {
+            "stage": f"small submits: p99 at {half:,.0f}/s for {SMALL_SECONDS:g} s",
+            "measured": f"{p99 * 1000:.1f} ms ({sustained.per_second:,.0f}/s, {errors} errors)",
+            "floor": f"bare {base_p99 * 1000:.1f} ms",
+            "ratio": f"{p99 / base_p99:.2f}",
+            "target": "≤ 3× floor; no errors",
+            "met": p99 <= 3 * base_p99 and errors == 0,
+        },
+    ]
+
+
+def _sent_once(stack: Stack, numbers_posted: list[str], accepted: int) -> bool:
+    """Wait for the sandbox to have every accepted job's message; True if each posted number
+    arrived exactly once (a 202 for each: no errors) and nothing else did."""
+    deadline = time.monotonic() + 600
+    while stack.sandbox_stats()["accepted_requests"] < accepted:
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.5)
+    time.sleep(2)  # anything sent twice has had time to arrive
+    messages = requests.get(f"{stack.sandbox}/sandbox/messages", timeout=120).json()["messages"]
+    arrived = Counter(m["dst"].lstrip("+") for m in messages)
+    wanted = Counter(n.lstrip("+") for n in numbers_posted)
+    return arrived == wanted and len(messages) == accepted
+
+
+def _all_urgent(stack: Stack, bodies: list[bytes]) -> bool:
+    """Every job answered went through the urgent lane (its record says so)."""
+    ids = [json.loads(body)["job_id"] for body in bodies]
+    pipe = stack.redis.pipeline(transaction=False)
+    for job_id in ids:
+        pipe.hget(keys.job(job_id), "urgent")
+    return bool(ids) and all(flag == "1" for flag in pipe.execute())
 
 
 PACING_SECONDS = 20  # of steady sending after the first burst, at each pace
@@ -717,17 +875,40 @@ def durable_claims(work: Path, calls: int = 20_000, threads: int = 8) -> Row:
 def main(stages: list[str]) -> int:
     """Every stage, or with `pacing` only the pacing stages, with `csv` only the contact-file
     stages (printed, not written to RESULTS.md)."""
-    if stages not in ([], ["pacing"], ["csv"]):
-        print("usage: python -m bench.run [pacing | csv]", file=sys.stderr)
+    if stages not in ([], ["pacing"], ["csv"], ["small"]):
+        print("usage: python -m bench.run [pacing | csv | small]", file=sys.stderr)
         return 2
     work = Path(tempfile.mkdtemp(prefix="bulksms-bench-"))
     started = time.monotonic()
     if stages == ["csv"]:
         return _table(csv_stages(work), started, "python -m bench.run csv", write=False)
+    if stages == ["small"]:
+        return _table(small_stages(work), started, "python -m bench.run small", write=False)
     rows = [] if stages == ["pacing"] else main_stages(work)
+    rows += small_submits(work / "small")
     for pace in (1_000, 10_000):
         rows += pacing(work / f"pacing-{pace}", pace)
     return _table(rows, started)
+
+
+def small_stages(work: Path) -> list[Row]:
+    """Issue 18's stages alone: small submits, then reports over the unix socket and over TCP
+    on a 400,000-recipient job."""
+    rows = small_submits(work / "small")
+    (work / "metrics").mkdir()
+    stack = Stack(work)
+    try:
+        recipients = us_numbers(400_000, seed=7)
+        stack.start_worker()
+        job_id = stack.submit(json.dumps({"recipients": recipients, "message": "r"}).encode())
+        _wait_submitted(stack, job_id["job_id"])
+        stack.settle()
+        rows.append(reports(stack, job_id["job_id"], recipients))
+        stack.settle()
+        rows.append(reports(stack, job_id["job_id"], recipients, tcp=True))
+    finally:
+        stack.stop()
+    return rows
 
 
 def csv_stages(work: Path) -> list[Row]:
@@ -758,6 +939,8 @@ def main_stages(work: Path) -> list[Row]:
         _wait_submitted(stack, job_id)
         stack.settle()
         rows.append(reports(stack, job_id, million))
+        stack.settle()
+        rows.append(reports(stack, job_id, million, tcp=True))
         stack.settle()
         rows.append(status(stack, job_id, million))
         rows.append(memory(stack, job_id, million, baseline))
