@@ -44,6 +44,7 @@ log = logging.getLogger(__name__)
 
 CLOSED_REASON = "report_wait_expired"
 REDISPATCH_DOUBLINGS = 6  # a vanished-looking task's wait doubles up to 64 × DISPATCH_STALE
+JOBS_A_READ = 500  # active jobs read in one round trip
 
 Enqueue = Callable[[str, Iterable[int], bool], None]  # job id, batches, urgent
 # Calls in flight with no evidence, calls still within their time, and Redis's time: each
@@ -80,24 +81,30 @@ def sweep_once(
         if job is not None:
             enqueue(job_id, store.pending_batches(job_id), job.urgent)
         tally["released"] += 1
-    for job_id in store.active_jobs():
-        try:
-            _sweep_job(
-                store,
-                pace,
-                settings,
-                job_id,
-                enqueue,
-                queue_drained,
-                notify,
-                tally,
-                now(),
-                (unsettled, in_flight),
-                look_up,
-            )
-        except Exception:  # one job's trouble must not stop the others being looked after
-            log.exception("sweep of job %s failed", job_id)
-            tally["errors"] += 1
+    active = store.active_jobs()
+    # Read a chunk of jobs a round trip: under a sustained load of alerts thousands are active
+    # (until their reports are in), and one read each made a sweep outlast its interval.
+    for start in range(0, len(active), JOBS_A_READ):
+        chunk = active[start : start + JOBS_A_READ]
+        for job_id, job in zip(chunk, store.jobs(chunk), strict=True):
+            try:
+                _sweep_job(
+                    store,
+                    pace,
+                    settings,
+                    job_id,
+                    job,
+                    enqueue,
+                    queue_drained,
+                    notify,
+                    tally,
+                    now(),
+                    (unsettled, in_flight),
+                    look_up,
+                )
+            except Exception:  # one job's trouble must not stop the others being looked after
+                log.exception("sweep of job %s failed", job_id)
+                tally["errors"] += 1
     if unsettled and reconcile is not None:
         # (on Redis's clock, as the calls were stamped: hosts' clocks differ)
         for call, verdict in reconcile(unsettled, in_flight, store.clock()):
@@ -113,6 +120,7 @@ def _sweep_job(
     pace: Pace,
     settings: Settings,
     job_id: str,
+    job: Job | None,
     enqueue: Enqueue,
     queue_drained: Callable[[], bool],
     notify: Callable[[str], None],
@@ -121,7 +129,6 @@ def _sweep_job(
     calls: tuple[list[Unsettled], list[Unsettled]],  # unsettled, in flight: for `reconcile`
     look_up: LookUp | None,
 ) -> None:
-    job = store.job(job_id)
     if job is None:  # expired
         store.deactivate(job_id)
         return
@@ -134,7 +141,12 @@ def _sweep_job(
         store.deactivate(job_id)
         tally["finished"] += 1
         return
-    if look_up is not None and state in (JobState.SENDING, JobState.SENT):
+    if (
+        look_up is not None
+        and state in (JobState.SENDING, JobState.SENT)
+        # (no batch of a younger job can have waited that long for its reports)
+        and now - job.created_at >= settings.reconcile_after_seconds
+    ):
         tally["looked_up"] += look_up(job_id, now)
     if state is JobState.SENT:
         if now - _sent_at(job) > settings.report_wait_seconds:

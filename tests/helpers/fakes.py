@@ -65,7 +65,7 @@ class FakeHanded:
 
 @dataclass
 class FakeStore:
-    jobs: dict[str, Job] = field(default_factory=dict)
+    known: dict[str, Job] = field(default_factory=dict)  # the jobs, by id
     batch_records: dict[str, list[BatchRecord]] = field(default_factory=dict)
     claims: list[Claim] = field(default_factory=list)  # what claim_batch answers, in turn
     resolutions: dict[int, str] = field(default_factory=dict)  # batch -> resolve_batch verdict
@@ -79,7 +79,7 @@ class FakeStore:
     handed: FakeHanded = field(default_factory=FakeHanded)
 
     def add(self, found: Job, records: list[BatchRecord] | None = None) -> None:
-        self.jobs[found.job_id] = found
+        self.known[found.job_id] = found
         self.batch_records[found.job_id] = records or [
             BatchRecord(n, BatchState.PENDING, 0.0, 0, "") for n in range(found.batches)
         ]
@@ -102,7 +102,7 @@ class FakeStore:
         return claim
 
     def batch_work(self, job_id: str, batch: int) -> BatchWork:
-        found = self.jobs[job_id]
+        found = self.known[job_id]
         return BatchWork(
             found.sending,
             list(self.numbers),
@@ -190,13 +190,16 @@ class FakeStore:
 
     def release(self, job_id: str) -> None:
         self.calls.append(("release_scheduled", job_id))
-        self.jobs[job_id] = replace(self.jobs[job_id], send_at=None)
+        self.known[job_id] = replace(self.known[job_id], send_at=None)
 
     def active_jobs(self) -> list[str]:
-        return list(self.jobs)
+        return list(self.known)
+
+    def jobs(self, job_ids: list[str]) -> list[Job | None]:
+        return [self.job(job_id) for job_id in job_ids]
 
     def job(self, job_id: str) -> Job | None:
-        return self.jobs.get(job_id)
+        return self.known.get(job_id)
 
     def pending_batches(self, job_id: str) -> list[int]:
         waiting = (BatchState.PENDING, BatchState.PACED)
@@ -216,7 +219,7 @@ class FakeStore:
         return 100_000.0  # (Redis's clock: the sweep tests' NOW)
 
     def is_urgent(self, job_id: str) -> bool:
-        return self.jobs[job_id].urgent
+        return self.known[job_id].urgent
 
     def mark_enqueued(self, job_id: str, batch: int, redispatched: int | None = None) -> None:
         self.calls.append(("mark_enqueued", job_id, batch))

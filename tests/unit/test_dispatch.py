@@ -207,7 +207,7 @@ def test_a_batch_sends_what_the_pace_has_room_for_and_parks_at_its_offset(
 
 
 def test_a_segment_counts_as_a_message_at_the_pace(store: FakeStore) -> None:
-    store.jobs["j1"] = job(batches=2, segments_per_message=3)
+    store.known["j1"] = job(batches=2, segments_per_message=3)
     store.numbers = FIVE[:2]
     pace = FakePace()
     gateway = FakeGateway()
@@ -218,7 +218,7 @@ def test_a_segment_counts_as_a_message_at_the_pace(store: FakeStore) -> None:
 
 def test_a_cancelled_or_paused_job_spends_no_pace(store: FakeStore) -> None:
     for flags in ({"cancelled": True}, {"paused": True}):
-        store.jobs["j1"] = job(batches=2, **flags)
+        store.known["j1"] = job(batches=2, **flags)
         store.claims = [Claim("cancelled" if "cancelled" in flags else "paused")]
         pace = FakePace()
         gateway = FakeGateway()

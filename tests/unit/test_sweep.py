@@ -174,7 +174,7 @@ def test_a_job_waits_for_its_reports_until_the_report_window_ends() -> None:
 
 def test_a_finished_job_is_notified_once_and_forgotten() -> None:
     store, queue = sent_job(sent_at=NOW), Queue()
-    store.jobs["j1"] = replace(store.jobs["j1"], closed=sweep.CLOSED_REASON)
+    store.known["j1"] = replace(store.known["j1"], closed=sweep.CLOSED_REASON)
     assert run(store, queue)["finished"] == 1
     assert queue.notified == ["j1"]
     assert store.names()[-2:] == ["claim_notification", "deactivate"]
@@ -183,12 +183,12 @@ def test_a_finished_job_is_notified_once_and_forgotten() -> None:
 def test_an_expired_job_leaves_the_index_and_a_broken_one_does_not_stop_the_others() -> None:
     store, queue = FakeStore(), Queue()
     store.add(job("good"), [pending(0)])
-    store.jobs["broken"] = job("broken")  # with no batches to read: its sweep fails
+    store.known["broken"] = job("broken")  # with no batches to read: its sweep fails
     tally = run(store, queue)
     assert tally["errors"] == 1
     assert ("good", [0], False) in queue.enqueued
-    store.jobs.pop("broken")
-    store.jobs["gone"] = None  # type: ignore[assignment]
+    store.known.pop("broken")
+    store.known["gone"] = None  # type: ignore[assignment]
     run(store, Queue())
     assert ("deactivate", "gone") in store.calls
 
@@ -228,3 +228,43 @@ def test_a_call_recorded_from_its_reports_lets_the_batch_go_on() -> None:
     store.add(job(batches=1, started_at=NOW - 600), [sending(0)])
     run(store, queue)
     assert queue.enqueued == [("j1", [0], False)]
+
+
+def test_messages_are_looked_up_only_for_jobs_old_enough_to_have_silent_ones() -> None:
+    """No batch of a job younger than RECONCILE_AFTER_SECONDS can have waited that long for
+    its reports: the sweep does not ask (under a load of alerts, thousands are that young)."""
+    asked: list[str] = []
+
+    def look_up(job_id: str, now: float) -> int:
+        asked.append(job_id)
+        return 0
+
+    for age, wanted in (
+        (SETTINGS.reconcile_after_seconds - 1, []),
+        (SETTINGS.reconcile_after_seconds, ["j1"]),
+    ):
+        store = sent_job(sent_at=NOW - 1)
+        store.known["j1"] = replace(store.known["j1"], created_at=NOW - age)
+        asked.clear()
+        sweep.sweep_once(
+            store,  # type: ignore[arg-type]
+            FakePace(),  # type: ignore[arg-type]
+            SETTINGS,
+            Queue().enqueue,
+            lambda: 0,
+            lambda _: None,
+            now=lambda: NOW,
+            look_up=look_up,
+        )
+        assert asked == wanted
+
+
+def test_the_sweep_reads_active_jobs_a_chunk_at_a_time() -> None:
+    store, queue = FakeStore(), Queue()
+    for n in range(sweep.JOBS_A_READ + 3):
+        store.add(job(f"j{n}"), [pending(0, since=NOW, enqueued=NOW)])
+    reads: list[int] = []
+    jobs = store.jobs
+    store.jobs = lambda ids: reads.append(len(ids)) or jobs(ids)  # type: ignore[method-assign]
+    run(store, queue)
+    assert reads == [sweep.JOBS_A_READ, 3]
