@@ -113,7 +113,7 @@ def messages(
     task protocol 2 message (Celery's "Message Protocol" reference: these headers, and a body
     of [args, kwargs, embed]) in the envelope of kombu's Redis transport (base64 body, delivery
     info, priority 0, which that transport keeps in the queue's own list).
-    `tests/integration/test_taskqueue.py` compares the two, and a real worker runs them."""
+    `tests/integration/test_small_submits.py` compares the two, and real workers run them."""
     queue = queue_for(urgent)
     origin, reply_to = _origin(), celery.thread_oid
     out = []

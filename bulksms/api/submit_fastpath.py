@@ -7,7 +7,7 @@ common case itself: a JSON `POST /api/bulk-sms` of at most `MAX_BODY` bytes with
 `X-API-Key`. It does what the Flask view does, through the same code (`jobs.created_once`,
 `jobs.make_job`: validation, opt-outs, one round trip to store and enqueue), counts the same
 rate limit (flask-limiter's key for `api.submit`), and answers with the same JSON, status and
-headers, errors included (`test_submit_fastpath` compares the two).
+headers, errors included (`tests/integration/test_small_submits.py` compares the two).
 
 Everything else goes on to Flask: other paths and methods, multipart, bodies without a length
 or bigger, keys in `Authorization`, sessions, a missing or wrong key. Once a request is taken
@@ -23,7 +23,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 import redis
-from limits import parse
+from limits import RateLimitItem, parse_many
 from limits.errors import StorageError
 from werkzeug.http import HTTP_STATUS_CODES
 
@@ -53,7 +53,7 @@ class SmallSubmits:
         self.app = app
         self.following = following
         self.settings = app.config["SETTINGS"]
-        self.limit = parse(self.settings.rate_limit_submit)
+        self.limits = parse_many(self.settings.rate_limit_submit)
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         key = environ.get("HTTP_X_API_KEY")
@@ -93,8 +93,9 @@ class SmallSubmits:
         """What the Flask view would answer: 202 and the job, or the error."""
         try:
             who = "key:" + fingerprint(key)
-            if not limiter.limiter.hit(self.limit, RATE_LIMIT_PREFIX, who, ENDPOINT):
-                return self._rate_limited(who)
+            for limit in self.limits:  # (in order, up to the first breached, as flask-limiter)
+                if not limiter.limiter.hit(limit, RATE_LIMIT_PREFIX, who, ENDPOINT):
+                    return _rate_limited(limit, who)
             raw = environ["wsgi.input"].read(length)
             body = submission.parse_json(raw, environ.get("CONTENT_TYPE"))
             answer, replayed = api.created_once(
@@ -123,14 +124,15 @@ class SmallSubmits:
             headers.append(("Idempotent-Replayed", "true"))
         return 202, answer, headers
 
-    def _rate_limited(self, who: str) -> Answer:
-        reset, _ = limiter.limiter.get_window_stats(self.limit, RATE_LIMIT_PREFIX, who, ENDPOINT)
-        return _error(
-            429,
-            "rate_limited",
-            f"Rate limit exceeded: {self.limit}.",
-            headers={"Retry-After": retry_after(reset)},
-        )
+
+def _rate_limited(limit: RateLimitItem, who: str) -> Answer:
+    reset, _ = limiter.limiter.get_window_stats(limit, RATE_LIMIT_PREFIX, who, ENDPOINT)
+    return _error(
+        429,
+        "rate_limited",
+        f"Rate limit exceeded: {limit}.",
+        headers={"Retry-After": retry_after(reset)},
+    )
 
 
 def _error(

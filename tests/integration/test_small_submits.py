@@ -126,14 +126,12 @@ def test_the_fast_path_takes_only_small_json_submits_with_an_api_key(
     assert (wrong.status_code, wrong.get_json()["error"]) == (401, "unauthorized")
 
 
-@pytest.fixture
-def limited(settings: Settings) -> Flask:
-    return create_app(replace(settings, rate_limit_submit="2/minute"))
-
-
+@pytest.mark.parametrize("limits", ["2/minute", "100/hour;2/minute"])
 @pytest.mark.parametrize("first", ["fast", "flask"])
-def test_both_paths_count_the_same_submit_limit(limited: Flask, first: str) -> None:
-    client = limited.test_client()
+def test_both_paths_count_the_same_submit_limit(
+    settings: Settings, limits: str, first: str
+) -> None:
+    client = create_app(replace(settings, rate_limit_submit=limits)).test_client()
     order = [FAST, FAST, FLASK] if first == "fast" else [FLASK, FLASK, FAST]
     body = {"recipients": ["+14155550100"], "message": "a"}
     answers = [post(client, body, headers) for headers in order]
