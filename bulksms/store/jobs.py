@@ -146,7 +146,10 @@ class JobStore:
 
     def _run(self, pipe: Pipeline) -> None:
         """Run a pipeline's commands packed by hiredis in C and sent in one write: redis-py's
-        own execution cost an alert's submit more than Redis took to run them."""
+        own execution cost an alert's submit more than Redis took to run them. (The pool hands
+        out a connection checked for one Redis closed, as after a restart.) Unlike redis-py's,
+        a failed run is not made again: the job's tasks may already be running, and a second
+        write of its batches would undo their claims."""
         pool = self.redis.connection_pool
         connection = pool.get_connection()
         try:

@@ -21,6 +21,7 @@ from bulksms.config import Settings
 from bulksms.devstack.numbers_gen import us_numbers
 from bulksms.store import keys, optouts
 from tests.helpers import API_KEY
+from tests.helpers.own_redis import OwnRedis
 
 FAST = {"X-API-Key": API_KEY}  # taken by the fast path
 FLASK = {"Authorization": f"Bearer {API_KEY}"}  # the same key, which the fast path leaves
@@ -216,3 +217,17 @@ def test_without_a_bound_urgent_submits_are_never_refused(
     client = create_app(replace(settings, plivo_mps=0.01, urgent_backlog_seconds=0.0)).test_client()
     for number in us_numbers(5):
         assert post(client, {"recipients": [number], "message": "a"}, FAST).status_code == 202
+
+
+def test_a_submit_after_redis_restarted_is_accepted(
+    settings: Settings, own_redis: OwnRedis
+) -> None:
+    """The job's one round trip goes on a pooled connection: one Redis closed when it
+    restarted is not handed out."""
+    client = create_app(replace(settings, redis_url=own_redis.url)).test_client()
+    body = {"recipients": ["+14155550100"], "message": "before"}
+    assert post(client, body, FAST).status_code == 202
+    own_redis.stop()
+    own_redis.start()
+    again = post(client, {**body, "message": "after"}, FAST)
+    assert again.status_code == 202, again.get_json()
