@@ -29,6 +29,9 @@ pytestmark = pytest.mark.skipif(
 sync_api = pytest.importorskip("playwright.sync_api")
 expect = sync_api.expect
 WAIT_MS = 90_000  # a page's state on a busy machine (polled once a second)
+# Every expectation waits as long: a busy machine renders late (autofocus, for one, is applied at
+# a rendering step after the load event, not by the time goto returns).
+expect.set_options(timeout=WAIT_MS)
 
 
 @pytest.fixture(scope="module")
@@ -204,7 +207,7 @@ def test_the_page_reads_at_a_phones_width_and_by_keyboard(stack: Stack, browser:
     page = context.new_page()
     try:
         page.goto(f"{stack.base_url}/ui/signin")
-        assert page.evaluate("document.activeElement.id") == "api_key"  # (autofocus)
+        expect(page.get_by_label("API key")).to_be_focused()  # (autofocus)
         page.keyboard.type(API_KEY)
         page.keyboard.press("Enter")
         expect(page.get_by_role("heading", name="Jobs")).to_be_visible()
