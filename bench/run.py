@@ -55,7 +55,7 @@ from bulksms.store import JobStore, Report, Status, keys, optouts, records
 from bulksms.worker.gateway import set_api_url
 
 ROOT = Path(__file__).resolve().parent.parent
-KEY = "bench-key-0123456789"
+KEY = "bench-key-0123456789-0123456789abcdef"
 AREAS = (201, 202, 212, 213, 305, 312, 415, 617, 646, 718, 917)
 MILLION = 1_000_000
 REPORT_PATH = "/api/webhooks/plivo/delivery-report"

@@ -80,10 +80,18 @@ def _bool(value: str) -> bool:
     raise ValueError("must be true or false")
 
 
+MIN_KEY_LENGTH = 32  # a key is a long random string (`bulksms up` makes 32 characters)
+
+
 def _keys(value: str) -> tuple[str, ...]:
     keys = tuple(k.strip() for k in value.split(",") if k.strip())
     if not keys:
         raise ValueError("must hold at least one key")
+    if any(len(key) < MIN_KEY_LENGTH for key in keys):
+        raise ValueError(
+            f"each key must be at least {MIN_KEY_LENGTH} characters: a long random string "
+            "(python3 -c 'import secrets; print(secrets.token_urlsafe(32))')"
+        )
     return keys
 
 
@@ -278,12 +286,17 @@ class Settings:
     # What one segment costs (the account's currency): previews then estimate a job's cost.
     price_per_segment: float | None = env("PRICE_PER_SEGMENT", _float(0.0))
     worker_metrics_port: int = env("WORKER_METRICS_PORT", _int(0, 65535), 9808)
+    # Where the worker's metrics listen: every interface in a container (Prometheus scrapes it
+    # over the compose network); `bulksms up` binds them to its own host.
+    worker_metrics_host: str = env("WORKER_METRICS_HOST", _text, "0.0.0.0")  # noqa: S104
     idempotency_ttl: int = env("IDEMPOTENCY_TTL", _int(86_400), 25 * 3600)
     rate_limit_submit: str = env("RATE_LIMIT_SUBMIT", _rate, "60/minute")
     rate_limit_read: str = env("RATE_LIMIT_READ", _rate, "1200/minute")
     rate_limit_bad_signatures: str = env("RATE_LIMIT_BAD_SIGNATURES", _rate, "30/minute")
     # Sign-in attempts on the campaign page, per client address.
     rate_limit_sign_in: str = env("RATE_LIMIT_SIGN_IN", _rate, "10/minute")
+    # Requests with a wrong or missing API key, per client address: past it, 429.
+    rate_limit_bad_keys: str = env("RATE_LIMIT_BAD_KEYS", _rate, "30/minute")
     # The campaign page: SECRET_KEY keys its sessions (`bulksms up` makes one and keeps it);
     # a session ends this long after its last use.
     secret_key: str | None = env("SECRET_KEY", _secret)

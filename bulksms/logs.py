@@ -18,7 +18,7 @@ from contextvars import ContextVar
 from logging.handlers import RotatingFileHandler
 from pathlib import Path
 from typing import TextIO
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from pythonjsonlogger.json import JsonFormatter
 
@@ -28,7 +28,11 @@ _context: ContextVar[dict[str, object]] = ContextVar("bulksms_log_context", defa
 
 # A phone number: '+' and digits, or a bare run of 10-15 digits, standing alone.
 _NUMBER = re.compile(r"(?<![0-9A-Za-z])(\+\d{4,11}|\d{6,11})(\d{4})(?![0-9A-Za-z])")
+# An opt-out's number in a path, in whatever form it was given ('%2B44 7700…', '(415) 555-…').
+_OPT_OUT_PATH = re.compile(r"(/api/opt-outs/)[^\s?\"]+")
 _HANDLER_NAME = "bulksms"
+# gunicorn's loggers write through handlers of their own, which our handlers' filters never see.
+GUNICORN_LOGGERS = ("gunicorn.access", "gunicorn.error")
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")  # a caller's X-Request-ID we take as it is
 
 
@@ -89,6 +93,14 @@ class _Redact(logging.Filter):
         return True
 
 
+class _RedactRequests(_Redact):
+    """For request lines (gunicorn's access log): numbers masked in the URL as decoded too, and
+    the opt-out endpoints' number segment whatever its form."""
+
+    def clean(self, text: str) -> str:
+        return super().clean(unquote(_OPT_OUT_PATH.sub(r"\1****", text)))
+
+
 def secrets_of(settings: Settings) -> list[str]:
     found = [
         *settings.api_keys,
@@ -133,3 +145,8 @@ def configure(settings: Settings, stream: TextIO | None = None) -> None:
         handler.addFilter(redact)
         root.addHandler(handler)
     root.setLevel(settings.log_level)
+    for name in GUNICORN_LOGGERS:  # filters on the logger: whatever handlers gunicorn gave it
+        logger = logging.getLogger(name)
+        for old in [f for f in logger.filters if isinstance(f, _Redact)]:
+            logger.removeFilter(old)
+        logger.addFilter(_RedactRequests(secrets_of(settings)))

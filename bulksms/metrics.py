@@ -100,9 +100,9 @@ def render(depth: Callable[[], int] | None = None) -> tuple[bytes, str]:
     return generate_latest(registry(depth)), CONTENT_TYPE_LATEST
 
 
-def serve_worker_metrics(port: int, depth: Callable[[], int]) -> None:
+def serve_worker_metrics(host: str, port: int, depth: Callable[[], int]) -> None:
     """The worker's own /metrics, from its main process, summing its pool's children."""
-    start_http_server(port, addr="0.0.0.0", registry=registry(depth))  # noqa: S104
+    start_http_server(port, addr=host, registry=registry(depth))
 
 
 def process_exited(pid: int) -> None:

@@ -6,23 +6,14 @@ from __future__ import annotations
 
 import hmac
 
-from flask import g, request
+from flask import request
 
 from bulksms.api.errors import ApiError
-from bulksms.extensions import sessions, settings
-from bulksms.store.sessions import Session, fingerprint
+from bulksms.api.identity import current_session, presented_key
+from bulksms.api.ratelimit import count_bad_key
+from bulksms.store.sessions import Session
 
-SESSION_COOKIE = "bulksms_session"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-
-
-def presented_key() -> str | None:
-    key = request.headers.get("X-API-Key")
-    if key is None:
-        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-        if scheme.lower() == "bearer" and token.strip():
-            key = token.strip()
-    return key
 
 
 def is_valid_key(key: str, valid_keys: tuple[str, ...]) -> bool:
@@ -31,21 +22,6 @@ def is_valid_key(key: str, valid_keys: tuple[str, ...]) -> bool:
     for valid in valid_keys:  # no early exit: every key is compared every time
         matched |= hmac.compare_digest(given, valid.encode())
     return matched
-
-
-def current_session() -> Session | None:
-    """The page's session this request's cookie names, if it is live and its key still valid."""
-    if "ui_session" not in g:
-        found = None
-        session_id = request.cookies.get(SESSION_COOKIE)
-        if session_id:
-            found = sessions().find(session_id)
-            current = {fingerprint(k) for k in settings().api_keys}
-            if found is not None and found.key_fingerprint not in current:
-                found = None  # its key was taken out of API_KEYS
-        g.ui_session = found
-    session: Session | None = g.ui_session
-    return session
 
 
 def csrf_matches(session: Session, token: str | None) -> bool:
@@ -63,7 +39,9 @@ def scope() -> str:
 
 def require_api_key(valid_keys: tuple[str, ...]) -> None:
     """Raise 401 unless the request carries one of `valid_keys`, or a live session (403 for an
-    unsafe request of a session without its CSRF token)."""
+    unsafe request of a session without its CSRF token); 429 past RATE_LIMIT_BAD_KEYS of such
+    requests from one address."""
+
     key = presented_key()
     if key is None:
         session = current_session()
@@ -73,6 +51,7 @@ def require_api_key(valid_keys: tuple[str, ...]) -> None:
             ):
                 raise ApiError(403, "csrf_failed", "A session's request needs its X-CSRF-Token.")
             return
+        count_bad_key()
         raise ApiError(
             401,
             "unauthorized",
@@ -80,6 +59,7 @@ def require_api_key(valid_keys: tuple[str, ...]) -> None:
             headers={"WWW-Authenticate": "Bearer"},
         )
     if not is_valid_key(key, valid_keys):
+        count_bad_key()
         raise ApiError(
             401, "unauthorized", "The API key is not valid.", headers={"WWW-Authenticate": "Bearer"}
         )

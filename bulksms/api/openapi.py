@@ -445,7 +445,9 @@ def _document() -> dict[str, Any]:
                     "operationId": "inboundMessage",
                     "summary": "Plivo's inbound SMS: STOP opts the sender out, START back in.",
                     "security": [],
-                    "requestBody": _form("From", "To", "Text", "MessageUUID"),
+                    "requestBody": _form(
+                        "From", "To", "Text", "MessageUUID", "MessageTime", "MessageIntent"
+                    ),
                     "responses": {
                         "204": {"description": "Taken (or a replayed nonce, ignored)."},
                         **_errors(403, 413, 429, 503),
@@ -523,12 +525,14 @@ def _document() -> dict[str, Any]:
             "/metrics": {
                 "get": {
                     "operationId": "metrics",
-                    "security": [],
+                    "summary": "Prometheus metrics (the API key as a bearer token).",
+                    "security": [{"ApiKey": []}, {"Bearer": []}],
                     "responses": {
                         "200": {
                             "description": "Prometheus metrics.",
                             "content": {"text/plain": {"schema": {"type": "string"}}},
-                        }
+                        },
+                        **_errors(401, 429),
                     },
                 }
             },

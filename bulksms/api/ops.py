@@ -1,4 +1,9 @@
-"""For operators and their tools: liveness, readiness and Prometheus metrics."""
+"""For operators and their tools: liveness, readiness and Prometheus metrics.
+
+Liveness and readiness are open (load balancers ask without a key) and cost a request at most a
+shared answer: one Redis ping and one Celery ping per process every few seconds, however many
+ask. Metrics name queues, rates and failures: they need the API key (Prometheus sends it as a
+bearer token)."""
 
 from __future__ import annotations
 
@@ -7,11 +12,11 @@ import threading
 import time
 from collections.abc import Callable
 
-import redis
 from flask import Blueprint, Response, jsonify
 
 from bulksms import metrics, taskqueue
-from bulksms.extensions import celery, redis_client
+from bulksms.api.auth import require_api_key
+from bulksms.extensions import celery, redis_client, settings
 
 bp = Blueprint("ops", __name__)
 
@@ -23,6 +28,7 @@ def healthz() -> Response:
 
 @bp.get("/metrics")
 def prometheus() -> Response:
+    require_api_key(settings().api_keys)
     body, content_type = metrics.render(lambda: taskqueue.queue_depth(celery()))
     return Response(body, content_type=content_type)
 
@@ -30,13 +36,13 @@ def prometheus() -> Response:
 @bp.get("/readyz")
 def readyz() -> tuple[Response, int]:
     """Whether this web process can serve: what it needs is Redis. Workers are not its need (a
-    load balancer reading this must keep sending Plivo's reports while workers are down)."""
-    try:
-        redis_client().ping()
-        check = "ok"
-    except redis.RedisError as exc:
-        check = f"unavailable ({type(exc).__name__})"
-    return _readiness({"redis": check})
+    load balancer reading this must keep sending Plivo's reports while workers are down). One
+    ping per process for every caller in `REDIS_CHECK_SECONDS`."""
+    return _readiness({"redis": _REDIS.check(_ping_redis)})
+
+
+def _ping_redis() -> bool:
+    return bool(redis_client().ping())
 
 
 @bp.get("/readyz/workers")
@@ -54,24 +60,35 @@ def _readiness(checks: dict[str, str]) -> tuple[Response, int]:
 
 
 class _Shared:
-    """One check at a time per process, its verdict shared for a few seconds."""
+    """One check at a time per process, its verdict shared for `seconds`. While a check runs,
+    others take the last verdict rather than wait for it (a thread waiting a second on a ping
+    is a thread no other request has); only the first check of all is waited for."""
 
-    def __init__(self, seconds: float) -> None:
+    def __init__(self, seconds: float, failed: str) -> None:
         self.seconds = seconds
+        self.failed = failed  # the verdict when the probe answers no
         self.lock = threading.Lock()
         self.verdict = ""
         self.at = -math.inf
 
     def check(self, probe: Callable[[], bool]) -> str:
-        with self.lock:  # (the others wait for this one's answer instead of pinging too)
+        if time.monotonic() - self.at < self.seconds:
+            return self.verdict
+        if not self.lock.acquire(blocking=not self.verdict):
+            return self.verdict  # another thread is checking
+        try:
             if time.monotonic() - self.at >= self.seconds:
                 try:
-                    self.verdict = "ok" if probe() else "no worker answered"
+                    self.verdict = "ok" if probe() else self.failed
                 except Exception as exc:  # the broker is down, say
                     self.verdict = f"unavailable ({type(exc).__name__})"
                 self.at = time.monotonic()
             return self.verdict
+        finally:
+            self.lock.release()
 
 
 WORKER_CHECK_SECONDS = 5.0
-_WORKERS = _Shared(WORKER_CHECK_SECONDS)
+_WORKERS = _Shared(WORKER_CHECK_SECONDS, "no worker answered")
+REDIS_CHECK_SECONDS = 1.0  # a lost Redis shows within a second
+_REDIS = _Shared(REDIS_CHECK_SECONDS, "no answer")

@@ -3,10 +3,15 @@
 One set in Redis (`bulksms.store.optouts`, never expiring) of numbers. Filled by the API
 (`PUT /api/opt-outs/<number>`), by STOP replies through the signed inbound-message webhook, and
 by delivery reports with Plivo's error 200 ("blocked by STOP"); emptied by START replies and
-`DELETE`. Every submit leaves opted-out numbers out and reports them as `suppressed`.
+`DELETE`. Replies apply in the order they were sent (Plivo's MessageTime), each message once.
+Every submit leaves opted-out numbers out and reports them as `suppressed`.
 """
 
 from __future__ import annotations
+
+import logging
+import math
+from datetime import UTC, datetime
 
 from flask import Blueprint, Response, jsonify, request
 
@@ -14,7 +19,7 @@ from bulksms import numbers
 from bulksms.api.auth import require_api_key
 from bulksms.api.errors import ApiError
 from bulksms.api.ratelimit import limiter, read_limit, submit_limit
-from bulksms.api.webhooks import settle_nonce, verify_plivo
+from bulksms.api.webhooks import guard, settle_nonce, verify_plivo
 from bulksms.extensions import redis_client, settings
 from bulksms.store import optouts as opt_out_set
 
@@ -23,9 +28,11 @@ from bulksms.store import optouts as opt_out_set
 STOP_WORDS = {"STOP", "STOPALL", "STOP ALL", "UNSUBSCRIBE", "UNSUB", "CANCEL", "END", "QUIT"}
 START_WORDS = {"START", "UNSTOP"}
 INTENTS = {"optout": True, "optin": False}  # Plivo's MessageIntent: opted out or not
+log = logging.getLogger(__name__)
 
 api = Blueprint("optouts", __name__, url_prefix="/api/opt-outs")
 inbound = Blueprint("inbound", __name__, url_prefix="/api/webhooks")
+inbound.before_request(guard)  # the body's cap and the bad-signature limit, as for reports
 
 
 def _number(raw: str) -> str:
@@ -81,10 +88,24 @@ def remove(number: str) -> Response:
     return jsonify({"number": e164, "opted_out": False})
 
 
+def sent_at(message_time: str) -> float | None:
+    """Plivo's MessageTime ('2026-11-30 12:00:01', UTC unless it says otherwise, maybe with
+    fractions and an offset) as epoch seconds; None when absent or unreadable."""
+    try:
+        when = datetime.fromisoformat(message_time.strip())
+    except ValueError:
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    stamp = when.timestamp()
+    return stamp if math.isfinite(stamp) else None
+
+
 @inbound.post("/plivo/inbound")
 def inbound_message() -> Response:
     """Plivo's inbound SMS: STOP words (or MessageIntent=optout) opt the sender out, START words
-    (or MessageIntent=optin) back in."""
+    (or MessageIntent=optin) back in; in the order the sender sent them, each message once
+    (`optouts.apply_reply`)."""
     form = verify_plivo(lasting=True)
     if form is None:
         return Response(status=204)
@@ -95,9 +116,14 @@ def inbound_message() -> Response:
     sender = form.get("From", "").strip()
     e164 = numbers.normalise("+" + sender.lstrip("+"), None)[0] if sender else None
     if e164 and intent is not None:
-        if intent:
-            opt_out_set.opt_out(redis_client(), e164)
-        else:
-            opt_out_set.opt_in(redis_client(), e164)
+        done = opt_out_set.apply_reply(
+            redis_client(),
+            e164,
+            intent,
+            sent_at(form.get("MessageTime", "")),
+            form.get("MessageUUID", "").strip(),
+        )
+        if done != "applied":
+            log.info("inbound %s not applied: %s", "STOP" if intent else "START", done)
     settle_nonce()  # stored: a replay of this request, even unchanged, is now ignored
     return Response(status=204)

@@ -2,7 +2,8 @@
 
 `/api/bulk-sms…` is limited per API key (submits and reads separately). Delivery reports are
 never limited: only webhook requests whose signature fails are counted, per client address, and
-past the limit they get 429 instead of 403.
+past the limit they get 429 instead of 403; so are requests without a valid API key (429 instead
+of 401).
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ from flask import Flask, Response, request
 from flask_limiter import Limiter, RateLimitExceeded
 from limits import parse
 
-from bulksms.api.auth import current_session, presented_key
 from bulksms.api.errors import ApiError, error_response
+from bulksms.api.identity import current_session, presented_key
 from bulksms.config import Settings
 from bulksms.extensions import settings
 from bulksms.store import RATE_LIMIT_PREFIX
@@ -83,14 +84,36 @@ def sign_in_limit() -> str:
 
 def count_bad_signature() -> None:
     """Count one refused signature for this client; past the limit, refuse with 429."""
-    item = parse(settings().rate_limit_bad_signatures)
-    if not limiter.limiter.hit(item, "bad-signature", f"ip:{request.remote_addr}"):
-        reset, _ = limiter.limiter.get_window_stats(
-            item, "bad-signature", f"ip:{request.remote_addr}"
-        )
+    _refuse_past(settings().rate_limit_bad_signatures, "bad-signature", count=True)
+
+
+def refuse_bad_signatures_past_limit() -> None:
+    """429 for an address already past RATE_LIMIT_BAD_SIGNATURES, before its request is read
+    (Plivo's own V3 reports are taken in front of this, by `report_fastpath`)."""
+    _refuse_past(settings().rate_limit_bad_signatures, "bad-signature", count=False)
+
+
+def count_bad_key() -> None:
+    """Count one request without a valid API key for this client; past the limit, 429 (a key
+    cannot be guessed at the rate the server answers)."""
+    _refuse_past(settings().rate_limit_bad_keys, "bad-key", count=True)
+
+
+REFUSALS = {
+    "bad-signature": "Too many requests with a bad signature.",
+    "bad-key": "Too many requests without a valid API key.",
+}
+
+
+def _refuse_past(limit: str, scope: str, count: bool) -> None:
+    """429 once this address is past `limit` of `scope`'s refusals; `count`: this is one."""
+    item = parse(limit)
+    who = f"ip:{request.remote_addr}"
+    allowed = (
+        limiter.limiter.hit(item, scope, who) if count else limiter.limiter.test(item, scope, who)
+    )
+    if not allowed:
+        reset, _ = limiter.limiter.get_window_stats(item, scope, who)
         raise ApiError(
-            429,
-            "rate_limited",
-            "Too many requests with a bad signature.",
-            headers={"Retry-After": str(max(1, int(reset - time.time())))},
+            429, "rate_limited", REFUSALS[scope], headers={"Retry-After": retry_after(reset)}
         )

@@ -30,7 +30,7 @@ from flask import (
 )
 from werkzeug.wrappers import Response as BaseResponse
 
-from bulksms.api import auth, submission
+from bulksms.api import auth, identity, submission
 from bulksms.api import jobs as api
 from bulksms.api import recipients as recipients_report
 from bulksms.api.errors import ApiError
@@ -82,13 +82,13 @@ def _page_headers(response: Response) -> Response:
 
 @bp.errorhandler(ApiError)
 def _refused(error: ApiError) -> tuple[str, int]:
-    return render_template("ui/error.html", error=error, session=auth.current_session()), (
+    return render_template("ui/error.html", error=error, session=identity.current_session()), (
         error.status
     )
 
 
 def _signed_in() -> session_store.Session:
-    found = auth.current_session()
+    found = identity.current_session()
     if found is None:
         raise _SignIn()
     return found
@@ -155,14 +155,14 @@ def sign_in_post() -> BaseResponse:
     key = request.form.get("api_key", "")
     if not auth.is_valid_key(key, settings().api_keys):
         return _sign_in_page("That key is not valid.", 401)
-    previous = auth.current_session()
+    previous = identity.current_session()
     if previous is not None:  # (one browser, one session)
         sessions().close(previous.session_id)
     opened = sessions().open(session_store.fingerprint(key))
     response = redirect(url_for("ui.jobs"))
     # A cookie for this browser session only: the server's session decides how long it lives.
     response.set_cookie(
-        auth.SESSION_COOKIE,
+        identity.SESSION_COOKIE,
         opened.session_id,
         httponly=True,
         samesite="Strict",
@@ -178,7 +178,7 @@ def sign_out() -> BaseResponse:
     found = _form_checked()
     sessions().close(found.session_id)
     response = redirect(url_for("ui.sign_in"))
-    response.delete_cookie(auth.SESSION_COOKIE, path="/", httponly=True, samesite="Strict")
+    response.delete_cookie(identity.SESSION_COOKIE, path="/", httponly=True, samesite="Strict")
     return response
 
 

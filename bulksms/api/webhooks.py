@@ -21,7 +21,7 @@ from redis.connection import Connection
 
 from bulksms import metrics, numbers, signature
 from bulksms.api.errors import ApiError
-from bulksms.api.ratelimit import count_bad_signature
+from bulksms.api.ratelimit import count_bad_signature, refuse_bad_signatures_past_limit
 from bulksms.extensions import nonces, redis_client, settings, store
 from bulksms.store import JobStore, Report, Status, optouts
 
@@ -29,11 +29,35 @@ log = logging.getLogger(__name__)
 T = TypeVar("T", int, float)
 
 bp = Blueprint("webhooks", __name__, url_prefix="/api/webhooks")
+MAX_BODY = 64 * 1024  # Plivo's reports and inbound messages are under 2 KB
 
 TRACKED = {s.value for s in Status if s is not Status.PENDING}
 RESULTS = {1: "recorded", 0: "repeat", -1: "unknown_recipient"}
 BLOCKED_BY_STOP = "200"  # Plivo's error code: the destination replied STOP to this sender
 PART_INFO = re.compile(r"(\d{1,3})\s+of\s+(\d{1,3})", re.IGNORECASE | re.ASCII)
+
+
+@bp.before_request
+def guard() -> None:
+    """Before the body is parsed (anyone may post here): a body longer than MAX_BODY is
+    refused from its length unread, or once that much has come (a body without a length); an
+    address past the bad-signature limit is refused before its body is parsed."""
+    if request.content_length is None:
+        # Werkzeug reads a body without a length up to the limit and stops there, silently:
+        # one byte more says it was longer.
+        request.max_content_length = MAX_BODY + 1
+        too_long = len(request.get_data()) > MAX_BODY
+    else:
+        too_long = request.content_length > MAX_BODY
+    if too_long:
+        # The rest of the body is not read: the connection closes after the answer.
+        raise ApiError(
+            413,
+            "payload_too_large",
+            f"A webhook's body is at most {MAX_BODY} bytes.",
+            headers={"Connection": "close"},
+        )
+    refuse_bad_signatures_past_limit()
 
 
 def _public_url() -> str:

@@ -20,6 +20,8 @@ Cluster slot and each Lua script touches one job only.
     bulksms:plivo-list-bucket   hash   the token bucket for Plivo's message list (its own limit)
     bulksms:active              zset   unfinished jobs, for the sweep
     bulksms:optouts             set    opted-out numbers (never expires)
+    bulksms:optout-replies      hash   number -> when its last STOP/START reply was sent and the
+                                       MessageUUIDs applied then (never expires, like the set)
     bulksms:scheduled           zset   scheduled jobs by send time, released by the sweep
     bulksms:jobs                zset   every job by creation time (the listing; pruned lazily)
     bulksms:plivo-bucket        hash   the token bucket shared by every worker
@@ -36,6 +38,7 @@ Celery's own keys (the broker queues) are Celery's business and use its defaults
 PREFIX = "bulksms"
 ACTIVE_JOBS = f"{PREFIX}:active"  # sorted set: jobs the sweep still looks after
 OPT_OUTS = f"{PREFIX}:optouts"  # set: numbers (E.164 digits) never to send to; never expires
+OPT_OUT_REPLIES = f"{PREFIX}:optout-replies"  # hash: the STOP/START replies applied, per number
 SCHEDULED = f"{PREFIX}:scheduled"  # sorted set: scheduled jobs by their send time
 JOBS = f"{PREFIX}:jobs"  # sorted set: every job by creation time, for the job listing
 PLIVO_BUCKET = f"{PREFIX}:plivo-bucket"  # hash: the shared token bucket toward Plivo's API

@@ -3,14 +3,17 @@ get in and out)."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import cast
 
 import redis
 
-from bulksms.store import keys
+from bulksms.store import keys, scripts
 
 CHUNK = 10_000
+_MESSAGE_UUID = re.compile(r"[A-Za-z0-9-]{1,64}")
+REPLY_RESULTS = {1: "applied", 0: "repeat", -1: "older"}
 
 
 def opt_out(client: redis.Redis, number: str) -> None:
@@ -37,6 +40,21 @@ def suppressed(client: redis.Redis, candidates: Sequence[str]) -> set[str]:
         pipe.smismember(keys.OPT_OUTS, chunk)
     flags = [flag for answer in pipe.execute() for flag in answer]
     return {n for n, flag in zip(candidates, flags, strict=True) if flag}
+
+
+def apply_reply(
+    client: redis.Redis, number: str, stop: bool, sent_at: float | None, message_uuid: str
+) -> str:
+    """A STOP (or START) reply from `number`: applied unless this very message (`message_uuid`)
+    was applied already, or a reply sent after it (`sent_at`, Plivo's MessageTime) was. Plivo
+    may post replies out of order, and retries them: the last one the person sent wins.
+    Returns 'applied', 'repeat' or 'older'."""
+    uuid = message_uuid if _MESSAGE_UUID.fullmatch(message_uuid) else ""
+    done = client.register_script(scripts.OPT_OUT_REPLY)(
+        keys=[keys.OPT_OUTS, keys.OPT_OUT_REPLIES],
+        args=[number.lstrip("+"), int(stop), "" if sent_at is None else repr(sent_at), uuid],
+    )
+    return REPLY_RESULTS[int(cast(int, done))]
 
 
 def opt_in(client: redis.Redis, number: str) -> bool:

@@ -536,6 +536,38 @@ if bound == ARGV[1] then return 1 end
 return 0
 """
 
+# KEYS: the opt-out set, the replies record (number -> "<time>|<uuid>,<uuid>..": the time of the
+# last STOP or START applied for the number and the messages applied at that time). ARGV: the
+# number, 1 to opt out or 0 back in, the reply's time (Plivo's MessageTime, epoch seconds; ''
+# when unknown) and its MessageUUID ('' when none). Replies apply in the order their sender
+# sent them, each once: 1 applied, 0 this very message again, -1 older than one applied.
+OPT_OUT_REPLY = """
+local record = redis.call('HGET', KEYS[2], ARGV[1])
+local at, seen = '', ''
+if record then
+  local bar = string.find(record, '|', 1, true)
+  at, seen = string.sub(record, 1, bar - 1), string.sub(record, bar + 1)
+end
+if ARGV[4] ~= '' and string.find(',' .. seen .. ',', ',' .. ARGV[4] .. ',', 1, true) then
+  return 0
+end
+if ARGV[3] ~= '' then
+  if at ~= '' and tonumber(ARGV[3]) < tonumber(at) then return -1 end
+  if at == '' or tonumber(ARGV[3]) > tonumber(at) then seen = '' end
+  at = ARGV[3]
+end
+if ARGV[2] == '1' then
+  redis.call('SADD', KEYS[1], ARGV[1])
+else
+  redis.call('SREM', KEYS[1], ARGV[1])
+end
+if ARGV[4] ~= '' then
+  if seen == '' then seen = ARGV[4] else seen = seen .. ',' .. ARGV[4] end
+end
+redis.call('HSET', KEYS[2], ARGV[1], at .. '|' .. seen)
+return 1
+"""
+
 # KEYS: bucket. ARGV: capacity, refill per second. 0 when a token was taken, else the seconds
 # to wait for one. Redis's own clock, so every worker on every host shares one bucket.
 BUCKET_TAKE = _render(

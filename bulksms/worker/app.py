@@ -81,7 +81,9 @@ def _connect_signals(app: Flask, celery: Celery, settings: Settings) -> None:
         sweeping.append(pacing.start(app, app.extensions["bulksms.pacer"].pace, settings, enqueue))
         if settings.worker_metrics_port:
             try:
-                metrics.serve_worker_metrics(settings.worker_metrics_port, queue_depth)
+                metrics.serve_worker_metrics(
+                    settings.worker_metrics_host, settings.worker_metrics_port, queue_depth
+                )
             except OSError as exc:  # another worker on this host has the port
                 log.warning(
                     "worker metrics not served on port %s: %s", settings.worker_metrics_port, exc

@@ -11,7 +11,7 @@ import redis
 from flask.testing import FlaskClient
 
 from bulksms.devstack.numbers_gen import us_numbers
-from tests.helpers import API_KEY
+from tests.helpers import API_KEY, SECOND_API_KEY
 
 AUTH = {"X-API-Key": API_KEY}
 
@@ -105,7 +105,7 @@ def test_without_a_valid_key_every_endpoint_is_401(
 def test_bearer_and_rotated_keys_work(client: FlaskClient) -> None:
     body = {"recipients": ["+14155550100"], "message": "x"}
     assert post(client, body, {"Authorization": f"Bearer {API_KEY}"}).status_code == 202
-    assert post(client, body, {"X-API-Key": "second-key-for-rotation-0001"}).status_code == 202
+    assert post(client, body, {"X-API-Key": SECOND_API_KEY}).status_code == 202
 
 
 @pytest.mark.parametrize(

@@ -14,7 +14,7 @@ from bulksms.config import ConfigError, Settings
 from bulksms.worker.app import create_worker
 
 WITHOUT_PLIVO = {
-    "API_KEY": "k1-aaaaaaaaaaaa, k2-bbbbbbbbbbbb",
+    "API_KEY": "k1-aaaaaaaaaaaaaaaaaaaaaaaaaaaaaa, k2-bbbbbbbbbbbbbbbbbbbbbbbbbbbbbb",
     "API_BASE_URL": "https://sms.example.com/",
     "REDIS_URL": "redis://127.0.0.1:6399/0",
     "PATH": "/usr/bin:/bin",

@@ -18,7 +18,7 @@ from bulksms.config import Settings
 from bulksms.devstack.numbers_gen import us_numbers
 from bulksms.store import JobStore
 from bulksms.store import idempotency as records
-from tests.helpers import API_KEY
+from tests.helpers import API_KEY, SECOND_API_KEY
 from tests.helpers.stack import Stack
 
 BODY = {"recipients": us_numbers(2500), "message": "once"}
@@ -70,7 +70,7 @@ def test_a_refused_request_does_not_keep_the_key(client: FlaskClient, rdb: redis
 
 def test_keys_belong_to_their_api_key(client: FlaskClient, rdb: redis.Redis) -> None:
     a = post(client, BODY, "shared").get_json()["job_id"]
-    b = post(client, BODY, "shared", api_key="second-key-for-rotation-0001").get_json()["job_id"]
+    b = post(client, BODY, "shared", api_key=SECOND_API_KEY).get_json()["job_id"]
     assert a != b
 
 

@@ -10,7 +10,17 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from bulksms.devstack.numbers_gen import us_numbers
+from tests.helpers import API_KEY
 from tests.helpers.stack import Stack
+
+
+def scrape(stack: Stack) -> requests.Response:
+    """As Prometheus scrapes: the API key as a bearer token."""
+    answer = requests.get(
+        f"{stack.base_url}/metrics", headers={"Authorization": f"Bearer {API_KEY}"}, timeout=10
+    )
+    assert answer.status_code == 200
+    return answer
 
 
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -28,14 +38,14 @@ def value(
 
 
 def test_web_and_worker_metrics_move_with_a_job(stack: Stack) -> None:
-    before = samples(requests.get(f"{stack.base_url}/metrics", timeout=10).text)
+    before = samples(scrape(stack).text)
     numbers = us_numbers(1200)
     job_id = stack.submit({"recipients": numbers + numbers[:5], "message": "m"}).json()["job_id"]
     stack.wait_for(job_id, lambda d: d["state"] == "completed")
     stack.wait_until_quiet()
     # Several gunicorn workers answer in turn: every scrape must show the sum of them all.
     for _ in range(3):
-        after = samples(requests.get(f"{stack.base_url}/metrics", timeout=10).text)
+        after = samples(scrape(stack).text)
         accepted = value(after, "bulksms_recipients_accepted_total") - value(
             before, "bulksms_recipients_accepted_total"
         )
@@ -60,10 +70,16 @@ def test_web_and_worker_metrics_move_with_a_job(stack: Stack) -> None:
     assert value(worker, "bulksms_plivo_request_seconds_count", result="accepted") == 2
 
 
+def test_metrics_need_the_api_key(stack: Stack) -> None:
+    assert requests.get(f"{stack.base_url}/metrics", timeout=10).status_code == 401
+    wrong = {"Authorization": "Bearer not-the-key-0123456789-0123456789"}
+    assert requests.get(f"{stack.base_url}/metrics", headers=wrong, timeout=10).status_code == 401
+
+
 def test_signature_failures_are_counted(stack: Stack) -> None:
     url = f"{stack.base_url}/api/webhooks/plivo/delivery-report?job=x&batch=0"
     assert requests.post(url, data={"Status": "sent"}, timeout=10).status_code == 403
-    found = samples(requests.get(f"{stack.base_url}/metrics", timeout=10).text)
+    found = samples(scrape(stack).text)
     assert value(found, "bulksms_signature_failures_total", reason="missing") >= 1
 
 

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import secrets
+import uuid
 from datetime import UTC, datetime, timedelta
 
 import redis
@@ -39,10 +40,24 @@ def test_the_opt_out_api(client: FlaskClient) -> None:
 
 
 def inbound(
-    stack: Stack, sender: str, text: str, intent: str = "", nonce: str = "", v2: bool = False
+    stack: Stack,
+    sender: str,
+    text: str,
+    intent: str = "",
+    nonce: str = "",
+    v2: bool = False,
+    message_uuid: str = "",
+    sent: datetime | None = None,
 ) -> requests.Response:
+    """A reply as Plivo posts it: its own MessageUUID, sent now (unless told otherwise)."""
     url = f"{stack.base_url}/api/webhooks/plivo/inbound"
-    params = {"From": sender.lstrip("+"), "To": "14155550199", "Text": text, "MessageUUID": "in-1"}
+    params = {
+        "From": sender.lstrip("+"),
+        "To": "14155550199",
+        "Text": text,
+        "MessageUUID": message_uuid or str(uuid.uuid4()),
+        "MessageTime": f"{sent or datetime.now(UTC):%Y-%m-%d %H:%M:%S.%f}",
+    }
     if intent:
         params["MessageIntent"] = intent
     key = stack.settings.webhook_key or ""
@@ -117,6 +132,37 @@ def test_a_signed_inbound_message_counts_once_even_replayed_unchanged(
         assert opted_out(number)
     # An inbound message's nonce is remembered for good: a STOP lasts.
     assert rdb.ttl(keys.nonce("start-True")) == -1
+
+
+def test_replies_apply_in_the_order_they_were_sent_each_once(stack: Stack) -> None:
+    """Plivo posts replies out of order and again (with new nonces, validly signed): the last
+    one the person sent wins, and a message applies once."""
+
+    def opted_out(number: str) -> bool:
+        found = requests.get(f"{stack.base_url}/api/opt-outs/{number}", headers=AUTH, timeout=30)
+        return found.status_code == 200
+
+    late, again, same_second = us_numbers(3, start=500)
+    t0 = datetime(2026, 11, 30, 12, 0, 0, tzinfo=UTC)
+    # START sent after STOP, but posted first: the STOP that arrives later is older news.
+    assert inbound(stack, late, "START", sent=t0 + timedelta(seconds=5)).status_code == 204
+    assert inbound(stack, late, "STOP", sent=t0).status_code == 204
+    assert not opted_out(late)
+    # A STOP, then START; the STOP posted again (a new nonce): applied once, so the number
+    # stays in, whether the STOP is older than the START or sent in the same second.
+    for number, start_at in ((again, t0 + timedelta(seconds=1)), (same_second, t0)):
+        stop_id = str(uuid.uuid4())
+        assert inbound(stack, number, "STOP", sent=t0, message_uuid=stop_id).status_code == 204
+        assert opted_out(number)
+        assert inbound(stack, number, "START", sent=start_at).status_code == 204
+        assert not opted_out(number)
+        assert inbound(stack, number, "STOP", sent=t0, message_uuid=stop_id).status_code == 204
+        assert not opted_out(number)
+    # A STOP sent before the START still loses; one sent after it wins.
+    assert inbound(stack, late, "STOP", sent=t0 + timedelta(seconds=3)).status_code == 204
+    assert not opted_out(late)
+    assert inbound(stack, late, "STOP", sent=t0 + timedelta(seconds=6)).status_code == 204
+    assert opted_out(late)
 
 
 def test_a_report_blocked_by_stop_opts_the_number_out(stack: Stack) -> None:

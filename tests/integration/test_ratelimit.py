@@ -9,7 +9,7 @@ from flask.testing import FlaskClient
 
 from bulksms import create_app
 from bulksms.config import Settings
-from tests.helpers import API_KEY
+from tests.helpers import API_KEY, SECOND_API_KEY
 from tests.helpers.webhook import params, report, submit
 
 BODY = json.dumps({"recipients": ["+14155550100"], "message": "x"})
@@ -32,7 +32,7 @@ def test_submits_are_limited_per_key_with_a_json_429(settings: Settings) -> None
     assert answer.status_code == 429
     assert answer.get_json()["error"] == "rate_limited"
     assert int(answer.headers["Retry-After"]) > 0
-    assert send(client, "second-key-for-rotation-0001") == 202  # another key, its own budget
+    assert send(client, SECOND_API_KEY) == 202  # another key, its own budget
 
 
 def test_reads_have_their_own_budget(settings: Settings) -> None:
@@ -44,6 +44,27 @@ def test_reads_have_their_own_budget(settings: Settings) -> None:
     assert client.get("/api/bulk-sms/" + "0" * 32, headers=headers).status_code == 404
     assert client.get("/api/bulk-sms/" + "0" * 32, headers=headers).status_code == 429
     assert send(client) == 202
+
+
+def test_wrong_and_missing_keys_are_limited_per_address(settings: Settings) -> None:
+    client = create_app(replace(settings, rate_limit_bad_keys="3/minute")).test_client()
+    wrong = "a-guess-of-the-right-length-0123456789"
+    answers = [send(client, wrong), send(client, wrong)]
+    answers.append(client.get("/api/bulk-sms/" + "0" * 32).status_code)  # no key at all
+    assert answers == [401, 401, 401]
+    refused = client.get("/api/bulk-sms/" + "0" * 32, headers={"X-API-Key": wrong})
+    assert refused.status_code == 429
+    assert refused.get_json()["error"] == "rate_limited"
+    assert int(refused.headers["Retry-After"]) > 0
+    assert send(client, wrong) == 429  # the submit's fast path hands wrong keys to the same check
+    # The right key from the same address is not held back by the guesses.
+    assert send(client) == 202
+    other = client.get(
+        "/api/bulk-sms/" + "0" * 32,
+        headers={"X-API-Key": wrong},
+        environ_base={"REMOTE_ADDR": "127.0.0.2"},
+    )
+    assert other.status_code == 401  # another address, its own count
 
 
 def test_only_bad_signatures_are_throttled(settings: Settings) -> None:

@@ -6,7 +6,7 @@ from bulksms import create_app
 from bulksms.config import ConfigError, Settings
 
 GOOD = {
-    "API_KEY": "k1-aaaaaaaaaaaa, k2-bbbbbbbbbbbb",
+    "API_KEY": "k1-aaaaaaaaaaaaaaaaaaaaaaaaaaaaaa, k2-bbbbbbbbbbbbbbbbbbbbbbbbbbbbbb",
     "API_BASE_URL": "https://sms.example.com/",
     "REDIS_URL": "redis://127.0.0.1:6399/0",
     "PLIVO_AUTH_ID": "MAXXXXXXXXXXXXXXXXXX",
@@ -16,7 +16,7 @@ GOOD = {
 
 def test_contract_variables_are_read_and_typed() -> None:
     s = Settings.from_env({**GOOD, "PLIVO_SIGNATURES": "V3", "MAX_RECIPIENTS": "5_000"})
-    assert s.api_keys == ("k1-aaaaaaaaaaaa", "k2-bbbbbbbbbbbb")
+    assert s.api_keys == ("k1-aaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", "k2-bbbbbbbbbbbbbbbbbbbbbbbbbbbbbb")
     assert s.api_base_url == "https://sms.example.com"
     assert s.plivo_signatures == "v3"
     assert s.max_recipients == 5000
@@ -78,6 +78,15 @@ def test_webhook_secret_wins_over_the_auth_token() -> None:
 def test_a_malformed_variable_stops_start_up_naming_it(name: str, value: str) -> None:
     with pytest.raises(ConfigError, match=name):
         Settings.from_env({**GOOD, name: value})
+
+
+def test_short_api_keys_are_refused_without_echoing_them() -> None:
+    for value in ("changeme", "k1-aaaaaaaaaaaaaaaaaaaaaaaaaaaaaa, abc", "x" * 31):
+        with pytest.raises(ConfigError) as caught:
+            Settings.from_env({**GOOD, "API_KEY": value})
+        assert "at least 32 characters" in str(caught.value)
+        assert "changeme" not in str(caught.value) and "abc" not in str(caught.value)
+    assert Settings.from_env({**GOOD, "API_KEY": "x" * 32}).api_keys == ("x" * 32,)
 
 
 def test_secrets_are_not_echoed_in_errors() -> None:

@@ -35,7 +35,7 @@ def test_the_web_app_needs_an_api_key_and_a_secret_key_but_no_plivo_credentials(
         Settings(
             redis_url=WORKER.redis_url,
             api_base_url=WORKER.api_base_url,
-            api_keys=("a-key-of-some-length-0123456789",),
+            api_keys=("a-key-of-some-length-0123456789-abcdef",),
             secret_key="a-secret-of-some-length-0123456789",
         )
     )

@@ -93,3 +93,28 @@ def test_log_dir_writes_combined_and_error_files(settings: Settings, tmp_path: o
         assert "fine" not in (folder / "error.log").read_text()
     finally:
         logs.configure(settings)
+
+
+def test_gunicorn_request_lines_mask_numbers_in_every_form(settings: Settings) -> None:
+    """gunicorn's access log has its own handler: the filter sits on its logger."""
+    logs.configure(settings)
+    out = io.StringIO()
+    access = logging.getLogger("gunicorn.access")
+    handler = logging.StreamHandler(out)
+    access.addHandler(handler)
+    try:
+        for line in (
+            "PUT /api/opt-outs/+447700900123 HTTP/1.1",
+            "PUT /api/opt-outs/%2B447700900123 HTTP/1.1",
+            "DELETE /api/opt-outs/+1%20(415)%20555-0100 HTTP/1.1",
+            "GET /api/opt-outs/447700900123?x=1 HTTP/1.1",
+            "GET /api/bulk-sms/ab12/recipients?to=%2B14155550100 HTTP/1.1",
+        ):
+            access.info('%(h)s "%(r)s" %(s)s', {"h": "127.0.0.1", "r": line, "s": "200"})
+    finally:
+        access.removeHandler(handler)
+    written = out.getvalue()
+    assert written.count("127.0.0.1") == 5
+    for digits in ("7700900123", "5550100", "555-0100", "4155550100"):
+        assert digits not in written, written
+    assert "/api/opt-outs/****" in written and "recipients?to=+1415555****" in written

@@ -1,8 +1,9 @@
-"""The delivery-report webhook without Redis: how it reads a form, and 503 when Redis is down."""
+"""The webhooks without Redis: how they read a form and a reply's time; 503 when Redis is down."""
 
 from __future__ import annotations
 
 from dataclasses import replace
+from datetime import UTC, datetime
 from urllib.parse import parse_qs
 
 from hypothesis import given
@@ -10,6 +11,7 @@ from hypothesis import strategies as st
 
 from bulksms import create_app
 from bulksms.api import webhooks
+from bulksms.api.optouts import sent_at
 from bulksms.config import Settings
 from bulksms.devstack.up import free_port
 from tests.helpers.webhook import params, report
@@ -33,3 +35,13 @@ def test_redis_down_is_503_so_plivo_retries(settings: Settings) -> None:
     answer = report(create_app(down).test_client(), settings, "f" * 32, params("delivered"))
     assert answer.status_code == 503
     assert answer.get_json()["error"] == "service_unavailable"
+
+
+def test_plivo_s_message_time_is_read_as_an_instant() -> None:
+    utc = datetime(2026, 11, 30, 12, 0, 1, tzinfo=UTC).timestamp()
+    assert sent_at("2026-11-30 12:00:01") == utc  # no offset: UTC
+    assert sent_at("2026-11-30 13:00:01+01:00") == utc
+    assert sent_at("2026-11-30 12:00:01.250000+00:00") == utc + 0.25
+    assert sent_at("2026-11-30T12:00:01Z") == utc
+    for unreadable in ("", "yesterday", "2026-13-01 00:00:00", "9" * 40):
+        assert sent_at(unreadable) is None
