@@ -7,6 +7,7 @@ role needs (web app or worker) are present.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import math
 import os
@@ -167,6 +168,20 @@ def _region(value: str) -> str:
     return value
 
 
+Networks = tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
+
+
+def _networks(value: str) -> Networks:
+    """Addresses or networks, comma-separated ('*': any), as gunicorn's forwarded_allow_ips."""
+    items = [item.strip() for item in value.split(",") if item.strip()]
+    if "*" in items:
+        return (ipaddress.ip_network("0.0.0.0/0"), ipaddress.ip_network("::/0"))
+    try:
+        return tuple(ipaddress.ip_network(item, strict=False) for item in items)
+    except ValueError:
+        raise ValueError("must be IP addresses or networks (CIDR), comma-separated, or *") from None
+
+
 def _regions(value: str) -> frozenset[str]:
     return frozenset(_region(v) for v in value.split(",") if v.strip())
 
@@ -302,6 +317,11 @@ class Settings:
     secret_key: str | None = env("SECRET_KEY", _secret)
     ui_session_seconds: int = env("UI_SESSION_SECONDS", _int(60), 8 * 3600)
     proxy_count: int = env("PROXY_COUNT", _int(0, 5), 0)
+    # Who may be the proxy: X-Forwarded-* count only from these addresses (gunicorn.conf.py
+    # reads the same variable for its own forwarded_allow_ips).
+    forwarded_allow_ips: Networks = env(
+        "FORWARDED_ALLOW_IPS", _networks, (ipaddress.ip_network("127.0.0.1/32"),)
+    )
     log_level: str = env("LOG_LEVEL", _log_level, "INFO")
     log_dir: str | None = env("LOG_DIR", _text)
 

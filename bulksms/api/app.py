@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import ipaddress
 import logging
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from flask import Flask, Response, g, request
 from werkzeug.middleware.proxy_fix import ProxyFix
@@ -10,7 +13,10 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from bulksms import extensions, logs, numbers, taskqueue
 from bulksms.api import errors, ratelimit, submit_fastpath
 from bulksms.api import report_fastpath as fastpath
-from bulksms.config import Settings, load_settings
+from bulksms.config import Networks, Settings, load_settings
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
 JSON_OVERHEAD_PER_RECIPIENT = 32  # bytes: '"+44 (20) 7946 0958", ' and then some
 
@@ -35,9 +41,10 @@ def create_app(settings: Settings | None = None) -> Flask:
 
     if settings.proxy_count:
         # The client address (for per-address limits) comes from X-Forwarded-For, and the
-        # scheme (https: the campaign page's cookie is Secure) from X-Forwarded-Proto.
-        app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
-            app.wsgi_app, x_for=settings.proxy_count, x_proto=settings.proxy_count
+        # scheme (https: the campaign page's cookie is Secure) from X-Forwarded-Proto: only
+        # when the proxy (FORWARDED_ALLOW_IPS) sends them, not anyone who reaches gunicorn.
+        app.wsgi_app = FromProxy(  # type: ignore[method-assign]
+            app.wsgi_app, settings.proxy_count, settings.forwarded_allow_ips
         )
     extensions.init_app(app, settings)
     errors.init_app(app)
@@ -65,6 +72,26 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.after_request(_security_headers)
     app.teardown_request(_unbind_request_id)
     return app
+
+
+class FromProxy:
+    """ProxyFix for requests whose peer is a trusted proxy; the others as they came."""
+
+    def __init__(self, app: WSGIApplication, count: int, proxies: Networks) -> None:
+        self.direct = app
+        self.fixed = ProxyFix(app, x_for=count, x_proto=count)
+        self.proxies = proxies
+
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        try:
+            peer = ipaddress.ip_address(environ.get("REMOTE_ADDR", ""))
+        except ValueError:
+            return self.direct(environ, start_response)
+        if isinstance(peer, ipaddress.IPv6Address) and peer.ipv4_mapped:
+            peer = peer.ipv4_mapped  # (a dual-stack socket's IPv4 peer)
+        if any(peer in network for network in self.proxies):
+            return self.fixed(environ, start_response)
+        return self.direct(environ, start_response)
 
 
 def _bind_request_id() -> None:

@@ -80,7 +80,7 @@ def child_env(settings: Settings, **extra: str) -> dict[str, str]:
         elif isinstance(value, tuple) and value and isinstance(value[0], tuple):
             value = ",".join(f"{k}={v}" for k, v in value)  # PLIVO_SENDER_MPS
         elif isinstance(value, tuple | frozenset):
-            value = ",".join(sorted(value) if isinstance(value, frozenset) else value)
+            value = ",".join(map(str, sorted(value) if isinstance(value, frozenset) else value))
         env[f.metadata["env"]] = str(value)
     env["PYTHONUNBUFFERED"] = "1"
     env.update(extra)

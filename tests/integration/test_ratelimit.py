@@ -77,3 +77,26 @@ def test_only_bad_signatures_are_throttled(settings: Settings) -> None:
     # Plivo's own reports from the same address still get through, however many.
     for status in ("queued", "sent", "delivered", "delivered", "delivered"):
         assert report(client, settings, job_id, params(status)).status_code == 204
+
+
+def test_forwarded_addresses_count_only_from_the_proxy(settings: Settings) -> None:
+    """PROXY_COUNT=1: X-Forwarded-For names the client only when the proxy sends it. A client
+    reaching gunicorn itself cannot rotate the header to escape the bad-signature limit."""
+    client = create_app(
+        replace(settings, rate_limit_bad_signatures="2/minute", proxy_count=1)
+    ).test_client()
+    url = "/api/webhooks/plivo/inbound"
+
+    def bad(peer: str, forwarded: str) -> int:
+        return client.post(
+            url,
+            data={"Text": "STOP"},
+            headers={"X-Forwarded-For": forwarded},
+            environ_base={"REMOTE_ADDR": peer},
+        ).status_code
+
+    direct = [bad("10.9.8.7", f"203.0.113.{n}") for n in range(3)]
+    assert direct == [403, 403, 429]  # one address, whatever the header says
+    # Through the proxy (127.0.0.1, FORWARDED_ALLOW_IPS' default): each client its own count.
+    assert [bad("127.0.0.1", "198.51.100.1") for _ in range(3)] == [403, 403, 429]
+    assert bad("127.0.0.1", "198.51.100.2") == 403

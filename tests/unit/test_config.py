@@ -89,6 +89,14 @@ def test_short_api_keys_are_refused_without_echoing_them() -> None:
     assert Settings.from_env({**GOOD, "API_KEY": "x" * 32}).api_keys == ("x" * 32,)
 
 
+def test_forwarded_allow_ips_reads_addresses_and_networks() -> None:
+    found = Settings.from_env({**GOOD, "FORWARDED_ALLOW_IPS": "10.0.0.0/24, 127.0.0.1"})
+    assert [str(n) for n in found.forwarded_allow_ips] == ["10.0.0.0/24", "127.0.0.1/32"]
+    assert len(Settings.from_env({**GOOD, "FORWARDED_ALLOW_IPS": "*"}).forwarded_allow_ips) == 2
+    with pytest.raises(ConfigError):
+        Settings.from_env({**GOOD, "FORWARDED_ALLOW_IPS": "nginx"})
+
+
 def test_secrets_are_not_echoed_in_errors() -> None:
     with pytest.raises(ConfigError) as caught:
         Settings.from_env({**GOOD, "API_KEY": " , "})
