@@ -8,9 +8,9 @@ through the same `webhooks.record` and answered 204, with the same headers as an
 
 Everything else goes on to the Flask blueprint, which handles it in full: no or a bad signature
 (403, counted, 429 past the limit), V2 (whose nonce is bound to its request there), another
-content type, a body without a length or too large, and Redis failing (503). Recording a report
-twice changes nothing (old news to the store's script), so handing a report on after a failed
-attempt is safe.
+content type, a body without a length or too large (413), and Redis failing (503). Recording
+a report twice changes nothing (old news to the store's script), so handing a report on after a
+failed attempt is safe.
 """
 
 from __future__ import annotations
@@ -36,7 +36,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 PATH = "/api/webhooks/plivo/delivery-report"
-MAX_BODY = 64 * 1024  # a report is a few hundred bytes
 FORM = "application/x-www-form-urlencoded"
 HEADERS = {"V3": "HTTP_X_PLIVO_SIGNATURE_V3", "MA": "HTTP_X_PLIVO_SIGNATURE_MA_V3"}
 
@@ -76,7 +75,7 @@ class DeliveryReports:
             or environ.get("REQUEST_METHOD") != "POST"
             or nonce is None
             or not self.key
-            or not (length.isdigit() and int(length) <= MAX_BODY)
+            or not (length.isdigit() and int(length) <= webhooks.MAX_BODY)
             or environ.get("CONTENT_TYPE", "").partition(";")[0].strip().lower() != FORM
         ):
             return None
