@@ -14,8 +14,12 @@ workers = int(os.environ.get("WEB_CONCURRENCY", str(2 * (os.cpu_count() or 1) + 
 worker_class = "gthread"
 threads = int(os.environ.get("GUNICORN_THREADS", "4"))
 timeout = 60  # a million-recipient submit must fit
+# Behind nginx (docker-compose.yml) the idle connections are nginx's to its upstream, which it
+# drops after 4 s (deploy/nginx/): before this, so it never sends a request on one being closed.
 keepalive = 5
 accesslog = "-"
+# Whose X-Forwarded-* to trust: the proxy's address. The app reads the same variable (with
+# PROXY_COUNT); docker-compose.yml sets both to nginx's fixed address.
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
 
 # gunicorn's own lines (start-up, access log) as JSON, like the app's.
