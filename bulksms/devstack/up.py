@@ -9,6 +9,12 @@ It is self-contained: its own Redis always (never a REDIS_URL or CELERY_BROKER_U
 environment or `.env`, which may name another system's Redis), and with the sandbox its own
 address as API_BASE_URL (the sandbox posts delivery reports there). It says so when it sets one
 of them aside.
+
+It is closed to the machine's other users and to web pages in a browser: the data folder is its
+owner's only (0700); Redis needs a password on its port and its socket, Flower a login (basic
+auth, which also turns on Flower's cross-site checks), both generated on first run and kept in
+the data folder like the API key; the worker's metrics listen on the stack's own host. Secrets
+reach the children in their environment, never on a command line (`ps` shows those to everyone).
 """
 
 from __future__ import annotations
@@ -26,7 +32,8 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, TextIO
+from typing import IO, Literal, TextIO
+from urllib.parse import quote
 
 import redis
 
@@ -44,6 +51,9 @@ CHILDREN = ("redis", "sandbox", "web", "worker", "flower")  # their output's lab
 RESTART_LIMIT = 5  # restarts of one child within RESTART_WINDOW before `bulksms up` gives up
 RESTART_WINDOW = 120.0  # (the waits between them add up to 31 s)
 READY_SECONDS = 120  # for /readyz/workers to answer: a worker's start-up on a busy machine
+FLOWER_USER = "bulksms"  # the login `bulksms up` gives Flower, unless FLOWER_BASIC_AUTH is set
+SECRET_BYTES = 24  # what `bulksms up` makes its secrets of: secrets.token_urlsafe(24)...
+KEY_LENGTH = 32  # ...is 32 characters, as long as an API key must be (config.MIN_KEY_LENGTH)
 
 
 def redis_server_binary() -> str:
@@ -80,17 +90,25 @@ def gunicorn_command(app: str, bind: str) -> list[str]:
 
 
 def start_redis(
-    port: int, data_dir: Path, stdout: int = subprocess.DEVNULL
+    port: int,
+    data_dir: Path,
+    stdout: int = subprocess.DEVNULL,
+    password: str | None = None,
 ) -> subprocess.Popen[bytes]:
     """A private Redis on 127.0.0.1:`port`, append-only, data in `data_dir`; waits until up.
 
     It also listens on a unix socket in `data_dir` when the path fits (`local_redis_url`). Its
-    log goes to `stdout` (`subprocess.PIPE` for a `Supervisor` to label it)."""
-    data_dir.mkdir(parents=True, exist_ok=True)
+    log goes to `stdout` (`subprocess.PIPE` for a `Supervisor` to label it). With a `password`,
+    every client must give it, on the port and on the socket alike (`requirepass`); it is read
+    from redis-server's standard input, so no command line shows it. `data_dir` is made its
+    owner's only, and so are the files Redis writes there (the append-only file holds numbers
+    and texts)."""
+    private_dir(data_dir)
     sock = _socket_path(data_dir)
     unix = ["--unixsocket", str(sock), "--unixsocketperm", "700"] if sock else []
     args = [
         redis_server_binary(),
+        "-",  # more configuration on standard input: the password, if any
         "--port",
         str(port),
         "--bind",
@@ -111,8 +129,16 @@ def start_redis(
         "yes",
         *unix,
     ]
-    process = subprocess.Popen(args, stdout=stdout, stderr=subprocess.STDOUT)
-    with redis.Redis(port=port, socket_connect_timeout=0.5) as client:
+    process = subprocess.Popen(
+        args, stdin=subprocess.PIPE, stdout=stdout, stderr=subprocess.STDOUT, umask=0o077
+    )
+    assert process.stdin is not None
+    with process.stdin:
+        if password:
+            process.stdin.write(f"requirepass {password}\n".encode())
+    with redis.Redis(
+        host="127.0.0.1", port=port, password=password, socket_connect_timeout=0.5
+    ) as client:
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
             if process.poll() is not None:
@@ -296,13 +322,18 @@ class Supervisor:
             reader.join(max(0.1, deadline - time.monotonic()))
 
 
-def local_redis_url(port: int, data_dir: Path) -> str:
+def local_redis_url(port: int, data_dir: Path, password: str | None = None) -> str:
     """How clients on this machine reach a Redis from `start_redis`: by its unix socket, which
-    costs a fifth less per call than TCP on loopback (and every delivery report makes one)."""
+    costs a fifth less per call than TCP on loopback (and every delivery report makes one).
+
+    With a password, in the forms redis-py reads (`unix://:PASSWORD@/path?db=0`,
+    `redis://:PASSWORD@host:port/0`); `Settings` rewrites the unix form for kombu and limits,
+    keeping the password."""
+    auth = f":{quote(password, safe='')}@" if password else ""
     sock = _socket_path(data_dir)
     if sock and sock.is_socket():
-        return f"unix://{sock}?db=0"
-    return f"redis://127.0.0.1:{port}/0"
+        return f"unix://{auth}{sock}?db=0"
+    return f"redis://{auth}127.0.0.1:{port}/0"
 
 
 def _socket_path(data_dir: Path) -> Path | None:
@@ -310,28 +341,67 @@ def _socket_path(data_dir: Path) -> Path | None:
     return path if len(os.fsencode(path)) < MAX_SOCKET_PATH else None
 
 
-def _api_key(data_dir: Path, environ: Mapping[str, str]) -> tuple[str, bool]:
-    """The configured key, else one kept in the data folder (made on first run)."""
-    if environ.get("API_KEY", "").strip():
-        return environ["API_KEY"].split(",")[0].strip(), False
-    path = data_dir / "api-key"
+def _where(port: int, data_dir: Path) -> str:
+    """Where a Redis from `start_redis` listens, as `redis-cli -p` and `-s` take it."""
+    sock = _socket_path(data_dir)
+    return f"127.0.0.1:{port}" + (f" and {sock}" if sock and sock.is_socket() else "")
+
+
+def private_dir(path: Path) -> Path:
+    """`path` as a folder only its owner may enter (0700): made so, or tightened if it exists."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if path.stat().st_mode & 0o077:
+        path.chmod(0o700)
+    return path
+
+
+Kept = Literal["kept", "made", "replaced"]
+
+
+def kept_secret(path: Path, min_length: int = 1, nbytes: int = SECRET_BYTES) -> tuple[str, Kept]:
+    """The secret kept in `path`, else a new one (`secrets.token_urlsafe(nbytes)`) written there;
+    one shorter than `min_length` (left by an older version) is replaced. The file is its
+    owner's only (0600), made so if it was not. Says which of these happened."""
     if path.exists():
-        return path.read_text().strip(), True
-    key = secrets.token_urlsafe(24)
-    path.write_text(key + "\n")
-    path.chmod(0o600)
-    return key, True
+        if path.stat().st_mode & 0o077:
+            path.chmod(0o600)
+        found = path.read_text().strip()
+        if len(found) >= min_length:
+            return found, "kept"
+        state: Kept = "replaced"
+    else:
+        state = "made"
+    secret = secrets.token_urlsafe(nbytes)
+    # Created 0600, never readable by others for a moment; an existing file keeps its mode.
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as file:
+        os.fchmod(fd, 0o600)
+        file.write(secret + "\n")
+    return secret, state
+
+
+def _api_key(data_dir: Path, environ: Mapping[str, str]) -> tuple[str, Kept | None]:
+    """The configured key (None: not ours to keep), else one kept in the data folder (made on
+    first run, and again if an older run left one shorter than the web app accepts)."""
+    if environ.get("API_KEY", "").strip():
+        return environ["API_KEY"].split(",")[0].strip(), None
+    return kept_secret(data_dir / "api-key", KEY_LENGTH)
 
 
 def _secret_key(data_dir: Path, environ: Mapping[str, str]) -> str:
     """The configured SECRET_KEY, else one kept in the data folder (made on first run)."""
     if environ.get("SECRET_KEY", "").strip():
         return environ["SECRET_KEY"].strip()
-    path = data_dir / "secret-key"
-    if not path.exists():
-        path.write_text(secrets.token_urlsafe(32) + "\n")
-        path.chmod(0o600)
-    return path.read_text().strip()
+    return kept_secret(data_dir / "secret-key", 16, nbytes=32)[0]
+
+
+def _flower_login(data_dir: Path, environ: Mapping[str, str]) -> str | None:
+    """Flower's password, made on first run and kept in the data folder, for the user
+    `FLOWER_USER`; None when FLOWER_BASIC_AUTH is configured (Flower reads it itself). One set
+    but empty counts as not set (Flower would refuse every login)."""
+    if environ.get("FLOWER_BASIC_AUTH", "").strip():
+        return None
+    return kept_secret(data_dir / "flower-password")[0]
 
 
 def up(host: str, port: int, flower_port: int, data_dir: Path) -> int:
@@ -342,7 +412,7 @@ def up(host: str, port: int, flower_port: int, data_dir: Path) -> int:
     # (a background job).
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, _interrupt)
-    data_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(data_dir)  # its secrets, and Redis's data: numbers and texts
     # A variable set aside is set empty, not removed: each child loads `.env` again, and an
     # empty variable counts as unset yet keeps `.env`'s value out.
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}  # a child's lines as it writes them
@@ -350,18 +420,27 @@ def up(host: str, port: int, flower_port: int, data_dir: Path) -> int:
     python = sys.executable
     sandbox = not (settings.plivo_auth_id and settings.plivo_auth_token)
     local_url = f"http://{host}:{port}"
-    for note in _set_aside(settings, sandbox, local_url) + _flower_auth(env):
+    for note in _set_aside(settings, sandbox, local_url):
         supervisor.say(f"bulksms up: {note}", err=True)
     try:
         redis_port = free_port()
         redis_dir = data_dir / "redis"
+        redis_password = kept_secret(data_dir / "redis-password")[0]
         supervisor.adopt(
             "redis",
-            start_redis(redis_port, redis_dir, subprocess.PIPE),
-            lambda: start_redis(redis_port, redis_dir, subprocess.PIPE),
+            start_redis(redis_port, redis_dir, subprocess.PIPE, redis_password),
+            lambda: start_redis(redis_port, redis_dir, subprocess.PIPE, redis_password),
         )
-        env.update(REDIS_URL=local_redis_url(redis_port, redis_dir), CELERY_BROKER_URL="")
-        key, generated = _api_key(data_dir, env)
+        redis_url = local_redis_url(redis_port, redis_dir, redis_password)
+        env.update(REDIS_URL=redis_url, CELERY_BROKER_URL="")
+        key, kept = _api_key(data_dir, env)
+        if kept == "replaced":
+            supervisor.say(
+                f"bulksms up: the API key in {data_dir / 'api-key'} was shorter than "
+                f"{KEY_LENGTH} characters, which the web app now refuses: it is replaced by "
+                "a new one (below). Give clients the new key.",
+                err=True,
+            )
         env["API_KEY"] = env.get("API_KEY") or key
         env["SECRET_KEY"] = _secret_key(data_dir, env)
         base_url = local_url if sandbox else settings.api_base_url or local_url
@@ -387,8 +466,8 @@ def up(host: str, port: int, flower_port: int, data_dir: Path) -> int:
                 env,
             )
             wait_for_port(sandbox_port, process, "the sandbox", 30)
-        env.setdefault("FLOWER_UNAUTHENTICATED_API", "true")  # loopback only, never production
-        metrics = data_dir / "metrics"  # prometheus-client's multiprocess files, one per role
+        env["WORKER_METRICS_HOST"] = host  # the worker's /metrics: on this stack's host only
+        metrics = private_dir(data_dir / "metrics")  # prometheus-client's files, one per role
         for role in ("web", "worker", "flower"):
             prepare(metrics / role)
         gunicorn = [
@@ -401,7 +480,12 @@ def up(host: str, port: int, flower_port: int, data_dir: Path) -> int:
         worker = ["worker", "--loglevel", "INFO", "--concurrency", "2", "--hostname", "bulksms@%h"]
         supervisor.spawn("worker", [*celery, *worker], {**env, ENV: f"{metrics}/worker"})
         flower_args = ["flower", f"--port={flower_port}", f"--address={host}"]
-        flower_env = {**env, ENV: f"{metrics}/flower"}
+        # Flower reads FLOWER_BASIC_AUTH from its environment; with a login set, its API needs
+        # it too and cross-site requests are refused (an unauthenticated API is not asked for).
+        flower_password = _flower_login(data_dir, env)
+        flower_env = {**env, ENV: f"{metrics}/flower", "FLOWER_UNAUTHENTICATED_API": ""}
+        if flower_password:
+            flower_env["FLOWER_BASIC_AUTH"] = f"{FLOWER_USER}:{flower_password}"
         flower = supervisor.spawn("flower", [*celery, *flower_args], flower_env)
         wait_for_port(flower_port, flower, "Flower", 60)
         # Ready, not just listening: gunicorn binds the port before its workers have built the
@@ -409,15 +493,16 @@ def up(host: str, port: int, flower_port: int, data_dir: Path) -> int:
         _wait_ready(f"http://127.0.0.1:{port}/readyz/workers", supervisor)
         _announce(
             supervisor,
-            base_url,
-            flower_port,
-            host,
-            key,
-            generated,
-            sandbox,
-            data_dir,
-            settings.worker_metrics_port,
-            env.get("PLIVO_MPS") or f"{settings.plivo_mps:g}",
+            base_url=base_url,
+            flower=f"http://{host}:{flower_port}/",
+            flower_password=flower_password,
+            redis_at=_where(redis_port, redis_dir),
+            worker_metrics=f"{host}:{settings.worker_metrics_port}",
+            key=key,
+            key_kept=kept,
+            sandbox=sandbox,
+            data_dir=data_dir,
+            pace=env.get("PLIVO_MPS") or f"{settings.plivo_mps:g}",
         )
         while True:
             problem = supervisor.revive()
@@ -459,17 +544,6 @@ def _set_aside(settings: Settings, sandbox: bool, local_url: str) -> list[str]:
     return notes
 
 
-def _flower_auth(environ: Mapping[str, str]) -> list[str]:
-    """Flower reads FLOWER_BASIC_AUTH itself: set but empty, it turns basic auth on with no
-    valid login (and each child loads `.env` again, so it cannot be unset from here)."""
-    if "FLOWER_BASIC_AUTH" in environ and not environ["FLOWER_BASIC_AUTH"].strip():
-        return [
-            "FLOWER_BASIC_AUTH is set but empty, so Flower refuses every login: remove it from "
-            ".env (Flower on loopback needs none) or set it to user:password."
-        ]
-    return []
-
-
 def _wait_ready(url: str, supervisor: Supervisor) -> None:
     """Until `url` answers 200, while every child lives."""
     deadline = time.monotonic() + READY_SECONDS
@@ -491,26 +565,35 @@ def _interrupt(*_: object) -> None:
 
 def _announce(
     supervisor: Supervisor,
+    *,
     base_url: str,
-    flower_port: int,
-    host: str,
+    flower: str,
+    flower_password: str | None,
+    redis_at: str,
+    worker_metrics: str,
     key: str,
-    generated: bool,
+    key_kept: Kept | None,
     sandbox: bool,
     data_dir: Path,
-    worker_metrics_port: int,
     pace: str,
 ) -> None:
     numbers = ", ".join(f'"{n}"' for n in SAMPLE_NUMBERS)
+    flower_login = (
+        f"   (user {FLOWER_USER}, password {flower_password}; kept in "
+        f"{data_dir / 'flower-password'})"
+        if flower_password
+        else "   (sign in with a login from FLOWER_BASIC_AUTH)"
+    )
     lines = [
         "",
         "bulksms is up.",
         f"  API       {base_url}/api/bulk-sms",
         f"  Page      {base_url}/ui/   (sign in with the API key)",
-        f"  Flower    http://{host}:{flower_port}/",
-        f"  Metrics   {base_url}/metrics, and the worker's on port {worker_metrics_port}",
+        f"  Flower    {flower}{flower_login}",
+        f"  Metrics   {base_url}/metrics, and the worker's at http://{worker_metrics}/metrics",
+        f"  Redis     {redis_at}   (password kept in {data_dir / 'redis-password'})",
         f"  API key   {key}"
-        + (f"   (generated; kept in {data_dir / 'api-key'})" if generated else ""),
+        + (f"   (generated; kept in {data_dir / 'api-key'})" if key_kept else ""),
         f"  Pace      {pace} messages a second (PLIVO_MPS"
         + (", and the sandbox's queue)" if sandbox else ")"),
     ]
