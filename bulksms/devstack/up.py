@@ -590,7 +590,7 @@ def _announce(
         f"  API       {base_url}/api/bulk-sms",
         f"  Page      {base_url}/ui/   (sign in with the API key)",
         f"  Flower    {flower}{flower_login}",
-        f"  Metrics   {base_url}/metrics, and the worker's at http://{worker_metrics}/metrics",
+        f"  Metrics   {base_url}/metrics (with the API key as a bearer token), and the worker's at http://{worker_metrics}/metrics",
         f"  Redis     {redis_at}   (password kept in {data_dir / 'redis-password'})",
         f"  API key   {key}"
         + (f"   (generated; kept in {data_dir / 'api-key'})" if key_kept else ""),

@@ -21,9 +21,9 @@ from urllib.parse import urlsplit
 import pytest
 import requests
 
+from bulksms.devstack.nginx import Nginx, find_nginx, running_nginx
 from bulksms.devstack.numbers_gen import us_numbers
 from tests.helpers import API_KEY
-from tests.helpers.nginx import Nginx, find_nginx, running_nginx
 from tests.helpers.stack import Stack, wait_until
 
 NGINX = find_nginx()

@@ -1,6 +1,7 @@
 """nginx from the machine's packages, run with the deployment's own configuration
-(deploy/nginx/bulksms.conf.template) in front of a test's gunicorn, as the current user, every
-file it writes in one folder."""
+(deploy/nginx/bulksms.conf.template) in front of a local gunicorn, as the current user, every
+file it writes in one folder: for the tests (tests/integration/test_proxy.py) and the
+benchmarks (`python -m bench.run hostile`)."""
 
 from __future__ import annotations
 
@@ -17,9 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bulksms.devstack.up import free_port, wait_for_http
-from tests.helpers.stack import READY_SECONDS, ROOT, spawn
 
-TEMPLATE = ROOT / "deploy" / "nginx" / "bulksms.conf.template"
+TEMPLATE = Path(__file__).resolve().parents[2] / "deploy" / "nginx" / "bulksms.conf.template"
+READY_SECONDS = 120  # nginx and the gunicorn behind it, on a busy two-core machine
 _VARIABLE = re.compile(r"\$\{([A-Z][A-Z0-9_]*)\}")
 
 
@@ -33,10 +34,10 @@ def find_nginx() -> str | None:
 
 def render(template: str, values: dict[str, str]) -> str:
     """The official image's envsubst: `${NAME}` replaced for each name it is given. Every name
-    the template uses must be given, so the template and this test cannot drift apart."""
+    the template uses must be given, so the template and its users cannot drift apart."""
     missing = sorted(set(_VARIABLE.findall(template)) - values.keys())
     if missing:
-        raise AssertionError(f"{TEMPLATE.name} uses {missing}, which the test does not set")
+        raise AssertionError(f"{TEMPLATE.name} uses {missing}, which its caller does not set")
     return _VARIABLE.sub(lambda m: values[m.group(1)], template)
 
 
@@ -97,11 +98,13 @@ def running_nginx(nginx: str, upstream: str, folder: Path) -> Iterator[Nginx]:
     )
     config = folder / "nginx.conf"
     config.write_text(main_config(folder, server_file))
-    process = spawn(
-        folder / "nginx.log",
-        [nginx, "-p", str(folder), "-c", str(config), "-g", "daemon off;"],
-        dict(os.environ),
-    )
+    with open(folder / "nginx.log", "ab") as out:  # (its own process group: stopped whole)
+        process = subprocess.Popen(
+            [nginx, "-p", str(folder), "-c", str(config), "-g", "daemon off;"],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     result = Nginx(f"http://127.0.0.1:{port}", folder, process)
     try:
         try:
