@@ -27,6 +27,7 @@ import json
 import os
 import random
 import secrets
+import socket
 import statistics
 import subprocess
 import sys
@@ -35,6 +36,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -48,6 +50,7 @@ from urllib3 import encode_multipart_formdata
 
 from bench import load
 from bulksms import numbers, signature
+from bulksms.devstack.nginx import find_nginx, running_nginx
 from bulksms.devstack.numbers_gen import random_e164
 from bulksms.devstack.sandbox import make_credentials
 from bulksms.devstack.up import free_port, local_redis_url, start_redis, wait_for_port
@@ -532,28 +535,39 @@ def delivered(stack: Stack, job_id: str) -> int:
     return job.counts[Status.DELIVERED]
 
 
-def reports(stack: Stack, job_id: str, recipients: list[str], tcp: bool = False) -> Row:
+def reports(
+    stack: Stack,
+    job_id: str,
+    recipients: list[str],
+    tcp: bool = False,
+    ports: tuple[int, int] | None = None,
+    label: str = "",
+    start: int = 0,
+) -> Row:
     """Signed reports recorded per second, against a bare Flask 204 on the same settings.
 
     Rounds alternate floor and service (which goes first alternates too); each round's ratio
     compares two runs a second apart, and the median round is the figure. The machine's noise
     comes in bursts of seconds that can halve either side of a round: many short rounds let
     the median stand clear of them. `tcp`: through a gunicorn reaching Redis over TCP (a
-    separate Redis host, or compose), beside the stack's own on the unix socket."""
+    separate Redis host, or compose), beside the stack's own on the unix socket. `ports`: the
+    service's and the floor's (through a proxy, say, named by `label`); `start`: the first
+    recipient reported."""
     rounds, seconds, connections = 15, 1.5, 16
     port = stack.start_web(REDIS_URL=f"redis://127.0.0.1:{stack.redis_port}/0") if tcp else None
+    service, floor_port = ports or (port or stack.web_port, stack.bare_port)
     # (each run its own recipients: a second report of one is recorded but counts nothing)
-    prepared = signed_reports(stack, job_id, recipients, 200_000, 200_000 if tcp else 0)
+    prepared = signed_reports(stack, job_id, recipients, 200_000, start or (200_000 if tcp else 0))
     before = delivered(stack, job_id)
     pairs: list[tuple[float, float]] = []
     acknowledged, offset = 0, 0
     for index in range(rounds):
         if index % 2:
-            result = load.run(port or stack.web_port, prepared[offset:], connections, seconds)
-            floor = load.run(stack.bare_port, prepared, connections, seconds)
+            result = load.run(service, prepared[offset:], connections, seconds)
+            floor = load.run(floor_port, prepared, connections, seconds)
         else:
-            floor = load.run(stack.bare_port, prepared, connections, seconds)
-            result = load.run(port or stack.web_port, prepared[offset:], connections, seconds)
+            floor = load.run(floor_port, prepared, connections, seconds)
+            result = load.run(service, prepared[offset:], connections, seconds)
         assert set(result.statuses) == {204}, result.statuses
         offset += sum(result.statuses.values())
         acknowledged += result.statuses[204]
@@ -563,7 +577,8 @@ def reports(stack: Stack, job_id: str, recipients: list[str], tcp: bool = False)
     assert recorded == acknowledged, (recorded, acknowledged)
     rate, base_rate = sorted(pairs, key=lambda pair: pair[0] / pair[1])[len(pairs) // 2]
     return {
-        "stage": f"reports (signed, recorded), Redis over {'TCP' if tcp else 'its unix socket'}",
+        "stage": f"reports (signed, recorded), Redis over {'TCP' if tcp else 'its unix socket'}"
+        + label,
         "measured": f"{rate:,.0f}/s",
         "floor": f"bare Flask 204 {base_rate:,.0f}/s",
         "ratio": f"{rate / base_rate:.2f}",
@@ -887,12 +902,15 @@ def durable_claims(work: Path, calls: int = 20_000, threads: int = 8) -> Row:
 
 def main(stages: list[str]) -> int:
     """Every stage, or with `pacing` only the pacing stages, with `csv` only the contact-file
-    stages (printed, not written to RESULTS.md)."""
-    if stages not in ([], ["pacing"], ["csv"], ["small"]):
-        print("usage: python -m bench.run [pacing | csv | small]", file=sys.stderr)
+    stages, `small` issue 18's and `hostile` issue 19's (those three printed, not written to
+    RESULTS.md)."""
+    if stages not in ([], ["pacing"], ["csv"], ["small"], ["hostile"]):
+        print("usage: python -m bench.run [pacing | csv | small | hostile]", file=sys.stderr)
         return 2
     work = Path(tempfile.mkdtemp(prefix="bulksms-bench-"))
     started = time.monotonic()
+    if stages == ["hostile"]:
+        return _table(hostile_stages(work), started, "python -m bench.run hostile", write=False)
     if stages == ["csv"]:
         return _table(csv_stages(work), started, "python -m bench.run csv", write=False)
     if stages == ["small"]:
@@ -922,6 +940,119 @@ def small_stages(work: Path) -> list[Row]:
     finally:
         stack.stop()
     return rows
+
+
+def hostile_stages(work: Path) -> list[Row]:
+    """Issue 19's stages: big unsigned bodies refused, beside a bare endpoint's refusal; then
+    issue 14's reports stage as deployed behind nginx (deploy/nginx's configuration), beside
+    the bare endpoint behind an nginx of its own, and without nginx, on a 400,000-recipient
+    job."""
+    (work / "metrics").mkdir()
+    stack = Stack(work)
+    try:
+        rows = [big_bodies(stack)]
+        recipients = us_numbers(400_000, seed=7)
+        stack.start_worker()
+        job_id = stack.submit(json.dumps({"recipients": recipients, "message": "r"}).encode())
+        _wait_submitted(stack, job_id["job_id"])
+        stack.settle()
+        rows.append(reports(stack, job_id["job_id"], recipients))
+        nginx = find_nginx()
+        if nginx is None:
+            print("no nginx (apt-get install nginx): the stage through it is left out")
+            return rows
+        with (
+            running_nginx(nginx, f"127.0.0.1:{stack.web_port}", work / "nginx-app") as app,
+            running_nginx(nginx, f"127.0.0.1:{stack.bare_port}", work / "nginx-bare") as bare,
+        ):
+            stack.settle()
+            ports = (_port(app.base_url), _port(bare.base_url))
+            rows.append(
+                reports(
+                    stack,
+                    job_id["job_id"],
+                    recipients,
+                    ports=ports,
+                    label=", behind nginx",
+                    start=200_000,
+                )
+            )
+        return rows
+    finally:
+        stack.stop()
+
+
+def _port(url: str) -> int:
+    return int(url.rsplit(":", 1)[1])
+
+
+def big_bodies(stack: Stack, size: int = 30 * 1024 * 1024, rounds: int = 5) -> Row:
+    """Four concurrent unsigned `size`-byte posts to the inbound webhook, round after round:
+    the median time to the refusal, beside the bare endpoint's (which refuses from the length
+    too), and how much the web workers grew."""
+    workers = _children(stack.procs[2].pid)  # the app's gunicorn (after Redis and the sandbox)
+    for _ in range(2 * len(workers)):  # each worker's first requests build what it keeps
+        _post_big(stack.web_port, 64 * 1024 + 1)
+        requests.post(f"{stack.base}/api/webhooks/plivo/inbound", data={"Text": "x"}, timeout=60)
+    before = {pid: _rss_kib(pid) for pid in workers}
+    times: dict[int, list[float]] = {stack.web_port: [], stack.bare_port: []}
+    answers: Counter[str] = Counter()
+    for _ in range(rounds):
+        for port in (stack.web_port, stack.bare_port):
+            with ThreadPoolExecutor(4) as pool:
+                for answer, took in pool.map(_post_big, [port] * 4, [size] * 4):
+                    answers[answer] += 1
+                    times[port].append(took)
+    grown = max(_rss_kib(pid) - before[pid] for pid in workers) / 1024
+    took, floor = (statistics.median(times[p]) for p in (stack.web_port, stack.bare_port))
+    refused = set(answers) <= {"413", "reset"}
+    return {
+        "stage": f"big unsigned bodies: 4 × {size // 2**20} MB at once, {rounds} rounds",
+        "measured": f"refused in {took * 1000:.1f} ms; web workers grew ≤ {grown:.1f} MB "
+        f"({dict(answers)})",
+        "floor": f"bare Flask 413 in {floor * 1000:.1f} ms",
+        "ratio": f"{took / floor:.2f}",
+        "target": "each worker within 50 MB; every post refused",
+        "met": grown <= 50 and refused,
+    }
+
+
+def _post_big(port: int, size: int) -> tuple[str, float]:
+    """An unsigned form post of `size` bytes sent as fast as taken: ('413' or 'reset', the
+    seconds until the answer or the reset)."""
+    started = time.perf_counter()
+    with socket.create_connection(("127.0.0.1", port), timeout=120) as conn:
+        conn.sendall(
+            b"POST /api/webhooks/plivo/inbound HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            b"Content-Type: application/x-www-form-urlencoded\r\n"
+            + f"Content-Length: {size}\r\n\r\n".encode()
+        )
+        chunk, sent, answer = b"A=" + b"x" * 65534, 0, b""
+        try:
+            while sent < size:
+                conn.sendall(chunk[: size - sent])
+                sent += len(chunk)
+            answer = conn.recv(4096)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        if not answer:
+            try:
+                answer = conn.recv(4096)
+            except OSError:
+                answer = b""
+    took = time.perf_counter() - started
+    return (answer.split(b" ", 2)[1].decode() if answer else "reset"), took
+
+
+def _children(pid: int) -> list[int]:
+    return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def _rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
 
 
 def csv_stages(work: Path) -> list[Row]:
