@@ -41,7 +41,6 @@ def require_api_key(valid_keys: tuple[str, ...]) -> None:
     """Raise 401 unless the request carries one of `valid_keys`, or a live session (403 for an
     unsafe request of a session without its CSRF token); 429 past RATE_LIMIT_BAD_KEYS of such
     requests from one address."""
-
     key = presented_key()
     if key is None:
         session = current_session()
