@@ -28,8 +28,9 @@ _context: ContextVar[dict[str, object]] = ContextVar("bulksms_log_context", defa
 
 # A phone number: '+' and digits, or a bare run of 10-15 digits, standing alone.
 _NUMBER = re.compile(r"(?<![0-9A-Za-z])(\+\d{4,11}|\d{6,11})(\d{4})(?![0-9A-Za-z])")
-# An opt-out's number in a path, in whatever form it was given ('%2B44 7700…', '(415) 555-…').
-_OPT_OUT_PATH = re.compile(r"(/api/opt-outs/)[^\s?\"]+")
+# An opt-out's number in a request line's path, in whatever form it was given ('+44 7700…',
+# '(415) 555-…'): to the query, the HTTP version or the end (the line is read decoded).
+_OPT_OUT_PATH = re.compile(r"(/api/opt-outs/)[^?\"]*?(?=\s+HTTP/|[?\"]|$)", re.IGNORECASE)
 _HANDLER_NAME = "bulksms"
 # gunicorn's loggers write through handlers of their own, which our handlers' filters never see.
 GUNICORN_LOGGERS = ("gunicorn.access", "gunicorn.error")
@@ -98,7 +99,7 @@ class _RedactRequests(_Redact):
     the opt-out endpoints' number segment whatever its form."""
 
     def clean(self, text: str) -> str:
-        return super().clean(unquote(_OPT_OUT_PATH.sub(r"\1****", text)))
+        return super().clean(_OPT_OUT_PATH.sub(r"\1****", unquote(text)))
 
 
 def secrets_of(settings: Settings) -> list[str]:

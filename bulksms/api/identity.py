@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import ipaddress
+
 from flask import g, request
 
 from bulksms.extensions import sessions, settings
@@ -33,3 +35,18 @@ def current_session() -> Session | None:
         g.ui_session = found
     session: Session | None = g.ui_session
     return session
+
+
+def client_address() -> str:
+    """Who asks, for per-address limits: the client's IPv4 address, or its IPv6 /64 (one
+    subscriber's share: counted address by address, a /64 would hold endless budgets)."""
+    raw = request.remote_addr or ""
+    try:
+        address = ipaddress.ip_address(raw)
+    except ValueError:
+        return f"ip:{raw}"
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is None:
+            return f"ip:{ipaddress.ip_network(f'{address}/64', strict=False)}"
+        address = address.ipv4_mapped
+    return f"ip:{address}"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from datetime import UTC, datetime
 
 from flask import Blueprint, Response, jsonify, request
@@ -29,6 +30,7 @@ STOP_WORDS = {"STOP", "STOPALL", "STOP ALL", "UNSUBSCRIBE", "UNSUB", "CANCEL", "
 START_WORDS = {"START", "UNSTOP"}
 INTENTS = {"optout": True, "optin": False}  # Plivo's MessageIntent: opted out or not
 log = logging.getLogger(__name__)
+FUTURE_SLACK_SECONDS = 300
 
 api = Blueprint("optouts", __name__, url_prefix="/api/opt-outs")
 inbound = Blueprint("inbound", __name__, url_prefix="/api/webhooks")
@@ -56,7 +58,7 @@ def _authenticate() -> None:
 @limiter.limit(read_limit)
 def listing() -> Response:
     cursor = request.args.get("cursor", "0")
-    if not cursor.isdigit():
+    if not (cursor.isascii() and cursor.isdigit() and int(cursor) < 2**64):  # (Redis's cursor)
         raise ApiError(400, "invalid_cursor", "cursor must be a next_cursor from a page.")
     found, after = opt_out_set.page(redis_client(), int(cursor))
     return jsonify({"opt_outs": found, "next_cursor": str(after) if after else None})
@@ -98,7 +100,11 @@ def sent_at(message_time: str) -> float | None:
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
     stamp = when.timestamp()
-    return stamp if math.isfinite(stamp) else None
+    if not math.isfinite(stamp):
+        return None
+    # A time ahead of ours (beyond clocks' drift) would make every later reply "older": it
+    # counts as now.
+    return min(stamp, time.time() + FUTURE_SLACK_SECONDS)
 
 
 @inbound.post("/plivo/inbound")

@@ -11,12 +11,12 @@ from __future__ import annotations
 import math
 import time
 
-from flask import Flask, Response, request
+from flask import Flask, Response
 from flask_limiter import Limiter, RateLimitExceeded
 from limits import parse
 
 from bulksms.api.errors import ApiError, error_response
-from bulksms.api.identity import current_session, presented_key
+from bulksms.api.identity import client_address, current_session, presented_key
 from bulksms.config import Settings
 from bulksms.extensions import settings
 from bulksms.store import RATE_LIMIT_PREFIX
@@ -33,7 +33,7 @@ def _client_key() -> str:
         session = current_session()
         if session is not None:
             return "key:" + session.key_fingerprint
-    return f"ip:{request.remote_addr}"
+    return client_address()
 
 
 limiter = Limiter(key_func=_client_key)
@@ -108,7 +108,7 @@ REFUSALS = {
 def _refuse_past(limit: str, scope: str, count: bool) -> None:
     """429 once this address is past `limit` of `scope`'s refusals; `count`: this is one."""
     item = parse(limit)
-    who = f"ip:{request.remote_addr}"
+    who = client_address()
     allowed = (
         limiter.limiter.hit(item, scope, who) if count else limiter.limiter.test(item, scope, who)
     )

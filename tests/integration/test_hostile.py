@@ -8,6 +8,7 @@ import io
 import multiprocessing
 import secrets
 import socket
+import statistics
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -134,44 +135,55 @@ def test_past_the_bad_signature_limit_a_body_is_not_read(settings: Settings) -> 
     assert refused.status_code == 429 and refused.get_json()["error"] == "rate_limited"
 
 
-def probe_readiness(base_url: str, clients: int, seconds: float) -> None:
-    """`clients` threads asking /readyz and /readyz/workers over and over for `seconds` (run in
-    a process of its own: the test's timing thread must not wait on these for the GIL)."""
+def flood(base_url: str, paths: tuple[str, ...], clients: int, seconds: float) -> None:
+    """`clients` threads asking for `paths` (in turn by thread) over and over for `seconds`
+    (run in a process of its own: the test's timing thread must not wait on these for the
+    GIL). Exits non-zero on an answer that is neither 200 nor 503 (readiness's no)."""
     deadline = time.monotonic() + seconds
     answered: list[int] = []
 
     def probe(n: int) -> None:
         with requests.Session() as session:
             while time.monotonic() < deadline:
-                path = "/readyz" if n % 2 else "/readyz/workers"
+                path = paths[n % len(paths)]
                 answered.append(session.get(f"{base_url}{path}", timeout=60).status_code)
 
     with ThreadPoolExecutor(clients) as pool:
         list(pool.map(probe, range(clients)))
-    if len(answered) < clients or set(answered) != {200}:
+    if len(answered) < clients or not set(answered) <= {200, 503}:
         raise SystemExit(f"{len(answered)} answers: {sorted(set(answered))}")
 
 
-def test_many_readiness_probes_do_not_slow_liveness(stack: Stack) -> None:
-    """200 clients asking for readiness without pause: each process checks at most once an
-    interval and the others take its verdict, so /healthz stays quick throughout."""
-    flood = multiprocessing.get_context("spawn").Process(
-        target=probe_readiness, args=(stack.base_url, 200, 20.0)
+def liveness_under(stack: Stack, paths: tuple[str, ...]) -> float:
+    """The 90th percentile of /healthz's time while 200 clients ask for `paths`."""
+    flooding = multiprocessing.get_context("spawn").Process(
+        target=flood, args=(stack.base_url, paths, 200, 12.0)
     )
-    flood.start()
-    slowest, asked = 0.0, 0
+    flooding.start()
+    times: list[float] = []
     try:
-        while flood.is_alive():
+        while flooding.is_alive():
             started = time.monotonic()
             live = requests.get(f"{stack.base_url}/healthz", timeout=30)
             assert live.status_code == 200
-            slowest, asked = max(slowest, time.monotonic() - started), asked + 1
+            times.append(time.monotonic() - started)
             time.sleep(0.1)
     finally:
-        flood.join(120)
-    assert flood.exitcode == 0, "the readiness probes did not all get 200 (see stderr)"
-    assert asked > 10
-    assert slowest < 1.0, f"/healthz took {slowest:.2f} s under 200 readiness probes"
+        flooding.join(120)
+    assert flooding.exitcode == 0, f"{paths}: an answer was neither 200 nor 503 (see stderr)"
+    assert len(times) > 10
+    return statistics.quantiles(times, n=10)[8]
+
+
+def test_many_readiness_probes_do_not_slow_liveness(stack: Stack) -> None:
+    """200 clients asking for readiness without pause slow /healthz no more than 200 asking
+    for /healthz itself: each process checks Redis and the workers at most once an interval
+    and no caller waits on another's check (with no worker to answer, a Celery ping takes its
+    whole second)."""
+    stack.kill_workers()
+    control = liveness_under(stack, ("/healthz",))
+    probed = liveness_under(stack, ("/readyz", "/readyz/workers"))
+    assert probed <= 3 * control + 0.25, (probed, control)
 
 
 def test_no_log_line_holds_a_number(stack: Stack) -> None:
@@ -223,3 +235,33 @@ def test_a_report_over_the_cap_is_the_json_413(client: FlaskClient) -> None:
         headers={"Content-Type": "application/x-www-form-urlencoded"},
     )
     assert answer.status_code == 413 and answer.get_json()["error"] == "payload_too_large"
+
+
+def test_sign_in_takes_no_big_form(stack: Stack) -> None:
+    """The sign-in form is open to anyone: a 30 MB urlencoded body is refused from its length,
+    and no web worker grows by it."""
+    before = {pid: rss_kib(pid) for pid in web_workers(stack)}
+    host, port = stack.base_url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=60) as conn:
+        size = 30 * 1024 * 1024
+        conn.sendall(
+            f"POST /ui/signin HTTP/1.1\r\nHost: {host}:{port}\r\n"
+            "Content-Type: application/x-www-form-urlencoded\r\n"
+            f"Content-Length: {size}\r\n\r\n".encode()
+        )
+        try:
+            for _ in range(size // 65536):
+                conn.sendall(b"a=1&" * 16384)
+            answer = conn.recv(4096)
+        except (BrokenPipeError, ConnectionResetError):
+            answer = b"reset"
+    assert answer.startswith((b"HTTP/1.1 413", b"reset")), answer[:100]
+    for pid, size_before in before.items():
+        assert rss_kib(pid) - size_before < 50 * 1024, f"web worker {pid} grew"
+
+
+def test_a_huge_opt_out_cursor_is_a_400(stack: Stack) -> None:
+    answer = requests.get(
+        f"{stack.base_url}/api/opt-outs", params={"cursor": "9" * 100}, headers=AUTH, timeout=30
+    )
+    assert answer.status_code == 400 and answer.json()["error"] == "invalid_cursor"

@@ -100,3 +100,24 @@ def test_forwarded_addresses_count_only_from_the_proxy(settings: Settings) -> No
     # Through the proxy (127.0.0.1, FORWARDED_ALLOW_IPS' default): each client its own count.
     assert [bad("127.0.0.1", "198.51.100.1") for _ in range(3)] == [403, 403, 429]
     assert bad("127.0.0.1", "198.51.100.2") == 403
+
+
+def test_an_ipv6_client_is_counted_by_its_64(settings: Settings) -> None:
+    """One subscriber's /64 holds endless addresses: they share one count."""
+    client = create_app(replace(settings, rate_limit_bad_keys="2/minute")).test_client()
+
+    def guess(peer: str) -> int:
+        return client.get(
+            "/api/bulk-sms/" + "0" * 32,
+            headers={"X-API-Key": "a-guess-of-the-right-length-0123456789"},
+            environ_base={"REMOTE_ADDR": peer},
+        ).status_code
+
+    assert [guess(f"2001:db8:1:2::{n}") for n in (1, 2, 3)] == [401, 401, 429]
+    assert guess("2001:db8:1:3::1") == 401  # the next /64: someone else
+    # An IPv4 client seen through a dual-stack socket is the IPv4 address.
+    assert [guess("::ffff:192.0.2.7"), guess("192.0.2.7"), guess("::ffff:192.0.2.7")] == [
+        401,
+        401,
+        429,
+    ]

@@ -109,12 +109,13 @@ def test_gunicorn_request_lines_mask_numbers_in_every_form(settings: Settings) -
             "DELETE /api/opt-outs/+1%20(415)%20555-0100 HTTP/1.1",
             "GET /api/opt-outs/447700900123?x=1 HTTP/1.1",
             "GET /api/bulk-sms/ab12/recipients?to=%2B14155550100 HTTP/1.1",
+            "GET /api/opt-out%73/%2B44%207911%20123456 HTTP/1.1",
         ):
             access.info('%(h)s "%(r)s" %(s)s', {"h": "127.0.0.1", "r": line, "s": "200"})
     finally:
         access.removeHandler(handler)
     written = out.getvalue()
-    assert written.count("127.0.0.1") == 5
-    for digits in ("7700900123", "5550100", "555-0100", "4155550100"):
+    assert written.count("127.0.0.1") == 6
+    for digits in ("7700900123", "5550100", "555-0100", "4155550100", "7911", "123456"):
         assert digits not in written, written
     assert "/api/opt-outs/****" in written and "recipients?to=+1415555****" in written
