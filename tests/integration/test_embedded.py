@@ -43,10 +43,10 @@ OLD_KEY = "short-key-of-an-old-run"  # bulksms up made these before keys had to 
 
 def in_session(session: int) -> list[str]:
     """The processes of a session (each child of `bulksms up` leads a process group of its own,
-    in `bulksms up`'s session)."""
+    in `bulksms up`'s session), with whole command lines (-ww: else ps may cut them short)."""
     ps = shutil.which("ps") or "/bin/ps"
     listing = subprocess.run(
-        [ps, "-A", "-o", "sess=,pid=,command="], capture_output=True, text=True, check=True
+        [ps, "-A", "-ww", "-o", "sess=,pid=,command="], capture_output=True, text=True, check=True
     ).stdout
     return [line for line in listing.splitlines() if line.split()[0] == str(session)]
 

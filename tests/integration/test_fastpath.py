@@ -13,6 +13,7 @@ from flask.testing import FlaskClient
 
 from bulksms import create_app
 from bulksms.api import report_fastpath as fastpath
+from bulksms.api import webhooks
 from bulksms.config import Settings
 from bulksms.devstack.up import local_redis_url
 from bulksms.store import keys
@@ -41,7 +42,7 @@ def test_anything_else_is_left_to_flask_untouched(
         {"HTTP_X_PLIVO_SIGNATURE_V3_NONCE": None},  # no V3: V2, or nothing
         {"CONTENT_TYPE": "multipart/form-data; boundary=x"},
         {"CONTENT_LENGTH": None},
-        {"CONTENT_LENGTH": str(fastpath.MAX_BODY + 1)},
+        {"CONTENT_LENGTH": str(webhooks.MAX_BODY + 1)},
         {"REQUEST_METHOD": "GET"},
         {"PATH_INFO": PATH + "/"},
     ):
