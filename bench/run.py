@@ -929,17 +929,24 @@ def small_stages(work: Path) -> list[Row]:
     (work / "metrics").mkdir()
     stack = Stack(work)
     try:
-        recipients = us_numbers(400_000, seed=7)
-        stack.start_worker()
-        job_id = stack.submit(json.dumps({"recipients": recipients, "message": "r"}).encode())
-        _wait_submitted(stack, job_id["job_id"])
+        job_id, recipients = _sent_job(stack)
+        rows.append(reports(stack, job_id, recipients))
         stack.settle()
-        rows.append(reports(stack, job_id["job_id"], recipients))
-        stack.settle()
-        rows.append(reports(stack, job_id["job_id"], recipients, tcp=True))
+        rows.append(reports(stack, job_id, recipients, tcp=True))
     finally:
         stack.stop()
     return rows
+
+
+def _sent_job(stack: Stack) -> tuple[str, list[str]]:
+    """A 400,000-recipient job, every batch handed to the sandbox (a worker started for it),
+    Redis settled: what the reports stages report on."""
+    recipients = us_numbers(400_000, seed=7)
+    stack.start_worker()
+    job_id = stack.submit(json.dumps({"recipients": recipients, "message": "r"}).encode())["job_id"]
+    _wait_submitted(stack, job_id)
+    stack.settle()
+    return job_id, recipients
 
 
 def hostile_stages(work: Path) -> list[Row]:
@@ -951,12 +958,8 @@ def hostile_stages(work: Path) -> list[Row]:
     stack = Stack(work)
     try:
         rows = [big_bodies(stack)]
-        recipients = us_numbers(400_000, seed=7)
-        stack.start_worker()
-        job_id = stack.submit(json.dumps({"recipients": recipients, "message": "r"}).encode())
-        _wait_submitted(stack, job_id["job_id"])
-        stack.settle()
-        rows.append(reports(stack, job_id["job_id"], recipients))
+        job_id, recipients = _sent_job(stack)
+        rows.append(reports(stack, job_id, recipients))
         nginx = find_nginx()
         if nginx is None:
             print("no nginx (apt-get install nginx): the stage through it is left out")
@@ -970,7 +973,7 @@ def hostile_stages(work: Path) -> list[Row]:
             rows.append(
                 reports(
                     stack,
-                    job_id["job_id"],
+                    job_id,
                     recipients,
                     ports=ports,
                     label=", behind nginx",
