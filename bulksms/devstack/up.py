@@ -37,7 +37,7 @@ from urllib.parse import quote
 
 import redis
 
-from bulksms.config import Settings
+from bulksms.config import MIN_KEY_LENGTH, Settings
 from bulksms.devstack.sandbox import make_credentials
 from bulksms.multiproc import ENV, prepare
 
@@ -52,8 +52,7 @@ RESTART_LIMIT = 5  # restarts of one child within RESTART_WINDOW before `bulksms
 RESTART_WINDOW = 120.0  # (the waits between them add up to 31 s)
 READY_SECONDS = 120  # for /readyz/workers to answer: a worker's start-up on a busy machine
 FLOWER_USER = "bulksms"  # the login `bulksms up` gives Flower, unless FLOWER_BASIC_AUTH is set
-SECRET_BYTES = 24  # what `bulksms up` makes its secrets of: secrets.token_urlsafe(24)...
-KEY_LENGTH = 32  # ...is 32 characters, as long as an API key must be (config.MIN_KEY_LENGTH)
+SECRET_BYTES = 24  # what `bulksms up` makes its secrets of: 32 characters of token_urlsafe
 
 
 def redis_server_binary() -> str:
@@ -385,7 +384,7 @@ def _api_key(data_dir: Path, environ: Mapping[str, str]) -> tuple[str, Kept | No
     first run, and again if an older run left one shorter than the web app accepts)."""
     if environ.get("API_KEY", "").strip():
         return environ["API_KEY"].split(",")[0].strip(), None
-    return kept_secret(data_dir / "api-key", KEY_LENGTH)
+    return kept_secret(data_dir / "api-key", MIN_KEY_LENGTH)
 
 
 def _secret_key(data_dir: Path, environ: Mapping[str, str]) -> str:
@@ -437,7 +436,7 @@ def up(host: str, port: int, flower_port: int, data_dir: Path) -> int:
         if kept == "replaced":
             supervisor.say(
                 f"bulksms up: the API key in {data_dir / 'api-key'} was shorter than "
-                f"{KEY_LENGTH} characters, which the web app now refuses: it is replaced by "
+                f"{MIN_KEY_LENGTH} characters, which the web app now refuses: it is replaced by "
                 "a new one (below). Give clients the new key.",
                 err=True,
             )

@@ -9,9 +9,8 @@ from pathlib import Path
 
 import redis
 
-from bulksms.config import Settings
+from bulksms.config import MIN_KEY_LENGTH, Settings
 from bulksms.devstack.up import (
-    KEY_LENGTH,
     SECRET_BYTES,
     _api_key,
     _flower_login,
@@ -43,12 +42,11 @@ def test_a_kept_secret_left_readable_by_others_is_tightened(tmp_path: Path) -> N
 
 
 def test_the_generated_api_key_is_long_enough_for_the_web_app(tmp_path: Path) -> None:
-    from bulksms.config import MIN_KEY_LENGTH
-
-    assert len(secrets.token_urlsafe(SECRET_BYTES)) == KEY_LENGTH >= MIN_KEY_LENGTH
+    made = len(secrets.token_urlsafe(SECRET_BYTES))
+    assert made >= MIN_KEY_LENGTH
     key, state = _api_key(tmp_path, {})
     assert state == "made"
-    assert len(key) == KEY_LENGTH
+    assert len(key) == made
     assert (tmp_path / "api-key").read_text().strip() == key
 
 
@@ -58,7 +56,7 @@ def test_a_short_api_key_from_an_older_run_is_replaced(tmp_path: Path) -> None:
     old.chmod(0o644)
     key, state = _api_key(tmp_path, {})
     assert state == "replaced"
-    assert key != "short-old-key" and len(key) == KEY_LENGTH
+    assert key != "short-old-key" and len(key) >= MIN_KEY_LENGTH
     assert old.read_text().strip() == key
     assert mode(old) == 0o600
     assert _api_key(tmp_path, {}) == (key, "kept")
