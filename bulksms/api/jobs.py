@@ -7,7 +7,7 @@ import io
 import logging
 import math
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import IO, Any
 
 from flask import Blueprint, Response, jsonify, request, stream_with_context
@@ -20,7 +20,7 @@ from bulksms.api.errors import ApiError
 from bulksms.api.ratelimit import limiter, read_limit, submit_limit
 from bulksms.documents import duration, progress, status_document
 from bulksms.extensions import celery, pace, redis_client, settings, store
-from bulksms.store import FINISHED, Job, JobState, NewJob, Status, sender_of
+from bulksms.store import FINISHED, Guard, Job, JobState, NewJob, Status, Window, sender_of
 from bulksms.store import optouts as suppression
 from bulksms.template import escape
 
@@ -124,11 +124,16 @@ def _repeated(files: Any) -> list[str]:
     return [name for name in files if len(files.getlist(name)) > 1]
 
 
-def read(body: Any, upload: IO[bytes] | None) -> submission.Submission:
-    """Read and check a submit body, opt-outs and templates included (reads Redis only)."""
+def read(
+    body: Any, upload: IO[bytes] | None, opted_out: set[str] | None = None
+) -> submission.Submission:
+    """Read and check a submit body, opt-outs and templates included (reads Redis only, for the
+    opt-outs; `opted_out` given: those are, and Redis is not asked)."""
     s = settings()
     sub = submission.read_submission(body, s, upload)
-    sub.recipients.suppress(suppression.suppressed(redis_client(), sub.recipients.accepted))
+    if opted_out is None:
+        opted_out = suppression.suppressed(redis_client(), sub.recipients.accepted)
+    sub.recipients.suppress(opted_out)
     submission.personalise(sub)
     if not sub.recipients.accepted:
         raise ApiError(
@@ -183,9 +188,67 @@ def make_job(
     finds this job (and finishes it: `_finish_remembered`) rather than making a second one."""
     s = settings()
     sub = read(body, upload)
-    job_id = uuid.uuid4().hex
+    new_job = _new_job(sub, retry_of)
+    # (an urgent job waits behind the urgent work accepted before it: its estimate says so)
+    now = sub.send_at is None
+    ahead = _take_urgent(sub.total_segments) if new_job.urgent and now else 0.0
+    answer = _answer(sub, new_job, ahead)
+    # One round trip: the job, the answer to replay, the index and the job's first tasks (when
+    # the broker is this Redis), in that order: the answer is stored before anything can send
+    # the job. Should the process die before the tasks are pushed, the sweep enqueues the
+    # job's pending batches.
+    together = now and s.broker_is_store
+    tasks = _first_tasks(new_job) if together else []
+    remember = None if slot is None else lambda pipe: slot.remember(answer, pipe)
+    store().create(new_job, then=remember, tasks=tasks)
+    _count(new_job)
+    if now and not together:
+        _start(new_job.job_id, new_job.batch_count, new_job.urgent)
+    return answer
+
+
+class LimitReached(Exception):
+    """`make_alert`: the request is past its `windows[index]` submit limit."""
+
+    def __init__(self, index: int) -> None:
+        super().__init__(index)
+        self.index = index
+
+
+def alert(body: Any) -> submission.Submission | None:
+    """A submit body read for `make_alert`, without asking Redis (its opt-outs are looked up
+    in `make_alert`'s round trip): None for a job `make_alert` does not make, one scheduled for
+    later or whose tasks go to a broker other than the store."""
+    if not settings().broker_is_store:
+        return None
+    sub = read(body, None, opted_out=set())
+    return sub if sub.send_at is None else None
+
+
+def make_alert(sub: submission.Submission, windows: Sequence[Window]) -> dict[str, Any] | None:
+    """A small job made in one round trip (`JobStore.create_guarded`), checks and all: the
+    request counted against its submit limits (`windows`, the limits library's lists; past one,
+    `LimitReached`), its recipients looked up in the opt-out set, its urgent backlog taken (beyond
+    the bound, 503), then the job, its index and its tasks written. None if a recipient opted
+    out: nothing is written, the limits are counted, and `make_job` makes the job."""
+    s = settings()
+    new_job = _new_job(sub, None)
+    urgent_seconds = sub.total_segments / s.plivo_mps if new_job.urgent else None
+    guard = Guard(windows, urgent_seconds, s.urgent_backlog_seconds)
+    outcome, value = store().create_guarded(new_job, guard, _first_tasks(new_job))
+    if outcome == "limited":
+        raise LimitReached(int(value) - 1)
+    if outcome == "opted_out":
+        return None
+    if outcome == "backlog":
+        raise _urgent_backlog(value)
+    _count(new_job)
+    return _answer(sub, new_job, value)
+
+
+def _new_job(sub: submission.Submission, retry_of: str | None) -> NewJob:
+    s = settings()
     accepted = sub.recipients.accepted
-    urgent = _urgent(sub, len(accepted))
     personal = sub.personal
     recipients, fields, starts = accepted, None, None
     segments_per_message = sub.encoded.segments
@@ -195,8 +258,8 @@ def make_job(
         fields = [personal.values[i] for i in order] if order else personal.values
         # (the mean, for the pace's ETA)
         segments_per_message = -(-sub.total_segments // len(accepted))
-    new_job = NewJob(
-        job_id=job_id,
+    return NewJob(
+        job_id=uuid.uuid4().hex,
         sending=sub.sending,
         recipients=recipients,
         received=sub.recipients.received,
@@ -206,7 +269,7 @@ def make_job(
         batch_size=s.batch_size,
         encoding=submission.segments_document(sub)["encoding"],
         segments_per_message=segments_per_message,
-        urgent=urgent,
+        urgent=_urgent(sub, len(accepted)),
         callback_url=sub.callback_url,
         retry_of=retry_of,
         send_at=sub.send_at,
@@ -214,41 +277,31 @@ def make_job(
         fields=fields,
         starts=starts,
     )
-    # (an urgent job waits behind the urgent work accepted before it: its estimate says so)
-    ahead = _take_urgent(sub.total_segments) if urgent and sub.send_at is None else 0.0
-    answer = {
-        "job_id": job_id,
-        "status_url": status_url(job_id),
+
+
+def _answer(sub: submission.Submission, new_job: NewJob, ahead: float) -> dict[str, Any]:
+    """The 202's body: `ahead`, the urgent backlog before the job, counts in its estimate."""
+    rate = settings().pace_for(sender_of(sub.sending))
+    return {
+        "job_id": new_job.job_id,
+        "status_url": status_url(new_job.job_id),
         "state": (JobState.SCHEDULED if sub.send_at else JobState.QUEUED).value,
         "batches": new_job.batch_count,
         **submission.accepted_document(sub),
         "estimated_duration_seconds": round(
-            ahead
-            + duration(
-                len(new_job.recipients),
-                new_job.segments_per_message,
-                s.pace_for(sender_of(sub.sending)),
-            ),
-            3,
+            ahead + duration(len(new_job.recipients), new_job.segments_per_message, rate), 3
         ),
-        **({"retry_of": retry_of} if retry_of else {}),
+        **({"retry_of": new_job.retry_of} if new_job.retry_of else {}),
     }
-    # One round trip: the job, the answer to replay, the index and the job's first tasks (when
-    # the broker is this Redis), in that order: the answer is stored before anything can send
-    # the job. Should the process die before the tasks are pushed, the sweep enqueues the
-    # job's pending batches.
-    now = sub.send_at is None
-    together = now and s.broker_is_store
-    tasks = (
-        taskqueue.start_messages(celery(), job_id, new_job.batch_count, urgent) if together else []
-    )
-    remember = None if slot is None else lambda pipe: slot.remember(answer, pipe)
-    store().create(new_job, then=remember, tasks=tasks)
+
+
+def _first_tasks(new_job: NewJob) -> list[tuple[str, str]]:
+    return taskqueue.start_messages(celery(), new_job.job_id, new_job.batch_count, new_job.urgent)
+
+
+def _count(new_job: NewJob) -> None:
     metrics.JOBS_CREATED.inc()
     metrics.RECIPIENTS_ACCEPTED.inc(len(new_job.recipients))
-    if now and not together:
-        _start(job_id, new_job.batch_count, urgent)
-    return answer
 
 
 def _take_urgent(segments: int) -> float:
@@ -258,15 +311,21 @@ def _take_urgent(segments: int) -> float:
     s = settings()
     taken, seconds = pace().take_urgent(segments / s.plivo_mps, s.urgent_backlog_seconds)
     if not taken:
-        raise ApiError(
-            503,
-            "urgent_backlog",
-            f"More than {s.urgent_backlog_seconds:g} s of urgent messages wait to be sent at "
-            f"the account's pace ({s.plivo_mps:g} segments a second): try again later.",
-            details={"retry_after_seconds": math.ceil(seconds)},
-            headers={"Retry-After": str(max(1, math.ceil(seconds)))},
-        )
+        raise _urgent_backlog(seconds)
     return seconds
+
+
+def _urgent_backlog(seconds: float) -> ApiError:
+    """503 for an urgent job `seconds` beyond the urgent backlog's bound."""
+    s = settings()
+    return ApiError(
+        503,
+        "urgent_backlog",
+        f"More than {s.urgent_backlog_seconds:g} s of urgent messages wait to be sent at "
+        f"the account's pace ({s.plivo_mps:g} segments a second): try again later.",
+        details={"retry_after_seconds": math.ceil(seconds)},
+        headers={"Retry-After": str(max(1, math.ceil(seconds)))},
+    )
 
 
 def _start(job_id: str, batches: int, urgent: bool) -> None:

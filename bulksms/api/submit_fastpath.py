@@ -25,6 +25,8 @@ from typing import TYPE_CHECKING, Any
 import redis
 from limits import RateLimitItem, parse_many
 from limits.errors import StorageError
+from limits.storage import RedisStorage
+from limits.strategies import MovingWindowRateLimiter
 from werkzeug.http import HTTP_STATUS_CODES
 
 from bulksms import logs
@@ -33,7 +35,8 @@ from bulksms.api import submission
 from bulksms.api.auth import is_valid_key
 from bulksms.api.errors import REDIS_RETRY_AFTER_SECONDS, ApiError, error_body
 from bulksms.api.ratelimit import limiter, retry_after
-from bulksms.store import RATE_LIMIT_PREFIX
+from bulksms.api.submission import Submission
+from bulksms.store import RATE_LIMIT_PREFIX, Window
 from bulksms.store.sessions import fingerprint
 
 if TYPE_CHECKING:
@@ -54,6 +57,12 @@ class SmallSubmits:
         self.following = following
         self.settings = app.config["SETTINGS"]
         self.limits = parse_many(self.settings.rate_limit_submit)
+        # The limits are counted in the job's own round trip, in the lists of flask-limiter's
+        # moving-window strategy (`ratelimit.init_app`), by the same keys.
+        assert isinstance(limiter.limiter, MovingWindowRateLimiter)
+        assert all(limit.amount >= 1 for limit in self.limits)
+        assert isinstance(limiter.limiter.storage, RedisStorage)
+        self.storage = limiter.limiter.storage
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         key = environ.get("HTTP_X_API_KEY")
@@ -93,16 +102,23 @@ class SmallSubmits:
         """What the Flask view would answer: 202 and the job, or the error."""
         try:
             who = "key:" + fingerprint(key)
-            for limit in self.limits:  # (in order, up to the first breached, as flask-limiter)
-                if not limiter.limiter.hit(limit, RATE_LIMIT_PREFIX, who, ENDPOINT):
-                    return _rate_limited(limit, who)
             raw = environ["wsgi.input"].read(length)
+            idempotency_key = environ.get("HTTP_IDEMPOTENCY_KEY")
+            if idempotency_key is None:
+                try:
+                    body = submission.parse_json(raw, environ.get("CONTENT_TYPE"))
+                    sub = api.alert(body)
+                except ApiError:  # (counted all the same, as flask-limiter counts before the view)
+                    if (refused := self._count(who)) is not None:
+                        return refused
+                    raise
+                if sub is not None:
+                    return self._alert(body, sub, who)
+            if (refused := self._count(who)) is not None:
+                return refused
             body = submission.parse_json(raw, environ.get("CONTENT_TYPE"))
             answer, replayed = api.created_once(
-                body,
-                lambda slot: api.make_job(body, slot),
-                environ.get("HTTP_IDEMPOTENCY_KEY"),
-                key,
+                body, lambda slot: api.make_job(body, slot), idempotency_key, key
             )
         except ApiError as refused:
             return _error(
@@ -119,10 +135,44 @@ class SmallSubmits:
         except Exception:
             log.exception("unhandled error")
             return _error(500, "internal_error", "Something went wrong on our side.")
-        headers = [("Location", answer["status_url"])]
-        if replayed:
-            headers.append(("Idempotent-Replayed", "true"))
-        return 202, answer, headers
+        return _accepted(answer, replayed)
+
+    def _alert(self, body: Any, sub: Submission, who: str) -> Answer:
+        """The common case: the job made in one round trip, the limits counted in it."""
+        windows = [
+            Window(self.storage.prefixed_key(limit.key_for(*self._names(who))), *self._size(limit))
+            for limit in self.limits
+        ]
+        try:
+            answer = api.make_alert(sub, windows)
+        except api.LimitReached as reached:
+            return _rate_limited(self.limits[reached.index], who)
+        if answer is None:  # a recipient opted out: made the general way, already counted
+            answer = api.make_job(body, None)
+        return _accepted(answer, False)
+
+    def _count(self, who: str) -> Answer | None:
+        """Count the request against the submit limits (in order, up to the first breached, as
+        flask-limiter does): the 429 past one, else None."""
+        for limit in self.limits:
+            if not limiter.limiter.hit(limit, *self._names(who)):
+                return _rate_limited(limit, who)
+        return None
+
+    @staticmethod
+    def _names(who: str) -> tuple[str, str, str]:
+        return RATE_LIMIT_PREFIX, who, ENDPOINT
+
+    @staticmethod
+    def _size(limit: RateLimitItem) -> tuple[int, int]:
+        return limit.amount, limit.get_expiry()
+
+
+def _accepted(answer: dict[str, Any], replayed: bool) -> Answer:
+    headers = [("Location", answer["status_url"])]
+    if replayed:
+        headers.append(("Idempotent-Replayed", "true"))
+    return 202, answer, headers
 
 
 def _rate_limited(limit: RateLimitItem, who: str) -> Answer:

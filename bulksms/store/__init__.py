@@ -16,6 +16,8 @@ from bulksms.store.model import (
     BatchState,
     BatchWork,
     Claim,
+    Guard,
+    Guarded,
     Job,
     JobState,
     NewJob,
@@ -24,6 +26,7 @@ from bulksms.store.model import (
     Report,
     Sending,
     Status,
+    Window,
     rfc3339,
     sender_of,
 )
@@ -36,6 +39,8 @@ __all__ = [
     "BatchState",
     "BatchWork",
     "Claim",
+    "Guard",
+    "Guarded",
     "Job",
     "JobState",
     "JobStore",
@@ -45,6 +50,7 @@ __all__ = [
     "Report",
     "Sending",
     "Status",
+    "Window",
     "rfc3339",
     "sender_of",
 ]

@@ -34,6 +34,8 @@ from bulksms.store.model import (
     BatchState,
     BatchWork,
     Claim,
+    Guard,
+    Guarded,
     Job,
     NewJob,
     Recipient,
@@ -71,6 +73,7 @@ class JobStore:
         self._resolve = client.register_script(scripts.RESOLVE)
         self._settle = client.register_script(scripts.SETTLE)
         self._report = client.register_script(scripts.REPORT)
+        self._guarded = client.register_script(scripts.GUARDED_CREATE)
 
     # -- submit -------------------------------------------------------------------------------
     def create(
@@ -84,6 +87,43 @@ class JobStore:
         the sweep sends it) and push its first `tasks` (a queue's list, a message), in that
         order and in one round trip; returns its creation time."""
         now = _now()
+        pipe = self._writes(job, now, then, tasks)
+        self._send([args for args, _ in pipe.command_stack])
+        return float(now)
+
+    def create_guarded(
+        self, job: NewJob, guard: Guard, tasks: Sequence[tuple[str, str]] = ()
+    ) -> Guarded:
+        """`create` for a small job (an alert), with the checks the general path makes in round
+        trips of their own made first in the same script (`scripts.GUARDED_CREATE`): `guard`'s
+        submit limits counted, the recipients looked up in the opt-out set, the urgent backlog
+        taken. Nothing of the job is written unless all pass."""
+        pipe = self._writes(job, _now(), None, tasks)
+        args: list[Any] = [repr(time.time())]
+        args += ["" if guard.urgent_seconds is None else repr(guard.urgent_seconds)]
+        args += [repr(guard.urgent_bound)]
+        for window in guard.windows:
+            args += [window.amount, window.expiry]
+        args += [len(job.recipients), *(n.lstrip("+") for n in job.recipients)]
+        for words, _ in pipe.command_stack:
+            args += [len(words), *words]
+        script_keys = [keys.OPT_OUTS, keys.PACE_ACCOUNT, *(w.key for w in guard.windows)]
+        evalsha = ("EVALSHA", self._guarded.sha, len(script_keys), *script_keys, *args)
+        try:
+            (answer,) = self._send([evalsha])
+        except NoScriptError:  # (Redis restarted: its script cache is empty. Nothing ran.)
+            _, answer = self._send([("SCRIPT", "LOAD", self._guarded.script), evalsha])
+        outcome, *value = answer
+        return Guarded(outcome, float(value[0]) if value else 0.0)
+
+    def _writes(
+        self,
+        job: NewJob,
+        now: str,
+        then: Callable[[Pipeline], object] | None,
+        tasks: Sequence[tuple[str, str]],
+    ) -> Pipeline:
+        """A new job's writes, in order (see `create`), as a pipeline's commands."""
         fields: dict[str, str | int] = {
             "v": LAYOUT_VERSION,
             **{k: v for k in SENDING_FIELDS if (v := getattr(job.sending, k)) is not None},
@@ -141,28 +181,30 @@ class JobStore:
         self._index(pipe, job.job_id, float(now), job.send_at)
         for queue, message in tasks:
             pipe.lpush(queue, message)
-        self._run(pipe)
-        return float(now)
+        return pipe
 
-    def _run(self, pipe: Pipeline) -> None:
-        """Run a pipeline's commands packed by hiredis in C and sent in one write: redis-py's
-        own execution cost an alert's submit more than Redis took to run them. (The pool hands
-        out a connection checked for one Redis closed, as after a restart.) Unlike redis-py's,
-        a failed run is not made again: the job's tasks may already be running, and a second
-        write of its batches would undo their claims."""
+    def _send(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
+        """Run commands packed by hiredis in C and sent in one write, and their answers:
+        redis-py's own pipeline execution cost an alert's submit more than Redis took to run
+        them. (The pool hands out a connection checked for one Redis closed, as after a
+        restart.) Unlike redis-py's, a failed run is not made again: the job's tasks may
+        already be running, and a second write of its batches would undo their claims. The
+        first error is raised once every answer is read."""
         pool = self.redis.connection_pool
         connection = pool.get_connection()
+        answers: list[Any] = []
         try:
             connection.send_packed_command(  # type: ignore[no-untyped-call]
-                [hiredis.pack_command(tuple(args)) for args, _ in pipe.command_stack],
+                [hiredis.pack_command(tuple(words)) for words in commands],
                 check_health=False,
             )
             failed: redis.ResponseError | None = None
-            for _ in pipe.command_stack:
+            for _ in commands:
                 try:
-                    connection.read_response()
+                    answers.append(connection.read_response())
                 except redis.ResponseError as error:  # the others' answers are read all the same
                     failed = failed or error
+                    answers.append(error)
         except BaseException:
             connection.disconnect()  # type: ignore[no-untyped-call]  # (in an unknown state)
             raise
@@ -170,6 +212,7 @@ class JobStore:
             pool.release(connection)
         if failed is not None:
             raise failed
+        return answers
 
     def index(self, job_id: str, created_at: float, send_at: float | None) -> None:
         """Make a stored job the sweep's (and the listing's): until then nothing sends it, and

@@ -157,6 +157,37 @@ class NewJob:
 
 
 @dataclass(frozen=True)
+class Window:
+    """A moving-window rate limit a request is counted against: the limits library's list
+    (`key`), of at most `amount` entries in `expiry` seconds."""
+
+    key: str
+    amount: int
+    expiry: int
+
+
+@dataclass(frozen=True)
+class Guard:
+    """What a small job's one round trip checks before it writes (`JobStore.create_guarded`):
+    the submit limits to count it against (in order), and, for an urgent job, its seconds at
+    the account's pace and the urgent backlog's bound (0: none)."""
+
+    windows: Sequence[Window]
+    urgent_seconds: float | None
+    urgent_bound: float
+
+
+class Guarded(NamedTuple):
+    """How a guarded create ended: `created` (`value`: the urgent backlog ahead of it),
+    `limited` (`value`: which of the windows, from 1), `opted_out` (a recipient is: nothing
+    was written, the limits were counted) or `backlog` (`value`: seconds until the urgent
+    backlog is back within its bound)."""
+
+    outcome: str
+    value: float
+
+
+@dataclass(frozen=True)
 class BatchWork:
     """What a worker needs to send the rest of one batch."""
 

@@ -638,22 +638,80 @@ return {tostring(math.max(0, free - now)), tostring(now), waiting, listed}
 """
 )
 
-# KEYS: the account's pace hash. ARGV: seconds of the account's pace a new urgent job takes, the
-# bound (0: none). The urgent lane's backlog is kept as one moment, `urgent`: when the urgent
-# work accepted so far will have been handed to Plivo at the pace. Beyond the bound the job is
-# refused ({0, seconds until the backlog is back within it}); else it is counted ({1, the
-# backlog ahead of it}). On Redis's clock, as the pace is.
-URGENT_TAKE = _render(
-    """
-local clock = redis.call('TIME')
-local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
-local free = math.max(now, tonumber(redis.call('HGET', KEYS[1], 'urgent') or '0') or 0)
-local ahead, bound = free - now, tonumber(ARGV[2])
-if bound > 0 and ahead > bound then
-  return {0, tostring(ahead - bound)}
+# The urgent lane's backlog is kept as one moment in the account's pace hash, `urgent`: when the
+# urgent work accepted so far will have been handed to Plivo at the pace. A new urgent job of
+# `seconds` at the pace is refused beyond `bound` seconds of backlog (0: no bound): (0, seconds
+# until the backlog is back within it); else it is counted: (1, the backlog ahead of it). On
+# Redis's clock, as the pace is.
+_TAKE_URGENT = """
+local function take_urgent(pace, seconds, bound)
+  local clock = redis.call('TIME')
+  local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
+  local free = math.max(now, tonumber(redis.call('HGET', pace, 'urgent') or '0') or 0)
+  local ahead = free - now
+  if bound > 0 and ahead > bound then
+    return 0, ahead - bound
+  end
+  redis.call('HSET', pace, 'urgent', tostring(free + seconds))
+  return 1, ahead
 end
-redis.call('HSET', KEYS[1], 'urgent', tostring(free + tonumber(ARGV[1])))
-return {1, tostring(ahead)}
+"""
+
+# KEYS: the account's pace hash. ARGV: seconds of the account's pace a new urgent job takes, the
+# bound. {taken, seconds} as `take_urgent` says.
+URGENT_TAKE = (
+    _TAKE_URGENT
+    + """
+local taken, seconds = take_urgent(KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]))
+return {taken, tostring(seconds)}
+"""
+)
+
+# A small job (an alert) made in one round trip, its checks first, in the order the general
+# path makes them (`bulksms.api.jobs`): its submit limits counted, its recipients looked up in the
+# opt-out set, its urgent backlog taken; then the job's own writes (`JobStore.create`'s, passed in
+# as they are: the store builds them once for both paths). A check that fails ends the script
+# before anything of the job is written.
+# KEYS: the opt-out set, the account's pace hash, then each submit limit's moving window (the
+# limits library's list, in its own layout: entries are times, newest first, trimmed to the
+# limit). ARGV: the time (the caller's clock, as that library counts), the job's seconds at the
+# account's pace ('' if it is not urgent), the urgent bound, each limit's amount and expiry, the
+# count of recipients and the recipients (without '+'), then the writes, each its length and its
+# words. {'created', backlog ahead} | {'limited', which limit (1-based)} | {'opted_out'} |
+# {'backlog', seconds until the urgent backlog is back within the bound}.
+GUARDED_CREATE = (
+    _TAKE_URGENT
+    + """
+local limits = #KEYS - 2
+local now = tonumber(ARGV[1])
+for l = 1, limits do
+  local window, amount, expiry = KEYS[2 + l], tonumber(ARGV[2 + 2 * l]), tonumber(ARGV[3 + 2 * l])
+  local entry = redis.call('LINDEX', window, amount - 1)
+  if entry and tonumber(entry) >= now - expiry then return {'limited', l} end
+  redis.call('LPUSH', window, ARGV[1])
+  redis.call('LTRIM', window, 0, amount - 1)
+  redis.call('EXPIRE', window, expiry)
+end
+local at = 4 + 2 * limits
+local count = tonumber(ARGV[at])
+if count > 0 then
+  for _, flag in ipairs(redis.call('SMISMEMBER', KEYS[1], unpack(ARGV, at + 1, at + count))) do
+    if flag == 1 then return {'opted_out'} end
+  end
+end
+local ahead = 0
+if ARGV[2] ~= '' then
+  local taken, seconds = take_urgent(KEYS[2], tonumber(ARGV[2]), tonumber(ARGV[3]))
+  if taken == 0 then return {'backlog', tostring(seconds)} end
+  ahead = seconds
+end
+local i = at + count + 1
+while i <= #ARGV do
+  local words = tonumber(ARGV[i])
+  redis.call(unpack(ARGV, i + 1, i + words))
+  i = i + words + 1
+end
+return {'created', tostring(ahead)}
 """
 )
 

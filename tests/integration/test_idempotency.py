@@ -142,15 +142,16 @@ def test_a_request_whose_answer_was_lost_is_answered_by_its_retry(
     """The job's round trip reaches Redis (job, answer, index, tasks) but the process loses
     Redis before the reply: the retry answers that job, not a second one, and enqueues
     nothing more."""
-    run, lost = JobStore._run, []
+    send, lost = JobStore._send, []
 
-    def lost_reply(self: JobStore, pipe: Any) -> None:
-        run(self, pipe)
+    def lost_reply(self: JobStore, commands: Any) -> Any:
+        answers = send(self, commands)
         if not lost:
-            lost.append(pipe)
+            lost.append(commands)
             raise redis.ConnectionError("gone")
+        return answers
 
-    monkeypatch.setattr(JobStore, "_run", lost_reply)
+    monkeypatch.setattr(JobStore, "_send", lost_reply)
     failed = post(client, BODY, "order-51")
     assert failed.status_code == 503
     (job_id,) = jobs(rdb)
@@ -167,10 +168,10 @@ def test_a_request_whose_round_trip_never_arrived_holds_its_key_until_the_claim_
     """Redis goes away as the job's round trip is sent: whether it arrived is unknown, so the
     key is kept (a retry meanwhile is told to wait) rather than freed for a second job; once
     the first request's claim ends, a retry makes the one job."""
-    run = Once(JobStore._run, redis.ConnectionError("gone"))
-    monkeypatch.setattr(JobStore, "_run", lambda self, pipe: run(self, pipe))
+    send = Once(JobStore._send, redis.ConnectionError("gone"))
+    monkeypatch.setattr(JobStore, "_send", lambda self, commands: send(self, commands))
     failed = post(client, BODY, "order-52")
-    assert run.failed and failed.status_code == 503
+    assert send.failed and failed.status_code == 503
     assert jobs(rdb) == set()
     waiting = post(client, BODY, "order-52")
     assert (waiting.status_code, waiting.get_json()["error"]) == (409, "idempotency_in_progress")

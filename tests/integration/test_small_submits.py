@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -64,7 +65,7 @@ BODIES: list[tuple[str, Any, bytes | None]] = [
     ("unknown field", {"recipients": ["+14155550106"], "message": "a", "colour": "red"}, None),
     ("wrong type", {"recipients": "+14155550107", "message": "a"}, None),
     ("bad priority", {"recipients": ["+14155550108"], "message": "a", "priority": "now"}, None),
-    ("opted out", {"recipients": ["+14155550199"], "message": "a"}, None),
+    ("opted out", {"recipients": ["+14155550198"], "message": "a"}, None),
     ("bad template", {"recipients": ["+14155550109"], "message": "Hi {{name"}, None),
 ]
 
@@ -92,7 +93,7 @@ def test_the_fast_path_answers_exactly_as_flask_does(
     body: Any,
     raw: bytes | None,
 ) -> None:
-    optouts.opt_out(rdb, "+14155550199")
+    optouts.opt_out(rdb, "+14155550198")
     fast = post(client, body, FAST, raw)
     assert taken == ["/api/bulk-sms"]
     slow = post(client, body, FLASK, raw)
@@ -231,3 +232,108 @@ def test_a_submit_after_redis_restarted_is_accepted(
     own_redis.start()
     again = post(client, {**body, "message": "after"}, FAST)
     assert again.status_code == 202, again.get_json()
+
+
+@pytest.fixture
+def redis_bytes(redis_url: str) -> redis.Redis:
+    """The suite's Redis, answers as bytes (a batch's records are)."""
+    return redis.Redis.from_url(redis_url)
+
+
+def _keys(client: redis.Redis) -> dict[str, str]:
+    """Every key but the limits' lists, with its value."""
+    read = {
+        b"string": client.get,
+        b"hash": lambda k: sorted(client.hgetall(k).items()),
+        b"zset": lambda k: client.zrange(k, 0, -1),
+        b"list": lambda k: client.lrange(k, 0, -1),
+        b"set": lambda k: sorted(client.smembers(k)),
+    }
+    return {
+        key.decode(): repr(read[client.type(key)](key))
+        for key in sorted(client.scan_iter())
+        if not key.startswith(b"LIMITS:")
+    }
+
+
+@pytest.mark.parametrize("refused", ["malformed", "invalid", "opted out", "backlog"])
+def test_a_refused_alert_counts_against_the_limit_once_and_writes_nothing(
+    settings: Settings, rdb: redis.Redis, redis_bytes: redis.Redis, taken: list[str], refused: str
+) -> None:
+    """Counted as flask-limiter counts before the view (a bad body too), once: an alert the
+    one-round-trip path hands to the general one (an opted-out recipient) is not counted
+    again. A refused alert leaves Redis as it was, but for the count."""
+    slow = refused == "backlog"  # an account of a segment every 100 s, 150 s of backlog allowed
+    client = create_app(
+        replace(
+            settings,
+            rate_limit_submit="2/minute",
+            plivo_mps=0.01 if slow else settings.plivo_mps,
+            urgent_backlog_seconds=150.0,
+        )
+    ).test_client()
+    optouts.opt_out(rdb, "+14155550198")
+    if slow:  # 200 s of backlog: the next alert is beyond the bound
+        assert post(client, {"recipients": us_numbers(2), "message": "a"}, FAST).status_code == 202
+    before = _keys(redis_bytes)
+    bodies: dict[str, tuple[Any, bytes | None, int]] = {
+        "malformed": (None, b'{"recipients": [', 400),
+        "invalid": ({"recipients": ["12"], "message": "a"}, None, 422),
+        "opted out": ({"recipients": ["+14155550198"], "message": "a"}, None, 422),
+        "backlog": ({"recipients": ["+14155550100"], "message": "a"}, None, 503),
+    }
+    body, raw, status = bodies[refused]
+    answer = post(client, body, FAST, raw)
+    assert answer.status_code == status, answer.get_json()
+    assert _keys(redis_bytes) == before
+    # Two a minute: the backlog's alert is the second (its first made that backlog).
+    more = [post(client, body, FAST, raw).status_code for _ in range(1 if slow else 2)]
+    assert more == ([429] if slow else [status, 429])
+    assert len(taken) == 3
+
+
+def test_an_alert_with_an_opted_out_recipient_is_made_once_and_counted_once(
+    settings: Settings, rdb: redis.Redis
+) -> None:
+    client = create_app(replace(settings, rate_limit_submit="2/minute")).test_client()
+    optouts.opt_out(rdb, "+14155550198")
+    body = {"recipients": ["+14155550198", "+14155550100"], "message": "a"}
+    first = post(client, body, FAST)
+    assert first.status_code == 202, first.get_json()
+    counts = first.get_json()["recipients"]
+    assert (counts["accepted"], counts["suppressed"]) == (1, 1)
+    assert rdb.zcard(keys.JOBS) == 1 and rdb.llen(taskqueue.URGENT_QUEUE) == 1
+    assert post(client, body, FAST).status_code == 202
+    assert post(client, body, FAST).status_code == 429
+    assert rdb.zcard(keys.JOBS) == 2 and rdb.llen(taskqueue.URGENT_QUEUE) == 2
+
+
+def test_an_alert_is_stored_as_the_general_path_stores_it(
+    client: FlaskClient, rdb: redis.Redis, redis_bytes: redis.Redis
+) -> None:
+    """The one-round-trip path writes what `JobStore.create` writes, key for key."""
+    ann = {"to": "+14155550100", "fields": {"name": "Ann"}}
+    body = {"recipients": [ann], "message": "Hi {{name}}"}
+    stored = []
+    for headers in (FAST, FLASK):
+        rdb.flushdb()
+        answer = post(client, body, headers)
+        assert answer.status_code == 202, answer.get_json()
+        job_id = answer.get_json()["job_id"]
+        written = repr(_keys(redis_bytes)).replace(job_id, "<job>")
+        written = re.sub(r"1[0-9]{9}\.[0-9]+", "<time>", written)  # created_at and the like
+        written = re.sub(r"[0-9a-f]{8}-[0-9a-f-]{27}", "<uuid>", written)  # task ids
+        stored.append(re.sub(r'"body": "[^"]+"', "<body>", written))  # (names the job)
+    assert stored[0] == stored[1]
+    assert "<job>" in stored[0] and keys.JOBS in stored[0]
+
+
+def test_an_alert_after_redis_forgot_its_scripts_is_made_once(
+    client: FlaskClient, rdb: redis.Redis
+) -> None:
+    """NOSCRIPT (a restarted Redis has no scripts) means the script did not run: it is loaded
+    and run once."""
+    rdb.script_flush()
+    answer = post(client, {"recipients": ["+14155550100"], "message": "a"}, FAST)
+    assert answer.status_code == 202, answer.get_json()
+    assert rdb.zcard(keys.JOBS) == 1 and rdb.llen(taskqueue.URGENT_QUEUE) == 1
