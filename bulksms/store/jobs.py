@@ -87,8 +87,7 @@ class JobStore:
         the sweep sends it) and push its first `tasks` (a queue's list, a message), in that
         order and in one round trip; returns its creation time."""
         now = _now()
-        pipe = self._writes(job, now, then, tasks)
-        self._send([args for args, _ in pipe.command_stack])
+        self._send(self._writes(job, now, then, tasks))
         return float(now)
 
     def create_guarded(
@@ -98,14 +97,14 @@ class JobStore:
         trips of their own made first in the same script (`scripts.GUARDED_CREATE`): `guard`'s
         submit limits counted, the recipients looked up in the opt-out set, the urgent backlog
         taken. Nothing of the job is written unless all pass."""
-        pipe = self._writes(job, _now(), None, tasks)
+        writes = self._writes(job, _now(), None, tasks)
         args: list[Any] = [repr(time.time())]
         args += ["" if guard.urgent_seconds is None else repr(guard.urgent_seconds)]
         args += [repr(guard.urgent_bound)]
         for window in guard.windows:
             args += [window.amount, window.expiry]
         args += [len(job.recipients), *(n.lstrip("+") for n in job.recipients)]
-        for words, _ in pipe.command_stack:
+        for words in writes:
             args += [len(words), *words]
         script_keys = [keys.OPT_OUTS, keys.PACE_ACCOUNT, *(w.key for w in guard.windows)]
         evalsha = ("EVALSHA", self._guarded.sha, len(script_keys), *script_keys, *args)
@@ -122,8 +121,8 @@ class JobStore:
         now: str,
         then: Callable[[Pipeline], object] | None,
         tasks: Sequence[tuple[str, str]],
-    ) -> Pipeline:
-        """A new job's writes, in order (see `create`), as a pipeline's commands."""
+    ) -> list[tuple[Any, ...]]:
+        """A new job's writes, in order (see `create`), as commands."""
         fields: dict[str, str | int] = {
             "v": LAYOUT_VERSION,
             **{k: v for k in SENDING_FIELDS if (v := getattr(job.sending, k)) is not None},
@@ -152,36 +151,38 @@ class JobStore:
         fields["c:p"] = len(job.recipients)
         if job.send_at is not None:
             fields["send_at"] = f"{job.send_at:.3f}"
-        batches: dict[str, str] = {}
+        batches: list[str] = []
         for batch in range(job.batch_count):
-            batches[str(batch)] = BatchRecord.new()
-            batches[f"q:{batch}"] = now
+            batches += [str(batch), BatchRecord.new(), f"q:{batch}", now]
         # Not a MULTI (Redis would queue a million recipients' 32 MB before running them), but
         # the commands run in order: the job hash after everything it points to, the index
         # after the job and the tasks last. What an interrupted write leaves unindexed is never
         # sent and expires with the retention; an indexed job whose task never arrived is
-        # enqueued by the sweep.
-        pipe = self.redis.pipeline(transaction=False)
+        # enqueued by the sweep. (Commands as words, not through a redis-py pipeline: its
+        # bookkeeping cost an alert more than Redis took to run them.)
+        writes: list[tuple[Any, ...]] = []
         job_key = keys.job(job.job_id)
         batches_key = keys.batches(job.job_id)
         for batch in range(job.batch_count):
             start, end = job.batch_span(batch)
             chunk = job.recipients[start:end]
-            pipe.set(keys.recipients(job.job_id, batch), records.pack_new(chunk), ex=self.retention)
+            recipients_key = keys.recipients(job.job_id, batch)
+            writes.append(("SET", recipients_key, records.pack_new(chunk), "EX", self.retention))
             if job.fields is not None:
                 values = job.fields[start:end]
                 packed = records.pack_fields([values[i] for i in records.sorted_order(chunk)])
-                pipe.set(keys.fields(job.job_id, batch), packed, ex=self.retention)
-        pipe.hset(batches_key, mapping=cast(dict[Any, Any], batches))
-        pipe.expire(batches_key, self.retention)
-        pipe.hset(job_key, mapping=cast(dict[Any, Any], fields))
-        pipe.expire(job_key, self.retention)
+                writes.append(("SET", keys.fields(job.job_id, batch), packed, "EX", self.retention))
+        writes.append(("HSET", batches_key, *batches))
+        writes.append(("EXPIRE", batches_key, self.retention))
+        writes.append(("HSET", job_key, *(word for pair in fields.items() for word in pair)))
+        writes.append(("EXPIRE", job_key, self.retention))
         if then is not None:
+            pipe = self.redis.pipeline(transaction=False)
             then(pipe)
-        self._index(pipe, job.job_id, float(now), job.send_at)
-        for queue, message in tasks:
-            pipe.lpush(queue, message)
-        return pipe
+            writes += [tuple(words) for words, _ in pipe.command_stack]
+        writes += self._index(job.job_id, float(now), job.send_at)
+        writes += [("LPUSH", queue, message) for queue, message in tasks]
+        return writes
 
     def _send(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
         """Run commands packed by hiredis in C and sent in one write, and their answers:
@@ -217,17 +218,16 @@ class JobStore:
     def index(self, job_id: str, created_at: float, send_at: float | None) -> None:
         """Make a stored job the sweep's (and the listing's): until then nothing sends it, and
         what `create` wrote expires unread."""
-        pipe = self.redis.pipeline(transaction=False)
-        self._index(pipe, job_id, created_at, send_at)
-        pipe.execute()
+        self._send(self._index(job_id, created_at, send_at))
 
     @staticmethod
-    def _index(pipe: Pipeline, job_id: str, created_at: float, send_at: float | None) -> None:
+    def _index(job_id: str, created_at: float, send_at: float | None) -> list[tuple[Any, ...]]:
         """The listing's index last: a job in it is in all."""
-        pipe.zadd(keys.ACTIVE_JOBS, {job_id: created_at})
+        writes: list[tuple[Any, ...]] = [("ZADD", keys.ACTIVE_JOBS, created_at, job_id)]
         if send_at is not None:
-            pipe.zadd(keys.SCHEDULED, {job_id: send_at})
-        pipe.zadd(keys.JOBS, {job_id: created_at})
+            writes.append(("ZADD", keys.SCHEDULED, send_at, job_id))
+        writes.append(("ZADD", keys.JOBS, created_at, job_id))
+        return writes
 
     def ensure_indexed(self, job_id: str) -> bool:
         """Index a stored job that `index` never reached (its request died or lost Redis in
