@@ -124,15 +124,15 @@ def _repeated(files: Any) -> list[str]:
     return [name for name in files if len(files.getlist(name)) > 1]
 
 
-def read(
-    body: Any, upload: IO[bytes] | None, opted_out: set[str] | None = None
-) -> submission.Submission:
-    """Read and check a submit body, opt-outs and templates included (reads Redis only, for the
-    opt-outs; `opted_out` given: those are, and Redis is not asked)."""
-    s = settings()
-    sub = submission.read_submission(body, s, upload)
-    if opted_out is None:
-        opted_out = suppression.suppressed(redis_client(), sub.recipients.accepted)
+def read(body: Any, upload: IO[bytes] | None) -> submission.Submission:
+    """Read and check a submit body, opt-outs and templates included (reads Redis only)."""
+    sub = submission.read_submission(body, settings(), upload)
+    return _checked(sub, suppression.suppressed(redis_client(), sub.recipients.accepted))
+
+
+def _checked(sub: submission.Submission, opted_out: set[str]) -> submission.Submission:
+    """A read submit body with its `opted_out` recipients set aside, its templates filled and
+    its spend checked."""
     sub.recipients.suppress(opted_out)
     submission.personalise(sub)
     if not sub.recipients.accepted:
@@ -144,7 +144,7 @@ def read(
             else "No recipient is left to send to.",
             details=submission.accepted_document(sub),
         )
-    submission.check_spend(sub, s)
+    submission.check_spend(sub, settings())
     sub.priority()  # (judged here too: a preview answers what the submit would)
     return sub
 
@@ -215,26 +215,37 @@ class LimitReached(Exception):
         self.index = index
 
 
-def alert(body: Any) -> submission.Submission | None:
-    """A submit body read for `make_alert`, without asking Redis (its opt-outs are looked up
-    in `make_alert`'s round trip): None for a job `make_alert` does not make, one scheduled for
-    later or whose tasks go to a broker other than the store."""
+def alert(body: Any) -> tuple[submission.Submission, list[str]] | None:
+    """A submit body read for `make_alert` without asking Redis, as if no recipient had opted
+    out, and its valid numbers (for `make_alert`'s round trip to look up: if one did opt out,
+    the job is made the general way). None for a job `make_alert` does not make: one scheduled
+    for later, whose tasks go to a broker other than the store, or refused once its templates
+    are filled or its spend checked (an opted-out recipient may be why: the general way
+    answers)."""
     if not settings().broker_is_store:
         return None
-    sub = read(body, None, opted_out=set())
-    return sub if sub.send_at is None else None
+    sub = submission.read_submission(body, settings())
+    valid = list(sub.recipients.accepted)
+    try:
+        sub = _checked(sub, set())
+    except ApiError:
+        return None
+    return (sub, valid) if sub.send_at is None else None
 
 
-def make_alert(sub: submission.Submission, windows: Sequence[Window]) -> dict[str, Any] | None:
+def make_alert(
+    sub: submission.Submission, valid: Sequence[str], windows: Sequence[Window]
+) -> dict[str, Any] | None:
     """A small job made in one round trip (`JobStore.create_guarded`), checks and all: the
     request counted against its submit limits (`windows`, the limits library's lists; past one,
-    `LimitReached`), its recipients looked up in the opt-out set, its urgent backlog taken (beyond
-    the bound, 503), then the job, its index and its tasks written. None if a recipient opted
-    out: nothing is written, the limits are counted, and `make_job` makes the job."""
+    `LimitReached`), its `valid` numbers looked up in the opt-out set, its urgent backlog taken
+    (beyond the bound, 503), then the job, its index and its tasks written. None if one of
+    those numbers opted out: nothing is written, the limits are counted, and `make_job` makes
+    the job."""
     s = settings()
     new_job = _new_job(sub, None)
     urgent_seconds = sub.total_segments / s.plivo_mps if new_job.urgent else None
-    guard = Guard(windows, urgent_seconds, s.urgent_backlog_seconds)
+    guard = Guard(windows, valid, urgent_seconds, s.urgent_backlog_seconds)
     outcome, value = store().create_guarded(new_job, guard, _first_tasks(new_job))
     if outcome == "limited":
         raise LimitReached(int(value) - 1)
@@ -242,6 +253,7 @@ def make_alert(sub: submission.Submission, windows: Sequence[Window]) -> dict[st
         return None
     if outcome == "backlog":
         raise _urgent_backlog(value)
+    assert outcome == "created", outcome
     _count(new_job)
     return _answer(sub, new_job, value)
 

@@ -56,7 +56,8 @@ class SmallSubmits:
         self.app = app
         self.following = following
         self.settings = app.config["SETTINGS"]
-        self.limits = parse_many(self.settings.rate_limit_submit)
+        # In flask-limiter's order (shortest window first; it stops at the first breached).
+        self.limits = sorted(parse_many(self.settings.rate_limit_submit))
         # The limits are counted in the job's own round trip, in the lists of flask-limiter's
         # moving-window strategy (`ratelimit.init_app`), by the same keys.
         assert isinstance(limiter.limiter, MovingWindowRateLimiter)
@@ -107,13 +108,13 @@ class SmallSubmits:
             if idempotency_key is None:
                 try:
                     body = submission.parse_json(raw, environ.get("CONTENT_TYPE"))
-                    sub = api.alert(body)
+                    alert = api.alert(body)
                 except ApiError:  # (counted all the same, as flask-limiter counts before the view)
                     if (refused := self._count(who)) is not None:
                         return refused
                     raise
-                if sub is not None:
-                    return self._alert(body, sub, who)
+                if alert is not None:
+                    return self._alert(body, *alert, who)
             if (refused := self._count(who)) is not None:
                 return refused
             body = submission.parse_json(raw, environ.get("CONTENT_TYPE"))
@@ -137,14 +138,14 @@ class SmallSubmits:
             return _error(500, "internal_error", "Something went wrong on our side.")
         return _accepted(answer, replayed)
 
-    def _alert(self, body: Any, sub: Submission, who: str) -> Answer:
+    def _alert(self, body: Any, sub: Submission, valid: list[str], who: str) -> Answer:
         """The common case: the job made in one round trip, the limits counted in it."""
         windows = [
             Window(self.storage.prefixed_key(limit.key_for(*self._names(who))), *self._size(limit))
             for limit in self.limits
         ]
         try:
-            answer = api.make_alert(sub, windows)
+            answer = api.make_alert(sub, valid, windows)
         except api.LimitReached as reached:
             return _rate_limited(self.limits[reached.index], who)
         if answer is None:  # a recipient opted out: made the general way, already counted
@@ -152,7 +153,7 @@ class SmallSubmits:
         return _accepted(answer, False)
 
     def _count(self, who: str) -> Answer | None:
-        """Count the request against the submit limits (in order, up to the first breached, as
+        """Count the request against the submit limits (up to the first breached, as
         flask-limiter does): the 429 past one, else None."""
         for limit in self.limits:
             if not limiter.limiter.hit(limit, *self._names(who)):

@@ -169,10 +169,12 @@ class Window:
 @dataclass(frozen=True)
 class Guard:
     """What a small job's one round trip checks before it writes (`JobStore.create_guarded`):
-    the submit limits to count it against (in order), and, for an urgent job, its seconds at
-    the account's pace and the urgent backlog's bound (0: none)."""
+    the submit limits to count it against (in order), the numbers none of which may have
+    opted out (E.164), and, for an urgent job, its seconds at the account's pace and the urgent
+    backlog's bound (0: none)."""
 
     windows: Sequence[Window]
+    numbers: Sequence[str]
     urgent_seconds: float | None
     urgent_bound: float
 

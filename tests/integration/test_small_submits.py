@@ -67,6 +67,25 @@ BODIES: list[tuple[str, Any, bytes | None]] = [
     ("bad priority", {"recipients": ["+14155550108"], "message": "a", "priority": "now"}, None),
     ("opted out", {"recipients": ["+14155550198"], "message": "a"}, None),
     ("bad template", {"recipients": ["+14155550109"], "message": "Hi {{name"}, None),
+    # Checks an opted-out recipient must not sway: it is set aside before them.
+    (
+        "opted out, spend within the limit without it",
+        {"recipients": ["+14155550198", "+14155550100"], "message": "a", "max_segments": 1},
+        None,
+    ),
+    (
+        "opted out, without its field",
+        {
+            "recipients": [{"to": "+14155550198"}, {"to": "+14155550100", "fields": {"name": "A"}}],
+            "message": "Hi {{name}}",
+        },
+        None,
+    ),
+    (
+        "only opted out, without its field",
+        {"recipients": [{"to": "+14155550198"}], "message": "Hi {{name}}"},
+        None,
+    ),
 ]
 
 
@@ -143,6 +162,25 @@ def test_both_paths_count_the_same_submit_limit(
     assert 1 <= int(refused.headers["Retry-After"]) <= 60
     assert "X-RateLimit-Limit" not in answers[0].headers  # (a second round trip a request)
     assert "Retry-After" not in answers[0].headers
+
+
+@pytest.mark.parametrize("limits", ["100/hour;2/minute", "2/hour;2/minute"])
+def test_both_paths_count_limits_in_flask_limiters_order(
+    settings: Settings, rdb: redis.Redis, limits: str
+) -> None:
+    """Shortest window first, stopping at the first breached: a request refused by the minute's
+    limit is not counted against the hour's, and the 429 names the minute's."""
+    client = create_app(replace(settings, rate_limit_submit=limits)).test_client()
+    body = {"recipients": ["+14155550100"], "message": "a"}
+    seen = []
+    for headers in (FAST, FLASK):
+        rdb.flushdb()
+        answers = [post(client, body, headers) for _ in range(5)]
+        counted = sorted(rdb.llen(key) for key in rdb.scan_iter("LIMITS:*"))
+        seen.append(([a.status_code for a in answers], counted, answers[-1].get_json()))
+    assert seen[0] == seen[1]
+    assert seen[0][0] == [202, 202, 429, 429, 429] and seen[0][1] == [2, 2]
+    assert "minute" in seen[0][2]["message"]
 
 
 def test_an_idempotency_key_through_the_fast_path_makes_one_job(
