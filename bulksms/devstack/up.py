@@ -304,11 +304,13 @@ class Supervisor:
         return None
 
     def stop(self) -> None:
+        """Each child stopped, last started first, and waited for before the next: a worker
+        finishing its task still has its Redis (stopped all at once, Redis went first and the
+        worker's last moments logged errors)."""
+        deadline = time.monotonic() + 15
         for _, process in reversed(self.children):
             if process.poll() is None:
                 process.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + 15
-        for _, process in reversed(self.children):
             try:
                 process.wait(max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:  # and what it started (its group, if it leads one)

@@ -74,6 +74,7 @@ class Up:
     flower_port: int
     metrics_port: int
     lines: list[str] = field(default_factory=list)
+    reader: threading.Thread | None = None  # reads `lines` until its output ends
 
     @property
     def data(self) -> Path:
@@ -149,7 +150,7 @@ def up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Up]:
         start_new_session=True,  # its session: nothing it started may outlive it
     )
     running = Up(process, folder, port, flower_port, metrics_port)
-    reader = threading.Thread(target=running.read, daemon=True)
+    reader = running.reader = threading.Thread(target=running.read, daemon=True)
     reader.start()
     try:
         running.wait_for("Ctrl-C stops everything", START_SECONDS)
@@ -327,6 +328,12 @@ def test_ctrl_c_stops_everything(up: Up) -> None:
     up.stop()
     assert up.process.returncode == 0
     assert in_session(up.process.pid) == []  # every process it started has stopped
+    # Each child stopped before what it needs (the worker before Redis): nothing errs on the way.
+    assert up.reader is not None
+    up.reader.join(10)  # (its last lines)
+    lines = list(up.lines)
+    stopping = next(i for i, line in enumerate(lines) if "bulksms up: stopping" in line)
+    assert not [line for line in lines[stopping:] if '"level": "ERROR"' in line]
     with socket.socket() as s:
         assert s.connect_ex(("127.0.0.1", up.port)) != 0  # the web app stopped with it
 
