@@ -668,17 +668,18 @@ return {taken, tostring(seconds)}
 )
 
 # A small job (an alert) made in one round trip, its checks first, in the order the general
-# path makes them (`bulksms.api.jobs`): its submit limits counted, its recipients looked up in the
-# opt-out set, its urgent backlog taken; then the job's own writes (`JobStore.create`'s, passed in
-# as they are: the store builds them once for both paths). A check that fails ends the script
-# before anything of the job is written.
+# path makes them (`bulksms.api.jobs`): its submit limits counted, its valid numbers looked up
+# in the opt-out set, its urgent backlog taken; then the job's own writes (`JobStore.create`'s,
+# passed in as they are: the store builds them once for both paths). A check that fails ends
+# the script before anything of the job is written.
 # KEYS: the opt-out set, the account's pace hash, then each submit limit's moving window (the
 # limits library's list, in its own layout: entries are times, newest first, trimmed to the
 # limit). ARGV: the time (the caller's clock, as that library counts), the job's seconds at the
-# account's pace ('' if it is not urgent), the urgent bound, each limit's amount and expiry, the
-# count of recipients and the recipients (without '+'), then the writes, each its length and its
-# words. {'created', backlog ahead} | {'limited', which limit (1-based)} | {'opted_out'} |
-# {'backlog', seconds until the urgent backlog is back within the bound}.
+# account's pace ('' if it is not urgent), the urgent bound, each limit's amount and expiry,
+# the count of numbers to look up and the numbers (every valid one, without '+'), then the
+# writes, each its length and its words. {'created', backlog ahead} | {'limited', which limit
+# (1-based)} | {'opted_out'} | {'backlog', seconds until the urgent backlog is back within the
+# bound}.
 GUARDED_CREATE = (
     _TAKE_URGENT
     + """
