@@ -1,12 +1,39 @@
 """The floors of the HTTP stages: bare Flask endpoints served like the real app (the same
-gunicorn settings), doing only what no service could skip."""
+gunicorn settings), doing only what no service could skip.
 
+With `BENCH_BARE_WRITE` set, the report endpoint first makes one write to the Redis at
+`REDIS_URL`, on a connection made as the app makes its own, and waits for the answer: the floor
+of any endpoint that records a report before it acknowledges it (`bench.run.reports_ceiling`).
+"""
+
+import os
+import threading
 import uuid
+from typing import cast
 
+import redis
 from flask import Flask, Response, abort, jsonify, request
+from redis.connection import Connection
 
 app = Flask(__name__)
 WEBHOOK_MAX_BODY = 64 * 1024
+WRITE = bool(os.environ.get("BENCH_BARE_WRITE"))
+_client = (
+    redis.Redis.from_url(os.environ["REDIS_URL"], socket_connect_timeout=2, socket_timeout=5)
+    if WRITE
+    else None
+)
+_local = threading.local()  # each thread its own connection, as the report fast path keeps
+
+
+def _one_write() -> None:
+    assert _client is not None
+    connection: Connection | None = getattr(_local, "connection", None)
+    if connection is None:
+        connection = cast(Connection, _client.connection_pool.make_connection())
+        _local.connection = connection
+    connection.send_command("HINCRBY", "bench:bare-writes", "count", 1)  # type: ignore[no-untyped-call]
+    connection.read_response()
 
 
 @app.get("/healthz")
@@ -16,6 +43,8 @@ def healthz() -> Response:
 
 @app.post("/api/webhooks/plivo/delivery-report")
 def delivery_report() -> Response:
+    if WRITE:
+        _one_write()
     return Response(status=204)
 
 
