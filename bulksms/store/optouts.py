@@ -14,6 +14,9 @@ from bulksms.store import keys, scripts
 CHUNK = 10_000
 _MESSAGE_UUID = re.compile(r"[A-Za-z0-9-]{1,64}")
 REPLY_RESULTS = {1: "applied", 0: "repeat", -1: "older"}
+# The replies from one number recorded at one time (replies without a MessageTime share one):
+# a retry comes within Plivo's retry window, long before a hundred more replies from the person.
+REPLIES_KEPT = 100
 
 
 def opt_out(client: redis.Redis, number: str) -> None:
@@ -52,7 +55,13 @@ def apply_reply(
     uuid = message_uuid if _MESSAGE_UUID.fullmatch(message_uuid) else ""
     done = client.register_script(scripts.OPT_OUT_REPLY)(
         keys=[keys.OPT_OUTS, keys.OPT_OUT_REPLIES],
-        args=[number.lstrip("+"), int(stop), "" if sent_at is None else repr(sent_at), uuid],
+        args=[
+            number.lstrip("+"),
+            int(stop),
+            "" if sent_at is None else repr(sent_at),
+            uuid,
+            REPLIES_KEPT,
+        ],
     )
     return REPLY_RESULTS[int(cast(int, done))]
 

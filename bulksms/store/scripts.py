@@ -539,8 +539,10 @@ return 0
 # KEYS: the opt-out set, the replies record (number -> "<time>|<uuid>,<uuid>..": the time of the
 # last STOP or START applied for the number and the messages applied at that time). ARGV: the
 # number, 1 to opt out or 0 back in, the reply's time (Plivo's MessageTime, epoch seconds; ''
-# when unknown) and its MessageUUID ('' when none). Replies apply in the order their sender
-# sent them, each once: 1 applied, 0 this very message again, -1 older than one applied.
+# when unknown), its MessageUUID ('' when none) and how many UUIDs to keep at one time (replies
+# without a time all share one, and would pile up: the oldest go first). Replies apply in the
+# order their sender sent them, each once: 1 applied, 0 this very message again, -1 older than
+# one applied.
 OPT_OUT_REPLY = """
 local record = redis.call('HGET', KEYS[2], ARGV[1])
 local at, seen = '', ''
@@ -563,6 +565,10 @@ else
 end
 if ARGV[4] ~= '' then
   if seen == '' then seen = ARGV[4] else seen = seen .. ',' .. ARGV[4] end
+  local _, commas = string.gsub(seen, ',', ',')
+  for _ = 1, commas + 1 - tonumber(ARGV[5]) do
+    seen = string.sub(seen, string.find(seen, ',', 1, true) + 1)
+  end
 end
 redis.call('HSET', KEYS[2], ARGV[1], at .. '|' .. seen)
 return 1

@@ -210,3 +210,22 @@ def test_a_number_that_opts_out_after_submit_is_not_texted(stack: Stack, rdb: re
         timeout=30,
     ).json()["messages"]
     assert sorted(m["number"] for m in listed) == sorted(numbers[1:3])
+
+
+def test_replies_without_a_time_keep_the_last_hundred_uuids(rdb: redis.Redis) -> None:
+    """Replies with no MessageTime share one time, so their UUIDs would pile up in the number's
+    record without end: the last `REPLIES_KEPT` are kept, and a repeat of one of them is still
+    recognised."""
+    number = "+14155550177"
+    kept = suppression.REPLIES_KEPT
+    uuids = [str(uuid.uuid4()) for _ in range(kept + 20)]
+    for n, message in enumerate(uuids):
+        assert suppression.apply_reply(rdb, number, n % 2 == 0, None, message) == "applied"
+    record = rdb.hget(keys.OPT_OUT_REPLIES, number.lstrip("+"))
+    assert record == "|" + ",".join(uuids[-kept:])
+    assert suppression.apply_reply(rdb, number, True, None, uuids[-kept]) == "repeat"
+    assert suppression.apply_reply(rdb, number, True, None, uuids[-1]) == "repeat"
+    assert not suppression.is_opted_out(rdb, number)  # the last applied was a START
+    # A timed reply starts the record afresh at its time.
+    assert suppression.apply_reply(rdb, number, True, 1_790_000_000.0, "timed") == "applied"
+    assert rdb.hget(keys.OPT_OUT_REPLIES, number.lstrip("+")) == "1790000000.0|timed"
