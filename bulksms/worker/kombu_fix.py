@@ -1,4 +1,6 @@
-"""A worker must ride out a Redis restart, whatever it holds. With kombu 5.7's Redis transport
+"""Two mends to kombu 5.7's Redis transport, for the worker.
+
+A worker must ride out a Redis restart, whatever it holds. With kombu 5.7's Redis transport
 it does not when it holds an unacknowledged message (with late acks: nearly always, a running
 task or a countdown retry): on connection loss the channel closes its pools, then restores the
 unacknowledged messages through a connection that is gone, `_connparams` reads `hostname` from
@@ -11,11 +13,20 @@ Restoring cannot work then anyway: Redis is unreachable. What the worker held st
 unacked hash, which kombu restores to the queue after the visibility timeout; bulksms's sweep
 sends a pending batch again sooner (`DISPATCH_STALE_SECONDS`) and settles a call in flight, and
 the batch's claim makes any duplicate task harmless. So the restore is skipped, and said.
+
+And the channel makes a new redis-py client for every command it sends without one in hand
+(acknowledging a task, publishing each of its events for Flower): redis-py 8 fills a table of
+some 500 response callbacks for each, a tenth of a worker's CPU per alert. One client per
+connection pool does the same work: a redis-py client holds no connection of its own (it takes
+one from the pool for each command, so it is safe across threads), and a channel that
+reconnects has a new pool, and so gets a new client.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import redis
@@ -58,3 +69,16 @@ def apply() -> None:
         return connparams(self, asynchronous=asynchronous)  # type: ignore[no-untyped-call]
 
     kombu_redis.Channel._connparams = _connparams  # type: ignore[method-assign]
+
+    def conn_or_acquire(self: Any, client: Any = None) -> Iterator[Any]:
+        if client:
+            yield client
+            return
+        pool = self.pool  # (a new one after the channel reconnected)
+        kept = self.__dict__.get("_bulksms_client")
+        if kept is None or kept.connection_pool is not pool:
+            kept = self._create_client()
+            self.__dict__["_bulksms_client"] = kept
+        yield kept
+
+    kombu_redis.Channel.conn_or_acquire = contextmanager(conn_or_acquire)  # type: ignore[method-assign]
