@@ -566,8 +566,10 @@ end
 if ARGV[4] ~= '' then
   if seen == '' then seen = ARGV[4] else seen = seen .. ',' .. ARGV[4] end
   local _, commas = string.gsub(seen, ',', ',')
-  for _ = 1, commas + 1 - tonumber(ARGV[5]) do
-    seen = string.sub(seen, string.find(seen, ',', 1, true) + 1)
+  local drop, cut = commas + 1 - tonumber(ARGV[5]), 0
+  if drop > 0 then  -- (one copy, however many go: a record may hold many from before)
+    for _ = 1, drop do cut = string.find(seen, ',', cut + 1, true) end
+    seen = string.sub(seen, cut + 1)
   end
 end
 redis.call('HSET', KEYS[2], ARGV[1], at .. '|' .. seen)

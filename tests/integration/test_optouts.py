@@ -226,6 +226,12 @@ def test_replies_without_a_time_keep_the_last_hundred_uuids(rdb: redis.Redis) ->
     assert suppression.apply_reply(rdb, number, True, None, uuids[-kept]) == "repeat"
     assert suppression.apply_reply(rdb, number, True, None, uuids[-1]) == "repeat"
     assert not suppression.is_opted_out(rdb, number)  # the last applied was a START
+    # A record that grew long before the bound is cut to it by the next reply.
+    older = [f"old-{n}" for n in range(500)]
+    rdb.hset(keys.OPT_OUT_REPLIES, "14155550178", "|" + ",".join(older))
+    assert suppression.apply_reply(rdb, "+14155550178", True, None, "new") == "applied"
+    kept_now = rdb.hget(keys.OPT_OUT_REPLIES, "14155550178")
+    assert kept_now == "|" + ",".join([*older[-(kept - 1) :], "new"])
     # A timed reply starts the record afresh at its time.
     assert suppression.apply_reply(rdb, number, True, 1_790_000_000.0, "timed") == "applied"
     assert rdb.hget(keys.OPT_OUT_REPLIES, number.lstrip("+")) == "1790000000.0|timed"
