@@ -36,7 +36,7 @@ JOBS_CREATED = Counter("bulksms_jobs_created", "Jobs created.")
 REPORTS = Counter(
     "bulksms_delivery_reports",
     "Delivery reports with a valid signature, by status and what they changed.",
-    ["status", "result"],  # result: recorded | repeat | unknown_recipient | ignored
+    ["status", "result"],  # result: recorded | repeat | unknown_recipient | ignored | lost
 )
 SIGNATURE_FAILURES = Counter(
     "bulksms_signature_failures", "Webhook requests refused for their signature.", ["reason"]

@@ -4,7 +4,9 @@ Plivo posts one report per message and status: three million posts for a million
 as fast as Plivo sends them. Flask's per-request machinery (request context, hooks, the rate
 limiter's bookkeeping) costs more than the report's own work, so this WSGI middleware takes the
 common case itself: a urlencoded POST to the report URL with a valid V3 signature is recorded
-through the same `webhooks.record` and answered 204, with the same headers as any answer.
+through the same `webhooks.record` and answered 204, with the same headers as any answer. Where
+Redis's answer would not mean the report is on disk, the report is handed over without waiting
+for it (`webhooks.hand_over`, `bulksms.store.handoff`).
 
 Everything else goes on to the Flask blueprint, which handles it in full: no or a bad signature
 (403, counted, 429 past the limit), V2 (whose nonce is bound to its request there), another
@@ -28,6 +30,7 @@ from redis.connection import Connection
 
 from bulksms import logs, signature
 from bulksms.api import webhooks
+from bulksms.store.handoff import Handoff
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
@@ -51,6 +54,8 @@ class DeliveryReports:
         self.nonces = app.extensions["bulksms.nonces"]
         self.redis: redis.Redis = app.extensions["bulksms.redis"]
         self.local = threading.local()  # each thread keeps one connection to Redis
+        # Reports handed to Redis unawaited where its answer is not a disk's (`store.handoff`).
+        self.handoff = Handoff(self.redis)
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         answered = self._take(environ)
@@ -105,26 +110,27 @@ class DeliveryReports:
         job_id, batch = _job_and_batch(query)
         request_id = logs.request_id(environ.get("HTTP_X_REQUEST_ID", ""))
         token = logs.bind(request_id=request_id)
-        connection = self._connection()
+        form = {name: values[0] for name, values in posted.items()}
         try:
-            webhooks.record(
-                self.store,
-                self.redis,
-                job_id,
-                batch,
-                {name: values[0] for name, values in posted.items()},
-                connection,
-            )
+            if not webhooks.hand_over(self.store, self.redis, self.handoff, job_id, batch, form):
+                self._record(job_id, batch, form)
         except Exception as exc:
-            # Flask tries once more and answers as it does (503 if Redis is still away). This
-            # connection may be in any state: it starts afresh.
-            connection.disconnect()  # type: ignore[no-untyped-call]
+            # Flask tries once more and answers as it does (503 if Redis is still away).
             if not isinstance(exc, redis.RedisError):
                 log.exception("delivery report fast path failed; handing it to Flask")
             return None
         finally:
             logs.unbind(token)
         return request_id
+
+    def _record(self, job_id: str, batch: str, form: dict[str, str]) -> None:
+        """Record the report waiting for Redis's answer, on this thread's connection."""
+        connection = self._connection()
+        try:
+            webhooks.record(self.store, self.redis, job_id, batch, form, connection)
+        except Exception:
+            connection.disconnect()  # type: ignore[no-untyped-call]  # (in any state: afresh)
+            raise
 
     def _connection(self) -> Connection:
         found: Connection | None = getattr(self.local, "connection", None)

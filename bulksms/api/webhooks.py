@@ -11,6 +11,7 @@ import hashlib
 import json
 import logging
 import re
+import time
 from collections.abc import Mapping
 from typing import TypeVar
 from urllib.parse import unquote
@@ -24,6 +25,7 @@ from bulksms.api.errors import ApiError
 from bulksms.api.ratelimit import count_bad_signature, refuse_bad_signatures_past_limit
 from bulksms.extensions import nonces, redis_client, settings, store
 from bulksms.store import JobStore, Report, Status, optouts
+from bulksms.store.handoff import Handoff
 
 log = logging.getLogger(__name__)
 T = TypeVar("T", int, float)
@@ -34,6 +36,8 @@ MAX_BODY = 64 * 1024  # Plivo's reports and inbound messages are under 2 KB
 TRACKED = {s.value for s in Status if s is not Status.PENDING}
 RESULTS = {1: "recorded", 0: "repeat", -1: "unknown_recipient"}
 BLOCKED_BY_STOP = "200"  # Plivo's error code: the destination replied STOP to this sender
+# How long a handed-over report whose write failed is written again while Redis is away.
+HANDOFF_PATIENCE_SECONDS = 120
 PART_INFO = re.compile(r"(\d{1,3})\s+of\s+(\d{1,3})", re.IGNORECASE | re.ASCII)
 
 
@@ -188,34 +192,95 @@ def record(
     connection: Connection | None = None,
 ) -> str:
     """Record one report whose signature is verified; returns what became of it."""
+    report = _report(job_id, batch, form)
+    if report is None:
+        return "ignored"
+    return _recorded(client, report, jobs.record_report(report, connection), form)
+
+
+def hand_over(
+    jobs: JobStore,
+    client: redis.Redis,
+    handoff: Handoff,
+    job_id: str,
+    batch: str,
+    form: Mapping[str, str],
+) -> bool:
+    """Record one report as `record` does, without waiting for Redis's answer where that
+    answer would not mean the report is on disk (`bulksms.store.handoff`). False: not handed
+    over (Redis answers from disk, say), and the caller records it with `record`."""
+    report = _report(job_id, batch, form)
+    if report is None:
+        return True
+    packed = jobs.report_command(report)
+    if packed is None:
+        _recorded(client, report, -1, form)
+        return True
+
+    def settle(answer: object) -> None:  # in the handoff's reader thread
+        moved = _answered(jobs, report, answer)
+        if moved is not None:
+            _recorded(client, report, moved, form)
+
+    return handoff.send(packed, settle)
+
+
+def _answered(jobs: JobStore, report: Report, answer: object) -> int | None:
+    """The handed-over report's outcome: written again, waiting, if its answer was an error,
+    and again while Redis is away (up to HANDOFF_PATIENCE_SECONDS); None if it never was."""
+    deadline, pause = time.monotonic() + HANDOFF_PATIENCE_SECONDS, 0.2
+    while True:
+        try:
+            return jobs.report_answered(report, answer)
+        except redis.RedisError as exc:
+            if time.monotonic() > deadline:
+                # Acknowledged to Plivo, which will not post it again: as a report that never
+                # came, the message keeps the status it had.
+                log.error(
+                    "delivery report for job %s batch %d acknowledged but not recorded: Redis "
+                    "failed for %d s (%s)",
+                    report.job_id,
+                    report.batch,
+                    HANDOFF_PATIENCE_SECONDS,
+                    exc,
+                )
+                metrics.REPORTS.labels(report.status.value, "lost").inc()
+                return None
+            time.sleep(pause)
+            pause = min(pause * 2, 5.0)
+
+
+def _report(job_id: str, batch: str, form: Mapping[str, str]) -> Report | None:
+    """The report a verified form makes; None (logged and counted) for one we do not track."""
     status = form.get("Status", "").strip().lower()
     number = form.get("To", "").strip()
     if not (job_id and batch.isascii() and batch.isdigit() and number and status in TRACKED):
         log.info("delivery report ignored: job=%r batch=%r status=%r", job_id, batch, status)
         metrics.REPORTS.labels(status if status in TRACKED else "other", "ignored").inc()
-        return "ignored"
+        return None
     part, parts = _part(form.get("PartInfo", ""))
-    moved = jobs.record_report(
-        Report(
-            job_id,
-            int(batch),
-            number,
-            Status(status),
-            # A part's report names the message by its first part (ParentMessageUUID).
-            uuid=(parts and form.get("ParentMessageUUID", "")) or form.get("MessageUUID", ""),
-            error_code=form.get("ErrorCode", ""),
-            units=_number(form.get("Units"), int, 1000),
-            amount=_number(form.get("TotalAmount"), float, 1000.0),
-            part=part,
-            parts=parts,
-        ),
-        connection,
+    return Report(
+        job_id,
+        int(batch),
+        number,
+        Status(status),
+        # A part's report names the message by its first part (ParentMessageUUID).
+        uuid=(parts and form.get("ParentMessageUUID", "")) or form.get("MessageUUID", ""),
+        error_code=form.get("ErrorCode", ""),
+        units=_number(form.get("Units"), int, 1000),
+        amount=_number(form.get("TotalAmount"), float, 1000.0),
+        part=part,
+        parts=parts,
     )
+
+
+def _recorded(client: redis.Redis, report: Report, moved: int, form: Mapping[str, str]) -> str:
+    """Log and count what the report changed; a STOP it reveals opts the number out."""
     if moved < 0:
-        log.info("delivery report for an unknown recipient of job %s", job_id)
+        log.info("delivery report for an unknown recipient of job %s", report.job_id)
     if form.get("ErrorCode", "").strip() == BLOCKED_BY_STOP:
-        e164 = numbers.normalise("+" + number.lstrip("+"), None)[0]
+        e164 = numbers.normalise("+" + report.number.lstrip("+"), None)[0]
         if e164:
             optouts.opt_out(client, e164)
-    metrics.REPORTS.labels(status, RESULTS[moved]).inc()
+    metrics.REPORTS.labels(report.status.value, RESULTS[moved]).inc()
     return RESULTS[moved]

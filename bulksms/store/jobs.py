@@ -560,6 +560,19 @@ class JobStore:
                 moved = _call(connection, self._report.sha, keys_, args)
         return self._kept(report, moved)
 
+    def report_command(self, report: Report) -> bytes | None:
+        """`record_report`'s script call, packed to be sent on a connection the caller holds
+        (`bulksms.store.handoff`); None for an unknown recipient (-1, nothing to ask)."""
+        found = self._report_call(report)
+        return None if found is None else _pack(self._report.sha, *found)
+
+    def report_answered(self, report: Report, answer: object) -> int:
+        """What `record_report` returns, from the answer to `report_command`. An error in its
+        place (the script not loaded, the connection lost) writes the report again, waiting."""
+        if isinstance(answer, BaseException):
+            return self.record_report(report)
+        return self._kept(report, int(cast(int, answer)))
+
     def _kept(self, report: Report, moved: int) -> int:
         """The script's answer for the caller: a report that moved a recipient still pending
         (2) names its batch among those that handed messages over now (see `record_report`),
@@ -757,9 +770,13 @@ def _get_bytes(pipe: Pipeline, key: str) -> None:
     pipe.execute_command("GET", key, NEVER_DECODE=True)  # type: ignore[no-untyped-call]
 
 
-def _call(connection: Connection, sha: str, keys_: list[str], args: list[Any]) -> int:
+def _pack(sha: str, keys_: list[str], args: list[Any]) -> bytes:
     # Packed by hiredis in C, not argument by argument in redis-py: every report pays for it.
-    packed = hiredis.pack_command(("EVALSHA", sha, len(keys_), *keys_, *args))
+    return cast(bytes, hiredis.pack_command(("EVALSHA", sha, len(keys_), *keys_, *args)))
+
+
+def _call(connection: Connection, sha: str, keys_: list[str], args: list[Any]) -> int:
+    packed = _pack(sha, keys_, args)
     connection.send_packed_command([packed], check_health=False)  # type: ignore[no-untyped-call]
     answer = connection.read_response()
     if isinstance(answer, Exception):

@@ -72,6 +72,19 @@ class Durability:
 ACK_TIMEOUT_MS = 2000  # beyond this the call is not made (the batch is tried again later)
 
 
+def answers_from_disk(client: redis.Redis) -> bool:
+    """Whether the server fsyncs every write before it answers (`appendfsync always` with an
+    append-only file): only then does waiting for its answer make a write durable. True when
+    the settings cannot be read (a managed service that refuses CONFIG): the safe guess."""
+    if int(client.info("persistence").get("aof_enabled", 0)) != 1:
+        return False
+    try:
+        fsync = client.config_get("appendfsync").get("appendfsync", "")
+    except redis.ResponseError:
+        return True
+    return str(fsync) == "always"
+
+
 def durability(client: redis.Redis) -> Durability:
     """What this server offers (read at start-up: replicas and settings seldom change)."""
     info = client.info()

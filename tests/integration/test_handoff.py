@@ -1,0 +1,181 @@
+"""Delivery reports handed to Redis without waiting for its answer, where that answer would not
+mean the report is on disk (`bulksms.store.handoff`): answered at once, recorded once Redis
+takes them, written again the waiting way when the answer is an error or never comes."""
+
+from __future__ import annotations
+
+import re
+import threading
+from typing import Any
+from urllib.parse import urlencode
+
+import pytest
+import redis
+import requests
+
+from bulksms import signature
+from bulksms.store import JobStore, Status, server
+from bulksms.store.handoff import NAME, Handoff
+from tests.helpers.own_redis import OwnRedis
+from tests.helpers.stack import Stack, wait_until
+from tests.helpers.webhook import PATH, params
+
+NUMBERS = ["+14155550100", "+14155550101", "+14155550102"]
+
+
+def _pause_writes(client: redis.Redis) -> None:
+    """Redis holds every write (reads still pass) until `CLIENT UNPAUSE`."""
+    client.execute_command("CLIENT", "PAUSE", 600_000, "WRITE")  # type: ignore[no-untyped-call]
+
+
+def _handoff_ids(client: redis.Redis) -> list[int]:
+    return [int(c["id"]) for c in client.client_list() if c.get("name") == NAME]
+
+
+def test_only_an_append_only_file_fsynced_on_every_write_answers_from_disk(
+    own_redis: OwnRedis,
+) -> None:
+    client = redis.Redis.from_url(own_redis.url, decode_responses=True)
+    assert server.answers_from_disk(client)  # the embedded default: appendfsync always
+    client.config_set("appendfsync", "everysec")
+    assert not server.answers_from_disk(client)
+    client.config_set("appendfsync", "always")
+    client.config_set("appendonly", "no")
+    assert not server.answers_from_disk(client)
+
+
+def test_on_a_redis_that_answers_from_disk_nothing_is_handed_over(own_redis: OwnRedis) -> None:
+    client = redis.Redis.from_url(own_redis.url, decode_responses=True)
+    answers: list[object] = []
+    assert not Handoff(client).send(b"*1\r\n$4\r\nPING\r\n", answers.append)
+    assert _handoff_ids(client) == [] and answers == []
+
+
+def test_writes_are_answered_in_order_and_past_the_bound_the_writer_waits(
+    own_redis: OwnRedis,
+) -> None:
+    client = redis.Redis.from_url(own_redis.url, decode_responses=True)
+    client.config_set("appendfsync", "everysec")
+    handoff = Handoff(client, bound=2)
+    answers: list[object] = []
+    settled = threading.Event()
+
+    def settle(answer: object) -> None:
+        answers.append(answer)
+        if len(answers) == 3:
+            settled.set()
+
+    incr = b"*2\r\n$4\r\nINCR\r\n$1\r\nn\r\n"
+    assert handoff.send(incr, settle)
+    wait_until(lambda: answers == [1], what="the first answer")
+    _pause_writes(client)
+    try:
+        assert handoff.send(incr, settle)
+        assert handoff.send(incr, settle)
+        assert handoff.pending() == 2  # held by the pause
+        assert not handoff.send(incr, settle)  # the bound: this writer waits for Redis itself
+    finally:
+        client.execute_command("CLIENT", "UNPAUSE")  # type: ignore[no-untyped-call]
+    assert settled.wait(60)
+    assert answers == [1, 2, 3]
+    assert client.get("n") == "3"
+    assert handoff.drain(60) and handoff.pending() == 0
+
+
+@pytest.fixture
+def stack_overrides(own_redis: OwnRedis) -> dict[str, Any]:
+    """The stack on a Redis as docker-compose runs it: appendfsync everysec."""
+    redis.Redis.from_url(own_redis.url).config_set("appendfsync", "everysec")
+    return {"redis_url": own_redis.url}
+
+
+def _post(stack: Stack, job_id: str, form: dict[str, str], nonce: str) -> requests.Response:
+    """A report signed as Plivo signs it (V3), over HTTP to the stack's gunicorn."""
+    query = urlencode({"job": job_id, "batch": 0})
+    public = f"{stack.settings.api_base_url}{PATH}?{query}"
+    key = stack.settings.plivo_auth_token or ""
+    return requests.post(
+        f"{stack.base_url}{PATH}?{query}",
+        data=form,
+        headers={
+            signature.V3: signature.sign_v3(public, form, nonce, key),
+            signature.V3_NONCE: nonce,
+        },
+        timeout=60,
+    )
+
+
+def _pending_job(stack: Stack) -> str:
+    """A job whose recipients stay pending (no worker sends it): the test's reports are all
+    that move them."""
+    stack.kill_workers()
+    job_id: str = stack.submit({"recipients": NUMBERS, "message": "x"}).json()["job_id"]
+    return job_id
+
+
+def _awaited_at_exit(stack: Stack) -> int:
+    said = (stack.logs / "web.log").read_text(errors="replace")
+    return sum(int(n) for n in re.findall(r"waiting for (\d+) writes handed to Redis", said))
+
+
+def _delivered(client: redis.Redis, job_id: str) -> int:
+    job = JobStore(client, 3600).job(job_id)
+    assert job is not None
+    return job.counts[Status.DELIVERED]
+
+
+def test_a_report_is_answered_while_redis_holds_writes_and_recorded_once_it_lets_them_through(
+    stack: Stack, own_redis: OwnRedis
+) -> None:
+    client = redis.Redis.from_url(own_redis.url, decode_responses=True)
+    job_id = _pending_job(stack)
+    _pause_writes(client)
+    try:
+        first = _post(stack, job_id, params("delivered", to=NUMBERS[0][1:]), "1")
+        assert first.status_code == 204  # not waiting for Redis (which holds it)
+        assert _delivered(client, job_id) == 0
+        # Its connection lost before the answer: the report is written again, waiting.
+        (lost,) = _handoff_ids(client)
+        client.client_kill_filter(_id=str(lost))
+        second = _post(stack, job_id, params("delivered", to=NUMBERS[1][1:]), "2")
+        assert second.status_code == 204  # on a new connection
+        assert _delivered(client, job_id) == 0
+    finally:
+        client.execute_command("CLIENT", "UNPAUSE")  # type: ignore[no-untyped-call]
+    wait_until(lambda: _delivered(client, job_id) == 2, what="both reports recorded")
+    assert "not recorded" not in stack.tail()
+
+
+def test_a_report_whose_script_redis_forgot_is_recorded_all_the_same(
+    stack: Stack, own_redis: OwnRedis
+) -> None:
+    client = redis.Redis.from_url(own_redis.url, decode_responses=True)
+    job_id = _pending_job(stack)
+    assert _post(stack, job_id, params("delivered", to=NUMBERS[0][1:]), "1").status_code == 204
+    wait_until(lambda: _delivered(client, job_id) == 1, what="the first report recorded")
+    client.script_flush()  # as after a restart: the handed-over EVALSHA is answered NOSCRIPT
+    assert _post(stack, job_id, params("delivered", to=NUMBERS[1][1:]), "2").status_code == 204
+    wait_until(lambda: _delivered(client, job_id) == 2, what="the second report recorded")
+    assert len(_handoff_ids(client)) == 1  # one connection all along: an error is no loss
+
+
+def test_handoff_answers_come_back_to_a_web_process_that_is_told_to_stop(
+    stack: Stack, own_redis: OwnRedis
+) -> None:
+    """gunicorn's graceful stop: the process waits for its answers before it exits."""
+    client = redis.Redis.from_url(own_redis.url, decode_responses=True)
+    job_id = _pending_job(stack)
+    _pause_writes(client)
+    try:
+        for index, number in enumerate(NUMBERS):
+            answer = _post(stack, job_id, params("delivered", to=number[1:]), str(index))
+            assert answer.status_code == 204
+        web = stack.processes["web"]
+        web.terminate()  # gunicorn's graceful stop
+        # (each of gunicorn's workers that took one says how many it waits for)
+        wait_until(lambda: _awaited_at_exit(stack) == len(NUMBERS), what="the workers waiting")
+        assert _delivered(client, job_id) == 0
+    finally:
+        client.execute_command("CLIENT", "UNPAUSE")  # type: ignore[no-untyped-call]
+    web.wait(60)
+    assert _delivered(client, job_id) == len(NUMBERS)
