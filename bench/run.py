@@ -583,7 +583,7 @@ def _reports(
     start: int,
 ) -> Row:
     rounds, seconds, connections = 15, 1.5, 16
-    port = stack.start_web(REDIS_URL=f"redis://127.0.0.1:{stack.redis_port}/0") if tcp else None
+    port = stack.start_web(REDIS_URL=_tcp(stack)) if tcp and ports is None else None
     service, floor_port = ports or (port or stack.web_port, stack.bare_port)
     # (each run its own recipients: a second report of one is recorded but counts nothing)
     prepared = signed_reports(stack, job_id, recipients, 200_000, start or (200_000 if tcp else 0))
@@ -631,7 +631,7 @@ def reports_ceiling(stack: Stack, tcp: bool = False) -> Row:
 
 def _ceiling(stack: Stack, tcp: bool) -> Row:
     rounds, seconds, connections = 15, 1.5, 16
-    url = f"redis://127.0.0.1:{stack.redis_port}/0" if tcp else stack.env["REDIS_URL"]
+    url = _tcp(stack) if tcp else stack.env["REDIS_URL"]
     port = stack.start_web("bench.bare:app", REDIS_URL=url, BENCH_BARE_WRITE="1")
     prepared = signed_reports(stack, "ceiling", us_numbers(20_000, seed=11), 20_000)
     pairs: list[tuple[float, float]] = []
@@ -1036,9 +1036,9 @@ def _sent_job(stack: Stack) -> tuple[str, list[str]]:
 
 def hostile_stages(work: Path) -> list[Row]:
     """Issue 19's stages: big unsigned bodies refused, beside a bare endpoint's refusal; then
-    issue 14's reports stage as deployed behind nginx (deploy/nginx's configuration), beside
-    the bare endpoint behind an nginx of its own, and without nginx, on a 400,000-recipient
-    job."""
+    issue 14's reports stage as compose deploys it (deploy/nginx's configuration in front of a
+    gunicorn reaching Redis over TCP, `_as_compose`), beside the bare endpoint behind an nginx
+    of its own, and without nginx, on a 400,000-recipient job."""
     (work / "metrics").mkdir()
     stack = Stack(work)
     try:
@@ -1049,8 +1049,10 @@ def hostile_stages(work: Path) -> list[Row]:
         if nginx is None:
             print("no nginx (apt-get install nginx): the stage through it is left out")
             return rows
+        # As compose deploys it: nginx, then gunicorn reaching Redis over TCP.
+        web_port = stack.start_web(REDIS_URL=_tcp(stack))
         with (
-            running_nginx(nginx, f"127.0.0.1:{stack.web_port}", work / "nginx-app") as app,
+            running_nginx(nginx, f"127.0.0.1:{web_port}", work / "nginx-app") as app,
             running_nginx(nginx, f"127.0.0.1:{stack.bare_port}", work / "nginx-bare") as bare,
         ):
             stack.settle()
@@ -1060,6 +1062,7 @@ def hostile_stages(work: Path) -> list[Row]:
                     stack,
                     job_id,
                     recipients,
+                    tcp=True,
                     ports=ports,
                     label=", behind nginx",
                     start=200_000,
@@ -1068,6 +1071,11 @@ def hostile_stages(work: Path) -> list[Row]:
         return rows
     finally:
         stack.stop()
+
+
+def _tcp(stack: Stack) -> str:
+    """The stack's Redis over TCP (a separate Redis host, or compose's)."""
+    return f"redis://127.0.0.1:{stack.redis_port}/0"
 
 
 def _port(url: str) -> int:
