@@ -209,6 +209,8 @@ def hand_over(
     """Record one report as `record` does, without waiting for Redis's answer where that
     answer would not mean the report is on disk (`bulksms.store.handoff`). False: not handed
     over (Redis answers from disk, say), and the caller records it with `record`."""
+    if form.get("ErrorCode", "").strip() == BLOCKED_BY_STOP:
+        return False  # (its opt-out too must be stored before the 204: rare, so it waits)
     report = _report(job_id, batch, form)
     if report is None:
         return True
@@ -217,18 +219,19 @@ def hand_over(
         _recorded(client, report, -1, form)
         return True
 
-    def settle(answer: object) -> None:  # in the handoff's reader thread
-        moved = _answered(jobs, report, answer)
+    def settle(answer: object, since: float) -> None:  # in a thread of the handoff's
+        moved = _answered(jobs, report, answer, since)
         if moved is not None:
             _recorded(client, report, moved, form)
 
     return handoff.send(packed, settle)
 
 
-def _answered(jobs: JobStore, report: Report, answer: object) -> int | None:
+def _answered(jobs: JobStore, report: Report, answer: object, since: float) -> int | None:
     """The handed-over report's outcome: written again, waiting, if its answer was an error,
-    and again while Redis is away (up to HANDOFF_PATIENCE_SECONDS); None if it never was."""
-    deadline, pause = time.monotonic() + HANDOFF_PATIENCE_SECONDS, 0.2
+    and again while Redis fails, up to HANDOFF_PATIENCE_SECONDS from `since` (when the answer
+    came); None if it never was."""
+    deadline, pause = since + HANDOFF_PATIENCE_SECONDS, 0.2
     while True:
         try:
             return jobs.report_answered(report, answer)

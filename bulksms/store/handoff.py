@@ -5,15 +5,17 @@ fsyncs every write before answering (`appendfsync always`, the embedded default)
 the answer puts the report on disk first: the report path waits (`server.answers_from_disk`).
 On any other Redis (`appendfsync everysec`, as docker-compose and most hosted Redis run), the
 answer says no more than "in Redis's memory", which a host crash loses anyway. Waiting for it
-then buys nothing but the wait, which costs a report a third of its rate: here the command goes
+then buys nothing but the wait, which costs a report a good part of its rate: here the command goes
 onto Redis's socket before the 204 and a reader thread takes the answers as they come.
 
-What the 204 then means: the command has left this process (a web process killed after it
-does not take it back). An answer that is an error (the script not loaded after a restart, say)
-or a connection lost before its answer hands the write to `settle` with the error, which writes
-it again the waiting way (a report recorded twice changes nothing). Only if Redis stays away
-longer than that retry's patience is a report acknowledged and not recorded: it is logged, and
-its message is settled like one whose report never came, by asking Plivo.
+What the 204 then means: the command is on the connection's socket (a web process that exits
+waits for the answers first). An answer that is an error (the script not loaded after a
+restart, say) or a connection lost before its answer hands the write to `settle` with the
+error, in a thread of its own, which writes it again the waiting way (a report recorded twice
+changes nothing); an error other than a missing script (Redis refusing writes) also stops the
+hand-over for a while, so that new reports wait and are refused (503) while it lasts. Only if
+Redis stays away longer than that retry's patience is a report acknowledged and not recorded:
+it is logged and counted, and its message keeps the status it had.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import atexit
 import collections
 import logging
 import os
+import queue
 import threading
 import time
 import weakref
@@ -29,18 +32,21 @@ from collections.abc import Callable
 
 import redis
 from redis.connection import Connection
+from redis.exceptions import NoScriptError
 
 from bulksms.store import server
 
 log = logging.getLogger(__name__)
 
-BOUND = 10_000  # answers awaited at most: past it, writers wait for Redis themselves
+BOUND = 10_000  # writes handed over and not settled, at most: past it, writers wait for Redis
 RECHECK_SECONDS = 60.0  # how often the server's fsync setting is read again
+READ_TIMEOUT = 30.0  # seconds without an answer before the connection counts as lost
+REFUSED_SECONDS = 10.0  # after Redis refused a write: writers wait for Redis themselves
 DRAIN_SECONDS = 20.0  # at exit, within gunicorn's graceful timeout
 NAME = "bulksms-handoff"  # CLIENT LIST shows the connection by it
 
-Settle = Callable[[object], None]  # given the answer: a reply, or the exception in its place
-READ_TIMEOUT = 30.0  # seconds without an answer before the connection counts as lost
+# Given the answer (a reply, or the exception in its place) and when it came (monotonic time).
+Settle = Callable[[object, float], None]
 
 _open: weakref.WeakSet[Handoff] = weakref.WeakSet()
 
@@ -50,7 +56,7 @@ class _Awaited:
 
     def __init__(self, settle: Settle) -> None:
         self.settle = settle
-        self.live = True  # False: its writer was told it was not sent, and waits itself
+        self.live = False  # True once its writer was told it is handed over
 
 
 class _Line:
@@ -60,61 +66,75 @@ class _Line:
         self.connection = connection
         self.pending: collections.deque[_Awaited] = collections.deque()
         self.broken = False
+        self.reader_waits = False
 
 
 class Handoff:
-    def __init__(self, client: redis.Redis, bound: int = BOUND) -> None:
+    def __init__(
+        self, client: redis.Redis, bound: int = BOUND, refused_seconds: float = REFUSED_SECONDS
+    ) -> None:
         self.client = client
         self.bound = bound
+        self.refused_seconds = refused_seconds
         self.lock = threading.Lock()
-        self.moved = threading.Condition(self.lock)  # a write awaited, or an answer taken
+        self.moved = threading.Condition(self.lock)  # a write awaited, or one settled
         self.line: _Line | None = None
-        self.reader_waits = False
+        self.unsettled = 0  # handed over, and not yet settled
+        self.paused_until = 0.0  # after a failed connect or a refused write
         self.wanted = False  # whether the server answers before its disk has the write
         self.checked = -RECHECK_SECONDS  # monotonic time of the last check
+        self.checking = threading.Lock()  # held by the thread checking
+        self.connecting = threading.Lock()  # held by the thread connecting
+        self.rewrites: queue.SimpleQueue[tuple[_Awaited, object, float]] = queue.SimpleQueue()
+        self.rewriter: threading.Thread | None = None
         self.pid = os.getpid()
         _open.add(self)
 
     def send(self, packed: bytes, settle: Settle) -> bool:
-        """Put `packed` (one command) on Redis's socket; its answer goes to `settle`, in the
-        reader thread. False: not sent (Redis answers from disk, too many answers are awaited,
-        or Redis cannot be reached), and the caller waits for Redis itself."""
+        """Put `packed` (one command) on Redis's socket; its answer goes to `settle`, in a
+        thread of the handoff's. False: not sent (Redis answers from disk, too many writes are
+        unsettled, Redis cannot be reached or refuses writes), and the caller waits for Redis
+        itself. Network waits happen outside the lock every writer takes."""
+        if not self._wanted():
+            return False
         with self.lock:
-            if not self._wanted():
+            if time.monotonic() < self.paused_until or self.unsettled >= self.bound:
                 return False
             line = self.line
-            if line is None or line.broken:
-                try:
-                    line = self._connect()
-                except redis.RedisError:
-                    return False
-            if len(line.pending) >= self.bound:
+        if line is None or line.broken:
+            line = self._connect()
+            if line is None:
+                return False
+        with self.lock:
+            if line.broken:
                 return False
             # Awaited before it is sent: its answer may come before this thread runs again.
             awaited = _Awaited(settle)
             line.pending.append(awaited)
             try:
                 line.connection.send_packed_command([packed], check_health=False)  # type: ignore[no-untyped-call]
-            except redis.RedisError:
-                # Perhaps half sent: the line is closed, and its reader settles what it awaited.
-                awaited.live = False
+            except Exception:
+                # Perhaps half sent: the line is closed, and its reader drops what it awaited.
                 line.broken = True
                 line.connection.disconnect()  # type: ignore[no-untyped-call]
                 self.moved.notify_all()
                 return False
-            if self.reader_waits:
+            awaited.live = True
+            self.unsettled += 1
+            if line.reader_waits:
                 self.moved.notify_all()
             return True
 
     def pending(self) -> int:
+        """Writes handed over and not yet settled (awaited, or being written again)."""
         with self.lock:
-            return len(self.line.pending) if self.line else 0
+            return self.unsettled
 
     def drain(self, timeout: float) -> bool:
-        """Wait until every write handed over has its answer (at exit); False on timeout."""
+        """Wait until every write handed over is settled (at exit); False on timeout."""
         deadline = time.monotonic() + timeout
         with self.lock:
-            while self.line is not None and self.line.pending:
+            while self.unsettled:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return False
@@ -122,44 +142,66 @@ class Handoff:
         return True
 
     def _wanted(self) -> bool:
+        """Whether Redis answers before its disk has a write: read again every RECHECK_SECONDS
+        by one thread, while the others go on with the last verdict."""
         if os.getpid() != self.pid:  # forked: the parent's connection is not this process's
-            self.pid, self.line, self.checked = os.getpid(), None, -RECHECK_SECONDS
-        now = time.monotonic()
-        if now - self.checked >= RECHECK_SECONDS:
+            self.pid, self.line, self.rewriter = os.getpid(), None, None
+            self.unsettled, self.checked = 0, -RECHECK_SECONDS
+        if time.monotonic() - self.checked >= RECHECK_SECONDS and self.checking.acquire(False):
             try:
                 self.wanted = not server.answers_from_disk(self.client)
             except redis.RedisError:
                 self.wanted = False
-            self.checked = now
+            finally:
+                self.checked = time.monotonic()
+                self.checking.release()
         return self.wanted
 
-    def _connect(self) -> _Line:
-        pool = self.client.connection_pool
-        connection: Connection = pool.connection_class(
-            **{**pool.connection_kwargs, "socket_timeout": READ_TIMEOUT}
-        )
-        connection.connect()  # type: ignore[no-untyped-call]
-        connection.send_command("CLIENT", "SETNAME", NAME)  # type: ignore[no-untyped-call]
-        connection.read_response()
-        line = self.line = _Line(connection)
-        threading.Thread(target=self._read, args=(line,), name=NAME, daemon=True).start()
-        return line
+    def _connect(self) -> _Line | None:
+        """A new line, by one thread at a time (the others wait for Redis themselves)."""
+        if not self.connecting.acquire(False):
+            return None
+        try:
+            with self.lock:
+                if self.line is not None and not self.line.broken:
+                    return self.line
+            pool = self.client.connection_pool
+            connection: Connection = pool.connection_class(**pool.connection_kwargs)
+            try:
+                connection.connect()  # type: ignore[no-untyped-call]
+                connection.send_command("CLIENT", "SETNAME", NAME)  # type: ignore[no-untyped-call]
+                connection.read_response()
+                line = _Line(connection)
+                threading.Thread(target=self._read, args=(line,), name=NAME, daemon=True).start()
+            except Exception:
+                connection.disconnect()  # type: ignore[no-untyped-call]
+                with self.lock:
+                    self.paused_until = time.monotonic() + 1.0  # not every writer in turn
+                return None
+            with self.lock:
+                self.line = line
+            return line
+        finally:
+            self.connecting.release()
 
     def _read(self, line: _Line) -> None:
         """The answers to the line's writes, in order, each to its `settle`."""
         while True:
             with self.lock:
                 while not line.pending and not line.broken:
-                    self.reader_waits = True
+                    line.reader_waits = True
                     self.moved.wait()
-                self.reader_waits = False
+                line.reader_waits = False
                 if line.broken and not line.pending:
                     return
             try:
-                answer: object = line.connection.read_response()
+                # (not disconnected by redis-py on error: no writer may reconnect it unseen)
+                answer: object = line.connection.read_response(
+                    timeout=READ_TIMEOUT, disconnect_on_error=False
+                )
             except redis.ResponseError as exc:
                 answer = exc
-            except (redis.RedisError, OSError) as exc:
+            except Exception as exc:  # (anything: a reader that died would strand its writes)
                 with self.lock:
                     line.broken = True
                     failed = list(line.pending)
@@ -169,28 +211,54 @@ class Handoff:
                     self.moved.notify_all()
                 line.connection.disconnect()  # type: ignore[no-untyped-call]
                 for awaited in failed:
-                    _settle(awaited, exc)
+                    self._rewrite(awaited, exc)
                 return
             with self.lock:
                 awaited = line.pending.popleft()
-                if not line.pending:
+            if isinstance(answer, BaseException):
+                if not isinstance(answer, NoScriptError):  # Redis refuses writes (OOM, MISCONF)
+                    with self.lock:
+                        self.paused_until = time.monotonic() + self.refused_seconds
+                self._rewrite(awaited, answer)
+            else:
+                self._settle(awaited, answer, time.monotonic())
+
+    def _rewrite(self, awaited: _Awaited, answer: object) -> None:
+        """A write whose answer was an error or never came: settled in a thread of its own
+        (it may wait for Redis), so that the line's other answers are not held up."""
+        if not awaited.live:
+            return
+        with self.lock:
+            if self.rewriter is None or not self.rewriter.is_alive():
+                self.rewriter = threading.Thread(
+                    target=self._rewriting, name=f"{NAME}-rewrites", daemon=True
+                )
+                self.rewriter.start()
+        self.rewrites.put((awaited, answer, time.monotonic()))
+
+    def _rewriting(self) -> None:
+        while True:
+            awaited, answer, since = self.rewrites.get()
+            self._settle(awaited, answer, since)
+
+    def _settle(self, awaited: _Awaited, answer: object, since: float) -> None:
+        if not awaited.live:
+            return
+        try:
+            awaited.settle(answer, since)
+        except Exception:
+            log.exception("a write handed to Redis could not be settled")
+        finally:
+            with self.lock:
+                self.unsettled -= 1
+                if not self.unsettled:
                     self.moved.notify_all()
-            _settle(awaited, answer)
-
-
-def _settle(awaited: _Awaited, answer: object) -> None:
-    if not awaited.live:
-        return
-    try:
-        awaited.settle(answer)
-    except Exception:
-        log.exception("a write handed to Redis could not be settled")
 
 
 @atexit.register
 def _drain_all() -> None:
     """A web process that exits (gunicorn's graceful stop or restart, a deploy) waits for its
-    answers first, within gunicorn's graceful timeout (30 s)."""
+    writes to be settled first, within gunicorn's graceful timeout (30 s)."""
     for handoff in list(_open):
         if handoff.pending():
             log.warning(

@@ -570,7 +570,12 @@ class JobStore:
         """What `record_report` returns, from the answer to `report_command`. An error in its
         place (the script not loaded, the connection lost) writes the report again, waiting."""
         if isinstance(answer, BaseException):
-            return self.record_report(report)
+            moved = self.record_report(report)
+            if moved == 0:
+                # A run whose answer was lost may have moved a pending recipient (2): its batch
+                # is named as handed all the same (naming it twice changes nothing).
+                self._kept(report, 2)
+            return moved
         return self._kept(report, int(cast(int, answer)))
 
     def _kept(self, report: Report, moved: int) -> int:

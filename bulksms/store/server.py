@@ -74,15 +74,19 @@ ACK_TIMEOUT_MS = 2000  # beyond this the call is not made (the batch is tried ag
 
 def answers_from_disk(client: redis.Redis) -> bool:
     """Whether the server fsyncs every write before it answers (`appendfsync always` with an
-    append-only file): only then does waiting for its answer make a write durable. True when
-    the settings cannot be read (a managed service that refuses CONFIG): the safe guess."""
-    if int(client.info("persistence").get("aof_enabled", 0)) != 1:
+    append-only file): only then does waiting for its answer make a write durable. True unless
+    the server says otherwise (a managed service that refuses CONFIG, a proxy without these
+    fields): the safe guess."""
+    aof = client.info("persistence").get("aof_enabled")
+    if aof is None:
+        return True
+    if int(aof) != 1:
         return False
     try:
-        fsync = client.config_get("appendfsync").get("appendfsync", "")
+        fsync = str(client.config_get("appendfsync").get("appendfsync", "")).lower()
     except redis.ResponseError:
         return True
-    return str(fsync) == "always"
+    return fsync not in ("everysec", "no")
 
 
 def durability(client: redis.Redis) -> Durability:

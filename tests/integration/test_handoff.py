@@ -14,6 +14,7 @@ import redis
 import requests
 
 from bulksms import signature
+from bulksms.api import webhooks
 from bulksms.store import JobStore, Status, server
 from bulksms.store.handoff import NAME, Handoff
 from tests.helpers.own_redis import OwnRedis
@@ -47,7 +48,7 @@ def test_only_an_append_only_file_fsynced_on_every_write_answers_from_disk(
 def test_on_a_redis_that_answers_from_disk_nothing_is_handed_over(own_redis: OwnRedis) -> None:
     client = redis.Redis.from_url(own_redis.url, decode_responses=True)
     answers: list[object] = []
-    assert not Handoff(client).send(b"*1\r\n$4\r\nPING\r\n", answers.append)
+    assert not Handoff(client).send(b"*1\r\n$4\r\nPING\r\n", lambda a, _: answers.append(a))
     assert _handoff_ids(client) == [] and answers == []
 
 
@@ -60,7 +61,7 @@ def test_writes_are_answered_in_order_and_past_the_bound_the_writer_waits(
     answers: list[object] = []
     settled = threading.Event()
 
-    def settle(answer: object) -> None:
+    def settle(answer: object, since: float) -> None:
         answers.append(answer)
         if len(answers) == 3:
             settled.set()
@@ -80,6 +81,62 @@ def test_writes_are_answered_in_order_and_past_the_bound_the_writer_waits(
     assert answers == [1, 2, 3]
     assert client.get("n") == "3"
     assert handoff.drain(60) and handoff.pending() == 0
+
+
+def test_a_write_redis_refuses_stops_the_hand_over_and_is_settled_with_the_error(
+    own_redis: OwnRedis,
+) -> None:
+    client = redis.Redis.from_url(own_redis.url, decode_responses=True)
+    client.config_set("appendfsync", "everysec")
+    handoff = Handoff(client, refused_seconds=600)
+    answers: list[object] = []
+    client.config_set("maxmemory", 1)  # noeviction: every write refused with OOM
+    try:
+        assert handoff.send(b"*2\r\n$4\r\nINCR\r\n$1\r\nn\r\n", lambda a, _: answers.append(a))
+        wait_until(lambda: answers, what="the refusal")
+        assert isinstance(answers[0], redis.exceptions.OutOfMemoryError)
+        # While Redis refuses writes, writers wait for it themselves (and answer 503).
+        assert not handoff.send(b"*1\r\n$4\r\nPING\r\n", lambda a, _: answers.append(a))
+    finally:
+        client.config_set("maxmemory", 0)
+    assert handoff.drain(60) and answers == [answers[0]]
+
+
+def test_a_write_being_written_again_is_waited_for_at_exit(own_redis: OwnRedis) -> None:
+    """Its connection lost before the answer: the write is settled in a thread of its own
+    (which may wait for Redis), and `drain` (at exit) waits for that too."""
+    client = redis.Redis.from_url(own_redis.url, decode_responses=True)
+    client.config_set("appendfsync", "everysec")
+    handoff = Handoff(client)
+    release, answers = threading.Event(), []
+
+    def settle(answer: object, since: float) -> None:
+        answers.append(answer)
+        release.wait(60)  # as a rewrite waiting for Redis
+
+    _pause_writes(client)
+    try:
+        assert handoff.send(b"*2\r\n$4\r\nINCR\r\n$1\r\nn\r\n", settle)
+        (held,) = _handoff_ids(client)
+        client.client_kill_filter(_id=str(held))
+        wait_until(lambda: answers, what="the lost answer handed to settle")
+        assert isinstance(answers[0], redis.ConnectionError)
+        assert handoff.pending() == 1 and not handoff.drain(0.2)
+    finally:
+        client.execute_command("CLIENT", "UNPAUSE")  # type: ignore[no-untyped-call]
+        release.set()
+    assert handoff.drain(60) and handoff.pending() == 0
+
+
+def test_a_report_that_reveals_a_stop_waits_for_redis(own_redis: OwnRedis) -> None:
+    """Its opt-out must be stored before its 204: it is not handed over."""
+    client = redis.Redis.from_url(own_redis.url, decode_responses=True)
+    client.config_set("appendfsync", "everysec")
+    handoff, jobs = Handoff(client), JobStore(client, 3600)
+    form = params("undelivered", ErrorCode=webhooks.BLOCKED_BY_STOP)
+    assert not webhooks.hand_over(jobs, client, handoff, "job", "0", form)
+    assert webhooks.hand_over(jobs, client, handoff, "job", "0", params("undelivered"))
+    assert handoff.drain(60) and len(_handoff_ids(client)) == 1
 
 
 @pytest.fixture
