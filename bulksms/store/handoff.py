@@ -25,11 +25,13 @@ import collections
 import logging
 import os
 import queue
+import socket
 import threading
 import time
 import weakref
 from collections.abc import Callable
 
+import hiredis
 import redis
 from redis.connection import Connection
 from redis.exceptions import NoScriptError
@@ -64,6 +66,9 @@ class _Line:
 
     def __init__(self, connection: Connection) -> None:
         self.connection = connection
+        # Its socket, once redis-py has connected and greeted the server (address, TLS, AUTH,
+        # SELECT): written and read here directly, the answers parsed by hiredis in batches.
+        self.sock: socket.socket = connection._sock  # type: ignore[assignment]
         self.pending: collections.deque[_Awaited] = collections.deque()
         self.broken = False
         self.reader_waits = False
@@ -112,7 +117,7 @@ class Handoff:
             awaited = _Awaited(settle)
             line.pending.append(awaited)
             try:
-                line.connection.send_packed_command([packed], check_health=False)  # type: ignore[no-untyped-call]
+                line.sock.sendall(packed)
             except Exception:
                 # Perhaps half sent: the line is closed, and its reader drops what it awaited.
                 line.broken = True
@@ -185,7 +190,11 @@ class Handoff:
             self.connecting.release()
 
     def _read(self, line: _Line) -> None:
-        """The answers to the line's writes, in order, each to its `settle`."""
+        """The answers to the line's writes, in order, each to its `settle`: every answer one
+        read brought, under one take of the lock (the writers' lock: taken once a batch)."""
+        parser = hiredis.Reader()
+        buffer = bytearray(65536)
+        waited = 0.0  # seconds without an answer while some were awaited
         while True:
             with self.lock:
                 while not line.pending and not line.broken:
@@ -195,12 +204,20 @@ class Handoff:
                 if line.broken and not line.pending:
                     return
             try:
-                # (not disconnected by redis-py on error: no writer may reconnect it unseen)
-                answer: object = line.connection.read_response(
-                    timeout=READ_TIMEOUT, disconnect_on_error=False
-                )
-            except redis.ResponseError as exc:
-                answer = exc
+                try:
+                    size = line.sock.recv_into(buffer)
+                except TimeoutError:  # (the connection's timeout, which its writes keep too)
+                    waited += line.sock.gettimeout() or READ_TIMEOUT
+                    if waited < READ_TIMEOUT:
+                        continue
+                    raise
+                if not size:
+                    raise redis.ConnectionError("Redis closed the connection")
+                waited = 0.0
+                parser.feed(buffer, 0, size)  # type: ignore[arg-type]  # (any buffer)
+                answers = []
+                while (answer := parser.gets()) is not False:
+                    answers.append(answer)
             except Exception as exc:  # (anything: a reader that died would strand its writes)
                 with self.lock:
                     line.broken = True
@@ -213,15 +230,33 @@ class Handoff:
                 for awaited in failed:
                     self._rewrite(awaited, exc)
                 return
+            if not answers:
+                continue
             with self.lock:
-                awaited = line.pending.popleft()
-            if isinstance(answer, BaseException):
-                if not isinstance(answer, NoScriptError):  # Redis refuses writes (OOM, MISCONF)
-                    with self.lock:
-                        self.paused_until = time.monotonic() + self.refused_seconds
-                self._rewrite(awaited, answer)
-            else:
-                self._settle(awaited, answer, time.monotonic())
+                taken = [line.pending.popleft() for _ in answers]
+            settled = 0
+            now = time.monotonic()
+            for awaited, answer in zip(taken, answers, strict=True):
+                if isinstance(answer, hiredis.ReplyError):
+                    self._refused(awaited, str(answer))
+                elif awaited.live:
+                    _settle_one(awaited, answer, now)
+                    settled += 1
+            if settled:
+                with self.lock:
+                    self.unsettled -= settled
+                    if not self.unsettled:
+                        self.moved.notify_all()
+
+    def _refused(self, awaited: _Awaited, message: str) -> None:
+        """An error answer: written again; unless Redis only forgot the script (after a
+        restart), it refuses writes (OOM, MISCONF, READONLY), and writers wait for a while."""
+        if message.startswith("NOSCRIPT"):
+            self._rewrite(awaited, NoScriptError(message))
+            return
+        with self.lock:
+            self.paused_until = time.monotonic() + self.refused_seconds
+        self._rewrite(awaited, redis.ResponseError(message))
 
     def _rewrite(self, awaited: _Awaited, answer: object) -> None:
         """A write whose answer was an error or never came: settled in a thread of its own
@@ -244,15 +279,18 @@ class Handoff:
     def _settle(self, awaited: _Awaited, answer: object, since: float) -> None:
         if not awaited.live:
             return
-        try:
-            awaited.settle(answer, since)
-        except Exception:
-            log.exception("a write handed to Redis could not be settled")
-        finally:
-            with self.lock:
-                self.unsettled -= 1
-                if not self.unsettled:
-                    self.moved.notify_all()
+        _settle_one(awaited, answer, since)
+        with self.lock:
+            self.unsettled -= 1
+            if not self.unsettled:
+                self.moved.notify_all()
+
+
+def _settle_one(awaited: _Awaited, answer: object, since: float) -> None:
+    try:
+        awaited.settle(answer, since)
+    except Exception:
+        log.exception("a write handed to Redis could not be settled")
 
 
 @atexit.register

@@ -94,7 +94,7 @@ def test_a_write_redis_refuses_stops_the_hand_over_and_is_settled_with_the_error
     try:
         assert handoff.send(b"*2\r\n$4\r\nINCR\r\n$1\r\nn\r\n", lambda a, _: answers.append(a))
         wait_until(lambda: answers, what="the refusal")
-        assert isinstance(answers[0], redis.exceptions.OutOfMemoryError)
+        assert isinstance(answers[0], redis.ResponseError) and str(answers[0]).startswith("OOM")
         # While Redis refuses writes, writers wait for it themselves (and answer 503).
         assert not handoff.send(b"*1\r\n$4\r\nPING\r\n", lambda a, _: answers.append(a))
     finally:
