@@ -228,9 +228,12 @@ def hand_over(
 
 
 def _answered(jobs: JobStore, report: Report, answer: object, since: float) -> int | None:
-    """The handed-over report's outcome: written again, waiting, if its answer was an error,
-    and again while Redis fails, up to HANDOFF_PATIENCE_SECONDS from `since` (when the answer
-    came); None if it never was."""
+    """The handed-over report's outcome. Its answer an error (in the handoff's rewriter): it
+    is written again, waiting, while Redis fails, up to HANDOFF_PATIENCE_SECONDS from `since`
+    (when the answer came); None if it never was. Otherwise (in the handoff's reader, which
+    must not wait out Redis): a failure is raised, and the handoff hands it to the rewriter."""
+    if not isinstance(answer, BaseException):
+        return jobs.report_answered(report, answer)
     deadline, pause = since + HANDOFF_PATIENCE_SECONDS, 0.2
     while True:
         try:

@@ -5,17 +5,17 @@ fsyncs every write before answering (`appendfsync always`, the embedded default)
 the answer puts the report on disk first: the report path waits (`server.answers_from_disk`).
 On any other Redis (`appendfsync everysec`, as docker-compose and most hosted Redis run), the
 answer says no more than "in Redis's memory", which a host crash loses anyway. Waiting for it
-then buys nothing but the wait, which costs a report a good part of its rate: here the command goes
-onto Redis's socket before the 204 and a reader thread takes the answers as they come.
+then buys nothing but the wait, which costs a report a good part of its rate: here the command
+goes onto Redis's socket before the 204 and a reader thread takes the answers as they come.
 
 What the 204 then means: the command is on the connection's socket (a web process that exits
-waits for the answers first). An answer that is an error (the script not loaded after a
-restart, say) or a connection lost before its answer hands the write to `settle` with the
-error, in a thread of its own, which writes it again the waiting way (a report recorded twice
-changes nothing); an error other than a missing script (Redis refusing writes) also stops the
-hand-over for a while, so that new reports wait and are refused (503) while it lasts. Only if
-Redis stays away longer than that retry's patience is a report acknowledged and not recorded:
-it is logged and counted, and its message keeps the status it had.
+waits for its writes to be settled first, within limits: the README's Delivery reports). An
+answer that is an error (the script not loaded after a restart, say), a connection lost before
+its answer, or a settle that fails on Redis hands the write to `settle` again with the error, in
+the rewriter's thread, which writes it again the waiting way (a report recorded twice changes
+nothing); an error other than a missing script (Redis refusing writes) also stops the hand-over
+for a while, so that new reports wait and are refused (503) while it lasts. Over TLS nothing is
+handed over (one thread reading while another writes is not safe on one TLS connection).
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ import logging
 import os
 import queue
 import socket
+import ssl
 import threading
 import time
 import weakref
@@ -139,7 +140,7 @@ class Handoff:
         """Wait until every write handed over is settled (at exit); False on timeout."""
         deadline = time.monotonic() + timeout
         with self.lock:
-            while self.unsettled:
+            while self.unsettled > 0:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return False
@@ -152,6 +153,7 @@ class Handoff:
         if os.getpid() != self.pid:  # forked: the parent's connection is not this process's
             self.pid, self.line, self.rewriter = os.getpid(), None, None
             self.unsettled, self.checked = 0, -RECHECK_SECONDS
+            self.rewrites = queue.SimpleQueue()
         if time.monotonic() - self.checked >= RECHECK_SECONDS and self.checking.acquire(False):
             try:
                 self.wanted = not server.answers_from_disk(self.client)
@@ -171,12 +173,25 @@ class Handoff:
                 if self.line is not None and not self.line.broken:
                     return self.line
             pool = self.client.connection_pool
-            connection: Connection = pool.connection_class(**pool.connection_kwargs)
+            # RESP2, without maintenance notifications: no message but the answers comes back.
+            kwargs = {
+                name: value
+                for name, value in pool.connection_kwargs.items()
+                if not name.startswith("maint_notifications")
+            }
+            connection: Connection = pool.connection_class(**{**kwargs, "protocol": 2})
             try:
                 connection.connect()  # type: ignore[no-untyped-call]
                 connection.send_command("CLIENT", "SETNAME", NAME)  # type: ignore[no-untyped-call]
                 connection.read_response()
                 line = _Line(connection)
+                if isinstance(line.sock, ssl.SSLSocket):
+                    # One thread reading while others write is not safe on one TLS connection:
+                    # over TLS, reports wait for Redis.
+                    connection.disconnect()  # type: ignore[no-untyped-call]
+                    self.wanted, self.checked = False, float("inf")
+                    return None
+                self._start_rewriter()  # now, not in a failure (perhaps at exit) that needs it
                 threading.Thread(target=self._read, args=(line,), name=NAME, daemon=True).start()
             except Exception:
                 connection.disconnect()  # type: ignore[no-untyped-call]
@@ -188,6 +203,14 @@ class Handoff:
             return line
         finally:
             self.connecting.release()
+
+    def _start_rewriter(self) -> None:
+        with self.lock:
+            if self.rewriter is None or not self.rewriter.is_alive():
+                self.rewriter = threading.Thread(
+                    target=self._rewriting, name=f"{NAME}-rewrites", daemon=True
+                )
+                self.rewriter.start()
 
     def _read(self, line: _Line) -> None:
         """The answers to the line's writes, in order, each to its `settle`: every answer one
@@ -218,6 +241,11 @@ class Handoff:
                 answers = []
                 while (answer := parser.gets()) is not False:
                     answers.append(answer)
+                with self.lock:
+                    if len(answers) > len(line.pending):
+                        raise redis.ConnectionError("more answers than writes: out of step")
+                    taken = [line.pending.popleft() for _ in answers]
+                self._answered(taken, answers)
             except Exception as exc:  # (anything: a reader that died would strand its writes)
                 with self.lock:
                     line.broken = True
@@ -230,23 +258,31 @@ class Handoff:
                 for awaited in failed:
                     self._rewrite(awaited, exc)
                 return
-            if not answers:
+
+    def _answered(self, taken: list[_Awaited], answers: list[object]) -> None:
+        """Settle a batch: an error answer, or a settle that fails on Redis, goes to the
+        rewriter (the reader never waits out Redis)."""
+        settled = 0
+        now = time.monotonic()
+        for awaited, answer in zip(taken, answers, strict=True):
+            if not awaited.live:
                 continue
+            if isinstance(answer, hiredis.ReplyError):
+                self._refused(awaited, str(answer))
+                continue
+            try:
+                awaited.settle(answer, now)
+            except redis.RedisError as exc:
+                self._rewrite(awaited, exc)
+                continue
+            except Exception:
+                log.exception("a write handed to Redis could not be settled")
+            settled += 1
+        if settled:
             with self.lock:
-                taken = [line.pending.popleft() for _ in answers]
-            settled = 0
-            now = time.monotonic()
-            for awaited, answer in zip(taken, answers, strict=True):
-                if isinstance(answer, hiredis.ReplyError):
-                    self._refused(awaited, str(answer))
-                elif awaited.live:
-                    _settle_one(awaited, answer, now)
-                    settled += 1
-            if settled:
-                with self.lock:
-                    self.unsettled -= settled
-                    if not self.unsettled:
-                        self.moved.notify_all()
+                self.unsettled -= settled
+                if self.unsettled <= 0:
+                    self.moved.notify_all()
 
     def _refused(self, awaited: _Awaited, message: str) -> None:
         """An error answer: written again; unless Redis only forgot the script (after a
@@ -259,17 +295,10 @@ class Handoff:
         self._rewrite(awaited, redis.ResponseError(message))
 
     def _rewrite(self, awaited: _Awaited, answer: object) -> None:
-        """A write whose answer was an error or never came: settled in a thread of its own
+        """A write whose answer was an error or never came: settled in the rewriter's thread
         (it may wait for Redis), so that the line's other answers are not held up."""
-        if not awaited.live:
-            return
-        with self.lock:
-            if self.rewriter is None or not self.rewriter.is_alive():
-                self.rewriter = threading.Thread(
-                    target=self._rewriting, name=f"{NAME}-rewrites", daemon=True
-                )
-                self.rewriter.start()
-        self.rewrites.put((awaited, answer, time.monotonic()))
+        if awaited.live:
+            self.rewrites.put((awaited, answer, time.monotonic()))
 
     def _rewriting(self) -> None:
         while True:
@@ -277,20 +306,15 @@ class Handoff:
             self._settle(awaited, answer, since)
 
     def _settle(self, awaited: _Awaited, answer: object, since: float) -> None:
-        if not awaited.live:
-            return
-        _settle_one(awaited, answer, since)
-        with self.lock:
-            self.unsettled -= 1
-            if not self.unsettled:
-                self.moved.notify_all()
-
-
-def _settle_one(awaited: _Awaited, answer: object, since: float) -> None:
-    try:
-        awaited.settle(answer, since)
-    except Exception:
-        log.exception("a write handed to Redis could not be settled")
+        try:
+            awaited.settle(answer, since)
+        except Exception:
+            log.exception("a write handed to Redis could not be settled")
+        finally:
+            with self.lock:
+                self.unsettled -= 1
+                if self.unsettled <= 0:
+                    self.moved.notify_all()
 
 
 @atexit.register

@@ -128,6 +128,52 @@ def test_a_write_being_written_again_is_waited_for_at_exit(own_redis: OwnRedis) 
     assert handoff.drain(60) and handoff.pending() == 0
 
 
+def test_the_line_speaks_resp2_and_answers_out_of_step_break_it_not_its_reader(
+    own_redis: OwnRedis,
+) -> None:
+    """RESP2: no push message (RESP3's maintenance notifications) is taken for an answer. A
+    write that brings more answers than it awaits puts the line out of step: it is closed,
+    what it awaited written again, and the next write goes on a new line."""
+    client = redis.Redis.from_url(own_redis.url, decode_responses=True)
+    client.config_set("appendfsync", "everysec")
+    handoff = Handoff(client)
+    answers: list[object] = []
+    ping = b"*1\r\n$4\r\nPING\r\n"
+    client.config_resetstat()
+    assert handoff.send(ping, lambda a, _: answers.append(a))
+    assert handoff.drain(60) and answers == [b"PONG"]
+    (line,) = [c for c in client.client_list() if c.get("name") == NAME]
+    assert "cmdstat_hello" not in client.info("commandstats")  # (HELLO 3 would make it RESP3)
+    assert handoff.send(ping + ping, lambda a, _: answers.append(a))  # two answers for one
+    assert handoff.drain(60)
+    assert isinstance(answers[1], redis.ConnectionError) and "out of step" in str(answers[1])
+    assert handoff.send(ping, lambda a, _: answers.append(a))
+    assert handoff.drain(60) and answers[2:] == [b"PONG"]
+    assert [int(c["id"]) for c in client.client_list() if c.get("name") == NAME] != [
+        int(line["id"])
+    ]
+
+
+def test_a_settle_that_fails_on_redis_is_written_again_off_the_reader(
+    own_redis: OwnRedis,
+) -> None:
+    """The reader never waits out Redis: a settle that fails on it goes to the rewriter, with
+    the error in the answer's place."""
+    client = redis.Redis.from_url(own_redis.url, decode_responses=True)
+    client.config_set("appendfsync", "everysec")
+    handoff = Handoff(client)
+    calls: list[object] = []
+
+    def settle(answer: object, since: float) -> None:
+        calls.append(answer)
+        if len(calls) == 1:
+            raise redis.ConnectionError("Redis went away while this was settled")
+
+    assert handoff.send(b"*1\r\n$4\r\nPING\r\n", settle)
+    assert handoff.drain(60) and handoff.pending() == 0
+    assert calls[0] == b"PONG" and isinstance(calls[1], redis.ConnectionError)
+
+
 def test_a_report_that_reveals_a_stop_waits_for_redis(own_redis: OwnRedis) -> None:
     """Its opt-out must be stored before its 204: it is not handed over."""
     client = redis.Redis.from_url(own_redis.url, decode_responses=True)
