@@ -231,7 +231,7 @@ def _answered(jobs: JobStore, report: Report, answer: object, since: float) -> i
     """The handed-over report's outcome. Its answer an error (in the handoff's rewriter): it
     is written again, waiting, while Redis fails, up to HANDOFF_PATIENCE_SECONDS from `since`
     (when the answer came); None if it never was. Otherwise (in the handoff's reader, which
-    must not wait out Redis): a failure is raised, and the handoff hands it to the rewriter."""
+    must not retry): a failure is raised, and the handoff hands it to the rewriter."""
     if not isinstance(answer, BaseException):
         return jobs.report_answered(report, answer)
     deadline, pause = since + HANDOFF_PATIENCE_SECONDS, 0.2

@@ -261,7 +261,7 @@ class Handoff:
 
     def _answered(self, taken: list[_Awaited], answers: list[object]) -> None:
         """Settle a batch: an error answer, or a settle that fails on Redis, goes to the
-        rewriter (the reader never waits out Redis)."""
+        rewriter (the reader never retries: it would hold up every answer behind)."""
         settled = 0
         now = time.monotonic()
         for awaited, answer in zip(taken, answers, strict=True):

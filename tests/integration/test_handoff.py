@@ -99,7 +99,22 @@ def test_a_write_redis_refuses_stops_the_hand_over_and_is_settled_with_the_error
         assert not handoff.send(b"*1\r\n$4\r\nPING\r\n", lambda a, _: answers.append(a))
     finally:
         client.config_set("maxmemory", 0)
-    assert handoff.drain(60) and answers == [answers[0]]
+    assert handoff.drain(60) and answers == [answers[0]] and handoff.pending() == 0
+
+
+def test_a_script_redis_forgot_is_written_again_without_stopping_the_hand_over(
+    own_redis: OwnRedis,
+) -> None:
+    client = redis.Redis.from_url(own_redis.url, decode_responses=True)
+    client.config_set("appendfsync", "everysec")
+    handoff = Handoff(client, refused_seconds=600)
+    answers: list[object] = []
+    unknown = b"*3\r\n$7\r\nEVALSHA\r\n$40\r\n" + b"0" * 40 + b"\r\n$1\r\n0\r\n"
+    assert handoff.send(unknown, lambda a, _: answers.append(a))
+    assert handoff.drain(60) and handoff.pending() == 0
+    assert isinstance(answers[0], redis.exceptions.NoScriptError)
+    assert handoff.send(b"*1\r\n$4\r\nPING\r\n", lambda a, _: answers.append(a))
+    assert handoff.drain(60) and answers[1:] == [b"PONG"]
 
 
 def test_a_write_being_written_again_is_waited_for_at_exit(own_redis: OwnRedis) -> None:
@@ -144,8 +159,10 @@ def test_the_line_speaks_resp2_and_answers_out_of_step_break_it_not_its_reader(
     assert handoff.drain(60) and answers == [b"PONG"]
     (line,) = [c for c in client.client_list() if c.get("name") == NAME]
     assert "cmdstat_hello" not in client.info("commandstats")  # (HELLO 3 would make it RESP3)
-    assert handoff.send(ping + ping, lambda a, _: answers.append(a))  # two answers for one
-    assert handoff.drain(60)
+    # Two answers for one write: both commands reach Redis in one read, and Redis writes the
+    # answers to one read's commands together, after running them all.
+    assert handoff.send(ping + ping, lambda a, _: answers.append(a))
+    assert handoff.drain(60) and handoff.pending() == 0
     assert isinstance(answers[1], redis.ConnectionError) and "out of step" in str(answers[1])
     assert handoff.send(ping, lambda a, _: answers.append(a))
     assert handoff.drain(60) and answers[2:] == [b"PONG"]
@@ -162,16 +179,17 @@ def test_a_settle_that_fails_on_redis_is_written_again_off_the_reader(
     client = redis.Redis.from_url(own_redis.url, decode_responses=True)
     client.config_set("appendfsync", "everysec")
     handoff = Handoff(client)
-    calls: list[object] = []
+    calls: list[tuple[object, str]] = []
 
     def settle(answer: object, since: float) -> None:
-        calls.append(answer)
+        calls.append((answer, threading.current_thread().name))
         if len(calls) == 1:
             raise redis.ConnectionError("Redis went away while this was settled")
 
     assert handoff.send(b"*1\r\n$4\r\nPING\r\n", settle)
     assert handoff.drain(60) and handoff.pending() == 0
-    assert calls[0] == b"PONG" and isinstance(calls[1], redis.ConnectionError)
+    assert calls[0] == (b"PONG", NAME)  # in the reader
+    assert isinstance(calls[1][0], redis.ConnectionError) and calls[1][1] == f"{NAME}-rewrites"
 
 
 def test_a_report_that_reveals_a_stop_waits_for_redis(own_redis: OwnRedis) -> None:
