@@ -100,7 +100,8 @@ class Handoff:
         """Put `packed` (one command) on Redis's socket; its answer goes to `settle`, in a
         thread of the handoff's. False: not sent (Redis answers from disk, too many writes are
         unsettled, Redis cannot be reached or refuses writes), and the caller waits for Redis
-        itself. Network waits happen outside the lock every writer takes."""
+        itself. Connecting and the fsync check happen outside the lock every writer takes;
+        only the send is under it (the socket's timeout bounds it, then the line closes)."""
         if not self._wanted():
             return False
         with self.lock:
