@@ -3,6 +3,8 @@
 Plivo retries any non-2xx answer, so a report is acknowledged only after Redis has it (a Redis
 failure leaves as 503 through the error handlers), and a report we cannot use (a message we do
 not know, a status we do not track) is acknowledged too: a retry would not make it usable.
+"Has it" is Redis's answer where that answer means the disk has it; elsewhere, the write on
+Redis's socket (`hand_over`, `bulksms.store.handoff`; the README's Delivery reports).
 """
 
 from __future__ import annotations
