@@ -276,6 +276,7 @@ def test_a_report_whose_script_redis_forgot_is_recorded_all_the_same(
     client.script_flush()  # as after a restart: the handed-over EVALSHA is answered NOSCRIPT
     assert _post(stack, job_id, params("delivered", to=NUMBERS[1][1:]), "2").status_code == 204
     wait_until(lambda: _delivered(client, job_id) == 2, what="the second report recorded")
+    assert _handoff_ids(client)  # handed over, not recorded the waiting way from the start
     assert "not recorded" not in stack.tail()
 
 
