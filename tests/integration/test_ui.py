@@ -16,7 +16,7 @@ import requests
 from bulksms.api.ui import counter_text
 from bulksms.devstack.numbers_gen import us_numbers
 from tests.helpers import API_KEY
-from tests.helpers.stack import Stack, held_sends, wait_until
+from tests.helpers.stack import HOLDING, Stack, held_sends, wait_until
 
 CHROMIUM = os.environ.get("BULKSMS_CHROMIUM") or next(
     (found for name in ("chromium", "chromium-browser") if (found := shutil.which(name))), None
@@ -32,6 +32,7 @@ WAIT_MS = 90_000  # a page's state on a busy machine (polled once a second)
 # Every expectation waits as long: a busy machine renders late (autofocus, for one, is applied at
 # a rendering step after the load event, not by the time goto returns).
 expect.set_options(timeout=WAIT_MS)
+FINAL_SHOWN = ("delivered", "undelivered", "failed", "rejected")
 
 
 @pytest.fixture(scope="module")
@@ -141,6 +142,32 @@ def test_pause_resume_and_cancel_from_the_page(stack: Stack, page: Any) -> None:
     page.get_by_role("button", name="Cancel").click()
     expect(page.get_by_test_id("job-state")).to_have_text("cancelled", timeout=WAIT_MS)
     expect(page.get_by_test_id("count-cancelled")).to_have_text("5")
+
+
+@pytest.mark.parametrize("stack_overrides", [HOLDING])
+def test_a_cancelled_jobs_page_follows_its_batch_in_flight(stack: Stack, page: Any) -> None:
+    """A cancelled job's counts still move (a batch in flight finishes and is counted, waiting
+    batches are cancelled when claimed): its page keeps reading them until nothing can change."""
+    numbers = us_numbers(5)
+    with held_sends(stack.sandbox) as release:
+        before = len(stack.sandbox.sends)
+        job_id = stack.submit({"recipients": numbers, "message": "in flight"}).json()["job_id"]
+        wait_until(lambda: len(stack.sandbox.sends) > before, what="the job's send in flight")
+        sign_in(page, stack)
+        page.goto(f"{stack.base_url}/ui/jobs/{job_id}")
+        page.once("dialog", lambda dialog: dialog.accept())
+        page.get_by_role("button", name="Cancel").click()
+        expect(page.get_by_test_id("job-state")).to_have_text("cancelled")
+        expect(page.get_by_test_id("count-delivered")).to_have_text("0")
+        release.set()
+
+    def reported() -> int:  # (the sandbox fails some numbers: every report counts)
+        shown = [page.get_by_test_id(f"count-{s}").text_content() for s in FINAL_SHOWN]
+        return sum(int(text or 0) for text in shown)
+
+    expect(page.locator("#batches")).to_have_text("1 of 1 sent")
+    wait_until(lambda: reported() == len(numbers), what="every report shown on the page")
+    expect(page.get_by_test_id("job-state")).to_have_text("cancelled")
 
 
 def _in_a_day() -> str:

@@ -6,6 +6,15 @@
 const STATUSES = ["pending", "queued", "sent", "delivered", "undelivered", "failed", "rejected",
   "cancelled", "suppressed"];
 const FINISHED = ["completed", "failed", "cancelled"];
+const NOT_FINAL = ["pending", "queued", "sent"];
+
+// Nothing on the page can change any more. A cancelled job's counts still move after its state
+// says "cancelled": a batch in flight finishes and is counted, waiting batches are cancelled as
+// they are claimed, and reports come in until the job is closed.
+function settled(doc) {
+  return FINISHED.includes(doc.state) && doc.batches.pending === 0
+    && (doc.closed !== undefined || !NOT_FINAL.some((s) => doc.counts[s]));
+}
 
 function csrfToken() {
   const field = document.querySelector("input[name=csrf_token]");
@@ -96,7 +105,7 @@ function jobPage(root) {
       if (answer.ok) {
         const doc = await answer.json();
         draw(doc);
-        finished = FINISHED.includes(doc.state);
+        finished = settled(doc);
         const failures = ["undelivered", "failed", "rejected"].reduce((n, s) => n + doc.counts[s], 0);
         if (failures !== failuresSeen) {  // (reading every batch costs: only when it shows more)
           failuresSeen = failures;
