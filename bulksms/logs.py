@@ -31,6 +31,18 @@ _NUMBER = re.compile(r"(?<![0-9A-Za-z])(\+\d{4,11}|\d{6,11})(\d{4})(?![0-9A-Za-z
 # An opt-out's number in a request line's path, in whatever form it was given ('+44 7700…',
 # '(415) 555-…'): to the query, the HTTP version or the end (the line is read decoded).
 _OPT_OUT_PATH = re.compile(r"(/api/opt-outs/)[^?\"]*?(?=\s+HTTP/|[?\"]|$)", re.IGNORECASE)
+# A number written with separators ('+1 (415) 555-0100', '415.555.0100', '+44 7911 123456'), as a
+# client may put one in a query, a Referer or a User-Agent: masked whole in a request line's
+# quoted fields. (A version like 'Chrome/120.0.6099.109' does not match: its '.0' is too short a
+# group, and no match starts after a dot.)
+_SPACED_NUMBER = re.compile(
+    r"(?<![0-9A-Za-z.])\+?(?:\(\d{1,4}\)|\d{1,4})"
+    r"(?:(?:[ .\-]+|(?<=\))|(?=\())(?:\(\d{2,6}\)|\d{2,6})){2,5}"  # groups, each after a separator
+    r"(?![0-9A-Za-z]|\.\d)"
+)
+# What has that shape but is no number: a date, an IPv4 address.
+_NOT_A_NUMBER = re.compile(r"\d{4}-\d{2}-\d{2}|\d{1,3}(?:\.\d{1,3}){3}")
+_QUOTED = re.compile(r'"[^"]*"')
 _HANDLER_NAME = "bulksms"
 # gunicorn's loggers write through handlers of their own, which our handlers' filters never see.
 GUNICORN_LOGGERS = ("gunicorn.access", "gunicorn.error")
@@ -99,7 +111,19 @@ class _RedactRequests(_Redact):
     the opt-out endpoints' number segment whatever its form."""
 
     def clean(self, text: str) -> str:
-        return super().clean(_OPT_OUT_PATH.sub(r"\1****", unquote(text)))
+        text = _OPT_OUT_PATH.sub(r"\1****", unquote(text))
+        return super().clean(_QUOTED.sub(_in_quotes, text))
+
+
+def _in_quotes(quoted: re.Match[str]) -> str:
+    return _SPACED_NUMBER.sub(_spaced, quoted[0])
+
+
+def _spaced(found: re.Match[str]) -> str:
+    digits = sum(c.isdigit() for c in found[0])
+    if not 7 <= digits <= 15 or _NOT_A_NUMBER.fullmatch(found[0]):
+        return found[0]
+    return "****"
 
 
 def secrets_of(settings: Settings) -> list[str]:

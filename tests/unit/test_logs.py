@@ -119,3 +119,37 @@ def test_gunicorn_request_lines_mask_numbers_in_every_form(settings: Settings) -
     for digits in ("7700900123", "5550100", "555-0100", "4155550100", "7911", "123456"):
         assert digits not in written, written
     assert "/api/opt-outs/****" in written and "recipients?to=+1415555****" in written
+
+
+def test_gunicorn_request_lines_mask_numbers_written_with_separators(settings: Settings) -> None:
+    """A client may put a number anywhere in its request line, Referer or User-Agent, written
+    as people write them; versions, dates and addresses stay readable."""
+    logs.configure(settings)
+    out = io.StringIO()
+    access = logging.getLogger("gunicorn.access")
+    handler = logging.StreamHandler(out)
+    access.addHandler(handler)
+    fields = {
+        "h": "10.20.30.40",
+        "r": "GET /api/bulk-sms?to=%2B1%20(415)%20555-0100&since=2026-12-01 HTTP/1.1",
+        "s": "200",
+        "b": "4096",
+        "f": "https://example.test/?n=415.555.0199&host=10.20.30.40",
+        "a": "Mozilla/5.0 Chrome/120.0.6099.109 Safari/537.36 (+44 7911 123456)",
+    }
+    try:
+        access.info('%(h)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s"', fields)
+    finally:
+        access.removeHandler(handler)
+    written = out.getvalue()
+    for digits in ("555-0100", "555.0199", "7911", "123456"):
+        assert digits not in written, written
+    assert written.count("****") == 3, written
+    for kept in (
+        "since=2026-12-01",
+        "host=10.20.30.40",
+        "Chrome/120.0.6099.109",
+        " 4096 ",
+        "(****)",
+    ):
+        assert kept in written, written
