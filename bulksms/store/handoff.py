@@ -194,8 +194,9 @@ class Handoff:
                     return None
                 self._start_rewriter()  # now, not in a failure (perhaps at exit) that needs it
                 threading.Thread(target=self._read, args=(line,), name=NAME, daemon=True).start()
-            except Exception:
+            except Exception as exc:
                 connection.disconnect()  # type: ignore[no-untyped-call]
+                log.warning("no connection to hand reports to Redis (%s): they wait meanwhile", exc)
                 with self.lock:
                     self.paused_until = time.monotonic() + 1.0  # not every writer in turn
                 return None

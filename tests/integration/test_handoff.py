@@ -4,6 +4,7 @@ takes them, written again the waiting way when the answer is an error or never c
 
 from __future__ import annotations
 
+import logging
 import re
 import threading
 from typing import Any
@@ -60,6 +61,21 @@ def test_on_a_redis_that_answers_from_disk_nothing_is_handed_over(own_redis: Own
     answers: list[object] = []
     assert not Handoff(client).send(PING, lambda a, _: answers.append(a))
     assert _handoff_ids(client) == [] and answers == []
+
+
+def test_a_line_redis_will_not_open_is_logged_and_the_writer_waits(
+    everysec: redis.Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    client = everysec
+    assert not server.answers_from_disk(client)  # (on the client's one connection, kept)
+    client.config_set("maxclients", 1)  # no second connection: the handoff's line is refused
+    try:
+        with caplog.at_level(logging.WARNING, logger="bulksms.store.handoff"):
+            assert not Handoff(client).send(PING, lambda a, _: None)
+    finally:
+        client.config_set("maxclients", 10_000)
+    assert "no connection to hand reports to Redis" in caplog.text
+    assert _handoff_ids(client) == []
 
 
 def test_writes_are_answered_in_order_and_past_the_bound_the_writer_waits(
