@@ -4,12 +4,23 @@ commands it sends without one (acknowledgements, Flower's events), not one per c
 from __future__ import annotations
 
 import kombu
+import pytest
+from kombu.transport import redis as kombu_redis
 
 from bulksms.worker import kombu_fix
 
 
-def test_the_channel_keeps_one_client_per_pool(redis_url: str) -> None:
+@pytest.fixture
+def mended(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The mends applied for this test only (the tests' own process is no worker)."""
+    monkeypatch.setattr(kombu_redis.QoS, "restore_unacked", kombu_redis.QoS.restore_unacked)
+    for name in ("_connparams", "conn_or_acquire"):
+        monkeypatch.setattr(kombu_redis.Channel, name, getattr(kombu_redis.Channel, name))
     kombu_fix.apply()
+
+
+@pytest.mark.usefixtures("mended")
+def test_the_channel_keeps_one_client_per_pool(redis_url: str) -> None:
     with kombu.Connection(redis_url) as connection:
         channel = connection.default_channel
         with channel.conn_or_acquire() as first, channel.conn_or_acquire() as second:
