@@ -12,7 +12,7 @@ import logging
 import os
 import re
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from logging.handlers import RotatingFileHandler
@@ -30,19 +30,24 @@ _context: ContextVar[dict[str, object]] = ContextVar("bulksms_log_context", defa
 _NUMBER = re.compile(r"(?<![0-9A-Za-z])(\+\d{4,11}|\d{6,11})(\d{4})(?![0-9A-Za-z])")
 # An opt-out's number in a request line's path, in whatever form it was given ('+44 7700…',
 # '(415) 555-…'): to the query, the HTTP version or the end (the line is read decoded).
-_OPT_OUT_PATH = re.compile(r"(/api/opt-outs/)[^?\"]*?(?=\s+HTTP/|[?\"]|$)", re.IGNORECASE)
-# A number written with separators ('+1 (415) 555-0100', '415.555.0100', '+44 7911 123456'), as a
-# client may put one in a query, a Referer or a User-Agent: masked whole in a request line's
-# quoted fields. (A version like 'Chrome/120.0.6099.109' does not match: its '.0' is too short a
-# group, and no match starts after a dot.)
+_OPT_OUT_PATH = re.compile(r"(/api/opt-outs/)[^?\"]*?(?=\sHTTP/|[?\"]|$)", re.IGNORECASE)
+# A number written with separators ('+1 (415) 555-0100', '415.555.0100', '+44+7911+123456' as
+# a form encodes it, '07911 123456'), as a client may put one in its request line, Referer or
+# User-Agent: masked whole in those. (A version like 'Chrome/120.0.6099.109' does not match: its
+# '.0' is too short a group, and no match starts after a dot.)
+_SEPARATOR = "[ .+\\-\u00a0\u2010-\u2015]+"
 _SPACED_NUMBER = re.compile(
-    r"(?<![0-9A-Za-z.])\+?(?:\(\d{1,4}\)|\d{1,4})"
-    r"(?:(?:[ .\-]+|(?<=\))|(?=\())(?:\(\d{2,6}\)|\d{2,6})){2,5}"  # groups, each after a separator
+    r"(?<![0-9A-Za-z.])\+?(?:\(\d{1,5}\)|\d{1,5})"
+    rf"(?:(?:{_SEPARATOR}|(?<=\))|(?=\())(?:\(\d{{2,8}}\)|\d{{2,8}})){{1,5}}"
     r"(?![0-9A-Za-z]|\.\d)"
 )
-# What has that shape but is no number: a date, an IPv4 address.
-_NOT_A_NUMBER = re.compile(r"\d{4}-\d{2}-\d{2}|\d{1,3}(?:\.\d{1,3}){3}")
-_QUOTED = re.compile(r'"[^"]*"')
+# What has that shape but is no number: one starting with a date, an IPv4 address.
+_NOT_A_NUMBER = re.compile(
+    r"\d{4}[-./]\d{2}[-./]\d{2}|\d{2}[-./]\d{2}[-./]\d{4}|\d{1,3}(?:\.\d{1,3}){3}$"
+)
+# gunicorn's atoms a client writes: the request line, its path and query, the Basic user, the
+# Referer and User-Agent (and any request header a format names).
+_CLIENT_ATOMS = frozenset("rUqufa")
 _HANDLER_NAME = "bulksms"
 # gunicorn's loggers write through handlers of their own, which our handlers' filters never see.
 GUNICORN_LOGGERS = ("gunicorn.access", "gunicorn.error")
@@ -107,21 +112,33 @@ class _Redact(logging.Filter):
 
 
 class _RedactRequests(_Redact):
-    """For request lines (gunicorn's access log): numbers masked in the URL as decoded too, and
-    the opt-out endpoints' number segment whatever its form."""
+    """For request lines (gunicorn's access log): in what the client wrote, numbers masked as
+    decoded and written with separators; and the opt-out endpoints' number segment whatever its
+    form."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, Mapping):  # (gunicorn's atoms)
+            record.args = {
+                name: _masked(value) if _from_client(name) and isinstance(value, str) else value
+                for name, value in record.args.items()
+            }
+        return super().filter(record)
 
     def clean(self, text: str) -> str:
-        text = _OPT_OUT_PATH.sub(r"\1****", unquote(text))
-        return super().clean(_QUOTED.sub(_in_quotes, text))
+        return super().clean(_OPT_OUT_PATH.sub(r"\1****", unquote(text)))
 
 
-def _in_quotes(quoted: re.Match[str]) -> str:
-    return _SPACED_NUMBER.sub(_spaced, quoted[0])
+def _from_client(atom: object) -> bool:
+    return atom in _CLIENT_ATOMS or (isinstance(atom, str) and atom.endswith("}i"))
+
+
+def _masked(written: str) -> str:
+    return _SPACED_NUMBER.sub(_spaced, unquote(written))
 
 
 def _spaced(found: re.Match[str]) -> str:
     digits = sum(c.isdigit() for c in found[0])
-    if not 7 <= digits <= 15 or _NOT_A_NUMBER.fullmatch(found[0]):
+    if not 7 <= digits <= 15 or _NOT_A_NUMBER.match(found[0]):
         return found[0]
     return "****"
 
