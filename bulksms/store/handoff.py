@@ -46,6 +46,7 @@ RECHECK_SECONDS = 60.0  # how often the server's fsync setting is read again
 READ_TIMEOUT = 30.0  # seconds without an answer before the connection counts as lost
 REFUSED_SECONDS = 10.0  # after Redis refused a write: writers wait for Redis themselves
 DRAIN_SECONDS = 20.0  # at exit, within gunicorn's graceful timeout
+LOG_SECONDS = 60.0  # a failing connect is logged at most this often
 NAME = "bulksms-handoff"  # CLIENT LIST shows the connection by it
 
 # Given the answer (a reply, or the exception in its place) and when it came (monotonic time).
@@ -91,6 +92,8 @@ class Handoff:
         self.checked = -RECHECK_SECONDS  # monotonic time of the last check
         self.checking = threading.Lock()  # held by the thread checking
         self.connecting = threading.Lock()  # held by the thread connecting
+        self.failed_connects = 0  # since the last one logged
+        self.logged_at = -LOG_SECONDS  # monotonic time a failed connect was last logged
         self.rewrites: queue.SimpleQueue[tuple[_Awaited, object, float]] = queue.SimpleQueue()
         self.rewriter: threading.Thread | None = None
         self.pid = os.getpid()
@@ -196,7 +199,7 @@ class Handoff:
                 threading.Thread(target=self._read, args=(line,), name=NAME, daemon=True).start()
             except Exception as exc:
                 connection.disconnect()  # type: ignore[no-untyped-call]
-                log.warning("no connection to hand reports to Redis (%s): they wait meanwhile", exc)
+                self._connect_failed(exc)
                 with self.lock:
                     self.paused_until = time.monotonic() + 1.0  # not every writer in turn
                 return None
@@ -205,6 +208,19 @@ class Handoff:
             return line
         finally:
             self.connecting.release()
+
+    def _connect_failed(self, exc: Exception) -> None:
+        """Logged the first time, then once every LOG_SECONDS with how many since (a connect is
+        tried again each second while it fails)."""
+        self.failed_connects += 1
+        if time.monotonic() - self.logged_at >= LOG_SECONDS:
+            log.warning(
+                "no connection to hand reports to Redis (%s; %d attempts since the last such "
+                "line): reports wait for Redis meanwhile",
+                exc,
+                self.failed_connects,
+            )
+            self.failed_connects, self.logged_at = 0, time.monotonic()
 
     def _start_rewriter(self) -> None:
         with self.lock:

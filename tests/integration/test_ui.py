@@ -16,7 +16,7 @@ import requests
 from bulksms.api.ui import counter_text
 from bulksms.devstack.numbers_gen import us_numbers
 from tests.helpers import API_KEY
-from tests.helpers.stack import HOLDING, Stack, held_sends, wait_until
+from tests.helpers.stack import Stack, held_sends, wait_until
 
 CHROMIUM = os.environ.get("BULKSMS_CHROMIUM") or next(
     (found for name in ("chromium", "chromium-browser") if (found := shutil.which(name))), None
@@ -33,6 +33,7 @@ WAIT_MS = 90_000  # a page's state on a busy machine (polled once a second)
 # a rendering step after the load event, not by the time goto returns).
 expect.set_options(timeout=WAIT_MS)
 FINAL_SHOWN = ("delivered", "undelivered", "failed", "rejected")
+HELD_SECONDS = 600  # a send held until the test lets it go: longer than all its waits
 
 
 @pytest.fixture(scope="module")
@@ -144,12 +145,12 @@ def test_pause_resume_and_cancel_from_the_page(stack: Stack, page: Any) -> None:
     expect(page.get_by_test_id("count-cancelled")).to_have_text("5")
 
 
-@pytest.mark.parametrize("stack_overrides", [HOLDING])
+@pytest.mark.parametrize("stack_overrides", [{"plivo_timeout": HELD_SECONDS + 60}])
 def test_a_cancelled_jobs_page_follows_its_batch_in_flight(stack: Stack, page: Any) -> None:
     """A cancelled job's counts still move (a batch in flight finishes and is counted, waiting
     batches are cancelled when claimed): its page keeps reading them until nothing can change."""
     numbers = us_numbers(5)
-    with held_sends(stack.sandbox) as release:
+    with held_sends(stack.sandbox, HELD_SECONDS) as release:  # (past every wait below)
         before = len(stack.sandbox.sends)
         job_id = stack.submit({"recipients": numbers, "message": "in flight"}).json()["job_id"]
         wait_until(lambda: len(stack.sandbox.sends) > before, what="the job's send in flight")

@@ -10,10 +10,15 @@ const NOT_FINAL = ["pending", "queued", "sent"];
 
 // Nothing on the page can change any more. A cancelled job's counts still move after its state
 // says "cancelled": a batch in flight finishes and is counted, waiting batches are cancelled as
-// they are claimed, and reports come in until the job is closed.
+// they are claimed, and reports come in (a cancelled job is never closed: some never do).
 function settled(doc) {
   return FINISHED.includes(doc.state) && doc.batches.pending === 0
     && (doc.closed !== undefined || !NOT_FINAL.some((s) => doc.counts[s]));
+}
+
+// Only reports can still move a finished job with no batch left: read it less and less often.
+function winding(doc) {
+  return FINISHED.includes(doc.state) && doc.batches.pending === 0;
 }
 
 function csrfToken() {
@@ -98,6 +103,8 @@ function jobPage(root) {
     }
   }
 
+  let delay = 1000;
+
   async function poll() {
     let finished = false;
     try {
@@ -106,6 +113,7 @@ function jobPage(root) {
         const doc = await answer.json();
         draw(doc);
         finished = settled(doc);
+        delay = winding(doc) ? Math.min(delay + 1000, 60000) : 1000;
         const failures = ["undelivered", "failed", "rejected"].reduce((n, s) => n + doc.counts[s], 0);
         if (failures !== failuresSeen) {  // (reading every batch costs: only when it shows more)
           failuresSeen = failures;
@@ -115,7 +123,7 @@ function jobPage(root) {
     } catch (problem) {
       // (a network blip: the next poll tries again)
     }
-    if (!finished) window.setTimeout(poll, 1000);
+    if (!finished) window.setTimeout(poll, delay);
   }
   poll();
 }
