@@ -8,11 +8,12 @@ line is written, every configured secret is replaced by `****` and phone numbers
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import re
 import sys
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from logging.handlers import RotatingFileHandler
@@ -45,9 +46,9 @@ _SPACED_NUMBER = re.compile(
 _NOT_A_NUMBER = re.compile(
     r"\d{4}[-./]\d{2}[-./]\d{2}|\d{2}[-./]\d{2}[-./]\d{4}|\d{1,3}(?:\.\d{1,3}){3}$"
 )
-# gunicorn's atoms a client writes: the request line, its path and query, the Basic user, the
-# Referer and User-Agent (and any request header a format names).
-_CLIENT_ATOMS = frozenset("rUqufa")
+# gunicorn's atoms a client writes, as a format names them: the request line, its path and
+# query, the Basic user, the Referer and User-Agent, and any request header.
+_CLIENT_ATOM = re.compile(r"%\(([rUqufa]|\{[^}]*\}i)\)")
 _HANDLER_NAME = "bulksms"
 # gunicorn's loggers write through handlers of their own, which our handlers' filters never see.
 GUNICORN_LOGGERS = ("gunicorn.access", "gunicorn.error")
@@ -117,23 +118,22 @@ class _RedactRequests(_Redact):
     form."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if isinstance(record.args, Mapping):  # (gunicorn's atoms)
-            record.args = {
-                name: _masked(value) if _from_client(name) and isinstance(value, str) else value
-                for name, value in record.args.items()
-            }
+        if isinstance(record.args, dict) and isinstance(record.msg, str):  # (gunicorn's atoms)
+            atoms = record.args  # (gunicorn's own, made for this line)
+            for name in _client_atoms(record.msg):
+                value = atoms.get(name)
+                if isinstance(value, str):
+                    atoms[name] = _SPACED_NUMBER.sub(_spaced, unquote(value))
         return super().filter(record)
 
     def clean(self, text: str) -> str:
         return super().clean(_OPT_OUT_PATH.sub(r"\1****", unquote(text)))
 
 
-def _from_client(atom: object) -> bool:
-    return atom in _CLIENT_ATOMS or (isinstance(atom, str) and atom.endswith("}i"))
-
-
-def _masked(written: str) -> str:
-    return _SPACED_NUMBER.sub(_spaced, unquote(written))
+@functools.lru_cache(maxsize=8)
+def _client_atoms(form: str) -> tuple[str, ...]:
+    """The atoms a client writes that an access log format names (read once a format)."""
+    return tuple(dict.fromkeys(_CLIENT_ATOM.findall(form)))
 
 
 def _spaced(found: re.Match[str]) -> str:
