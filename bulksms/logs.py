@@ -48,7 +48,11 @@ _NOT_A_NUMBER = re.compile(
 )
 # gunicorn's atoms a client writes, as a format names them: the request line, its path and
 # query, the Basic user, the Referer and User-Agent, and any request header.
-_CLIENT_ATOM = re.compile(r"%\(([rUqufa]|\{[^}]*\}i)\)")
+_CLIENT_ATOM = re.compile(
+    r"%\(([rUqufa]|\{[^}]*\}i|\{(?:raw_uri|query_string|path_info|http_[^}]*)\}e)\)",
+    re.IGNORECASE,
+)
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")  # (a decoded %0A, say: written as \x0a)
 _HANDLER_NAME = "bulksms"
 # gunicorn's loggers write through handlers of their own, which our handlers' filters never see.
 GUNICORN_LOGGERS = ("gunicorn.access", "gunicorn.error")
@@ -121,13 +125,22 @@ class _RedactRequests(_Redact):
         if isinstance(record.args, dict) and isinstance(record.msg, str):  # (gunicorn's atoms)
             atoms = record.args  # (gunicorn's own, made for this line)
             for name in _client_atoms(record.msg):
-                value = atoms.get(name)
-                if isinstance(value, str):
-                    atoms[name] = _SPACED_NUMBER.sub(_spaced, unquote(value))
+                key = name.lower() if name.startswith("{") else name  # (as SafeAtoms reads it)
+                value = atoms.get(key)
+                if not isinstance(value, str):
+                    continue
+                decoded = unquote(value)
+                masked = _SPACED_NUMBER.sub(_spaced, decoded)
+                if masked != decoded:  # (decoded only then, and escaped as gunicorn escapes)
+                    atoms[key] = _CONTROL.sub(_escape, masked.replace('"', '\\"'))
         return super().filter(record)
 
     def clean(self, text: str) -> str:
         return super().clean(_OPT_OUT_PATH.sub(r"\1****", unquote(text)))
+
+
+def _escape(found: re.Match[str]) -> str:
+    return f"\\x{ord(found[0]):02x}"
 
 
 @functools.lru_cache(maxsize=8)

@@ -157,6 +157,7 @@ class Handoff:
         if os.getpid() != self.pid:  # forked: the parent's connection is not this process's
             self.pid, self.line, self.rewriter = os.getpid(), None, None
             self.unsettled, self.checked = 0, -RECHECK_SECONDS
+            self.failed_connects, self.logged_at = 0, -LOG_SECONDS
             self.rewrites = queue.SimpleQueue()
         if time.monotonic() - self.checked >= RECHECK_SECONDS and self.checking.acquire(False):
             try:
