@@ -10,7 +10,8 @@ const NOT_FINAL = ["pending", "queued", "sent"];
 
 // Nothing on the page can change any more. A cancelled job's counts still move after its state
 // says "cancelled": a batch in flight finishes and is counted, waiting batches are cancelled as
-// they are claimed, and reports come in (a cancelled job is never closed: some never do).
+// they are claimed, and reports come in (a cancelled job is never closed, and some reports
+// never come).
 function settled(doc) {
   return FINISHED.includes(doc.state) && doc.batches.pending === 0
     && (doc.closed !== undefined || !NOT_FINAL.some((s) => doc.counts[s]));
