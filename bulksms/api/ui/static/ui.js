@@ -8,18 +8,17 @@ const STATUSES = ["pending", "queued", "sent", "delivered", "undelivered", "fail
 const FINISHED = ["completed", "failed", "cancelled"];
 const NOT_FINAL = ["pending", "queued", "sent"];
 
+// Only reports can still move a finished job with no batch left: read it less and less often.
+function winding(doc) {
+  return FINISHED.includes(doc.state) && doc.batches.pending === 0;
+}
+
 // Nothing on the page can change any more. A cancelled job's counts still move after its state
 // says "cancelled": a batch in flight finishes and is counted, waiting batches are cancelled as
 // they are claimed, and reports come in (a cancelled job is never closed, and some reports
 // never come).
 function settled(doc) {
-  return FINISHED.includes(doc.state) && doc.batches.pending === 0
-    && (doc.closed !== undefined || !NOT_FINAL.some((s) => doc.counts[s]));
-}
-
-// Only reports can still move a finished job with no batch left: read it less and less often.
-function winding(doc) {
-  return FINISHED.includes(doc.state) && doc.batches.pending === 0;
+  return winding(doc) && (doc.closed !== undefined || !NOT_FINAL.some((s) => doc.counts[s]));
 }
 
 function csrfToken() {
