@@ -531,6 +531,24 @@ class JobStore:
         """Every batch's record, in batch order."""
         return _records(cast(dict[str, str], self.redis.hgetall(keys.batches(job_id))))
 
+    def batches_of(self, job_ids: Sequence[str]) -> list[list[BatchRecord] | None]:
+        """`batches` of each of these jobs, in one round trip (None: a record that cannot be
+        read, which must not stop the others being read)."""
+        pipe = self.redis.pipeline(transaction=False)
+        for job_id in job_ids:
+            pipe.hgetall(keys.batches(job_id))
+        return [_readable(found) for found in pipe.execute()] if job_ids else []
+
+    def mark_enqueued_many(self, marks: Sequence[tuple[str, int, int | None]], at: float) -> None:
+        """`mark_enqueued` for each (job, batch, redispatched), at `at`, in one round trip."""
+        pipe = self.redis.pipeline(transaction=False)
+        for job_id, batch, redispatched in marks:
+            mapping = {f"q:{batch}": f"{at:.3f}"}
+            if redispatched is not None:
+                mapping[f"d:{batch}"] = str(redispatched)
+            pipe.hset(keys.batches(job_id), mapping=cast(dict[Any, Any], mapping))
+        pipe.execute()
+
     @staticmethod
     def _batch_keys(job_id: str, batch: int) -> list[str]:
         return [keys.job(job_id), keys.batches(job_id), keys.recipients(job_id, batch)]
@@ -747,6 +765,13 @@ class JobStore:
         blob, state, *packed = pipe.execute()
         record = BatchRecord.parse(batch, state) if state else None
         return blob or b"", record, (packed[0] or b"") if packed else b""
+
+
+def _readable(found: dict[str, str]) -> list[BatchRecord] | None:
+    try:
+        return _records(found)
+    except (ValueError, IndexError, KeyError):
+        return None
 
 
 def _records(found: dict[str, str]) -> list[BatchRecord]:

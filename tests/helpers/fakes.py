@@ -208,6 +208,10 @@ class FakeStore:
     def batches(self, job_id: str) -> list[BatchRecord]:
         return list(self.batch_records[job_id])
 
+    def batches_of(self, job_ids: list[str]) -> list[list[BatchRecord] | None]:
+        self.calls.append(("batches_of", tuple(job_ids)))
+        return [self.batch_records.get(job_id) for job_id in job_ids]  # (None: unreadable)
+
     def resolve_batch(self, job_id: str, batch: int, in_flight_seconds: float) -> str:
         self.calls.append(("resolve", job_id, batch))
         return self.resolutions.get(batch, "in_flight")
@@ -225,6 +229,10 @@ class FakeStore:
         self.calls.append(("mark_enqueued", job_id, batch))
         if redispatched is not None:
             self.calls.append(("redispatched", job_id, batch, redispatched))
+
+    def mark_enqueued_many(self, marks: list[tuple[str, int, int | None]], at: float) -> None:
+        for job_id, batch, redispatched in marks:
+            self.mark_enqueued(job_id, batch, redispatched)
 
     def deactivate(self, job_id: str) -> None:
         self.calls.append(("deactivate", job_id))

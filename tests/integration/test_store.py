@@ -21,6 +21,7 @@ from bulksms.store import (
     Report,
     Sending,
     Status,
+    keys,
 )
 from bulksms.store import jobs as jobs_module
 from bulksms.store.model import LAYOUT_VERSION
@@ -351,6 +352,23 @@ def test_a_batch_remembers_how_often_the_sweep_enqueued_it_again(rdb: redis.Redi
     first, second = store.batches("j1")
     assert (first.redispatched, second.redispatched) == (0, 3)
     assert second.enqueued_at > 0 and first.enqueued_at > 0
+
+
+def test_the_sweep_reads_and_marks_many_jobs_batches_at_once(rdb: redis.Redis) -> None:
+    """What the sweep reads and writes a chunk of jobs at a time: each job's batch records
+    (an unreadable one is None, and does not hide the others'), and enqueue marks stamped with
+    the time it gives (Redis's, which it compares them with)."""
+    store = make(rdb)
+    store.mark_enqueued_many([("j1", 1, 3), ("j1", 0, None)], 1234.5)
+    rdb.hset(keys.batches("broken"), "0", "no-such-state|x|y")
+    first, broken, missing = store.batches_of(["j1", "broken", "missing"])
+    assert broken is None and missing == []
+    assert first == store.batches("j1")
+    assert [(b.batch, b.redispatched, b.enqueued_at) for b in first] == [
+        (0, 0, 1234.5),
+        (1, 3, 1234.5),
+    ]
+    assert store.batches_of([]) == []
 
 
 def test_a_number_left_out_of_a_call_ends_suppressed_and_is_no_evidence(rdb: redis.Redis) -> None:

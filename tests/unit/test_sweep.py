@@ -10,7 +10,7 @@ from dataclasses import replace
 import pytest
 
 from bulksms.config import Settings
-from bulksms.store import BatchRecord, BatchState, Status
+from bulksms.store import BatchRecord, BatchState, JobState, Status
 from bulksms.worker import sweep
 from bulksms.worker.reconcile import Unsettled
 from tests.helpers.fakes import FakePace, FakeStore, job
@@ -268,3 +268,63 @@ def test_the_sweep_reads_active_jobs_a_chunk_at_a_time() -> None:
     store.jobs = lambda ids: reads.append(len(ids)) or jobs(ids)  # type: ignore[method-assign]
     run(store, queue)
     assert reads == [sweep.JOBS_A_READ, 3]
+
+
+def test_a_sweep_reads_many_jobs_a_round_trip() -> None:
+    """Under a load of alerts thousands of jobs are active: the sweep reads each chunk's batch
+    records in one round trip and Redis's clock once for it, and marks what it enqueues again
+    in one more, rather than a round trip or more for each job (which made a sweep of 40,000
+    take 11 s)."""
+    store, queue = FakeStore(), Queue()
+    count = 2 * sweep.JOBS_A_READ
+    for n in range(count):
+        store.add(job(f"j{n}", started_at=NOW - 600), [pending(0, enqueued=NOW - 600)])
+    clock_reads: list[float] = []
+
+    def now() -> float:
+        clock_reads.append(NOW)
+        return NOW
+
+    read_one: list[str] = []
+    store.batches = read_one.append  # type: ignore[assignment,method-assign]
+    marked: list[int] = []
+    store.mark_enqueued_many = lambda marks, at: marked.append(len(marks))  # type: ignore[method-assign]
+    tally = sweep.sweep_once(
+        store,  # type: ignore[arg-type]
+        FakePace(),  # type: ignore[arg-type]
+        SETTINGS,
+        queue.enqueue,
+        queue.queue_depth,
+        queue.notified.append,
+        now=now,
+    )
+    assert tally["redispatched"] == count and len(queue.enqueued) == count
+    assert read_one == []
+    assert [c for c in store.calls if c[0] == "batches_of"] == [
+        ("batches_of", tuple(f"j{n}" for n in range(start, start + sweep.JOBS_A_READ)))
+        for start in (0, sweep.JOBS_A_READ)
+    ]
+    assert len(clock_reads) <= 3  # (the scheduled jobs' read, and one a chunk)
+    assert marked == [sweep.JOBS_A_READ, sweep.JOBS_A_READ]
+
+
+def test_a_job_all_handed_over_has_no_batches_read() -> None:
+    """A job waiting only for reports (`sent`) is no business of the batches' part of the
+    sweep: its records are not read."""
+    store, queue = FakeStore(), Queue()
+    waiting = job(
+        started_at=NOW - 600,
+        batch_counts={
+            BatchState.PENDING: 0,
+            BatchState.SUBMITTED: 1,
+            BatchState.FAILED: 0,
+            BatchState.CANCELLED: 0,
+        },
+        counts={s: (1 if s is Status.QUEUED else 0) for s in Status},
+        handed=1,
+    )
+    store.add(waiting, [submitted(0)])
+    assert waiting.state is JobState.SENT
+    run(store, queue)
+    assert all("j1" not in c[1] for c in store.calls if c[0] == "batches_of")
+    assert not [c for c in store.calls if c[0] == "resolve"]
