@@ -181,6 +181,37 @@ def notify(celery: Celery, job_id: str) -> None:
     celery.send_task(NOTIFY, (job_id,))
 
 
+def queue_heads(celery: Celery) -> dict[bool, tuple[str, int] | None]:
+    """For each batch queue (by urgency), the job and batch of the message a worker takes next:
+    the oldest, as kombu's Redis transport pushes on a list's left and pops from its right.
+    None where the queue is empty, its next message is not a batch's, or the broker is not
+    Redis. The sweep reads it to tell a task still waiting from one that vanished."""
+    heads: dict[bool, tuple[str, int] | None] = {}
+    with celery.connection_or_acquire() as connection:
+        client = getattr(connection.default_channel, "client", None)
+        for urgent in (True, False):
+            oldest = client.lindex(queue_for(urgent), -1) if client is not None else None
+            heads[urgent] = batch_of(oldest)
+    return heads
+
+
+def batch_of(message: bytes | str | None) -> tuple[str, int] | None:
+    """The job and batch a `send_batch` message (kombu's Redis envelope, `messages`) is for."""
+    if not message:
+        return None
+    try:
+        envelope = json.loads(message)
+        if envelope["headers"]["task"] != SEND_BATCH:
+            return None
+        body = envelope["body"]
+        if envelope["properties"].get("body_encoding") == "base64":
+            body = base64.b64decode(body)
+        job_id, batch = json.loads(body)[0]
+        return str(job_id), int(batch)
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
 def queue_depth(celery: Celery) -> int:
     """Messages waiting in the batch queues (any broker: a passive declare counts them)."""
     total = 0

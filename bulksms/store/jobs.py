@@ -527,6 +527,11 @@ class JobStore:
             mapping[f"d:{batch}"] = str(redispatched)
         self.redis.hset(keys.batches(job_id), mapping=cast(dict[Any, Any], mapping))
 
+    def enqueued_at(self, job_id: str, batch: int) -> float | None:
+        """When the batch's task was last enqueued (`mark_enqueued`), if known."""
+        stamp = self.redis.hget(keys.batches(job_id), f"q:{batch}")
+        return float(stamp) if stamp else None
+
     def batches(self, job_id: str) -> list[BatchRecord]:
         """Every batch's record, in batch order."""
         return _records(cast(dict[str, str], self.redis.hgetall(keys.batches(job_id))))

@@ -76,6 +76,7 @@ def _connect_signals(app: Flask, celery: Celery, settings: Settings) -> None:
                 queue_depth=queue_depth,
                 reconcile=app.extensions["bulksms.reconciler"].settle,
                 look_up=app.extensions["bulksms.reconciler"].look_up_silent,
+                queue_heads=lambda: taskqueue.queue_heads(celery),
             )
         )
         sweeping.append(pacing.start(app, app.extensions["bulksms.pacer"].pace, settings, enqueue))

@@ -10,10 +10,12 @@ lock), every `SWEEP_INTERVAL` seconds, over the jobs not yet finished:
   on the pace's schedule;
 - a `pending` batch whose task vanished (its worker was killed, or Redis lost the message) is
   enqueued again `DISPATCH_STALE_SECONDS` after it was last enqueued, each batch judged on its
-  own (not "once the queue has drained", which under sustained load never comes). Its task may
-  only be waiting behind others: a duplicate is harmless (the claim sees to it), and the wait
-  doubles with every re-enqueue of the batch (up to 64 times), so a long queue costs a batch a
-  handful of duplicates at most;
+  own (not "once the queue has drained", which under sustained load never comes). A batch
+  enqueued after the task a worker takes next from its queue (the queue's oldest) is still
+  waiting, so it is left alone: a backlog of alerts is not enqueued twice over. Where that
+  cannot be told (an empty queue, its next message not a batch's), a task only waiting becomes
+  a harmless duplicate (the claim sees to it), and the wait doubles with every re-enqueue of
+  the batch (up to 64 times);
 - messages with no report at all `RECONCILE_AFTER_SECONDS` after their batch was handed over
   are looked up at Plivo (`look_up`), at a bounded rate;
 - a job whose reports never all arrive is closed `REPORT_WAIT_SECONDS` after its last batch
@@ -29,7 +31,7 @@ import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from flask import Flask
@@ -53,6 +55,8 @@ Enqueue = Callable[[str, Iterable[int], bool], None]  # job id, batches, urgent
 Reconcile = Callable[[list[Unsettled], list[Unsettled], float], list[tuple[Unsettled, str]]]
 # A job's id and the time: look up the messages no report has named (`Reconciler`).
 LookUp = Callable[[str, float], int]
+# For each batch queue (by urgency), the job and batch a worker takes next (`taskqueue`).
+QueueHeads = Callable[[], Mapping[bool, tuple[str, int] | None]]
 
 
 def sweep_once(
@@ -65,6 +69,7 @@ def sweep_once(
     now: Callable[[], float] = time.time,
     reconcile: Reconcile | None = None,
     look_up: LookUp | None = None,
+    queue_heads: QueueHeads | None = None,
 ) -> Counter[str]:
     tally: Counter[str] = Counter()
     unsettled: list[Unsettled] = []
@@ -82,6 +87,7 @@ def sweep_once(
         if job is not None:
             enqueue(job_id, store.pending_batches(job_id), job.urgent)
         tally["released"] += 1
+    heads = _heads(store, queue_heads)
     active = store.active_jobs()
     # A chunk of jobs is read in one round trip, Redis's clock once for the chunk, and the
     # batches of its jobs still being sent in one more; what the chunk re-enqueues is marked in
@@ -111,6 +117,7 @@ def sweep_once(
                     (unsettled, in_flight),
                     look_up,
                     again,
+                    heads.get(job.urgent) if job else None,
                 )
             except Exception:  # one job's trouble must not stop the others being looked after
                 log.exception("sweep of job %s failed", job_id)
@@ -146,6 +153,7 @@ def _sweep_job(
     calls: tuple[list[Unsettled], list[Unsettled]],  # unsettled, in flight: for `reconcile`
     look_up: LookUp | None,
     again: list[Again],  # the jobs whose batches are to be enqueued again
+    head: float | None,  # when the task a worker takes next from the job's queue was enqueued
 ) -> None:
     if job is None:  # expired
         store.deactivate(job_id)
@@ -201,6 +209,7 @@ def _sweep_job(
             and state not in (JobState.PAUSED, JobState.SCHEDULED)
             and now >= batch.since + stale
             and now - batch.enqueued_at > stale * 2 ** min(batch.redispatched, REDISPATCH_DOUBLINGS)
+            and (head is None or batch.enqueued_at < head)  # (else its task waits behind it)
         ):
             # (a cancelled or halted job's paced batches too: their claims finish them)
             redispatch.append((batch.batch, batch.redispatched + 1))
@@ -235,6 +244,24 @@ class Again:
     urgent: bool
 
 
+def _heads(store: JobStore, queue_heads: QueueHeads | None) -> dict[bool, float]:
+    """For each batch queue (by urgency), when the task a worker takes next was enqueued, where
+    that is known. Read once, before the jobs: the queue only moves on, so a task enqueued
+    after it is still waiting when the sweep comes to it."""
+    if queue_heads is None:
+        return {}
+    try:
+        found = {
+            urgent: store.enqueued_at(*head)
+            for urgent, head in queue_heads().items()
+            if head is not None
+        }
+    except Exception:  # (unknown: every stale batch is judged on its time alone, as before)
+        log.warning("the queues' next tasks could not be read", exc_info=True)
+        return {}
+    return {urgent: at for urgent, at in found.items() if at is not None}
+
+
 def _finished(job: Job) -> bool:
     state = job.state
     return state in (JobState.COMPLETED, JobState.FAILED) or (
@@ -259,6 +286,7 @@ def start(
     queue_depth: Callable[[], int],
     reconcile: Reconcile | None = None,
     look_up: LookUp | None = None,
+    queue_heads: QueueHeads | None = None,
 ) -> threading.Event:
     """Sweep in a daemon thread of this worker process; set the returned event to stop it."""
     stop = threading.Event()
@@ -279,6 +307,7 @@ def start(
                             now=store().clock,  # (Redis's: this host's may be off)
                             reconcile=reconcile,
                             look_up=look_up,
+                            queue_heads=queue_heads,
                         )
                         if tally:
                             log.info("sweep: %s", dict(tally))

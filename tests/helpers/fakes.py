@@ -208,6 +208,9 @@ class FakeStore:
     def batches(self, job_id: str) -> list[BatchRecord]:
         return list(self.batch_records[job_id])
 
+    def enqueued_at(self, job_id: str, batch: int) -> float | None:
+        return self.batch_records[job_id][batch].enqueued_at or None
+
     def batches_of(self, job_ids: list[str]) -> list[list[BatchRecord] | None]:
         self.calls.append(("batches_of", tuple(job_ids)))
         return [self.batch_records.get(job_id) for job_id in job_ids]  # (None: unreadable)

@@ -5,14 +5,17 @@ that one and the load's, is sent exactly once. Real gunicorn, worker, sandbox an
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter
 
 import pytest
 import requests
+from flask import Flask
 
 from bulksms import create_app, taskqueue
 from bulksms.devstack.numbers_gen import us_numbers
 from bulksms.store import keys
+from bulksms.worker import sweep
 from tests.helpers import API_KEY
 from tests.helpers.stack import Stack, wait_until
 
@@ -90,3 +93,43 @@ def test_an_alert_stored_without_its_task_is_sent_by_the_sweep_under_load(
 
 def _sent(stack: Stack) -> list[str]:
     return [m["dst"] for m in list(stack.sandbox.messages)]
+
+
+def test_a_backlog_of_alerts_is_not_enqueued_twice_but_a_lost_task_is(app: Flask) -> None:
+    """Alerts waiting in the urgent queue longer than DISPATCH_STALE_SECONDS (a backlog: no
+    worker here, and the sweep's clock a minute on) are waiting, not lost: the sweep leaves
+    those enqueued after the task a worker takes next alone, and enqueues again only the one
+    whose task is gone. Real Redis, store, queue and sweep."""
+    client, store = app.test_client(), app.extensions["bulksms.store"]
+    celery, settings = app.extensions["celery"], app.config["SETTINGS"]
+    assert taskqueue.queue_heads(celery) == {True: None, False: None}
+    ids = []
+    for n in range(4):
+        answer = client.post(
+            "/api/bulk-sms",
+            json={"recipients": [f"+1415555{n:04d}"], "message": "backlog"},
+            headers={"X-API-Key": API_KEY},
+        )
+        assert answer.status_code == 202, answer.get_json()
+        ids.append(answer.get_json()["job_id"])
+        time.sleep(0.01)  # (each enqueued after the one before, to the millisecond)
+    assert taskqueue.queue_heads(celery) == {True: (ids[0], 0), False: None}
+    (lost,) = [m for m in store.redis.lrange(taskqueue.URGENT_QUEUE, 0, -1) if ids[0] in m]
+    store.redis.lrem(taskqueue.URGENT_QUEUE, 1, lost)  # the first alert's task vanished
+    assert taskqueue.queue_heads(celery)[True] == (ids[1], 0)
+    enqueued: list[str] = []
+    tally = sweep.sweep_once(
+        store,
+        app.extensions["bulksms.pace"],
+        settings,
+        lambda job_id, batches, urgent: enqueued.append(job_id),
+        lambda: taskqueue.queue_depth(celery),
+        lambda job_id: None,
+        now=lambda: store.clock() + 60,  # (past DISPATCH_STALE_SECONDS for every one)
+        queue_heads=lambda: taskqueue.queue_heads(celery),
+    )
+    assert enqueued == [ids[0]] and tally["redispatched"] == 1
+    # Not a batch's task next (a big job's fan-out): not known, so judged on time alone.
+    store.redis.delete(taskqueue.URGENT_QUEUE)
+    celery.send_task(taskqueue.FAN_OUT, ("f" * 32,), queue=taskqueue.URGENT_QUEUE)
+    assert taskqueue.queue_heads(celery)[True] is None

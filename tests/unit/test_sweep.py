@@ -110,6 +110,40 @@ def test_a_pending_batch_whose_task_vanished_is_enqueued_again_whatever_the_queu
     assert ("redispatched", "j1", 0, 1) in store.calls
 
 
+def test_a_task_enqueued_after_its_queue_s_next_one_is_waiting_not_lost() -> None:
+    """A backlog of alerts waits longer than DISPATCH_STALE_SECONDS. A batch enqueued after
+    the task a worker takes next from the job's queue is waiting behind it: not enqueued again.
+    One enqueued before it was passed over: its task vanished, and it is enqueued again. Where
+    the queue's next task is not known, every stale batch is judged on its time alone."""
+    store = FakeStore()
+    store.add(job("lost"), [pending(0, enqueued=NOW - 600)])
+    store.add(job("next"), [pending(0, enqueued=NOW - 200)])
+    store.add(job("behind"), [pending(0, enqueued=NOW - 100)])
+    store.add(job("urgent", urgent=True), [pending(0, enqueued=NOW - 100)])
+
+    def sweep_with(heads: sweep.QueueHeads) -> list[str]:
+        queue = Queue(depth=5000)
+        sweep.sweep_once(
+            store,  # type: ignore[arg-type]
+            FakePace(),  # type: ignore[arg-type]
+            SETTINGS,
+            queue.enqueue,
+            queue.queue_depth,
+            queue.notified.append,
+            now=lambda: NOW,
+            queue_heads=heads,
+        )
+        return sorted(job_id for job_id, _, _ in queue.enqueued)
+
+    # (the urgent queue's next task is unknown: empty, or not a batch's)
+    assert sweep_with(lambda: {False: ("next", 0), True: None}) == ["lost", "urgent"]
+
+    def unreadable() -> dict[bool, tuple[str, int] | None]:
+        raise ConnectionError("the broker is away")
+
+    assert sweep_with(unreadable) == ["behind", "lost", "next", "urgent"]
+
+
 def test_each_re_enqueue_of_a_batch_doubles_its_wait() -> None:
     """Its task may be waiting behind thousands: a long queue costs it a few duplicates."""
     store, queue = FakeStore(), Queue(depth=5000)
