@@ -3,7 +3,8 @@
     .venv/bin/python -m bench.run          # or: make bench
     .venv/bin/python -m bench.run pacing   # the pacing stages only
     .venv/bin/python -m bench.run csv      # the contact-file stages only, on a stack of their own
-    .venv/bin/python -m bench.run small    # small submits and the reports stages only
+    .venv/bin/python -m bench.run small    # small submits, the sweep and the reports stages only
+    .venv/bin/python -m bench.run sweep    # the sweep stage alone
     BENCH_CSV_ROWS=20000 .venv/bin/python -m bench.run csv   # ... with a smaller contact file
 
 Writes a table to stdout and to bench/RESULTS.md (`csv` alone prints it only: a partial table
@@ -15,8 +16,9 @@ validation, durable claims (appendfsync always against everysec), submit, submit
 contact file with two template fields (`BENCH_CSV_ROWS` rows, 1,000,000 by default) and the Redis
 memory its job takes, dispatch (with Plivo's pace out of the way), reports (over Redis's unix
 socket and over TCP), memory, status, small submits (alerts: one-recipient jobs over TCP, a
-worker sending them) and pacing (at 1,000 and 10,000 messages a second); each row states its
-target. `python -m bench.run small` runs the small-submit and both reports stages alone.
+worker sending them), the sweep over 40,000 active alerts and pacing (at 1,000 and 10,000
+messages a second); each row states its target. `python -m bench.run small` runs the
+small-submit, sweep and reports stages alone.
 """
 
 from __future__ import annotations
@@ -1084,9 +1086,9 @@ def main(stages: list[str]) -> int:
 
 
 def small_stages(work: Path) -> list[Row]:
-    """Issue 18's stages alone: small submits, then reports over the unix socket (fsync always,
-    as `bulksms up`), over TCP (everysec, as compose) and over the unix socket on that same
-    everysec (the transport alone changed), on a 600,000-recipient job."""
+    """Issue 18's stages alone: small submits, the sweep, then reports over the unix socket
+    (fsync always, as `bulksms up`), over TCP (everysec, as compose) and over the unix socket on
+    that same everysec (the transport alone changed), on a 600,000-recipient job."""
     rows = small_submits(work / "small")
     rows.append(sweep(work / "sweep"))
     (work / "metrics").mkdir()
