@@ -201,8 +201,9 @@ def batch_of(message: bytes | str | None) -> tuple[str, int] | None:
         return None
     try:
         envelope = json.loads(message)
-        if envelope["headers"]["task"] != SEND_BATCH:
-            return None
+        headers = envelope["headers"]
+        if headers["task"] != SEND_BATCH or headers.get("eta") or headers.get("retries"):
+            return None  # (a retry is published long after its batch was stamped)
         body = envelope["body"]
         if envelope["properties"].get("body_encoding") == "base64":
             body = base64.b64decode(body)

@@ -542,7 +542,8 @@ class JobStore:
         pipe = self.redis.pipeline(transaction=False)
         for job_id in job_ids:
             pipe.hgetall(keys.batches(job_id))
-        return [_readable(found) for found in pipe.execute()] if job_ids else []
+        found = pipe.execute(raise_on_error=False) if job_ids else []
+        return [None if isinstance(f, Exception) else _readable(f) for f in found]
 
     def mark_enqueued_many(self, marks: Sequence[tuple[str, int, int | None]], at: float) -> None:
         """`mark_enqueued` for each (job, batch, redispatched), at `at`, in one round trip."""

@@ -5,11 +5,12 @@ pace's waker, the worker metrics, and a check of the Plivo credentials before th
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterable
 from typing import Any
 
 from celery import Celery, Task
-from celery.signals import task_postrun, task_prerun, worker_ready, worker_shutdown
+from celery.signals import task_postrun, task_prerun, worker_init, worker_ready, worker_shutdown
 from flask import Flask
 
 from bulksms import extensions, logs, metrics, taskqueue
@@ -65,6 +66,11 @@ def _connect_signals(app: Flask, celery: Celery, settings: Settings) -> None:
     def enqueue(job_id: str, batches: Iterable[int], urgent: bool) -> None:
         taskqueue.enqueue(celery, job_id, batches, urgent)
 
+    @worker_init.connect(weak=False)
+    def _yield_the_cpu(**_: Any) -> None:
+        # (before the pool forks, so that its processes and the sweep's thread inherit it)
+        lower(settings.worker_nice)
+
     @worker_ready.connect(weak=False)
     def _start_sweep_and_metrics(**_: Any) -> None:
         sweeping.append(
@@ -94,3 +100,13 @@ def _connect_signals(app: Flask, celery: Celery, settings: Settings) -> None:
     def _stop_sweep(**_: Any) -> None:
         for stop in sweeping:
             stop.set()
+
+
+def lower(nice: int) -> None:
+    """This process's CPU priority at least `nice` (one started lower stays lower)."""
+    current = os.getpriority(os.PRIO_PROCESS, 0)
+    if nice > current:
+        try:
+            os.setpriority(os.PRIO_PROCESS, 0, nice)
+        except OSError as exc:  # (a sandbox that forbids it: run at the priority given)
+            log.warning("worker priority not lowered to nice %s: %s", nice, exc)

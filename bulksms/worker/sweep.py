@@ -47,6 +47,11 @@ log = logging.getLogger(__name__)
 
 CLOSED_REASON = "report_wait_expired"
 REDISPATCH_DOUBLINGS = 6  # a vanished-looking task's wait doubles up to 64 × DISPATCH_STALE
+# A batch enqueued after its queue's next task counts as waiting behind it for this many
+# DISPATCH_STALE_SECONDS at most: a next task whose batch's stamp is older than its message
+# (a scheduled job released, a resumed one, a message redelivered) can hold a lost one back
+# no longer than that.
+BEHIND_AT_MOST = 8
 JOBS_A_READ = 500  # active jobs read in one round trip
 
 Enqueue = Callable[[str, Iterable[int], bool], None]  # job id, batches, urgent
@@ -123,12 +128,7 @@ def sweep_once(
                 log.exception("sweep of job %s failed", job_id)
                 tally["errors"] += 1
         if again:
-            # (marked first, on Redis's clock, which the next sweep compares them with)
-            store.mark_enqueued_many(
-                [(a.job_id, b, times) for a in again for b, times in a.marks], at
-            )
-            for a in again:
-                enqueue(a.job_id, [b for b, _ in a.marks], a.urgent)
+            _enqueue_again(store, enqueue, again, at, tally)
     if unsettled and reconcile is not None:
         # (on Redis's clock, as the calls were stamped: hosts' clocks differ)
         for call, verdict in reconcile(unsettled, in_flight, store.clock()):
@@ -182,6 +182,7 @@ def _sweep_job(
     paced: list[int] = []
     moving = False  # a batch of the job is being sent, or waits for a worker
     stale = settings.dispatch_stale_seconds
+    behind = stale * BEHIND_AT_MOST  # (until then, enqueued after the head: waiting behind it)
     if batches is None:
         raise ValueError("its batch records cannot be read")
     for batch in batches:
@@ -209,7 +210,7 @@ def _sweep_job(
             and state not in (JobState.PAUSED, JobState.SCHEDULED)
             and now >= batch.since + stale
             and now - batch.enqueued_at > stale * 2 ** min(batch.redispatched, REDISPATCH_DOUBLINGS)
-            and (head is None or batch.enqueued_at < head)  # (else its task waits behind it)
+            and (head is None or batch.enqueued_at < head or now - batch.enqueued_at > behind)
         ):
             # (a cancelled or halted job's paced batches too: their claims finish them)
             redispatch.append((batch.batch, batch.redispatched + 1))
@@ -242,6 +243,26 @@ class Again:
     job_id: str
     marks: list[tuple[int, int | None]]
     urgent: bool
+
+
+def _enqueue_again(
+    store: JobStore, enqueue: Enqueue, again: list[Again], at: float, tally: Counter[str]
+) -> None:
+    """Mark a chunk's batches enqueued (on Redis's clock, which the next sweep compares them
+    with), then enqueue them. A failure stops only what it touches: unmarked, they are all
+    looked at again next sweep; marked and not enqueued, a job's are, after their wait."""
+    try:
+        store.mark_enqueued_many([(a.job_id, b, n) for a in again for b, n in a.marks], at)
+    except Exception:
+        log.exception("the sweep could not mark %d jobs' batches enqueued", len(again))
+        tally["errors"] += 1
+        return
+    for a in again:
+        try:
+            enqueue(a.job_id, [b for b, _ in a.marks], a.urgent)
+        except Exception:
+            log.exception("the sweep could not enqueue job %s's batches", a.job_id)
+            tally["errors"] += 1
 
 
 def _heads(store: JobStore, queue_heads: QueueHeads | None) -> dict[bool, float]:

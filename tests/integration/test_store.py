@@ -369,6 +369,8 @@ def test_the_sweep_reads_and_marks_many_jobs_batches_at_once(rdb: redis.Redis) -
         (1, 3, 1234.5),
     ]
     assert store.batches_of([]) == []
+    rdb.set(keys.batches("wrong"), "a string where a hash belongs")
+    assert store.batches_of(["wrong", "j1"]) == [None, first]
 
 
 def test_a_number_left_out_of_a_call_ends_suppressed_and_is_no_evidence(rdb: redis.Redis) -> None:

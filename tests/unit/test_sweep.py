@@ -144,6 +144,65 @@ def test_a_task_enqueued_after_its_queue_s_next_one_is_waiting_not_lost() -> Non
     assert sweep_with(unreadable) == ["behind", "lost", "next", "urgent"]
 
 
+def test_waiting_behind_the_queue_s_next_task_has_a_bound() -> None:
+    """A next task whose batch was stamped long before its message was pushed (a scheduled
+    job released, a resumed one) must not hold a lost task back for long: past
+    BEHIND_AT_MOST × DISPATCH_STALE_SECONDS a batch is judged on its time alone."""
+    store, queue = FakeStore(), Queue(depth=5000)
+    bound = sweep.BEHIND_AT_MOST * SETTINGS.dispatch_stale_seconds
+    store.add(job("released"), [pending(0, enqueued=NOW - 86_400)])  # (stamped yesterday)
+    store.add(job("long"), [pending(0, enqueued=NOW - bound - 1)])
+    store.add(job("recent"), [pending(0, enqueued=NOW - bound + 1)])
+    sweep.sweep_once(
+        store,  # type: ignore[arg-type]
+        FakePace(),  # type: ignore[arg-type]
+        SETTINGS,
+        queue.enqueue,
+        queue.queue_depth,
+        queue.notified.append,
+        now=lambda: NOW,
+        queue_heads=lambda: {False: ("released", 0)},
+    )
+    # (the next task's own batch too: stamped a day ago, its message cannot be told from a
+    # lost one's, and a duplicate is harmless)
+    assert [job_id for job_id, _, _ in queue.enqueued] == ["released", "long"]
+
+
+def test_a_failure_to_enqueue_one_job_again_stops_no_other() -> None:
+    """What a chunk enqueues again is marked and sent after the chunk: one job's failed
+    publish (or a failed mark) is logged and counted, and the sweep goes on."""
+    store = FakeStore()
+    for name in ("a", "b", "c"):
+        store.add(job(name), [pending(0, enqueued=NOW - 600)])
+    sent: list[str] = []
+
+    def enqueue(job_id: str, batches: Iterable[int], urgent: bool) -> None:
+        if job_id == "b":
+            raise ConnectionError("the broker is away")
+        sent.append(job_id)
+
+    def sweep_with(enqueue: sweep.Enqueue) -> Counter[str]:
+        return sweep.sweep_once(
+            store,  # type: ignore[arg-type]
+            FakePace(),  # type: ignore[arg-type]
+            SETTINGS,
+            enqueue,
+            lambda: 0,
+            lambda _: None,
+            now=lambda: NOW,
+        )
+
+    assert sweep_with(enqueue)["errors"] == 1
+    assert sent == ["a", "c"]
+
+    def unmarked(marks: object, at: float) -> None:
+        raise ConnectionError("Redis is away")
+
+    store.mark_enqueued_many = unmarked  # type: ignore[method-assign,assignment]
+    sent.clear()
+    assert sweep_with(enqueue)["errors"] == 1 and sent == []  # (nothing sent unmarked)
+
+
 def test_each_re_enqueue_of_a_batch_doubles_its_wait() -> None:
     """Its task may be waiting behind thousands: a long queue costs it a few duplicates."""
     store, queue = FakeStore(), Queue(depth=5000)
