@@ -300,9 +300,10 @@ class Settings:
     max_segments_per_job: int = env("MAX_SEGMENTS_PER_JOB", _int(0), 0)  # 0: no limit
     # What one segment costs (the account's currency): previews then estimate a job's cost.
     price_per_segment: float | None = env("PRICE_PER_SEGMENT", _float(0.0))
-    # How much lower a worker's CPU priority is than the web app's (`nice`): on a host they
-    # share, a worker with a backlog takes the CPU the API does not need, and the API's
-    # answers do not wait behind it. 0: the same priority.
+    # The CPU priority (`nice`) a worker runs at, at least: where it shares a host and a CPU
+    # group with the web app (which runs at 0), a worker with a backlog takes the CPU the API
+    # does not need, and the API's answers do not wait behind it. 0: as started. (Containers
+    # and systemd units are CPU groups of their own: their weights rank them, not this.)
     worker_nice: int = env("WORKER_NICE", _int(0, 19), 10)
     worker_metrics_port: int = env("WORKER_METRICS_PORT", _int(0, 65535), 9808)
     # Where the worker's metrics listen: every interface in a container (Prometheus scrapes it

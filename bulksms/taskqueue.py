@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import functools
 import json
+import time
 import uuid
 from collections.abc import Iterable
 from typing import Any
@@ -33,6 +34,10 @@ FAN_OUT = "bulksms.fan_out"
 NOTIFY = "bulksms.notify"
 
 FAN_OUT_ABOVE = 20  # batches: a bigger job's tasks are enqueued by a worker (`start`)
+# A header on every batch task: when its message was pushed (this host's clock). The sweep
+# reads the next message's (`queue_heads`) to tell a task still waiting from one that vanished.
+PUSHED = "bulksms_pushed"
+HEAD_LOOK = 10  # messages read from a queue's head for one that says when it was pushed
 
 
 def make_celery(settings: Settings, **options: Any) -> Celery:
@@ -115,7 +120,7 @@ def messages(
     info, priority 0, which that transport keeps in the queue's own list).
     `tests/integration/test_small_submits.py` compares the two, and real workers run them."""
     queue = queue_for(urgent)
-    origin, reply_to = _origin(), celery.thread_oid
+    origin, reply_to, pushed = _origin(), celery.thread_oid, pushed_now()
     out = []
     for args in calls:
         task_id = str(uuid.uuid4())
@@ -140,6 +145,7 @@ def messages(
             "replaced_task_nesting": 0,
             "stamped_headers": None,
             "stamps": {},
+            PUSHED: pushed,
         }
         envelope = {
             "body": base64.b64encode(body).decode("ascii"),
@@ -171,45 +177,48 @@ def _origin() -> str:
 
 def enqueue(celery: Celery, job_id: str, batches: Iterable[int], urgent: bool) -> None:
     """One `send_batch` task per batch, over one broker connection, on the job's queue."""
-    queue = queue_for(urgent)
+    queue, headers = queue_for(urgent), {PUSHED: pushed_now()}
     with celery.producer_or_acquire() as producer:
         for batch in batches:
-            celery.send_task(SEND_BATCH, (job_id, batch), producer=producer, queue=queue)
+            celery.send_task(
+                SEND_BATCH, (job_id, batch), producer=producer, queue=queue, headers=headers
+            )
+
+
+def pushed_now() -> str:
+    """`PUSHED`'s value for a message pushed now (a retry gives its own: Celery would copy the
+    first push's)."""
+    return f"{time.time():.3f}"
 
 
 def notify(celery: Celery, job_id: str) -> None:
     celery.send_task(NOTIFY, (job_id,))
 
 
-def queue_heads(celery: Celery) -> dict[bool, tuple[str, int] | None]:
-    """For each batch queue (by urgency), the job and batch of the message a worker takes next:
-    the oldest, as kombu's Redis transport pushes on a list's left and pops from its right.
-    None where the queue is empty, its next message is not a batch's, or the broker is not
-    Redis. The sweep reads it to tell a task still waiting from one that vanished."""
-    heads: dict[bool, tuple[str, int] | None] = {}
+def queue_heads(celery: Celery) -> dict[bool, float | None]:
+    """For each batch queue (by urgency), when the batch task a worker takes next was pushed:
+    the oldest, as kombu's Redis transport pushes on a list's left and pops from its right
+    (the first of the oldest `HEAD_LOOK` that says, a batch task's `PUSHED` header). None where
+    none does, the queue is empty, or the broker is not Redis. The sweep reads it to tell a
+    task still waiting from one that vanished."""
+    heads: dict[bool, float | None] = {}
     with celery.connection_or_acquire() as connection:
         client = getattr(connection.default_channel, "client", None)
         for urgent in (True, False):
-            oldest = client.lindex(queue_for(urgent), -1) if client is not None else None
-            heads[urgent] = batch_of(oldest)
+            oldest = client.lrange(queue_for(urgent), -HEAD_LOOK, -1) if client else []
+            known = (pushed_at(m) for m in reversed(oldest))
+            heads[urgent] = next((at for at in known if at is not None), None)
     return heads
 
 
-def batch_of(message: bytes | str | None) -> tuple[str, int] | None:
-    """The job and batch a `send_batch` message (kombu's Redis envelope, `messages`) is for."""
-    if not message:
-        return None
+def pushed_at(message: bytes | str) -> float | None:
+    """When a batch task's message (kombu's Redis envelope) was pushed, if it says."""
     try:
-        envelope = json.loads(message)
-        headers = envelope["headers"]
-        if headers["task"] != SEND_BATCH or headers.get("eta") or headers.get("retries"):
-            return None  # (a retry is published long after its batch was stamped)
-        body = envelope["body"]
-        if envelope["properties"].get("body_encoding") == "base64":
-            body = base64.b64decode(body)
-        job_id, batch = json.loads(body)[0]
-        return str(job_id), int(batch)
-    except (ValueError, KeyError, TypeError, AttributeError):
+        headers = json.loads(message)["headers"]
+        if headers["task"] != SEND_BATCH:
+            return None
+        return float(headers[PUSHED])
+    except (ValueError, LookupError, TypeError):
         return None
 
 

@@ -585,7 +585,7 @@ def _readable(job_id: str) -> Job:
 
 
 def _enqueue_pending(job: Job) -> None:
-    taskqueue.enqueue(celery(), job.job_id, store().pending_batches(job.job_id), job.urgent)
+    taskqueue.enqueue(celery(), job.job_id, store().pending_enqueued(job.job_id), job.urgent)
 
 
 def _status_filter() -> Status | None:

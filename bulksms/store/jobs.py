@@ -527,10 +527,14 @@ class JobStore:
             mapping[f"d:{batch}"] = str(redispatched)
         self.redis.hset(keys.batches(job_id), mapping=cast(dict[Any, Any], mapping))
 
-    def enqueued_at(self, job_id: str, batch: int) -> float | None:
-        """When the batch's task was last enqueued (`mark_enqueued`), if known."""
-        stamp = self.redis.hget(keys.batches(job_id), f"q:{batch}")
-        return float(stamp) if stamp else None
+    def pending_enqueued(self, job_id: str) -> list[int]:
+        """The job's pending batches, marked enqueued now (Redis's clock), for the caller to
+        enqueue: a scheduled job released, a big job's fan-out, a resume. Left with their
+        creation's mark, they would look long enqueued and the sweep would enqueue them again."""
+        batches = self.pending_batches(job_id)
+        if batches:
+            self.mark_enqueued_many([(job_id, b, None) for b in batches], self.clock())
+        return batches
 
     def batches(self, job_id: str) -> list[BatchRecord]:
         """Every batch's record, in batch order."""

@@ -11,11 +11,11 @@ lock), every `SWEEP_INTERVAL` seconds, over the jobs not yet finished:
 - a `pending` batch whose task vanished (its worker was killed, or Redis lost the message) is
   enqueued again `DISPATCH_STALE_SECONDS` after it was last enqueued, each batch judged on its
   own (not "once the queue has drained", which under sustained load never comes). A batch
-  enqueued after the task a worker takes next from its queue (the queue's oldest) is still
-  waiting, so it is left alone: a backlog of alerts is not enqueued twice over. Where that
-  cannot be told (an empty queue, its next message not a batch's), a task only waiting becomes
-  a harmless duplicate (the claim sees to it), and the wait doubles with every re-enqueue of
-  the batch (up to 64 times);
+  enqueued after the task a worker takes next from its queue (the queue's oldest) was pushed
+  is still waiting behind it, and is left alone (for 64 × that time at most): a backlog of
+  alerts is not enqueued twice over. Where that cannot be told (an empty queue, no batch task
+  among its next few), a task only waiting becomes a harmless duplicate (the claim sees to
+  it), and the wait doubles with every re-enqueue of the batch (up to 64 times);
 - messages with no report at all `RECONCILE_AFTER_SECONDS` after their batch was handed over
   are looked up at Plivo (`look_up`), at a bounded rate;
 - a job whose reports never all arrive is closed `REPORT_WAIT_SECONDS` after its last batch
@@ -47,11 +47,10 @@ log = logging.getLogger(__name__)
 
 CLOSED_REASON = "report_wait_expired"
 REDISPATCH_DOUBLINGS = 6  # a vanished-looking task's wait doubles up to 64 × DISPATCH_STALE
-# A batch enqueued after its queue's next task counts as waiting behind it for this many
-# DISPATCH_STALE_SECONDS at most: a next task whose batch's stamp is older than its message
-# (a scheduled job released, a resumed one, a message redelivered) can hold a lost one back
-# no longer than that.
-BEHIND_AT_MOST = 8
+# A batch enqueued after its queue's next task was pushed counts as waiting behind it for
+# this many DISPATCH_STALE_SECONDS at most (the longest the time alone ever waits): the hosts
+# that push and stamp may disagree on the time.
+BEHIND_AT_MOST = 2**REDISPATCH_DOUBLINGS
 JOBS_A_READ = 500  # active jobs read in one round trip
 
 Enqueue = Callable[[str, Iterable[int], bool], None]  # job id, batches, urgent
@@ -60,8 +59,8 @@ Enqueue = Callable[[str, Iterable[int], bool], None]  # job id, batches, urgent
 Reconcile = Callable[[list[Unsettled], list[Unsettled], float], list[tuple[Unsettled, str]]]
 # A job's id and the time: look up the messages no report has named (`Reconciler`).
 LookUp = Callable[[str, float], int]
-# For each batch queue (by urgency), the job and batch a worker takes next (`taskqueue`).
-QueueHeads = Callable[[], Mapping[bool, tuple[str, int] | None]]
+# For each batch queue (by urgency), when the batch task a worker takes next was pushed.
+QueueHeads = Callable[[], Mapping[bool, float | None]]
 
 
 def sweep_once(
@@ -90,9 +89,9 @@ def sweep_once(
         store.release(job_id)
         job = store.job(job_id)
         if job is not None:
-            enqueue(job_id, store.pending_batches(job_id), job.urgent)
+            enqueue(job_id, store.pending_enqueued(job_id), job.urgent)
         tally["released"] += 1
-    heads = _heads(store, queue_heads)
+    heads = _heads(queue_heads)
     active = store.active_jobs()
     # A chunk of jobs is read in one round trip, Redis's clock once for the chunk, and the
     # batches of its jobs still being sent in one more; what the chunk re-enqueues is marked in
@@ -153,7 +152,7 @@ def _sweep_job(
     calls: tuple[list[Unsettled], list[Unsettled]],  # unsettled, in flight: for `reconcile`
     look_up: LookUp | None,
     again: list[Again],  # the jobs whose batches are to be enqueued again
-    head: float | None,  # when the task a worker takes next from the job's queue was enqueued
+    head: float | None,  # when the task a worker takes next from the job's queue was pushed
 ) -> None:
     if job is None:  # expired
         store.deactivate(job_id)
@@ -265,18 +264,14 @@ def _enqueue_again(
             tally["errors"] += 1
 
 
-def _heads(store: JobStore, queue_heads: QueueHeads | None) -> dict[bool, float]:
-    """For each batch queue (by urgency), when the task a worker takes next was enqueued, where
+def _heads(queue_heads: QueueHeads | None) -> dict[bool, float]:
+    """For each batch queue (by urgency), when the task a worker takes next was pushed, where
     that is known. Read once, before the jobs: the queue only moves on, so a task enqueued
     after it is still waiting when the sweep comes to it."""
     if queue_heads is None:
         return {}
     try:
-        found = {
-            urgent: store.enqueued_at(*head)
-            for urgent, head in queue_heads().items()
-            if head is not None
-        }
+        found = queue_heads()
     except Exception:  # (unknown: every stale batch is judged on its time alone, as before)
         log.warning("the queues' next tasks could not be read", exc_info=True)
         return {}

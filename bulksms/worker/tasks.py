@@ -26,7 +26,12 @@ def send_batch(self: Any, job_id: str, batch: int) -> str:
             store(), gateway(), throttle(), pacer(), settings(), job_id, batch
         )
     except dispatch.RetryLater as later:  # (the batch that needs it: perhaps one it went on with)
-        raise self.retry(args=(job_id, later.batch), countdown=later.delay, exc=None) from None
+        raise self.retry(
+            args=(job_id, later.batch),
+            countdown=later.delay,
+            exc=None,
+            headers={taskqueue.PUSHED: taskqueue.pushed_now()},  # (not the first push's)
+        ) from None
 
 
 @shared_task(name=taskqueue.NOTIFY, bind=True, max_retries=callbacks.MAX_ATTEMPTS)
@@ -55,6 +60,6 @@ def fan_out(job_id: str) -> str:
     job = store().job(job_id)
     if job is None:
         return "no such job"
-    pending = store().pending_batches(job_id)
+    pending = store().pending_enqueued(job_id)
     taskqueue.enqueue(celery(), job_id, pending, job.urgent)
     return f"enqueued {len(pending)} batches"

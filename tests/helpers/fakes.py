@@ -208,8 +208,12 @@ class FakeStore:
     def batches(self, job_id: str) -> list[BatchRecord]:
         return list(self.batch_records[job_id])
 
-    def enqueued_at(self, job_id: str, batch: int) -> float | None:
-        return self.batch_records[job_id][batch].enqueued_at or None
+    def pending_enqueued(self, job_id: str) -> list[int]:
+        batches = self.pending_batches(job_id)
+        for batch in batches:
+            self.mark_enqueued(job_id, batch)
+            self._set(job_id, batch, enqueued_at=self.clock())
+        return batches
 
     def batches_of(self, job_ids: list[str]) -> list[list[BatchRecord] | None]:
         self.calls.append(("batches_of", tuple(job_ids)))

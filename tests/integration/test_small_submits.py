@@ -208,7 +208,7 @@ def test_a_job_is_stored_with_its_task_the_message_celery_would_publish(
     taskqueue.enqueue(celery, answer.get_json()["job_id"], [0], True)
     theirs = json.loads(rdb.lpop(taskqueue.URGENT_QUEUE) or "")
     for message in (ours, theirs):
-        for name in ("id", "root_id", "origin"):
+        for name in ("id", "root_id", "origin", taskqueue.PUSHED):
             message["headers"].pop(name)
         for name in ("correlation_id", "delivery_tag", "reply_to"):
             message["properties"].pop(name)

@@ -1,6 +1,7 @@
-"""A worker yields the CPU to the web app (`WORKER_NICE`): on a host they share, a worker with a
-backlog takes only what the API does not need (issue 18: an alert's answer must not wait behind
-the sending of the alerts before it). Real gunicorn and Celery processes."""
+"""A worker yields the CPU to the web app (`WORKER_NICE`): where they share a host (and one CPU
+group: `bulksms up`, one supervisor), a worker with a backlog takes only what the API does not
+need (issue 18: an alert's answer must not wait behind the sending of the alerts before it).
+Real gunicorn and Celery processes."""
 
 from __future__ import annotations
 
@@ -12,18 +13,16 @@ from tests.helpers.stack import Stack
 
 
 def test_a_worker_and_its_pool_run_below_the_web_app(stack: Stack) -> None:
-    nice = Settings().worker_nice
+    nice, own = Settings().worker_nice, os.getpriority(os.PRIO_PROCESS, 0)
     assert nice > 0  # (the default)
     worker = stack.start_worker(WORKER_NICE=str(nice))
     pool = _children(worker.pid)
     assert len(pool) == 2  # (--concurrency 2)
-    assert [os.getpriority(os.PRIO_PROCESS, pid) for pid in [worker.pid, *pool]] == [nice] * 3
-    web = stack.processes["web"].pid
-    assert os.getpriority(os.PRIO_PROCESS, web) == os.getpriority(os.PRIO_PROCESS, 0)
+    at_least = max(nice, own)  # (one started lower stays lower)
+    assert [os.getpriority(os.PRIO_PROCESS, pid) for pid in [worker.pid, *pool]] == [at_least] * 3
+    assert os.getpriority(os.PRIO_PROCESS, stack.processes["web"].pid) == own
     # 0: the priority it was started with.
-    assert os.getpriority(os.PRIO_PROCESS, stack.start_worker(WORKER_NICE="0").pid) == (
-        os.getpriority(os.PRIO_PROCESS, 0)
-    )
+    assert os.getpriority(os.PRIO_PROCESS, stack.start_worker(WORKER_NICE="0").pid) == own
 
 
 def _children(pid: int) -> list[int]:

@@ -112,47 +112,45 @@ def test_a_pending_batch_whose_task_vanished_is_enqueued_again_whatever_the_queu
 
 def test_a_task_enqueued_after_its_queue_s_next_one_is_waiting_not_lost() -> None:
     """A backlog of alerts waits longer than DISPATCH_STALE_SECONDS. A batch enqueued after
-    the task a worker takes next from the job's queue is waiting behind it: not enqueued again.
-    One enqueued before it was passed over: its task vanished, and it is enqueued again. Where
-    the queue's next task is not known, every stale batch is judged on its time alone."""
+    the task a worker takes next from the job's queue was pushed is waiting behind it: not
+    enqueued again. One enqueued before it was passed over: its task vanished, and it is
+    enqueued again. Where the queue's next task is not known, every stale batch is judged on
+    its time alone."""
     store = FakeStore()
     store.add(job("lost"), [pending(0, enqueued=NOW - 600)])
     store.add(job("next"), [pending(0, enqueued=NOW - 200)])
     store.add(job("behind"), [pending(0, enqueued=NOW - 100)])
     store.add(job("urgent", urgent=True), [pending(0, enqueued=NOW - 100)])
+    # (its batch stamped yesterday, long before it was pushed: a scheduled job released)
+    store.add(job("old-stamp"), [pending(0, enqueued=NOW - 86_400)])
 
-    def sweep_with(heads: sweep.QueueHeads) -> list[str]:
-        queue = Queue(depth=5000)
-        sweep.sweep_once(
-            store,  # type: ignore[arg-type]
-            FakePace(),  # type: ignore[arg-type]
-            SETTINGS,
-            queue.enqueue,
-            queue.queue_depth,
-            queue.notified.append,
-            now=lambda: NOW,
-            queue_heads=heads,
-        )
-        return sorted(job_id for job_id, _, _ in queue.enqueued)
+    # (the urgent queue's next task is unknown: empty, or no batch task among the next few)
+    assert sweep_with(store, lambda: {False: NOW - 200, True: None}) == [
+        "lost",
+        "old-stamp",
+        "urgent",
+    ]
 
-    # (the urgent queue's next task is unknown: empty, or not a batch's)
-    assert sweep_with(lambda: {False: ("next", 0), True: None}) == ["lost", "urgent"]
-
-    def unreadable() -> dict[bool, tuple[str, int] | None]:
+    def unreadable() -> dict[bool, float | None]:
         raise ConnectionError("the broker is away")
 
-    assert sweep_with(unreadable) == ["behind", "lost", "next", "urgent"]
+    assert sweep_with(store, unreadable) == ["behind", "lost", "next", "old-stamp", "urgent"]
 
 
 def test_waiting_behind_the_queue_s_next_task_has_a_bound() -> None:
-    """A next task whose batch was stamped long before its message was pushed (a scheduled
-    job released, a resumed one) must not hold a lost task back for long: past
-    BEHIND_AT_MOST × DISPATCH_STALE_SECONDS a batch is judged on its time alone."""
-    store, queue = FakeStore(), Queue(depth=5000)
+    """The hosts that push tasks and stamp batches may disagree on the time: past
+    BEHIND_AT_MOST × DISPATCH_STALE_SECONDS (the longest the time alone ever waits) a batch is
+    judged on its time alone, whatever the queue's next task says."""
+    store = FakeStore()
     bound = sweep.BEHIND_AT_MOST * SETTINGS.dispatch_stale_seconds
-    store.add(job("released"), [pending(0, enqueued=NOW - 86_400)])  # (stamped yesterday)
     store.add(job("long"), [pending(0, enqueued=NOW - bound - 1)])
     store.add(job("recent"), [pending(0, enqueued=NOW - bound + 1)])
+    assert sweep_with(store, lambda: {False: NOW - 2 * bound}) == ["long"]
+
+
+def sweep_with(store: FakeStore, heads: sweep.QueueHeads) -> list[str]:
+    """The jobs a sweep enqueues again, the queues' next tasks pushed as `heads` says."""
+    queue = Queue(depth=5000)
     sweep.sweep_once(
         store,  # type: ignore[arg-type]
         FakePace(),  # type: ignore[arg-type]
@@ -161,11 +159,9 @@ def test_waiting_behind_the_queue_s_next_task_has_a_bound() -> None:
         queue.queue_depth,
         queue.notified.append,
         now=lambda: NOW,
-        queue_heads=lambda: {False: ("released", 0)},
+        queue_heads=heads,
     )
-    # (the next task's own batch too: stamped a day ago, its message cannot be told from a
-    # lost one's, and a duplicate is harmless)
-    assert [job_id for job_id, _, _ in queue.enqueued] == ["released", "long"]
+    return sorted(job_id for job_id, _, _ in queue.enqueued)
 
 
 def test_a_failure_to_enqueue_one_job_again_stops_no_other() -> None:
@@ -233,7 +229,8 @@ def test_a_scheduled_job_whose_time_came_is_released_and_enqueued() -> None:
     store.add(job(batches=2, send_at=NOW - 1), [pending(0), pending(1)])
     assert run(store, queue)["released"] == 1
     assert ("release_scheduled", "j1") in store.calls
-    assert queue.enqueued[0] == ("j1", [0, 1], False)
+    assert queue.enqueued == [("j1", [0, 1], False)]  # (once: marked enqueued, not stale)
+    assert ("mark_enqueued", "j1", 0) in store.calls
 
 
 def sent_job(sent_at: float) -> FakeStore:
