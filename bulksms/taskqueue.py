@@ -20,6 +20,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from celery import Celery
+from celery.signals import before_task_publish
 from celery.utils.nodenames import anon_nodename
 from kombu.entity import Queue
 from kombu.exceptions import ChannelError
@@ -34,10 +35,16 @@ FAN_OUT = "bulksms.fan_out"
 NOTIFY = "bulksms.notify"
 
 FAN_OUT_ABOVE = 20  # batches: a bigger job's tasks are enqueued by a worker (`start`)
-# A header on every batch task: when its message was pushed (this host's clock). The sweep
-# reads the next message's (`queue_heads`) to tell a task still waiting from one that vanished.
+# A header on every message: when it was pushed (this host's clock). The sweep reads the next
+# message's (`queue_heads`) to tell a batch task still waiting from one that vanished.
 PUSHED = "bulksms_pushed"
 HEAD_LOOK = 10  # messages read from a queue's head for one that says when it was pushed
+
+
+@before_task_publish.connect(weak=False, dispatch_uid="bulksms.pushed")
+def _say_when_pushed(headers: dict[str, Any], **_: Any) -> None:
+    """Every message Celery publishes (a retry too, which would carry its first push's)."""
+    headers[PUSHED] = pushed_now()
 
 
 def make_celery(settings: Settings, **options: Any) -> Celery:
@@ -177,17 +184,13 @@ def _origin() -> str:
 
 def enqueue(celery: Celery, job_id: str, batches: Iterable[int], urgent: bool) -> None:
     """One `send_batch` task per batch, over one broker connection, on the job's queue."""
-    queue, headers = queue_for(urgent), {PUSHED: pushed_now()}
+    queue = queue_for(urgent)
     with celery.producer_or_acquire() as producer:
         for batch in batches:
-            celery.send_task(
-                SEND_BATCH, (job_id, batch), producer=producer, queue=queue, headers=headers
-            )
+            celery.send_task(SEND_BATCH, (job_id, batch), producer=producer, queue=queue)
 
 
 def pushed_now() -> str:
-    """`PUSHED`'s value for a message pushed now (a retry gives its own: Celery would copy the
-    first push's)."""
     return f"{time.time():.3f}"
 
 
@@ -196,11 +199,11 @@ def notify(celery: Celery, job_id: str) -> None:
 
 
 def queue_heads(celery: Celery) -> dict[bool, float | None]:
-    """For each batch queue (by urgency), when the batch task a worker takes next was pushed:
-    the oldest, as kombu's Redis transport pushes on a list's left and pops from its right
-    (the first of the oldest `HEAD_LOOK` that says, a batch task's `PUSHED` header). None where
-    none does, the queue is empty, or the broker is not Redis. The sweep reads it to tell a
-    task still waiting from one that vanished."""
+    """For each batch queue (by urgency), when the message a worker takes next was pushed: the
+    oldest, as kombu's Redis transport pushes on a list's left and pops from its right (the
+    first of the oldest `HEAD_LOOK` that says: its `PUSHED` header). None where none does, the
+    queue is empty, or the broker is not Redis. The sweep reads it to tell a batch task still
+    waiting from one that vanished."""
     heads: dict[bool, float | None] = {}
     with celery.connection_or_acquire() as connection:
         client = getattr(connection.default_channel, "client", None)
@@ -212,12 +215,9 @@ def queue_heads(celery: Celery) -> dict[bool, float | None]:
 
 
 def pushed_at(message: bytes | str) -> float | None:
-    """When a batch task's message (kombu's Redis envelope) was pushed, if it says."""
+    """When a message (kombu's Redis envelope) was pushed, if it says."""
     try:
-        headers = json.loads(message)["headers"]
-        if headers["task"] != SEND_BATCH:
-            return None
-        return float(headers[PUSHED])
+        return float(json.loads(message)["headers"][PUSHED])
     except (ValueError, LookupError, TypeError):
         return None
 

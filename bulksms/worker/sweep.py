@@ -11,11 +11,12 @@ lock), every `SWEEP_INTERVAL` seconds, over the jobs not yet finished:
 - a `pending` batch whose task vanished (its worker was killed, or Redis lost the message) is
   enqueued again `DISPATCH_STALE_SECONDS` after it was last enqueued, each batch judged on its
   own (not "once the queue has drained", which under sustained load never comes). A batch
-  enqueued after the task a worker takes next from its queue (the queue's oldest) was pushed
-  is still waiting behind it, and is left alone (for 64 × that time at most): a backlog of
-  alerts is not enqueued twice over. Where that cannot be told (an empty queue, no batch task
-  among its next few), a task only waiting becomes a harmless duplicate (the claim sees to
-  it), and the wait doubles with every re-enqueue of the batch (up to 64 times);
+  enqueued after the task a worker takes next from its queue (the queue's oldest) was pushed,
+  or less than that time before it, is still waiting behind it, and is left alone (for 64 ×
+  that time at most): a backlog of alerts is not enqueued twice over. Where that cannot be
+  told (an empty queue, none of its next few messages saying when it was pushed), a task only
+  waiting becomes a harmless duplicate (the claim sees to it), and the wait doubles with
+  every re-enqueue of the batch (up to 64 times);
 - messages with no report at all `RECONCILE_AFTER_SECONDS` after their batch was handed over
   are looked up at Plivo (`look_up`), at a bounded rate;
 - a job whose reports never all arrive is closed `REPORT_WAIT_SECONDS` after its last batch
@@ -181,7 +182,10 @@ def _sweep_job(
     paced: list[int] = []
     moving = False  # a batch of the job is being sent, or waits for a worker
     stale = settings.dispatch_stale_seconds
-    behind = stale * BEHIND_AT_MOST  # (until then, enqueued after the head: waiting behind it)
+    # Enqueued after the queue's next task was pushed, or up to DISPATCH_STALE_SECONDS before
+    # (a batch is stamped just before its message is pushed, by another clock, perhaps a
+    # chunk of the sweep before): waiting behind it, for `behind` at most.
+    behind = stale * BEHIND_AT_MOST
     if batches is None:
         raise ValueError("its batch records cannot be read")
     for batch in batches:
@@ -209,7 +213,9 @@ def _sweep_job(
             and state not in (JobState.PAUSED, JobState.SCHEDULED)
             and now >= batch.since + stale
             and now - batch.enqueued_at > stale * 2 ** min(batch.redispatched, REDISPATCH_DOUBLINGS)
-            and (head is None or batch.enqueued_at < head or now - batch.enqueued_at > behind)
+            and (
+                head is None or batch.enqueued_at < head - stale or now - batch.enqueued_at > behind
+            )
         ):
             # (a cancelled or halted job's paced batches too: their claims finish them)
             redispatch.append((batch.batch, batch.redispatched + 1))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import redis
 from celery import shared_task
 
 from bulksms import taskqueue
@@ -26,12 +27,11 @@ def send_batch(self: Any, job_id: str, batch: int) -> str:
             store(), gateway(), throttle(), pacer(), settings(), job_id, batch
         )
     except dispatch.RetryLater as later:  # (the batch that needs it: perhaps one it went on with)
-        raise self.retry(
-            args=(job_id, later.batch),
-            countdown=later.delay,
-            exc=None,
-            headers={taskqueue.PUSHED: taskqueue.pushed_now()},  # (not the first push's)
-        ) from None
+        try:  # (its retry is its task enqueued again: the sweep compares the two)
+            store().mark_enqueued(job_id, later.batch)
+        except redis.RedisError:  # (judged on its first enqueue: at worst a duplicate task)
+            log.warning("batch %s of job %s: its retry not marked enqueued", later.batch, job_id)
+        raise self.retry(args=(job_id, later.batch), countdown=later.delay, exc=None) from None
 
 
 @shared_task(name=taskqueue.NOTIFY, bind=True, max_retries=callbacks.MAX_ATTEMPTS)

@@ -248,30 +248,28 @@ def test_a_turn_gives_way_to_waiting_jobs_after_its_share(store: FakeStore) -> N
     assert pace.schedule_calls == [("j1", 1234.0)]
 
 
-def test_a_retried_batch_task_says_when_it_was_pushed_not_when_it_first_was(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """Celery copies a task's headers into its retry: the retry must carry its own push time
-    (`taskqueue.PUSHED`), or a retry at the head of its queue would make every task enqueued
-    since the first push look still waiting to the sweep."""
-    from bulksms import taskqueue
+def test_a_retried_batch_is_marked_enqueued_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A retry is the batch's task enqueued again: marked so (else, behind a backlog, the
+    sweep would take its first enqueue for the time it was last enqueued, and its retry for a
+    task that vanished)."""
     from bulksms.worker import tasks
+
+    store = FakeStore()
 
     def later(*_: object) -> str:
         raise dispatch.RetryLater(5.0, "not sent", 3)
 
-    for name in ("store", "gateway", "throttle", "pacer", "settings"):
+    for name in ("gateway", "throttle", "pacer", "settings"):
         monkeypatch.setattr(tasks, name, lambda: None)
+    monkeypatch.setattr(tasks, "store", lambda: store)
     monkeypatch.setattr(dispatch, "send_batch", later)
     asked: dict[str, Any] = {}
 
     def retry(**options: Any) -> Exception:
-        asked.update(options)
+        asked.update(options, marked=("mark_enqueued", "j1", 3) in store.calls)
         return RuntimeError("retried")
 
     monkeypatch.setattr(tasks.send_batch, "retry", retry)
-    before = time.time()
     with pytest.raises(RuntimeError, match="retried"):
         tasks.send_batch.run("j1", 3)
-    assert asked["args"] == ("j1", 3) and asked["countdown"] == 5.0
-    assert before <= float(asked["headers"][taskqueue.PUSHED]) <= time.time() + 0.001
+    assert asked == {"args": ("j1", 3), "countdown": 5.0, "exc": None, "marked": True}

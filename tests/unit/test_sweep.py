@@ -112,13 +112,17 @@ def test_a_pending_batch_whose_task_vanished_is_enqueued_again_whatever_the_queu
 
 def test_a_task_enqueued_after_its_queue_s_next_one_is_waiting_not_lost() -> None:
     """A backlog of alerts waits longer than DISPATCH_STALE_SECONDS. A batch enqueued after
-    the task a worker takes next from the job's queue was pushed is waiting behind it: not
-    enqueued again. One enqueued before it was passed over: its task vanished, and it is
-    enqueued again. Where the queue's next task is not known, every stale batch is judged on
-    its time alone."""
+    the task a worker takes next from the job's queue was pushed (or less than that time
+    before) is waiting behind it: not enqueued again. One enqueued before it was passed over:
+    its task vanished, and it is enqueued again. Where the queue's next task is not known,
+    every stale batch is judged on its time alone."""
     store = FakeStore()
     store.add(job("lost"), [pending(0, enqueued=NOW - 600)])
     store.add(job("next"), [pending(0, enqueued=NOW - 200)])
+    # (stamped just before its message was pushed, by another clock: as good as after)
+    store.add(
+        job("just-before"), [pending(0, enqueued=NOW - 200 - SETTINGS.dispatch_stale_seconds)]
+    )
     store.add(job("behind"), [pending(0, enqueued=NOW - 100)])
     store.add(job("urgent", urgent=True), [pending(0, enqueued=NOW - 100)])
     # (its batch stamped yesterday, long before it was pushed: a scheduled job released)
@@ -134,7 +138,14 @@ def test_a_task_enqueued_after_its_queue_s_next_one_is_waiting_not_lost() -> Non
     def unreadable() -> dict[bool, float | None]:
         raise ConnectionError("the broker is away")
 
-    assert sweep_with(store, unreadable) == ["behind", "lost", "next", "old-stamp", "urgent"]
+    assert sweep_with(store, unreadable) == [
+        "behind",
+        "just-before",
+        "lost",
+        "next",
+        "old-stamp",
+        "urgent",
+    ]
 
 
 def test_waiting_behind_the_queue_s_next_task_has_a_bound() -> None:
