@@ -4,7 +4,7 @@ batches it settles, re-enqueues or leaves alone, and when it closes and forgets 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import replace
 
 import pytest
@@ -39,6 +39,8 @@ def run(
     queue: Queue,
     pace: FakePace | None = None,
     reconcile: sweep.Reconcile | None = None,
+    now: Callable[[], float] = lambda: NOW,
+    queue_heads: sweep.QueueHeads | None = None,
 ) -> Counter[str]:
     return sweep.sweep_once(
         store,  # type: ignore[arg-type]
@@ -47,8 +49,9 @@ def run(
         queue.enqueue,
         queue.queue_depth,
         queue.notified.append,
-        now=lambda: NOW,
+        now=now,
         reconcile=reconcile,
+        queue_heads=queue_heads,
     )
 
 
@@ -162,16 +165,7 @@ def test_waiting_behind_the_queue_s_next_task_has_a_bound() -> None:
 def sweep_with(store: FakeStore, heads: sweep.QueueHeads) -> list[str]:
     """The jobs a sweep enqueues again, the queues' next tasks pushed as `heads` says."""
     queue = Queue(depth=5000)
-    sweep.sweep_once(
-        store,  # type: ignore[arg-type]
-        FakePace(),  # type: ignore[arg-type]
-        SETTINGS,
-        queue.enqueue,
-        queue.queue_depth,
-        queue.notified.append,
-        now=lambda: NOW,
-        queue_heads=heads,
-    )
+    run(store, queue, queue_heads=heads)
     return sorted(job_id for job_id, _, _ in queue.enqueued)
 
 
@@ -390,15 +384,7 @@ def test_a_sweep_reads_many_jobs_a_round_trip() -> None:
     store.batches = read_one.append  # type: ignore[assignment,method-assign]
     marked: list[int] = []
     store.mark_enqueued_many = lambda marks, at: marked.append(len(marks))  # type: ignore[method-assign]
-    tally = sweep.sweep_once(
-        store,  # type: ignore[arg-type]
-        FakePace(),  # type: ignore[arg-type]
-        SETTINGS,
-        queue.enqueue,
-        queue.queue_depth,
-        queue.notified.append,
-        now=now,
-    )
+    tally = run(store, queue, now=now)
     assert tally["redispatched"] == count and len(queue.enqueued) == count
     assert read_one == []
     assert [c for c in store.calls if c[0] == "batches_of"] == [
