@@ -60,7 +60,7 @@ Enqueue = Callable[[str, Iterable[int], bool], None]  # job id, batches, urgent
 Reconcile = Callable[[list[Unsettled], list[Unsettled], float], list[tuple[Unsettled, str]]]
 # A job's id and the time: look up the messages no report has named (`Reconciler`).
 LookUp = Callable[[str, float], int]
-# For each batch queue (by urgency), when the batch task a worker takes next was pushed.
+# For each batch queue (by urgency), when the message a worker takes next was pushed.
 QueueHeads = Callable[[], Mapping[bool, float | None]]
 
 
@@ -271,7 +271,7 @@ def _enqueue_again(
 
 
 def _heads(queue_heads: QueueHeads | None) -> dict[bool, float]:
-    """For each batch queue (by urgency), when the task a worker takes next was pushed, where
+    """For each batch queue (by urgency), when the message a worker takes next was pushed, where
     that is known. Read once, before the jobs: the queue only moves on, so a task enqueued
     after it is still waiting when the sweep comes to it."""
     if queue_heads is None:
