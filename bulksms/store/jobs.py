@@ -522,10 +522,7 @@ class JobStore:
     def mark_enqueued(self, job_id: str, batch: int, redispatched: int | None = None) -> None:
         """The batch's task was enqueued now; `redispatched`: the how-manieth time the sweep
         enqueued it again because its task seemed to have vanished."""
-        mapping = {f"q:{batch}": _now()}
-        if redispatched is not None:
-            mapping[f"d:{batch}"] = str(redispatched)
-        self.redis.hset(keys.batches(job_id), mapping=cast(dict[Any, Any], mapping))
+        self.mark_enqueued_many([(job_id, batch, redispatched)], time.time())
 
     def pending_enqueued(self, job_id: str) -> list[int]:
         """The job's pending batches, marked enqueued now (Redis's clock), for the caller to
