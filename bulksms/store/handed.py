@@ -32,9 +32,14 @@ class HandedBatches:
 
     def remember(self, job_id: str, batch: int, at: float, pipe: Pipeline) -> None:
         """Queue on `pipe`: the batch handed messages to Plivo at `at`."""
+        for command in self.writes(job_id, batch, at):
+            pipe.execute_command(*command)  # type: ignore[no-untyped-call]
+
+    @staticmethod
+    def writes(job_id: str, batch: int, at: float) -> list[tuple[str, str, str | int]]:
+        """The commands that say the batch handed messages to Plivo at `at`."""
         key = keys.handed(int(at // 3600))
-        pipe.sadd(key, batch_id(job_id, batch))
-        pipe.expire(key, (HOURS + 1) * 3600)
+        return [("SADD", key, batch_id(job_id, batch)), ("EXPIRE", key, (HOURS + 1) * 3600)]
 
     def owners(self, start: float, end: float) -> dict[str, str]:
         """Every message UUID our batches handed over or were told of between `start` and `end`

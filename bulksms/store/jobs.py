@@ -371,27 +371,40 @@ class JobStore:
         offset: int,
         api_id: str,
         refused: Sequence[str],
+        uuids: Sequence[str] = (),
+        at: float = 0.0,
     ) -> str:
-        """Plivo accepted the call claimed as `attempt` at `offset`: its recipients are queued,
-        those Plivo refused rejected. 'submitted' (the batch is done), 'advanced' (waiting at its
-        next offset), 'done' (recorded already), 'superseded' (the call is not the caller's)."""
+        """Plivo accepted the call claimed as `attempt` at `offset`, answering with message
+        `uuids` at `at`: its recipients are queued, those Plivo refused rejected. 'submitted'
+        (the batch is done), 'advanced' (waiting at its next offset), 'done' (recorded already),
+        'superseded' (the call is not the caller's).
+
+        One round trip: the UUIDs are written first (`remember_answer`), then the script runs.
+        Should the script not run, the sweep finds the call's messages in Plivo's list as this
+        batch's. Made again after an error, it changes nothing more (a UUID kept twice is read
+        once)."""
         now = _now()
         numbers = [n for n in (records.number_key(r) for r in refused) if n]
-        return str(
-            self._call(
-                keys=self._batch_keys(job_id, batch),
-                args=[
-                    batch,
-                    now,
-                    attempt,
-                    offset,
-                    api_id.replace("|", "/"),
-                    records.tail(CODES[Status.REJECTED], "invalid_number", int(float(now))),
-                    _queued_tail(now),
-                    *numbers,
-                ],
-            )
+        script_keys = self._batch_keys(job_id, batch)
+        evalsha = (
+            "EVALSHA",
+            self._call.sha,
+            len(script_keys),
+            *script_keys,
+            batch,
+            now,
+            attempt,
+            offset,
+            api_id.replace("|", "/"),
+            records.tail(CODES[Status.REJECTED], "invalid_number", int(float(now))),
+            _queued_tail(now),
+            *numbers,
         )
+        try:
+            *_, answer = self._send([*self._answer_writes(job_id, batch, uuids, at), evalsha])
+        except NoScriptError:  # (Redis restarted: the UUIDs are written, the script did not run)
+            _, answer = self._send([("SCRIPT", "LOAD", self._call.script), evalsha])
+        return answer.decode() if isinstance(answer, bytes) else str(answer)
 
     def batch_failed(
         self, job_id: str, batch: int, owner: tuple[int, int] | None, reason: str
@@ -461,14 +474,21 @@ class JobStore:
         was found in Plivo's list): kept with the batch, so that a message that never gets a
         report can be looked up, and so that Plivo's list knows the message as this batch's
         (`handed`). Written before the call is recorded."""
+        if uuids:
+            self._send(self._answer_writes(job_id, batch, uuids, at))
+
+    def _answer_writes(
+        self, job_id: str, batch: int, uuids: Sequence[str], at: float
+    ) -> list[tuple[Any, ...]]:
         if not uuids:
-            return
+            return []
         packed = b"".join(records.encode_uuid(u) or records.UNKNOWN_UUID for u in uuids)
-        pipe = self.redis.pipeline(transaction=False)
-        self.handed.remember(job_id, batch, at, pipe)
-        pipe.append(keys.answered(job_id, batch), packed)
-        pipe.expire(keys.answered(job_id, batch), self.retention)
-        pipe.execute()
+        answered = keys.answered(job_id, batch)
+        return [
+            *self.handed.writes(job_id, batch, at),
+            ("APPEND", answered, packed),
+            ("EXPIRE", answered, self.retention),
+        ]
 
     def silent_uuids(self, job_id: str, batch: int) -> list[str]:
         """The UUIDs Plivo answered the batch with that no report has named yet."""

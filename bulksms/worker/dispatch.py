@@ -305,12 +305,20 @@ def _call(
 def _record_accepted(store: JobStore, owner: Owner, accepted: Accepted) -> str:
     """Plivo took the call: recorded, however long Redis takes to come back."""
     job_id, batch = owner.job_id, owner.batch
-    # The UUIDs first: should this call go unrecorded, the sweep finds its messages in Plivo's
-    # list as this batch's; others' calls to the same numbers find them as not theirs.
-    persist(lambda: store.remember_answer(job_id, batch, accepted.message_uuids, time.time()))
+    # With its UUIDs, written first: should this call go unrecorded, the sweep finds its
+    # messages in Plivo's list as this batch's; others' calls to the same numbers find them as
+    # not theirs.
+    at = time.time()
     recorded = persist(
         lambda: store.call_submitted(
-            job_id, batch, owner.attempt, owner.offset, accepted.api_id, accepted.invalid_numbers
+            job_id,
+            batch,
+            owner.attempt,
+            owner.offset,
+            accepted.api_id,
+            accepted.invalid_numbers,
+            accepted.message_uuids,
+            at,
         )
     )
     if recorded == "superseded":

@@ -130,8 +130,11 @@ class FakeStore:
         offset: int,
         api_id: str,
         refused: Iterable[str],
+        uuids: Iterable[str] = (),
+        at: float = 0.0,
     ) -> str:
         self._write("submitted", job_id, batch, attempt, api_id, tuple(refused))
+        self.handed.known.update(dict.fromkeys(uuids, f"{job_id}:{batch}"))
         if self.submitted_answer:
             return self.submitted_answer
         record = self.batch_records[job_id][batch]
