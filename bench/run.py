@@ -870,12 +870,15 @@ def small_submits(work: Path) -> list[Row]:
 SWEEP_JOBS = 20_000  # alerts of each kind the sweep stage looks after: sent, and pending
 
 
-def sweep(work: Path) -> Row:
+def sweep(work: Path) -> list[Row]:
     """The sweep over 40,000 active alerts (under a load of alerts their jobs stay active until
     their reports are in): 20,000 sent and waiting for reports, 20,000 queued with no worker to
-    take them (their tasks not stale: nothing enqueued again). Beside its floor, reading those
-    jobs (one pipelined read a chunk, which any sweep needs). Run here, against the stack's
-    Redis over TCP, best of three each."""
+    take them (their tasks not stale: nothing enqueued again). A first pass, every job due (as
+    after a restart), beside its floor, reading those jobs (one pipelined read a chunk, which
+    any sweep needs); then the passes after it, where only the queued half is due (the sent
+    half is next due later, when its lookups can start or its report window ends), beside
+    reading the jobs due. Run here,
+    against the stack's Redis over TCP, best of three each."""
     (work / "metrics").mkdir(parents=True)
     stack = Stack(work, tcp=True)
     try:
@@ -890,11 +893,15 @@ def sweep(work: Path) -> Row:
         stack.settle()
         store, pace = JobStore(stack.redis, 86_400), Pace(stack.redis)
         settings = Settings(dispatch_stale_seconds=1e9)  # (steady: no task taken for lost)
-        active = store.active_jobs()
+        indexed = dict(store.jobs_to_sweep(float("inf")))  # every job, as first indexed
+        active = list(indexed)
 
-        def floor() -> None:
-            for start in range(0, len(active), JOBS_A_READ):
-                store.jobs(active[start : start + JOBS_A_READ])
+        def reading(jobs: list[str]) -> Callable[[], None]:
+            def floor() -> None:
+                for start in range(0, len(jobs), JOBS_A_READ):
+                    store.jobs(jobs[start : start + JOBS_A_READ])
+
+            return floor
 
         def swept() -> None:
             tally = sweep_once(
@@ -902,18 +909,41 @@ def sweep(work: Path) -> Row:
             )
             assert not tally, tally  # (nothing to do: its cost is all looking)
 
-        base = best_of(3, floor)
-        took = best_of(3, swept)
+        def first() -> None:
+            stack.redis.zadd(keys.ACTIVE_JOBS, indexed)  # (every job due again, untimed)
+            started = time.perf_counter()
+            swept()
+            firsts.append(time.perf_counter() - started)
+
+        firsts: list[float] = []
+        base = best_of(3, reading(active))
+        for _ in range(3):
+            first()
+        due = [job_id for job_id, _ in store.jobs_to_sweep(store.clock())]
+        base_due = best_of(3, reading(due))
+        took_due = best_of(3, swept)
     finally:
         stack.stop()
-    return {
-        "stage": f"sweep over {len(active):,} active alerts (half sent, half queued)",
-        "measured": f"{took:.2f} s",
-        "floor": f"reading those jobs {base:.2f} s",
-        "ratio": f"{took / base:.2f}",
-        "target": "≤ 2× floor",
-        "met": took <= 2 * base,
-    }
+    took = min(firsts)
+    return [
+        {
+            "stage": f"sweep, first pass over {len(active):,} active alerts (half sent, half "
+            "queued; all due)",
+            "measured": f"{took:.2f} s",
+            "floor": f"reading those jobs {base:.2f} s",
+            "ratio": f"{took / base:.2f}",
+            "target": "≤ 2× floor",
+            "met": took <= 2 * base,
+        },
+        {
+            "stage": f"sweep, the passes after it ({len(due):,} due: the queued half)",
+            "measured": f"{took_due:.2f} s",
+            "floor": f"reading the jobs due {base_due:.2f} s",
+            "ratio": f"{took_due / base_due:.2f}",
+            "target": "≤ 2× floor; only the queued half due",
+            "met": took_due <= 2 * base_due and len(due) == SWEEP_JOBS,
+        },
+    ]
 
 
 def _nothing(*_: Any) -> None:
@@ -1089,10 +1119,10 @@ def main(stages: list[str]) -> int:
     if stages == ["small"]:
         return _table(small_stages(work), started, "python -m bench.run small", write=False)
     if stages == ["sweep"]:
-        return _table([sweep(work / "sweep")], started, "python -m bench.run sweep", write=False)
+        return _table(sweep(work / "sweep"), started, "python -m bench.run sweep", write=False)
     rows = [] if stages == ["pacing"] else main_stages(work)
     rows += small_submits(work / "small")
-    rows.append(sweep(work / "sweep"))
+    rows += sweep(work / "sweep")
     for pace in (1_000, 10_000):
         rows += pacing(work / f"pacing-{pace}", pace)
     return _table(rows, started)
@@ -1103,7 +1133,7 @@ def small_stages(work: Path) -> list[Row]:
     (fsync always, as `bulksms up`), over TCP (everysec, as compose) and over the unix socket on
     that same everysec (the transport alone changed), on a 600,000-recipient job."""
     rows = small_submits(work / "small")
-    rows.append(sweep(work / "sweep"))
+    rows += sweep(work / "sweep")
     (work / "metrics").mkdir()
     stack = Stack(work)
     try:

@@ -74,6 +74,8 @@ class JobStore:
         self._settle = client.register_script(scripts.SETTLE)
         self._report = client.register_script(scripts.REPORT)
         self._guarded = client.register_script(scripts.GUARDED_CREATE)
+        self._look_again = client.register_script(scripts.LOOK_AGAIN)
+        self._look_now = client.register_script(scripts.LOOK_NOW)
 
     # -- submit -------------------------------------------------------------------------------
     def create(
@@ -223,8 +225,9 @@ class JobStore:
 
     @staticmethod
     def _index(job_id: str, created_at: float, send_at: float | None) -> list[tuple[Any, ...]]:
-        """The listing's index last: a job in it is in all."""
-        writes: list[tuple[Any, ...]] = [("ZADD", keys.ACTIVE_JOBS, created_at, job_id)]
+        """The listing's index last: a job in it is in all. The sweep's at 0: due at once,
+        whatever the clocks of this host and Redis."""
+        writes: list[tuple[Any, ...]] = [("ZADD", keys.ACTIVE_JOBS, 0, job_id)]
         if send_at is not None:
             writes.append(("ZADD", keys.SCHEDULED, send_at, job_id))
         writes.append(("ZADD", keys.JOBS, created_at, job_id))
@@ -662,6 +665,7 @@ class JobStore:
             keys.recipients(job_id, batch),
             keys.batches(job_id),
             keys.parts(job_id),
+            keys.ACTIVE_JOBS,
         ], [
             number,
             code,
@@ -673,18 +677,41 @@ class JobStore:
             round(report.amount * 100_000),
             report.part,
             report.parts,
+            job_id,
         ]
 
     # -- the sweep's view ---------------------------------------------------------------------
-    def active_jobs(self) -> list[str]:
-        return cast(list[str], self.redis.zrange(keys.ACTIVE_JOBS, 0, -1))
+    def jobs_to_sweep(self, now: float) -> list[tuple[str, float]]:
+        """The unfinished jobs due to be looked at by `now` (Redis's clock), with when they
+        were due. A job is due when indexed, and again when the sweep said (`look_again`), or at
+        once after a final report or a cancel (`look_now`)."""
+        found = cast(
+            list[tuple[str, float]],
+            self.redis.zrangebyscore(keys.ACTIVE_JOBS, "-inf", now, withscores=True),
+        )
+        return [(str(job_id), float(due)) for job_id, due in found]
+
+    def look_again(self, jobs: Sequence[tuple[str, float, float]]) -> None:
+        """Each job (job id, its due time as `jobs_to_sweep` read it, its next) is looked at
+        next at that next time, unless it was made due since it was read."""
+        args = [str(x) if isinstance(x, str) else repr(float(x)) for job in jobs for x in job]
+        self._look_again(keys=[keys.ACTIVE_JOBS], args=args)
+
+    def look_now(self, job_id: str, pipe: Pipeline | None = None) -> None:
+        """The sweep looks at the job at its next pass (if it still looks after it): due
+        before any time, and lower than at any wake before (`scripts.LOOK_NOW`)."""
+        self._look_now(keys=[keys.ACTIVE_JOBS], args=[job_id], client=pipe)
 
     def deactivate(self, job_id: str) -> None:
         self.redis.zrem(keys.ACTIVE_JOBS, job_id)
 
     def cancel(self, job_id: str) -> None:
-        """Record the operator's decision, once: no batch not yet sent will be."""
-        self.redis.hsetnx(keys.job(job_id), "cancelled", _now())
+        """Record the operator's decision, once: no batch not yet sent will be (the sweep
+        looks at the job next: a job all handed over is finished by it)."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hsetnx(keys.job(job_id), "cancelled", _now())
+        self.look_now(job_id, pipe)
+        pipe.execute()
 
     def pause(self, job_id: str) -> None:
         self.redis.hsetnx(keys.job(job_id), "paused", _now())

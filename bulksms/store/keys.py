@@ -1,7 +1,9 @@
 """Every Redis key bulksms uses is built here, and nowhere else.
 
 All keys of one job carry the job's hash tag (``{job_id}``) so that a job lives in one Redis
-Cluster slot and each Lua script touches one job only.
+Cluster slot. Each Lua script touches one job only, but for two: an alert's submit
+(`scripts.GUARDED_CREATE`: the submit limits, opt-outs and the urgent backlog too) and a report
+(`scripts.REPORT`: a final status makes the job due to the sweep, `bulksms:active`).
 
     bulksms:{<job>}:job         hash   the job: request, counters (c:<status>, b:<state>), times
     bulksms:{<job>}:batches     hash   batch number -> batch state record
@@ -18,7 +20,7 @@ Cluster slot and each Lua script touches one job only.
     bulksms:session:<digest>    hash   a campaign page session (HMAC of its id): key's print, CSRF
     bulksms:handed:<hour>       set    <job>:<batch> of the batches that handed messages over then
     bulksms:plivo-list-bucket   hash   the token bucket for Plivo's message list (its own limit)
-    bulksms:active              zset   unfinished jobs, for the sweep
+    bulksms:active              zset   unfinished jobs, by when the sweep is next to look at each
     bulksms:optouts             set    opted-out numbers (never expires)
     bulksms:optout-replies      hash   number -> when its last STOP/START reply was sent and the
                                        MessageUUIDs applied then (never expires, like the set)

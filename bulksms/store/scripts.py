@@ -39,9 +39,24 @@ def _tables() -> str:
     )
 
 
+# The sweep looks at a job at its next pass, if it still looks after it (`active`, the sweep's
+# index by when each job is due): due before any time, and lower than at any wake before, so
+# that the sweep, which may have read the job before this wake, does not put it off
+# (`LOOK_AGAIN`). Redis's clock in microseconds, made lower still where it stepped back.
+WAKE = """
+local function wake(active, job)
+  local due = redis.call('ZSCORE', active, job)
+  if not due then return end
+  local clock = redis.call('TIME')
+  local at = -(tonumber(clock[1]) * 1000000 + tonumber(clock[2]))
+  redis.call('ZADD', active, math.min(at, tonumber(due) - 1), job)
+end
+"""
+
+
 def _render(source: str) -> str:
     names = {status.value: f"'{code}'" for status, code in CODES.items()}
-    return Template(source).substitute(TABLES=_tables(), FINAL=FINAL_RANK, **names)
+    return Template(source).substitute(TABLES=_tables(), FINAL=FINAL_RANK, WAKE=WAKE, **names)
 
 
 PRELUDE = """
@@ -434,6 +449,7 @@ return 'resend'
 REPORT = _render(
     """
 $TABLES
+$WAKE
 local count = redis.call('STRLEN', KEYS[2]) / SIZE
 if count == 0 then return -1 end
 local number = tonumber(ARGV[1])
@@ -514,9 +530,34 @@ end
 redis.call('HINCRBY', KEYS[1], 'c:' .. old, -1)
 redis.call('HINCRBY', KEYS[1], 'c:' .. code, 1)
 redis.call('HSET', KEYS[1], 'updated_at', ARGV[5])
+-- A final status may be the job's last: the sweep looks at it next (to notify, and forget it).
+if RANK[code] >= $FINAL then wake(KEYS[5], ARGV[11]) end
 return moved
 """
 )
+
+# The sweep looks at a job (ARGV[1]) at its next pass (KEYS[1], the active jobs), as a final
+# report makes it (`WAKE`).
+LOOK_NOW = _render(
+    """
+$WAKE
+wake(KEYS[1], ARGV[1])
+return 0
+"""
+)
+
+# The sweep's next look at each job (KEYS[1], the active jobs), as triples of ARGV: the job, its
+# due time as the sweep read it, its next. Where the time moved since (a final report or a
+# cancel made the job due at once, each to a time lower than any before), it stays.
+LOOK_AGAIN = """
+for i = 1, #ARGV, 3 do
+  local due = redis.call('ZSCORE', KEYS[1], ARGV[i])
+  if due and tonumber(due) == tonumber(ARGV[i + 1]) then
+    redis.call('ZADD', KEYS[1], 'XX', ARGV[i + 2], ARGV[i])
+  end
+end
+return 0
+"""
 
 # KEYS: a signature nonce's record. ARGV: the digest of the request it came with, seconds to
 # keep it (0: for good). 1 when the nonce is new (now bound to that request) or comes again

@@ -73,6 +73,15 @@ class Unsettled:
         return batch_id(self.job_id, self.batch)
 
 
+@dataclass(frozen=True)
+class Lookups:
+    """What one sweep's lookups for a job came to."""
+
+    looked: int  # messages and numbers asked of Plivo
+    held: bool = False  # the budget ran out, or Plivo failed: more to ask next sweep
+    settled: bool = False  # nothing left that a lookup could name: none are needed again
+
+
 class Reconciler:
     def __init__(
         self,
@@ -190,31 +199,44 @@ class Reconciler:
         owner = owners.get(found.uuid)
         return owner is None or owner == call.batch_id
 
-    def look_up_silent(self, job_id: str, now: float) -> int:
+    def look_up_silent(self, job_id: str, now: float, allowed: int = LOOKUPS_PER_SWEEP) -> Lookups:
         """Look up messages of the job's handed-over batches that no report has named for
-        `RECONCILE_AFTER_SECONDS`, and record what Plivo says; how many were looked up. A round
-        over a batch goes on across sweeps (its cursor, the last UUID looked up), and the next
-        starts `RECONCILE_AFTER_SECONDS` after it began."""
+        `RECONCILE_AFTER_SECONDS`, and record what Plivo says. A round over a batch goes on
+        across sweeps (its cursor, the last UUID looked up), and the next starts
+        `RECONCILE_AFTER_SECONDS` after it began. `allowed` of them at most (what is left of
+        the sweep's `LOOKUPS_PER_SWEEP`). Says how many were looked up, whether the budget or
+        Plivo held the lookups back, and whether the job has nothing left that a lookup could
+        name (what is silent or unnamed only ever shrinks)."""
         after = self.settings.reconcile_after_seconds
-        left = LOOKUPS_PER_SWEEP
+        left = allowed
         self._owners_by_hours = {}  # (read afresh each sweep)
         batches, rounds = self.store.lookup_rounds(job_id)
+        settled = True  # until a batch is not looked at, or has something left
         for record in batches:
-            if record.state is not BatchState.SUBMITTED or now - record.since < after:
+            if record.state is not BatchState.SUBMITTED:
+                continue
+            if now - record.since < after:
+                settled = False
                 continue
             started, cursor = rounds.get(record.batch, (0.0, ""))
             if not cursor and now - started < after:
+                settled = False
                 continue
             if not cursor:
                 started = now
             silent = sorted(u for u in self.store.silent_uuids(job_id, record.batch) if u > cursor)
-            if not silent and not cursor:  # every answered message is named: the rest, if any,
-                left = self._name_the_rest(job_id, record, left, now)  # lost their answer
+            if silent or cursor:
+                settled = False
+            elif left > 0:  # every answered message is named: the rest, if any, lost their
+                left, unnamed = self._name_the_rest(job_id, record, left, now)  # answer
+                settled = settled and not unnamed
+            else:
+                settled = False
             for message_uuid in silent:
                 if left <= 0 or self.api_budget() > 0:
                     metrics.LOOKUPS.labels("get", "budget").inc()
                     self.store.mark_lookup_round(job_id, record.batch, started, cursor)
-                    return LOOKUPS_PER_SWEEP - left
+                    return Lookups(allowed - left, held=True)
                 left -= 1
                 try:
                     found = self.gateway().lookup(message_uuid)
@@ -222,22 +244,25 @@ class Reconciler:
                     log.warning("Plivo's message lookup failed: %s", exc.reason)
                     metrics.LOOKUPS.labels("get", "error").inc()
                     self.store.mark_lookup_round(job_id, record.batch, started, cursor)
-                    return LOOKUPS_PER_SWEEP - left
+                    return Lookups(allowed - left, held=True)
                 cursor = message_uuid
                 self._record(job_id, record.batch, message_uuid, found)
             self.store.mark_lookup_round(job_id, record.batch, started, "")
-        return LOOKUPS_PER_SWEEP - left
+        return Lookups(allowed - left, settled=settled)
 
-    def _name_the_rest(self, job_id: str, record: BatchRecord, left: int, now: float) -> int:
+    def _name_the_rest(
+        self, job_id: str, record: BatchRecord, left: int, now: float
+    ) -> tuple[int, bool]:
         """Numbers of a batch whose call was settled from evidence (its answer, with Plivo's
         `invalid_number` list, was lost) that nothing has named since: Plivo's list for each
         says whether it took the number (recorded) or refused it (nothing there, past the
         settling delay: `rejected`, invalid_number). At the listing's own rate; `left`: the
-        lookups this sweep may still make, returned less those made."""
+        lookups this sweep may still make, returned less those made, and whether any number
+        was unnamed when it began (a few a round: the next round goes on with the others)."""
         unnamed = self.store.unnamed_numbers(job_id, record.batch)
         job = self.store.job(job_id) if unnamed else None
         if job is None or job.started_at is None:
-            return left
+            return left, bool(unnamed)
         # From the job's first claim (Redis's clock) to now: every call of the batch was made
         # in between, whatever the clocks of the workers that recorded them.
         start, end = job.started_at - SKEW, now + SKEW
@@ -276,7 +301,7 @@ class Reconciler:
                 )
             else:  # several, or a page too full to say: left as it is
                 metrics.LOOKUPS.labels("list", "ambiguous").inc()
-        return left
+        return left, True
 
     def _record(self, job_id: str, batch: int, message_uuid: str, found: Found | None) -> None:
         if found is None or found.state not in TRACKED:

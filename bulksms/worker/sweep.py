@@ -24,6 +24,11 @@ lock), every `SWEEP_INTERVAL` seconds, over the jobs not yet finished:
 - scheduled jobs whose time has come are released (queued);
 - finished jobs leave the sweep's index; a paused job's pending batches are left alone, and a
   cancelled job's are enqueued like any others, for their claim to cancel them.
+
+A job still being sent is looked at every sweep. A job all handed over, waiting for reports, is
+looked at only when something about it can be due (`_next_look`): its lookups, the end of its
+report window, or at once after a final report or a cancel (either may finish it). A day of
+alerts to numbers that give no receipts is millions of such jobs: a sweep reads the few due.
 """
 
 from __future__ import annotations
@@ -42,7 +47,7 @@ from bulksms.extensions import pace, redis_client, store
 from bulksms.store import BatchRecord, BatchState, Job, JobState, JobStore
 from bulksms.store.pacing import Pace
 from bulksms.store.signals import take_sweep_lock
-from bulksms.worker.reconcile import Unsettled
+from bulksms.worker.reconcile import LOOKUPS_PER_SWEEP, Lookups, Unsettled
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +63,9 @@ Enqueue = Callable[[str, Iterable[int], bool], None]  # job id, batches, urgent
 # Calls in flight with no evidence, calls still within their time, and Redis's time: each
 # unsettled call's verdict (`reconcile.Reconciler`).
 Reconcile = Callable[[list[Unsettled], list[Unsettled], float], list[tuple[Unsettled, str]]]
-# A job's id and the time: look up the messages no report has named (`Reconciler`).
-LookUp = Callable[[str, float], int]
+# A job's id, the time and how many lookups it may make: look up the messages no report has
+# named (`Reconciler.look_up_silent`).
+LookUp = Callable[[str, float, int], Lookups]
 # For each batch queue (by urgency), when the message a worker takes next was pushed.
 QueueHeads = Callable[[], Mapping[bool, float | None]]
 
@@ -86,29 +92,38 @@ def sweep_once(
             drained.append(queue_depth() == 0)
         return drained[0]
 
-    for job_id in store.due_jobs(now()):
+    # (one budget of lookups for the whole sweep: thousands of alerts may have silent messages)
+    looking = None if look_up is None else _within(LOOKUPS_PER_SWEEP, look_up)
+    started = now()
+    for job_id in store.due_jobs(started):
         store.release(job_id)
         job = store.job(job_id)
         if job is not None:
             enqueue(job_id, store.pending_enqueued(job_id), job.urgent)
         tally["released"] += 1
     heads = _heads(queue_heads)
-    active = store.active_jobs()
+    # Only the jobs due: a job all handed over that waits for reports is looked at again when
+    # its lookups or the end of its report window come due, or at once when a final report or
+    # a cancel wakes it.
+    due = store.jobs_to_sweep(started)
     # A chunk of jobs is read in one round trip, Redis's clock once for the chunk, and the
     # batches of its jobs still being sent in one more; what the chunk re-enqueues is marked in
-    # one more. Under a sustained load of alerts thousands of jobs are active (until their
-    # reports are in): a round trip or more for each made a sweep of 40,000 take 11 s of a
-    # worker's time, on a host the web tier shares.
-    for start in range(0, len(active), JOBS_A_READ):
-        chunk = active[start : start + JOBS_A_READ]
+    # one more, and when it is to be looked at next in one more. Under a sustained load of
+    # alerts thousands of jobs are active (until their reports are in): a round trip or more
+    # for each made a sweep of 40,000 take 11 s of a worker's time, on a host the web tier
+    # shares.
+    for start in range(0, len(due), JOBS_A_READ):
+        read_at = dict(due[start : start + JOBS_A_READ])  # (when each was due, as read)
+        chunk = list(read_at)
         jobs = store.jobs(chunk)
         at = now()
         moving = [j for j, job in zip(chunk, jobs, strict=True) if job and _still_sending(job)]
         batches = dict(zip(moving, store.batches_of(moving), strict=True))
         again: list[Again] = []
+        later: list[tuple[str, float, float]] = []  # job, its due time as read, its next
         for job_id, job in zip(chunk, jobs, strict=True):
             try:
-                _sweep_job(
+                following = _sweep_job(
                     store,
                     pace,
                     settings,
@@ -120,15 +135,23 @@ def sweep_once(
                     tally,
                     at,
                     (unsettled, in_flight),
-                    look_up,
+                    looking,
                     again,
                     heads.get(job.urgent) if job else None,
                 )
+                if following is not None and following > at:
+                    later.append((job_id, read_at[job_id], following))
             except Exception:  # one job's trouble must not stop the others being looked after
                 log.exception("sweep of job %s failed", job_id)
                 tally["errors"] += 1
         if again:
             _enqueue_again(store, enqueue, again, at, tally)
+        if later:
+            try:
+                store.look_again(later)
+            except Exception:  # (they are looked at next sweep, as before)
+                log.exception("the sweep could not set when to look at %d jobs", len(later))
+                tally["errors"] += 1
     if unsettled and reconcile is not None:
         # (on Redis's clock, as the calls were stamped: hosts' clocks differ)
         for call, verdict in reconcile(unsettled, in_flight, store.clock()):
@@ -151,32 +174,36 @@ def _sweep_job(
     tally: Counter[str],
     now: float,
     calls: tuple[list[Unsettled], list[Unsettled]],  # unsettled, in flight: for `reconcile`
-    look_up: LookUp | None,
+    look_up: Callable[[str, float], Lookups] | None,  # within the sweep's budget
     again: list[Again],  # the jobs whose batches are to be enqueued again
     head: float | None,  # when the task a worker takes next from the job's queue was pushed
-) -> None:
+) -> float | None:
+    """Look after one job; when it is to be looked at next, if not at the next sweep."""
     if job is None:  # expired
         store.deactivate(job_id)
-        return
+        return None
     state = job.state
     if _finished(job):
         if job.callback_url is not None and store.claim_notification(job_id):
             notify(job_id)
         store.deactivate(job_id)
         tally["finished"] += 1
-        return
+        return None
+    looked: Lookups | None = None  # (None: too young to look up, or no lookups)
     if (
         look_up is not None
         and state in (JobState.SENDING, JobState.SENT)
         # (no batch of a younger job can have waited that long for its reports)
         and now - job.created_at >= settings.reconcile_after_seconds
     ):
-        tally["looked_up"] += look_up(job_id, now)
+        looked = look_up(job_id, now)
+        tally["looked_up"] += looked.looked
     if state is JobState.SENT:
         if now - _sent_at(job) > settings.report_wait_seconds:
             store.close(job_id, CLOSED_REASON)  # completed: the next sweep notifies and forgets
             tally["closed"] += 1
-        return
+            return None
+        return _next_look(job, settings, now, look_up is not None, looked)
     resend: list[int] = []
     redispatch: list[tuple[int, int]] = []  # batch, the how-manieth time
     paced: list[int] = []
@@ -219,7 +246,6 @@ def _sweep_job(
         ):
             # (a cancelled or halted job's paced batches too: their claims finish them)
             redispatch.append((batch.batch, batch.redispatched + 1))
-            tally["redispatched"] += 1
         elif batch.state is BatchState.PENDING:
             moving = True
     if (
@@ -238,6 +264,41 @@ def _sweep_job(
         marks: list[tuple[int, int | None]] = [(b, None) for b in resend]
         marks.extend(redispatch)
         again.append(Again(job_id, marks, job.urgent))
+    return None
+
+
+def _next_look(
+    job: Job, settings: Settings, now: float, lookups: bool, looked: Lookups | None
+) -> float:
+    """When a job all handed over, waiting for reports, is next due: its report window's end;
+    before it, where messages are looked up (`lookups`; `looked`: this sweep's, if any), when
+    they can start, each sweep while its batches' first rounds come due or lookups go on or
+    were held back, then when the next round can start; none once nothing is left to look up.
+    A final report or a cancel makes it due at once (`JobStore.look_now`)."""
+    close = _sent_at(job) + settings.report_wait_seconds
+    after = settings.reconcile_after_seconds
+    if not lookups or (looked is not None and looked.settled):
+        return close
+    if looked is None:  # (too young)
+        return min(close, job.created_at + after)
+    if now < _sent_at(job) + after or looked.looked or looked.held:
+        return now  # (the next sweep)
+    return min(close, now + after)
+
+
+def _within(budget: int, look_up: LookUp) -> Callable[[str, float], Lookups]:
+    """`look_up`, job after job, for at most `budget` lookups in all; a job that finds none
+    left is held back (it is looked at next sweep)."""
+    left = [budget]
+
+    def each(job_id: str, now: float) -> Lookups:
+        if left[0] <= 0:
+            return Lookups(0, held=True)
+        found = look_up(job_id, now, left[0])
+        left[0] -= found.looked
+        return found
+
+    return each
 
 
 @dataclass(frozen=True)
@@ -255,7 +316,8 @@ def _enqueue_again(
 ) -> None:
     """Mark a chunk's batches enqueued (on Redis's clock, which the next sweep compares them
     with), then enqueue them. A failure stops only what it touches: unmarked, they are all
-    looked at again next sweep; marked and not enqueued, a job's are, after their wait."""
+    looked at again next sweep; marked and not enqueued, a job's are, after their wait. Only
+    the batches enqueued are counted redispatched."""
     try:
         store.mark_enqueued_many([(a.job_id, b, n) for a in again for b, n in a.marks], at)
     except Exception:
@@ -268,6 +330,8 @@ def _enqueue_again(
         except Exception:
             log.exception("the sweep could not enqueue job %s's batches", a.job_id)
             tally["errors"] += 1
+            continue
+        tally["redispatched"] += sum(1 for _, n in a.marks if n is not None)
 
 
 def _heads(queue_heads: QueueHeads | None) -> dict[bool, float]:

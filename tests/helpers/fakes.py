@@ -77,6 +77,7 @@ class FakeStore:
     numbers: list[str] = field(default_factory=lambda: ["+14155550100", "+14155550101"])
     paced: dict[str, list[int]] = field(default_factory=dict)
     handed: FakeHanded = field(default_factory=FakeHanded)
+    due_at: dict[str, float] = field(default_factory=dict)  # when the sweep looks at a job next
 
     def add(self, found: Job, records: list[BatchRecord] | None = None) -> None:
         self.known[found.job_id] = found
@@ -195,8 +196,15 @@ class FakeStore:
         self.calls.append(("release_scheduled", job_id))
         self.known[job_id] = replace(self.known[job_id], send_at=None)
 
-    def active_jobs(self) -> list[str]:
-        return list(self.known)
+    def jobs_to_sweep(self, now: float) -> list[tuple[str, float]]:
+        due = ((job_id, self.due_at.get(job_id, 0.0)) for job_id in self.known)
+        return [(job_id, at) for job_id, at in due if at <= now]
+
+    def look_again(self, jobs: list[tuple[str, float, float]]) -> None:
+        self.calls.append(("look_again", tuple(jobs)))
+        for job_id, read, following in jobs:
+            if self.due_at.get(job_id, 0.0) == read:
+                self.due_at[job_id] = following
 
     def jobs(self, job_ids: list[str]) -> list[Job | None]:
         return [self.job(job_id) for job_id in job_ids]

@@ -345,6 +345,65 @@ def test_our_batches_messages_are_known_by_uuid_around_their_hour(rdb: redis.Red
     assert store.handed.owners(now - 3 * 3600, now - 3 * 3600) == {}
 
 
+def test_a_call_s_answer_is_kept_with_its_record_in_one_round_trip(rdb: redis.Redis) -> None:
+    """The UUIDs Plivo answered a call with are written with its record, also when Redis has
+    forgotten the script (the UUIDs written once, the call recorded once)."""
+    store = make(rdb)
+    now = time.time()
+    first, second = str(uuid.uuid4()), str(uuid.uuid4())
+    store.claim_batch("j1", 0)
+    assert store.call_submitted("j1", 0, 1, 0, "api", [], [first], now) == "submitted"
+    rdb.script_flush()  # as after a restart
+    store.claim_batch("j1", 1)
+    assert store.call_submitted("j1", 1, 1, 0, "api", [], [second], now) == "submitted"
+    assert store.handed.owners(now - 60, now + 60) == {first: "j1:0", second: "j1:1"}
+    assert store.silent_uuids("j1", 0) == [first] and store.silent_uuids("j1", 1) == [second]
+    assert rdb.strlen(keys.answered("j1", 1)) == 16  # (one UUID, once)
+    assert job(store).state is JobState.SENT
+    assert store.call_submitted("j1", 1, 1, 0, "api", [], [second], now) == "done"
+
+
+def test_a_job_waiting_for_reports_is_looked_at_when_due_or_at_a_final_report(
+    rdb: redis.Redis,
+) -> None:
+    """The sweep's index of active jobs by when each is next due: a job is due once indexed,
+    then when the sweep says, unless a final report or a cancel makes it due at once; and the
+    sweep's say does not undo that when it comes after (it read the job before)."""
+    store = make(rdb)
+    now = store.clock()
+    ((job_id, read),) = store.jobs_to_sweep(now)
+    assert job_id == "j1" and read == 0.0  # (due at once, whatever the clocks)
+    store.look_again([("j1", read, now + 1000)])
+    assert store.jobs_to_sweep(now) == [] and store.jobs_to_sweep(now + 1000) == [
+        ("j1", now + 1000)
+    ]
+    for batch in (0, 1):
+        store.claim_batch("j1", batch)
+        store.call_submitted("j1", batch, 1, 0, "api", [])
+    store.record_report(Report("j1", 0, NUMBERS[0], Status.SENT, "u0", ""))
+    assert store.jobs_to_sweep(now) == []  # (not final: nothing can have finished)
+    store.record_report(Report("j1", 0, NUMBERS[0], Status.DELIVERED, "u0", ""))
+    ((_, woken),) = store.jobs_to_sweep(now)
+    assert woken < 0  # (due before any time)
+    store.look_again([("j1", now + 1000, now + 2000)])  # (read before the report: stays due)
+    assert store.jobs_to_sweep(now) == [("j1", woken)]
+    # Read after that report, and another final one comes before the sweep says: still due.
+    store.record_report(Report("j1", 0, NUMBERS[1], Status.FAILED, "u1", ""))
+    ((_, again),) = store.jobs_to_sweep(now)
+    assert again < woken  # (lower at each wake: no clock)
+    store.look_again([("j1", woken, now + 1000)])
+    assert store.jobs_to_sweep(now) == [("j1", again)]
+    store.look_again([("j1", again, now + 1000)])
+    assert store.jobs_to_sweep(now) == []
+    store.cancel("j1")
+    ((_, cancelled),) = store.jobs_to_sweep(now)
+    assert cancelled < again
+    store.deactivate("j1")
+    store.record_report(Report("j1", 1, NUMBERS[2], Status.DELIVERED, "u2", ""))
+    store.look_now("j1")
+    assert rdb.zscore(keys.ACTIVE_JOBS, "j1") is None  # (a job the sweep forgot stays forgotten)
+
+
 def test_a_batch_remembers_how_often_the_sweep_enqueued_it_again(rdb: redis.Redis) -> None:
     store = make(rdb)
     store.mark_enqueued("j1", 1, redispatched=3)

@@ -10,7 +10,7 @@ from typing import Any
 from bulksms.config import Settings
 from bulksms.store import BatchRecord, BatchState, Sending, Status
 from bulksms.worker.gateway import Found, LookupFailed
-from bulksms.worker.reconcile import CANDIDATES, Reconciler, Unsettled
+from bulksms.worker.reconcile import CANDIDATES, Lookups, Reconciler, Unsettled
 from tests.helpers.fakes import FakeHanded, job
 
 NOW = 1_000_000.0
@@ -229,26 +229,23 @@ def test_silent_messages_are_looked_up_in_bounded_rounds() -> None:
         return next(tokens, 0.0)
 
     found = Reconciler(store, FakeHanded(), lambda: gateway, Budget(), settings, api_budget)  # type: ignore[arg-type]
-    assert found.look_up_silent("j1", NOW) == 2
+    assert found.look_up_silent("j1", NOW) == Lookups(2, held=True)
     assert gateway.asked == ["u-1", "u-2"] and store.rounds[0] == (NOW, "u-2")
     # The round goes on where it stopped…
-    assert found.look_up_silent("j1", NOW + 1) == 1
+    assert found.look_up_silent("j1", NOW + 1) == Lookups(1)
     assert gateway.asked[2:] == ["u-3"] and store.rounds[0] == (NOW, "")
     assert [(r.number, r.status) for r in store.reports] == [
         ("14155550101", Status.DELIVERED),
         ("14155550103", Status.DELIVERED),
     ]
     # …and the next round (u-2 still queued at Plivo) starts RECONCILE_AFTER_SECONDS after it.
-    assert found.look_up_silent("j1", NOW + 300) == 0
-    assert found.look_up_silent("j1", NOW + 601) == 1 and gateway.asked[-1] == "u-2"
+    assert found.look_up_silent("j1", NOW + 300) == Lookups(0)  # (not settled: not looked at)
+    assert found.look_up_silent("j1", NOW + 601) == Lookups(1) and gateway.asked[-1] == "u-2"
     # A batch handed over a moment ago is not looked up.
     fresh = SilentStore(["u-9"], since=NOW - 10)
-    assert (
-        Reconciler(fresh, FakeHanded(), lambda: gateway, Budget(), settings).look_up_silent(
-            "j1", NOW
-        )
-        == 0
-    )  # type: ignore[arg-type]
+    assert Reconciler(fresh, FakeHanded(), lambda: gateway, Budget(), settings).look_up_silent(
+        "j1", NOW
+    ) == Lookups(0)  # type: ignore[arg-type]
 
 
 @dataclass
@@ -288,3 +285,16 @@ def test_numbers_a_lost_answer_never_named_are_asked_of_plivo_s_list() -> None:
         reconciler(powerpack, gateway).look_up_silent("j1", NOW)
         powerpack.rounds.clear()
     assert [(r.number, r.status) for r in powerpack.reports] == [(refused, Status.REJECTED)]
+
+
+def test_a_job_with_nothing_left_to_name_needs_no_more_lookups() -> None:
+    """Once every message Plivo answered with and every number is named, no lookup can name
+    more (what is silent or unnamed only ever shrinks): the sweep need not come back for it."""
+    named = UnnamedStore([], unnamed=[])
+    assert reconciler(named, Gateway([])).look_up_silent("j1", NOW) == Lookups(0, settled=True)
+    unnamed = UnnamedStore([], unnamed=["+14155550101"])
+    assert not reconciler(unnamed, Gateway([])).look_up_silent("j1", NOW).settled
+    silent = UnnamedStore(["u-1"], unnamed=[])
+    assert reconciler(silent, LookupGateway()).look_up_silent("j1", NOW) == Lookups(1)  # type: ignore[arg-type]
+    young = UnnamedStore([], since=NOW - 10, unnamed=[])  # (not looked at yet: not known)
+    assert reconciler(young, Gateway([])).look_up_silent("j1", NOW) == Lookups(0)

@@ -12,7 +12,7 @@ import pytest
 from bulksms.config import Settings
 from bulksms.store import BatchRecord, BatchState, JobState, Status
 from bulksms.worker import sweep
-from bulksms.worker.reconcile import Unsettled
+from bulksms.worker.reconcile import LOOKUPS_PER_SWEEP, Lookups, Unsettled
 from tests.helpers.fakes import FakePace, FakeStore, job
 
 SETTINGS = Settings(dispatch_stale_seconds=30.0, report_wait_seconds=3600)
@@ -193,7 +193,8 @@ def test_a_failure_to_enqueue_one_job_again_stops_no_other() -> None:
             now=lambda: NOW,
         )
 
-    assert sweep_with(enqueue)["errors"] == 1
+    tally = sweep_with(enqueue)
+    assert tally["errors"] == 1 and tally["redispatched"] == 2  # (b's was not)
     assert sent == ["a", "c"]
 
     def unmarked(marks: object, at: float) -> None:
@@ -201,7 +202,9 @@ def test_a_failure_to_enqueue_one_job_again_stops_no_other() -> None:
 
     store.mark_enqueued_many = unmarked  # type: ignore[method-assign,assignment]
     sent.clear()
-    assert sweep_with(enqueue)["errors"] == 1 and sent == []  # (nothing sent unmarked)
+    tally = sweep_with(enqueue)
+    assert tally["errors"] == 1 and sent == []  # (nothing sent unmarked)
+    assert tally["redispatched"] == 0
 
 
 def test_each_re_enqueue_of_a_batch_doubles_its_wait() -> None:
@@ -330,9 +333,9 @@ def test_messages_are_looked_up_only_for_jobs_old_enough_to_have_silent_ones() -
     its reports: the sweep does not ask (under a load of alerts, thousands are that young)."""
     asked: list[str] = []
 
-    def look_up(job_id: str, now: float) -> int:
+    def look_up(job_id: str, now: float, allowed: int) -> Lookups:
         asked.append(job_id)
-        return 0
+        return Lookups(0)
 
     for age, wanted in (
         (SETTINGS.reconcile_after_seconds - 1, []),
@@ -415,3 +418,83 @@ def test_a_job_all_handed_over_has_no_batches_read() -> None:
     run(store, queue)
     assert all("j1" not in c[1] for c in store.calls if c[0] == "batches_of")
     assert not [c for c in store.calls if c[0] == "resolve"]
+
+
+def test_a_job_waiting_for_reports_is_looked_at_again_only_when_something_can_be_due() -> None:
+    """A job all handed over is not read by every sweep (under a load of alerts whose numbers
+    give no receipts, a day of them waits): it is due again when its report window ends, and,
+    with lookups, when they can start, each sweep while they go on, then when the next round
+    of them can start. (A final report or a cancel makes it due at once: the store's.)"""
+    wait, after = SETTINGS.report_wait_seconds, SETTINGS.reconcile_after_seconds
+    store = sent_job(sent_at=NOW - 60)
+    store.known["j1"] = replace(store.known["j1"], created_at=NOW - 60)
+    read: list[str] = []
+    jobs = store.jobs
+    store.jobs = lambda ids: read.extend(ids) or jobs(ids)  # type: ignore[method-assign]
+    run(store, Queue())
+    assert read == ["j1"] and store.due_at["j1"] == NOW - 60 + wait
+    read.clear()
+    run(store, Queue(), now=lambda: NOW + 60)
+    assert read == []
+    tally = run(store, Queue(), now=lambda: NOW + wait)  # (at its due time: read, and closed)
+    assert read == ["j1"] and tally["closed"] == 1
+
+    looked = Lookups(0)
+
+    def swept(at: float) -> float:
+        sweep.sweep_once(
+            store,  # type: ignore[arg-type]
+            FakePace(),  # type: ignore[arg-type]
+            SETTINGS,
+            Queue().enqueue,
+            lambda: 0,
+            lambda _: None,
+            now=lambda: at,
+            look_up=lambda job_id, now, allowed: looked,
+        )
+        return store.due_at["j1"]
+
+    created = NOW - 60
+    store = sent_job(sent_at=NOW - 30)
+    store.known["j1"] = replace(store.known["j1"], created_at=created)
+    assert swept(NOW) == created + after  # (when its first lookups can be)
+    assert swept(created + after) == created + after  # the next sweep: a batch may be due
+    looked = Lookups(3)  # (lookups going on: every sweep)
+    assert swept(NOW - 30 + after + 1) == created + after
+    looked = Lookups(0, held=True)  # (the budget ran out: the next sweep goes on)
+    assert swept(NOW - 30 + after + 2) == created + after
+    looked = Lookups(0)  # (a round over: the next one starts this much later)
+    assert swept(NOW - 30 + after + 3) == NOW - 30 + 2 * after + 3
+    store.due_at["j1"] = -1.0  # (as a final report leaves it)
+    assert swept(NOW + wait - 100) == NOW - 30 + wait  # (the window ends first)
+    store.due_at["j1"] = -2.0
+    looked = Lookups(0, settled=True)  # (nothing left to look up: only the window's end)
+    assert swept(NOW + 700) == NOW - 30 + wait
+
+
+def test_a_sweep_makes_a_bounded_number_of_lookups_in_all() -> None:
+    """Thousands of alerts may have silent messages: the sweep's budget of lookups is shared by
+    its jobs, and a job that finds none left is looked at next sweep."""
+    store = FakeStore()
+    for name in ("a", "b", "c"):
+        sent = sent_job(sent_at=NOW - 3000).known["j1"]
+        store.add(replace(sent, job_id=name, created_at=NOW - 3000), [submitted(0)])
+    allowed: list[int] = []
+
+    def look_up(job_id: str, now: float, left: int) -> Lookups:
+        allowed.append(left)
+        return Lookups(min(left, 150))
+
+    tally = sweep.sweep_once(
+        store,  # type: ignore[arg-type]
+        FakePace(),  # type: ignore[arg-type]
+        SETTINGS,
+        Queue().enqueue,
+        lambda: 0,
+        lambda _: None,
+        now=lambda: NOW,
+        look_up=look_up,
+    )
+    assert allowed == [LOOKUPS_PER_SWEEP, LOOKUPS_PER_SWEEP - 150]
+    assert tally["looked_up"] == LOOKUPS_PER_SWEEP
+    assert store.due_at == {}  # (each due again next sweep: looking up, or held back)
