@@ -874,7 +874,7 @@ def sweep(work: Path) -> list[Row]:
     """The sweep over 40,000 active alerts (under a load of alerts their jobs stay active until
     their reports are in): 20,000 sent and waiting for reports, 20,000 queued with no worker to
     take them (their tasks not stale: nothing enqueued again). A first pass, every job due (as
-    after a restart), beside its floor, reading those jobs (one pipelined read a chunk, which
+    the first sweep after an upgrade from the release before), beside its floor, reading those jobs (one pipelined read a chunk, which
     any sweep needs); then the passes after it, where only the queued half is due (the sent
     half is next due later, when its lookups can start or its report window ends), beside
     reading the jobs due. Run here,
@@ -893,8 +893,7 @@ def sweep(work: Path) -> list[Row]:
         stack.settle()
         store, pace = JobStore(stack.redis, 86_400), Pace(stack.redis)
         settings = Settings(dispatch_stale_seconds=1e9)  # (steady: no task taken for lost)
-        indexed = dict(store.jobs_to_sweep(float("inf")))  # every job, as first indexed
-        active = list(indexed)
+        active = [job_id for job_id, _ in store.jobs_to_sweep(float("inf"))]
 
         def reading(jobs: list[str]) -> Callable[[], None]:
             def floor() -> None:
@@ -910,7 +909,7 @@ def sweep(work: Path) -> list[Row]:
             assert not tally, tally  # (nothing to do: its cost is all looking)
 
         def first() -> None:
-            stack.redis.zadd(keys.ACTIVE_JOBS, indexed)  # (every job due again, untimed)
+            stack.redis.zadd(keys.ACTIVE_JOBS, dict.fromkeys(active, 0))  # (all due, untimed)
             started = time.perf_counter()
             swept()
             firsts.append(time.perf_counter() - started)

@@ -46,6 +46,7 @@ log = logging.getLogger(__name__)
 CANDIDATES = 3  # destinations listed per call at most (one found is enough)
 LIST_PAGE = 20  # what one list request shows at most (Plivo's page)
 LOOKUPS_PER_SWEEP = 200  # messages looked up one by one in one sweep, at most
+LOOKUPS_PER_JOB = LOOKUPS_PER_SWEEP // 4  # of those, one job's at most (its next go next sweep)
 TRACKED = {s.value for s in Status if s is not Status.PENDING}
 NAMING_PER_SWEEP = 2  # numbers listed to name the rest of a batch, per sweep (the budget's
 # other use, settling calls without an answer, comes first)
@@ -222,20 +223,22 @@ class Reconciler:
             if not cursor and now - started < after:
                 settled = False
                 continue
+            if left <= 0:  # (the batch's round, begun or not, goes on at the next sweep)
+                return Lookups(allowed - left, held=True)
+            begun = bool(cursor)
             if not cursor:
                 started = now
             silent = sorted(u for u in self.store.silent_uuids(job_id, record.batch) if u > cursor)
             if silent or cursor:
                 settled = False
-            elif left > 0:  # every answered message is named: the rest, if any, lost their
-                left, unnamed = self._name_the_rest(job_id, record, left, now)  # answer
+            else:  # every answered message is named: the rest, if any, lost their answer
+                left, unnamed = self._name_the_rest(job_id, record, left, now)
                 settled = settled and not unnamed
-            else:
-                settled = False
             for message_uuid in silent:
                 if left <= 0 or self.api_budget() > 0:
                     metrics.LOOKUPS.labels("get", "budget").inc()
-                    self.store.mark_lookup_round(job_id, record.batch, started, cursor)
+                    if begun:  # (a round not begun stays due: it begins at the next sweep)
+                        self.store.mark_lookup_round(job_id, record.batch, started, cursor)
                     return Lookups(allowed - left, held=True)
                 left -= 1
                 try:
@@ -243,9 +246,10 @@ class Reconciler:
                 except LookupFailed as exc:
                     log.warning("Plivo's message lookup failed: %s", exc.reason)
                     metrics.LOOKUPS.labels("get", "error").inc()
-                    self.store.mark_lookup_round(job_id, record.batch, started, cursor)
+                    if begun:
+                        self.store.mark_lookup_round(job_id, record.batch, started, cursor)
                     return Lookups(allowed - left, held=True)
-                cursor = message_uuid
+                cursor, begun = message_uuid, True
                 self._record(job_id, record.batch, message_uuid, found)
             self.store.mark_lookup_round(job_id, record.batch, started, "")
         return Lookups(allowed - left, settled=settled)

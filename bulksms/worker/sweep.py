@@ -47,7 +47,7 @@ from bulksms.extensions import pace, redis_client, store
 from bulksms.store import BatchRecord, BatchState, Job, JobState, JobStore
 from bulksms.store.pacing import Pace
 from bulksms.store.signals import take_sweep_lock
-from bulksms.worker.reconcile import LOOKUPS_PER_SWEEP, Lookups, Unsettled
+from bulksms.worker.reconcile import LOOKUPS_PER_JOB, LOOKUPS_PER_SWEEP, Lookups, Unsettled
 
 log = logging.getLogger(__name__)
 
@@ -287,14 +287,21 @@ def _next_look(
 
 
 def _within(budget: int, look_up: LookUp) -> Callable[[str, float], Lookups]:
-    """`look_up`, job after job, for at most `budget` lookups in all; a job that finds none
-    left is held back (it is looked at next sweep)."""
+    """`look_up`, job after job, for at most `budget` lookups in all and `LOOKUPS_PER_JOB` a
+    job (the jobs come in the same order each sweep: one with thousands of silent messages
+    must not take every sweep's budget); a job that finds none left is held back (it is
+    looked at next sweep)."""
     left = [budget]
 
     def each(job_id: str, now: float) -> Lookups:
         if left[0] <= 0:
             return Lookups(0, held=True)
-        found = look_up(job_id, now, left[0])
+        allowed = min(left[0], LOOKUPS_PER_JOB)
+        try:
+            found = look_up(job_id, now, allowed)
+        except Exception:
+            left[0] -= allowed  # (what it made before it failed counts)
+            raise
         left[0] -= found.looked
         return found
 

@@ -22,6 +22,7 @@ from bulksms.store import (
     Sending,
     Status,
     keys,
+    scripts,
 )
 from bulksms.store import jobs as jobs_module
 from bulksms.store.model import LAYOUT_VERSION
@@ -351,14 +352,16 @@ def test_a_call_s_answer_is_kept_with_its_record_in_one_round_trip(rdb: redis.Re
     store = make(rdb)
     now = time.time()
     first, second = str(uuid.uuid4()), str(uuid.uuid4())
+    rdb.script_load(scripts.CALL)
     store.claim_batch("j1", 0)
     assert store.call_submitted("j1", 0, 1, 0, "api", [], [first], now) == "submitted"
+    assert rdb.strlen(keys.answered("j1", 0)) == 16  # (one UUID, once)
     rdb.script_flush()  # as after a restart
     store.claim_batch("j1", 1)
     assert store.call_submitted("j1", 1, 1, 0, "api", [], [second], now) == "submitted"
     assert store.handed.owners(now - 60, now + 60) == {first: "j1:0", second: "j1:1"}
     assert store.silent_uuids("j1", 0) == [first] and store.silent_uuids("j1", 1) == [second]
-    assert rdb.strlen(keys.answered("j1", 1)) == 16  # (one UUID, once)
+    assert rdb.strlen(keys.answered("j1", 1)) == 16
     assert job(store).state is JobState.SENT
     assert store.call_submitted("j1", 1, 1, 0, "api", [], [second], now) == "done"
 
@@ -398,8 +401,11 @@ def test_a_job_waiting_for_reports_is_looked_at_when_due_or_at_a_final_report(
     store.cancel("j1")
     ((_, cancelled),) = store.jobs_to_sweep(now)
     assert cancelled < again
-    store.deactivate("j1")
+    rdb.zadd(keys.ACTIVE_JOBS, {"j1": -5e15})  # (woken when the clock read later than now)
     store.record_report(Report("j1", 1, NUMBERS[2], Status.DELIVERED, "u2", ""))
+    assert rdb.zscore(keys.ACTIVE_JOBS, "j1") == -5e15 - 1  # (lower still: a clock stepped back)
+    store.deactivate("j1")
+    store.record_report(Report("j1", 1, NUMBERS[2], Status.REJECTED, "u2", ""))
     store.look_now("j1")
     assert rdb.zscore(keys.ACTIVE_JOBS, "j1") is None  # (a job the sweep forgot stays forgotten)
 

@@ -298,3 +298,22 @@ def test_a_job_with_nothing_left_to_name_needs_no_more_lookups() -> None:
     assert reconciler(silent, LookupGateway()).look_up_silent("j1", NOW) == Lookups(1)  # type: ignore[arg-type]
     young = UnnamedStore([], since=NOW - 10, unnamed=[])  # (not looked at yet: not known)
     assert reconciler(young, Gateway([])).look_up_silent("j1", NOW) == Lookups(0)
+
+
+def test_lookups_stay_within_what_the_sweep_allows_and_a_round_held_back_goes_on() -> None:
+    settings = Settings(reconcile_after_seconds=600)
+    store, gateway = SilentStore(["u-1", "u-3", "u-4"]), LookupGateway()
+    found = Reconciler(store, FakeHanded(), lambda: gateway, Budget(), settings)  # type: ignore[arg-type]
+    assert found.look_up_silent("j1", NOW, allowed=1) == Lookups(1, held=True)
+    assert gateway.asked == ["u-1"] and store.rounds[0] == (NOW, "u-1")
+    assert found.look_up_silent("j1", NOW + 15, allowed=0) == Lookups(0, held=True)
+    assert store.rounds[0] == (NOW, "u-1") and gateway.asked == ["u-1"]
+    assert found.look_up_silent("j1", NOW + 30, allowed=5) == Lookups(2)
+    assert gateway.asked == ["u-1", "u-3", "u-4"] and store.rounds[0] == (NOW, "")
+    # A round held back before its first lookup is not begun: the next sweep begins it.
+    fresh, tokens = SilentStore(["u-7"]), iter([5.0, 0.0])
+    held = Reconciler(
+        fresh, FakeHanded(), lambda: gateway, Budget(), settings, lambda: next(tokens)
+    )  # type: ignore[arg-type]
+    assert held.look_up_silent("j1", NOW) == Lookups(0, held=True) and fresh.rounds == {}
+    assert held.look_up_silent("j1", NOW + 15) == Lookups(1) and gateway.asked[-1] == "u-7"
