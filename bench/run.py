@@ -874,11 +874,11 @@ def sweep(work: Path) -> list[Row]:
     """The sweep over 40,000 active alerts (under a load of alerts their jobs stay active until
     their reports are in): 20,000 sent and waiting for reports, 20,000 queued with no worker to
     take them (their tasks not stale: nothing enqueued again). A first pass, every job due (as
-    the first sweep after an upgrade from the release before), beside its floor, reading those jobs (one pipelined read a chunk, which
-    any sweep needs); then the passes after it, where only the queued half is due (the sent
-    half is next due later, when its lookups can start or its report window ends), beside
-    reading the jobs due. Run here,
-    against the stack's Redis over TCP, best of three each."""
+    the first sweep after an upgrade from the release before), beside its floor, reading those
+    jobs (one pipelined read a chunk, which any sweep needs); then the passes after it, where
+    only the queued half is due (the sent half is next due later, when its lookups can start
+    or its report window ends), beside reading the jobs due. Run here, against the stack's
+    Redis over TCP, best of three each."""
     (work / "metrics").mkdir(parents=True)
     stack = Stack(work, tcp=True)
     try:

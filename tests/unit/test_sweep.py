@@ -41,6 +41,7 @@ def run(
     reconcile: sweep.Reconcile | None = None,
     now: Callable[[], float] = lambda: NOW,
     queue_heads: sweep.QueueHeads | None = None,
+    look_up: sweep.LookUp | None = None,
 ) -> Counter[str]:
     return sweep.sweep_once(
         store,  # type: ignore[arg-type]
@@ -51,6 +52,7 @@ def run(
         queue.notified.append,
         now=now,
         reconcile=reconcile,
+        look_up=look_up,
         queue_heads=queue_heads,
     )
 
@@ -344,16 +346,7 @@ def test_messages_are_looked_up_only_for_jobs_old_enough_to_have_silent_ones() -
         store = sent_job(sent_at=NOW - 1)
         store.known["j1"] = replace(store.known["j1"], created_at=NOW - age)
         asked.clear()
-        sweep.sweep_once(
-            store,  # type: ignore[arg-type]
-            FakePace(),  # type: ignore[arg-type]
-            SETTINGS,
-            Queue().enqueue,
-            lambda: 0,
-            lambda _: None,
-            now=lambda: NOW,
-            look_up=look_up,
-        )
+        run(store, Queue(), look_up=look_up)
         assert asked == wanted
 
 
@@ -442,16 +435,7 @@ def test_a_job_waiting_for_reports_is_looked_at_again_only_when_something_can_be
     looked = Lookups(0)
 
     def swept(at: float) -> float:
-        sweep.sweep_once(
-            store,  # type: ignore[arg-type]
-            FakePace(),  # type: ignore[arg-type]
-            SETTINGS,
-            Queue().enqueue,
-            lambda: 0,
-            lambda _: None,
-            now=lambda: at,
-            look_up=lambda job_id, now, allowed: looked,
-        )
+        run(store, Queue(), now=lambda: at, look_up=lambda job_id, now, allowed: looked)
         return store.due_at["j1"]
 
     created = NOW - 60
@@ -487,16 +471,7 @@ def test_a_sweep_makes_a_bounded_number_of_lookups_in_all() -> None:
         allowed.append(left)
         return Lookups(left, held=True)  # (it has more than it may ask)
 
-    tally = sweep.sweep_once(
-        store,  # type: ignore[arg-type]
-        FakePace(),  # type: ignore[arg-type]
-        SETTINGS,
-        Queue().enqueue,
-        lambda: 0,
-        lambda _: None,
-        now=lambda: NOW,
-        look_up=look_up,
-    )
+    tally = run(store, Queue(), look_up=look_up)
     shares = LOOKUPS_PER_SWEEP // LOOKUPS_PER_JOB
     assert len(names) > shares and allowed == [LOOKUPS_PER_JOB] * shares  # (the last: none)
     assert tally["looked_up"] == LOOKUPS_PER_SWEEP
