@@ -1,4 +1,5 @@
-"""The Lua scripts behind every state change of a job, each one atomic and one job only.
+"""The Lua scripts behind every state change of a job, each one atomic and of one job only
+(but for an alert's submit and a report's wake of the sweep: `keys`).
 
 Records (see `store` for the keys):
   recipient   32 bytes of its batch's string, sorted by number (layout in `records`). Status 0
