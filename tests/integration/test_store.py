@@ -393,7 +393,7 @@ def test_a_job_waiting_for_reports_is_looked_at_when_due_or_at_a_final_report(
     # Read after that report, and another final one comes before the sweep says: still due.
     store.record_report(Report("j1", 0, NUMBERS[1], Status.FAILED, "u1", ""))
     ((_, again),) = store.jobs_to_sweep(now)
-    assert again < woken  # (lower at each wake: no clock)
+    assert again < woken  # (each wake lower than the last)
     store.look_again([("j1", woken, now + 1000)])
     assert store.jobs_to_sweep(now) == [("j1", again)]
     store.look_again([("j1", again, now + 1000)])
@@ -401,7 +401,7 @@ def test_a_job_waiting_for_reports_is_looked_at_when_due_or_at_a_final_report(
     store.cancel("j1")
     ((_, cancelled),) = store.jobs_to_sweep(now)
     assert cancelled < again
-    rdb.zadd(keys.ACTIVE_JOBS, {"j1": -5e15})  # (woken when the clock read later than now)
+    rdb.zadd(keys.ACTIVE_JOBS, {"j1": -5e15})  # (a wake by a clock far ahead, since stepped back)
     store.record_report(Report("j1", 1, NUMBERS[2], Status.DELIVERED, "u2", ""))
     assert rdb.zscore(keys.ACTIVE_JOBS, "j1") == -5e15 - 1  # (lower still: a clock stepped back)
     store.deactivate("j1")
