@@ -11,6 +11,7 @@ from collections import Counter
 import pytest
 import redis
 
+from bulksms.config import Settings
 from bulksms.store import (
     BatchState,
     Claim,
@@ -26,6 +27,8 @@ from bulksms.store import (
 )
 from bulksms.store import jobs as jobs_module
 from bulksms.store.model import LAYOUT_VERSION
+from bulksms.store.pacing import Pace
+from bulksms.worker import sweep
 from tests.helpers.settle import resolve
 
 NUMBERS = ["+14155550100", "+14155550101", "+14155550102"]
@@ -483,3 +486,41 @@ def test_a_report_after_the_release_stops_the_resend(rdb: redis.Redis) -> None:
     store.record_report(Report("j1", 0, "+14155550101", Status.SENT, UUID, ""))
     assert store.claim_batch("j1", 0).outcome == "submitted"
     assert counts(store) == {"pending": 1, "queued": 1, "sent": 1}
+
+
+def test_the_sweep_leaves_a_job_waiting_for_reports_until_its_last_report_wakes_it(
+    rdb: redis.Redis,
+) -> None:
+    """The sweep on the real store: a job all handed over is read once, then not again while it
+    only waits (a day of alerts without receipts is millions of them); its last final report
+    wakes it, and the next sweep finishes and forgets it."""
+    store = make(rdb)
+    for batch in (0, 1):
+        store.claim_batch("j1", batch)
+        store.call_submitted("j1", batch, 1, 0, "api", [])
+    read: list[str] = []
+    jobs = store.jobs
+    store.jobs = lambda ids: read.extend(ids) or jobs(ids)  # type: ignore[method-assign]
+
+    def swept() -> Counter[str]:
+        return sweep.sweep_once(
+            store,
+            Pace(rdb),
+            Settings(),
+            lambda *_: None,
+            lambda: 0,
+            lambda _: None,
+            now=store.clock,
+        )
+
+    swept()
+    assert read == ["j1"] and job(store).state is JobState.SENT
+    swept()
+    assert read == ["j1"]  # (not due: not read)
+    for i, n in enumerate(NUMBERS[:2]):
+        store.record_report(Report("j1", 0, n, Status.DELIVERED, f"u{i}", ""))
+    swept()
+    assert read == ["j1", "j1"]  # (woken, read: not finished yet)
+    store.record_report(Report("j1", 1, NUMBERS[2], Status.DELIVERED, "u2", ""))
+    assert swept()["finished"] == 1
+    assert rdb.zscore(keys.ACTIVE_JOBS, "j1") is None
