@@ -157,7 +157,7 @@ def flood(base_url: str, paths: tuple[str, ...], clients: int, seconds: float) -
 def liveness_under(stack: Stack, paths: tuple[str, ...]) -> float:
     """The 90th percentile of /healthz's time while 200 clients ask for `paths`."""
     flooding = multiprocessing.get_context("spawn").Process(
-        target=flood, args=(stack.base_url, paths, 200, 12.0)
+        target=flood, args=(stack.base_url, paths, 200, 8.0)
     )
     flooding.start()
     times: list[float] = []
@@ -181,9 +181,14 @@ def test_many_readiness_probes_do_not_slow_liveness(stack: Stack) -> None:
     and no caller waits on another's check (with no worker to answer, a Celery ping takes its
     whole second)."""
     stack.kill_workers()
-    control = liveness_under(stack, ("/healthz",))
-    probed = liveness_under(stack, ("/readyz", "/readyz/workers"))
-    assert probed <= 3 * control + 0.25, (probed, control)
+    # Rounds alternated, each side's best taken: a busy host's load moves from one round to the
+    # next, while probes that slowed liveness would slow every one of theirs.
+    control: list[float] = []
+    probed: list[float] = []
+    for _ in range(2):
+        control.append(liveness_under(stack, ("/healthz",)))
+        probed.append(liveness_under(stack, ("/readyz", "/readyz/workers")))
+    assert min(probed) <= 3 * min(control) + 0.25, (probed, control)
 
 
 def test_no_log_line_holds_a_number(stack: Stack) -> None:
