@@ -382,10 +382,12 @@ class JobStore:
         (the batch is done), 'advanced' (waiting at its next offset), 'done' (recorded already),
         'superseded' (the call is not the caller's).
 
-        One round trip: the UUIDs are written first (`remember_answer`), then the script runs.
-        Should the script not run, the sweep finds the call's messages in Plivo's list as this
-        batch's. Made again after an error, it changes nothing more (a UUID kept twice is read
-        once)."""
+        One round trip, one transaction: the UUIDs (`remember_answer`'s writes), then the
+        script. Never the record without the UUIDs: Plivo's list would show the call's messages
+        to the sweep as another call's. A write Redis refuses before any runs (out of memory)
+        makes none. Should the script not run (Redis forgot it), the UUIDs are written and the
+        script is loaded and run. Made again after an error, it changes nothing more (a UUID
+        kept twice is read once)."""
         now = _now()
         numbers = [n for n in (records.number_key(r) for r in refused) if n]
         script_keys = self._batch_keys(job_id, batch)
@@ -403,8 +405,13 @@ class JobStore:
             _queued_tail(now),
             *numbers,
         )
+        writes = self._answer_writes(job_id, batch, uuids, at)
         try:
-            *_, answer = self._send([*self._answer_writes(job_id, batch, uuids, at), evalsha])
+            if writes:
+                *_, done = self._send([("MULTI",), *writes, evalsha, ("EXEC",)])
+                answer = _executed(done)
+            else:
+                (answer,) = self._send([evalsha])
         except NoScriptError:  # (Redis restarted: the UUIDs are written, the script did not run)
             _, answer = self._send([("SCRIPT", "LOAD", self._call.script), evalsha])
         return answer.decode() if isinstance(answer, bytes) else str(answer)
@@ -839,6 +846,15 @@ def _records(found: dict[str, str]) -> list[BatchRecord]:
 
 def _batch_order(key: str) -> int:
     return int(key) if key.isdigit() else -1
+
+
+def _executed(answers: Sequence[Any]) -> Any:
+    """The last answer of a transaction's (EXEC's), once none of them is an error (the first
+    is raised: the commands after it ran all the same)."""
+    for answer in answers:
+        if isinstance(answer, redis.RedisError):
+            raise answer
+    return answers[-1]
 
 
 def _now() -> str:

@@ -369,6 +369,45 @@ def test_a_call_s_answer_is_kept_with_its_record_in_one_round_trip(rdb: redis.Re
     assert store.call_submitted("j1", 1, 1, 0, "api", [], [second], now) == "done"
 
 
+def test_a_call_is_never_recorded_without_its_answer(rdb: redis.Redis, redis_url: str) -> None:
+    """The UUIDs Plivo answered a call with and the call's record are one transaction: a write
+    Redis refuses before any runs (out of memory does so; here an ACL refusing APPEND) leaves
+    the call unrecorded, to be written again. Recorded without its UUIDs, the call's messages
+    would show in Plivo's list as another call's."""
+    store = make(rdb)
+    now = time.time()
+    answered = str(uuid.uuid4())
+    rdb.script_load(scripts.CALL)  # (else the script would not run either)
+    claim = store.claim_batch("j1", 0)
+    rdb.acl_setuser(
+        "no-append",
+        enabled=True,
+        passwords=["+no-append-password"],
+        keys=["*"],
+        channels=["*"],
+        categories=["+@all"],
+        commands=["-append"],
+    )
+    try:
+        refused = redis.Redis.from_url(
+            redis_url, username="no-append", password="no-append-password", decode_responses=True
+        )
+        with pytest.raises(redis.ResponseError):
+            JobStore(refused, 3600).call_submitted(
+                "j1", 0, claim.attempt, 0, "api", [], [answered], now
+            )
+        refused.close()
+    finally:
+        rdb.acl_deluser("no-append")
+    assert store.batches("j1")[0].state is BatchState.SENDING  # (nothing written)
+    assert store.handed.owners(now - 60, now + 60) == {}
+    assert store.call_submitted("j1", 0, claim.attempt, 0, "api", [], [answered], now) == (
+        "submitted"
+    )
+    assert store.silent_uuids("j1", 0) == [answered]
+    assert store.handed.owners(now - 60, now + 60) == {answered: "j1:0"}
+
+
 def test_a_job_waiting_for_reports_is_looked_at_when_due_or_at_a_final_report(
     rdb: redis.Redis,
 ) -> None:
