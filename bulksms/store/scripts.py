@@ -361,9 +361,6 @@ return 1
 # numbers' tail, the queued tail (status, no error, time), then the refused numbers (digits).
 # 'submitted' (the batch is done), 'advanced' (waiting at its next offset), 'done' (recorded
 # already), 'superseded' (the call is not this caller's: another attempt owns the batch now).
-# A batch past the call's offset has it recorded already (offsets move only by recording a
-# call), by this caller's run whose answer was lost or by the sweep settling the call: it
-# answers as recorded, 'advanced' if the batch waits for its next call.
 CALL = _render(
     PRELUDE
     + """
@@ -371,10 +368,7 @@ local rec = redis.call('HGET', KEYS[2], ARGV[1])
 if not rec then return 'done' end
 local f = split(rec)
 if not unfinished(f[1]) then return 'done' end
-if not owns(f, ARGV[3], ARGV[4]) then
-  if offset_of(f) <= tonumber(ARGV[4]) then return 'superseded' end
-  return waiting(f[1]) and 'advanced' or 'done'
-end
+if not owns(f, ARGV[3], ARGV[4]) then return 'superseded' end
 local refused = {}
 for i = 8, #ARGV do refused[#refused + 1] = ARGV[i] end
 return record_call(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2], f, ARGV[5], refused, ARGV[6],

@@ -83,8 +83,8 @@ def test_a_stale_answer_is_not_recorded_as_the_next_call(rdb: redis.Redis) -> No
     store.record_report(Report("j1", 0, FIVE[0], Status.SENT))
     assert resolve(store, "j1", 0, in_flight_seconds=0, grace_seconds=90) == "advanced"
     assert store.claim_batch("j1", 0, 2, 2).attempt == 1  # B, in flight
-    # A's answer, for the call [0,2) it made, at last (recorded already, by the sweep):
-    assert store.call_submitted("j1", 0, 1, 0, "api-A", []) == "done"
+    # A's answer, for the call [0,2) it made, at last:
+    assert store.call_submitted("j1", 0, 1, 0, "api-A", []) == "superseded"
     # ... else B's recipients [2,4) read queued while B's call is still in flight (and stay so
     # if B's call never reaches Plivo):
     assert statuses(store)[2:4] == ["pending", "pending"]
@@ -334,7 +334,7 @@ def test_park_needs_the_batch_s_offset_and_state(rdb: redis.Redis) -> None:
     store.call_submitted("j1", 0, 1, 0, "a", [])
     assert not store.park("j1", 0, 0, 1.0)  # an old offset
     assert store.park("j1", 0, 2, 1.0)
-    assert store.call_submitted("j1", 0, 1, 0, "a", []) == "done"  # (recorded already)
+    assert store.call_submitted("j1", 0, 1, 0, "a", []) == "superseded"
     assert store.release_batch("j1", 0, 1, 0, 0.0) is False
     assert store.batch_failed("j1", 0, (1, 0), "x") == -1
     assert store.claim_batch("j1", 0, 0, 2).outcome == "moved"

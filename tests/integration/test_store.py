@@ -369,26 +369,6 @@ def test_a_call_s_answer_is_kept_with_its_record_in_one_round_trip(rdb: redis.Re
     assert store.call_submitted("j1", 1, 1, 0, "api", [], [second], now) == "done"
 
 
-def test_a_call_recorded_already_is_not_taken_for_another_s(rdb: redis.Redis) -> None:
-    """A call's record written again (its first answer lost on the way back) finds the batch
-    past the call's offset: recorded, and the caller goes on with the next call; not
-    'superseded', which says another attempt owns the call's recipients now."""
-    store = make(rdb)
-    now = time.time()
-    claim = store.claim_batch("j1", 0, 0, 1)  # (the first of the batch's two numbers)
-    assert store.call_submitted("j1", 0, claim.attempt, 0, "api", [], [UUID], now) == "advanced"
-    assert store.call_submitted("j1", 0, claim.attempt, 0, "api", [], [UUID], now) == "advanced"
-    assert job(store).counts[Status.QUEUED] == 1
-    following = store.claim_batch("j1", 0, 1, 1)
-    assert following.outcome == "go"
-    assert store.call_submitted("j1", 0, claim.attempt, 0, "api", [], [UUID], now) == "done"
-    store.release_batch("j1", 0, following.attempt, 1, 0)  # (its call did not reach Plivo)
-    again = store.claim_batch("j1", 0, 1, 1)
-    assert store.call_submitted("j1", 0, following.attempt, 1, "api", [], [], now) == ("superseded")
-    assert store.call_submitted("j1", 0, again.attempt, 1, "api", [], [], now) == "submitted"
-    assert job(store).counts[Status.QUEUED] == 2
-
-
 def test_a_call_is_never_recorded_without_its_answer(rdb: redis.Redis, redis_url: str) -> None:
     """The UUIDs Plivo answered a call with and the call's record are one transaction: a write
     Redis refuses before any runs (out of memory does so; here an ACL refusing APPEND) leaves
