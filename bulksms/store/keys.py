@@ -3,7 +3,8 @@
 All keys of one job carry the job's hash tag (``{job_id}``) so that a job lives in one Redis
 Cluster slot. Each Lua script touches one job only, but for two: an alert's submit
 (`scripts.GUARDED_CREATE`: the submit limits, opt-outs and the urgent backlog too) and a report
-(`scripts.REPORT`: a final status makes the job due to the sweep, `bulksms:active`).
+(`scripts.REPORT`: a final status makes the job due to the sweep, `bulksms:active`). And a
+call's record is one transaction with its UUIDs' `bulksms:handed:<hour>` (`call_submitted`).
 
     bulksms:{<job>}:job         hash   the job: request, counters (c:<status>, b:<state>), times
     bulksms:{<job>}:batches     hash   batch number -> batch state record

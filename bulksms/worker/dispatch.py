@@ -305,9 +305,9 @@ def _call(
 def _record_accepted(store: JobStore, owner: Owner, accepted: Accepted) -> str:
     """Plivo took the call: recorded, however long Redis takes to come back."""
     job_id, batch = owner.job_id, owner.batch
-    # With its UUIDs, written first: should this call go unrecorded, the sweep finds its
-    # messages in Plivo's list as this batch's; others' calls to the same numbers find them as
-    # not theirs.
+    # With its UUIDs, in one transaction: never recorded without them (others' calls to the
+    # same numbers find its messages in Plivo's list as not theirs). Should the whole write
+    # fail for good, the sweep settles the call from that list.
     at = time.time()
     recorded = persist(
         lambda: store.call_submitted(
