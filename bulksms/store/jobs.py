@@ -379,8 +379,9 @@ class JobStore:
     ) -> str:
         """Plivo accepted the call claimed as `attempt` at `offset`, answering with message
         `uuids` at `at`: its recipients are queued, those Plivo refused rejected. 'submitted'
-        (the batch is done), 'advanced' (waiting at its next offset), 'done' (recorded already),
-        'superseded' (the call is not the caller's).
+        (the batch is done), 'advanced' (waiting at its next offset, or this call recorded
+        already), 'done' (the batch is finished), 'superseded' (the call is not the caller's:
+        another attempt's call was recorded in its place, so Plivo has both).
 
         One round trip, one transaction: the UUIDs (`remember_answer`'s writes), then the
         script. Never the record without the UUIDs: Plivo's list would show the call's messages

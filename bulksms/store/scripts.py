@@ -18,6 +18,9 @@ Records (see `store` for the keys):
                          recorded (the release before reads it as evidence that Plivo has it;
                          this one reads the call's own recipients' statuses)
               ``q:<n>``  when its task was last enqueued
+              ``r:<n>``  the calls of an unfinished batch its workers recorded themselves,
+                         ``;offset:attempt;…`` (a record written again after its first answer
+                         was lost is told from a rival call's by it)
 
 The status codes, their ranks and the statuses a finished batch implies are `model`'s tables:
 each script is rendered from them (`$TABLES`, and `$queued`-style names for single codes), so they
@@ -148,6 +151,7 @@ end
 local function finish(job, batches, recipients, n, now, outcome, detail, code, refused,
                       refused_tail, offset)
   redis.call('HSET', batches, n, outcome .. '|' .. now .. '|' .. detail)
+  redis.call('HDEL', batches, 'r:' .. n)  -- (CALL answers 'done' for a finished batch)
   local left = redis.call('HINCRBY', job, 'b:pending', -1)
   redis.call('HINCRBY', job, 'b:' .. outcome, 1)
   redis.call('HSET', job, 'updated_at', now)
@@ -359,8 +363,12 @@ return 1
 
 # KEYS: job, batches, recipients. ARGV: batch, now, attempt, offset, api_id, the refused
 # numbers' tail, the queued tail (status, no error, time), then the refused numbers (digits).
-# 'submitted' (the batch is done), 'advanced' (waiting at its next offset), 'done' (recorded
-# already), 'superseded' (the call is not this caller's: another attempt owns the batch now).
+# 'submitted' (the batch is done), 'advanced' (waiting at its next offset, or recorded already
+# by this caller: its first answer was lost on the way back), 'done' (the batch is finished),
+# 'superseded' (the call is not this caller's: another attempt owns the batch, or recorded this
+# offset, and Plivo took both calls).
+# Only the owner's own record names its claim (`r:<n>`): a call settled from reports or from
+# Plivo's list may have been an earlier attempt's, whose late answer must still say so.
 CALL = _render(
     PRELUDE
     + """
@@ -368,11 +376,21 @@ local rec = redis.call('HGET', KEYS[2], ARGV[1])
 if not rec then return 'done' end
 local f = split(rec)
 if not unfinished(f[1]) then return 'done' end
-if not owns(f, ARGV[3], ARGV[4]) then return 'superseded' end
+local recorded = 'r:' .. ARGV[1]
+local claim = string.format('%d:%d;', tonumber(ARGV[4]), tonumber(ARGV[3]))
+if not owns(f, ARGV[3], ARGV[4]) then
+  local made = redis.call('HGET', KEYS[2], recorded) or ''
+  if string.find(made, ';' .. claim, 1, true) then return 'advanced' end
+  return 'superseded'
+end
 local refused = {}
 for i = 8, #ARGV do refused[#refused + 1] = ARGV[i] end
-return record_call(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2], f, ARGV[5], refused, ARGV[6],
-                   ARGV[7])
+local outcome = record_call(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2], f, ARGV[5], refused,
+                            ARGV[6], ARGV[7])
+if outcome == 'advanced' then
+  redis.call('HSET', KEYS[2], recorded, (redis.call('HGET', KEYS[2], recorded) or ';') .. claim)
+end
+return outcome
 """
 )
 

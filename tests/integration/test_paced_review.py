@@ -249,6 +249,40 @@ def test_a_job_whose_batch_failed_after_handing_some_over_is_not_failed(
     assert found.state is not JobState.FAILED
 
 
+def test_a_record_whose_answer_was_lost_goes_on_with_the_batch(
+    rdb: redis.Redis, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The first call's record is written but its answer is lost on the way back (the
+    connection drops): the worker writes it again and goes on with the batch's next calls, each
+    number sent once. It used to read the batch past its offset as another attempt's,
+    log that Plivo took a call twice, and leave the rest of the batch to the sweep."""
+    store = make(rdb)
+    settings = Settings(
+        api_base_url="https://sms.example.com", plivo_mps=0.4, plivo_queue_seconds=10
+    )  # calls of 2 numbers
+    gateway = FakeGateway()
+    pacer = Pacer(FakePace(), settings)  # type: ignore[arg-type]
+    record = store.call_submitted
+    lost: list[str] = []
+
+    def answer_lost(*args: Any, **kwargs: Any) -> str:
+        answer = record(*args, **kwargs)
+        if not lost:
+            lost.append(answer)
+            raise redis.ConnectionError("the connection dropped before the answer came")
+        return answer
+
+    monkeypatch.setattr(store, "call_submitted", answer_lost)
+    send = cast(Any, dispatch.send_batch)  # (the fakes stand in for the real objects)
+    with caplog.at_level("WARNING"):
+        outcome = send(store, gateway, NoThrottle(), pacer, settings, "j1", 0)
+    assert lost == ["advanced"] and outcome == "submitted"
+    assert [list(o.dst) for o in gateway.sent] == [FIVE[0:2], FIVE[2:4], FIVE[4:5]]
+    assert statuses(store) == ["queued"] * 5
+    assert not [r for r in caplog.records if r.levelname == "ERROR"], caplog.text
+    assert_consistent(store)
+
+
 # -- 3. things that held ------------------------------------------------------------------------
 
 
@@ -334,7 +368,7 @@ def test_park_needs_the_batch_s_offset_and_state(rdb: redis.Redis) -> None:
     store.call_submitted("j1", 0, 1, 0, "a", [])
     assert not store.park("j1", 0, 0, 1.0)  # an old offset
     assert store.park("j1", 0, 2, 1.0)
-    assert store.call_submitted("j1", 0, 1, 0, "a", []) == "superseded"
+    assert store.call_submitted("j1", 0, 1, 0, "a", []) == "advanced"  # (recorded already)
     assert store.release_batch("j1", 0, 1, 0, 0.0) is False
     assert store.batch_failed("j1", 0, (1, 0), "x") == -1
     assert store.claim_batch("j1", 0, 0, 2).outcome == "moved"

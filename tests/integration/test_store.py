@@ -369,6 +369,33 @@ def test_a_call_s_answer_is_kept_with_its_record_in_one_round_trip(rdb: redis.Re
     assert store.call_submitted("j1", 1, 1, 0, "api", [], [second], now) == "done"
 
 
+def test_a_call_recorded_already_is_told_from_a_rival_s(rdb: redis.Redis) -> None:
+    """A call's record written again (its first answer lost on the way back) finds the batch
+    past the call's offset: recorded, and its worker goes on with the next call. A call that
+    lost its offset to another attempt, recorded in its place after the sweep found nothing in
+    Plivo's list, is 'superseded' when Plivo takes it late: Plivo has both."""
+    store = make(rdb, batch_size=3)  # one batch, sent one number a call
+    now = time.time()
+    first = store.claim_batch("j1", 0, 0, 1)
+    assert store.call_submitted("j1", 0, first.attempt, 0, "api", [], [UUID], now) == "advanced"
+    assert store.call_submitted("j1", 0, first.attempt, 0, "api", [], [UUID], now) == "advanced"
+    assert counts(store)["queued"] == 1
+    hung = store.claim_batch("j1", 0, 1, 1)  # its call hangs
+    assert store.call_submitted("j1", 0, first.attempt, 0, "api", [], [UUID], now) == "advanced"
+    assert store.settle_call("j1", 0, hung.attempt, 1, found=False) == "resend"
+    again = store.claim_batch("j1", 0, 1, 1)
+    assert again.outcome == "go" and again.attempt != hung.attempt
+    assert store.call_submitted("j1", 0, again.attempt, 1, "api", [], [], now) == "advanced"
+    assert store.call_submitted("j1", 0, hung.attempt, 1, "api", [], [], now) == "superseded"
+    assert store.call_submitted("j1", 0, again.attempt, 1, "api", [], [], now) == "advanced"
+    assert counts(store)["queued"] == 2
+    last = store.claim_batch("j1", 0, 2, 1)
+    assert store.call_submitted("j1", 0, last.attempt, 2, "api", [], [], now) == "submitted"
+    assert store.call_submitted("j1", 0, last.attempt, 2, "api", [], [], now) == "done"
+    assert counts(store)["queued"] == 3
+    assert not rdb.hexists(keys.batches("j1"), "r:0")  # (kept while the batch is unfinished)
+
+
 def test_a_call_is_never_recorded_without_its_answer(rdb: redis.Redis, redis_url: str) -> None:
     """The UUIDs Plivo answered a call with and the call's record are one transaction: a write
     Redis refuses before any runs (out of memory does so; here an ACL refusing APPEND) leaves
