@@ -26,7 +26,7 @@ def init_app(app: Flask, settings: Settings) -> None:
         socket_timeout=5,
         health_check_interval=30,
     )
-    _refuse_eviction(client)
+    _refuse_unsafe_redis(client)
     app.config["SETTINGS"] = settings
     app.extensions["bulksms.redis"] = client
     app.extensions["bulksms.store"] = JobStore(client, settings.job_retention_seconds)
@@ -38,8 +38,10 @@ def init_app(app: Flask, settings: Settings) -> None:
     )
 
 
-def _refuse_eviction(client: redis.Redis) -> None:
-    """Stop start-up on a Redis that may evict job state (`store.server`)."""
+def _refuse_unsafe_redis(client: redis.Redis) -> None:
+    """Stop start-up on a Redis that may evict job state, or a cluster (`store.server`)."""
+    if server.cluster_enabled(client):
+        raise ConfigError(server.CLUSTER_MESSAGE)
     policy = server.eviction_policy(client)
     if policy is None:
         log.warning(

@@ -1,13 +1,15 @@
 """Every Redis key bulksms uses is built here, and nowhere else.
 
-All keys of one job carry the job's hash tag (``{job_id}``) so that a job lives in one Redis
-Cluster slot. Each Lua script touches one job only, but for two: an alert's submit
+All keys of one job carry the job's hash tag (``{job_id}``), so that a job would live in one
+Redis Cluster slot; but Redis Cluster is refused at start-up (`server.CLUSTER_MESSAGE`). Each Lua
+script touches one job only, but for two: an alert's submit
 (`scripts.GUARDED_CREATE`: the submit limits, opt-outs and the urgent backlog too) and a report
 (`scripts.REPORT`: a final status makes the job due to the sweep, `bulksms:active`). And a
 call's record is one transaction with its UUIDs' `bulksms:handed:<hour>` (`call_submitted`).
 
     bulksms:{<job>}:job         hash   the job: request, counters (c:<status>, b:<state>), times
-    bulksms:{<job>}:batches     hash   batch number -> batch state record
+    bulksms:{<job>}:batches     hash   batch number -> batch state record, and each batch's
+                                       own fields (q:, d:, e:, l:, r:<batch>: `scripts`)
     bulksms:{<job>}:r:<batch>   string the batch's recipients: 32-byte records by number (`records`)
     bulksms:{<job>}:f:<batch>   string a template's job: the batch's recipients' values, in the
                                        records' order (`records.pack_fields`)

@@ -18,6 +18,8 @@ Records (see `store` for the keys):
                          recorded (the release before reads it as evidence that Plivo has it;
                          this one reads the call's own recipients' statuses)
               ``q:<n>``  when its task was last enqueued
+              ``d:<n>``  how many times the sweep enqueued it again without it moving
+              ``l:<n>``  the sweep's round of lookups in Plivo's list: its start, its cursor
               ``r:<n>``  the calls of an unfinished batch its workers recorded themselves,
                          ``;offset:attempt;…`` (a record written again after its first answer
                          was lost is told from a rival call's by it)

@@ -26,6 +26,26 @@ def eviction_policy(client: redis.Redis) -> str | None:
     return str(info.get("maxmemory_policy", SAFE_POLICY))
 
 
+def cluster_enabled(client: redis.Redis) -> bool | None:
+    """Whether the server runs in cluster mode (INFO's `cluster_enabled`); None when Redis
+    cannot be reached now."""
+    try:
+        info = client.info("cluster")
+    except redis.ConnectionError:
+        return None
+    return bool(info.get("cluster_enabled"))
+
+
+# Each job's keys share a hash tag, but some scripts and a call's record span jobs (`keys`), and
+# the store sends them on one connection: a cluster would refuse them (CROSSSLOT, MOVED) once
+# jobs were taken, so it is refused at start-up instead.
+CLUSTER_MESSAGE = (
+    "Redis runs in cluster mode (cluster_enabled:1), which bulksms does not support: some of "
+    "its scripts and transactions use keys of several jobs at once, which a cluster refuses. "
+    "Point REDIS_URL at a single Redis primary."
+)
+
+
 def unsafe_policy_message(policy: str) -> str:
     return (
         f"Redis's maxmemory-policy is {policy!r}: when memory runs out it would evict jobs and "

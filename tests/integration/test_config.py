@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -11,6 +13,7 @@ import redis
 
 from bulksms.api.app import create_app
 from bulksms.config import ConfigError, Settings
+from bulksms.devstack.up import free_port, redis_server_binary
 from bulksms.worker.app import create_worker
 
 WITHOUT_PLIVO = {
@@ -68,3 +71,36 @@ def test_a_redis_that_may_evict_job_state_is_refused_at_start(
     finally:
         rdb.config_set("maxmemory-policy", "noeviction")
     create_app(settings)  # and starts on the safe one
+
+
+def test_a_redis_cluster_is_refused_at_start(settings: Settings, tmp_path: Path) -> None:
+    """Some scripts and a call's record use keys of several jobs at once, which a cluster
+    refuses (CROSSSLOT): web and worker refuse to start on one rather than fail jobs later."""
+    port = free_port()
+    node = subprocess.Popen(
+        [
+            redis_server_binary(),
+            "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+            "--dir", str(tmp_path), "--cluster-enabled", "yes",
+            "--cluster-config-file", str(tmp_path / "nodes.conf"),
+        ],
+        stdout=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        client = redis.Redis(port=port, socket_connect_timeout=0.5)
+        deadline = time.monotonic() + 30
+        while True:  # until it answers (a busy host may take a while to start it)
+            try:
+                if client.ping():
+                    break
+            except redis.ConnectionError:
+                assert node.poll() is None and time.monotonic() < deadline, "no redis-server"
+                time.sleep(0.05)
+        on_cluster = replace(settings, redis_url=f"redis://127.0.0.1:{port}/0")
+        with pytest.raises(ConfigError, match="cluster mode"):
+            create_app(on_cluster)
+        with pytest.raises(ConfigError, match="single Redis primary"):
+            create_worker(on_cluster)
+    finally:
+        node.terminate()
+        node.wait(15)
