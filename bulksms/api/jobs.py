@@ -350,8 +350,9 @@ def _start(job_id: str, batches: int, urgent: bool) -> None:
 
 
 def _finish_remembered(job_id: str) -> None:
-    """A replayed answer's job may never have been indexed (the first request died between
-    remembering and indexing): index it and set it going now."""
+    """A replayed answer's job may never have been indexed (a job of the release before,
+    which remembered and indexed apart, whose request died between): index it and set it going
+    now."""
     if store().ensure_indexed(job_id):
         job = store().job(job_id)
         if job is not None and job.send_at is None:

@@ -74,6 +74,7 @@ class JobStore:
         self._settle = client.register_script(scripts.SETTLE)
         self._report = client.register_script(scripts.REPORT)
         self._guarded = client.register_script(scripts.GUARDED_CREATE)
+        self._commit = client.register_script(scripts.COMMIT)
         self._look_again = client.register_script(scripts.LOOK_AGAIN)
         self._look_now = client.register_script(scripts.LOOK_NOW)
 
@@ -87,9 +88,23 @@ class JobStore:
         """Store a job, its batches and its recipients (all pending: status 0), add the caller's
         own writes (`then`: the answer an Idempotency-Key replays), index the job (from then on
         the sweep sends it) and push its first `tasks` (a queue's list, a message), in that
-        order and in one round trip; returns its creation time."""
+        order and in one round trip; returns its creation time. The last three only once all
+        the job's data is written (`_data_writes`); else the first refusal is raised."""
         now = _now()
-        self._send(self._writes(job, now, then, tasks))
+        data, written = self._data_writes(job, now)
+        commit = (
+            "EVALSHA",
+            self._commit.sha,
+            len(written),
+            *written,
+            *_words_of(self._final_writes(job, now, then, tasks)),
+        )
+        try:
+            *_, committed = self._send([*data, commit])
+        except NoScriptError:  # (Redis restarted: the job's data is written, the rest not yet)
+            _, committed = self._send([("SCRIPT", "LOAD", self._commit.script), commit])
+        if committed != 1:  # (a write refused raised already; this is what else could be)
+            raise redis.ResponseError("a new job's writes were not all kept; it was not indexed")
         return float(now)
 
     def create_guarded(
@@ -107,8 +122,7 @@ class JobStore:
         for window in guard.windows:
             args += [window.amount, window.expiry]
         args += [len(guard.numbers), *(n.lstrip("+") for n in guard.numbers)]
-        for words in writes:
-            args += [len(words), *words]
+        args += _words_of(writes)
         script_keys = [keys.OPT_OUTS, keys.PACE_ACCOUNT, *(w.key for w in guard.windows)]
         evalsha = ("EVALSHA", self._guarded.sha, len(script_keys), *script_keys, *args)
         try:
@@ -126,6 +140,19 @@ class JobStore:
         tasks: Sequence[tuple[str, str]],
     ) -> list[tuple[Any, ...]]:
         """A new job's writes, in order (see `create`), as commands."""
+        return self._data_writes(job, now)[0] + self._final_writes(job, now, then, tasks)
+
+    def _data_writes(self, job: NewJob, now: str) -> tuple[list[tuple[Any, ...]], list[str]]:
+        """A new job's recipients, batches and job hash, as commands, and the keys they make.
+
+        Not a MULTI (Redis would queue a million recipients' 32 MB before running them), but
+        the commands run in order: the job hash after everything it points to. A Redis out of
+        memory refuses a write and may take the next once memory is freed, so what follows
+        (`_final_writes`: the answer to replay, the index, the tasks) runs only where every one
+        of these keys is there (`scripts.COMMIT`): a job with a batch missing is never answered
+        as accepted, sent or listed, and expires unread with the retention. (Commands as words,
+        not through a redis-py pipeline: its bookkeeping cost an alert more than Redis took to
+        run them.)"""
         fields: dict[str, str | int] = {
             "v": LAYOUT_VERSION,
             **{k: v for k in SENDING_FIELDS if (v := getattr(job.sending, k)) is not None},
@@ -157,15 +184,7 @@ class JobStore:
         batches: list[str] = []
         for batch in range(job.batch_count):
             batches += [str(batch), BatchRecord.new(), f"q:{batch}", now]
-        # Not a MULTI (Redis would queue a million recipients' 32 MB before running them), but
-        # the commands run in order: the job hash after everything it points to, the index
-        # after the job and the tasks last. What an interrupted write leaves unindexed is never
-        # sent and expires with the retention; an indexed job whose task never arrived is
-        # enqueued by the sweep. (Commands as words, not through a redis-py pipeline: its
-        # bookkeeping cost an alert more than Redis took to run them.)
         writes: list[tuple[Any, ...]] = []
-        job_key = keys.job(job.job_id)
-        batches_key = keys.batches(job.job_id)
         for batch in range(job.batch_count):
             start, end = job.batch_span(batch)
             chunk = job.recipients[start:end]
@@ -175,10 +194,24 @@ class JobStore:
                 values = job.fields[start:end]
                 packed = records.pack_fields([values[i] for i in records.sorted_order(chunk)])
                 writes.append(("SET", keys.fields(job.job_id, batch), packed, "EX", self.retention))
+        written = [words[1] for words in writes]
+        job_key, batches_key = keys.job(job.job_id), keys.batches(job.job_id)
         writes.append(("HSET", batches_key, *batches))
         writes.append(("EXPIRE", batches_key, self.retention))
         writes.append(("HSET", job_key, *(word for pair in fields.items() for word in pair)))
         writes.append(("EXPIRE", job_key, self.retention))
+        return writes, [*written, batches_key, job_key]
+
+    def _final_writes(
+        self,
+        job: NewJob,
+        now: str,
+        then: Callable[[Pipeline], object] | None,
+        tasks: Sequence[tuple[str, str]],
+    ) -> list[tuple[Any, ...]]:
+        """After a new job's data, in order: the caller's own writes (`then`), the index and
+        the first tasks. An indexed job whose task never arrived is enqueued by the sweep."""
+        writes: list[tuple[Any, ...]] = []
         if then is not None:
             pipe = self.redis.pipeline(transaction=False)
             then(pipe)
@@ -234,8 +267,9 @@ class JobStore:
         return writes
 
     def ensure_indexed(self, job_id: str) -> bool:
-        """Index a stored job that `index` never reached (its request died or lost Redis in
-        between); True if it had to. Nothing of an unindexed job was ever sent."""
+        """Index a stored job that `index` never reached; True if it had to. Nothing of an
+        unindexed job was ever sent. (A job's answer to replay is written with its index now,
+        `scripts.COMMIT`; the release before wrote them apart, and a request could die between.)"""
         if self.redis.zscore(keys.JOBS, job_id) is not None:
             return False
         job = self.job(job_id)
@@ -860,6 +894,11 @@ def _executed(answers: Sequence[Any]) -> Any:
 
 def _now() -> str:
     return f"{time.time():.3f}"
+
+
+def _words_of(commands: Sequence[tuple[Any, ...]]) -> list[Any]:
+    """Commands as a script's arguments: each one's number of words, then its words."""
+    return [word for words in commands for word in (len(words), *words)]
 
 
 def _queued_tail(now: str) -> bytes:

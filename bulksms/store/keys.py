@@ -2,8 +2,9 @@
 
 All keys of one job carry the job's hash tag (``{job_id}``), so that a job would live in one
 Redis Cluster slot; but Redis Cluster is refused at start-up (`server.CLUSTER_MESSAGE`). Each Lua
-script touches one job only, but for two: an alert's submit
-(`scripts.GUARDED_CREATE`: the submit limits, opt-outs and the urgent backlog too) and a report
+script touches one job only, but for three: an alert's submit
+(`scripts.GUARDED_CREATE`: the submit limits, opt-outs and the urgent backlog too), a new job's
+commit (`scripts.COMMIT`: its answer to replay, the indexes and the broker's queues) and a report
 (`scripts.REPORT`: a final status makes the job due to the sweep, `bulksms:active`). And a
 call's record is one transaction with its UUIDs' `bulksms:handed:<hour>` (`call_submitted`).
 

@@ -1,5 +1,5 @@
 """The Lua scripts behind every state change of a job, each one atomic and of one job only
-(but for an alert's submit and a report's wake of the sweep: `keys`).
+(but for an alert's submit, a new job's commit and a report's wake of the sweep: `keys`).
 
 Records (see `store` for the keys):
   recipient   32 bytes of its batch's string, sorted by number (layout in `records`). Status 0
@@ -785,6 +785,24 @@ end
 return {'created', tostring(ahead)}
 """
 )
+
+# KEYS: the keys a new job's data made (`JobStore.create`). ARGV: commands, each as its number of
+# words and the words, run only if every one of those keys is there: 1, else 0 and nothing run.
+# (The data is sent without MULTI, and Redis refuses a write when out of memory but may take the
+# next once memory is freed: a job missing a batch must be neither answered, indexed nor sent.)
+COMMIT = """
+for first = 1, #KEYS, 1000 do
+  local last = math.min(first + 999, #KEYS)
+  if redis.call('EXISTS', unpack(KEYS, first, last)) ~= last - first + 1 then return 0 end
+end
+local i = 1
+while i <= #ARGV do
+  local words = tonumber(ARGV[i])
+  redis.call(unpack(ARGV, i + 1, i + words))
+  i = i + words + 1
+end
+return 1
+"""
 
 # KEYS: the pacer's schedule. ARGV: how many. The jobs whose turn has come (on Redis's clock),
 # earliest first, taken off the schedule: whoever removes a job wakes it.

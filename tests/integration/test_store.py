@@ -7,6 +7,7 @@ import struct
 import time
 import uuid
 from collections import Counter
+from dataclasses import replace
 
 import pytest
 import redis
@@ -433,6 +434,44 @@ def test_a_call_is_never_recorded_without_its_answer(rdb: redis.Redis, redis_url
     )
     assert store.silent_uuids("j1", 0) == [answered]
     assert store.handed.owners(now - 60, now + 60) == {answered: "j1:0"}
+
+
+def test_a_job_with_a_write_refused_is_never_indexed_nor_enqueued(
+    rdb: redis.Redis, redis_url: str
+) -> None:
+    """A big job's data is not one transaction: Redis out of memory refuses a write and may take
+    the next once memory is freed. A job missing a batch's recipients (here an ACL refuses SET)
+    is then neither indexed nor enqueued: nothing sends part of a job whose submit failed, to be
+    sent again by the client's retry."""
+    numbers = [f"+1415555{i:04d}" for i in range(5)]
+    new_job = NewJob("j2", SENDING, numbers, len(numbers), 0, 0, 0, 2, "GSM-7", 1)
+    rdb.acl_setuser(
+        "no-set",
+        enabled=True,
+        passwords=["+no-set-password"],
+        keys=["*"],
+        channels=["*"],
+        categories=["+@all"],
+        commands=["-set"],
+    )
+    try:
+        refused = redis.Redis.from_url(
+            redis_url, username="no-set", password="no-set-password", decode_responses=True
+        )
+        with pytest.raises(redis.ResponseError):
+            JobStore(refused, 3600).create(new_job, tasks=[("bulksms", "task")])
+        refused.close()
+    finally:
+        rdb.acl_deluser("no-set")
+    assert rdb.hexists(keys.job("j2"), "created_at")  # (written: the refusal came before)
+    assert rdb.zscore(keys.ACTIVE_JOBS, "j2") is None and rdb.zscore(keys.JOBS, "j2") is None
+    assert rdb.llen("bulksms") == 0
+    rdb.script_flush()  # (as after a restart: the commit's script is loaded again)
+    store = JobStore(rdb, 3600)
+    store.create(replace(new_job, job_id="j3"), tasks=[("bulksms", "task")])
+    assert rdb.zscore(keys.ACTIVE_JOBS, "j3") is not None and rdb.llen("bulksms") == 1
+    found = store.job("j3")
+    assert found is not None and found.counts[Status.PENDING] == 5
 
 
 def test_a_job_waiting_for_reports_is_looked_at_when_due_or_at_a_final_report(
