@@ -301,7 +301,10 @@ class JobStore:
             durable = not isinstance(reply, Exception) and durability.acknowledged(reply)
         outcome = result[0]
         if outcome == "go":
-            return Claim("go", attempt=int(result[1]), size=int(result[2]), durable=durable)
+            since = result[3].decode() if isinstance(result[3], bytes) else str(result[3])
+            return Claim(
+                "go", attempt=int(result[1]), size=int(result[2]), durable=durable, since=since
+            )
         return Claim(outcome, detail=result[1] if len(result) > 1 else "")
 
     def durability(self) -> server.Durability:
@@ -410,12 +413,14 @@ class JobStore:
         refused: Sequence[str],
         uuids: Sequence[str] = (),
         at: float = 0.0,
+        since: str = "",
     ) -> str:
-        """Plivo accepted the call claimed as `attempt` at `offset`, answering with message
-        `uuids` at `at`: its recipients are queued, those Plivo refused rejected. 'submitted'
-        (the batch is done), 'advanced' (waiting at its next offset, or this call recorded
-        already), 'done' (the batch is finished), 'superseded' (the call is not the caller's:
-        another attempt's call was recorded in its place, so Plivo has both).
+        """Plivo accepted the call claimed as `attempt` at `offset` (at `since`: the claim's
+        own, '' if unknown), answering with message `uuids` at `at`: its recipients are queued,
+        those Plivo refused rejected. 'submitted' (the batch is done), 'advanced' (waiting at
+        its next offset, or this call recorded already: known by `since`), 'done' (the batch is
+        finished), 'superseded' (the call is not the caller's: another claim's call was, or may
+        have been, recorded in its place, and Plivo may have both).
 
         One round trip, one transaction: the UUIDs (`remember_answer`'s writes), then the
         script. Never the record without the UUIDs: Plivo's list would show the call's messages
@@ -438,6 +443,7 @@ class JobStore:
             api_id.replace("|", "/"),
             records.tail(CODES[Status.REJECTED], "invalid_number", int(float(now))),
             _queued_tail(now),
+            since,
             *numbers,
         )
         writes = self._answer_writes(job_id, batch, uuids, at)

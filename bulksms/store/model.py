@@ -14,7 +14,7 @@ values beside its records (`fields:<n>`, `records.pack_fields`); every call rend
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import NamedTuple
@@ -431,6 +431,10 @@ class Claim:
     # go: the claim is on disk (or a replica) before the call leaves: True; False: not
     # acknowledged in time (the call must not be made); None: this Redis cannot say (warned)
     durable: bool | None = True
+    # go: when the claim was made, on Redis's clock, as written in the batch's record: with the
+    # offset and attempt, what tells this claim from any other (`call_submitted`). (Not part of
+    # what was decided: left out of equality.)
+    since: str = field(default="", compare=False)
 
 
 @dataclass(frozen=True)

@@ -20,9 +20,9 @@ Records (see `store` for the keys):
               ``q:<n>``  when its task was last enqueued
               ``d:<n>``  how many times the sweep enqueued it again without it moving
               ``l:<n>``  the sweep's round of lookups in Plivo's list: its start, its cursor
-              ``r:<n>``  the calls of an unfinished batch its workers recorded themselves,
-                         ``;offset:attempt;…`` (a record written again after its first answer
-                         was lost is told from a rival call's by it)
+              ``o:<n>``  the calls of an unfinished batch its owners recorded themselves,
+                         ``;offset:attempt:since;…`` (a record written again after its first
+                         answer was lost is told from a rival call's by it)
 
 The status codes, their ranks and the statuses a finished batch implies are `model`'s tables:
 each script is rendered from them (`$TABLES`, and `$queued`-style names for single codes), so they
@@ -153,7 +153,7 @@ end
 local function finish(job, batches, recipients, n, now, outcome, detail, code, refused,
                       refused_tail, offset)
   redis.call('HSET', batches, n, outcome .. '|' .. now .. '|' .. detail)
-  redis.call('HDEL', batches, 'r:' .. n)  -- (CALL answers 'done' for a finished batch)
+  redis.call('HDEL', batches, 'o:' .. n)  -- (CALL answers 'done' for a finished batch)
   local left = redis.call('HINCRBY', job, 'b:pending', -1)
   redis.call('HINCRBY', job, 'b:' .. outcome, 1)
   redis.call('HSET', job, 'updated_at', now)
@@ -240,7 +240,7 @@ end
 """
 
 # KEYS: job, batches, recipients. ARGV: batch, now, offset, size, the queued tail.
-# {'go', attempt, size} when this caller may send numbers[offset, offset + size) now (a call
+# {'go', attempt, size, since} when this caller may send numbers[offset, offset + size) now (a call
 # made before at this offset is repeated as it was: its size wins); otherwise why not: 'moved'
 # with the batch's offset when another call got there first, or when a report shows that the
 # call made before reached Plivo after all (it is recorded, never repeated).
@@ -293,7 +293,7 @@ local attempt = tostring(tonumber(f[3] or '0') + 1)
 redis.call('HSET', KEYS[2], ARGV[1], sending_record(ARGV[2], attempt, offset, size, count))
 redis.call('HSETNX', KEYS[1], 'started_at', ARGV[2])
 redis.call('HSET', KEYS[1], 'updated_at', ARGV[2])
-return {'go', attempt, tostring(size)}
+return {'go', attempt, tostring(size), ARGV[2]}
 """
 )
 
@@ -364,13 +364,17 @@ return 1
 )
 
 # KEYS: job, batches, recipients. ARGV: batch, now, attempt, offset, api_id, the refused
-# numbers' tail, the queued tail (status, no error, time), then the refused numbers (digits).
+# numbers' tail, the queued tail (status, no error, time), the claim's `since` (as CLAIM gave it;
+# '' if unknown), then the refused numbers (digits).
 # 'submitted' (the batch is done), 'advanced' (waiting at its next offset, or recorded already
 # by this caller: its first answer was lost on the way back), 'done' (the batch is finished),
 # 'superseded' (the call is not this caller's: another attempt owns the batch, or recorded this
-# offset, and Plivo took both calls).
-# Only the owner's own record names its claim (`r:<n>`): a call settled from reports or from
-# Plivo's list may have been an earlier attempt's, whose late answer must still say so.
+# offset, and Plivo may have both calls).
+# A claim is known by its offset, attempt and `since` (Redis's clock at the claim): a Redis that
+# lost a claim (no durable writes, a failover) gives the next claim the same attempt number, not
+# the same time. Only the owner's own record names its claim (`o:<n>`): a call settled from
+# reports or from Plivo's list may have been an earlier attempt's, whose late answer must still
+# say so.
 CALL = _render(
     PRELUDE
     + """
@@ -378,18 +382,19 @@ local rec = redis.call('HGET', KEYS[2], ARGV[1])
 if not rec then return 'done' end
 local f = split(rec)
 if not unfinished(f[1]) then return 'done' end
-local recorded = 'r:' .. ARGV[1]
-local claim = string.format('%d:%d;', tonumber(ARGV[4]), tonumber(ARGV[3]))
-if not owns(f, ARGV[3], ARGV[4]) then
+local recorded = 'o:' .. ARGV[1]
+if not owns(f, ARGV[3], ARGV[4]) or (ARGV[8] ~= '' and f[2] ~= ARGV[8]) then
   local made = redis.call('HGET', KEYS[2], recorded) or ''
-  if string.find(made, ';' .. claim, 1, true) then return 'advanced' end
+  local claim = ';' .. ARGV[4] .. ':' .. ARGV[3] .. ':' .. ARGV[8] .. ';'
+  if ARGV[8] ~= '' and string.find(made, claim, 1, true) then return 'advanced' end
   return 'superseded'
 end
 local refused = {}
-for i = 8, #ARGV do refused[#refused + 1] = ARGV[i] end
+for i = 9, #ARGV do refused[#refused + 1] = ARGV[i] end
 local outcome = record_call(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2], f, ARGV[5], refused,
                             ARGV[6], ARGV[7])
 if outcome == 'advanced' then
+  local claim = offset_of(f) .. ':' .. f[3] .. ':' .. f[2] .. ';'
   redis.call('HSET', KEYS[2], recorded, (redis.call('HGET', KEYS[2], recorded) or ';') .. claim)
 end
 return outcome

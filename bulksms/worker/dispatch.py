@@ -200,7 +200,7 @@ def _turn(
             raise RetryLater(countdown(settings, settings.send_backoff_base), "not durable", batch)
         else:
             size = claim.size or size  # (a call made before is repeated as it was)
-            owner = Owner(job_id, batch, claim.attempt, record.offset)
+            owner = Owner(job_id, batch, claim.attempt, record.offset, claim.since)
             if before_call is not None:
                 before_call(owner, claim)
             outcome = _call(store, gateway, settings, owner, work, work.unsent[:size], text)
@@ -251,6 +251,7 @@ class Owner:
     batch: int
     attempt: int
     offset: int
+    since: str = ""  # the claim's time on Redis's clock: with the rest, no other claim's
 
 
 def _call(
@@ -319,6 +320,7 @@ def _record_accepted(store: JobStore, owner: Owner, accepted: Accepted) -> str:
             accepted.invalid_numbers,
             accepted.message_uuids,
             at,
+            owner.since,
         )
     )
     if recorded == "superseded":

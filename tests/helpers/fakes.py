@@ -133,6 +133,7 @@ class FakeStore:
         refused: Iterable[str],
         uuids: Iterable[str] = (),
         at: float = 0.0,
+        since: str = "",
     ) -> str:
         self._write("submitted", job_id, batch, attempt, api_id, tuple(refused))
         self.handed.known.update(dict.fromkeys(uuids, f"{job_id}:{batch}"))

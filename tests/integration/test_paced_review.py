@@ -368,7 +368,7 @@ def test_park_needs_the_batch_s_offset_and_state(rdb: redis.Redis) -> None:
     store.call_submitted("j1", 0, 1, 0, "a", [])
     assert not store.park("j1", 0, 0, 1.0)  # an old offset
     assert store.park("j1", 0, 2, 1.0)
-    assert store.call_submitted("j1", 0, 1, 0, "a", []) == "advanced"  # (recorded already)
+    assert store.call_submitted("j1", 0, 1, 0, "a", []) == "superseded"  # (whose? not said)
     assert store.release_batch("j1", 0, 1, 0, 0.0) is False
     assert store.batch_failed("j1", 0, (1, 0), "x") == -1
     assert store.claim_batch("j1", 0, 0, 2).outcome == "moved"

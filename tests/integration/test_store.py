@@ -373,67 +373,58 @@ def test_a_call_s_answer_is_kept_with_its_record_in_one_round_trip(rdb: redis.Re
 def test_a_call_recorded_already_is_told_from_a_rival_s(rdb: redis.Redis) -> None:
     """A call's record written again (its first answer lost on the way back) finds the batch
     past the call's offset: recorded, and its worker goes on with the next call. A call that
-    lost its offset to another attempt, recorded in its place after the sweep found nothing in
+    lost its offset to another claim, recorded in its place after the sweep found nothing in
     Plivo's list, is 'superseded' when Plivo takes it late: Plivo has both."""
     store = make(rdb, batch_size=3)  # one batch, sent one number a call
     now = time.time()
+
+    def record(claim: Claim, offset: int, since: str | None = None) -> str:
+        given = claim.since if since is None else since
+        return store.call_submitted("j1", 0, claim.attempt, offset, "api", [], [], now, given)
+
     first = store.claim_batch("j1", 0, 0, 1)
-    assert store.call_submitted("j1", 0, first.attempt, 0, "api", [], [UUID], now) == "advanced"
-    assert store.call_submitted("j1", 0, first.attempt, 0, "api", [], [UUID], now) == "advanced"
+    assert record(first, 0) == "advanced"
+    assert record(first, 0) == "advanced"  # (written again: its answer was lost)
+    assert record(first, 0, since="") == "superseded"  # (a caller that cannot say which claim)
     assert counts(store)["queued"] == 1
     hung = store.claim_batch("j1", 0, 1, 1)  # its call hangs
-    assert store.call_submitted("j1", 0, first.attempt, 0, "api", [], [UUID], now) == "advanced"
+    assert record(first, 0) == "advanced"
     assert store.settle_call("j1", 0, hung.attempt, 1, found=False) == "resend"
     again = store.claim_batch("j1", 0, 1, 1)
     assert again.outcome == "go" and again.attempt != hung.attempt
-    assert store.call_submitted("j1", 0, again.attempt, 1, "api", [], [], now) == "advanced"
-    assert store.call_submitted("j1", 0, hung.attempt, 1, "api", [], [], now) == "superseded"
-    assert store.call_submitted("j1", 0, again.attempt, 1, "api", [], [], now) == "advanced"
+    assert record(again, 1) == "advanced"
+    assert record(hung, 1) == "superseded"
+    assert record(again, 1) == "advanced"
     assert counts(store)["queued"] == 2
     last = store.claim_batch("j1", 0, 2, 1)
-    assert store.call_submitted("j1", 0, last.attempt, 2, "api", [], [], now) == "submitted"
-    assert store.call_submitted("j1", 0, last.attempt, 2, "api", [], [], now) == "done"
+    assert record(last, 2) == "submitted"
+    assert record(last, 2) == "done"
     assert counts(store)["queued"] == 3
-    assert not rdb.hexists(keys.batches("j1"), "r:0")  # (kept while the batch is unfinished)
+    assert not rdb.hexists(keys.batches("j1"), "o:0")  # (kept while the batch is unfinished)
 
 
-def test_a_call_is_never_recorded_without_its_answer(rdb: redis.Redis, redis_url: str) -> None:
-    """The UUIDs Plivo answered a call with and the call's record are one transaction: a write
-    Redis refuses before any runs (out of memory does so; here an ACL refusing APPEND) leaves
-    the call unrecorded, to be written again. Recorded without its UUIDs, the call's messages
-    would show in Plivo's list as another call's."""
-    store = make(rdb)
+def test_a_claim_redis_lost_is_not_taken_for_the_next_one(rdb: redis.Redis) -> None:
+    """A Redis that loses a claim (writes not durable, a failover) gives the next claim at the
+    offset the same attempt number. Two calls then reached Plivo, and whichever is recorded
+    second says so: claims are told apart by when they were made, not only by their number."""
+    store = make(rdb, batch_size=3)
     now = time.time()
-    answered = str(uuid.uuid4())
-    rdb.script_load(scripts.CALL)  # (else the script would not run either)
-    claim = store.claim_batch("j1", 0)
-    rdb.acl_setuser(
-        "no-append",
-        enabled=True,
-        passwords=["+no-append-password"],
-        keys=["*"],
-        channels=["*"],
-        categories=["+@all"],
-        commands=["-append"],
-    )
-    try:
-        refused = redis.Redis.from_url(
-            redis_url, username="no-append", password="no-append-password", decode_responses=True
-        )
-        with pytest.raises(redis.ResponseError):
-            JobStore(refused, 3600).call_submitted(
-                "j1", 0, claim.attempt, 0, "api", [], [answered], now
-            )
-        refused.close()
-    finally:
-        rdb.acl_deluser("no-append")
-    assert store.batches("j1")[0].state is BatchState.SENDING  # (nothing written)
-    assert store.handed.owners(now - 60, now + 60) == {}
-    assert store.call_submitted("j1", 0, claim.attempt, 0, "api", [], [answered], now) == (
-        "submitted"
-    )
-    assert store.silent_uuids("j1", 0) == [answered]
-    assert store.handed.owners(now - 60, now + 60) == {answered: "j1:0"}
+    before = rdb.hget(keys.batches("j1"), "0")
+    lost = store.claim_batch("j1", 0, 0, 1)
+    rdb.hset(keys.batches("j1"), "0", str(before))  # (the claim forgotten)
+    time.sleep(0.002)  # (Redis's clock in milliseconds: the next claim's moves on)
+    following = store.claim_batch("j1", 0, 0, 1)
+    assert following.attempt == lost.attempt and following.since != lost.since
+    answer = ("j1", 0, lost.attempt, 0, "api", [], [], now)
+    assert store.call_submitted(*answer, lost.since) == "superseded"  # (its claim is gone)
+    assert store.call_submitted(*answer, following.since) == "advanced"
+    assert store.call_submitted(*answer, lost.since) == "superseded"  # (after, the same)
+    # And a call settled from Plivo's list names no claim: a late answer still says so.
+    hung = store.claim_batch("j1", 0, 1, 1)
+    assert store.settle_call("j1", 0, hung.attempt, 1, found=True) == "advanced"
+    late = ("j1", 0, hung.attempt, 1, "api", [], [], now, hung.since)
+    assert store.call_submitted(*late) == "superseded"
+    assert counts(store)["queued"] == 2
 
 
 def test_a_job_with_a_write_refused_is_never_indexed_nor_enqueued(
