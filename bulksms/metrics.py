@@ -43,7 +43,7 @@ SIGNATURE_FAILURES = Counter(
 )
 BATCHES = Counter(
     "bulksms_batches", "Batch attempts by outcome.", ["outcome"]
-)  # submitted | failed | retry | unknown | skipped
+)  # submitted | advanced | paced | failed | retry | unknown | skipped | superseded
 PLIVO_LATENCY = Histogram(
     "bulksms_plivo_request_seconds",
     "Time of one Plivo send call, by how it ended.",

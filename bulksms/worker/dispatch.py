@@ -323,8 +323,9 @@ def _record_accepted(store: JobStore, owner: Owner, accepted: Accepted) -> str:
             owner.since,
         )
     )
-    if recorded == "superseded":
+    if recorded == "superseded":  # (counted apart: operators alert on it)
         log.error("call accepted by Plivo after another attempt took the batch over")
+        metrics.BATCHES.labels("superseded").inc()
         return "submitted"
     if recorded == "advanced":
         metrics.BATCHES.labels("advanced").inc()

@@ -7,6 +7,7 @@ import time
 from typing import Any
 
 import pytest
+from prometheus_client import REGISTRY
 
 from bulksms.config import Settings
 from bulksms.store import BatchRecord, BatchState, Claim
@@ -170,7 +171,10 @@ def test_an_acceptance_after_another_attempt_took_over_is_still_submitted(
     store: FakeStore,
 ) -> None:
     store.submitted_answer = "superseded"  # the store keeps the owner's record; only logged
+    before = REGISTRY.get_sample_value("bulksms_batches_total", {"outcome": "superseded"}) or 0
     assert send(store, FakeGateway()) == "submitted"
+    after = REGISTRY.get_sample_value("bulksms_batches_total", {"outcome": "superseded"})
+    assert after == before + 1  # (counted apart: Plivo may have the recipients twice)
 
 
 PACED = Settings(api_base_url="https://sms.example.com", plivo_mps=0.4, plivo_queue_seconds=10)
