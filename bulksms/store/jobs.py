@@ -326,10 +326,11 @@ class JobStore:
         attempt: int,
         offset: int,
         delay: float,
+        since: str = "",
     ) -> bool:
-        """Nothing reached Plivo: the call's owner (`attempt` at `offset`) puts the batch back,
-        not to be sent for `delay` seconds (on Redis's clock)."""
-        args: list[str | int] = [batch, attempt, offset, f"{max(0.0, delay):.3f}"]
+        """Nothing reached Plivo: the call's owner (`attempt` at `offset`, claimed at `since`)
+        puts the batch back, not to be sent for `delay` seconds (on Redis's clock)."""
+        args: list[str | int] = [batch, attempt, offset, f"{max(0.0, delay):.3f}", since]
         return bool(self._release(keys=[keys.batches(job_id)], args=args))
 
     def park(self, job_id: str, batch: int, offset: int, resume_at: float) -> bool:
@@ -388,18 +389,24 @@ class JobStore:
         return optouts.suppressed(self.redis, numbers)
 
     def suppress(
-        self, job_id: str, batch: int, attempt: int, offset: int, numbers: Sequence[str]
+        self,
+        job_id: str,
+        batch: int,
+        attempt: int,
+        offset: int,
+        numbers: Sequence[str],
+        since: str = "",
     ) -> bool:
-        """The owner of the call claimed as `attempt` at `offset` leaves out these numbers of
-        it, opted out since the job was submitted: they end `suppressed`, never sent. False if
-        the call is not the caller's any more."""
+        """The owner of the call claimed as `attempt` at `offset` (at `since`) leaves out these
+        numbers of it, opted out since the job was submitted: they end `suppressed`, never sent.
+        False if the call is not the caller's any more."""
         digits = [n for n in (records.number_key(x) for x in numbers) if n]
         now = _now()
         tail = records.tail(CODES[Status.SUPPRESSED], "", int(float(now)))
         return bool(
             self._suppress(
                 keys=self._batch_keys(job_id, batch)[:3],
-                args=[batch, attempt, offset, tail, *digits],
+                args=[batch, attempt, offset, tail, since, *digits],
             )
         )
 
@@ -458,10 +465,16 @@ class JobStore:
         return answer.decode() if isinstance(answer, bytes) else str(answer)
 
     def batch_failed(
-        self, job_id: str, batch: int, owner: tuple[int, int] | None, reason: str
+        self,
+        job_id: str,
+        batch: int,
+        owner: tuple[int, int] | None,
+        reason: str,
+        since: str = "",
     ) -> int:
         """The batch will never be sent: its recipients not yet handed over are rejected.
-        `owner`: the call's (attempt, offset), or None for whoever holds the batch.
+        `owner`: the call's (attempt, offset), claimed at `since`, or None for whoever holds
+        the batch.
 
         1 recorded, 0 already finished, -1 the call is not the caller's.
         """
@@ -477,6 +490,7 @@ class JobStore:
                     CODES[Status.REJECTED],
                     attempt,
                     offset,
+                    "" if owner is None else since,
                 ],
             )
         )
@@ -496,10 +510,19 @@ class JobStore:
             )
         )
 
-    def settle_call(self, job_id: str, batch: int, attempt: int, offset: int, found: bool) -> str:
-        """What Plivo's message list says of the call claimed as `attempt` at `offset`: found,
-        it is recorded ('submitted', 'advanced'); absent, the same call is to be made again
-        ('resend'); 'moved' if the call was settled meanwhile."""
+    def settle_call(
+        self,
+        job_id: str,
+        batch: int,
+        attempt: int,
+        offset: int,
+        found: bool,
+        since: float | None = None,
+    ) -> str:
+        """What Plivo's message list says of the call claimed as `attempt` at `offset` (at
+        `since`, as its record said): found, it is recorded ('submitted', 'advanced'); absent,
+        the same call is to be made again ('resend'); 'moved' if the call was settled
+        meanwhile, or is another claim's."""
         now = _now()
         return str(
             self._settle(
@@ -511,6 +534,7 @@ class JobStore:
                     offset,
                     "found" if found else "absent",
                     _queued_tail(now),
+                    "" if since is None else repr(since),  # (compared as numbers)
                 ],
             )
         )

@@ -106,9 +106,12 @@ local function waiting(state) return state == 'pending' or state == 'resume' end
 local function calling(state) return state == 'sending' or state == 'calling' end
 local function unfinished(state) return waiting(state) or calling(state) or state == 'paced' end
 
--- Whether the call in flight is the one claimed as `attempt` at `offset` (strings from ARGV).
-local function owns(f, attempt, offset)
+-- Whether the call in flight is the one claimed as `attempt` at `offset` (strings from ARGV),
+-- at `since` ('' or nil: not known). A Redis that lost a claim (writes not durable, a failover)
+-- gives the next claim the same attempt number, not the same time.
+local function owns(f, attempt, offset, since)
   return calling(f[1]) and f[3] == attempt and offset_of(f) == tonumber(offset)
+         and (since == nil or since == '' or tonumber(f[2]) == tonumber(since))
 end
 
 local function pending_record(not_before, attempts, offset, size)
@@ -298,16 +301,17 @@ return {'go', attempt, tostring(size), ARGV[2]}
 )
 
 # KEYS: batches. ARGV: batch, attempt, offset, delay (seconds, counted on Redis's clock: the
-# worker's may be off). Nothing reached Plivo: the call's owner puts the batch back, not to be
-# sent before then. (Its attempt stays counted, even when no call was made: an attempt number
-# is never given twice, or a stale verdict on the old claim could pass for the new one's.)
+# worker's may be off), the claim's since. Nothing reached Plivo: the call's owner puts the
+# batch back, not to be sent before then. (Its attempt stays counted, even when no call was
+# made: an attempt number is never given twice, or a stale verdict on the old claim could pass
+# for the new one's.)
 RELEASE = _render(
     PRELUDE
     + """
 local rec = redis.call('HGET', KEYS[1], ARGV[1])
 if not rec then return 0 end
 local f = split(rec)
-if not owns(f, ARGV[2], ARGV[3]) then return 0 end
+if not owns(f, ARGV[2], ARGV[3], ARGV[5]) then return 0 end
 local attempts = tonumber(f[3] or '0')
 local not_before = string.format('%.3f', tonumber(redis_now()) + tonumber(ARGV[4]))
 redis.call('HSET', KEYS[1], ARGV[1], pending_record(not_before, attempts, offset_of(f),
@@ -334,21 +338,22 @@ return 1
 """
 )
 
-# KEYS: job, batches, recipients. ARGV: batch, attempt, offset, the suppressed tail, then the
-# numbers (digits) that opted out. The call claimed as `attempt` at `offset` leaves them out:
-# those of its recipients still pending take the tail. 1, or 0 if the call is not the caller's.
+# KEYS: job, batches, recipients. ARGV: batch, attempt, offset, the suppressed tail, the claim's
+# since, then the numbers (digits) that opted out. The call claimed as `attempt` at `offset` (at
+# `since`) leaves them out: those of its recipients still pending take the tail. 1, or 0 if the
+# call is not the caller's.
 SUPPRESS = _render(
     PRELUDE
     + """
 local rec = redis.call('HGET', KEYS[2], ARGV[1])
 if not rec then return 0 end
 local f = split(rec)
-if not calling(f[1]) or not owns(f, ARGV[2], ARGV[3]) then return 0 end
+if not owns(f, ARGV[2], ARGV[3], ARGV[5]) then return 0 end
 local count = redis.call('STRLEN', KEYS[3]) / SIZE
 local offset, size = offset_of(f), size_of(f)
 if size <= 0 or offset + size > count then size = count - offset end
 local left = 0
-for i = 5, #ARGV do
+for i = 6, #ARGV do
   local at = find(KEYS[3], tonumber(ARGV[i]))
   local status = at and count * 8 + at * 24 + 16
   if at and at >= offset and at < offset + size
@@ -383,7 +388,7 @@ if not rec then return 'done' end
 local f = split(rec)
 if not unfinished(f[1]) then return 'done' end
 local recorded = 'o:' .. ARGV[1]
-if not owns(f, ARGV[3], ARGV[4]) or (ARGV[8] ~= '' and f[2] ~= ARGV[8]) then
+if not owns(f, ARGV[3], ARGV[4], ARGV[8]) then
   local made = redis.call('HGET', KEYS[2], recorded) or ''
   local claim = ';' .. ARGV[4] .. ':' .. ARGV[3] .. ':' .. ARGV[8] .. ';'
   if ARGV[8] ~= '' and string.find(made, claim, 1, true) then return 'advanced' end
@@ -402,8 +407,8 @@ return outcome
 )
 
 # KEYS: job, batches, recipients. ARGV: batch, now, outcome, detail, code, then the owner's
-# attempt and offset (or '*' and '*': whoever owns it). 1 done, 0 already done, -1 the call is
-# not the caller's.
+# attempt, offset and since (or '*', '*' and '': whoever owns it). 1 done, 0 already done, -1
+# the call is not the caller's.
 FINISH = _render(
     PRELUDE
     + """
@@ -411,7 +416,7 @@ local rec = redis.call('HGET', KEYS[2], ARGV[1])
 if not rec then return 0 end
 local f = split(rec)
 if not unfinished(f[1]) then return 0 end
-if ARGV[6] ~= '*' and not owns(f, ARGV[6], ARGV[7]) then return -1 end
+if ARGV[6] ~= '*' and not owns(f, ARGV[6], ARGV[7], ARGV[8]) then return -1 end
 finish(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], {}, '',
        offset_of(f))
 return 1
@@ -437,7 +442,8 @@ return from_reports(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2], f, ARGV[4]) or 
 )
 
 # KEYS: job, batches, recipients. ARGV: batch, now, attempt, offset, 'found' or 'absent' (what
-# Plivo's message list says of the call claimed as `attempt` at `offset`), the queued tail.
+# Plivo's message list says of the call claimed as `attempt` at `offset`), the queued tail, the
+# claim's since (as the sweep read it).
 # Found: recorded as handed over. Absent: pending again at the same offset, so the very same call
 # is made again ('resend') — unless a report came meanwhile. 'moved' when the call is not in
 # flight any more (settled by someone else).
@@ -448,7 +454,7 @@ ARGV[2] = redis_now()  -- Redis's clock: every host compares the same times
 local rec = redis.call('HGET', KEYS[2], ARGV[1])
 if not rec then return 'gone' end
 local f = split(rec)
-if not owns(f, ARGV[3], ARGV[4]) then return 'moved' end
+if not owns(f, ARGV[3], ARGV[4], ARGV[7]) then return 'moved' end
 local inferred = from_reports(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2], f, ARGV[6])
 if inferred then return inferred end
 if ARGV[5] == 'found' then

@@ -195,7 +195,7 @@ def _turn(
         elif claim.durable is False:  # the claim might not survive a crash: no call on it
             log.warning("claim of batch %s not acknowledged durable in time; retrying", batch)
             store.release_batch(
-                job_id, batch, claim.attempt, record.offset, settings.send_backoff_base
+                job_id, batch, claim.attempt, record.offset, settings.send_backoff_base, claim.since
             )
             raise RetryLater(countdown(settings, settings.send_backoff_base), "not durable", batch)
         else:
@@ -273,7 +273,7 @@ def _call(
     if opted:
         left_out = opted - work.suppressed
         if left_out and not store.suppress(
-            job_id, batch, owner.attempt, owner.offset, sorted(left_out)
+            job_id, batch, owner.attempt, owner.offset, sorted(left_out), owner.since
         ):
             metrics.BATCHES.labels("skipped").inc()
             return "skipped:superseded"  # the call is not this task's any more: not made
@@ -345,7 +345,9 @@ def _after_failed_send(
         return "unknown", 0.0
     if isinstance(exc, NotSent) and attempt < settings.send_max_attempts:
         delay = backoff(settings, attempt, exc.retry_after)
-        persist(lambda: store.release_batch(job_id, batch, attempt, owner.offset, delay))
+        persist(
+            lambda: store.release_batch(job_id, batch, attempt, owner.offset, delay, owner.since)
+        )
         return "retry", delay
     if isinstance(exc, NotSent):
         reason = f"gave up after {attempt} attempts: {exc.reason}"
@@ -355,5 +357,5 @@ def _after_failed_send(
         persist(lambda: store.halt(job_id, reason))
     else:
         reason = exc.reason
-    persist(lambda: store.batch_failed(job_id, batch, (attempt, owner.offset), reason))
+    persist(lambda: store.batch_failed(job_id, batch, (attempt, owner.offset), reason, owner.since))
     return "failed", 0.0

@@ -130,7 +130,12 @@ class Reconciler:
             verdict = self._ask(call, candidates, senders_to, now)
             if verdict in ("found", "absent"):
                 verdict = self.store.settle_call(
-                    call.job_id, call.batch, call.attempt, call.offset, verdict == "found"
+                    call.job_id,
+                    call.batch,
+                    call.attempt,
+                    call.offset,
+                    verdict == "found",
+                    call.since,
                 )
             metrics.RECONCILED.labels(verdict).inc()
             log.info("call %s with no answer: %s", call.call, verdict)

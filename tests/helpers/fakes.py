@@ -118,7 +118,13 @@ class FakeStore:
         return self.opted.intersection(numbers)
 
     def suppress(
-        self, job_id: str, batch: int, attempt: int, offset: int, numbers: Iterable[str]
+        self,
+        job_id: str,
+        batch: int,
+        attempt: int,
+        offset: int,
+        numbers: Iterable[str],
+        since: str = "",
     ) -> bool:
         self.calls.append(("suppress", job_id, batch, attempt, offset, sorted(numbers)))
         return True
@@ -174,6 +180,7 @@ class FakeStore:
         attempt: int,
         offset: int,
         delay: float,
+        since: str = "",
     ) -> bool:
         not_before = time.time() + delay
         self._write("release", job_id, batch, attempt, not_before)
@@ -181,7 +188,12 @@ class FakeStore:
         return True
 
     def batch_failed(
-        self, job_id: str, batch: int, owner: tuple[int, int] | None, reason: str
+        self,
+        job_id: str,
+        batch: int,
+        owner: tuple[int, int] | None,
+        reason: str,
+        since: str = "",
     ) -> int:
         self._write("failed", job_id, batch, owner[0] if owner else None, reason)
         return 1

@@ -415,13 +415,20 @@ def test_a_claim_redis_lost_is_not_taken_for_the_next_one(rdb: redis.Redis) -> N
     time.sleep(0.002)  # (Redis's clock in milliseconds: the next claim's moves on)
     following = store.claim_batch("j1", 0, 0, 1)
     assert following.attempt == lost.attempt and following.since != lost.since
+    # The first claim's owner can neither put the batch back, fail it, leave numbers out of it
+    # nor have the sweep settle it: the call in flight is not its own.
+    assert not store.release_batch("j1", 0, lost.attempt, 0, 0.0, lost.since)
+    assert store.batch_failed("j1", 0, (lost.attempt, 0), "refused", lost.since) == -1
+    assert not store.suppress("j1", 0, lost.attempt, 0, [NUMBERS[0]], lost.since)
+    assert store.settle_call("j1", 0, lost.attempt, 0, False, float(lost.since)) == "moved"
     answer = ("j1", 0, lost.attempt, 0, "api", [], [], now)
     assert store.call_submitted(*answer, lost.since) == "superseded"  # (its claim is gone)
     assert store.call_submitted(*answer, following.since) == "advanced"
     assert store.call_submitted(*answer, lost.since) == "superseded"  # (after, the same)
     # And a call settled from Plivo's list names no claim: a late answer still says so.
     hung = store.claim_batch("j1", 0, 1, 1)
-    assert store.settle_call("j1", 0, hung.attempt, 1, found=True) == "advanced"
+    (record,) = [b for b in store.batches("j1") if b.batch == 0]  # (as the sweep reads it)
+    assert store.settle_call("j1", 0, hung.attempt, 1, True, record.since) == "advanced"
     late = ("j1", 0, hung.attempt, 1, "api", [], [], now, hung.since)
     assert store.call_submitted(*late) == "superseded"
     assert counts(store)["queued"] == 2

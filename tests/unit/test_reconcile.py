@@ -31,7 +31,15 @@ class Store:
     def remember_answer(self, job_id: str, batch: int, uuids: list[str], at: float) -> None:
         self.remembered.append((job_id, batch, uuids))
 
-    def settle_call(self, job_id: str, batch: int, attempt: int, offset: int, found: bool) -> str:
+    def settle_call(
+        self,
+        job_id: str,
+        batch: int,
+        attempt: int,
+        offset: int,
+        found: bool,
+        since: float | None = None,
+    ) -> str:
         self.settled.append((job_id, batch, attempt, offset, found))
         return "submitted" if found else "resend"
 
