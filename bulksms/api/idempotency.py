@@ -52,6 +52,11 @@ class Slot:
         records.remember(client or self.client, self.scope, self.digest, answer, self.ttl)
         self.answered = True
 
+    def refused(self) -> None:
+        """Redis refused the job's writes, the answer's with them (`JobStore.create` says so
+        only when nothing of the job was kept): the key is free again."""
+        self.answered = False
+
 
 def digest_of(body: Any) -> str:
     canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)

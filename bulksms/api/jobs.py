@@ -10,6 +10,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from typing import IO, Any
 
+import redis
 from flask import Blueprint, Response, jsonify, request, stream_with_context
 
 from bulksms import metrics, taskqueue
@@ -200,7 +201,12 @@ def make_job(
     together = now and s.broker_is_store
     tasks = _first_tasks(new_job) if together else []
     remember = None if slot is None else lambda pipe: slot.remember(answer, pipe)
-    store().create(new_job, then=remember, tasks=tasks)
+    try:
+        store().create(new_job, then=remember, tasks=tasks)
+    except redis.ResponseError:  # (refused: nothing kept. Lost on the way, it may have been)
+        if slot is not None:
+            slot.refused()
+        raise
     _count(new_job)
     if now and not together:
         _start(new_job.job_id, new_job.batch_count, new_job.urgent)

@@ -13,6 +13,7 @@ job hash carries its layout version (`model.LAYOUT_VERSION`).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -99,13 +100,24 @@ class JobStore:
             *written,
             *_words_of(self._final_writes(job, now, then, tasks)),
         )
-        try:
-            *_, committed = self._send([*data, commit])
-        except NoScriptError:  # (Redis restarted: the job's data is written, the rest not yet)
-            _, committed = self._send([("SCRIPT", "LOAD", self._commit.script), commit])
-        if committed != 1:  # (a write refused raised already; this is what else could be)
-            raise redis.ResponseError("a new job's writes were not all kept; it was not indexed")
-        return float(now)
+        *answers, committed = self._send([*data, commit], False)
+        if isinstance(committed, NoScriptError):  # (Redis restarted: its scripts are gone)
+            _, committed = self._send([("SCRIPT", "LOAD", self._commit.script), commit], False)
+        refused = [a for a in answers if isinstance(a, redis.ResponseError)]
+        if committed == 1:  # (the job is taken: a refusal that left its keys is only logged)
+            for error in refused:
+                log.warning("job %s stored, but Redis refused a write: %s", job.job_id, error)
+            return float(now)
+        # Not committed: nothing sends, lists or answers it. Its data goes now, not at the end of
+        # its retention: a Redis out of memory needs it back (DEL is allowed then). (COMMIT
+        # removed it already where a key was missing; here, where COMMIT itself was refused.)
+        with contextlib.suppress(redis.RedisError):
+            self._send([("DEL", *written[i : i + 1000]) for i in range(0, len(written), 1000)])
+        if refused:  # (the first refusal: COMMIT's own error, if any, came of it)
+            raise refused[0]
+        if isinstance(committed, Exception):
+            raise committed
+        raise redis.ResponseError("a new job's data was not kept")
 
     def create_guarded(
         self, job: NewJob, guard: Guard, tasks: Sequence[tuple[str, str]] = ()
@@ -220,13 +232,14 @@ class JobStore:
         writes += [("LPUSH", queue, message) for queue, message in tasks]
         return writes
 
-    def _send(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
+    def _send(self, commands: Sequence[Sequence[Any]], raising: bool = True) -> list[Any]:
         """Run commands packed by hiredis in C and sent in one write, and their answers:
         redis-py's own pipeline execution cost an alert's submit more than Redis took to run
         them. (The pool hands out a connection checked for one Redis closed, as after a
         restart.) Unlike redis-py's, a failed run is not made again: the job's tasks may
         already be running, and a second write of its batches would undo their claims. The
-        first error is raised once every answer is read."""
+        first error is raised once every answer is read (or, not `raising`, left in its place
+        among the answers)."""
         pool = self.redis.connection_pool
         connection = pool.get_connection()
         answers: list[Any] = []
@@ -247,7 +260,7 @@ class JobStore:
             raise
         finally:
             pool.release(connection)
-        if failed is not None:
+        if failed is not None and raising:
             raise failed
         return answers
 

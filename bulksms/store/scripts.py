@@ -798,13 +798,19 @@ return {'created', tostring(ahead)}
 )
 
 # KEYS: the keys a new job's data made (`JobStore.create`). ARGV: commands, each as its number of
-# words and the words, run only if every one of those keys is there: 1, else 0 and nothing run.
-# (The data is sent without MULTI, and Redis refuses a write when out of memory but may take the
-# next once memory is freed: a job missing a batch must be neither answered, indexed nor sent.)
+# words and the words, run only if every one of those keys is there: 1; else 0, those keys
+# deleted (allowed when out of memory, which needs them gone) and nothing run. (The data is sent
+# without MULTI, and Redis refuses a write when out of memory but may take the next once memory
+# is freed: a job missing a batch must be neither answered, indexed nor sent.)
 COMMIT = """
 for first = 1, #KEYS, 1000 do
   local last = math.min(first + 999, #KEYS)
-  if redis.call('EXISTS', unpack(KEYS, first, last)) ~= last - first + 1 then return 0 end
+  if redis.call('EXISTS', unpack(KEYS, first, last)) ~= last - first + 1 then
+    for from = 1, #KEYS, 1000 do
+      redis.call('DEL', unpack(KEYS, from, math.min(from + 999, #KEYS)))
+    end
+    return 0
+  end
 end
 local i = 1
 while i <= #ARGV do

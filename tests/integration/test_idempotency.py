@@ -144,8 +144,8 @@ def test_a_request_whose_answer_was_lost_is_answered_by_its_retry(
     nothing more."""
     send, lost = JobStore._send, []
 
-    def lost_reply(self: JobStore, commands: Any) -> Any:
-        answers = send(self, commands)
+    def lost_reply(self: JobStore, commands: Any, *args: Any) -> Any:
+        answers = send(self, commands, *args)
         if not lost:
             lost.append(commands)
             raise redis.ConnectionError("gone")
@@ -162,6 +162,32 @@ def test_a_request_whose_answer_was_lost_is_answered_by_its_retry(
     assert jobs(rdb) == {job_id} and rdb.llen("bulksms") == 3
 
 
+def test_a_job_redis_refused_frees_its_key(
+    client: FlaskClient, rdb: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Redis runs out of memory once the key is taken: the job's writes are refused and nothing
+    of it is kept (503). The key is free again, so the client's retry makes the one job at once
+    instead of being told for two minutes that the first request is still in progress."""
+    take = records.take
+
+    def then_full(*args: Any) -> bool:
+        taken = take(*args)
+        rdb.config_set("maxmemory", 1)  # (noeviction: every write refused from here)
+        return taken
+
+    monkeypatch.setattr(records, "take", then_full)
+    try:
+        failed = post(client, BODY, "order-53")
+    finally:
+        rdb.config_set("maxmemory", 0)
+    monkeypatch.setattr(records, "take", take)
+    assert failed.status_code == 503
+    assert jobs(rdb) == set() and active(rdb) == set()  # (nothing kept)
+    again = post(client, BODY, "order-53")
+    assert again.status_code == 202 and "Idempotent-Replayed" not in again.headers
+    assert jobs(rdb) == {again.get_json()["job_id"]} and rdb.llen("bulksms") == 3
+
+
 def test_a_request_whose_round_trip_never_arrived_holds_its_key_until_the_claim_ends(
     client: FlaskClient, rdb: redis.Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -169,7 +195,7 @@ def test_a_request_whose_round_trip_never_arrived_holds_its_key_until_the_claim_
     key is kept (a retry meanwhile is told to wait) rather than freed for a second job; once
     the first request's claim ends, a retry makes the one job."""
     send = Once(JobStore._send, redis.ConnectionError("gone"))
-    monkeypatch.setattr(JobStore, "_send", lambda self, commands: send(self, commands))
+    monkeypatch.setattr(JobStore, "_send", lambda self, *args: send(self, *args))
     failed = post(client, BODY, "order-52")
     assert send.failed and failed.status_code == 503
     assert jobs(rdb) == set()

@@ -461,15 +461,42 @@ def test_a_job_with_a_write_refused_is_never_indexed_nor_enqueued(
         refused.close()
     finally:
         rdb.acl_deluser("no-set")
-    assert rdb.hexists(keys.job("j2"), "created_at")  # (written: the refusal came before)
     assert rdb.zscore(keys.ACTIVE_JOBS, "j2") is None and rdb.zscore(keys.JOBS, "j2") is None
     assert rdb.llen("bulksms") == 0
+    # What was written goes at once, not with the retention: a full Redis needs the room.
+    assert not rdb.exists(keys.job("j2"), keys.batches("j2"), keys.recipients("j2", 0))
     rdb.script_flush()  # (as after a restart: the commit's script is loaded again)
     store = JobStore(rdb, 3600)
     store.create(replace(new_job, job_id="j3"), tasks=[("bulksms", "task")])
     assert rdb.zscore(keys.ACTIVE_JOBS, "j3") is not None and rdb.llen("bulksms") == 1
     found = store.job("j3")
     assert found is not None and found.counts[Status.PENDING] == 5
+
+
+def test_a_job_whose_commit_is_refused_leaves_nothing(rdb: redis.Redis, redis_url: str) -> None:
+    """Every data write kept, but the commit itself refused (out of memory refuses a script's
+    first write; here an ACL refusing ZADD): the job is not indexed, enqueued or kept."""
+    new_job = NewJob("j2", SENDING, NUMBERS, 3, 0, 0, 0, 2, "GSM-7", 1)
+    rdb.acl_setuser(
+        "no-zadd",
+        enabled=True,
+        passwords=["+no-zadd-password"],
+        keys=["*"],
+        channels=["*"],
+        categories=["+@all"],
+        commands=["-zadd"],
+    )
+    try:
+        refused = redis.Redis.from_url(
+            redis_url, username="no-zadd", password="no-zadd-password", decode_responses=True
+        )
+        with pytest.raises(redis.ResponseError):
+            JobStore(refused, 3600).create(new_job, tasks=[("bulksms", "task")])
+        refused.close()
+    finally:
+        rdb.acl_deluser("no-zadd")
+    assert rdb.zscore(keys.JOBS, "j2") is None and rdb.llen("bulksms") == 0
+    assert not rdb.exists(keys.job("j2"), keys.batches("j2"), keys.recipients("j2", 1))
 
 
 def test_a_job_waiting_for_reports_is_looked_at_when_due_or_at_a_final_report(
