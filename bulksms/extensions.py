@@ -40,13 +40,14 @@ def init_app(app: Flask, settings: Settings) -> None:
 
 def _refuse_unsafe_redis(client: redis.Redis) -> None:
     """Stop start-up on a Redis that may evict job state, or a cluster (`store.server`)."""
-    if server.cluster_enabled(client):
+    cluster = server.cluster_enabled(client)
+    if cluster:
         raise ConfigError(server.CLUSTER_MESSAGE)
-    policy = server.eviction_policy(client)
+    policy = None if cluster is None else server.eviction_policy(client)
     if policy is None:
         log.warning(
-            "Redis is not reachable at start-up: its maxmemory-policy (which must be %s) "
-            "was not checked",
+            "Redis is not reachable at start-up: its maxmemory-policy (which must be %s) and "
+            "its mode (which must not be cluster) were not checked",
             server.SAFE_POLICY,
         )
     elif policy != server.SAFE_POLICY:

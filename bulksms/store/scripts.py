@@ -20,9 +20,9 @@ Records (see `store` for the keys):
               ``q:<n>``  when its task was last enqueued
               ``d:<n>``  how many times the sweep enqueued it again without it moving
               ``l:<n>``  the sweep's round of lookups in Plivo's list: its start, its cursor
-              ``o:<n>``  the calls of an unfinished batch its owners recorded themselves,
-                         ``;offset:attempt:since;…`` (a record written again after its first
-                         answer was lost is told from a rival call's by it)
+              ``o:<n>``  the last 16 calls of an unfinished batch its owners recorded
+                         themselves, ``;offset:attempt:since;…`` (a record written again after
+                         its first answer was lost is told from a rival call's by it)
 
 The status codes, their ranks and the statuses a finished batch implies are `model`'s tables:
 each script is rendered from them (`$TABLES`, and `$queued`-style names for single codes), so they
@@ -399,8 +399,13 @@ for i = 9, #ARGV do refused[#refused + 1] = ARGV[i] end
 local outcome = record_call(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2], f, ARGV[5], refused,
                             ARGV[6], ARGV[7])
 if outcome == 'advanced' then
-  local claim = offset_of(f) .. ':' .. f[3] .. ':' .. f[2] .. ';'
-  redis.call('HSET', KEYS[2], recorded, (redis.call('HGET', KEYS[2], recorded) or ';') .. claim)
+  local made = (redis.call('HGET', KEYS[2], recorded) or ';')
+               .. offset_of(f) .. ':' .. f[3] .. ':' .. f[2] .. ';'
+  -- The last 16 only: a record is written again moments after its answer was lost, and a batch
+  -- of one call a number would make this long. (One forgotten: a false 'superseded'.)
+  local _, marks = string.gsub(made, ';', ';')
+  if marks > 17 then made = string.gsub(made, '^;[^;]*', '', 1) end
+  redis.call('HSET', KEYS[2], recorded, made)
 end
 return outcome
 """

@@ -104,3 +104,14 @@ def test_a_redis_cluster_is_refused_at_start(settings: Settings, tmp_path: Path)
     finally:
         node.terminate()
         node.wait(15)
+
+
+def test_a_redis_out_of_reach_at_start_is_warned_of(
+    settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Web and worker start without Redis (it may come up after them), saying what they could
+    not check."""
+    away = replace(settings, redis_url=f"redis://127.0.0.1:{free_port()}/0")
+    with caplog.at_level("WARNING"):
+        create_app(away)
+    assert "maxmemory-policy" in caplog.text and "must not be cluster" in caplog.text

@@ -403,6 +403,27 @@ def test_a_call_recorded_already_is_told_from_a_rival_s(rdb: redis.Redis) -> Non
     assert not rdb.hexists(keys.batches("j1"), "o:0")  # (kept while the batch is unfinished)
 
 
+def test_a_batch_keeps_its_last_recorded_claims_only(rdb: redis.Redis) -> None:
+    """A batch sent one number a call keeps the last 16 of its calls' claims, not all: a record
+    written again comes moments after its first."""
+    numbers = [f"+1415555{i:04d}" for i in range(20)]
+    store = make(rdb, numbers, batch_size=20)
+    now = time.time()
+    claims = []
+    for offset in range(18):
+        claim = store.claim_batch("j1", 0, offset, 1)
+        assert store.call_submitted("j1", 0, 1, offset, "a", [], [], now, claim.since) == (
+            "advanced"
+        )
+        claims.append(claim)
+    kept = str(rdb.hget(keys.batches("j1"), "o:0"))
+    assert kept.startswith(";2:1:") and kept.count(";") == 17
+    oldest, newest = claims[1], claims[2]  # (the second is forgotten, the third kept)
+    assert store.call_submitted("j1", 0, 1, 1, "a", [], [], now, oldest.since) == "superseded"
+    assert store.call_submitted("j1", 0, 1, 2, "a", [], [], now, newest.since) == "advanced"
+    assert counts(store)["queued"] == 18
+
+
 def test_a_claim_redis_lost_is_not_taken_for_the_next_one(rdb: redis.Redis) -> None:
     """A Redis that loses a claim (writes not durable, a failover) gives the next claim at the
     offset the same attempt number. Two calls then reached Plivo, and whichever is recorded
