@@ -110,8 +110,9 @@ local function unfinished(state) return waiting(state) or calling(state) or stat
 -- at `since` ('' or nil: not known). A Redis that lost a claim (writes not durable, a failover)
 -- gives the next claim the same attempt number, not the same time.
 local function owns(f, attempt, offset, since)
+  local at = tonumber(f[2])  -- (a record without a time is not told apart by it)
   return calling(f[1]) and f[3] == attempt and offset_of(f) == tonumber(offset)
-         and (since == nil or since == '' or tonumber(f[2]) == tonumber(since))
+         and (since == nil or since == '' or not at or at == tonumber(since))
 end
 
 local function pending_record(not_before, attempts, offset, size)
