@@ -6,18 +6,20 @@ and records its answer under it once the job is stored, before the sweep can see
 task is enqueued, for `IDEMPOTENCY_TTL` seconds: a job that may be sent always has its answer. A
 repeat with the same body gets that answer again (same job id, nothing sent again); a repeat
 while the first is still working waits for it; the same key with another body is refused with
-409. Keys are scoped to the API key that used them.
+409. Keys are scoped to the API key that used them. A first request that outlives its hold
+neither writes its answer over a later request's nor frees the key it no longer has.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import redis
@@ -40,7 +42,14 @@ class Slot:
     scope: str
     digest: str
     ttl: int
+    token: str = field(default_factory=lambda: os.urandom(8).hex())
     answered: bool = False
+
+    @property
+    def hold(self) -> tuple[str, str]:
+        """The key and what it holds while this request has it: the job's answer is written
+        only over that (`JobStore.create`'s guard), never over a later request's."""
+        return records.hold(self.scope, self.digest, self.token)
 
     def remember(
         self, answer: dict[str, Any], client: redis.Redis | Pipeline | None = None
@@ -77,7 +86,7 @@ def once(
     scope = hashlib.sha256(f"{api_key}\0{idempotency_key}".encode()).hexdigest()
     slot = Slot(client, scope, digest_of(body), ttl)
     deadline = time.monotonic() + WAIT_SECONDS
-    while not records.take(client, scope, slot.digest, CLAIM_SECONDS):
+    while not records.take(client, scope, slot.digest, slot.token, CLAIM_SECONDS):
         held = records.held(client, scope)
         if held is None:
             continue  # it expired just now: try to take it
@@ -102,4 +111,4 @@ def once(
         yield slot
     finally:
         if not slot.answered:  # refused or failed: nothing was made, the key is free again
-            records.free(client, scope)
+            records.free(client, scope, slot.hold[1])

@@ -202,7 +202,7 @@ def make_job(
     tasks = _first_tasks(new_job) if together else []
     remember = None if slot is None else lambda pipe: slot.remember(answer, pipe)
     try:
-        store().create(new_job, then=remember, tasks=tasks)
+        store().create(new_job, remember, tasks, None if slot is None else slot.hold)
     except redis.ResponseError:  # (refused: nothing kept. Lost on the way, it may have been)
         if slot is not None:
             slot.refused()

@@ -1,4 +1,5 @@
-"""Idempotency-Key records: ``pending|<digest>`` while the first request works, then
+"""Idempotency-Key records: ``pending|<digest>|<token>`` while the first request works (its
+token tells it from a later request that took the key after its hold expired), then
 ``done|<digest>|<answer JSON>`` (`bulksms.api.idempotency` says what they mean)."""
 
 from __future__ import annotations
@@ -18,9 +19,27 @@ class Held(NamedTuple):
     answer: dict[str, Any] | None
 
 
-def take(client: redis.Redis, scope: str, digest: str, seconds: int) -> bool:
+# Deletes the key only if it is still the caller's hold.
+_FREE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+def pending(digest: str, token: str) -> str:
+    """A request's hold on the key, as stored."""
+    return f"pending|{digest}|{token}"
+
+
+def hold(scope: str, digest: str, token: str) -> tuple[str, str]:
+    """The key, and what it holds while the request with `token` has it."""
+    return keys.idempotency(scope), pending(digest, token)
+
+
+def take(client: redis.Redis, scope: str, digest: str, token: str, seconds: int) -> bool:
     """Take the key for a first request, briefly; False when it is held already."""
-    return bool(client.set(keys.idempotency(scope), f"pending|{digest}", nx=True, ex=seconds))
+    hold = pending(digest, token)
+    return bool(client.set(keys.idempotency(scope), hold, nx=True, ex=seconds))
 
 
 def held(client: redis.Redis, scope: str) -> Held | None:
@@ -38,5 +57,7 @@ def remember(
     client.set(keys.idempotency(scope), f"done|{digest}|{json.dumps(answer)}", ex=seconds)
 
 
-def free(client: redis.Redis, scope: str) -> None:
-    client.delete(keys.idempotency(scope))
+def free(client: redis.Redis, scope: str, hold: str) -> None:
+    """Give the key back, if `hold` (the caller's) is still what it holds: after the hold
+    expired, another request may have taken it, or answered it."""
+    client.eval(_FREE, 1, keys.idempotency(scope), hold)

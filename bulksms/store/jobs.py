@@ -85,12 +85,15 @@ class JobStore:
         job: NewJob,
         then: Callable[[Pipeline], object] | None = None,
         tasks: Sequence[tuple[str, str]] = (),
+        guard: tuple[str, str] | None = None,
     ) -> float:
         """Store a job, its batches and its recipients (all pending: status 0), add the caller's
         own writes (`then`: the answer an Idempotency-Key replays), index the job (from then on
         the sweep sends it) and push its first `tasks` (a queue's list, a message), in that
         order and in one round trip; returns its creation time. The last three only once all
-        the job's data is written (`_data_writes`); else the first refusal is raised."""
+        the job's data is written (`_data_writes`), and while `guard`'s key holds its value or
+        nothing (a request's hold on its Idempotency-Key); else nothing of the job is kept and
+        a `redis.ResponseError` is raised (the first refusal, if Redis refused a write)."""
         now = _now()
         data, written = self._data_writes(job, now)
         commit = (
@@ -98,6 +101,7 @@ class JobStore:
             self._commit.sha,
             len(written),
             *written,
+            *(guard or ("", "")),
             *_words_of(self._final_writes(job, now, then, tasks)),
         )
         *answers, committed = self._send([*data, commit], False)
@@ -117,6 +121,8 @@ class JobStore:
             raise refused[0]
         if isinstance(committed, Exception):
             raise committed
+        if committed == -1:
+            raise redis.ResponseError("the Idempotency-Key's hold expired: another request has it")
         raise redis.ResponseError("a new job's data was not kept")
 
     def create_guarded(

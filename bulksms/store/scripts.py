@@ -405,7 +405,7 @@ if outcome == 'advanced' then
   -- The last 16 only: a record is written again moments after its answer was lost, and a batch
   -- of one call a number would make this long. (One forgotten: a false 'superseded'.)
   local _, marks = string.gsub(made, ';', ';')
-  if marks > 17 then made = string.gsub(made, '^;[^;]*', '', 1) end
+  for _ = 18, marks do made = string.gsub(made, '^;[^;]*', '', 1) end
   redis.call('HSET', KEYS[2], recorded, made)
 end
 return outcome
@@ -803,22 +803,35 @@ return {'created', tostring(ahead)}
 """
 )
 
-# KEYS: the keys a new job's data made (`JobStore.create`). ARGV: commands, each as its number of
-# words and the words, run only if every one of those keys is there: 1; else 0, those keys
-# deleted (allowed when out of memory, which needs them gone) and nothing run. (The data is sent
-# without MULTI, and Redis refuses a write when out of memory but may take the next once memory
-# is freed: a job missing a batch must be neither answered, indexed nor sent.)
+# KEYS: the keys a new job's data made (`JobStore.create`). ARGV: a guard's key ('' for none) and
+# the value it must hold (or nothing), then commands, each as its number of words and the words,
+# run only if every one of those keys is there and the guard holds: 1; else 0 (a key missing) or
+# -1 (the guard's key is another's), those keys deleted (allowed when out of memory, which needs
+# them gone) and nothing run. (The data is sent without MULTI, and Redis refuses a write when out
+# of memory but may take the next once memory is freed: a job missing a batch must be neither
+# answered, indexed nor sent. The guard is the request's hold on its Idempotency-Key: a request
+# that outlived it must not answer the key over the request that took it since.)
 COMMIT = """
+local function drop()
+  for from = 1, #KEYS, 1000 do
+    redis.call('DEL', unpack(KEYS, from, math.min(from + 999, #KEYS)))
+  end
+end
 for first = 1, #KEYS, 1000 do
   local last = math.min(first + 999, #KEYS)
   if redis.call('EXISTS', unpack(KEYS, first, last)) ~= last - first + 1 then
-    for from = 1, #KEYS, 1000 do
-      redis.call('DEL', unpack(KEYS, from, math.min(from + 999, #KEYS)))
-    end
+    drop()
     return 0
   end
 end
-local i = 1
+if ARGV[1] ~= '' then
+  local holding = redis.call('GET', ARGV[1])
+  if holding and holding ~= ARGV[2] then
+    drop()
+    return -1
+  end
+end
+local i = 3
 while i <= #ARGV do
   local words = tonumber(ARGV[i])
   redis.call(unpack(ARGV, i + 1, i + words))

@@ -78,6 +78,7 @@ class FakeStore:
     paced: dict[str, list[int]] = field(default_factory=dict)
     handed: FakeHanded = field(default_factory=FakeHanded)
     due_at: dict[str, float] = field(default_factory=dict)  # when the sweep looks at a job next
+    owners: list[tuple[str, str]] = field(default_factory=list)  # (write, the claim's since)
 
     def add(self, found: Job, records: list[BatchRecord] | None = None) -> None:
         self.known[found.job_id] = found
@@ -127,6 +128,7 @@ class FakeStore:
         since: str = "",
     ) -> bool:
         self.calls.append(("suppress", job_id, batch, attempt, offset, sorted(numbers)))
+        self.owners.append(("suppress", since))
         return True
 
     def call_submitted(
@@ -141,6 +143,7 @@ class FakeStore:
         at: float = 0.0,
         since: str = "",
     ) -> str:
+        self.owners.append(("submitted", since))
         self._write("submitted", job_id, batch, attempt, api_id, tuple(refused))
         self.handed.known.update(dict.fromkeys(uuids, f"{job_id}:{batch}"))
         if self.submitted_answer:
@@ -182,6 +185,7 @@ class FakeStore:
         delay: float,
         since: str = "",
     ) -> bool:
+        self.owners.append(("release", since))
         not_before = time.time() + delay
         self._write("release", job_id, batch, attempt, not_before)
         self._set(job_id, batch, state=BatchState.PENDING, since=not_before)
@@ -195,6 +199,7 @@ class FakeStore:
         reason: str,
         since: str = "",
     ) -> int:
+        self.owners.append(("failed", since))
         self._write("failed", job_id, batch, owner[0] if owner else None, reason)
         return 1
 

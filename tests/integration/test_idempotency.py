@@ -14,9 +14,10 @@ from flask.testing import FlaskClient
 from kombu.exceptions import OperationalError
 
 from bulksms import create_app, taskqueue
+from bulksms.api.idempotency import digest_of
 from bulksms.config import Settings
 from bulksms.devstack.numbers_gen import us_numbers
-from bulksms.store import JobStore
+from bulksms.store import JobStore, NewJob, Sending, keys
 from bulksms.store import idempotency as records
 from tests.helpers import API_KEY, SECOND_API_KEY
 from tests.helpers.stack import Stack
@@ -186,6 +187,39 @@ def test_a_job_redis_refused_frees_its_key(
     again = post(client, BODY, "order-53")
     assert again.status_code == 202 and "Idempotent-Replayed" not in again.headers
     assert jobs(rdb) == {again.get_json()["job_id"]} and rdb.llen("bulksms") == 3
+
+
+def test_a_request_that_outlived_its_hold_neither_answers_nor_frees_the_key(
+    rdb: redis.Redis,
+) -> None:
+    """Request A takes the key and outlives its hold (a big upload read on a loaded host); the
+    client's retry B takes the key and answers it. A's job is then neither kept nor answered
+    over B's, and A giving the key back leaves B's answer: the next retry replays B's job."""
+    store = JobStore(rdb, 3600)
+    scope, digest = "9" * 64, digest_of(BODY)
+
+    def make(job_id: str, token: str) -> None:
+        new_job = NewJob(job_id, Sending("hi"), ["+14155550100"], 1, 0, 0, 0, 1, "GSM-7", 1)
+        answer = {"job_id": job_id}
+        store.create(
+            new_job,
+            lambda pipe: records.remember(pipe, scope, digest, answer, 3600),
+            [("bulksms", "task")],
+            records.hold(scope, digest, token),
+        )
+
+    assert records.take(rdb, scope, digest, "a", 120)
+    rdb.delete(keys.idempotency(scope))  # (as its expiry would)
+    assert records.take(rdb, scope, digest, "b", 120)
+    with pytest.raises(redis.ResponseError, match="another request"):
+        make("ja", "a")  # (B holds it, still working)
+    make("jb", "b")
+    with pytest.raises(redis.ResponseError, match="another request"):
+        make("ja", "a")  # (B answered it)
+    records.free(rdb, scope, records.pending(digest, "a"))
+    held = records.held(rdb, scope)
+    assert held is not None and held.answer == {"job_id": "jb"}
+    assert jobs(rdb) == {"jb"} and active(rdb) == {"jb"} and rdb.llen("bulksms") == 1
 
 
 def test_a_request_whose_round_trip_never_arrived_holds_its_key_until_the_claim_ends(

@@ -3,6 +3,7 @@ each claim and each Plivo answer leads to."""
 
 from __future__ import annotations
 
+import contextlib
 import time
 from typing import Any
 
@@ -12,7 +13,14 @@ from prometheus_client import REGISTRY
 from bulksms.config import Settings
 from bulksms.store import BatchRecord, BatchState, Claim
 from bulksms.worker import dispatch
-from bulksms.worker.gateway import Accepted, BadCredentials, NotSent, OutcomeUnknown, Refused
+from bulksms.worker.gateway import (
+    Accepted,
+    BadCredentials,
+    NotSent,
+    OutcomeUnknown,
+    Refused,
+    SendError,
+)
 from bulksms.worker.pacing import Pacer
 from tests.helpers.fakes import FakeGateway, FakePace, FakeStore, NoThrottle, job
 
@@ -154,6 +162,28 @@ def test_the_last_attempt_fails_the_batch(store: FakeStore) -> None:
     store.claims = [Claim("go", attempt=SETTINGS.send_max_attempts)]
     assert send(store, FakeGateway([NotSent("connection refused")])) == "failed"
     assert store.calls[-1] == ("failed", "j1", 0, 3, "gave up after 3 attempts: connection refused")
+
+
+def test_every_write_of_a_call_s_owner_names_its_claim() -> None:
+    """The claim's since goes with each of its owner's writes: a Redis that lost a claim gives
+    the next one the same attempt number, and only the since tells them apart (the store takes
+    '' for "whoever owns it")."""
+
+    def owners(claim: Claim, *answers: Accepted | SendError) -> list[tuple[str, str]]:
+        store = FakeStore(opted={"+14155550101"}, claims=[claim])
+        store.add(job(batches=1))
+        with contextlib.suppress(dispatch.RetryLater):
+            send(store, FakeGateway(list(answers)))
+        return store.owners
+
+    accepted = owners(Claim("go", attempt=1, since="100.001"))
+    assert accepted == [("suppress", "100.001"), ("submitted", "100.001")]
+    released = owners(Claim("go", attempt=1, since="100.002"), NotSent("503"))
+    assert released == [("suppress", "100.002"), ("release", "100.002")]
+    failed = owners(Claim("go", attempt=3, since="100.003"), NotSent("503"))
+    assert failed == [("suppress", "100.003"), ("failed", "100.003")]
+    not_durable = owners(Claim("go", attempt=1, durable=False, since="100.004"))
+    assert not_durable == [("release", "100.004")]
 
 
 def test_a_refusal_fails_the_batch_only(store: FakeStore) -> None:
