@@ -46,10 +46,16 @@ class Slot:
     answered: bool = False
 
     @property
-    def hold(self) -> tuple[str, str]:
-        """The key and what it holds while this request has it: the job's answer is written
-        only over that (`JobStore.create`'s guard), never over a later request's."""
-        return records.hold(self.scope, self.digest, self.token)
+    def guard(self) -> tuple[str, str]:
+        """Where the job's answer goes, and what it may be written over: a hold for this body
+        (this request's, or a later one's after this one's expired: the first to commit wins),
+        never an answer already there (`JobStore.create`)."""
+        return records.guard(self.scope, self.digest)
+
+    def answer(self) -> dict[str, Any] | None:
+        """The answer another request wrote under the key, if it is for this body."""
+        found = records.held(self.client, self.scope)
+        return found.answer if found and found.digest == self.digest else None
 
     def remember(
         self, answer: dict[str, Any], client: redis.Redis | Pipeline | None = None
@@ -111,4 +117,4 @@ def once(
         yield slot
     finally:
         if not slot.answered:  # refused or failed: nothing was made, the key is free again
-            records.free(client, scope, slot.hold[1])
+            records.free(client, scope, records.pending(slot.digest, slot.token))

@@ -21,7 +21,17 @@ from bulksms.api.errors import ApiError
 from bulksms.api.ratelimit import limiter, read_limit, submit_limit
 from bulksms.documents import duration, progress, status_document
 from bulksms.extensions import celery, pace, redis_client, settings, store
-from bulksms.store import FINISHED, Guard, Job, JobState, NewJob, Status, Window, sender_of
+from bulksms.store import (
+    FINISHED,
+    Guard,
+    Job,
+    JobState,
+    KeyAnswered,
+    NewJob,
+    Status,
+    Window,
+    sender_of,
+)
 from bulksms.store import optouts as suppression
 from bulksms.template import escape
 
@@ -174,7 +184,19 @@ def created_once(
         if isinstance(slot, dict):
             _finish_remembered(slot["job_id"])
             return slot, True
-        return make(slot), False
+        try:
+            return make(slot), False
+        except KeyAnswered:  # (this request outlived its hold; the one that took it answered)
+            answer = slot.answer()
+            if answer is None:
+                raise ApiError(
+                    409,
+                    "idempotency_in_progress",
+                    f"A request with this {idempotency.HEADER} is still being processed.",
+                    headers={"Retry-After": "5"},
+                ) from None
+            _finish_remembered(answer["job_id"])
+            return answer, True
 
 
 def make_job(
@@ -202,7 +224,7 @@ def make_job(
     tasks = _first_tasks(new_job) if together else []
     remember = None if slot is None else lambda pipe: slot.remember(answer, pipe)
     try:
-        store().create(new_job, remember, tasks, None if slot is None else slot.hold)
+        store().create(new_job, remember, tasks, None if slot is None else slot.guard)
     except redis.ResponseError:  # (refused: nothing kept. Lost on the way, it may have been)
         if slot is not None:
             slot.refused()

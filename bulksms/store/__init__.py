@@ -7,7 +7,7 @@ record layouts (`records`, `model`), the Lua scripts (`scripts`). Callers get ty
     signals      small shared facts: signature nonces taken, the sweep's lock, Plivo's bucket
 """
 
-from bulksms.store.jobs import JobStore
+from bulksms.store.jobs import JobStore, KeyAnswered
 from bulksms.store.keys import RATE_LIMIT_PREFIX
 from bulksms.store.model import (
     COUNTED_BATCH_STATES,
@@ -32,6 +32,7 @@ from bulksms.store.model import (
 )
 
 __all__ = [
+    "KeyAnswered",
     "COUNTED_BATCH_STATES",
     "FINISHED",
     "RATE_LIMIT_PREFIX",

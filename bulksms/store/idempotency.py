@@ -31,9 +31,10 @@ def pending(digest: str, token: str) -> str:
     return f"pending|{digest}|{token}"
 
 
-def hold(scope: str, digest: str, token: str) -> tuple[str, str]:
-    """The key, and what it holds while the request with `token` has it."""
-    return keys.idempotency(scope), pending(digest, token)
+def guard(scope: str, digest: str) -> tuple[str, str]:
+    """The key, and how what it holds starts while a request for this body has it (a job's
+    answer is written over that only: `JobStore.create`)."""
+    return keys.idempotency(scope), pending(digest, "")
 
 
 def take(client: redis.Redis, scope: str, digest: str, token: str, seconds: int) -> bool:

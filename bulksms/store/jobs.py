@@ -57,6 +57,11 @@ HOLDING_FLAGS = ["halted", "cancelled", "paused"]
 log = logging.getLogger(__name__)
 
 
+class KeyAnswered(Exception):
+    """`create`'s guard key holds something other than a hold for this body (an answer, or
+    another body's hold): nothing of the job was kept."""
+
+
 class JobStore:
     """Every read and write of jobs, batches and recipients; callers get typed objects."""
 
@@ -91,9 +96,10 @@ class JobStore:
         own writes (`then`: the answer an Idempotency-Key replays), index the job (from then on
         the sweep sends it) and push its first `tasks` (a queue's list, a message), in that
         order and in one round trip; returns its creation time. The last three only once all
-        the job's data is written (`_data_writes`), and while `guard`'s key holds its value or
-        nothing (a request's hold on its Idempotency-Key); else nothing of the job is kept and
-        a `redis.ResponseError` is raised (the first refusal, if Redis refused a write)."""
+        the job's data is written (`_data_writes`), and while `guard`'s key holds nothing or
+        a value that starts as its own (an Idempotency-Key held for this body); else nothing of
+        the job is kept, and `KeyAnswered` (the key holds something else) or a
+        `redis.ResponseError` (the first refusal, if Redis refused a write) is raised."""
         now = _now()
         data, written = self._data_writes(job, now)
         commit = (
@@ -122,7 +128,7 @@ class JobStore:
         if isinstance(committed, Exception):
             raise committed
         if committed == -1:
-            raise redis.ResponseError("the Idempotency-Key's hold expired: another request has it")
+            raise KeyAnswered(guard[0] if guard else "")
         raise redis.ResponseError("a new job's data was not kept")
 
     def create_guarded(

@@ -804,13 +804,14 @@ return {'created', tostring(ahead)}
 )
 
 # KEYS: the keys a new job's data made (`JobStore.create`). ARGV: a guard's key ('' for none) and
-# the value it must hold (or nothing), then commands, each as its number of words and the words,
-# run only if every one of those keys is there and the guard holds: 1; else 0 (a key missing) or
-# -1 (the guard's key is another's), those keys deleted (allowed when out of memory, which needs
-# them gone) and nothing run. (The data is sent without MULTI, and Redis refuses a write when out
-# of memory but may take the next once memory is freed: a job missing a batch must be neither
-# answered, indexed nor sent. The guard is the request's hold on its Idempotency-Key: a request
-# that outlived it must not answer the key over the request that took it since.)
+# what it may hold: nothing, or a value that starts so; then commands, each as its number of
+# words and the words, run only if every one of those keys is there and the guard holds: 1; else
+# 0 (a key missing) or -1 (the guard's key holds something else), those keys deleted (allowed
+# when out of memory, which needs them gone) and nothing run. (The data is sent without MULTI,
+# and Redis refuses a write when out of memory but may take the next once memory is freed: a job
+# missing a batch must be neither answered, indexed nor sent. The guard is an Idempotency-Key:
+# held for this body (by this request, or by a later one after this one's hold expired: the
+# first to commit wins) or by nobody, never over an answer already written.)
 COMMIT = """
 local function drop()
   for from = 1, #KEYS, 1000 do
@@ -826,7 +827,7 @@ for first = 1, #KEYS, 1000 do
 end
 if ARGV[1] ~= '' then
   local holding = redis.call('GET', ARGV[1])
-  if holding and holding ~= ARGV[2] then
+  if holding and string.sub(holding, 1, #ARGV[2]) ~= ARGV[2] then
     drop()
     return -1
   end

@@ -4,6 +4,7 @@ they arrive; the same key with another body is refused."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import Any
@@ -14,10 +15,11 @@ from flask.testing import FlaskClient
 from kombu.exceptions import OperationalError
 
 from bulksms import create_app, taskqueue
+from bulksms.api import jobs as api_jobs
 from bulksms.api.idempotency import digest_of
 from bulksms.config import Settings
 from bulksms.devstack.numbers_gen import us_numbers
-from bulksms.store import JobStore, NewJob, Sending, keys
+from bulksms.store import JobStore, KeyAnswered, NewJob, Sending, keys
 from bulksms.store import idempotency as records
 from tests.helpers import API_KEY, SECOND_API_KEY
 from tests.helpers.stack import Stack
@@ -189,37 +191,74 @@ def test_a_job_redis_refused_frees_its_key(
     assert jobs(rdb) == {again.get_json()["job_id"]} and rdb.llen("bulksms") == 3
 
 
-def test_a_request_that_outlived_its_hold_neither_answers_nor_frees_the_key(
+def test_a_request_that_outlived_its_hold_makes_one_job_with_the_one_that_took_it(
     rdb: redis.Redis,
 ) -> None:
     """Request A takes the key and outlives its hold (a big upload read on a loaded host); the
-    client's retry B takes the key and answers it. A's job is then neither kept nor answered
-    over B's, and A giving the key back leaves B's answer: the next retry replays B's job."""
+    client's retry B takes the key. The first of them to store its job answers the key; the
+    other's job is not kept, and giving the key back leaves that answer. A request for another
+    body that took the key meanwhile is not answered over either."""
     store = JobStore(rdb, 3600)
     scope, digest = "9" * 64, digest_of(BODY)
 
-    def make(job_id: str, token: str) -> None:
+    def make(job_id: str, digest: str = digest) -> None:
         new_job = NewJob(job_id, Sending("hi"), ["+14155550100"], 1, 0, 0, 0, 1, "GSM-7", 1)
         answer = {"job_id": job_id}
         store.create(
             new_job,
             lambda pipe: records.remember(pipe, scope, digest, answer, 3600),
             [("bulksms", "task")],
-            records.hold(scope, digest, token),
+            records.guard(scope, digest),
         )
 
     assert records.take(rdb, scope, digest, "a", 120)
     rdb.delete(keys.idempotency(scope))  # (as its expiry would)
     assert records.take(rdb, scope, digest, "b", 120)
-    with pytest.raises(redis.ResponseError, match="another request"):
-        make("ja", "a")  # (B holds it, still working)
-    make("jb", "b")
-    with pytest.raises(redis.ResponseError, match="another request"):
-        make("ja", "a")  # (B answered it)
-    records.free(rdb, scope, records.pending(digest, "a"))
+    make("ja")  # (first: it answers the key)
+    with pytest.raises(KeyAnswered):
+        make("jb")
+    records.free(rdb, scope, records.pending(digest, "b"))
     held = records.held(rdb, scope)
-    assert held is not None and held.answer == {"job_id": "jb"}
-    assert jobs(rdb) == {"jb"} and active(rdb) == {"jb"} and rdb.llen("bulksms") == 1
+    assert held is not None and held.answer == {"job_id": "ja"}
+    assert jobs(rdb) == {"ja"} and active(rdb) == {"ja"} and rdb.llen("bulksms") == 1
+    rdb.delete(keys.idempotency(scope))
+    assert records.take(rdb, scope, "another body", "c", 120)
+    with pytest.raises(KeyAnswered):
+        make("jd")
+    assert jobs(rdb) == {"ja"}
+
+
+def test_a_job_is_answered_under_its_key_whoever_holds_it_meanwhile(
+    client: FlaskClient, rdb: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Through the API: a request whose hold expired while it worked (nobody took the key)
+    stores its job and answers it; one whose key another request answered meanwhile keeps
+    nothing and replays that answer."""
+    first_tasks = api_jobs._first_tasks
+    meanwhile: list[Callable[[], object]] = []
+
+    def working(new_job: Any) -> Any:
+        while meanwhile:
+            meanwhile.pop()()
+        return first_tasks(new_job)
+
+    monkeypatch.setattr(api_jobs, "_first_tasks", working)
+    meanwhile.append(lambda: [rdb.delete(k) for k in rdb.scan_iter("bulksms:idem:*")])
+    expired = post(client, BODY, "order-60")
+    assert expired.status_code == 202 and "Idempotent-Replayed" not in expired.headers
+    job_id = expired.get_json()["job_id"]
+    assert post(client, BODY, "order-60").get_json()["job_id"] == job_id
+
+    other = post(client, {**BODY, "message": "other"}, "order-61").get_json()
+    answered = f"done|{digest_of(BODY)}|{json.dumps(other)}"
+    before = set(rdb.scan_iter("bulksms:idem:*"))
+    meanwhile.append(
+        lambda: [rdb.set(k, answered) for k in set(rdb.scan_iter("bulksms:idem:*")) - before]
+    )
+    replayed = post(client, BODY, "order-62")
+    assert replayed.status_code == 202 and replayed.headers["Idempotent-Replayed"] == "true"
+    assert replayed.get_json()["job_id"] == other["job_id"]
+    assert jobs(rdb) == {job_id, other["job_id"]}  # (nothing of the third request's)
 
 
 def test_a_request_whose_round_trip_never_arrived_holds_its_key_until_the_claim_ends(
