@@ -7,6 +7,8 @@ import struct
 import time
 import uuid
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 
 import pytest
@@ -73,6 +75,30 @@ def true_counts(store: JobStore, numbers: list[str], batch_size: int = 2) -> dic
         assert record
         found[record.status.value] += 1
     return dict(found)
+
+
+@contextmanager
+def refusing(rdb: redis.Redis, redis_url: str, command: str) -> Iterator[redis.Redis]:
+    """A client whose user may not run `command`: Redis refuses it as it refuses a write when
+    out of memory, before running anything of the transaction or script it is in."""
+    user = f"no-{command}"
+    rdb.acl_setuser(
+        user,
+        enabled=True,
+        passwords=[f"+{user}-password"],
+        keys=["*"],
+        channels=["*"],
+        categories=["+@all"],
+        commands=[f"-{command}"],
+    )
+    client = redis.Redis.from_url(
+        redis_url, username=user, password=f"{user}-password", decode_responses=True
+    )
+    try:
+        yield client
+    finally:
+        client.close()
+        rdb.acl_deluser(user)
 
 
 def test_new_job_is_queued_with_every_recipient_pending(rdb: redis.Redis) -> None:
@@ -455,6 +481,26 @@ def test_a_claim_redis_lost_is_not_taken_for_the_next_one(rdb: redis.Redis) -> N
     assert counts(store)["queued"] == 2
 
 
+def test_a_call_is_never_recorded_without_its_answer(rdb: redis.Redis, redis_url: str) -> None:
+    """The UUIDs Plivo answered a call with and the call's record are one transaction: a write
+    Redis refuses before any runs (out of memory does so; here an ACL refusing APPEND) leaves
+    the call unrecorded, to be written again. Recorded without its UUIDs, the call's messages
+    would show in Plivo's list as another call's."""
+    store = make(rdb)
+    now = time.time()
+    answered = str(uuid.uuid4())
+    rdb.script_load(scripts.CALL)  # (else the script would not run either)
+    claim = store.claim_batch("j1", 0)
+    record = ("j1", 0, claim.attempt, 0, "api", [], [answered], now, claim.since)
+    with refusing(rdb, redis_url, "append") as refused, pytest.raises(redis.ResponseError):
+        JobStore(refused, 3600).call_submitted(*record)
+    assert store.batches("j1")[0].state is BatchState.SENDING  # (nothing written)
+    assert store.handed.owners(now - 60, now + 60) == {}
+    assert store.call_submitted(*record) == "submitted"
+    assert store.silent_uuids("j1", 0) == [answered]
+    assert store.handed.owners(now - 60, now + 60) == {answered: "j1:0"}
+
+
 def test_a_job_with_a_write_refused_is_never_indexed_nor_enqueued(
     rdb: redis.Redis, redis_url: str
 ) -> None:
@@ -464,24 +510,8 @@ def test_a_job_with_a_write_refused_is_never_indexed_nor_enqueued(
     sent again by the client's retry."""
     numbers = [f"+1415555{i:04d}" for i in range(5)]
     new_job = NewJob("j2", SENDING, numbers, len(numbers), 0, 0, 0, 2, "GSM-7", 1)
-    rdb.acl_setuser(
-        "no-set",
-        enabled=True,
-        passwords=["+no-set-password"],
-        keys=["*"],
-        channels=["*"],
-        categories=["+@all"],
-        commands=["-set"],
-    )
-    try:
-        refused = redis.Redis.from_url(
-            redis_url, username="no-set", password="no-set-password", decode_responses=True
-        )
-        with pytest.raises(redis.ResponseError):
-            JobStore(refused, 3600).create(new_job, tasks=[("bulksms", "task")])
-        refused.close()
-    finally:
-        rdb.acl_deluser("no-set")
+    with refusing(rdb, redis_url, "set") as refused, pytest.raises(redis.ResponseError):
+        JobStore(refused, 3600).create(new_job, tasks=[("bulksms", "task")])
     assert rdb.zscore(keys.ACTIVE_JOBS, "j2") is None and rdb.zscore(keys.JOBS, "j2") is None
     assert rdb.llen("bulksms") == 0
     # What was written goes at once, not with the retention: a full Redis needs the room.
@@ -498,24 +528,8 @@ def test_a_job_whose_commit_is_refused_leaves_nothing(rdb: redis.Redis, redis_ur
     """Every data write kept, but the commit itself refused (out of memory refuses a script's
     first write; here an ACL refusing ZADD): the job is not indexed, enqueued or kept."""
     new_job = NewJob("j2", SENDING, NUMBERS, 3, 0, 0, 0, 2, "GSM-7", 1)
-    rdb.acl_setuser(
-        "no-zadd",
-        enabled=True,
-        passwords=["+no-zadd-password"],
-        keys=["*"],
-        channels=["*"],
-        categories=["+@all"],
-        commands=["-zadd"],
-    )
-    try:
-        refused = redis.Redis.from_url(
-            redis_url, username="no-zadd", password="no-zadd-password", decode_responses=True
-        )
-        with pytest.raises(redis.ResponseError):
-            JobStore(refused, 3600).create(new_job, tasks=[("bulksms", "task")])
-        refused.close()
-    finally:
-        rdb.acl_deluser("no-zadd")
+    with refusing(rdb, redis_url, "zadd") as refused, pytest.raises(redis.ResponseError):
+        JobStore(refused, 3600).create(new_job, tasks=[("bulksms", "task")])
     assert rdb.zscore(keys.JOBS, "j2") is None and rdb.llen("bulksms") == 0
     assert not rdb.exists(keys.job("j2"), keys.batches("j2"), keys.recipients("j2", 1))
 
