@@ -6,8 +6,9 @@ and records its answer under it once the job is stored, before the sweep can see
 task is enqueued, for `IDEMPOTENCY_TTL` seconds: a job that may be sent always has its answer. A
 repeat with the same body gets that answer again (same job id, nothing sent again); a repeat
 while the first is still working waits for it; the same key with another body is refused with
-409. Keys are scoped to the API key that used them. A first request that outlives its hold
-neither writes its answer over a later request's nor frees the key it no longer has.
+409. Keys are scoped to the API key that used them. A first request may outlive its hold and a
+retry take the key: the first of them to store its job answers it, the other keeps nothing and
+answers the same (`JobStore.create`'s guard), and each frees only its own hold.
 """
 
 from __future__ import annotations
@@ -52,10 +53,15 @@ class Slot:
         never an answer already there (`JobStore.create`)."""
         return records.guard(self.scope, self.digest)
 
-    def answer(self) -> dict[str, Any] | None:
-        """The answer another request wrote under the key, if it is for this body."""
+    def answered_by_another(self) -> dict[str, Any]:
+        """After `KeyAnswered`: the answer another request wrote under the key for this body,
+        or the 409 to tell the client (the key is another body's, or still being worked on)."""
         found = records.held(self.client, self.scope)
-        return found.answer if found and found.digest == self.digest else None
+        if found is not None and found.digest != self.digest:
+            raise reused()
+        if found is None or found.answer is None:
+            raise in_progress()
+        return found.answer
 
     def remember(
         self, answer: dict[str, Any], client: redis.Redis | Pipeline | None = None
@@ -71,6 +77,21 @@ class Slot:
         """Redis refused the job's writes, the answer's with them (`JobStore.create` says so
         only when nothing of the job was kept): the key is free again."""
         self.answered = False
+
+
+def reused() -> ApiError:
+    return ApiError(
+        409, "idempotency_key_reused", f"This {HEADER} was used with a different request body."
+    )
+
+
+def in_progress() -> ApiError:
+    return ApiError(
+        409,
+        "idempotency_in_progress",
+        f"A request with this {HEADER} is still being processed.",
+        headers={"Retry-After": "5"},
+    )
 
 
 def digest_of(body: Any) -> str:
@@ -97,21 +118,12 @@ def once(
         if held is None:
             continue  # it expired just now: try to take it
         if held.digest != slot.digest:
-            raise ApiError(
-                409,
-                "idempotency_key_reused",
-                f"This {HEADER} was used with a different request body.",
-            )
+            raise reused()
         if held.answer is not None:
             yield held.answer
             return
         if time.monotonic() > deadline:
-            raise ApiError(
-                409,
-                "idempotency_in_progress",
-                f"A request with this {HEADER} is still being processed.",
-                headers={"Retry-After": "5"},
-            )
+            raise in_progress()
         time.sleep(0.1)
     try:
         yield slot

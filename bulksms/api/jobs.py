@@ -187,14 +187,7 @@ def created_once(
         try:
             return make(slot), False
         except KeyAnswered:  # (this request outlived its hold; the one that took it answered)
-            answer = slot.answer()
-            if answer is None:
-                raise ApiError(
-                    409,
-                    "idempotency_in_progress",
-                    f"A request with this {idempotency.HEADER} is still being processed.",
-                    headers={"Retry-After": "5"},
-                ) from None
+            answer = slot.answered_by_another()
             _finish_remembered(answer["job_id"])
             return answer, True
 

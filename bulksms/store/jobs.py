@@ -174,7 +174,7 @@ class JobStore:
         memory refuses a write and may take the next once memory is freed, so what follows
         (`_final_writes`: the answer to replay, the index, the tasks) runs only where every one
         of these keys is there (`scripts.COMMIT`): a job with a batch missing is never answered
-        as accepted, sent or listed, and expires unread with the retention. (Commands as words,
+        as accepted, sent or listed, and what it wrote is deleted at once. (Commands as words,
         not through a redis-py pipeline: its bookkeeping cost an alert more than Redis took to
         run them.)"""
         fields: dict[str, str | int] = {

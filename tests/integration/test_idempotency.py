@@ -233,7 +233,8 @@ def test_a_job_is_answered_under_its_key_whoever_holds_it_meanwhile(
 ) -> None:
     """Through the API: a request whose hold expired while it worked (nobody took the key)
     stores its job and answers it; one whose key another request answered meanwhile keeps
-    nothing and replays that answer."""
+    nothing and replays that answer; one whose key was taken for another body keeps nothing and
+    says so."""
     first_tasks = api_jobs._first_tasks
     meanwhile: list[Callable[[], object]] = []
 
@@ -259,6 +260,14 @@ def test_a_job_is_answered_under_its_key_whoever_holds_it_meanwhile(
     assert replayed.status_code == 202 and replayed.headers["Idempotent-Replayed"] == "true"
     assert replayed.get_json()["job_id"] == other["job_id"]
     assert jobs(rdb) == {job_id, other["job_id"]}  # (nothing of the third request's)
+
+    before = set(rdb.scan_iter("bulksms:idem:*"))  # (the key taken meanwhile for another body)
+    meanwhile.append(
+        lambda: [rdb.set(k, "pending|x|y") for k in set(rdb.scan_iter("bulksms:idem:*")) - before]
+    )
+    reused = post(client, BODY, "order-63")
+    assert (reused.status_code, reused.get_json()["error"]) == (409, "idempotency_key_reused")
+    assert jobs(rdb) == {job_id, other["job_id"]}
 
 
 def test_a_request_whose_round_trip_never_arrived_holds_its_key_until_the_claim_ends(
