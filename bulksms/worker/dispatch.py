@@ -62,7 +62,6 @@ ERROR_KINDS = {
     OutcomeUnknown: "outcome_unknown",
 }
 RETRY_AFTER_CAP_SECONDS = 3600
-AFTER_OTHERS = 0.001  # seconds: a job that had the last room waits this much longer for more
 MISSING_VALUES = "the batch's template values are missing"
 RECORD_PATIENCE_SECONDS = 600  # how long a worker keeps trying to write an outcome to Redis
 
@@ -172,8 +171,12 @@ def _turn(
         grant = None
         if not (work.held or early):  # (else the claim says why not, and no pace is spent)
             grant = pacer.take(job_id, work.sending, segments, work.urgent)
-            if not grant.go:  # (after the others, if this job took the last room)
-                resume_at = grant.now + grant.seconds + (AFTER_OTHERS if grant.had_last else 0)
+            if not grant.go:
+                # A job that took the last room is woken a tick after the others that wait for
+                # the same room: every worker's waker ticks, and a job woken a moment later by
+                # another would race the first one's batch for it (and could win each time).
+                after = settings.pace_wake_interval if grant.had_last else 0.0
+                resume_at = grant.now + grant.seconds + after
                 return _park(store, pacer, job_id, batch, record.offset, resume_at)
             turn = min(turn, pacer.turn(work.sending, grant.waiting))
         if not (work.held or early):

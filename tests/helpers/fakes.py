@@ -308,6 +308,7 @@ class FakePace:
     wait: float = 3.0
     now: float = 5000.0
     waiting: int = 0  # other jobs on the schedule
+    had_last: bool = False  # a refusal says this job took the last room
     taken: list[int] = field(default_factory=list)
     schedule_calls: list[tuple[str, float]] = field(default_factory=list)
     listed: set[str] = field(default_factory=set)
@@ -321,7 +322,7 @@ class FakePace:
         sender: tuple[str, float] | None,
     ) -> Grant:
         if self.room is not None and segments > self.room:
-            return Grant(False, self.wait, self.now, self.waiting)
+            return Grant(False, self.wait, self.now, self.waiting, self.had_last)
         if self.room is not None:
             self.room -= segments
         self.taken.append(segments)

@@ -230,6 +230,16 @@ def test_with_no_room_at_the_pace_the_batch_is_parked_not_slept_on(store: FakeSt
     assert pace.schedule_calls == [("j1", 1007.5)]
 
 
+def test_a_job_that_took_the_last_room_is_woken_a_tick_after_the_others(
+    store: FakeStore,
+) -> None:
+    pace = FakePace(room=0, wait=7.5, now=1000.0, had_last=True)
+    assert send(store, FakeGateway(), pace=pace, settings=PACED) == "paced"
+    # A waker's tick later: the batch of a job woken first takes the room before this one's is
+    # woken, by this worker's waker or another's.
+    assert pace.schedule_calls == [("j1", 1007.5 + PACED.pace_wake_interval)]
+
+
 def test_a_batch_sends_what_the_pace_has_room_for_and_parks_at_its_offset(
     store: FakeStore,
 ) -> None:
