@@ -125,13 +125,17 @@ def send_batch(
     settings: Settings,
     job_id: str,
     batch: int,
+    wake: Callable[[], object] | None = None,
 ) -> str:
     """Send what is left of one batch, call by call, while the pace has room, then the job's
     next paced batches (one turn: it gives way after its share when other jobs wait). Returns
     what became of the last batch: submitted, paced (parked until its turn), retry, failed,
-    unknown, skipped; and the batches it went on with, if any (Flower shows it)."""
+    unknown, skipped; and the batches it went on with, if any (Flower shows it).
+
+    `wake` wakes the next job in line at the pace (`pacing.wake_due`): called when a call
+    leaves room and other jobs wait, so that they take it now rather than a waker's tick later."""
     taken_over: list[int] = []
-    outcome = _turn(store, gateway, throttle, pacer, settings, job_id, batch, taken_over)
+    outcome = _turn(store, gateway, throttle, pacer, settings, job_id, batch, taken_over, wake)
     return f"{outcome} (went on with batches {_listed(taken_over)})" if taken_over else outcome
 
 
@@ -148,6 +152,7 @@ def _turn(
     job_id: str,
     batch: int,
     taken_over: list[int],
+    wake: Callable[[], object] | None,
 ) -> str:
     turn = math.inf  # segments this task may still hand over before it gives way
     while True:
@@ -179,6 +184,8 @@ def _turn(
                 resume_at = grant.now + grant.seconds + after
                 return _park(store, pacer, job_id, batch, record.offset, resume_at)
             turn = min(turn, pacer.turn(work.sending, grant.waiting))
+            if wake is not None and grant.waiting and pacer.room_left(grant, work.urgent):
+                _wake_next(wake)
         if not (work.held or early):
             # A token first: a call is stamped when claimed, and its age must be the request's,
             # not a wait for the rate limit's (the sweep asks Plivo about calls that old).
@@ -225,6 +232,15 @@ def _turn(
             batch = following
             continue
         return outcome
+
+
+def _wake_next(wake: Callable[[], object]) -> None:
+    """Jobs parked behind a full queue (a burst of alerts, say) are woken one a waker's tick;
+    each woken call that leaves room wakes the next, so they go at the pace, not one a tick."""
+    try:
+        wake()
+    except redis.RedisError:  # (the waker's next tick wakes it)
+        log.warning("redis unavailable; the next job in line waits for the waker")
 
 
 def _text_at(work: BatchWork, offset: int) -> tuple[str, int]:

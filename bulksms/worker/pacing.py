@@ -16,6 +16,8 @@ segments, in calls of at most half that (so the queue is topped up before it run
 - a woken batch makes calls while there is room, then the job's next paced batches do, in the
   same task; when other jobs wait, a turn gives way after its share and goes to the back of
   the line;
+- a call that leaves room while other jobs wait wakes the next job in line at once: many small
+  jobs parked behind a full queue (a burst of alerts) go at the pace, not one a tick;
 - urgent jobs may fill Plivo's queue to twice the bound: they go before campaigns that wait.
 """
 
@@ -60,8 +62,16 @@ class Pacer:
         pace = self.settings.pace_for(sender_of(sending))
         return pace * self.settings.plivo_queue_seconds / 2 / (waiting + 1)
 
+    def bound(self, urgent: bool) -> float:
+        """Seconds of the account's pace that may wait at Plivo after a call."""
+        return self.settings.plivo_queue_seconds * (URGENT_ALLOWANCE if urgent else 1)
+
+    def room_left(self, grant: Grant, urgent: bool) -> bool:
+        """Whether the account's queue has room after the call `grant` let go."""
+        return grant.go and grant.seconds < self.bound(urgent)
+
     def take(self, job_id: str, sending: Sending, segments: int, urgent: bool) -> Grant:
-        bound = self.settings.plivo_queue_seconds * (URGENT_ALLOWANCE if urgent else 1)
+        bound = self.bound(urgent)
         sender = sender_of(sending)
         cap = self.settings.sender_cap(sender)
         return self.pace.take(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from typing import Any
 
@@ -13,7 +14,7 @@ from bulksms.callback_address import NotAllowed
 from bulksms.documents import status_document
 from bulksms.extensions import celery, settings, store
 from bulksms.worker import completion_callback as callbacks
-from bulksms.worker import dispatch
+from bulksms.worker import dispatch, pacing
 from bulksms.worker.resources import gateway, pacer, throttle
 
 log = logging.getLogger(__name__)
@@ -24,7 +25,7 @@ def send_batch(self: Any, job_id: str, batch: int) -> str:
     """Send batch number `batch` of job `job_id` (both shown in Flower)."""
     try:
         return dispatch.send_batch(
-            store(), gateway(), throttle(), pacer(), settings(), job_id, batch
+            store(), gateway(), throttle(), pacer(), settings(), job_id, batch, _wake_next
         )
     except dispatch.RetryLater as later:  # (the batch that needs it: perhaps one it went on with)
         try:  # (its retry is its task enqueued again: the sweep compares the two)
@@ -32,6 +33,11 @@ def send_batch(self: Any, job_id: str, batch: int) -> str:
         except redis.RedisError:  # (judged on its first enqueue: at worst a duplicate task)
             log.warning("batch %s of job %s: its retry not marked enqueued", later.batch, job_id)
         raise self.retry(args=(job_id, later.batch), countdown=later.delay, exc=None) from None
+
+
+def _wake_next() -> None:
+    """The next job in line at the pace, woken now (as a waker's tick would)."""
+    pacing.wake_due(pacer().pace, functools.partial(taskqueue.enqueue, celery()))
 
 
 @shared_task(name=taskqueue.NOTIFY, bind=True, max_retries=callbacks.MAX_ATTEMPTS)

@@ -309,6 +309,7 @@ class FakePace:
     now: float = 5000.0
     waiting: int = 0  # other jobs on the schedule
     had_last: bool = False  # a refusal says this job took the last room
+    backlog: float = 0.0  # seconds of the pace waiting at Plivo after a call that goes
     taken: list[int] = field(default_factory=list)
     schedule_calls: list[tuple[str, float]] = field(default_factory=list)
     listed: set[str] = field(default_factory=set)
@@ -326,7 +327,7 @@ class FakePace:
         if self.room is not None:
             self.room -= segments
         self.taken.append(segments)
-        return Grant(True, 0.0, self.now, self.waiting)
+        return Grant(True, self.backlog, self.now, self.waiting)
 
     def schedule(self, job_id: str, at: float) -> None:
         self.schedule_calls.append((job_id, at))

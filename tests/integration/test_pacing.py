@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import Any
 
@@ -158,6 +159,38 @@ def test_an_urgent_job_overtakes_a_paced_campaign(paced: Stack) -> None:
     assert message["accepted_at"] - submitted_at <= QUEUE + 5
     remaining = paced.status(campaign["job_id"])["counts"]["pending"]
     assert remaining > 0, "the campaign was over before the alert: nothing was shown"
+
+
+ALERT_PACE = 10.0  # messages a second: urgent calls may leave 2 × QUEUE of it, 100, at Plivo
+
+
+@pytest.mark.parametrize(
+    "stack_overrides",
+    [
+        {
+            "plivo_mps": ALERT_PACE,
+            "plivo_queue_seconds": QUEUE,
+            "pace_wake_interval": 5.0,
+            "rate_limit_submit": "100000/minute",
+        }
+    ],
+)
+def test_a_burst_of_alerts_beyond_plivo_s_queue_goes_at_the_pace_not_one_a_tick(
+    stack: Stack,
+) -> None:
+    stack.sandbox.faults.update({"mps": ALERT_PACE})
+    numbers = us_numbers(int(ALERT_PACE * QUEUE * 2) + 100)
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(
+            pool.map(lambda n: stack.submit({"recipients": [n], "message": "alert"}), numbers)
+        )
+    assert [a.status_code for a in answers] == [202] * len(numbers)
+    # Most of the last 100 wait in bulksms for room. Woken one a waker's tick (5 s here), they
+    # would take minutes; at the pace, about 10 s.
+    wait_until(
+        lambda: len(stack.sandbox.messages) >= len(numbers), seconds=90, what="every alert sent"
+    )
+    assert stack.sent_numbers() == sorted(numbers)
 
 
 @pytest.mark.parametrize("action", ["cancel", "pause"])

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
+import redis
 from prometheus_client import REGISTRY
 
 from bulksms.config import Settings
@@ -38,9 +40,10 @@ def send(
     batch: int = 0,
     pace: FakePace | None = None,
     settings: Settings = SETTINGS,
+    wake: Callable[[], object] | None = None,
 ) -> str:
     pacer = Pacer(pace or FakePace(), settings)  # type: ignore[arg-type]
-    return dispatch.send_batch(store, gateway, NoThrottle(), pacer, settings, "j1", batch)  # type: ignore[arg-type]
+    return dispatch.send_batch(store, gateway, NoThrottle(), pacer, settings, "j1", batch, wake)  # type: ignore[arg-type]
 
 
 @pytest.fixture
@@ -238,6 +241,37 @@ def test_a_job_that_took_the_last_room_is_woken_a_tick_after_the_others(
     # A waker's tick later: the batch of a job woken first takes the room before this one's is
     # woken, by this worker's waker or another's.
     assert pace.schedule_calls == [("j1", 1007.5 + PACED.pace_wake_interval)]
+
+
+@pytest.mark.parametrize(
+    ("waiting", "backlog", "woken"),
+    [
+        (2, 9.0, 1),  # room left after the call (the bound is 10 s): the next job takes it now
+        (2, 10.0, 0),  # the call filled the queue: the next job waits for its time
+        (0, 0.0, 0),  # nobody waits
+    ],
+)
+def test_a_call_that_leaves_room_wakes_the_next_job_in_line(
+    store: FakeStore, waiting: int, backlog: float, woken: int
+) -> None:
+    store.numbers = FIVE[:2]
+    wakes: list[None] = []
+    pace = FakePace(waiting=waiting, backlog=backlog)
+    gateway = FakeGateway()
+    assert send(store, gateway, pace=pace, settings=PACED, wake=lambda: wakes.append(None))
+    assert len(gateway.sent) == 1 and len(wakes) == woken
+
+
+def test_a_wake_redis_refused_leaves_the_next_job_to_the_waker(store: FakeStore) -> None:
+    def away() -> None:
+        raise redis.ConnectionError("away")
+
+    store.numbers = FIVE[:2]
+    gateway = FakeGateway()
+    assert send(store, gateway, pace=FakePace(waiting=1), settings=PACED, wake=away) == (
+        "submitted"
+    )
+    assert len(gateway.sent) == 1  # the call is made all the same
 
 
 def test_a_batch_sends_what_the_pace_has_room_for_and_parks_at_its_offset(
