@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 import redis
+from kombu.exceptions import OperationalError
 from prometheus_client import REGISTRY
 
 from bulksms.config import Settings
@@ -262,9 +263,12 @@ def test_a_call_that_leaves_room_wakes_the_next_job_in_line(
     assert len(gateway.sent) == 1 and len(wakes) == woken
 
 
-def test_a_wake_redis_refused_leaves_the_next_job_to_the_waker(store: FakeStore) -> None:
+@pytest.mark.parametrize("error", [redis.ConnectionError("away"), OperationalError("away")])
+def test_a_wake_that_fails_leaves_the_next_job_to_the_waker(
+    store: FakeStore, error: Exception
+) -> None:
     def away() -> None:
-        raise redis.ConnectionError("away")
+        raise error
 
     store.numbers = FIVE[:2]
     gateway = FakeGateway()
