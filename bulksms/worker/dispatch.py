@@ -62,6 +62,7 @@ ERROR_KINDS = {
     OutcomeUnknown: "outcome_unknown",
 }
 RETRY_AFTER_CAP_SECONDS = 3600
+AFTER_OTHERS = 0.001  # seconds: a job that took the last room, with nobody waiting yet
 MISSING_VALUES = "the batch's template values are missing"
 RECORD_PATIENCE_SECONDS = 600  # how long a worker keeps trying to write an outcome to Redis
 
@@ -177,10 +178,15 @@ def _turn(
         if not (work.held or early):  # (else the claim says why not, and no pace is spent)
             grant = pacer.take(job_id, work.sending, segments, work.urgent)
             if not grant.go:
-                # A job that took the last room is woken a tick after the others that wait for
-                # the same room: every worker's waker ticks, and a job woken a moment later by
-                # another would race the first one's batch for it (and could win each time).
-                after = settings.pace_wake_interval if grant.had_last else 0.0
+                # A job that took the last room is woken after the others that wait for the
+                # same room: a tick after, since every worker's waker ticks and a job woken a
+                # moment later by another would race the first one's batch for it. (Alone, a
+                # moment after: a tie with a job refused a moment later goes to that one.)
+                after = (
+                    (settings.pace_wake_interval if grant.waiting else AFTER_OTHERS)
+                    if grant.had_last
+                    else 0.0
+                )
                 resume_at = grant.now + grant.seconds + after
                 return _park(store, pacer, job_id, batch, record.offset, resume_at)
             turn = min(turn, pacer.turn(work.sending, grant.waiting))
@@ -240,7 +246,7 @@ def _wake_next(wake: Callable[[], object]) -> None:
     try:
         wake()
     except Exception:  # (Redis or the broker away: a wake only hastens what the waker does)
-        log.warning("the next job in line was not woken; it waits for the waker", exc_info=True)
+        log.warning("a wake failed; the waker (or the sweep) wakes the next job", exc_info=True)
 
 
 def _text_at(work: BatchWork, offset: int) -> tuple[str, int]:

@@ -234,7 +234,10 @@ def _sweep_job(
             and state is not JobState.CANCELLED
             and job.halted is None
         ):
-            paced.append(batch.batch)
+            if now - batch.enqueued_at <= stale:  # woken: its task is on its way to it
+                moving = True
+            else:
+                paced.append(batch.batch)
         elif (
             batch.state in (BatchState.PENDING, BatchState.PACED)
             and state not in (JobState.PAUSED, JobState.SCHEDULED)

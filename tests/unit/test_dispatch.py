@@ -234,14 +234,16 @@ def test_with_no_room_at_the_pace_the_batch_is_parked_not_slept_on(store: FakeSt
     assert pace.schedule_calls == [("j1", 1007.5)]
 
 
-def test_a_job_that_took_the_last_room_is_woken_a_tick_after_the_others(
-    store: FakeStore,
+@pytest.mark.parametrize(("waiting", "after"), [(1, PACED.pace_wake_interval), (0, 0.001)])
+def test_a_job_that_took_the_last_room_is_woken_after_the_others(
+    store: FakeStore, waiting: int, after: float
 ) -> None:
-    pace = FakePace(room=0, wait=7.5, now=1000.0, had_last=True)
+    pace = FakePace(room=0, wait=7.5, now=1000.0, waiting=waiting, had_last=True)
     assert send(store, FakeGateway(), pace=pace, settings=PACED) == "paced"
-    # A waker's tick later: the batch of a job woken first takes the room before this one's is
-    # woken, by this worker's waker or another's.
-    assert pace.schedule_calls == [("j1", 1007.5 + PACED.pace_wake_interval)]
+    # With others waiting, a waker's tick later: the batch of a job woken first takes the room
+    # before this one's is woken, by this worker's waker or another's. Alone, at once (but for
+    # a tie).
+    assert pace.schedule_calls == [("j1", 1007.5 + after)]
 
 
 @pytest.mark.parametrize(

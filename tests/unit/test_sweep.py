@@ -309,6 +309,14 @@ def test_a_job_whose_turn_was_lost_goes_back_on_the_pace_s_schedule() -> None:
     assert queue.enqueued == []
 
 
+def test_a_job_just_woken_is_not_given_a_second_turn() -> None:
+    store, queue, pace = FakeStore(), Queue(), FakePace()  # off the schedule: it was woken
+    woken = replace(paced(1), enqueued_at=NOW - 0.5)  # and its task is on its way
+    store.add(job(batches=3, started_at=NOW - 600), [submitted(0), woken, paced(2)])
+    assert run(store, queue, pace)["paced_rescheduled"] == 0
+    assert pace.schedule_calls == [] and queue.enqueued == []
+
+
 def test_a_job_with_a_call_out_is_not_given_a_second_turn() -> None:
     store, queue, pace = FakeStore(resolutions={0: "in_flight"}), Queue(), FakePace()
     store.add(job(batches=2, started_at=NOW - 600), [sending(0), paced(1)])
