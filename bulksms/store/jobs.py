@@ -73,6 +73,7 @@ class JobStore:
         self._claim = client.register_script(scripts.CLAIM)
         self._release = client.register_script(scripts.RELEASE)
         self._park = client.register_script(scripts.PARK)
+        self._next_paced = client.register_script(scripts.NEXT_PACED)
         self._call = client.register_script(scripts.CALL)
         self._suppress = client.register_script(scripts.SUPPRESS)
         self._finish = client.register_script(scripts.FINISH)
@@ -368,9 +369,10 @@ class JobStore:
         )
 
     def next_paced(self, job_id: str) -> int | None:
-        """The lowest of the job's paced batches, taken off its paced set; None if none."""
-        popped = cast(list[tuple[str, float]], self.redis.zpopmin(keys.paced(job_id)))
-        return int(popped[0][0]) if popped else None
+        """The lowest of the job's paced batches, taken off its paced set and marked enqueued
+        (its task is on its way, or this one goes on with it); None if none."""
+        popped = self._next_paced(keys=[keys.paced(job_id), keys.batches(job_id)])
+        return None if popped is None else int(popped)
 
     def has_paced(self, job_id: str) -> bool:
         return bool(self.redis.zcard(keys.paced(job_id)))
@@ -641,8 +643,9 @@ class JobStore:
 
     def mark_enqueued(self, job_id: str, batch: int, redispatched: int | None = None) -> None:
         """The batch's task was enqueued now; `redispatched`: the how-manieth time the sweep
-        enqueued it again because its task seemed to have vanished."""
-        self.mark_enqueued_many([(job_id, batch, redispatched)], time.time())
+        enqueued it again because its task seemed to have vanished. On Redis's clock, as the
+        sweep reads it."""
+        self.mark_enqueued_many([(job_id, batch, redispatched)], self.clock())
 
     def pending_enqueued(self, job_id: str) -> list[int]:
         """The job's pending batches, marked enqueued now (Redis's clock), for the caller to

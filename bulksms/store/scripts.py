@@ -339,6 +339,20 @@ return 1
 """
 )
 
+# KEYS: paced, batches. The job's lowest paced batch, taken off its paced set and marked
+# enqueued now (Redis's clock) in the same step: from then its task is on its way, and the sweep
+# must not take it for a batch whose turn was lost (DISPATCH_STALE_SECONDS). nil if none.
+NEXT_PACED = _render(
+    """
+local popped = redis.call('ZPOPMIN', KEYS[1])
+if #popped == 0 then return false end
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
+redis.call('HSET', KEYS[2], 'q:' .. popped[1], string.format('%.3f', now))
+return popped[1]
+"""
+)
+
 # KEYS: job, batches, recipients. ARGV: batch, attempt, offset, the suppressed tail, the claim's
 # since, then the numbers (digits) that opted out. The call claimed as `attempt` at `offset` (at
 # `since`) leaves them out: those of its recipients still pending take the tail. 1, or 0 if the

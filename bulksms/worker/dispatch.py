@@ -62,7 +62,6 @@ ERROR_KINDS = {
     OutcomeUnknown: "outcome_unknown",
 }
 RETRY_AFTER_CAP_SECONDS = 3600
-AFTER_OTHERS = 0.001  # seconds: a job that took the last room, with nobody waiting yet
 MISSING_VALUES = "the batch's template values are missing"
 RECORD_PATIENCE_SECONDS = 600  # how long a worker keeps trying to write an outcome to Redis
 
@@ -180,14 +179,10 @@ def _turn(
             if not grant.go:
                 # A job that took the last room is woken after the others that wait for the
                 # same room: a tick after, since every worker's waker ticks and a job woken a
-                # moment later by another would race the first one's batch for it. (Alone, a
-                # moment after: a tie with a job refused a moment later goes to that one.)
-                after = (
-                    (settings.pace_wake_interval if grant.waiting else AFTER_OTHERS)
-                    if grant.had_last
-                    else 0.0
-                )
-                resume_at = grant.now + grant.seconds + after
+                # moment later by another would race the first one's batch for it. (At most an
+                # eighth of the bound: a job sending alone must not let Plivo's queue run dry.)
+                after = min(settings.pace_wake_interval, settings.plivo_queue_seconds / 8)
+                resume_at = grant.now + grant.seconds + (after if grant.had_last else 0.0)
                 return _park(store, pacer, job_id, batch, record.offset, resume_at)
             turn = min(turn, pacer.turn(work.sending, grant.waiting))
             if wake is not None and grant.waiting and pacer.room_left(grant, work.urgent):

@@ -91,10 +91,9 @@ def wake_due(pace: Pace, enqueue: Enqueue) -> int:
     together would race for the same room, and the same one would win); returns how many."""
     woken = 0
     for job_id in pace.due():
-        batch = store().next_paced(job_id)
+        batch = store().next_paced(job_id)  # (marked enqueued as it is taken)
         if batch is None:
             continue
-        store().mark_enqueued(job_id, batch)
         enqueue(job_id, [batch], store().is_urgent(job_id))
         woken += 1
     return woken

@@ -7,7 +7,8 @@ lock), every `SWEEP_INTERVAL` seconds, over the jobs not yet finished:
   `UNKNOWN_OUTCOME_GRACE`, it never got there (pending again, and resent). Silence alone
   never resends;
 - a job whose paced batches nobody will wake (the worker that took its turn died) is put back
-  on the pace's schedule;
+  on the pace's schedule; a batch taken off its paced set less than `DISPATCH_STALE_SECONDS`
+  ago is not such a batch: its task is on its way (woken) or is going on with it;
 - a `pending` batch whose task vanished (its worker was killed, or Redis lost the message) is
   enqueued again `DISPATCH_STALE_SECONDS` after it was last enqueued, each batch judged on its
   own (not "once the queue has drained", which under sustained load never comes). A batch

@@ -99,7 +99,11 @@ def test_a_parked_batch_waits_in_its_job_s_paced_set(rdb: redis.Redis) -> None:
     assert store.park("j1", 0, 0, 100.0)
     assert record(store) == (BatchState.PACED, 0)
     assert store.pending_batches("j1") == [0]
+    before = store.clock()
     assert store.next_paced("j1") == 0
+    # Taken: marked enqueued then, on Redis's clock (the sweep's), so its task is on its way
+    (taken,) = store.batches("j1")
+    assert before - 0.001 <= taken.enqueued_at <= store.clock() + 0.001  # (kept to the ms)
     assert store.next_paced("j1") is None
     assert store.claim_batch("j1", 0, 0, 5) == Claim(
         "go", attempt=1, size=5

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -234,15 +235,16 @@ def test_with_no_room_at_the_pace_the_batch_is_parked_not_slept_on(store: FakeSt
     assert pace.schedule_calls == [("j1", 1007.5)]
 
 
-@pytest.mark.parametrize(("waiting", "after"), [(1, PACED.pace_wake_interval), (0, 0.001)])
+@pytest.mark.parametrize(("queue", "after"), [(10.0, 0.25), (1.0, 0.125)])
 def test_a_job_that_took_the_last_room_is_woken_after_the_others(
-    store: FakeStore, waiting: int, after: float
+    store: FakeStore, queue: float, after: float
 ) -> None:
-    pace = FakePace(room=0, wait=7.5, now=1000.0, waiting=waiting, had_last=True)
-    assert send(store, FakeGateway(), pace=pace, settings=PACED) == "paced"
-    # With others waiting, a waker's tick later: the batch of a job woken first takes the room
-    # before this one's is woken, by this worker's waker or another's. Alone, at once (but for
-    # a tie).
+    settings = replace(PACED, plivo_queue_seconds=queue, pace_wake_interval=0.25)
+    pace = FakePace(room=0, wait=7.5, now=1000.0, had_last=True)
+    assert send(store, FakeGateway(), pace=pace, settings=settings) == "paced"
+    # A waker's tick later: the batch of a job woken first takes the room before this one's is
+    # woken, by this worker's waker or another's. At most an eighth of the queue bound later: a
+    # job sending alone still finds Plivo's queue not empty when it is woken.
     assert pace.schedule_calls == [("j1", 1007.5 + after)]
 
 
