@@ -11,8 +11,9 @@ segments, in calls of at most half that (so the queue is topped up before it run
 - the waker (a thread in every worker) takes jobs off the schedule as their time comes, one a
   tick, earliest first, and enqueues one paced batch of each: one batch of a job waits for room
   at a time, so jobs sending together take turns, and a job's batches go in order; a job that
-  took the last room is scheduled a tick after the others that wait for the same room, so
-  their woken batch takes it first, whichever worker's waker woke it;
+  took the last room is scheduled a tick (at most an eighth of the bound) after the others
+  that wait, or come to wait, for the same room, so their woken batch takes it first,
+  whichever worker's waker woke it;
 - a woken batch makes calls while there is room, then the job's next paced batches do, in the
   same task; when other jobs wait, a turn gives way after its share and goes to the back of
   the line;
