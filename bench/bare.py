@@ -4,6 +4,8 @@ gunicorn settings), doing only what no service could skip.
 With `BENCH_BARE_WRITE` set, the report endpoint first makes one write to the Redis at
 `REDIS_URL`, on a connection made as the app makes its own, and waits for the answer: the floor
 of any endpoint that records a report before it acknowledges it (`bench.run.reports_ceiling`).
+So does the submit endpoint, storing the body it parsed under its job id: the floor of any
+endpoint that stores a job before it answers 202 (`bench.run.small_submits`).
 """
 
 import os
@@ -26,13 +28,13 @@ _client = (
 _local = threading.local()  # each thread its own connection, as the report fast path keeps
 
 
-def _one_write() -> None:
+def _one_write(*command: object) -> None:
     assert _client is not None
     connection: Connection | None = getattr(_local, "connection", None)
     if connection is None:
         connection = cast(Connection, _client.connection_pool.make_connection())
         _local.connection = connection
-    connection.send_command("HINCRBY", "bench:bare-writes", "count", 1)  # type: ignore[no-untyped-call]
+    connection.send_command(*command)  # type: ignore[no-untyped-call]
     connection.read_response()
 
 
@@ -44,7 +46,7 @@ def healthz() -> Response:
 @app.post("/api/webhooks/plivo/delivery-report")
 def delivery_report() -> Response:
     if WRITE:
-        _one_write()
+        _one_write("HINCRBY", "bench:bare-writes", "count", 1)
     return Response(status=204)
 
 
@@ -52,7 +54,10 @@ def delivery_report() -> Response:
 def submit() -> tuple[Response, int]:
     """The small-submit floor: parse the same JSON and answer 202 with a job id."""
     body = request.get_json()
-    return jsonify({"job_id": uuid.uuid4().hex, "accepted": len(body["recipients"])}), 202
+    job_id = uuid.uuid4().hex
+    if WRITE:
+        _one_write("SET", f"bench:bare-job:{job_id}", request.get_data(), "EX", 600)
+    return jsonify({"job_id": job_id, "accepted": len(body["recipients"])}), 202
 
 
 @app.post("/api/webhooks/plivo/inbound")
