@@ -346,9 +346,11 @@ NEXT_PACED = _render(
     """
 local popped = redis.call('ZPOPMIN', KEYS[1])
 if #popped == 0 then return false end
-local clock = redis.call('TIME')
-local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
-redis.call('HSET', KEYS[2], 'q:' .. popped[1], string.format('%.3f', now))
+if redis.call('HEXISTS', KEYS[2], popped[1]) == 1 then  -- (a job expired: no key without a TTL)
+  local clock = redis.call('TIME')
+  local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
+  redis.call('HSET', KEYS[2], 'q:' .. popped[1], string.format('%.3f', now))
+end
 return popped[1]
 """
 )

@@ -110,6 +110,16 @@ def test_a_parked_batch_waits_in_its_job_s_paced_set(rdb: redis.Redis) -> None:
     )  # a paced batch is claimed
 
 
+def test_a_paced_batch_of_a_job_gone_is_taken_without_writing_a_key_that_never_expires(
+    rdb: redis.Redis,
+) -> None:
+    store = make(rdb)
+    assert store.park("j1", 0, 0, 100.0)
+    rdb.delete("bulksms:{j1}:batches")  # the job's retention ended
+    assert store.next_paced("j1") == 0
+    assert not rdb.exists("bulksms:{j1}:batches")
+
+
 def test_the_pace_keeps_plivo_s_queue_within_the_bound(rdb: redis.Redis) -> None:
     pace = Pace(rdb)
     assert pace.take("a", 50, 10.0, 10.0, None).go  # an empty queue takes any call: 5 s of it
