@@ -379,9 +379,13 @@ class JobStore:
         return bool(self.redis.zcard(keys.paced(job_id)))
 
     def relist_paced(self, job_id: str, batches: Sequence[int]) -> None:
-        """Put paced batches back in the job's paced set (after a waker died holding one)."""
+        """Put paced batches back in the job's paced set (after a waker died holding one). The
+        set may have gone with the last batch taken: it expires again, as `park` made it."""
         if batches:
-            self.redis.zadd(keys.paced(job_id), {str(b): b for b in batches}, nx=True)
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.zadd(keys.paced(job_id), {str(b): b for b in batches}, nx=True)
+            pipe.expire(keys.paced(job_id), self.retention)
+            pipe.execute()
 
     def batch_work(self, job_id: str, batch: int) -> BatchWork:
         pipe = self.redis.pipeline(transaction=False)

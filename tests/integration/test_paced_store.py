@@ -118,6 +118,8 @@ def test_a_paced_batch_of_a_job_gone_is_taken_without_writing_a_key_that_never_e
     rdb.delete("bulksms:{j1}:batches")  # the job's retention ended
     assert store.next_paced("j1") == 0
     assert not rdb.exists("bulksms:{j1}:batches")
+    store.relist_paced("j1", [0])  # (a waker that died holding it)
+    assert 0 < rdb.ttl("bulksms:{j1}:paced") <= store.retention
 
 
 def test_the_pace_keeps_plivo_s_queue_within_the_bound(rdb: redis.Redis) -> None:
