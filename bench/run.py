@@ -807,7 +807,8 @@ def small_submits(work: Path) -> list[Row]:
         rate, base_rate = _median(pairs)
         # The ceiling: the bare endpoint storing each body in the same Redis before its 202.
         ceiling_port = stack.start_web("bench.bare:app", BENCH_BARE_WRITE="1")
-        ceiling, _ = _rounds(stack, ceiling_port, prepared, 9, 2.0, connections)
+        ceiling, stored = _rounds(stack, ceiling_port, prepared, 9, 2.0, connections)
+        assert all(set(r.statuses) == {202} for r in stored), [r.statuses for r in stored]
         ceiling_rate, ceiling_base = _median(ceiling)
         paced: dict[tuple[float, str], tuple[load.Result, load.Result]] = {}
         # Of the floor's rate: half the target's, and the target's; then half the target's on

@@ -382,7 +382,7 @@ class JobStore:
         """Put paced batches back in the job's paced set (after a waker died holding one). The
         set may have gone with the last batch taken: it expires again, as `park` made it."""
         if batches:
-            pipe = self.redis.pipeline(transaction=False)
+            pipe = self.redis.pipeline()  # (both or neither: the same slot, `{job}`)
             pipe.zadd(keys.paced(job_id), {str(b): b for b in batches}, nx=True)
             pipe.expire(keys.paced(job_id), self.retention)
             pipe.execute()
