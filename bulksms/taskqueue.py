@@ -148,7 +148,7 @@ _MARK = re.compile(r"@@bulksms:(\w+)@@")
 
 
 @functools.lru_cache(maxsize=256)
-def _template(name: str, queue: str, origin: str, reply_to: str) -> list[str]:
+def _template(name: str, queue: str, origin: str, reply_to: str) -> tuple[str, ...]:
     """The envelope `messages` makes, as JSON split around its per-message values (even
     items are text, odd ones name a value): dumped once, not per message (that cost an alert
     more than the rest of making its writes)."""
@@ -193,7 +193,7 @@ def _template(name: str, queue: str, origin: str, reply_to: str) -> list[str]:
             "delivery_tag": mark("tag"),
         },
     }
-    return _MARK.split(json.dumps(envelope))
+    return tuple(_MARK.split(json.dumps(envelope)))  # (shared: not to be changed)
 
 
 EMBED = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
