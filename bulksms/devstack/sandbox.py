@@ -698,10 +698,14 @@ class _Server(ThreadingHTTPServer):
         self.sandbox = sandbox
 
 
-def serve(sandbox: Sandbox, host: str, port: int) -> _Server:
-    """Start serving in a background thread; returns the server (`.server_address`)."""
+def serve(sandbox: Sandbox, host: str, port: int, poll_interval: float = 0.5) -> _Server:
+    """Start serving in a background thread; returns the server (`.server_address`). Its
+    `shutdown` waits for the thread's next look (`poll_interval`): a test suite starting one
+    per test asks for a shorter one."""
     server = _Server((host, port), sandbox)
-    threading.Thread(target=server.serve_forever, name="sandbox-http", daemon=True).start()
+    threading.Thread(
+        target=server.serve_forever, args=(poll_interval,), name="sandbox-http", daemon=True
+    ).start()
     return server
 
 
