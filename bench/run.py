@@ -895,9 +895,9 @@ def sweep(work: Path) -> list[Row]:
     take them (their tasks not stale: nothing enqueued again). A first pass, every job due (as
     the first sweep after an upgrade from the release before), beside its floor, reading those
     jobs (one pipelined read a chunk, which any sweep needs); then the passes after it, where
-    only the queued half is due (the sent half is next due later, when its lookups can start
-    or its report window ends), beside reading the jobs due. Run here, against the stack's
-    Redis over TCP, best of three each."""
+    none is due: the sent half is next due when its lookups can start or its report window
+    ends, the queued half when its batches could be enqueued again or a worker claims one. Run
+    here, against the stack's Redis over TCP, best of three each."""
     (work / "metrics").mkdir(parents=True)
     stack = Stack(work, tcp=True)
     try:
@@ -938,7 +938,6 @@ def sweep(work: Path) -> list[Row]:
         for _ in range(3):
             first()
         due = [job_id for job_id, _ in store.jobs_to_sweep(store.clock())]
-        base_due = best_of(3, reading(due))
         took_due = best_of(3, swept)
     finally:
         stack.stop()
@@ -954,12 +953,14 @@ def sweep(work: Path) -> list[Row]:
             "met": took <= 2 * base,
         },
         {
-            "stage": f"sweep, the passes after it ({len(due):,} due: the queued half)",
-            "measured": f"{took_due:.2f} s",
-            "floor": f"reading the jobs due {base_due:.2f} s",
-            "ratio": f"{took_due / base_due:.2f}",
-            "target": "≤ 2× floor; only the queued half due",
-            "met": took_due <= 2 * base_due and len(due) == SWEEP_JOBS,
+            "stage": "sweep, the passes after it (the sent half waits for its lookups or its "
+            "report window, the queued half for a worker's claim or its batches' stale time, "
+            "here beyond the run: with the default 30 s it is read every 30 s, not every sweep)",
+            "measured": f"{len(due):,} due, {took_due * 1000:.1f} ms a pass",
+            "floor": "—",
+            "ratio": "—",
+            "target": "none due",
+            "met": not due,
         },
     ]
 

@@ -311,14 +311,15 @@ class JobStore:
         at this offset is repeated as it was (the claim's `size`), unless a report shows it
         reached Plivo: then it is recorded, and the claim says `moved` (or `submitted`)."""
         now = _now()
-        args: list[str | int | bytes] = [batch, now, offset, size, _queued_tail(now)]
+        args: list[str | int | bytes] = [batch, now, offset, size, _queued_tail(now), job_id]
+        script_keys = [*self._batch_keys(job_id, batch), keys.ACTIVE_JOBS]
         durability = self.durability()
         if durability.command is None:
-            result = self._claim(keys=self._batch_keys(job_id, batch), args=args)
+            result = self._claim(keys=script_keys, args=args)
             durable: bool | None = True if durability.assured else None
         else:  # on the claim's own connection: WAIT and WAITAOF wait for that client's writes
             pipe = self.redis.pipeline(transaction=False)
-            self._claim(keys=self._batch_keys(job_id, batch), args=args, client=pipe)
+            self._claim(keys=script_keys, args=args, client=pipe)
             pipe.execute_command(*durability.command)  # type: ignore[no-untyped-call]
             result, reply = pipe.execute(raise_on_error=False)
             if isinstance(result, Exception):

@@ -243,14 +243,16 @@ local function from_reports(job, batches, recipients, n, now, f, queued_tail)
 end
 """
 
-# KEYS: job, batches, recipients. ARGV: batch, now, offset, size, the queued tail.
-# {'go', attempt, size, since} when this caller may send numbers[offset, offset + size) now (a call
-# made before at this offset is repeated as it was: its size wins); otherwise why not: 'moved'
-# with the batch's offset when another call got there first, or when a report shows that the
-# call made before reached Plivo after all (it is recorded, never repeated).
+# KEYS: job, batches, recipients, the active jobs. ARGV: batch, now, offset, size, the queued
+# tail, the job's id. {'go', attempt, size, since} when this caller may send
+# numbers[offset, offset + size) now (a call made before at this offset is repeated as it was:
+# its size wins); otherwise why not: 'moved' with the batch's offset when another call got
+# there first, or when a report shows that the call made before reached Plivo after all (it is
+# recorded, never repeated). Any claim of a waiting batch makes its job due for the sweep.
 CLAIM = _render(
     PRELUDE
     + """
+$WAKE
 ARGV[2] = redis_now()  -- Redis's clock: every host compares the same times
 local rec = redis.call('HGET', KEYS[2], ARGV[1])
 if not rec then return {'gone'} end
@@ -259,6 +261,9 @@ if not waiting(f[1]) and f[1] ~= 'paced' then
   return {calling(f[1]) and 'sending' or f[1]}
 end
 local offset = offset_of(f)
+-- The sweep looks at the job next: a job all waiting for workers is left until a batch could
+-- be due (`sweep._due`), and this call may die with its worker.
+wake(KEYS[4], ARGV[6])
 local flags = redis.call('HMGET', KEYS[1], 'halted', 'cancelled', 'paused')
 if flags[1] then
   finish(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2], 'failed', flags[1], $rejected, {}, '',

@@ -26,10 +26,14 @@ lock), every `SWEEP_INTERVAL` seconds, over the jobs not yet finished:
 - finished jobs leave the sweep's index; a paused job's pending batches are left alone, and a
   cancelled job's are enqueued like any others, for their claim to cancel them.
 
-A job still being sent is looked at every sweep. A job all handed over, waiting for reports, is
-looked at only when something about it can be due (`_next_look`): its lookups, the end of its
-report window, or at once after a final report or a cancel (either may finish it). A day of
-alerts to numbers that give no receipts is millions of such jobs: a sweep reads the few due.
+A job still being sent is looked at every sweep, unless all its batches wait for a worker in
+the queue (none paced, sending or handed over, no lookups under way): then when the first could
+be enqueued again, within DISPATCH_STALE_SECONDS (`_due`), or at once when a worker claims one
+(the claim wakes it: its call may die with the worker). A job all handed over, waiting for
+reports, is looked at only when something about it can be due (`_next_look`): its lookups, the
+end of its report window, or at once after a final report or a cancel (either may finish it).
+A day of alerts to numbers that give no receipts is millions of such jobs: a sweep reads the
+few due.
 """
 
 from __future__ import annotations
@@ -59,6 +63,9 @@ REDISPATCH_DOUBLINGS = 6  # a vanished-looking task's wait doubles up to 64 × D
 # that push and stamp may disagree on the time.
 BEHIND_AT_MOST = 2**REDISPATCH_DOUBLINGS
 JOBS_A_READ = 500  # active jobs read in one round trip
+# Batches of a job that may be left until one is due (`_due`): waiting for a worker, or ended
+# without a call to look up.
+WAITING_OR_DONE = (BatchState.PENDING, BatchState.FAILED, BatchState.CANCELLED)
 
 Enqueue = Callable[[str, Iterable[int], bool], None]  # job id, batches, urgent
 # Calls in flight with no evidence, calls still within their time, and Redis's time: each
@@ -209,6 +216,9 @@ def _sweep_job(
     redispatch: list[tuple[int, int]] = []  # batch, the how-manieth time
     paced: list[int] = []
     moving = False  # a batch of the job is being sent, or waits for a worker
+    # When each batch waiting for a worker could next be due; None once a batch is anything
+    # but that (or finished): the job is looked at every sweep while so.
+    waits: list[float] | None = [] if looked is None or looked.settled else None
     stale = settings.dispatch_stale_seconds
     # Enqueued after the queue's next task was pushed, or up to DISPATCH_STALE_SECONDS before
     # (a batch is stamped just before its message is pushed, by another clock, perhaps a
@@ -217,6 +227,8 @@ def _sweep_job(
     if batches is None:
         raise ValueError("its batch records cannot be read")
     for batch in batches:
+        if waits is not None and batch.state not in WAITING_OR_DONE:
+            waits = None
         if batch.state is BatchState.SENDING:
             verdict = store.resolve_batch(job_id, batch.batch, settings.in_flight_seconds)
             if verdict in ("ask", "in_flight"):
@@ -252,6 +264,8 @@ def _sweep_job(
             redispatch.append((batch.batch, batch.redispatched + 1))
         elif batch.state is BatchState.PENDING:
             moving = True
+            if waits is not None:
+                waits.append(_due(batch, state, now, stale, head))
     if (
         paced
         and not moving
@@ -268,7 +282,33 @@ def _sweep_job(
         marks: list[tuple[int, int | None]] = [(b, None) for b in resend]
         marks.extend(redispatch)
         again.append(Again(job_id, marks, job.urgent))
-    return None
+        return None
+    # All its batches wait for a worker (an alert in a backlog, say): looked at again when the
+    # first could be enqueued again, within DISPATCH_STALE_SECONDS, or at once when a worker
+    # claims one (`scripts.CLAIM`: its call may die with the worker). Under a backlog of
+    # alerts, a sweep reads a fraction of the queue's jobs, not every one.
+    return min(waits) if waits else None
+
+
+def _due(
+    batch: BatchRecord, state: JobState, now: float, stale: float, head: float | None
+) -> float:
+    """When a pending batch not enqueued again now is to be looked at: when it could be (its
+    time since it was enqueued, doubled by each redispatch, and, where it waits behind the
+    queue's next task, that task's lead on it), and within DISPATCH_STALE_SECONDS in any case:
+    a queue that drains or empties moves its next task on faster than the clock, and a batch
+    may change without a claim (a pacer's park, a failure before any call)."""
+    due: float = max(
+        batch.since + stale,
+        batch.enqueued_at + stale * 2 ** min(batch.redispatched, REDISPATCH_DOUBLINGS),
+    )
+    if (
+        state not in (JobState.PAUSED, JobState.SCHEDULED)
+        and head is not None
+        and batch.enqueued_at >= head - stale
+    ):
+        due = max(due, now + (batch.enqueued_at + stale - head))
+    return min(due, now + stale)
 
 
 def _next_look(

@@ -538,8 +538,9 @@ def test_a_job_waiting_for_reports_is_looked_at_when_due_or_at_a_final_report(
     rdb: redis.Redis,
 ) -> None:
     """The sweep's index of active jobs by when each is next due: a job is due once indexed,
-    then when the sweep says, unless a final report or a cancel makes it due at once; and the
-    sweep's say does not undo that when it comes after (it read the job before)."""
+    then when the sweep says, unless a worker's claim, a final report or a cancel makes it due
+    at once; and the sweep's say does not undo that when it comes after (it read the job
+    before)."""
     store = make(rdb)
     now = store.clock()
     ((job_id, read),) = store.jobs_to_sweep(now)
@@ -548,9 +549,16 @@ def test_a_job_waiting_for_reports_is_looked_at_when_due_or_at_a_final_report(
     assert store.jobs_to_sweep(now) == [] and store.jobs_to_sweep(now + 1000) == [
         ("j1", now + 1000)
     ]
-    for batch in (0, 1):
-        store.claim_batch("j1", batch)
-        store.call_submitted("j1", batch, 1, 0, "api", [])
+    store.claim_batch("j1", 0)
+    # A claim: the call may die with its worker, and the sweep must see the batch `sending`.
+    ((_, claimed),) = store.jobs_to_sweep(now)
+    assert claimed < 0
+    store.call_submitted("j1", 0, 1, 0, "api", [])
+    store.claim_batch("j1", 1)
+    ((_, second),) = store.jobs_to_sweep(now)
+    assert second < claimed  # (each wake lower than the last)
+    store.call_submitted("j1", 1, 1, 0, "api", [])
+    store.look_again([("j1", second, now + 1000)])
     store.record_report(Report("j1", 0, NUMBERS[0], Status.SENT, "u0", ""))
     assert store.jobs_to_sweep(now) == []  # (not final: nothing can have finished)
     store.record_report(Report("j1", 0, NUMBERS[0], Status.DELIVERED, "u0", ""))

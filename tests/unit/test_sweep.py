@@ -73,6 +73,10 @@ def submitted(batch: int) -> BatchRecord:
     return BatchRecord(batch, BatchState.SUBMITTED, NOW - 60, 0, "api-1")
 
 
+def failed(batch: int) -> BatchRecord:
+    return BatchRecord(batch, BatchState.FAILED, NOW - 60, 0, "refused")
+
+
 def test_a_call_without_an_answer_is_resent_only_on_plivo_s_list_s_verdict() -> None:
     store, queue = (
         FakeStore(resolutions={0: "ask", 1: "submitted", 2: "advanced", 3: "ask"}),
@@ -121,20 +125,23 @@ def test_a_task_enqueued_after_its_queue_s_next_one_is_waiting_not_lost() -> Non
     before) is waiting behind it: not enqueued again. One enqueued before it was passed over:
     its task vanished, and it is enqueued again. Where the queue's next task is not known,
     every stale batch is judged on its time alone."""
-    store = FakeStore()
-    store.add(job("lost"), [pending(0, enqueued=NOW - 600)])
-    store.add(job("next"), [pending(0, enqueued=NOW - 200)])
-    # (stamped just before its message was pushed, by another clock: as good as after)
-    store.add(
-        job("just-before"), [pending(0, enqueued=NOW - 200 - SETTINGS.dispatch_stale_seconds)]
-    )
-    store.add(job("behind"), [pending(0, enqueued=NOW - 100)])
-    store.add(job("urgent", urgent=True), [pending(0, enqueued=NOW - 100)])
-    # (its batch stamped yesterday, long before it was pushed: a scheduled job released)
-    store.add(job("old-stamp"), [pending(0, enqueued=NOW - 86_400)])
+
+    def backlog() -> FakeStore:
+        store = FakeStore()
+        store.add(job("lost"), [pending(0, enqueued=NOW - 600)])
+        store.add(job("next"), [pending(0, enqueued=NOW - 200)])
+        # (stamped just before its message was pushed, by another clock: as good as after)
+        store.add(
+            job("just-before"), [pending(0, enqueued=NOW - 200 - SETTINGS.dispatch_stale_seconds)]
+        )
+        store.add(job("behind"), [pending(0, enqueued=NOW - 100)])
+        store.add(job("urgent", urgent=True), [pending(0, enqueued=NOW - 100)])
+        # (its batch stamped yesterday, long before it was pushed: a scheduled job released)
+        store.add(job("old-stamp"), [pending(0, enqueued=NOW - 86_400)])
+        return store
 
     # (the urgent queue's next task is unknown: empty, or no batch task among the next few)
-    assert sweep_with(store, lambda: {False: NOW - 200, True: None}) == [
+    assert sweep_with(backlog(), lambda: {False: NOW - 200, True: None}) == [
         "lost",
         "old-stamp",
         "urgent",
@@ -143,13 +150,53 @@ def test_a_task_enqueued_after_its_queue_s_next_one_is_waiting_not_lost() -> Non
     def unreadable() -> dict[bool, float | None]:
         raise ConnectionError("the broker is away")
 
-    assert sweep_with(store, unreadable) == [
+    assert sweep_with(backlog(), unreadable) == [
         "behind",
         "just-before",
         "lost",
         "next",
         "old-stamp",
         "urgent",
+    ]
+
+
+def test_a_job_all_waiting_for_a_worker_is_left_until_a_batch_could_be_due() -> None:
+    """Under a backlog of alerts most active jobs wait in the queue, and reading each every
+    sweep made the sweep the worker's bottleneck. A job whose batches all wait for a worker is
+    looked at next when the first could be enqueued again (its time since it was enqueued, or
+    the lead of the queue's next task on it), and within DISPATCH_STALE_SECONDS in any case (a
+    draining queue's next task moves faster than the clock); a worker's claim makes the job due
+    at once (`test_store`). A job with anything else to watch is looked at every sweep."""
+    stale = SETTINGS.dispatch_stale_seconds
+    store = FakeStore()
+    store.add(
+        job("young", batches=2, urgent=True),
+        [pending(0, enqueued=NOW - 10), pending(1, enqueued=NOW - 20)],
+    )
+    store.add(job("just-behind"), [pending(0, enqueued=NOW - 200)])
+    store.add(job("far-behind"), [pending(0, enqueued=NOW - 100)])
+    store.add(job("backing-off"), [pending(0, since=NOW + 500, enqueued=NOW - 600)])
+    store.add(job("paused", paused=NOW - 50), [pending(0, enqueued=NOW - 25)])
+    store.add(job("one-failed", batches=2), [failed(0), pending(1, enqueued=NOW - 200)])
+    store.add(job("calling"), [pending(0, enqueued=NOW - 10), sending(1)])
+    store.add(job("at-the-pace"), [pending(0, enqueued=NOW - 10), paced(1)])
+    store.add(job("partly-sent"), [pending(0, enqueued=NOW - 10), submitted(1)])
+    head = NOW - 190.0  # (the urgent queue's is unknown: judged on time alone)
+
+    assert sweep_with(store, lambda: {False: head, True: None}) == []
+    assert store.due_at == {
+        "young": NOW - 20 + stale,  # (the first of its batches)
+        "just-behind": NOW + (NOW - 200 + stale - head),
+        "far-behind": NOW + stale,  # (its lead on the head: 120 s)
+        "backing-off": NOW + stale,  # (its time: 530 s)
+        "paused": NOW - 25 + stale,  # (its time alone: no batch of it is taken)
+        "one-failed": NOW + (NOW - 200 + stale - head),
+    }
+    # Until then the next sweeps read only the others.
+    assert sorted(job_id for job_id, _ in store.jobs_to_sweep(NOW + 1)) == [
+        "at-the-pace",
+        "calling",
+        "partly-sent",
     ]
 
 
