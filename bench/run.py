@@ -955,7 +955,7 @@ def sweep(work: Path) -> list[Row]:
         {
             "stage": "sweep, the passes after it (the sent half waits for its lookups or its "
             "report window, the queued half for a worker's claim or its batches' stale time, "
-            "here beyond the run: with the default 30 s it is read every 30 s, not every sweep)",
+            "here beyond the run: with the defaults it is read every other sweep)",
             "measured": f"{len(due):,} due, {took_due * 1000:.1f} ms a pass",
             "floor": "—",
             "ratio": "—",

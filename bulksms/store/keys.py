@@ -2,10 +2,11 @@
 
 All keys of one job carry the job's hash tag (``{job_id}``), so that a job would live in one
 Redis Cluster slot; but Redis Cluster is refused at start-up (`server.CLUSTER_MESSAGE`). Each Lua
-script touches one job only, but for three: an alert's submit
+script touches one job only, but for four: an alert's submit
 (`scripts.GUARDED_CREATE`: the submit limits, opt-outs and the urgent backlog too), a new job's
-commit (`scripts.COMMIT`: its answer to replay, the indexes and the broker's queues) and a report
-(`scripts.REPORT`: a final status makes the job due to the sweep, `bulksms:active`). And a
+commit (`scripts.COMMIT`: its answer to replay, the indexes and the broker's queues), a report
+(`scripts.REPORT`: a final status makes the job due to the sweep, `bulksms:active`) and a claim
+(`scripts.CLAIM`: so does a worker's claim of a batch). And a
 call's record is one transaction with its UUIDs' `bulksms:handed:<hour>` (`call_submitted`).
 
     bulksms:{<job>}:job         hash   the job: request, counters (c:<status>, b:<state>), times

@@ -1,5 +1,6 @@
 """The Lua scripts behind every state change of a job, each one atomic and of one job only
-(but for an alert's submit, a new job's commit and a report's wake of the sweep: `keys`).
+(but for an alert's submit, a new job's commit, and a report's or a claim's wake of the
+sweep: `keys`).
 
 Records (see `store` for the keys):
   recipient   32 bytes of its batch's string, sorted by number (layout in `records`). Status 0

@@ -28,12 +28,12 @@ lock), every `SWEEP_INTERVAL` seconds, over the jobs not yet finished:
 
 A job still being sent is looked at every sweep, unless all its batches wait for a worker in
 the queue (none paced, sending or handed over, no lookups under way): then when the first could
-be enqueued again, within DISPATCH_STALE_SECONDS (`_due`), or at once when a worker claims one
-(the claim wakes it: its call may die with the worker). A job all handed over, waiting for
-reports, is looked at only when something about it can be due (`_next_look`): its lookups, the
-end of its report window, or at once after a final report or a cancel (either may finish it).
-A day of alerts to numbers that give no receipts is millions of such jobs: a sweep reads the
-few due.
+be enqueued again, at the first sweep DISPATCH_STALE_SECONDS on at the latest (`_due`), or at
+once when a worker claims one (the claim wakes it: its call may die with the worker). A job
+all handed over, waiting for reports, is looked at only when something about it can be due
+(`_next_look`): its lookups, the end of its report window, or at once after a final report or a
+cancel (either may finish it). A day of alerts to numbers that give no receipts is millions of
+such jobs: a sweep reads the few due.
 """
 
 from __future__ import annotations
@@ -265,7 +265,7 @@ def _sweep_job(
         elif batch.state is BatchState.PENDING:
             moving = True
             if waits is not None:
-                waits.append(_due(batch, state, now, stale, head))
+                waits.append(_due(batch, state, now, stale, head, settings.sweep_interval))
     if (
         paced
         and not moving
@@ -284,20 +284,27 @@ def _sweep_job(
         again.append(Again(job_id, marks, job.urgent))
         return None
     # All its batches wait for a worker (an alert in a backlog, say): looked at again when the
-    # first could be enqueued again, within DISPATCH_STALE_SECONDS, or at once when a worker
-    # claims one (`scripts.CLAIM`: its call may die with the worker). Under a backlog of
-    # alerts, a sweep reads a fraction of the queue's jobs, not every one.
+    # first could be enqueued again (a sweep DISPATCH_STALE_SECONDS on at the latest), or at
+    # once when a worker claims one (`scripts.CLAIM`: its call may die with the worker). Under
+    # a backlog of alerts, a sweep reads a fraction of the queue's jobs, not every one.
     return min(waits) if waits else None
 
 
 def _due(
-    batch: BatchRecord, state: JobState, now: float, stale: float, head: float | None
+    batch: BatchRecord,
+    state: JobState,
+    now: float,
+    stale: float,
+    head: float | None,
+    interval: float,
 ) -> float:
     """When a pending batch not enqueued again now is to be looked at: when it could be (its
     time since it was enqueued, doubled by each redispatch, and, where it waits behind the
-    queue's next task, that task's lead on it), and within DISPATCH_STALE_SECONDS in any case:
+    queue's next task, that task's lead on it), but no later than the first sweep after
+    DISPATCH_STALE_SECONDS from `now` (the sweep this one is part of began a little before it):
     a queue that drains or empties moves its next task on faster than the clock, and a batch
-    may change without a claim (a pacer's park, a failure before any call)."""
+    may change without a claim (a pacer's park, a failure before any call). A paused or
+    scheduled job's batch is due on its time alone, and once that has passed, every sweep."""
     due: float = max(
         batch.since + stale,
         batch.enqueued_at + stale * 2 ** min(batch.redispatched, REDISPATCH_DOUBLINGS),
@@ -308,7 +315,7 @@ def _due(
         and batch.enqueued_at >= head - stale
     ):
         due = max(due, now + (batch.enqueued_at + stale - head))
-    return min(due, now + stale)
+    return min(due, now + stale - interval)
 
 
 def _next_look(

@@ -553,6 +553,8 @@ def test_a_job_waiting_for_reports_is_looked_at_when_due_or_at_a_final_report(
     # A claim: the call may die with its worker, and the sweep must see the batch `sending`.
     ((_, claimed),) = store.jobs_to_sweep(now)
     assert claimed < 0
+    store.look_again([("j1", now + 1000, now + 2000)])  # (a sweep that read it before the claim)
+    assert store.jobs_to_sweep(now) == [("j1", claimed)]
     store.call_submitted("j1", 0, 1, 0, "api", [])
     store.claim_batch("j1", 1)
     ((_, second),) = store.jobs_to_sweep(now)

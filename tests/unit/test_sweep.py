@@ -77,6 +77,10 @@ def failed(batch: int) -> BatchRecord:
     return BatchRecord(batch, BatchState.FAILED, NOW - 60, 0, "refused")
 
 
+def cancelled(batch: int) -> BatchRecord:
+    return BatchRecord(batch, BatchState.CANCELLED, NOW - 60, 0, "cancelled")
+
+
 def test_a_call_without_an_answer_is_resent_only_on_plivo_s_list_s_verdict() -> None:
     store, queue = (
         FakeStore(resolutions={0: "ask", 1: "submitted", 2: "advanced", 3: "ask"}),
@@ -164,9 +168,10 @@ def test_a_job_all_waiting_for_a_worker_is_left_until_a_batch_could_be_due() -> 
     """Under a backlog of alerts most active jobs wait in the queue, and reading each every
     sweep made the sweep the worker's bottleneck. A job whose batches all wait for a worker is
     looked at next when the first could be enqueued again (its time since it was enqueued, or
-    the lead of the queue's next task on it), and within DISPATCH_STALE_SECONDS in any case (a
-    draining queue's next task moves faster than the clock); a worker's claim makes the job due
-    at once (`test_store`). A job with anything else to watch is looked at every sweep."""
+    the lead of the queue's next task on it), and at the first sweep DISPATCH_STALE_SECONDS on
+    at the latest (a draining queue's next task moves faster than the clock); a worker's claim
+    makes the job due at once (`test_store`). A job with anything else to watch, or a batch to
+    enqueue again, is looked at every sweep."""
     stale = SETTINGS.dispatch_stale_seconds
     store = FakeStore()
     store.add(
@@ -177,25 +182,31 @@ def test_a_job_all_waiting_for_a_worker_is_left_until_a_batch_could_be_due() -> 
     store.add(job("far-behind"), [pending(0, enqueued=NOW - 100)])
     store.add(job("backing-off"), [pending(0, since=NOW + 500, enqueued=NOW - 600)])
     store.add(job("paused", paused=NOW - 50), [pending(0, enqueued=NOW - 25)])
-    store.add(job("one-failed", batches=2), [failed(0), pending(1, enqueued=NOW - 200)])
+    store.add(
+        job("some-ended", batches=3),
+        [failed(0), cancelled(1), pending(2, enqueued=NOW - 200)],
+    )
     store.add(job("calling"), [pending(0, enqueued=NOW - 10), sending(1)])
     store.add(job("at-the-pace"), [pending(0, enqueued=NOW - 10), paced(1)])
     store.add(job("partly-sent"), [pending(0, enqueued=NOW - 10), submitted(1)])
-    head = NOW - 190.0  # (the urgent queue's is unknown: judged on time alone)
+    store.add(job("lost"), [pending(0, enqueued=NOW - 600)])  # (its task vanished)
+    head = NOW - 180.0  # (the urgent queue's is unknown: judged on time alone)
+    latest = NOW + stale - SETTINGS.sweep_interval  # (read at the first sweep past `stale`)
 
-    assert sweep_with(store, lambda: {False: head, True: None}) == []
+    assert sweep_with(store, lambda: {False: head, True: None}) == ["lost"]
     assert store.due_at == {
         "young": NOW - 20 + stale,  # (the first of its batches)
         "just-behind": NOW + (NOW - 200 + stale - head),
-        "far-behind": NOW + stale,  # (its lead on the head: 120 s)
-        "backing-off": NOW + stale,  # (its time: 530 s)
+        "far-behind": latest,  # (its lead on the head: 110 s)
+        "backing-off": latest,  # (its time: 530 s)
         "paused": NOW - 25 + stale,  # (its time alone: no batch of it is taken)
-        "one-failed": NOW + (NOW - 200 + stale - head),
+        "some-ended": NOW + (NOW - 200 + stale - head),
     }
     # Until then the next sweeps read only the others.
     assert sorted(job_id for job_id, _ in store.jobs_to_sweep(NOW + 1)) == [
         "at-the-pace",
         "calling",
+        "lost",  # (enqueued again: looked at next sweep)
         "partly-sent",
     ]
 
