@@ -371,12 +371,13 @@ class JobStore:
 
     def next_paced(self, job_id: str) -> int | None:
         """The lowest of the job's paced batches, taken off its paced set and marked enqueued
-        (its task is on its way, or the caller's goes on with it or puts it back); None if
-        none."""
+        (its task is on its way, or the caller's goes on with it); None if none."""
         popped = self._next_paced(keys=[keys.paced(job_id), keys.batches(job_id)])
         return None if popped is None else int(popped)
 
     def has_paced(self, job_id: str) -> bool:
+        """Whether any of the job's batches waits in its paced set (only looked at: none is taken
+        or marked)."""
         return bool(self.redis.zcard(keys.paced(job_id)))
 
     def relist_paced(self, job_id: str, batches: Sequence[int]) -> None:

@@ -224,11 +224,12 @@ def _turn(
             continue
         if outcome != "submitted":
             return outcome
+        if give_way is not None:  # its next paced batch, if any, waits for the job's next turn
+            if store.has_paced(job_id):
+                pacer.schedule(job_id, give_way)
+            return outcome
         following = store.next_paced(job_id)  # the job's next batch takes this one's turn
-        if following is not None and give_way is not None:
-            store.relist_paced(job_id, [following])
-            pacer.schedule(job_id, give_way)
-        elif following is not None:
+        if following is not None:
             taken_over.append(following)
             batch = following
             continue

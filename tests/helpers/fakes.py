@@ -75,6 +75,7 @@ class FakeStore:
     submitted_answer: str = ""  # what call_submitted answers; "" to work it out
     opted: set[str] = field(default_factory=set)  # numbers opted out by now
     numbers: list[str] = field(default_factory=lambda: ["+14155550100", "+14155550101"])
+    paced_taken: list[str] = field(default_factory=list)  # jobs `next_paced` was asked for
     paced: dict[str, list[int]] = field(default_factory=dict)
     handed: FakeHanded = field(default_factory=FakeHanded)
     due_at: dict[str, float] = field(default_factory=dict)  # when the sweep looks at a job next
@@ -163,11 +164,15 @@ class FakeStore:
         return True
 
     def next_paced(self, job_id: str) -> int | None:
+        self.paced_taken.append(job_id)
         waiting = sorted(self.paced.get(job_id, []))
         if not waiting:
             return None
         self.paced[job_id] = waiting[1:]
         return waiting[0]
+
+    def has_paced(self, job_id: str) -> bool:
+        return bool(self.paced.get(job_id))
 
     def relist_paced(self, job_id: str, batches: Iterable[int]) -> None:
         self.calls.append(("relist_paced", job_id, tuple(batches)))

@@ -334,6 +334,28 @@ def test_a_turn_gives_way_to_waiting_jobs_after_its_share(store: FakeStore) -> N
     assert pace.schedule_calls == [("j1", 1234.0)]
 
 
+def test_a_finished_turn_that_gives_way_leaves_the_job_s_next_paced_batch_as_it_was(
+    store: FakeStore,
+) -> None:
+    """Its next batch is not taken off the paced set (which marks it enqueued) only to be put
+    back: the sweep would then take it for one on its way to a worker, and a waker that died
+    holding the job's turn would be found DISPATCH_STALE_SECONDS later than it could be."""
+    store.paced["j1"] = [1]
+    store.batch_records["j1"][1] = BatchRecord(1, BatchState.PACED, 0.0, 0, "")
+    pace = FakePace(waiting=1, now=1234.0)  # a share of 1 segment: used up by the first call
+    gateway = FakeGateway()
+    assert send(store, gateway, pace=pace, settings=PACED) == "submitted"
+    assert len(gateway.sent) == 1 and store.paced["j1"] == [1]
+    assert store.paced_taken == []
+    assert not any(c[0] == "relist_paced" for c in store.calls)
+    assert pace.schedule_calls == [("j1", 1234.0)]  # to the back of the line, now
+    store.paced["j1"] = []  # and without one, the job has no turn to wait for
+    store.batch_records["j1"][0] = BatchRecord(0, BatchState.PENDING, 0.0, 0, "")
+    pace.schedule_calls.clear()
+    assert send(store, gateway, pace=pace, settings=PACED) == "submitted"
+    assert pace.schedule_calls == []
+
+
 def test_a_retried_batch_is_marked_enqueued_again(monkeypatch: pytest.MonkeyPatch) -> None:
     """A retry is the batch's task enqueued again: marked so (else, behind a backlog, the
     sweep would take its first enqueue for the time it was last enqueued, and its retry for a
