@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import logging
@@ -205,9 +206,11 @@ def make_job(
     s = settings()
     sub = read(body, upload)
     new_job = _new_job(sub, retry_of)
-    # (an urgent job waits behind the urgent work accepted before it: its estimate says so)
+    # (an urgent job waits behind the urgent work accepted before it: its estimate says so;
+    # its share is given back if the job is then not kept)
     now = sub.send_at is None
-    ahead = _take_urgent(sub.total_segments) if new_job.urgent and now else 0.0
+    urgent_now = new_job.urgent and now
+    ahead = _take_urgent(sub.total_segments) if urgent_now else 0.0
     answer = _answer(sub, new_job, ahead)
     # One round trip: the job, the answer to replay, the index and the job's first tasks (when
     # the broker is this Redis), in that order: the answer is stored before anything can send
@@ -218,7 +221,13 @@ def make_job(
     remember = None if slot is None else lambda pipe: slot.remember(answer, pipe)
     try:
         store().create(new_job, remember, tasks, None if slot is None else slot.guard)
+    except KeyAnswered:  # (another request made the job: nothing of this one was kept)
+        if urgent_now:
+            _give_back_urgent(sub.total_segments)
+        raise
     except redis.ResponseError:  # (refused: nothing kept. Lost on the way, it may have been)
+        if urgent_now:
+            _give_back_urgent(sub.total_segments)
         if slot is not None:
             slot.refused()
         raise
@@ -346,6 +355,14 @@ def _take_urgent(segments: int) -> float:
     if not taken:
         raise _urgent_backlog(seconds)
     return seconds
+
+
+def _give_back_urgent(segments: int) -> None:
+    """`_take_urgent` undone for a job not kept. Best effort: it only keeps the estimates and
+    the bound true (a Redis refusing writes refuses this too), and the caller's error is the
+    one to answer with."""
+    with contextlib.suppress(redis.RedisError):
+        pace().give_back_urgent(segments / settings().plivo_mps)
 
 
 def _urgent_backlog(seconds: float) -> ApiError:

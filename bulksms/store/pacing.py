@@ -44,6 +44,7 @@ class Pace:
         self._view = client.register_script(scripts.PACE_VIEW)
         self._due = client.register_script(scripts.PACE_DUE)
         self._urgent = client.register_script(scripts.URGENT_TAKE)
+        self._give_back = client.register_script(scripts.URGENT_GIVE_BACK)
 
     def take(
         self,
@@ -82,6 +83,12 @@ class Pace:
             Sequence[Any], self._urgent(keys=[keys.PACE_ACCOUNT], args=[seconds, bound])
         )
         return int(taken) == 1, float(value)
+
+    def give_back_urgent(self, seconds: float) -> None:
+        """Take an urgent job's `seconds` off the backlog again: it was counted, then not
+        kept (its store refused, or another request made it), and must not hold back the
+        alerts after it."""
+        self._give_back(keys=[keys.PACE_ACCOUNT], args=[seconds])
 
     def schedule(self, job_id: str, at: float) -> None:
         """Wake one of the job's paced batches at `at` (Redis's clock), or earlier if it was

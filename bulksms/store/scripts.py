@@ -776,6 +776,18 @@ return {taken, tostring(seconds)}
 """
 )
 
+# KEYS: the account's pace hash. ARGV: seconds an urgent job took (`URGENT_TAKE`) and then was
+# not kept: taken off the backlog, but not into the past.
+URGENT_GIVE_BACK = """
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
+local free = tonumber(redis.call('HGET', KEYS[1], 'urgent') or '0') or 0
+if free > now then
+  redis.call('HSET', KEYS[1], 'urgent', tostring(math.max(now, free - tonumber(ARGV[1]))))
+end
+return 1
+"""
+
 # A small job (an alert) made in one round trip, its checks first, in the order the general
 # path makes them (`bulksms.api.jobs`): its submit limits counted, its valid numbers looked up
 # in the opt-out set, its urgent backlog taken; then the job's own writes (`JobStore.create`'s,

@@ -17,10 +17,10 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from bulksms import create_app, taskqueue
-from bulksms.api import submit_fastpath
+from bulksms.api import idempotency, jobs, submit_fastpath
 from bulksms.config import Settings
 from bulksms.devstack.numbers_gen import us_numbers
-from bulksms.store import keys, optouts
+from bulksms.store import KeyAnswered, keys, optouts
 from tests.helpers import API_KEY
 from tests.helpers.own_redis import OwnRedis
 
@@ -248,6 +248,23 @@ def test_urgent_submits_beyond_the_backlog_bound_get_503_with_retry_after(
     assert campaign.status_code == 202
     later = {"recipients": ["+14155550104"], "message": "a", "send_at": TOMORROW}
     assert post(client, later, FAST).status_code == 202
+
+
+def test_an_urgent_job_not_kept_gives_its_share_of_the_backlog_back(
+    slow_account: Flask, rdb: redis.Redis
+) -> None:
+    """Counted against the urgent backlog, then not kept (another request with its
+    Idempotency-Key made the job first): the alerts after it wait behind the jobs kept only."""
+    client = slow_account.test_client()
+    first = post(client, {"recipients": ["+14155550100"], "message": "alert"}, FAST)
+    assert round(first.get_json()["estimated_duration_seconds"], -1) == 100
+    slot = idempotency.Slot(rdb, "a scope", "a digest", 60)
+    rdb.set(slot.guard[0], "done|a digest|{}")  # (the other request's answer, written meanwhile)
+    with slow_account.app_context(), pytest.raises(KeyAnswered):
+        jobs.make_job({"recipients": ["+14155550101"], "message": "alert"}, slot)
+    assert rdb.zcard(keys.JOBS) == 1  # (not kept)
+    after = post(client, {"recipients": ["+14155550102"], "message": "alert"}, FAST)
+    assert round(after.get_json()["estimated_duration_seconds"], -1) == 200  # not 300
 
 
 def test_without_a_bound_urgent_submits_are_never_refused(
