@@ -26,6 +26,10 @@ from typing import IO, Any, cast
 from bulksms.api.errors import ApiError
 
 PHONE_COLUMNS = ("phone", "phone_number", "mobile", "to", "number")  # in this order of choice
+# A row's characters, quoted newlines and all: the csv reader builds a whole row before it is
+# seen, and a row of a hundred million empty cells took a web worker to 1.8 GB. Spreadsheet rows
+# are far shorter; a cell is at most the csv module's field size limit (128 KiB) anyway.
+MAX_ROW_CHARACTERS = 1 << 20
 DELIMITERS = (",", ";", "\t")
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
@@ -63,10 +67,50 @@ def read_csv(upload: IO[bytes], wanted: Sequence[str], phone_column: str | None,
         text.detach()
 
 
+class _RowTooLong(Exception):
+    pass
+
+
+class _Lines:
+    """The file's lines for the csv reader, at most `MAX_ROW_CHARACTERS` a row (`row_read`
+    starts the next row's count), read with a limit: a line is never read whole first."""
+
+    def __init__(self, text: io.TextIOWrapper) -> None:
+        self.text = text
+        self.taken = 0  # characters of the row being read
+
+    def __iter__(self) -> _Lines:
+        return self
+
+    def __next__(self) -> str:
+        line = self.text.readline(MAX_ROW_CHARACTERS + 1 - self.taken)
+        if not line:
+            raise StopIteration
+        self.taken += len(line)
+        if self.taken > MAX_ROW_CHARACTERS:
+            raise _RowTooLong
+        return line
+
+    def row_read(self) -> None:
+        self.taken = 0
+
+
+def _row_too_long(row: int) -> ApiError:
+    return _invalid_csv(
+        "invalid_csv",
+        f"Row {row} of the contact file is longer than {MAX_ROW_CHARACTERS} characters.",
+        row=row,
+    )
+
+
 def _read(
     text: io.TextIOWrapper, wanted: Sequence[str], phone_column: str | None, most: int
 ) -> Rows:
-    header_line = text.readline()
+    lines = _Lines(text)
+    try:
+        header_line = next(lines, "")
+    except _RowTooLong:
+        raise _row_too_long(1) from None
     if not header_line.strip():
         raise _invalid_csv("no_header", "The contact file is empty: it needs a header row.")
     delimiter = (
@@ -74,11 +118,13 @@ def _read(
     )
     # (a chain, not a generator: closing one would close the file under it)
     # strict: an unclosed quote is an error, not a cell that swallows the rows after it
-    reader = csv.reader(itertools.chain((header_line,), text), delimiter=delimiter, strict=True)
+    reader = csv.reader(itertools.chain((header_line,), lines), delimiter=delimiter, strict=True)
     try:
         header = [column_key(name) for name in next(reader)]
     except csv.Error as exc:
         raise _invalid_csv("invalid_csv", f"The header row is not valid CSV: {exc}.") from None
+    except _RowTooLong:
+        raise _row_too_long(1) from None
     named = [name for name in header if name]
     duplicates = sorted(name for name, seen in Counter(named).items() if seen > 1)
     if duplicates:
@@ -106,7 +152,9 @@ def _read(
     single = len(wanted) == 1
     used = max([phone, *places]) + 1  # a short row is padded up to the last column read
     try:
+        lines.row_read()
         for cells in reader:
+            lines.row_read()
             row += 1
             if len(cells) < used:
                 cells += [""] * (used - len(cells))
@@ -137,6 +185,8 @@ def _read(
             f"Row {row + 1} of the contact file is not valid CSV: {exc}.",
             row=row + 1,
         ) from None
+    except _RowTooLong:
+        raise _row_too_long(row + 1) from None
     if not numbers:
         raise ApiError(
             422, "no_recipients", "The contact file has no rows.", details={"field": "recipients"}

@@ -229,6 +229,26 @@ def test_trailing_empty_cells_are_fine_and_a_wide_header_is_cheap() -> None:
     assert time.perf_counter() - started < 20
 
 
+def test_a_row_too_long_is_refused_before_it_is_read_whole() -> None:
+    """A row of a hundred million empty cells took a web worker to 1.8 GB (the csv reader builds
+    a whole row): past MAX_ROW_CHARACTERS a row is refused, the header or one whose quoted cells
+    span many short lines alike, with the file read little further than the limit."""
+    limit = contacts.MAX_ROW_CHARACTERS
+    just = b"+14155550100,Ann" + b"," * (limit - 17) + b"\n"  # (exactly the limit)
+    assert read(b"phone,name\n" + just * 2).numbers == ["+14155550100"] * 2
+    spanning = b"+14155550101," + b",".join([b'"a\nb"'] * (limit // 6 + 1)) + b"\n"
+    for data, row in [
+        (b"phone,name" + b"," * limit + b"\n", 1),
+        (b"phone,name\n" + just + b"+14155550100,Ann" + b"," * (limit - 16) + b"\n", 3),
+        (b"phone,name\n" + just + spanning, 3),
+    ]:
+        upload = io.BytesIO(data + b"+14155550102,Bo\n" * 1_000_000)
+        with pytest.raises(ApiError) as raised:
+            contacts.read_csv(upload, ("name",), None, 100)
+        assert (raised.value.code, raised.value.details["row"]) == ("invalid_csv", row)
+        assert upload.tell() < len(data) + 65536
+
+
 def test_many_distinct_placeholders_parse_in_linear_time() -> None:
     source = " ".join(f"{{{{f{i}}}}}" for i in range(40_000))
     started = time.perf_counter()
