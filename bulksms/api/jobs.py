@@ -77,7 +77,8 @@ def _submit_body() -> tuple[Any, IO[bytes] | None, Any]:
     kind = (request.mimetype or "").lower()
     if kind != "multipart/form-data":
         request.max_content_length = s.max_recipients * JSON_BYTES_PER_RECIPIENT + 65536
-        body = submission.parse_json(request.get_data(cache=False), request.content_type)
+        raw = request.get_data(cache=False)
+        body = submission.parse_json(raw, request.content_type, s.max_recipients)
         return body, None, body
     request.max_content_length = s.max_recipients * CSV_BYTES_PER_RECIPIENT + 1048576
     files, form = request.files, request.form
