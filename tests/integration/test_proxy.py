@@ -238,4 +238,16 @@ def test_the_proxy_passes_what_the_app_reads(stack: Stack, proxy: Nginx) -> None
         what="nginx's access line for the opt-out",
     )
     assert "4155550123" not in proxy.access_log.read_text(), lines
+    # Any other path: from its first number on, however many it holds and however written.
+    for path in ("/api/bulk-sms/447911123803/447911123804", "/api/x/(415) 555-0199/y"):
+        requests.get(f"{proxy.base_url}{path}", headers={"X-Request-ID": "masked"}, timeout=30)
+    masked = wait_until(
+        lambda: [line for line in proxy.access_log.read_text().splitlines() if "masked" in line][
+            1:
+        ],
+        what="nginx's access lines for the paths with numbers",
+    )
+    log = proxy.access_log.read_text()
+    assert not re.search(r"7911123|5550199|555-0199", log), log
+    assert '"path":"/api/bulk-sms/****"' in log and '"path":"/api/x/****"' in log, masked
     assert made in proxy.access_log.read_text()
