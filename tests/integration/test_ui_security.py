@@ -72,6 +72,15 @@ def test_every_answer_under_ui_carries_the_pages_policy(client: FlaskClient) -> 
     assert client.get("/ui/signout").headers["X-Frame-Options"] == "DENY"  # (405)
 
 
+def test_a_redirect_never_names_the_host_a_client_sent(client: FlaskClient) -> None:
+    """A Location written with a client's Host could be kept by a cache in front and given to
+    others: every redirect is a path."""
+    for path in ("/", "/ui"):
+        answer = client.get(path, headers={"Host": "evil.example"})
+        assert answer.status_code in (302, 308), path
+        assert answer.headers["Location"] == "/ui/", path
+
+
 def test_hostile_cursors_are_a_400_or_ignored_never_a_500(client: FlaskClient) -> None:
     job = client.post(
         "/api/bulk-sms",
