@@ -56,6 +56,7 @@ class SmallSubmits:
         self.app = app
         self.following = following
         self.settings = app.config["SETTINGS"]
+        self.most = self.settings.max_recipients  # (parse_json's bound, as the view's)
         # In flask-limiter's order (shortest window first; it stops at the first breached).
         self.limits = sorted(parse_many(self.settings.rate_limit_submit))
         # The limits are counted in the job's own round trip, in the lists of flask-limiter's
@@ -107,7 +108,7 @@ class SmallSubmits:
             idempotency_key = environ.get("HTTP_IDEMPOTENCY_KEY")
             if idempotency_key is None:
                 try:
-                    body = submission.parse_json(raw, environ.get("CONTENT_TYPE"))
+                    body = submission.parse_json(raw, environ.get("CONTENT_TYPE"), self.most)
                     alert = api.alert(body)
                 except ApiError:  # (counted all the same, as flask-limiter counts before the view)
                     if (refused := self._count(who)) is not None:
@@ -117,7 +118,7 @@ class SmallSubmits:
                     return self._alert(body, *alert, who)
             if (refused := self._count(who)) is not None:
                 return refused
-            body = submission.parse_json(raw, environ.get("CONTENT_TYPE"))
+            body = submission.parse_json(raw, environ.get("CONTENT_TYPE"), self.most)
             answer, replayed = api.created_once(
                 body, lambda slot: api.make_job(body, slot), idempotency_key, key
             )
