@@ -69,9 +69,6 @@ SIGN_IN_COOKIE = "bulksms_signin"  # the sign-in form's own CSRF token (there is
 def init_app(app: Flask) -> None:
     app.register_blueprint(bp)
     app.add_url_rule("/", "root", lambda: redirect(url_for("ui.jobs")))
-    # (Werkzeug's own redirect to the slash would name the request's Host: any Host a client
-    # sends, written back in Location for a cache in front to keep)
-    app.add_url_rule("/ui", "ui_slash", lambda: redirect(url_for("ui.jobs"), 308))
     app.after_request(_page_headers)
 
 
@@ -190,6 +187,13 @@ def sign_out() -> BaseResponse:
 
 
 # -- pages --------------------------------------------------------------------------------------
+@bp.get("")
+def slash() -> BaseResponse:
+    """/ui to /ui/ as a path: Werkzeug's own redirect to the slash would name the request's
+    Host, any Host a client sends, written back in Location for a cache in front to keep."""
+    return redirect(url_for("ui.jobs"), 308)
+
+
 @bp.get("/")
 def jobs() -> str:
     found = _signed_in()
