@@ -20,13 +20,11 @@ from __future__ import annotations
 import functools
 import io
 import logging
-import threading
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING
 from urllib.parse import parse_qs
 
 import redis
-from redis.connection import Connection
 
 from bulksms import logs, signature
 from bulksms.api import webhooks
@@ -35,6 +33,8 @@ from bulksms.store.handoff import Handoff
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
     from flask import Flask
+
+    from bulksms.store import JobStore
 
 log = logging.getLogger(__name__)
 
@@ -50,10 +50,9 @@ class DeliveryReports:
         self.key: str | None = settings.webhook_key
         self.main_key: str | None = settings.plivo_main_auth_token
         self.url = f"{settings.api_base_url}{PATH}"
-        self.store = app.extensions["bulksms.store"]
+        self.store: JobStore = app.extensions["bulksms.store"]
         self.nonces = app.extensions["bulksms.nonces"]
         self.redis: redis.Redis = app.extensions["bulksms.redis"]
-        self.local = threading.local()  # each thread keeps one connection to Redis
         # Reports handed to Redis unawaited where its answer is not a disk's (`store.handoff`).
         self.handoff = Handoff(self.redis)
 
@@ -125,19 +124,12 @@ class DeliveryReports:
 
     def _record(self, job_id: str, batch: str, form: dict[str, str]) -> None:
         """Record the report waiting for Redis's answer, on this thread's connection."""
-        connection = self._connection()
+        connection = self.store.connections.get()
         try:
             webhooks.record(self.store, self.redis, job_id, batch, form, connection)
         except Exception:
             connection.disconnect()  # type: ignore[no-untyped-call]  # (in any state: afresh)
             raise
-
-    def _connection(self) -> Connection:
-        found: Connection | None = getattr(self.local, "connection", None)
-        if found is None:
-            found = cast(Connection, self.redis.connection_pool.make_connection())
-            self.local.connection = found
-        return found
 
 
 @functools.lru_cache(maxsize=4096)  # one query per batch, shared by its reports

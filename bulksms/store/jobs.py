@@ -27,6 +27,7 @@ from redis.connection import Connection
 from redis.exceptions import NoScriptError
 
 from bulksms.store import keys, optouts, records, scripts, server
+from bulksms.store.connections import ThreadConnections
 from bulksms.store.handed import HandedBatches
 from bulksms.store.model import (
     CODES,
@@ -69,6 +70,7 @@ class JobStore:
         self.redis = client
         self.retention = retention_seconds
         self.handed = HandedBatches(client)  # which batch a message UUID is ours from
+        self.connections = ThreadConnections(client)  # (`_send`'s: not the pool's, measured)
         self._durability: server.Durability | None = None
         self._claim = client.register_script(scripts.CLAIM)
         self._release = client.register_script(scripts.RELEASE)
@@ -248,13 +250,12 @@ class JobStore:
     def _send(self, commands: Sequence[Sequence[Any]], raising: bool = True) -> list[Any]:
         """Run commands packed by hiredis in C and sent in one write, and their answers:
         redis-py's own pipeline execution cost an alert's submit more than Redis took to run
-        them. (The pool hands out a connection checked for one Redis closed, as after a
-        restart.) Unlike redis-py's, a failed run is not made again: the job's tasks may
-        already be running, and a second write of its batches would undo their claims. The
+        them; on the thread's own connection (`connections`), checked for one Redis closed,
+        as after a restart. Unlike redis-py's, a failed run is not made again: the job's tasks
+        may already be running, and a second write of its batches would undo their claims. The
         first error is raised once every answer is read (or, not `raising`, left in its place
         among the answers)."""
-        pool = self.redis.connection_pool
-        connection = pool.get_connection()
+        connection = self.connections.get()
         answers: list[Any] = []
         try:
             connection.send_packed_command(  # type: ignore[no-untyped-call]
@@ -271,8 +272,6 @@ class JobStore:
         except BaseException:
             connection.disconnect()  # type: ignore[no-untyped-call]  # (in an unknown state)
             raise
-        finally:
-            pool.release(connection)
         if failed is not None and raising:
             raise failed
         return answers

@@ -278,8 +278,8 @@ def test_without_a_bound_urgent_submits_are_never_refused(
 def test_a_submit_after_redis_restarted_is_accepted(
     settings: Settings, own_redis: OwnRedis
 ) -> None:
-    """The job's one round trip goes on a pooled connection: one Redis closed when it
-    restarted is not handed out."""
+    """The job's one round trip goes on the thread's own connection (`ThreadConnections`):
+    one Redis closed when it restarted is made afresh, not written to."""
     client = create_app(replace(settings, redis_url=own_redis.url)).test_client()
     body = {"recipients": ["+14155550100"], "message": "before"}
     assert post(client, body, FAST).status_code == 202
