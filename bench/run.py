@@ -770,6 +770,12 @@ def _median(pairs: list[tuple[float, float]]) -> tuple[float, float]:
     return sorted(pairs, key=lambda pair: pair[0] / pair[1])[len(pairs) // 2]
 
 
+def _spread(pairs: list[tuple[float, float]]) -> str:
+    """The rounds' ratios, lowest to highest: how far one round can be trusted on this host."""
+    ratios = [service / floor for service, floor in pairs]
+    return f"rounds {min(ratios):.2f}–{max(ratios):.2f}"
+
+
 def small_submits(work: Path) -> list[Row]:
     """Alerts through the bulk API (issue 18): one-recipient jobs from 16 concurrent clients,
     over TCP to Redis, a worker sending them, beside a bare Flask endpoint that parses the same
@@ -845,7 +851,8 @@ def small_submits(work: Path) -> list[Row]:
             + _where(True, "everysec"),
             "measured": f"{rate:,.0f}/s; {accepted:,} jobs "
             + ("each sent once" if sent else "NOT each sent once")
-            + (", urgent" if urgent else ", NOT all urgent"),
+            + (", urgent" if urgent else ", NOT all urgent")
+            + f" ({_spread(pairs)})",
             "floor": f"bare Flask JSON 202 {base_rate:,.0f}/s",
             "ratio": f"{rate / base_rate:.2f}",
             "target": "≥ 0.5× floor; no errors; each sent once",
@@ -856,7 +863,7 @@ def small_submits(work: Path) -> list[Row]:
         {
             "stage": "small submits' ceiling: the bare JSON 202 after one Redis write (the body "
             "stored), Redis over " + _where(True, "everysec"),
-            "measured": f"{ceiling_rate:,.0f}/s",
+            "measured": f"{ceiling_rate:,.0f}/s ({_spread(ceiling)})",
             "floor": f"bare Flask JSON 202 {ceiling_base:,.0f}/s",
             "ratio": f"{ceiling_rate / ceiling_base:.2f}",
             "target": "informational: the least storing a job before its 202 costs",
