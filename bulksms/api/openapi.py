@@ -724,7 +724,15 @@ def _document() -> dict[str, Any]:
                 "Readiness": {
                     "type": "object",
                     "required": ["status", "checks"],
-                    "properties": {"status": {"type": "string"}, "checks": {"type": "object"}},
+                    "properties": {
+                        "status": {"type": "string"},
+                        "checks": {"type": "object"},
+                        "checked_seconds_ago": {
+                            "type": "number",
+                            "description": "How old the verdict is: a check is shared by all "
+                            "callers, and while the next one runs they get the last.",
+                        },
+                    },
                 },
             },
         },

@@ -11,6 +11,7 @@ import math
 import threading
 import time
 from collections.abc import Callable
+from typing import NamedTuple
 
 from flask import Blueprint, Response, jsonify
 
@@ -52,38 +53,52 @@ def workers_ready() -> tuple[Response, int]:
     return _readiness({"worker": _WORKERS.check(lambda: bool(celery().control.ping(timeout=1.0)))})
 
 
-def _readiness(checks: dict[str, str]) -> tuple[Response, int]:
-    ready = all(v == "ok" for v in checks.values())
-    return jsonify({"status": "ready" if ready else "not ready", "checks": checks}), (
-        200 if ready else 503
-    )
+def _readiness(checks: dict[str, Verdict]) -> tuple[Response, int]:
+    ready = all(v.text == "ok" for v in checks.values())
+    body = {
+        "status": "ready" if ready else "not ready",
+        "checks": {name: v.text for name, v in checks.items()},
+        # A caller that came while the next check ran got the last verdict: its age says
+        # whether it still tells anything (after a quiet spell it may be hours old).
+        "checked_seconds_ago": round(max(v.age for v in checks.values()), 1),
+    }
+    return jsonify(body), 200 if ready else 503
+
+
+class Verdict(NamedTuple):
+    text: str  # "ok", or why not
+    age: float  # seconds since the check that made it ended
 
 
 class _Shared:
     """One check at a time per process, its verdict shared for `seconds`. While a check runs,
-    others take the last verdict rather than wait for it (a thread waiting a second on a ping
-    is a thread no other request has); only the first check of all is waited for."""
+    others take the last verdict, with its age, rather than wait for it (a thread waiting a
+    second on a ping is a thread no other request has); only the first check of all is waited
+    for."""
 
     def __init__(self, seconds: float, failed: str) -> None:
         self.seconds = seconds
         self.failed = failed  # the verdict when the probe answers no
         self.lock = threading.Lock()
-        self.verdict = ""
-        self.at = -math.inf
+        # The last verdict and when its check ended: one tuple, replaced whole and read whole.
+        self.last: tuple[str, float] = ("", -math.inf)
 
-    def check(self, probe: Callable[[], bool]) -> str:
-        if time.monotonic() - self.at < self.seconds:
-            return self.verdict
-        if not self.lock.acquire(blocking=not self.verdict):
-            return self.verdict  # another thread is checking
+    def check(self, probe: Callable[[], bool]) -> Verdict:
+        verdict, at = self.last
+        if time.monotonic() - at < self.seconds:
+            return Verdict(verdict, time.monotonic() - at)
+        if not self.lock.acquire(blocking=not verdict):
+            return Verdict(verdict, time.monotonic() - at)  # another thread is checking
         try:
-            if time.monotonic() - self.at >= self.seconds:
+            verdict, at = self.last
+            if time.monotonic() - at >= self.seconds:
                 try:
-                    self.verdict = "ok" if probe() else self.failed
+                    verdict = "ok" if probe() else self.failed
                 except Exception as exc:  # the broker is down, say
-                    self.verdict = f"unavailable ({type(exc).__name__})"
-                self.at = time.monotonic()
-            return self.verdict
+                    verdict = f"unavailable ({type(exc).__name__})"
+                at = time.monotonic()
+                self.last = verdict, at
+            return Verdict(verdict, time.monotonic() - at)
         finally:
             self.lock.release()
 

@@ -10,6 +10,7 @@ import pytest
 import redis
 from flask.testing import FlaskClient
 
+from bulksms.api import ops
 from bulksms.devstack.numbers_gen import us_numbers
 from tests.helpers import API_KEY, SECOND_API_KEY
 
@@ -305,7 +306,12 @@ def test_web_readiness_needs_redis_not_workers(client: FlaskClient, rdb: redis.R
     sending it Plivo's reports), and the workers' own check says none answered."""
     ready = client.get("/readyz")
     assert ready.status_code == 200
-    assert ready.get_json() == {"status": "ready", "checks": {"redis": "ok"}}
+    assert ready.get_json() == {
+        "status": "ready",
+        "checks": {"redis": "ok"},
+        "checked_seconds_ago": pytest.approx(0, abs=1.0),  # (shared for a second at most)
+    }
     workers = client.get("/readyz/workers")
     assert workers.status_code == 503
     assert workers.get_json()["checks"] == {"worker": "no worker answered"}
+    assert 0 <= workers.get_json()["checked_seconds_ago"] <= ops.WORKER_CHECK_SECONDS

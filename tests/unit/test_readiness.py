@@ -36,7 +36,7 @@ def test_one_probe_an_interval_however_many_ask() -> None:
     with ThreadPoolExecutor(16) as pool:
         verdicts = list(pool.map(lambda _: shared.check(probe), range(500)))
     assert probe.calls == 1
-    assert set(verdicts) == {"ok"}
+    assert {v.text for v in verdicts} == {"ok"}
 
 
 def test_the_verdict_is_asked_again_after_the_interval(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -44,13 +44,13 @@ def test_the_verdict_is_asked_again_after_the_interval(monkeypatch: pytest.Monke
     monkeypatch.setattr(ops, "time", SimpleNamespace(monotonic=lambda: now[0]))
     shared = ops._Shared(5.0, "no worker answered")
     probe = Probe()
-    assert shared.check(probe) == "ok"
+    assert shared.check(probe) == ("ok", 0.0)
     now[0] += 4.9
-    assert shared.check(probe) == "ok"
+    assert shared.check(probe) == ("ok", pytest.approx(4.9))
     assert probe.calls == 1
     now[0] += 0.2
     probe.answer = False
-    assert shared.check(probe) == "no worker answered"
+    assert shared.check(probe) == ("no worker answered", 0.0)
     assert probe.calls == 2
 
 
@@ -62,8 +62,8 @@ def test_while_a_probe_runs_others_take_the_last_verdict_at_once(
     now = [1000.0]
     monkeypatch.setattr(ops, "time", SimpleNamespace(monotonic=lambda: now[0]))
     shared = ops._Shared(5.0, "no")
-    assert shared.check(Probe()) == "ok"
-    now[0] += 10  # stale: the next caller probes again
+    assert shared.check(Probe()) == ("ok", 0.0)
+    now[0] += 3600  # a quiet hour: the next caller probes again
     gate = threading.Event()
     slow = Probe(answer=False, gate=gate)
     with ThreadPoolExecutor(1) as pool:
@@ -71,11 +71,13 @@ def test_while_a_probe_runs_others_take_the_last_verdict_at_once(
         assert slow.running.wait(30)
         others = Probe()
         verdicts = [shared.check(others) for _ in range(50)]  # (waiting, they would hang here)
+        now[0] += 1  # the probe's second
         gate.set()
-        assert hanging.result(30) == "no"
-    assert verdicts == ["ok"] * 50
+        assert hanging.result(30) == ("no", 0.0)
+    # The hour-old verdict, saying it is an hour old.
+    assert verdicts == [("ok", 3600.0)] * 50
     assert others.calls == 0  # nobody probed beside the one running
-    assert shared.check(others) == "no"  # the new verdict, shared for the interval
+    assert shared.check(others) == ("no", 0.0)  # the new verdict, shared for the interval
 
 
 def test_the_first_caller_waits_for_the_first_verdict() -> None:
@@ -90,7 +92,7 @@ def test_the_first_caller_waits_for_the_first_verdict() -> None:
         time.sleep(0.05)
         assert not second.done()  # waiting for the probe, not answering ""
         gate.set()
-        assert (first.result(30), second.result(30)) == ("ok", "ok")
+        assert (first.result(30).text, second.result(30).text) == ("ok", "ok")
     assert slow.calls == 1
 
 
@@ -100,5 +102,5 @@ def test_a_probe_that_raises_is_a_verdict_too() -> None:
     def broken() -> bool:
         raise ConnectionError("refused")
 
-    assert shared.check(broken) == "unavailable (ConnectionError)"
-    assert shared.check(Probe()) == "unavailable (ConnectionError)"  # shared like any other
+    assert shared.check(broken).text == "unavailable (ConnectionError)"
+    assert shared.check(Probe()).text == "unavailable (ConnectionError)"  # shared like any other
