@@ -49,6 +49,10 @@ from bulksms.template import parse as parse_template
 
 # A new job's per-status counters, all 0.
 NEW_COUNTS = {f"c:{CODES[s]}": 0 for s in Status}
+# Active jobs read in one command by the sweep. One read of all 50,000 due in a backlog of
+# alerts held Redis for 29 ms (every submit and report waited); a page by rank takes 0.6 ms
+# wherever it starts (by score, with an offset, it walks to its start: 5 ms at 49,000).
+SWEEP_PAGE = 1000
 # The job hash's fields that say what to send, read with one HMGET per batch.
 SENDING_FIELDS = [f.name for f in dataclass_fields(Sending)]
 # Decisions that stop a job's next call; the claim acts on them.
@@ -791,11 +795,24 @@ class JobStore:
         """The unfinished jobs due to be looked at by `now` (Redis's clock), with when they
         were due. A job is due when indexed, and again when the sweep said (`look_again`), or at
         once after a final report or a cancel (`look_now`)."""
-        found = cast(
-            list[tuple[str, float]],
-            self.redis.zrangebyscore(keys.ACTIVE_JOBS, "-inf", now, withscores=True),
-        )
-        return [(str(job_id), float(due)) for job_id, due in found]
+        found: dict[str, float] = {}
+        start = 0
+        while True:
+            # By rank, a page at a time: Redis serves others between pages. A job indexed (at
+            # 0) or woken (lower than any time) meanwhile comes in before those not yet read,
+            # which move up a rank: read again, each is kept once, as first read. A job woken
+            # meanwhile may be left to the next sweep, as one woken after a single read was.
+            page = cast(
+                list[tuple[str, float]],
+                self.redis.zrange(keys.ACTIVE_JOBS, start, start + SWEEP_PAGE - 1, withscores=True),
+            )
+            for job_id, due in page:
+                if due > now:
+                    return list(found.items())
+                found.setdefault(str(job_id), float(due))
+            if len(page) < SWEEP_PAGE:
+                return list(found.items())
+            start += SWEEP_PAGE
 
     def look_again(self, jobs: Sequence[tuple[str, float, float]]) -> None:
         """Each job (job id, its due time as `jobs_to_sweep` read it, its next) is looked at

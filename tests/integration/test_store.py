@@ -10,6 +10,7 @@ from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
+from typing import Any
 
 import pytest
 import redis
@@ -532,6 +533,40 @@ def test_a_job_whose_commit_is_refused_leaves_nothing(rdb: redis.Redis, redis_ur
         JobStore(refused, 3600).create(new_job, tasks=[("bulksms", "task")])
     assert rdb.zscore(keys.JOBS, "j2") is None and rdb.llen("bulksms") == 0
     assert not rdb.exists(keys.job("j2"), keys.batches("j2"), keys.recipients("j2", 1))
+
+
+def test_the_sweep_reads_due_jobs_a_page_at_a_time_and_misses_none(
+    rdb: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every job due, once, as first read, with no command reading more than a page, though
+    between pages a job is indexed and one woken (each comes in before the jobs not yet read,
+    which move up a rank); one woken meanwhile may wait for the next sweep, which reads it
+    first. One read of all of them held Redis while every submit and report waited."""
+    monkeypatch.setattr(jobs_module, "SWEEP_PAGE", 4)
+    store = JobStore(rdb, 3600)
+    now = store.clock()
+    woken = {f"w{i}": -1e15 - i for i in range(3)}  # (as `scripts.WAKE` makes them)
+    due = {f"d{i}": float(i + 1) for i in range(10)}  # (looked at again by now)
+    later = {f"l{i}": now + 1000 + i for i in range(3)}
+    rdb.zadd(keys.ACTIVE_JOBS, {**woken, **due, **later})
+    reads: list[list[tuple[str, float]]] = []
+    zrange = rdb.zrange
+
+    def reading(*args: Any, **kwargs: Any) -> Any:
+        page = zrange(*args, **kwargs)
+        reads.append(page)
+        if len(reads) == 1:  # between the first page and the second
+            rdb.zadd(keys.ACTIVE_JOBS, {"new": 0})  # a job indexed
+            rdb.zadd(keys.ACTIVE_JOBS, {"d5": -2e15})  # one not yet read, woken
+        return page
+
+    monkeypatch.setattr(rdb, "zrange", reading)
+    found = store.jobs_to_sweep(now)
+    assert len(reads) >= 3 and all(len(page) <= 4 for page in reads)
+    ids = [job_id for job_id, _ in found]
+    assert len(ids) == len(set(ids))  # (each once, though some were read twice)
+    assert dict(found) == {**woken, **{j: d for j, d in due.items() if j != "d5"}, "new": 0.0}
+    assert store.jobs_to_sweep(now)[0] == ("d5", -2e15)  # the next sweep's first
 
 
 def test_a_job_waiting_for_reports_is_looked_at_when_due_or_at_a_final_report(
