@@ -538,9 +538,10 @@ def test_a_job_whose_commit_is_refused_leaves_nothing(rdb: redis.Redis, redis_ur
 def test_the_sweep_reads_due_jobs_a_page_at_a_time_and_misses_none(
     rdb: redis.Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Every job due, once, as first read, with no command reading more than a page, though
-    between pages a job is indexed and one woken (each comes in before the jobs not yet read,
-    which move up a rank); one woken meanwhile may wait for the next sweep, which reads it
+    """Every job due, once, with no command reading more than a page, though between pages a
+    job is indexed and two woken, one read and one not (each comes in before the jobs not yet
+    read, which move up a rank and are read again); the one read keeps its wake when the sweep
+    says when to look next, and the one not read may wait for the next sweep, which reads it
     first. One read of all of them held Redis while every submit and report waited."""
     monkeypatch.setattr(jobs_module, "SWEEP_PAGE", 4)
     store = JobStore(rdb, 3600)
@@ -557,6 +558,7 @@ def test_the_sweep_reads_due_jobs_a_page_at_a_time_and_misses_none(
         reads.append(page)
         if len(reads) == 1:  # between the first page and the second
             rdb.zadd(keys.ACTIVE_JOBS, {"new": 0})  # a job indexed
+            rdb.zadd(keys.ACTIVE_JOBS, {"d0": -3e15})  # one read, woken since
             rdb.zadd(keys.ACTIVE_JOBS, {"d5": -2e15})  # one not yet read, woken
         return page
 
@@ -564,9 +566,13 @@ def test_the_sweep_reads_due_jobs_a_page_at_a_time_and_misses_none(
     found = store.jobs_to_sweep(now)
     assert len(reads) >= 3 and all(len(page) <= 4 for page in reads)
     ids = [job_id for job_id, _ in found]
-    assert len(ids) == len(set(ids))  # (each once, though some were read twice)
+    assert [job_id for page in reads for job_id, _ in page].count("w0") == 2  # (moved up)
+    assert len(ids) == len(set(ids))  # (each once, though read twice)
+    assert reads[0][-1] == ("d0", 1.0) and ("d0", -3e15) not in found
     assert dict(found) == {**woken, **{j: d for j, d in due.items() if j != "d5"}, "new": 0.0}
-    assert store.jobs_to_sweep(now)[0] == ("d5", -2e15)  # the next sweep's first
+    # The sweep says when to look next at what it read: the wake of d0 since stands.
+    store.look_again([(job_id, read, now + 1000) for job_id, read in found])
+    assert store.jobs_to_sweep(now) == [("d0", -3e15), ("d5", -2e15)]
 
 
 def test_a_job_waiting_for_reports_is_looked_at_when_due_or_at_a_final_report(
