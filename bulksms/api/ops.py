@@ -85,10 +85,11 @@ class _Shared:
 
     def check(self, probe: Callable[[], bool]) -> Verdict:
         verdict, at = self.last
-        if time.monotonic() - at < self.seconds:
-            return Verdict(verdict, time.monotonic() - at)
+        age = time.monotonic() - at  # (read once: the age told is the one that was judged)
+        if age < self.seconds:
+            return Verdict(verdict, age)
         if not self.lock.acquire(blocking=not verdict):
-            return Verdict(verdict, time.monotonic() - at)  # another thread is checking
+            return Verdict(verdict, age)  # another thread is checking
         try:
             verdict, at = self.last
             if time.monotonic() - at >= self.seconds:
