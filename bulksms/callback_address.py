@@ -34,7 +34,10 @@ def default_port(scheme: str) -> int:
 def allowed_addresses(url: str, allow_private: bool) -> list[str]:
     """The addresses to connect to for `url`, in the resolver's order, once every one of them
     is public (or `allow_private`). Raises `NotAllowed`."""
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        raise NotAllowed("callback_url must be an http(s) URL") from None
     host = parts.hostname
     if parts.scheme not in ("http", "https") or not host:
         raise NotAllowed("callback_url must be an http(s) URL")

@@ -431,9 +431,13 @@ def _read_callback_url(checked: Checked[schemas.SubmitFields], settings: Setting
     value = checked.fields.callback_url
     if value is None:
         return None
-    parts = urlsplit(value)
+    try:
+        parts: SplitResult | None = urlsplit(value)
+    except ValueError:  # not a URL at all (an unclosed IPv6 bracket: `http://[::1`)
+        parts = None
     if (
-        parts.scheme not in ("http", "https")
+        parts is None
+        or parts.scheme not in ("http", "https")
         or not parts.hostname
         or len(value) > 2048
         or not _has_valid_port(parts)

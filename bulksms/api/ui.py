@@ -117,8 +117,16 @@ def _same_origin() -> None:
     """Browsers name the origin of every POST: another site's, or an opaque one ("null": a
     sandboxed frame, a data: URL), is refused."""
     origin = request.headers.get("Origin")
-    if origin is not None and (origin == "null" or urlsplit(origin).netloc != request.host):
+    if origin is not None and (origin == "null" or _netloc(origin) != request.host):
         raise ApiError(403, "cross_origin", "A form from another site is refused.")
+
+
+def _netloc(origin: str) -> str | None:
+    """The origin's host and port; None for one that is not a URL (`http://[::1`)."""
+    try:
+        return urlsplit(origin).netloc
+    except ValueError:
+        return None
 
 
 # -- signing in ---------------------------------------------------------------------------------

@@ -134,11 +134,15 @@ class _Session(requests.Session):
 
 def _same_host(old: str, new: str) -> bool:
     """The same host and port (its scheme's default, when not given), or http upgraded to
-    https on the default ports, as requests judges where `Authorization` may go."""
-    a, b = urlsplit(old), urlsplit(new)
-    if a.hostname != b.hostname:
+    https on the default ports, as requests judges where `Authorization` may go. An address
+    Python cannot read (a port out of range, an unclosed IPv6 bracket) is not the same."""
+    try:
+        a, b = urlsplit(old), urlsplit(new)
+        if a.hostname != b.hostname:
+            return False
+        ports = (a.port or DEFAULT_PORTS.get(a.scheme), b.port or DEFAULT_PORTS.get(b.scheme))
+    except ValueError:
         return False
-    ports = (a.port or DEFAULT_PORTS.get(a.scheme), b.port or DEFAULT_PORTS.get(b.scheme))
     upgrade = (a.scheme, b.scheme, *ports) == ("http", "https", 80, 443)
     return upgrade or (a.scheme, ports[0]) == (b.scheme, ports[1])
 

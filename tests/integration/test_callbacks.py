@@ -3,6 +3,7 @@ only to public addresses unless the operator allows private ones."""
 
 from __future__ import annotations
 
+import io
 import json
 import threading
 import time
@@ -18,6 +19,7 @@ from bulksms import callback_address
 from bulksms.api.app import create_app
 from bulksms.config import Settings
 from bulksms.devstack.numbers_gen import us_numbers
+from bulksms.store import RATE_LIMIT_PREFIX
 from bulksms.worker import completion_callback as callbacks
 from tests.helpers import API_KEY
 from tests.helpers.stack import Stack, wait_until
@@ -129,3 +131,47 @@ def test_delivery_checks_the_address_again_and_connects_to_it(receiver: Receiver
     assert receiver.hosts == [f"localhost:{receiver.server_address[1]}"]
     body, header = receiver.calls[0]
     assert callbacks.verify(body, header, SECRET)
+
+
+@pytest.mark.parametrize("url", ["http://[::1", "http://[", "https://]x", "http://x]/"])
+def test_a_callback_url_that_is_not_a_url_is_refused_and_changes_nothing(
+    client: Any, rdb: Any, url: str
+) -> None:
+    """Python's URL parser raises on an unclosed IPv6 bracket: a clear 422 everywhere a
+    callback_url is read (an alert's fast path, the general path, a preview, a contact file),
+    not a 500, and nothing stored."""
+    numbers = us_numbers(2)
+
+    def stored() -> set[str]:  # (but for the submit limit's counters)
+        return {k for k in map(str, rdb.keys("*")) if RATE_LIMIT_PREFIX not in k}
+
+    before = stored()
+    json_posts = [
+        ("/api/bulk-sms", numbers[:1]),  # an alert: the fast path
+        ("/api/bulk-sms", numbers),
+        ("/api/bulk-sms/preview", numbers),
+    ]
+    answers = [
+        client.post(
+            path,
+            json={"recipients": to, "message": "x", "callback_url": url},
+            headers={"X-API-Key": API_KEY},
+        )
+        for path, to in json_posts
+    ]
+    answers.append(
+        client.post(
+            "/api/bulk-sms",
+            data={
+                "message": "x",
+                "callback_url": url,
+                "recipients": (io.BytesIO("\n".join(["phone", *numbers]).encode()), "to.csv"),
+            },
+            headers={"X-API-Key": API_KEY},
+            content_type="multipart/form-data",
+        )
+    )
+    for answer in answers:
+        assert answer.status_code == 422, answer.get_data(as_text=True)
+        assert answer.get_json()["error"] == "invalid_callback_url"
+    assert stored() == before

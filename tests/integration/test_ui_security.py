@@ -94,3 +94,12 @@ def test_hostile_cursors_are_a_400_or_ignored_never_a_500(client: FlaskClient) -
     assert client.get(f"/ui/jobs/{job}?cursor=%C2%B2.0").status_code == 400
     assert client.get("/ui/?cursor=nan").status_code == 200
     assert client.get("/ui/?cursor=inf").status_code == 200
+
+
+def test_a_form_whose_origin_is_not_a_url_is_refused_as_another_sites(
+    client: FlaskClient,
+) -> None:
+    # Python's URL parser raises on an unclosed IPv6 bracket: a 403, not a 500.
+    for origin in ("http://[::1", "http://x]/", "https://["):
+        assert sign_in(client, Origin=origin)[0] == 403
+    assert client.get("/ui/").status_code == 302  # still signed out

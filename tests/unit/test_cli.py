@@ -374,3 +374,12 @@ def test_a_redirect_to_another_host_is_not_followed_with_the_key(
     seen.clear()
     assert Client(url, "secret")._call("GET", "/here") == {}  # the same host: followed
     assert seen == [("/here", "secret"), ("/landed", "secret")]
+
+
+@pytest.mark.parametrize(
+    "new", ["http://127.0.0.1:99999/x", "http://[::1/x", "http://127.0.0.1:port/x"]
+)
+def test_a_redirect_to_an_address_python_cannot_read_is_not_the_same_host(new: str) -> None:
+    # (urlsplit or its port raises on these: refused, not a traceback)
+    assert not cli_client._same_host("http://127.0.0.1:8000/a", new)
+    assert cli_client._same_host("http://127.0.0.1:8000/a", "http://127.0.0.1:8000/b")
