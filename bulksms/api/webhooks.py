@@ -283,10 +283,13 @@ def _report(job_id: str, batch: str, form: Mapping[str, str]) -> Report | None:
 
 
 def _recorded(client: redis.Redis, report: Report, moved: int, form: Mapping[str, str]) -> str:
-    """Log and count what the report changed; a STOP it reveals opts the number out."""
+    """Log and count what the report changed; a STOP it reveals for a recipient of the job
+    opts the number out. One for a number the job never texted (or a job not kept) does not:
+    V2 signs neither body nor query, so a V2 request captured and posted again once its nonce
+    is forgotten could otherwise opt out any number."""
     if moved < 0:
         log.info("delivery report for an unknown recipient of job %s", report.job_id)
-    if form.get("ErrorCode", "").strip() == BLOCKED_BY_STOP:
+    elif form.get("ErrorCode", "").strip() == BLOCKED_BY_STOP:
         e164 = numbers.normalise("+" + report.number.lstrip("+"), None)[0]
         if e164:
             optouts.opt_out(client, e164)

@@ -165,13 +165,34 @@ def test_replies_apply_in_the_order_they_were_sent_each_once(stack: Stack) -> No
     assert opted_out(late)
 
 
-def test_a_report_blocked_by_stop_opts_the_number_out(stack: Stack) -> None:
-    number = us_numbers(1)[0]
-    url = f"{stack.base_url}/api/webhooks/plivo/delivery-report?job={'f' * 32}&batch=0"
-    params = {"MessageUUID": "u", "Status": "failed", "To": number.lstrip("+"), "ErrorCode": "200"}
+def test_a_report_blocked_by_stop_opts_out_a_recipient_of_its_job_only(stack: Stack) -> None:
+    """V2 signs neither body nor query: a captured request posted again once its nonce is
+    forgotten must not opt out any number it names, only one its job texted."""
+    number, stranger = us_numbers(2)
+    job_id = stack.submit({"recipients": [number], "message": "hi"}).json()["job_id"]
     key = stack.settings.webhook_key or ""
-    headers = {signature.V3: signature.sign_v3(url, params, "6", key), signature.V3_NONCE: "6"}
-    assert requests.post(url, data=params, headers=headers, timeout=30).status_code == 204
+
+    def blocked(job: str, to: str, nonce: str) -> int:
+        url = f"{stack.base_url}/api/webhooks/plivo/delivery-report?job={job}&batch=0"
+        params = {"MessageUUID": "u", "Status": "failed", "To": to.lstrip("+"), "ErrorCode": "200"}
+        headers = {
+            signature.V3: signature.sign_v3(url, params, nonce, key),
+            signature.V3_NONCE: nonce,
+        }
+        return requests.post(url, data=params, headers=headers, timeout=30).status_code
+
+    def opted_out(to: str) -> bool:
+        answer = requests.get(
+            f"{stack.base_url}/api/opt-outs/{to}", headers={"X-API-Key": API_KEY}, timeout=30
+        )
+        assert answer.status_code in (200, 404), answer.text
+        return answer.status_code == 200
+
+    assert blocked("f" * 32, stranger, "5") == 204  # a job not kept
+    assert blocked(job_id, stranger, "6") == 204  # a number its job never texted
+    assert not opted_out(stranger)
+    assert blocked(job_id, number, "7") == 204
+    assert opted_out(number)
     refused = stack.submit({"recipients": [number], "message": "no"})
     assert refused.status_code == 422
     assert refused.json()["details"]["recipients"]["suppressed"] == 1
