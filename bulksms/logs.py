@@ -133,6 +133,9 @@ class _RedactRequests(_Redact):
                 masked = _SPACED_NUMBER.sub(_spaced, decoded)
                 if masked != decoded:  # (decoded only then, and escaped as gunicorn escapes)
                     atoms[key] = _CONTROL.sub(_escape, masked.replace('"', '\\"'))
+        else:  # gunicorn's error log: it may quote a request line it could not read, whole
+            record.msg = _SPACED_NUMBER.sub(_spaced, unquote(record.getMessage()))
+            record.args = None
         return super().filter(record)
 
     def clean(self, text: str) -> str:

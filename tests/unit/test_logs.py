@@ -174,3 +174,28 @@ def test_an_opt_out_path_of_endless_spaces_is_masked_at_once(settings: Settings)
     assert access.filter(record)
     assert time.process_time() - started < 0.5  # (the old pattern took some 20 s on this)
     assert record.getMessage().startswith('"/api/opt-outs/****')
+
+
+def test_gunicorn_error_lines_mask_numbers_written_with_separators(settings: Settings) -> None:
+    """gunicorn's error log quotes a request line it could not read: a number with spaces in
+    its path splits that line where gunicorn looks for the HTTP version."""
+    logs.configure(settings)
+    out = io.StringIO()
+    error = logging.getLogger("gunicorn.error")
+    handler = logging.StreamHandler(out)
+    error.addHandler(handler)
+    try:
+        error.error(
+            "Invalid request from ip=%s: %s",
+            "10.20.30.40",
+            "Invalid HTTP Version: '20 7946 0731 HTTP/1.1'",
+        )
+        error.error("Invalid request: %s", "GET /x?to=%2B44%207911%20123456 HTTP/1.1 (pid: 4242)")
+        error.info("Booting worker with pid: %s", 31337)
+    finally:
+        error.removeHandler(handler)
+    written = out.getvalue()
+    for digits in ("7946", "0731", "7911", "123456"):
+        assert digits not in written, written
+    for kept in ("ip=10.20.30.40", "(pid: 4242)", "pid: 31337", "HTTP/1.1"):
+        assert kept in written, written
