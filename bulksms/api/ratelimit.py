@@ -89,7 +89,7 @@ def count_bad_signature() -> None:
 
 def refuse_bad_signatures_past_limit() -> None:
     """429 for an address already past RATE_LIMIT_BAD_SIGNATURES, before its request is read
-    (Plivo's own V3 reports are taken in front of this, by `report_fastpath`)."""
+    (Plivo's own V3 reports of up to 4 KB are taken in front of this, by `report_fastpath`)."""
     _refuse_past(settings().rate_limit_bad_signatures, "bad-signature", count=False)
 
 
