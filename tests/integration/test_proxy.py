@@ -177,7 +177,7 @@ def test_slow_clients_through_nginx_leave_healthz_answering_within_a_second(
 def test_the_proxy_passes_what_the_app_reads(stack: Stack, proxy: Nginx) -> None:
     """Host with its port (the campaign page compares a form's Origin with it), the caller's
     X-Request-ID (or nginx's own, logged by both), bodies bigger than nginx keeps in memory
-    (spooled to a file) but not to the webhooks past their 64 KiB, and no phone number in
+    (streamed to the app) but not to the webhooks past their 64 KiB, and no phone number in
     nginx's log line."""
     given = requests.get(
         f"{proxy.base_url}/healthz", headers={"X-Request-ID": "proxy-test-1"}, timeout=30
@@ -217,7 +217,7 @@ def test_the_proxy_passes_what_the_app_reads(stack: Stack, proxy: Nginx) -> None
         timeout=60,
     )
     assert big.status_code == 200, big.text[:500]
-    assert int(big.request.headers["Content-Length"]) > 64 * 1024
+    assert int(big.request.headers["Content-Length"]) >= 100_000  # (streamed: see below)
     refused = requests.post(
         f"{proxy.base_url}{WEBHOOK}",
         data=b"a" * (64 * 1024 + 1),
@@ -259,3 +259,29 @@ def test_the_proxy_passes_what_the_app_reads(stack: Stack, proxy: Nginx) -> None
     assert '"path":"/api/bulk-sms/****"' in log and '"path":"/api/x/****"' in log, masked
     assert f'"path":"/api/bulk-sms/{job}/cancel"' in log, masked
     assert made in proxy.access_log.read_text()
+
+
+@pytest.mark.parametrize("key", [None, "a-wrong-key-of-more-than-32-characters"])
+def test_a_big_body_without_a_valid_key_is_refused_before_it_is_all_sent(
+    stack: Stack, proxy: Nginx, key: str | None
+) -> None:
+    """A body too big for nginx's memory is streamed to the app, which refuses a request
+    without a valid key from its headers: no one without a key can make nginx spool 128 MiB
+    to disk (nor hold it while a client sends it slowly). Buffered, nginx would wait for the
+    whole body before asking the app, and nothing would answer here."""
+    host, port = urlsplit(proxy.base_url).netloc.split(":")
+    head = (
+        "POST /api/bulk-sms HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        + (f"X-API-Key: {key}\r\n" if key else "")
+        + "Content-Length: 100000000\r\n\r\n"
+    )
+    with socket.create_connection((host, int(port)), timeout=60) as raw:
+        raw.sendall(head.encode() + b"[" * (1024 * 1024))  # 1 MiB of the promised 100 MB
+        answer = raw.recv(200)
+    assert answer.startswith(b"HTTP/1.1 401"), answer
+    assert not any((proxy.folder / "client_body").iterdir())  # nothing spooled
+    # Logged with the path the client asked for.
+    wait_until(
+        lambda: '"path":"/api/bulk-sms","status":401' in proxy.access_log.read_text(),
+        what="nginx's access line for the refused body",
+    )
