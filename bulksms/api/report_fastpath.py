@@ -11,9 +11,8 @@ for it (`webhooks.hand_over`, `bulksms.store.handoff`).
 Everything else goes on to the Flask blueprint, which handles it in full: no or a bad signature
 (403, counted, 429 past the limit), V2 (whose nonce is bound to its request there), another
 content type, a body without a length or over `FAST_MAX_BODY` (413 over the webhooks' cap), and
-Redis failing (503). Recording
-a report twice changes nothing (old news to the store's script), so handing a report on after a
-failed attempt is safe.
+Redis failing (503). Recording a report twice changes nothing (old news to the store's script),
+so handing a report on after a failed attempt is safe.
 """
 
 from __future__ import annotations
