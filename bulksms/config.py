@@ -23,9 +23,11 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-AUTH_ID_RE = re.compile(r"^(MA|SA)[A-Z0-9]{18}$")
-E164_RE = re.compile(r"^\+[1-9]\d{6,14}$")
-ALPHANUMERIC_SENDER_RE = re.compile(r"^(?=.*[A-Za-z])[A-Za-z0-9 ]{1,11}$")
+# (`\Z`, not `$`, which also matches before a final newline: "+14155550100\n" is no sender; and
+# [0-9], not \d, which takes any script's digits)
+AUTH_ID_RE = re.compile(r"^(MA|SA)[A-Z0-9]{18}\Z")
+E164_RE = re.compile(r"^\+[1-9][0-9]{6,14}\Z")
+ALPHANUMERIC_SENDER_RE = re.compile(r"^(?=.*[A-Za-z])[A-Za-z0-9 ]{1,11}\Z")
 DEFAULT_PLIVO_API_URL = "https://api.plivo.com"
 
 
@@ -151,7 +153,7 @@ def _sender(value: str) -> str:
 
 
 UUID_RE = re.compile(
-    r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+    r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\Z"
 )
 
 

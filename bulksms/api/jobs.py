@@ -517,8 +517,8 @@ def resume(job_id: str) -> Response:
 
 def resume_job(job_id: str) -> Job:
     job = find_job(job_id)
-    if not job.paused:
-        raise ApiError(409, "not_paused", "The job is not paused.")
+    if job.state is not JobState.PAUSED:  # (a paused job cancelled since is cancelled)
+        raise ApiError(409, "not_paused", f"The job is {job.state.value}, not paused.")
     store().resume(job_id)
     _enqueue_pending(job)
     return find_job(job_id)
@@ -648,7 +648,7 @@ def _limit(default: int, most: int) -> int:
     raw = request.args.get("limit")
     if raw is None:
         return default
-    if not raw.isdigit() or not 1 <= int(raw) <= most:
+    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= most:  # (not '²')
         raise ApiError(400, "invalid_limit", f"limit must be a whole number from 1 to {most}.")
     return int(raw)
 

@@ -51,7 +51,7 @@ MESSAGE_PATH = re.compile(r"^/v1/Account/([^/]+)/Message/?$")
 ONE_MESSAGE_PATH = re.compile(r"^/v1/Account/([^/]+)/Message/([^/]+)/?$")
 LIST_LIMIT = 20  # Plivo's most messages a page
 TIME_FILTERS = {"message_time__gte", "message_time__gt", "message_time__lte", "message_time__lt"}
-DST_RE = re.compile(r"^\+?[1-9]\d{6,14}$")
+DST_RE = re.compile(r"^\+?[1-9][0-9]{6,14}\Z")
 MAX_DESTINATIONS = 1000
 # Plivo's messaging error codes, for the failures the sandbox simulates.
 UNDELIVERED_CODES = ("20", "80", "70")  # network error, temporarily / permanently unavailable

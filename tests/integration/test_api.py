@@ -190,6 +190,32 @@ def test_bearer_and_rotated_keys_work(client: FlaskClient) -> None:
             422,
             "invalid_sender",
         ),
+        # A final newline (which a regular expression's `$` lets through), another script's
+        # digits.
+        (
+            {"recipients": ["+14155550100"], "message": "x", "sender": "+14155550177\n"},
+            422,
+            "invalid_sender",
+        ),
+        (
+            {"recipients": ["+14155550100"], "message": "x", "sender": "ACME\n"},
+            422,
+            "invalid_sender",
+        ),
+        (
+            {"recipients": ["+14155550100"], "message": "x", "sender": "+١٤١٥٥٥٥٠١٧٧"},
+            422,
+            "invalid_sender",
+        ),
+        (
+            {
+                "recipients": ["+14155550100"],
+                "message": "x",
+                "powerpack_uuid": "1b2c3d4e-aaaa-bbbb-cccc-0123456789ab\n",
+            },
+            422,
+            "invalid_powerpack_uuid",
+        ),
     ],
 )
 def test_bad_bodies_get_a_json_error_and_store_nothing(
@@ -315,3 +341,25 @@ def test_web_readiness_needs_redis_not_workers(client: FlaskClient, rdb: redis.R
     assert workers.status_code == 503
     assert workers.get_json()["checks"] == {"worker": "no worker answered"}
     assert 0 <= workers.get_json()["checked_seconds_ago"] <= ops.WORKER_CHECK_SECONDS
+
+
+@pytest.mark.parametrize("limit", ["\u00b2", "\u2460", "\u0663", "0", "-1", "x"])
+def test_a_listings_limit_is_ascii_digits_in_range(client: FlaskClient, limit: str) -> None:
+    """'²' and '①' are digits to str.isdigit but not to int(): a 400, not a 500."""
+    job_id = post(client, {"recipients": ["+14155550100"], "message": "x"}).get_json()["job_id"]
+    for path in ("/api/bulk-sms", f"/api/bulk-sms/{job_id}/messages"):
+        answer = client.get(path, query_string={"limit": limit}, headers={"X-API-Key": API_KEY})
+        assert answer.status_code == 400, answer.get_data(as_text=True)
+        assert answer.get_json()["error"] == "invalid_limit"
+
+
+def test_a_job_paused_then_cancelled_is_not_resumed(client: FlaskClient) -> None:
+    numbers = us_numbers(2000)
+    job_id = post(client, {"recipients": numbers, "message": "x"}).get_json()["job_id"]
+    auth = {"X-API-Key": API_KEY}
+    assert client.post(f"/api/bulk-sms/{job_id}/pause", headers=auth).status_code == 200
+    assert client.post(f"/api/bulk-sms/{job_id}/cancel", headers=auth).status_code == 200
+    resumed = client.post(f"/api/bulk-sms/{job_id}/resume", headers=auth)
+    assert resumed.status_code == 409 and resumed.get_json()["error"] == "not_paused"
+    assert "cancelled" in resumed.get_json()["message"]
+    assert client.get(f"/api/bulk-sms/{job_id}", headers=auth).get_json()["state"] == "cancelled"
