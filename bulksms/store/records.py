@@ -10,8 +10,9 @@ the same layout). For a batch of n recipients:
     8n + 24i + 16 1     its status code (`store.CODES`); 0 while the batch's outcome says it all
     8n + 24i + 17 2     its error code, big-endian (`encode_error`)
     8n + 24i + 19 4     its last update, unix seconds, big-endian (0 with status 0: the batch's)
-    8n + 24i + 23 1     1 once what Plivo billed for its message is counted (a message reported
-                        part by part keeps that per part in the job's parts hash)
+    8n + 24i + 23 1     1 once what Plivo billed for its message is counted; 2 once a part of it
+                        is (a message reported part by part keeps that per part in the job's parts
+                        hash, and is then billed by its parts only)
 
 A new batch is written whole, with one SET: grown by SETRANGE instead, Redis would allocate
 twice its size.

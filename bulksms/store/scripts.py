@@ -537,16 +537,21 @@ local part, parts = tonumber(ARGV[9]), tonumber(ARGV[10])
 if parts and part and parts > 1 and part >= 1 and part <= parts then
   local field = ARGV[6] .. ':' .. ARGV[1]
   local state = redis.call('HGET', KEYS[4], field)
-  if not state or #state ~= 2 * parts then
-    state = string.rep($pending, parts) .. string.rep('0', parts)
-  end
+  -- Another count of parts than the message's first part report gave is not Plivo's (a
+  -- message's parts keep their count): taken, it would start the parts afresh, billed again.
+  if state and #state ~= 2 * parts then return 0 end
+  state = state or string.rep($pending, parts) .. string.rep('0', parts)
   local mine = string.sub(state, part, part)
   if RANK[code] > RANK[mine] then
     state = string.sub(state, 1, part - 1) .. code .. string.sub(state, part + 1)
   end
   if billable and string.sub(state, parts + part, parts + part) == '0' then
-    bill = true
     state = string.sub(state, 1, parts + part - 1) .. '1' .. string.sub(state, parts + part + 1)
+    -- Billed whole (a report without its part came first) or by its parts, never both.
+    if redis.call('GETRANGE', KEYS[2], base + 23, base + 23) ~= '\1' then
+      bill = true
+      redis.call('SETRANGE', KEYS[2], base + 23, '\2')
+    end
   end
   redis.call('HSET', KEYS[4], field, state)
   local ttl = redis.call('TTL', KEYS[1])
@@ -564,7 +569,8 @@ if parts and part and parts > 1 and part >= 1 and part <= parts then
     tail = code .. string.sub(tail, 2)
   end
 elseif billable then
-  -- A single message: billed once. A record the release before finished was billed then.
+  -- A single message: billed once (not if billed by its parts: flag 2). A record the release
+  -- before finished was billed then.
   local flag = redis.call('GETRANGE', KEYS[2], base + 23, base + 23)
   if flag == '\0' and RANK[old] < $FINAL then
     bill = true

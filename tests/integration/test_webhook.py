@@ -208,6 +208,34 @@ def part(status: str, n: int, to: str = "14155550100", **extra: str) -> dict[str
     return {**params(status, to=to, **fields), "MessageUUID": uuid_of(n)}
 
 
+def test_a_message_is_billed_once_whatever_its_reports_say_of_its_parts(
+    client: FlaskClient, settings: Settings
+) -> None:
+    """A report naming another count of parts than the message's first, or a part after the
+    whole (or the whole after a part), bills nothing more: alternated, '1 of 2' and '1 of 3'
+    once billed the message again at each report (found by a hostile review)."""
+    job_id = submit(client, ["+14155550100", "+14155550101"])
+
+    def billed() -> Any:
+        doc = client.get(f"/api/bulk-sms/{job_id}", headers={"X-API-Key": API_KEY}).get_json()
+        return doc["billed"]
+
+    charge = {"Units": "10", "TotalAmount": "10"}
+    of_two = part("delivered", 1, **charge)
+    of_three = {**of_two, "PartInfo": "1 of 3"}
+    for each in (of_two, of_three, of_two, of_three, params("delivered", **charge)):
+        assert report(client, settings, job_id, each).status_code == 204
+    assert billed() == {"units": 10, "amount": 10.0}
+    # Billed whole first, then a report of a part.
+    other = "14155550101"
+    whole = params("sent", to=other, Units="2", TotalAmount="0.01")
+    assert report(client, settings, job_id, whole).status_code == 204
+    assert (
+        report(client, settings, job_id, part("delivered", 1, other, **charge)).status_code == 204
+    )
+    assert billed() == {"units": 12, "amount": 10.01}
+
+
 def test_parts_are_folded_into_one_status_and_each_part_is_billed(
     client: FlaskClient, settings: Settings
 ) -> None:
