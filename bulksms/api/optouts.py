@@ -90,9 +90,14 @@ def remove(number: str) -> Response:
     return jsonify({"number": e164, "opted_out": False})
 
 
-def sent_at(message_time: str) -> float | None:
+def sent_at(message_time: str, stop: bool = True) -> float | None:
     """Plivo's MessageTime ('2026-11-30 12:00:01', UTC unless it says otherwise, maybe with
-    fractions and an offset) as epoch seconds; None when absent or unreadable."""
+    fractions and an offset) as epoch seconds; None when absent or unreadable.
+
+    A time ahead of ours would make every later reply "older". A STOP's counts as at most a few
+    minutes ahead (clocks drift); a START's as now at most, as it arrived: dated ahead, it
+    would otherwise have a real STOP sent in those minutes ignored. Where clocks disagree, the
+    error falls on the side of not texting."""
     try:
         when = datetime.fromisoformat(message_time.strip())
     except ValueError:
@@ -102,9 +107,7 @@ def sent_at(message_time: str) -> float | None:
     stamp = when.timestamp()
     if not math.isfinite(stamp):
         return None
-    # A time ahead of ours (beyond clocks' drift) would make every later reply "older": it
-    # counts as now.
-    return min(stamp, time.time() + FUTURE_SLACK_SECONDS)
+    return min(stamp, time.time() + (FUTURE_SLACK_SECONDS if stop else 0))
 
 
 @inbound.post("/plivo/inbound")
@@ -126,7 +129,7 @@ def inbound_message() -> Response:
             redis_client(),
             e164,
             intent,
-            sent_at(form.get("MessageTime", "")),
+            sent_at(form.get("MessageTime", ""), intent),
             form.get("MessageUUID", "").strip(),
         )
         if done != "applied":

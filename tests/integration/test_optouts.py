@@ -165,6 +165,26 @@ def test_replies_apply_in_the_order_they_were_sent_each_once(stack: Stack) -> No
     assert opted_out(late)
 
 
+def test_a_start_dated_ahead_of_our_clock_does_not_hide_a_later_stop(stack: Stack) -> None:
+    """A START whose MessageTime is ahead of ours counts as sent when it arrived: taken at its
+    word (or at a few minutes' slack), a real STOP sent in those minutes was "older" and
+    ignored, after a 204 Plivo would not retry (found by a hostile review)."""
+    number, drifted = us_numbers(2, start=900)
+    assert (
+        inbound(stack, number, "START", sent=datetime(9999, 12, 31, tzinfo=UTC)).status_code == 204
+    )
+    assert inbound(stack, number, "STOP").status_code == 204
+    found = requests.get(f"{stack.base_url}/api/opt-outs/{number}", headers=AUTH, timeout=30)
+    assert found.status_code == 200, found.text
+    # A STOP dated a minute ahead (a clock that drifts) still outranks a START sent after it
+    # arrived but dated before its time: the error falls on the side of not texting.
+    now = datetime.now(UTC)
+    assert inbound(stack, drifted, "STOP", sent=now + timedelta(seconds=60)).status_code == 204
+    assert inbound(stack, drifted, "START", sent=now + timedelta(seconds=30)).status_code == 204
+    found = requests.get(f"{stack.base_url}/api/opt-outs/{drifted}", headers=AUTH, timeout=30)
+    assert found.status_code == 200, found.text
+
+
 def test_a_report_blocked_by_stop_opts_out_a_recipient_of_its_job_only(stack: Stack) -> None:
     """V2 signs neither body nor query: a captured request posted again once its nonce is
     forgotten must not opt out any number it names, only one its job texted."""

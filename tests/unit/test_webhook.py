@@ -46,6 +46,9 @@ def test_plivo_s_message_time_is_read_as_an_instant() -> None:
     assert sent_at("2026-11-30T12:00:01Z") == utc
     for unreadable in ("", "yesterday", "2026-13-01 00:00:00", "9" * 40):
         assert sent_at(unreadable) is None
-    # A time far ahead counts as now (give or take the slack): later replies still apply.
+    # A time far ahead counts as now (a STOP's give or take the slack): later replies still
+    # apply.
     ahead = sent_at("9999-12-31 23:59:59")
     assert ahead is not None and ahead <= time.time() + 301
+    ahead = sent_at("9999-12-31 23:59:59", stop=False)
+    assert ahead is not None and ahead <= time.time()
