@@ -36,7 +36,7 @@ _OPT_OUT_PATH = re.compile(r"(/api/opt-outs/)[^?\"]*?(?=\sHTTP/|[?\"]|$)", re.IG
 # a form encodes it, '07911 123456'), as a client may put one in its request line, Referer or
 # User-Agent: masked whole in those. (A version like 'Chrome/120.0.6099.109' does not match: its
 # '.0' is too short a group, and no match starts after a dot.)
-_SEPARATOR = "[ .+\\-\u00a0\u2010-\u2015]+"
+_SEPARATOR = "[\\s.+_\\-\u2010-\u2015]+"  # (\s: any space: a tab, a thin one)
 _SPACED_NUMBER = re.compile(
     r"(?<![0-9A-Za-z.])\+?(?:\(\d{1,5}\)|\d{1,5})"
     rf"(?:(?:{_SEPARATOR}|(?<=\))|(?=\())(?:\(\d{{2,8}}\)|\d{{2,8}})){{1,5}}"
@@ -129,17 +129,22 @@ class _RedactRequests(_Redact):
                 value = atoms.get(key)
                 if not isinstance(value, str):
                     continue
-                decoded = unquote(value)
+                decoded = _decoded(value)
                 masked = _SPACED_NUMBER.sub(_spaced, decoded)
                 if masked != decoded:  # (decoded only then, and escaped as gunicorn escapes)
                     atoms[key] = _CONTROL.sub(_escape, masked.replace('"', '\\"'))
         else:  # gunicorn's error log: it may quote a request line it could not read, whole
-            record.msg = _SPACED_NUMBER.sub(_spaced, unquote(record.getMessage()))
+            record.msg = _SPACED_NUMBER.sub(_spaced, _decoded(record.getMessage()))
             record.args = None
         return super().filter(record)
 
     def clean(self, text: str) -> str:
-        return super().clean(_OPT_OUT_PATH.sub(r"\1****", unquote(text)))
+        return super().clean(_OPT_OUT_PATH.sub(r"\1****", _decoded(text)))
+
+
+def _decoded(text: str) -> str:
+    """Percent-decoded twice: a number encoded twice (%252B1415...) is read as one too."""
+    return unquote(unquote(text))
 
 
 def _escape(found: re.Match[str]) -> str:

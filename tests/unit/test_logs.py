@@ -199,3 +199,27 @@ def test_gunicorn_error_lines_mask_numbers_written_with_separators(settings: Set
         assert digits not in written, written
     for kept in ("ip=10.20.30.40", "(pid: 4242)", "pid: 31337", "HTTP/1.1"):
         assert kept in written, written
+
+
+def test_gunicorn_request_lines_mask_numbers_however_oddly_written(settings: Settings) -> None:
+    """Underscores, tabs and thin spaces between the digits, or the number encoded twice (from
+    a second review: each reached the access log whole)."""
+    logs.configure(settings)
+    out = io.StringIO()
+    access = logging.getLogger("gunicorn.access")
+    handler = logging.StreamHandler(out)
+    access.addHandler(handler)
+    try:
+        for query in (
+            "to=%2B1_415_555_0108",
+            "to=%2B1%09415%09555%090106",
+            "to=%2B1%E2%80%89415%E2%80%89555%E2%80%890107",
+            "to=%252B14155550105",
+        ):
+            access.info('"%(r)s"', {"r": f"GET /api/bulk-sms?{query} HTTP/1.1"})
+    finally:
+        access.removeHandler(handler)
+    written = out.getvalue()
+    assert written.count("****") == 4, written
+    for digits in ("0108", "0106", "0107", "0105"):  # (a contiguous one keeps its first 8)
+        assert digits not in written, written
