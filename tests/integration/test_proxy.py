@@ -225,6 +225,9 @@ def test_the_proxy_passes_what_the_app_reads(stack: Stack, proxy: Nginx) -> None
         timeout=60,
     )
     assert refused.status_code == 413 and "X-Request-ID" not in refused.headers  # by nginx
+    # nginx's own refusal in the app's error shape, not nginx's HTML page.
+    assert refused.headers["Content-Type"] == "application/json"
+    assert refused.json()["error"] == "payload_too_large" and refused.json()["message"]
 
     number = "+14155550123"
     added = requests.put(
