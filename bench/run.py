@@ -833,8 +833,8 @@ def small_submits(work: Path) -> list[Row]:
                 ceiling_paced = load.run(
                     ceiling_port, prepared, connections, SMALL_SECONDS, rate=share * base_rate
                 )
-                assert set(ceiling_paced.statuses) == {202}, ceiling_paced.statuses
                 ceiling_p99 = ceiling_paced.quantile(99), floor.quantile(99)
+                ceiling_errors = sum(n for s, n in ceiling_paced.statuses.items() if s != 202)
             service = load.run(
                 stack.web_port,
                 prepared[used:],
@@ -882,7 +882,7 @@ def small_submits(work: Path) -> list[Row]:
             "stage": f"small submits' ceiling: p99 at {0.25 * base_rate:,.0f}/s for "
             f"{SMALL_SECONDS:g} s, the bare JSON 202 after one Redis write, Redis over "
             + _where(True, "everysec"),
-            "measured": f"{ceiling_p99[0] * 1000:.1f} ms",
+            "measured": f"{ceiling_p99[0] * 1000:.1f} ms ({ceiling_errors} errors)",
             "floor": f"bare {ceiling_p99[1] * 1000:.1f} ms",
             "ratio": f"{ceiling_p99[0] / ceiling_p99[1]:.2f}",
             "target": "informational: the least storing a job before its 202 costs the tail",
