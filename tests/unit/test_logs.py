@@ -7,6 +7,7 @@ import json
 import logging
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 
 import pytest
@@ -30,6 +31,21 @@ def lines(settings: Settings, app: Flask) -> Iterator[io.StringIO]:
 
 def records(out: io.StringIO) -> list[dict[str, object]]:
     return [json.loads(line) for line in out.getvalue().splitlines()]
+
+
+@contextmanager
+def written_by(settings: Settings, name: str) -> Iterator[tuple[logging.Logger, io.StringIO]]:
+    """A gunicorn logger (its filter set by `logs.configure`, as the app sets it), and what it
+    writes through a handler of its own, as gunicorn's are."""
+    logs.configure(settings)
+    out = io.StringIO()
+    logger = logging.getLogger(name)
+    handler = logging.StreamHandler(out)
+    logger.addHandler(handler)
+    try:
+        yield logger, out
+    finally:
+        logger.removeHandler(handler)
 
 
 def test_secrets_never_appear_and_numbers_are_masked(
@@ -99,12 +115,7 @@ def test_log_dir_writes_combined_and_error_files(settings: Settings, tmp_path: o
 
 def test_gunicorn_request_lines_mask_numbers_in_every_form(settings: Settings) -> None:
     """gunicorn's access log has its own handler: the filter sits on its logger."""
-    logs.configure(settings)
-    out = io.StringIO()
-    access = logging.getLogger("gunicorn.access")
-    handler = logging.StreamHandler(out)
-    access.addHandler(handler)
-    try:
+    with written_by(settings, "gunicorn.access") as (access, out):
         for line in (
             "PUT /api/opt-outs/+447700900123 HTTP/1.1",
             "PUT /api/opt-outs/%2B447700900123 HTTP/1.1",
@@ -114,8 +125,6 @@ def test_gunicorn_request_lines_mask_numbers_in_every_form(settings: Settings) -
             "GET /api/opt-out%73/%2B44%207911%20123456 HTTP/1.1",
         ):
             access.info('%(h)s "%(r)s" %(s)s', {"h": "127.0.0.1", "r": line, "s": "200"})
-    finally:
-        access.removeHandler(handler)
     written = out.getvalue()
     assert written.count("127.0.0.1") == 6
     for digits in ("7700900123", "5550100", "555-0100", "4155550100", "7911", "123456"):
@@ -127,11 +136,6 @@ def test_gunicorn_request_lines_mask_numbers_written_with_separators(settings: S
     """A client may put a number anywhere in its request line, Referer or User-Agent, written
     as people write them (or as a form encodes them); versions, dates and addresses stay
     readable, and a quote the client wrote changes nothing."""
-    logs.configure(settings)
-    out = io.StringIO()
-    access = logging.getLogger("gunicorn.access")
-    handler = logging.StreamHandler(out)
-    access.addHandler(handler)
     fields = {
         "h": "10.20.30.40",
         "r": "GET /api/bulk-sms?to=%2B1%20(415)%20555-0100&q=%22&since=2026-12-01 HTTP/1.1",
@@ -141,12 +145,10 @@ def test_gunicorn_request_lines_mask_numbers_written_with_separators(settings: S
         "a": "Mozilla/5.0 Chrome/120.0.6099.109 Safari/537.36 (+44 7911 123456) 07700 900321",
     }
     headers = {"{x-caller}i": "+1 415 555 0123", "{raw_uri}e": "/x?to=%2B44%207911%20222333"}
-    try:
+    with written_by(settings, "gunicorn.access") as (access, out):
         access.info('%(h)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s"', SafeAtoms(fields))
         # (a format names a header as it likes; gunicorn keeps them lowercase)
         access.info("%({X-Caller}i)s %({RAW_URI}e)s", SafeAtoms(headers))
-    finally:
-        access.removeHandler(handler)
     written = out.getvalue()
     for digits in ("555-0100", "555.0199", "7911", "123456", "654321", "900321", "0123", "222"):
         assert digits not in written, written
@@ -179,12 +181,7 @@ def test_an_opt_out_path_of_endless_spaces_is_masked_at_once(settings: Settings)
 def test_gunicorn_error_lines_mask_numbers_written_with_separators(settings: Settings) -> None:
     """gunicorn's error log quotes a request line it could not read: a number with spaces in
     its path splits that line where gunicorn looks for the HTTP version."""
-    logs.configure(settings)
-    out = io.StringIO()
-    error = logging.getLogger("gunicorn.error")
-    handler = logging.StreamHandler(out)
-    error.addHandler(handler)
-    try:
+    with written_by(settings, "gunicorn.error") as (error, out):
         error.error(
             "Invalid request from ip=%s: %s",
             "10.20.30.40",
@@ -192,8 +189,6 @@ def test_gunicorn_error_lines_mask_numbers_written_with_separators(settings: Set
         )
         error.error("Invalid request: %s", "GET /x?to=%2B44%207911%20123456 HTTP/1.1 (pid: 4242)")
         error.info("Booting worker with pid: %s", 31337)
-    finally:
-        error.removeHandler(handler)
     written = out.getvalue()
     for digits in ("7946", "0731", "7911", "123456"):
         assert digits not in written, written
@@ -204,12 +199,7 @@ def test_gunicorn_error_lines_mask_numbers_written_with_separators(settings: Set
 def test_gunicorn_request_lines_mask_numbers_however_oddly_written(settings: Settings) -> None:
     """Underscores, tabs and thin spaces between the digits, or the number encoded twice (from
     a second review: each reached the access log whole)."""
-    logs.configure(settings)
-    out = io.StringIO()
-    access = logging.getLogger("gunicorn.access")
-    handler = logging.StreamHandler(out)
-    access.addHandler(handler)
-    try:
+    with written_by(settings, "gunicorn.access") as (access, out):
         for query in (
             "to=%2B1_415_555_0108",
             "to=%2B1%09415%09555%090106",
@@ -217,8 +207,6 @@ def test_gunicorn_request_lines_mask_numbers_however_oddly_written(settings: Set
             "to=%252B14155550105",
         ):
             access.info('"%(r)s"', {"r": f"GET /api/bulk-sms?{query} HTTP/1.1"})
-    finally:
-        access.removeHandler(handler)
     written = out.getvalue()
     assert written.count("****") == 4, written
     for digits in ("0108", "0106", "0107", "0105"):  # (a contiguous one keeps its first 8)
