@@ -44,7 +44,7 @@ _SPACED_NUMBER = re.compile(
 )
 # What has that shape but is no number: one starting with a date, an IPv4 address.
 _NOT_A_NUMBER = re.compile(
-    r"\d{4}[-./]\d{2}[-./]\d{2}|\d{2}[-./]\d{2}[-./]\d{4}|\d{1,3}(?:\.\d{1,3}){3}$"
+    r"\d{4}[-./_]\d{2}[-./_]\d{2}|\d{2}[-./_]\d{2}[-./_]\d{4}|\d{1,3}(?:\.\d{1,3}){3}$"
 )
 # gunicorn's atoms a client writes, as a format names them: the request line, its path and
 # query, the Basic user, the Referer and User-Agent, and any request header.
@@ -129,22 +129,34 @@ class _RedactRequests(_Redact):
                 value = atoms.get(key)
                 if not isinstance(value, str):
                     continue
-                decoded = _decoded(value)
-                masked = _SPACED_NUMBER.sub(_spaced, decoded)
-                if masked != decoded:  # (decoded only then, and escaped as gunicorn escapes)
+                masked = _masked(value)
+                if masked is not None:  # (escaped as gunicorn escapes)
                     atoms[key] = _CONTROL.sub(_escape, masked.replace('"', '\\"'))
-        else:  # gunicorn's error log: it may quote a request line it could not read, whole
-            record.msg = _SPACED_NUMBER.sub(_spaced, _decoded(record.getMessage()))
-            record.args = None
+        elif record.getMessage().startswith(_QUOTING_A_REQUEST):  # (gunicorn's error log)
+            masked = _masked(record.getMessage())
+            if masked is not None:
+                record.msg, record.args = masked, None
         return super().filter(record)
 
     def clean(self, text: str) -> str:
-        return super().clean(_OPT_OUT_PATH.sub(r"\1****", _decoded(text)))
+        """Read percent-decoded (a number or a key may be encoded); written so only where
+        something was masked."""
+        decoded = unquote(text)
+        cleaned = super().clean(_OPT_OUT_PATH.sub(r"\1****", decoded))
+        return text if cleaned == decoded else cleaned
 
 
-def _decoded(text: str) -> str:
-    """Percent-decoded twice: a number encoded twice (%252B1415...) is read as one too."""
-    return unquote(unquote(text))
+# gunicorn's error lines that quote what a client sent (a request line it could not read, or the
+# URI of a request that failed); its others (its address and pid, say) are its own.
+_QUOTING_A_REQUEST = ("Invalid request", "Error handling request")
+
+
+def _masked(text: str) -> str | None:
+    """What a client wrote with its numbers masked, however written (with separators, or
+    percent-encoded once or twice: decoded then); None when it holds none."""
+    decoded = unquote(unquote(text))
+    masked = mask_numbers(_SPACED_NUMBER.sub(_spaced, decoded))
+    return masked if masked != decoded else None
 
 
 def _escape(found: re.Match[str]) -> str:

@@ -241,6 +241,20 @@ def test_the_proxy_passes_what_the_app_reads(stack: Stack, proxy: Nginx) -> None
         what="nginx's access line for the opt-out",
     )
     assert "4155550123" not in proxy.access_log.read_text(), lines
+    # A decoded newline before the number, in a request nginx buffers and in one it streams.
+    for body in (b"", b"x" * 100_000):
+        requests.delete(
+            f"{proxy.base_url}/api/opt-outs/%0A%0A+14155550124",
+            data=body,
+            headers={"X-API-Key": API_KEY, "X-Request-ID": "newline"},
+            timeout=30,
+        )
+    wait_until(
+        lambda: proxy.access_log.read_text().count('"request_id":"newline"') == 2,
+        what="nginx's access lines for the opt-outs with a newline",
+    )
+    log = proxy.access_log.read_text()
+    assert "4155550124" not in log and "_bulksms_streamed" not in log, log
     # Any other path: from its first number on, however many it holds and however written.
     job = "123456" + "ab" * 13  # (a job's id: 32 hex digits, kept)
     for path in (

@@ -188,12 +188,25 @@ def test_gunicorn_error_lines_mask_numbers_written_with_separators(settings: Set
             "Invalid HTTP Version: '20 7946 0731 HTTP/1.1'",
         )
         error.error("Invalid request: %s", "GET /x?to=%2B44%207911%20123456 HTTP/1.1 (pid: 4242)")
+        # gunicorn's own lines are its own: its address and pid (no number, however shaped).
         error.info("Booting worker with pid: %s", 31337)
+        error.info("Listening at: %s (%s)", "http://127.0.0.1:8000", 12345)
+        error.info("Workers %s %s %s", 1234, 5678, 91011)
+        error.warning("Invalid request from ip=127.0.0.1: Invalid URI '/x?y=%2525'")
     written = out.getvalue()
     for digits in ("7946", "0731", "7911", "123456"):
         assert digits not in written, written
-    for kept in ("ip=10.20.30.40", "(pid: 4242)", "pid: 31337", "HTTP/1.1"):
-        assert kept in written, written
+    kept = (
+        "ip=10.20.30.40",
+        "(pid: 4242)",
+        "pid: 31337",
+        "HTTP/1.1",
+        "http://127.0.0.1:8000 (12345)",
+        "Workers 1234 5678 91011",
+        "'/x?y=%2525'",
+    )
+    for text in kept:
+        assert text in written, written
 
 
 def test_gunicorn_request_lines_mask_numbers_however_oddly_written(settings: Settings) -> None:
@@ -207,7 +220,9 @@ def test_gunicorn_request_lines_mask_numbers_however_oddly_written(settings: Set
             "to=%252B14155550105",
         ):
             access.info('"%(r)s"', {"r": f"GET /api/bulk-sms?{query} HTTP/1.1"})
+        access.info('"%(r)s"', {"r": "GET /static/app_2024_11_30.css HTTP/1.1"})  # (a date)
     written = out.getvalue()
     assert written.count("****") == 4, written
+    assert "app_2024_11_30.css" in written, written
     for digits in ("0108", "0106", "0107", "0105"):  # (a contiguous one keeps its first 8)
         assert digits not in written, written
