@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+import socket
 import subprocess
 import sys
 import time
@@ -73,16 +75,32 @@ def test_a_redis_that_may_evict_job_state_is_refused_at_start(
     create_app(settings)  # and starts on the safe one
 
 
+def _cluster_node_port() -> int:
+    """A free port whose cluster bus (the port + 10000, fixed in Redis 6) is free and valid: an
+    ephemeral port above 55535 has none, and the node exits at once."""
+    for _ in range(200):
+        port = random.randint(20000, 55535)
+        try:
+            with socket.socket() as a, socket.socket() as b:
+                a.bind(("127.0.0.1", port))
+                b.bind(("127.0.0.1", port + 10000))
+        except OSError:
+            continue
+        return port
+    raise AssertionError("no free pair of ports for a cluster node")
+
+
 def test_a_redis_cluster_is_refused_at_start(settings: Settings, tmp_path: Path) -> None:
     """Some scripts and a call's record use keys of several jobs at once, which a cluster
     refuses (CROSSSLOT): web and worker refuse to start on one rather than fail jobs later."""
-    port = free_port()
+    port = _cluster_node_port()
+    log = tmp_path / "redis.log"
     node = subprocess.Popen(
         [
             redis_server_binary(),
             "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
             "--dir", str(tmp_path), "--cluster-enabled", "yes",
-            "--cluster-config-file", str(tmp_path / "nodes.conf"),
+            "--cluster-config-file", str(tmp_path / "nodes.conf"), "--logfile", str(log),
         ],
         stdout=subprocess.DEVNULL,
     )  # fmt: skip
@@ -94,7 +112,8 @@ def test_a_redis_cluster_is_refused_at_start(settings: Settings, tmp_path: Path)
                 if client.ping():
                     break
             except redis.ConnectionError:
-                assert node.poll() is None and time.monotonic() < deadline, "no redis-server"
+                alive = node.poll() is None and time.monotonic() < deadline
+                assert alive, f"no redis-server: {log.read_text() if log.exists() else ''}"
                 time.sleep(0.05)
         on_cluster = replace(settings, redis_url=f"redis://127.0.0.1:{port}/0")
         with pytest.raises(ConfigError, match="cluster mode"):
