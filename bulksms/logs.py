@@ -42,6 +42,7 @@ _SPACED_NUMBER = re.compile(
     rf"(?:(?:{_SEPARATOR}|(?<=\))|(?=\())(?:\(\d{{2,8}}\)|\d{{2,8}})){{1,5}}"
     r"(?![0-9A-Za-z]|\.\d)"
 )
+_FEWEST_DIGITS = 7  # in a number either pattern masks
 # What has that shape but is no number: one starting with a date, an IPv4 address.
 _NOT_A_NUMBER = re.compile(
     r"\d{4}[-./_]\d{2}[-./_]\d{2}|\d{2}[-./_]\d{2}[-./_]\d{4}|\d{1,3}(?:\.\d{1,3}){3}$"
@@ -154,6 +155,8 @@ _QUOTING_A_REQUEST = ("Invalid request", "Error handling request")
 def _masked(text: str) -> str | None:
     """What a client wrote with its numbers masked, however written (with separators, or
     percent-encoded once or twice: decoded then); None when it holds none."""
+    if text.isascii() and sum(map(text.count, "0123456789%")) < _FEWEST_DIGITS:
+        return None  # (each digit decoded is one written, a '%' sequence or beyond ASCII)
     decoded = unquote(unquote(text))
     masked = mask_numbers(_SPACED_NUMBER.sub(_spaced, decoded))
     return masked if masked != decoded else None

@@ -218,11 +218,14 @@ def test_gunicorn_request_lines_mask_numbers_however_oddly_written(settings: Set
             "to=%2B1%09415%09555%090106",
             "to=%2B1%E2%80%89415%E2%80%89555%E2%80%890107",
             "to=%252B14155550105",
+            "to=%2B%EF%BC%94%EF%BC%94 7911 1%EF%BC%92345%EF%BC%96",  # (fullwidth, encoded)
+            "to=+٤٤ ٧٩١١ ١٢٣٤٥٦",  # (as decoded)
         ):
             access.info('"%(r)s"', {"r": f"GET /api/bulk-sms?{query} HTTP/1.1"})
         access.info('"%(r)s"', {"r": "GET /static/app_2024_11_30.css HTTP/1.1"})  # (a date)
     written = out.getvalue()
-    assert written.count("****") == 4, written
+    assert written.count("****") == 6, written
     assert "app_2024_11_30.css" in written, written
-    for digits in ("0108", "0106", "0107", "0105"):  # (a contiguous one keeps its first 8)
+    # (a contiguous one keeps its first 8)
+    for digits in ("0108", "0106", "0107", "0105", "7911", "٧٩١١"):
         assert digits not in written, written
