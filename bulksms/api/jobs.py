@@ -517,7 +517,9 @@ def resume(job_id: str) -> Response:
 
 def resume_job(job_id: str) -> Job:
     job = find_job(job_id)
-    if job.state is not JobState.PAUSED:  # (a paused job cancelled since is cancelled)
+    # A job paused while its last batches were in flight is paused with none pending: resumed,
+    # it goes on (nothing to enqueue). One cancelled since stays cancelled.
+    if not job.paused or job.state is JobState.CANCELLED:
         raise ApiError(409, "not_paused", f"The job is {job.state.value}, not paused.")
     store().resume(job_id)
     _enqueue_pending(job)

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 import redis
+from flask import Flask
 from flask.testing import FlaskClient
 
 from bulksms.api import ops
@@ -363,3 +364,27 @@ def test_a_job_paused_then_cancelled_is_not_resumed(client: FlaskClient) -> None
     assert resumed.status_code == 409 and resumed.get_json()["error"] == "not_paused"
     assert "cancelled" in resumed.get_json()["message"]
     assert client.get(f"/api/bulk-sms/{job_id}", headers=auth).get_json()["state"] == "cancelled"
+
+
+def test_a_job_paused_as_its_last_batch_was_in_flight_can_be_resumed(
+    client: FlaskClient, app: Flask
+) -> None:
+    """A pause that lands while the last batch is being sent leaves nothing pending once Plivo
+    accepts it: the job is sent, still marked paused, and a resume (a user's pause then resume,
+    or the CLI's) answers 200, not 409."""
+    job_id = post(client, {"recipients": us_numbers(2000), "message": "x"}).get_json()["job_id"]
+    store = app.extensions["bulksms.store"]
+    claims = [store.claim_batch(job_id, batch) for batch in range(2)]
+    assert [claim.outcome for claim in claims] == ["go", "go"]
+    auth = {"X-API-Key": API_KEY}
+    paused = client.post(f"/api/bulk-sms/{job_id}/pause", headers=auth)
+    assert paused.status_code == 200 and paused.get_json()["state"] == "paused"
+    for batch, claim in enumerate(claims):
+        done = store.call_submitted(job_id, batch, claim.attempt, 0, f"api-{batch}", [])
+        assert done == "submitted"
+    assert client.get(f"/api/bulk-sms/{job_id}", headers=auth).get_json()["state"] == "sent"
+    resumed = client.post(f"/api/bulk-sms/{job_id}/resume", headers=auth)
+    assert resumed.status_code == 200, resumed.get_json()
+    assert resumed.get_json()["state"] == "sent"
+    again = client.post(f"/api/bulk-sms/{job_id}/resume", headers=auth)
+    assert again.status_code == 409 and again.get_json()["error"] == "not_paused"
