@@ -8,11 +8,17 @@ from __future__ import annotations
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from hypothesis import settings as hypothesis_settings
 
 from bulksms import create_app
 from bulksms.config import Settings
 from bulksms.devstack.sandbox import make_credentials
 from tests.helpers import API_KEY, SECOND_API_KEY, SENDER
+
+# No per-example deadline: a busy host can stall any example past Hypothesis's 200 ms, and a
+# property's failure should be a counterexample, not a slow moment.
+hypothesis_settings.register_profile("bulksms", deadline=None)
+hypothesis_settings.load_profile("bulksms")
 
 
 @pytest.fixture

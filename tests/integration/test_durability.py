@@ -93,8 +93,9 @@ def test_with_a_replica_and_no_fsync_each_claim_waits_for_the_replica(
     primary.client.config_set("appendfsync", "everysec")  # nothing local to trust
     replica.client.replicaof("127.0.0.1", primary.port)
     deadline = time.monotonic() + 60
-    while primary.client.info("replication")["connected_slaves"] < 1:
-        assert time.monotonic() < deadline, "the replica never connected"
+    # (connected, and done with its first full sync: a WAIT counts it only from then)
+    while replica.client.info("replication").get("master_link_status") != "up":
+        assert time.monotonic() < deadline, "the replica never synced"
         time.sleep(0.1)
     store = store_on(primary)
     assert store.durability().how == "wait"
