@@ -18,6 +18,9 @@ timeout = 60  # a million-recipient submit must fit
 # drops after 4 s (deploy/nginx/): before this, so it never sends a request on one being closed.
 keepalive = 5
 accesslog = "-"
+# gunicorn 25+ opens a control socket by default, at one path per user ($HOME/.gunicorn) that
+# every gunicorn of that user takes over in turn; nothing here uses it. (Older ones ignore this.)
+control_socket_disable = True
 # Whose X-Forwarded-* to trust: the proxy's address. The app reads the same variable (with
 # PROXY_COUNT); docker-compose.yml sets both to nginx's fixed address.
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
