@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import IO, Literal, TextIO
 from urllib.parse import quote
 
+import gunicorn.config  # type: ignore[import-untyped]
 import redis
 
 from bulksms.config import MIN_KEY_LENGTH, Settings
@@ -73,8 +74,10 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 def gunicorn_command(app: str, bind: str) -> list[str]:
     """gunicorn on one machine: two processes of eight threads (not gunicorn.conf.py's
-    production sizing, which takes every core)."""
-    return [
+    production sizing, which takes every core), and no control socket, as gunicorn.conf.py
+    says, from whatever directory it starts (gunicorn reads that file only in the current
+    one)."""
+    command = [
         "gunicorn",
         app,
         "--bind",
@@ -86,6 +89,9 @@ def gunicorn_command(app: str, bind: str) -> list[str]:
         "--threads",
         "8",
     ]
+    if any(s.name == "control_socket_disable" for s in gunicorn.config.KNOWN_SETTINGS):
+        command.append("--no-control-socket")  # (gunicorn 25+; older ones have none)
+    return command
 
 
 def start_redis(
