@@ -10,7 +10,7 @@
 Writes a table to stdout and to bench/RESULTS.md (`csv` alone prints it only: a partial table
 would replace the full run's). Loopback only: a private Redis (reached by its
 unix socket, as `bulksms up` reaches it), the sandbox as Plivo (lean, no reports), gunicorn
-serving the app with the project's gunicorn.conf.py, and one Celery worker with two processes.
+serving the app with the project's gunicorn settings, and one Celery worker with two processes.
 The stages (the README's Performance section says what each times, against what floor):
 validation, durable claims (appendfsync always against everysec), submit, submit of a CSV
 contact file with two template fields (`BENCH_CSV_ROWS` rows, 1,000,000 by default) and the Redis

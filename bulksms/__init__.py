@@ -11,8 +11,8 @@ __all__ = ["create_app"]
 
 
 def __getattr__(name: str) -> Any:
-    # Imported on first use, not with the package: `bulksms.worker.main` and gunicorn.conf.py must
-    # configure prometheus-client's multiprocess mode before anything imports it.
+    # Imported on first use, not with the package: `bulksms.worker.main` and the gunicorn
+    # settings must configure prometheus-client's multiprocess mode before anything imports it.
     if name == "create_app":
         from bulksms.api.app import create_app
 

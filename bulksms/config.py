@@ -324,8 +324,8 @@ class Settings:
     secret_key: str | None = env("SECRET_KEY", _secret)
     ui_session_seconds: int = env("UI_SESSION_SECONDS", _int(60), 8 * 3600)
     proxy_count: int = env("PROXY_COUNT", _int(0, 5), 0)
-    # Who may be the proxy: X-Forwarded-* count only from these addresses (gunicorn.conf.py
-    # reads the same variable for its own forwarded_allow_ips).
+    # Who may be the proxy: X-Forwarded-* count only from these addresses (gunicorn's own
+    # forwarded_allow_ips reads the same variable: `bulksms.api.gunicorn_conf`).
     forwarded_allow_ips: Networks = env(
         "FORWARDED_ALLOW_IPS", _networks, (ipaddress.ip_network("127.0.0.1/32"),)
     )

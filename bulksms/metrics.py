@@ -3,7 +3,8 @@
 gunicorn's workers and Celery's pool children are separate processes, so both run in
 prometheus-client's multiprocess mode: each process writes its values to files in
 `PROMETHEUS_MULTIPROC_DIR`, and a scrape sums them. `bulksms.multiproc.use_directory` must run
-before prometheus_client is first imported; gunicorn.conf.py and `bulksms.worker.main` call it.
+before prometheus_client is first imported; the gunicorn settings (`bulksms.api.gunicorn_conf`)
+and `bulksms.worker.main` call it.
 
 The web app serves `/metrics`; a worker serves its own on `WORKER_METRICS_PORT` (its pool's
 counters: batches, Plivo latency and errors).

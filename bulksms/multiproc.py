@@ -1,6 +1,7 @@
 """The multiprocess directory of prometheus-client: set before prometheus_client is imported.
 
-Standard library only, so that gunicorn.conf.py and `bulksms.worker.main` can call it first.
+Standard library only, so that the gunicorn settings (`bulksms.api.gunicorn_conf`) and
+`bulksms.worker.main` can call it first.
 """
 
 from __future__ import annotations

@@ -35,7 +35,6 @@ from pathlib import Path
 from typing import IO, Literal, TextIO
 from urllib.parse import quote
 
-import gunicorn.config  # type: ignore[import-untyped]
 import redis
 
 from bulksms.config import MIN_KEY_LENGTH, Settings
@@ -43,6 +42,7 @@ from bulksms.devstack.sandbox import make_credentials
 from bulksms.multiproc import ENV, prepare
 
 SANDBOX_SENDER = "BULKSMS"
+GUNICORN_SETTINGS = "bulksms.api.gunicorn_conf"  # the module, not a file: read from anywhere
 # The sandbox's account sends this many segments a second (its queue, like Plivo's), and the
 # service paces to the same: fast enough that the README's example finishes in seconds.
 SANDBOX_MPS = 200.0
@@ -73,25 +73,22 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def gunicorn_command(app: str, bind: str) -> list[str]:
-    """gunicorn on one machine: two processes of eight threads (not gunicorn.conf.py's
-    production sizing, which takes every core), and no control socket, as gunicorn.conf.py
-    says, from whatever directory it starts (gunicorn reads that file only in the current
-    one)."""
-    command = [
+    """gunicorn with the web app's settings (`bulksms.api.gunicorn_conf`, named: gunicorn
+    would look for gunicorn.conf.py only in the directory it starts in, and `bulksms up` starts
+    wherever its user stands), sized for one machine: two processes of eight threads, not
+    production's two a core plus one."""
+    return [
         "gunicorn",
         app,
+        "--config",
+        f"python:{GUNICORN_SETTINGS}",
         "--bind",
         bind,
         "--workers",
         "2",
-        "--worker-class",
-        "gthread",
         "--threads",
         "8",
     ]
-    if any(s.name == "control_socket_disable" for s in gunicorn.config.KNOWN_SETTINGS):
-        command.append("--no-control-socket")  # (gunicorn 25+; older ones have none)
-    return command
 
 
 def start_redis(
@@ -477,11 +474,7 @@ def up(host: str, port: int, flower_port: int, data_dir: Path) -> int:
         metrics = private_dir(data_dir / "metrics")  # prometheus-client's files, one per role
         for role in ("web", "worker", "flower"):
             prepare(metrics / role)
-        gunicorn = [
-            *gunicorn_command("bulksms.api.wsgi:app", f"{host}:{port}"),
-            "--access-logfile",
-            "-",
-        ]
+        gunicorn = gunicorn_command("bulksms.api.wsgi:app", f"{host}:{port}")
         supervisor.spawn("web", [python, "-m", *gunicorn], {**env, ENV: f"{metrics}/web"})
         celery = [python, "-m", "celery", "-A", "bulksms.worker.main"]
         worker = ["worker", "--loglevel", "INFO", "--concurrency", "2", "--hostname", "bulksms@%h"]

@@ -9,6 +9,7 @@ line. One `bulksms up` serves every test of this module; the last one stops it w
 from __future__ import annotations
 
 import io
+import json
 import os
 import re
 import shlex
@@ -189,6 +190,12 @@ def test_bulksms_up_runs_the_whole_flow_on_the_sandbox(up: Up) -> None:
     assert doc["recipients"]["accepted"] == 3
     assert sum(doc["counts"][s] for s in ("delivered", "undelivered", "failed")) == 3
     assert (up.data / "redis" / "appendonly.aof").exists()
+    # Started where no gunicorn.conf.py is, its gunicorn still ran on the app's settings: its
+    # access lines are JSON, as the app's are (gunicorn's own default is text).
+    up.wait_for('"POST /api/bulk-sms', 60)  # (the access line: written after the 202)
+    access = next(line for line in list(up.lines) if '"POST /api/bulk-sms' in line)
+    assert access.startswith("web ") and '"logger": "gunicorn.access"' in access, access
+    assert json.loads(access.split(" | ", 1)[1])["level"] == "INFO"
 
 
 def test_a_key_too_short_from_an_older_run_is_replaced_and_said_so(up: Up) -> None:
