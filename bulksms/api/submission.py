@@ -168,7 +168,8 @@ def form_body(form: Mapping[str, str]) -> dict[str, Any]:
     for name, value in form.items():
         if name in schemas.FORM_INTEGERS:
             text = value.strip()
-            body[name] = int(text) if re.fullmatch(r"-?\d{1,12}", text) else value
+            # ASCII digits only, as JSON's numbers: int() would also read "١٢" (Arabic-Indic).
+            body[name] = int(text) if re.fullmatch(r"-?[0-9]{1,12}", text) else value
         else:
             body[name] = value
     return body

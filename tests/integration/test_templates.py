@@ -314,6 +314,13 @@ def test_an_idempotency_key_covers_the_contact_file_itself(client: FlaskClient) 
         ({"message": ["Hi {{name}}", "Bye {{name}}"]}, None, 400, "duplicate_field"),
         ({"message": "Hi {{name}}"}, "recipients", 400, "duplicate_field"),
         ({"message": "Hi {{name}}", "priority": "x"}, None, 422, "invalid_priority"),
+        ({"message": "Hi {{name}}", "max_segments": "\u0663"}, None, 400, "invalid_field"),
+        (
+            {"message": "Hi {{name}}", "expiry_seconds": "\u0661\u0662\u0660"},
+            None,
+            400,
+            "invalid_field",
+        ),
         ({"message": "x" * 6401}, None, 422, "message_too_long"),
         (
             {"message": " ".join(f"{{{{f{i}}}}}" for i in range(21))},
