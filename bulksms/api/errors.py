@@ -10,7 +10,7 @@ import logging
 from typing import Any
 
 import redis
-from flask import Flask, Response, jsonify
+from flask import Flask, Response, jsonify, request
 from limits.errors import StorageError
 from werkzeug.exceptions import HTTPException
 
@@ -58,6 +58,15 @@ def _http_code(exc: HTTPException) -> str:
 
 
 def init_app(app: Flask) -> None:
+    @app.before_request
+    def readable_query() -> None:
+        """Werkzeug reads the query string as strict UTF-8 wherever a view asks for it: raw bytes
+        that are not would raise there (gunicorn refuses them first; another server may not)."""
+        try:
+            request.query_string.decode()
+        except UnicodeDecodeError:
+            raise ApiError(400, "malformed_query", "The query string is not UTF-8.") from None
+
     @app.errorhandler(ApiError)
     def api_error(exc: ApiError) -> Response:
         return error_response(exc.status, exc.code, exc.message, exc.details, exc.headers)

@@ -95,7 +95,10 @@ def in_progress() -> ApiError:
 
 
 def digest_of(body: Any) -> str:
-    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    try:
+        canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    except RecursionError:  # (a body nested just shallow enough to parse, one frame deeper here)
+        raise ApiError(400, "malformed_json", "The body's JSON is nested too deeply.") from None
     return hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()
 
 

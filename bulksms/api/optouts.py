@@ -58,7 +58,7 @@ def _authenticate() -> None:
 @limiter.limit(read_limit)
 def listing() -> Response:
     cursor = request.args.get("cursor", "0")
-    if not (cursor.isascii() and cursor.isdigit() and int(cursor) < 2**64):  # (Redis's cursor)
+    if not (cursor.isascii() and cursor.isdigit() and len(cursor) <= 20 and int(cursor) < 2**64):
         raise ApiError(400, "invalid_cursor", "cursor must be a next_cursor from a page.")
     found, after = opt_out_set.page(redis_client(), int(cursor))
     return jsonify({"opt_outs": found, "next_cursor": str(after) if after else None})

@@ -83,7 +83,8 @@ class DeliveryReports:
             or environ.get("REQUEST_METHOD") != "POST"
             or nonce is None
             or not self.key
-            or not (length.isascii() and length.isdigit() and int(length) <= FAST_MAX_BODY)
+            or not (length.isascii() and length.isdigit() and len(length) <= 12)
+            or int(length) > FAST_MAX_BODY
             or environ.get("CONTENT_TYPE", "").partition(";")[0].strip().lower() != FORM
         ):
             return None

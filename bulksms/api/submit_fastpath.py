@@ -73,7 +73,8 @@ class SmallSubmits:
             environ.get("PATH_INFO") != PATH
             or environ.get("REQUEST_METHOD") != "POST"
             or key is None
-            or not (length.isascii() and length.isdigit() and int(length) <= MAX_BODY)
+            or not (length.isascii() and length.isdigit() and len(length) <= 12)
+            or int(length) > MAX_BODY
             or environ.get("CONTENT_TYPE", "").partition(";")[0].strip().lower()
             != "application/json"
             or not is_valid_key(key, self.settings.api_keys)

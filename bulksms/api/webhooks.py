@@ -262,8 +262,9 @@ def _report(job_id: str, batch: str, form: Mapping[str, str]) -> Report | None:
     """The report a verified form makes; None (logged and counted) for one we do not track."""
     status = form.get("Status", "").strip().lower()
     number = form.get("To", "").strip()
-    if not (job_id and batch.isascii() and batch.isdigit() and number and status in TRACKED):
-        log.info("delivery report ignored: job=%r batch=%r status=%r", job_id, batch, status)
+    batch_ok = batch.isascii() and batch.isdigit() and len(batch) <= 9  # (V2 signs no query)
+    if not (job_id and batch_ok and number and status in TRACKED):
+        log.info("delivery report ignored: job=%r batch=%r status=%r", job_id, batch[:20], status)
         metrics.REPORTS.labels(status if status in TRACKED else "other", "ignored").inc()
         return None
     part, parts = _part(form.get("PartInfo", ""))

@@ -344,9 +344,10 @@ def test_web_readiness_needs_redis_not_workers(client: FlaskClient, rdb: redis.R
     assert 0 <= workers.get_json()["checked_seconds_ago"] <= ops.WORKER_CHECK_SECONDS
 
 
-@pytest.mark.parametrize("limit", ["\u00b2", "\u2460", "\u0663", "0", "-1", "x"])
+@pytest.mark.parametrize("limit", ["\u00b2", "\u2460", "\u0663", "0", "-1", "x", "1" * 4301])
 def test_a_listings_limit_is_ascii_digits_in_range(client: FlaskClient, limit: str) -> None:
-    """'²' and '①' are digits to str.isdigit but not to int(): a 400, not a 500."""
+    """'²' and '①' are digits to str.isdigit but not to int(), and int() refuses more than
+    4,300 digits: a 400, not a 500."""
     job_id = post(client, {"recipients": ["+14155550100"], "message": "x"}).get_json()["job_id"]
     for path in ("/api/bulk-sms", f"/api/bulk-sms/{job_id}/messages"):
         answer = client.get(path, query_string={"limit": limit}, headers={"X-API-Key": API_KEY})
@@ -388,3 +389,41 @@ def test_a_job_paused_as_its_last_batch_was_in_flight_can_be_resumed(
     assert resumed.get_json()["state"] == "sent"
     again = client.post(f"/api/bulk-sms/{job_id}/resume", headers=auth)
     assert again.status_code == 409 and again.get_json()["error"] == "not_paused"
+
+
+@pytest.mark.parametrize("path", ["/api/bulk-sms", "/api/opt-outs", "/readyz"])
+def test_a_query_string_that_is_not_utf8_is_400(client: FlaskClient, path: str) -> None:
+    """Raw bytes, not percent-escapes: Werkzeug decodes the query strictly wherever a view
+    reads it (gunicorn refuses such a request line itself; another server may not)."""
+    answer = client.get(
+        path, headers={"X-API-Key": API_KEY}, environ_overrides={"QUERY_STRING": "limit=\xff"}
+    )
+    assert answer.status_code == 400, answer.get_data(as_text=True)
+    assert answer.get_json()["error"] == "malformed_query"
+    escaped = client.get(path, headers={"X-API-Key": API_KEY}, query_string="state=%FF")
+    assert escaped.status_code != 500 and escaped.is_json  # (read as U+FFFD, then judged)
+
+
+def test_an_opt_out_cursor_of_4301_digits_is_400_not_500(client: FlaskClient) -> None:
+    answer = client.get(
+        "/api/opt-outs", query_string={"cursor": "1" * 4301}, headers={"X-API-Key": API_KEY}
+    )
+    assert (answer.status_code, answer.get_json()["error"]) == (400, "invalid_cursor")
+
+
+@pytest.mark.parametrize("path", ["/api/bulk-sms", "/api/webhooks/plivo/delivery-report"])
+def test_a_content_length_of_4301_digits_is_not_a_500(client: FlaskClient, path: str) -> None:
+    """The fast paths read the length before Flask does: past int()'s 4,300 digits they leave
+    the request to Flask, which refuses it like any other that does not add up."""
+    headers = {
+        "X-API-Key": API_KEY,
+        "X-Plivo-Signature-V3-Nonce": "1",
+        "X-Plivo-Signature-V3": "x",
+        "Content-Type": "application/json"
+        if path == "/api/bulk-sms"
+        else "application/x-www-form-urlencoded",
+    }
+    answer = client.post(
+        path, data=b"{}", headers=headers, environ_overrides={"CONTENT_LENGTH": "1" * 4301}
+    )
+    assert 400 <= answer.status_code < 500 and answer.is_json, answer.get_data(as_text=True)

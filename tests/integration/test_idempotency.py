@@ -77,6 +77,30 @@ def test_keys_belong_to_their_api_key(client: FlaskClient, rdb: redis.Redis) -> 
     assert a != b
 
 
+@pytest.mark.parametrize("auth", ["X-API-Key", "Authorization"])
+def test_a_body_nested_too_deeply_to_digest_is_400(
+    settings: Settings, rdb: redis.Redis, auth: str
+) -> None:
+    """json.loads takes a body nested just short of the recursion limit, and the key's digest
+    (json.dumps, a frame deeper) would not: every depth is a 4xx, never a 500. (The window is a
+    few depths wide, just short of where parsing fails: every depth up to there is tried.)"""
+    client = create_app(replace(settings, rate_limit_submit="100000/minute")).test_client()
+    key = API_KEY if auth == "X-API-Key" else f"Bearer {API_KEY}"
+    before = {k for k in rdb.keys("*") if "bulksms:rl" not in k}
+    answers = []
+    for depth in range(500, 1500):
+        nested = "[" * depth + "]" * depth
+        body = '{"recipients":["+14155550100"],"message":"hi","x":' + nested + "}"
+        headers = {auth: key, "Content-Type": "application/json", "Idempotency-Key": "deep"}
+        answer = client.post("/api/bulk-sms", data=body, headers=headers)
+        assert answer.status_code == 400, (depth, answer.get_data(as_text=True))
+        answers.append(answer.get_json()["error"])
+        if answers[-3:] == ["malformed_json"] * 3:
+            break  # (past the limit: parsing fails)
+    assert answers[0] == "unknown_field"  # (from well short of the limit)
+    assert {k for k in rdb.keys("*") if "bulksms:rl" not in k} == before
+
+
 @pytest.mark.parametrize("key", ["", "has space", "x" * 256, "tab\there"])
 def test_a_malformed_key_is_400(client: FlaskClient, rdb: redis.Redis, key: str) -> None:
     answer = post(client, BODY, key)

@@ -154,6 +154,12 @@ def test_reports_it_cannot_use_are_acknowledged(client: FlaskClient, settings: S
     )
     assert report(client, settings, job_id, params("read")).status_code == 204
     assert report(client, settings, job_id, params("sent"), query="").status_code == 204
+    for scheme in ("v3", "v2"):  # (V2 signs no query: anyone may change it)
+        big = f"job={job_id}&batch={'1' * 4301}"  # (past int()'s 4,300 digits)
+        assert (
+            report(client, settings, job_id, params("sent"), scheme=scheme, query=big).status_code
+            == 204
+        )
     assert counts(client, job_id) == {"pending": 1}
 
 
