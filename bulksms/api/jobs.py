@@ -440,6 +440,8 @@ def cancel_job(job_id: str) -> Job:
         raise ApiError(
             409, "job_finished", f"The job is {job.state.value}: nothing left to cancel."
         )
+    if job.state is JobState.CANCELLED:
+        return job  # (its batches' tasks went out with the first cancel; the sweep keeps them)
     store().cancel(job_id)
     store().release(job_id)  # a scheduled job: never to be released now
     # Their tasks may be gone (consumed while paused): each claim now cancels its batch.

@@ -13,6 +13,7 @@ from flask.testing import FlaskClient
 
 from bulksms.api import ops
 from bulksms.devstack.numbers_gen import us_numbers
+from bulksms.taskqueue import queue_depth
 from tests.helpers import API_KEY, SECOND_API_KEY
 
 AUTH = {"X-API-Key": API_KEY}
@@ -365,6 +366,22 @@ def test_a_job_paused_then_cancelled_is_not_resumed(client: FlaskClient) -> None
     assert resumed.status_code == 409 and resumed.get_json()["error"] == "not_paused"
     assert "cancelled" in resumed.get_json()["message"]
     assert client.get(f"/api/bulk-sms/{job_id}", headers=auth).get_json()["state"] == "cancelled"
+
+
+def test_a_second_cancel_changes_nothing(client: FlaskClient, app: Flask) -> None:
+    """The first cancel enqueues a task for each batch still pending (a paused job's were taken
+    and dropped), for its claim to cancel it; a second one answers the same and enqueues no
+    more (a key holder calling it in a loop would fill the queue)."""
+    job_id = post(client, {"recipients": us_numbers(3000), "message": "x"}).get_json()["job_id"]
+    celery = app.extensions["celery"]
+    auth = {"X-API-Key": API_KEY}
+    assert queue_depth(celery) == 3
+    first = client.post(f"/api/bulk-sms/{job_id}/cancel", headers=auth)
+    assert first.status_code == 200 and first.get_json()["state"] == "cancelled"
+    assert queue_depth(celery) == 6
+    again = client.post(f"/api/bulk-sms/{job_id}/cancel", headers=auth)
+    assert again.status_code == 200 and again.get_json() == first.get_json()
+    assert queue_depth(celery) == 6
 
 
 def test_a_job_paused_as_its_last_batch_was_in_flight_can_be_resumed(
