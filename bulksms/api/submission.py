@@ -12,6 +12,7 @@ import itertools
 import json
 import re
 import time
+import unicodedata
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -195,7 +196,7 @@ def read_submission(body: Any, settings: Settings, upload: IO[bytes] | None = No
 
     checked.ensure("message")
     text = fields.message
-    if not text.strip():
+    if invisible(text):
         raise ApiError(
             422, "empty_message", "message must not be empty.", details={"field": "message"}
         )
@@ -325,6 +326,15 @@ def _check_fillable(template: Template, rows: contacts.Rows) -> None:
             )
 
 
+def invisible(text: str) -> bool:
+    """Nothing a phone would show: only whitespace and format characters (zero-width spaces
+    and joiners, a byte-order mark), which str.strip() keeps. (Judged at the first visible
+    character: the first, in any real text.)"""
+    if text.isascii():
+        return not text.strip()
+    return all(c.isspace() or unicodedata.category(c) == "Cf" for c in text)
+
+
 def _given(value: str | None) -> bool:
     return value is not None and not value.isspace() and value != ""
 
@@ -344,7 +354,7 @@ def personalise(sub: Submission) -> None:
     # The common case, judged once for the whole file: a plain template and plain values
     # (ASCII of GSM-7's basic table) make GSM-7 texts whose segments follow from their length.
     simple = plain([template.literal], itertools.chain.from_iterable(table))
-    blank = not template.literal.strip()  # (else no text can be blank)
+    blank = invisible(template.literal)  # (else no text can be blank)
     limit = LIMITS[GSM7]
 
     def refuse(index: int, place: int, reason: str, lacking: str | None = None) -> None:
@@ -370,7 +380,7 @@ def personalise(sub: Submission) -> None:
                 continue
             count = measured.segments
             encodings[measured.encoding] += 1
-        if blank and not text.strip():
+        if blank and invisible(text):
             refuse(index, place, "empty_message")
             continue
         kept.append(index)

@@ -121,6 +121,8 @@ def test_bearer_and_rotated_keys_work(client: FlaskClient) -> None:
         ({"recipients": [], "message": "x"}, 422, "no_recipients"),
         ({"recipients": ["+14155550100"]}, 400, "invalid_field"),
         ({"recipients": ["+14155550100"], "message": "  "}, 422, "empty_message"),
+        # (zero-width space and joiner, a byte-order mark: nothing a phone shows)
+        ({"recipients": ["+14155550100"], "message": "\u200b \u200d\ufeff"}, 422, "empty_message"),
         ({"recipients": ["+14155550100"], "message": "a" * 1601}, 422, "message_too_long"),
         ({"recipients": ["+14155550100"], "message": "ł" * 738}, 422, "message_too_long"),
         ({"recipients": ["nope", "+1"], "message": "x"}, 422, "no_valid_recipients"),

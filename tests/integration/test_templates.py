@@ -160,6 +160,20 @@ def test_a_row_too_long_once_filled_is_refused_alone(client: FlaskClient) -> Non
     assert doc["segments_per_message"] == 2 and doc["estimated_segments"] == 2
 
 
+def test_a_row_that_fills_to_nothing_visible_is_refused_alone(client: FlaskClient) -> None:
+    a, b = us_numbers(2)
+    body = {
+        "message": "\u200b{{text}}",
+        "recipients": [
+            {"to": a, "fields": {"text": "\ufeff\u2060"}},  # (a value, but an invisible one)
+            {"to": b, "fields": {"text": "Hello"}},
+        ],
+    }
+    doc = post_json(client, body).get_json()
+    assert doc["invalid"] == [{"row": 1, "input": a, "reason": "empty_message"}]
+    assert doc["recipients"]["accepted"] == 1
+
+
 def test_segments_differ_by_row_and_the_spend_guard_counts_them_exactly(
     client: FlaskClient,
 ) -> None:
