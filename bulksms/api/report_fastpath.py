@@ -85,6 +85,7 @@ class DeliveryReports:
             or not self.key
             or not (length.isascii() and length.isdigit() and len(length) <= 12)
             or int(length) > FAST_MAX_BODY
+            or not environ.get("QUERY_STRING", "").isascii()  # (Flask's to judge: errors.py)
             or environ.get("CONTENT_TYPE", "").partition(";")[0].strip().lower() != FORM
         ):
             return None

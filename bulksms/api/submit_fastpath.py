@@ -75,6 +75,7 @@ class SmallSubmits:
             or key is None
             or not (length.isascii() and length.isdigit() and len(length) <= 12)
             or int(length) > MAX_BODY
+            or not environ.get("QUERY_STRING", "").isascii()  # (Flask's to judge: errors.py)
             or environ.get("CONTENT_TYPE", "").partition(";")[0].strip().lower()
             != "application/json"
             or not is_valid_key(key, self.settings.api_keys)

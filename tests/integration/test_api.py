@@ -410,6 +410,22 @@ def test_a_job_paused_as_its_last_batch_was_in_flight_can_be_resumed(
     assert again.status_code == 409 and again.get_json()["error"] == "not_paused"
 
 
+@pytest.mark.parametrize("auth", [{"X-API-Key": API_KEY}, {"Authorization": f"Bearer {API_KEY}"}])
+def test_a_submit_whose_query_string_is_not_utf8_is_400_on_either_path(
+    client: FlaskClient, rdb: redis.Redis, auth: dict[str, str]
+) -> None:
+    """The submit's fast path (X-API-Key) leaves such a request to Flask, as the report's does."""
+    before = {k for k in rdb.keys("*") if "bulksms:rl" not in k}
+    answer = client.post(
+        "/api/bulk-sms",
+        json={"recipients": ["+14155550100"], "message": "hi"},
+        headers=auth,
+        environ_overrides={"QUERY_STRING": "x=\xff"},
+    )
+    assert (answer.status_code, answer.get_json()["error"]) == (400, "malformed_query")
+    assert {k for k in rdb.keys("*") if "bulksms:rl" not in k} == before
+
+
 @pytest.mark.parametrize("path", ["/api/bulk-sms", "/api/opt-outs", "/readyz"])
 def test_a_query_string_that_is_not_utf8_is_400(client: FlaskClient, path: str) -> None:
     """Raw bytes, not percent-escapes: Werkzeug decodes the query strictly wherever a view
