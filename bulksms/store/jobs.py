@@ -742,7 +742,8 @@ class JobStore:
         then counts as 1."""
         if moved == 2:
             pipe = self.redis.pipeline(transaction=False)
-            self.handed.remember(report.job_id, report.batch, time.time(), pipe)
+            # (Redis's clock: the sweep reads the hours around a call on it, not a host's)
+            self.handed.remember(report.job_id, report.batch, self.clock(), pipe)
             pipe.execute()
             return 1
         return moved

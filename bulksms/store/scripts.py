@@ -417,6 +417,7 @@ if not owns(f, ARGV[3], ARGV[4], ARGV[8]) then
   if ARGV[8] ~= '' and string.find(made, claim, 1, true) then return 'advanced' end
   return 'superseded'
 end
+ARGV[2] = redis_now()  -- the call's time, read against Redis's clock by every host
 local refused = {}
 for i = 9, #ARGV do refused[#refused + 1] = ARGV[i] end
 local outcome = record_call(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2], f, ARGV[5], refused,
@@ -445,6 +446,7 @@ if not rec then return 0 end
 local f = split(rec)
 if not unfinished(f[1]) then return 0 end
 if ARGV[6] ~= '*' and not owns(f, ARGV[6], ARGV[7], ARGV[8]) then return -1 end
+ARGV[2] = redis_now()  -- (as CALL)
 finish(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], {}, '',
        offset_of(f))
 return 1

@@ -329,8 +329,9 @@ def _record_accepted(store: JobStore, owner: Owner, accepted: Accepted) -> str:
     job_id, batch = owner.job_id, owner.batch
     # With its UUIDs, in one transaction: never recorded without them (others' calls to the
     # same numbers find its messages in Plivo's list as not theirs). Should the whole write
-    # fail for good, the sweep settles the call from that list.
-    at = time.time()
+    # fail for good, the sweep settles the call from that list. Filed under the hour of the
+    # claim, on Redis's clock as every host reads it (this host's may be hours off).
+    at = float(owner.since) if owner.since else store.clock()
     recorded = persist(
         lambda: store.call_submitted(
             job_id,

@@ -32,7 +32,8 @@ from bulksms.store import (
 from bulksms.store import jobs as jobs_module
 from bulksms.store.model import LAYOUT_VERSION
 from bulksms.store.pacing import Pace
-from bulksms.worker import sweep
+from bulksms.worker import dispatch, sweep
+from bulksms.worker.gateway import Accepted
 from tests.helpers.settle import resolve
 
 NUMBERS = ["+14155550100", "+14155550101", "+14155550102"]
@@ -740,3 +741,42 @@ def test_the_sweep_leaves_a_job_waiting_for_reports_until_its_last_report_wakes_
     store.record_report(Report("j1", 1, NUMBERS[2], Status.DELIVERED, "u2", ""))
     assert swept()["finished"] == 1
     assert rdb.zscore(keys.ACTIVE_JOBS, "j1") is None
+
+
+class _HoursAhead:
+    """The `time` module of a host whose clock is hours ahead of Redis's."""
+
+    def __init__(self, hours: float) -> None:
+        self.ahead = hours * 3600
+
+    def time(self) -> float:
+        return time.time() + self.ahead
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(time, name)
+
+
+def test_a_host_clock_hours_off_leaves_a_call_where_the_sweep_looks(
+    rdb: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker whose clock is three hours ahead records Plivo's answer: its messages are still
+    known as this batch's in the hours around the call on Redis's clock (where the sweep looks
+    before taking a message in Plivo's list for a lost call's), and the call's record carries
+    Redis's time, as the claim's does. Filed by the host's hour, the message was nobody's, and
+    another job's lost call to the same number was taken as sent."""
+    store = make(rdb)
+    claim = store.claim_batch("j1", 0)
+    skewed = _HoursAhead(3)
+    monkeypatch.setattr(dispatch, "time", skewed)
+    monkeypatch.setattr(jobs_module, "time", skewed)
+    monkeypatch.setattr(jobs_module, "_now", lambda: f"{skewed.time():.3f}")
+    owner = dispatch.Owner("j1", 0, claim.attempt, 0, claim.since)
+    accepted = Accepted("api-1", (UUID,), ())
+
+    assert dispatch._record_accepted(store, owner, accepted) == "submitted"
+
+    now = store.clock()
+    assert store.handed.owners(now - 60, now + 60) == {UUID: "j1:0"}
+    (record, _) = store.batches("j1")
+    assert record.state is BatchState.SUBMITTED
+    assert abs(record.since - now) < 60, (record.since, now)
