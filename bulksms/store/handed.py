@@ -41,6 +41,16 @@ class HandedBatches:
         key = keys.handed(int(at // 3600))
         return [("SADD", key, batch_id(job_id, batch)), ("EXPIRE", key, (HOURS + 1) * 3600)]
 
+    def recent(self, job_id: str, batches: int, now: float) -> list[int]:
+        """The job's batches named in the hours a lookup may still read (up to `now`)."""
+        hours = range(int(now // 3600) - HOURS - 1, int(now // 3600) + 2)
+        pipe = self.redis.pipeline(transaction=False)
+        for batch in range(batches):
+            for hour in hours:
+                pipe.sismember(keys.handed(hour), batch_id(job_id, batch))
+        named = iter(pipe.execute())
+        return [b for b in range(batches) if any([next(named) for _ in hours])]
+
     def owners(self, start: float, end: float) -> dict[str, str]:
         """Every message UUID our batches handed over or were told of between `start` and `end`
         (and the hour either side), with its batch (`batch_id`)."""

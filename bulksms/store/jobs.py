@@ -28,6 +28,7 @@ from redis.exceptions import NoScriptError
 
 from bulksms.store import keys, optouts, records, scripts, server
 from bulksms.store.connections import ThreadConnections
+from bulksms.store.handed import HOURS as HANDED_HOURS
 from bulksms.store.handed import HandedBatches
 from bulksms.store.model import (
     CODES,
@@ -893,18 +894,40 @@ class JobStore:
 
     def erase(self, job: Job) -> None:
         """Delete a finished job's per-recipient data (numbers are personal data); keep its
-        counts."""
+        counts. A batch that handed messages over within the hours the sweep still reads keeps
+        their UUIDs (no number with them) until those hours pass: in Plivo's list they must
+        still be known as ours, or another job's lost call to the same number would take them
+        for its own and never be sent."""
         job_id = job.job_id
+        kept = self._handed_uuids(job_id, self.handed.recent(job_id, job.batches, self.clock()))
         pipe = self.redis.pipeline(transaction=False)
         for batch in range(job.batches):
             pipe.delete(keys.recipients(job_id, batch))
-            pipe.delete(keys.answered(job_id, batch))
+            if kept.get(batch):
+                pipe.set(keys.answered(job_id, batch), kept[batch], ex=(HANDED_HOURS + 1) * 3600)
+            else:
+                pipe.delete(keys.answered(job_id, batch))
             pipe.delete(keys.fields(job_id, batch))
         pipe.delete(keys.batches(job_id))
         pipe.delete(keys.paced(job_id))
         pipe.delete(keys.parts(job_id))
         pipe.hset(keys.job(job_id), "erased", _now())
         pipe.execute()
+
+    def _handed_uuids(self, job_id: str, batches: list[int]) -> dict[int, bytes]:
+        """Each batch's message UUIDs, answered or named by reports, packed (`keys.answered`)."""
+        pipe = self.redis.pipeline(transaction=False)
+        for batch in batches:
+            _get_bytes(pipe, keys.answered(job_id, batch))
+            _get_bytes(pipe, keys.recipients(job_id, batch))
+        blobs = iter(pipe.execute())
+        kept = {}
+        for batch in batches:
+            answered, recipients = next(blobs) or b"", next(blobs) or b""
+            named = (r.uuid for r in records.unpack(recipients) if r.uuid)
+            found = dict.fromkeys([*records.uuids_of(answered), *named])
+            kept[batch] = b"".join(records.encode_uuid(u) or records.UNKNOWN_UUID for u in found)
+        return kept
 
     def close(self, job_id: str, reason: str) -> None:
         """Stop waiting for reports: the job is completed with what is known."""

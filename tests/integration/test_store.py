@@ -780,3 +780,31 @@ def test_a_host_clock_hours_off_leaves_a_call_where_the_sweep_looks(
     (record, _) = store.batches("j1")
     assert record.state is BatchState.SUBMITTED
     assert abs(record.since - now) < 60, (record.since, now)
+
+
+def test_an_erased_job_s_recent_messages_stay_known_as_ours(rdb: redis.Redis) -> None:
+    """Erasing a job deletes its numbers, but the UUIDs of what it handed over in the hours a
+    lookup still reads stay known as its own (answered, or named by a report before its call
+    was recorded): a message of it in Plivo's list is never taken for another job's lost call
+    to the same number (which would then be marked sent and never sent)."""
+    store = make(rdb)
+    answered, reported = str(uuid.uuid4()), str(uuid.uuid4())
+    claim = store.claim_batch("j1", 0)
+    now = store.clock()
+    assert store.call_submitted("j1", 0, 1, 0, "api", [], [answered], now, claim.since)
+    store.claim_batch("j1", 1)
+    assert store.record_report(Report("j1", 1, NUMBERS[2], Status.SENT, reported, "")) == 1
+    before = store.handed.owners(now - 60, now + 60)
+    assert before == {answered: "j1:0", reported: "j1:1"}
+
+    store.erase(job(store))
+
+    assert store.handed.owners(now - 60, now + 60) == before
+    assert not rdb.exists(keys.recipients("j1", 0), keys.recipients("j1", 1))
+    assert 0 < rdb.ttl(keys.answered("j1", 1)) <= 13 * 3600
+    # A job that handed nothing over in those hours keeps nothing.
+    other = JobStore(rdb, 3600)
+    other.create(NewJob("j2", SENDING, NUMBERS[:1], 1, 0, 0, 0, 2, "GSM-7", 1))
+    other.remember_answer("j2", 0, [str(uuid.uuid4())], now - 20 * 3600)
+    other.erase(other.job("j2"))  # type: ignore[arg-type]
+    assert not rdb.exists(keys.answered("j2", 0))
