@@ -142,10 +142,11 @@ class Reconciler:
             verdicts.append((call, verdict))
         return verdicts
 
-    def _owners(self, start: float, end: float) -> dict[str, str]:
-        """Our batches' messages around a window (read once a sweep: it is the heavy part)."""
+    def _owners(self, start: float, end: float, fresh: bool = False) -> dict[str, str]:
+        """Our batches' messages around a window (read once a sweep, it is the heavy part,
+        unless `fresh`)."""
         hours = (int(start // 3600), int(end // 3600))
-        if hours not in self._owners_by_hours:
+        if fresh or hours not in self._owners_by_hours:
             self._owners_by_hours[hours] = self.handed.owners(start, end)
         return self._owners_by_hours[hours]
 
@@ -182,6 +183,12 @@ class Reconciler:
                 return "waiting"
             owners = self._owners(start, end)
             ours = [found for found in listed if self._ours(call, found, owners)]
+            if any(found.uuid not in owners for found in ours):
+                # Taken for this call only because no batch of ours was known to have sent
+                # them: read again, after the listing (another call's answer may have been
+                # recorded since the sweep's first read, its message already in this list).
+                owners = self._owners(start, end, fresh=True)
+                ours = [found for found in listed if self._ours(call, found, owners)]
             group = senders_to(number)
             if ours and len(ours) >= group:
                 metrics.LOOKUPS.labels("list", "found").inc()

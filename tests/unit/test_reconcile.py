@@ -116,6 +116,28 @@ def test_a_message_another_call_got_back_is_not_evidence() -> None:
     ] == ["submitted"]
 
 
+def test_a_message_another_call_recorded_while_the_sweep_listed_is_not_evidence() -> None:
+    """Our batches' messages are read once a sweep; a message found with no known owner is
+    judged on a second read, after its listing: another call's answer recorded between the
+    two (its message already in Plivo's list) does not pass for this call's."""
+    handed = FakeHanded()
+    last = NUMBERS[("j1", 0)][-1]
+
+    @dataclass
+    class RecordedMeanwhile(Gateway):
+        def list_outbound(self, to_number: str, since: float, until: float) -> list[Found]:
+            if to_number == last:  # (listed after the first read of our batches' messages)
+                handed.known["u-y"] = "j2:0"
+                return [message(last, "u-y")]
+            return super().list_outbound(to_number, since, until)
+
+    store, gateway = Store(dict(NUMBERS)), RecordedMeanwhile()
+    verdicts = reconciler(store, gateway, handed).settle([call()], [], NOW)
+    assert [a[0] for a in gateway.asked][0] != last  # (the first read came before)
+    assert [v for _, v in verdicts] == ["resend"]
+    assert store.remembered == []
+
+
 def test_a_message_from_another_sender_is_not_evidence() -> None:
     store = Store(dict(NUMBERS))
     gateway = Gateway([message(n, src="+14155550000") for n in NUMBERS[("j1", 0)]])
