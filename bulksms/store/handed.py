@@ -4,6 +4,9 @@ same sender).
 
     bulksms:handed:<hour>  set  "<job>:<batch>" for each batch whose call Plivo answered, or
                                 reported on before the call was recorded, in that hour
+    bulksms:handed:<hour>:groups  hash  message UUID -> "<job>:<batch>,…": messages Plivo's
+                                list showed for several of our lost calls to one number at
+                                once (each call's own not known: ours, and only theirs)
 
 Each batch already keeps the UUIDs Plivo answered its calls with (`{job}:uuids:<b>`, 16 bytes
 each) and those its reports named (in its recipients' records), so an hour costs one member a
@@ -41,6 +44,15 @@ class HandedBatches:
         key = keys.handed(int(at // 3600))
         return [("SADD", key, batch_id(job_id, batch)), ("EXPIRE", key, (HOURS + 1) * 3600)]
 
+    def remember_group(self, uuids: list[str], batch_ids: list[str], at: float) -> None:
+        """These messages, found in Plivo's list at `at`, are some of these batches' (which
+        one's is not known): no other call may take them for its own."""
+        key = keys.handed_to_groups(int(at // 3600))
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hset(key, mapping=dict.fromkeys(uuids, ",".join(batch_ids)))
+        pipe.expire(key, (HOURS + 1) * 3600)
+        pipe.execute()
+
     def recent(self, job_id: str, batches: int, now: float) -> list[int]:
         """The job's batches named in the hours a lookup may still read (up to `now`)."""
         hours = range(int(now // 3600) - HOURS - 1, int(now // 3600) + 2)
@@ -53,19 +65,24 @@ class HandedBatches:
 
     def owners(self, start: float, end: float) -> dict[str, str]:
         """Every message UUID our batches handed over or were told of between `start` and `end`
-        (and the hour either side), with its batch (`batch_id`)."""
+        (and the hour either side), with its batch (`batch_id`), or the batches it is one of
+        (comma-separated: `remember_group`)."""
         hours = range(int(start // 3600) - 1, int(end // 3600) + 2)
         pipe = self.redis.pipeline(transaction=False)
         for hour in hours:
             pipe.smembers(keys.handed(hour))
-        named = sorted({member for found in pipe.execute() for member in found})
+            pipe.hgetall(keys.handed_to_groups(hour))
+        read = pipe.execute()
+        named = sorted({member for found in read[::2] for member in found})
+        found: dict[str, str] = {}
+        for groups in read[1::2]:
+            found.update(groups)  # (a batch's own record, below, says more)
         pipe = self.redis.pipeline(transaction=False)
         for member in named:
             job_id, _, batch = member.rpartition(":")
             for key in (keys.answered(job_id, int(batch)), keys.recipients(job_id, int(batch))):
                 pipe.execute_command("GET", key, NEVER_DECODE=True)  # type: ignore[no-untyped-call]
         blobs = iter(pipe.execute())
-        found: dict[str, str] = {}
         for member in named:
             answered, recipients = next(blobs) or b"", next(blobs) or b""
             for each in records.uuids_of(answered):

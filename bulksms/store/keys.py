@@ -85,6 +85,10 @@ def handed(hour: int) -> str:
     return f"{PREFIX}:handed:{hour}"
 
 
+def handed_to_groups(hour: int) -> str:
+    return f"{PREFIX}:handed:{hour}:groups"
+
+
 def nonce(value: str) -> str:
     return f"{PREFIX}:nonce:{value}"
 

@@ -122,12 +122,15 @@ class Reconciler:
         for call in calls:
             rivals = [o for o in everyone if o is not call and self._may_share(call, o)]
 
-            def senders_to(number: str, rivals: list[Unsettled] = rivals) -> int:
-                return 1 + sum(number in sets[o.call] for o in rivals)
+            def senders_to(
+                number: str, call: Unsettled = call, rivals: list[Unsettled] = rivals
+            ) -> list[Unsettled]:
+                """The calls that texted `number` in the same minutes, this one first."""
+                return [call, *(o for o in rivals if number in sets[o.call])]
 
             spread = _spread(numbers[call.call], 3 * CANDIDATES)
-            candidates = sorted(spread, key=senders_to)[:CANDIDATES]  # (stable: spread order)
-            verdict = self._ask(call, candidates, senders_to, now)
+            by_senders = sorted(spread, key=lambda n: len(senders_to(n)))  # (stable)
+            verdict = self._ask(call, by_senders[:CANDIDATES], senders_to, now)
             if verdict in ("found", "absent"):
                 verdict = self.store.settle_call(
                     call.job_id,
@@ -161,7 +164,11 @@ class Reconciler:
         return same_sender and other_start <= end and start <= other_end
 
     def _ask(
-        self, call: Unsettled, candidates: list[str], senders_to: Callable[[str], int], now: float
+        self,
+        call: Unsettled,
+        candidates: list[str],
+        senders_to: Callable[[str], list[Unsettled]],
+        now: float,
     ) -> str:
         """'found', 'absent' (every candidate listed, none of its messages ours, past the
         settling delay) or 'waiting'. A number that `n` of our unsettled or in-flight calls
@@ -189,11 +196,15 @@ class Reconciler:
                 # recorded since the sweep's first read, its message already in this list).
                 owners = self._owners(start, end, fresh=True)
                 ours = [found for found in listed if self._ours(call, found, owners)]
-            group = senders_to(number)
+            senders = senders_to(number)
+            group = len(senders)
             if ours and len(ours) >= group:
                 metrics.LOOKUPS.labels("list", "found").inc()
+                uuids = [f.uuid for f in ours]
                 if group == 1:  # the message is this call's: others' lists will know it
-                    self.store.remember_answer(call.job_id, call.batch, [f.uuid for f in ours], now)
+                    self.store.remember_answer(call.job_id, call.batch, uuids, now)
+                else:  # the group's, whose each not known: known as theirs, and no one else's
+                    self.handed.remember_group(uuids, [c.batch_id for c in senders], now)
                 return "found"
             if ours or len(listed) >= LIST_PAGE:  # some of a group's, or a page too full to say
                 metrics.LOOKUPS.labels("list", "ambiguous").inc()
@@ -210,7 +221,7 @@ class Reconciler:
         if call.sender and sender_key(found.src) != sender_key(call.sender):
             return False
         owner = owners.get(found.uuid)
-        return owner is None or owner == call.batch_id
+        return owner is None or call.batch_id in owner.split(",")
 
     def look_up_silent(self, job_id: str, now: float, allowed: int = LOOKUPS_PER_SWEEP) -> Lookups:
         """Look up messages of the job's handed-over batches that no report has named for

@@ -62,6 +62,9 @@ class FakeHanded:
     def owners(self, start: float, end: float) -> dict[str, str]:
         return dict(self.known)
 
+    def remember_group(self, uuids: list[str], batch_ids: list[str], at: float) -> None:
+        self.known.update(dict.fromkeys(uuids, ",".join(batch_ids)))
+
 
 @dataclass
 class FakeStore:

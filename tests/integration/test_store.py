@@ -808,3 +808,16 @@ def test_an_erased_job_s_recent_messages_stay_known_as_ours(rdb: redis.Redis) ->
     other.remember_answer("j2", 0, [str(uuid.uuid4())], now - 20 * 3600)
     other.erase(other.job("j2"))  # type: ignore[arg-type]
     assert not rdb.exists(keys.answered("j2", 0))
+
+
+def test_messages_of_a_group_of_calls_are_known_as_theirs(rdb: redis.Redis) -> None:
+    """Messages Plivo's list showed for several lost calls at once are known as the group's
+    (comma-separated), around their hour; a batch's own answer says more and wins."""
+    store = make(rdb)
+    now = store.clock()
+    first, second = str(uuid.uuid4()), str(uuid.uuid4())
+    store.handed.remember_group([first, second], ["j1:0", "j2:0"], now)
+    store.remember_answer("j1", 0, [first], now)
+    assert store.handed.owners(now - 60, now + 60) == {first: "j1:0", second: "j1:0,j2:0"}
+    assert 0 < rdb.ttl(keys.handed_to_groups(int(now // 3600))) <= 13 * 3600
+    assert store.handed.owners(now - 3 * 3600, now - 3 * 3600) == {}

@@ -204,6 +204,23 @@ def test_numbers_other_calls_without_an_answer_texted_take_as_many_messages() ->
     assert verdicts == {"j1": "submitted", "j2": "resend"}
 
 
+def test_messages_found_for_a_group_of_calls_are_no_later_call_s() -> None:
+    """Two lost calls to one number, both found (two messages): neither's own is known, but
+    both are known as theirs, so a third call to that number, lost later, is not taken as sent
+    on their messages (it was marked sent and never sent)."""
+    shared = "+14155550100"
+    numbers = {("j1", 0): [shared], ("j2", 0): [shared], ("j3", 0): [shared]}
+    handed = FakeHanded()
+    two = Gateway([message(shared, "u-1"), message(shared, "u-2")])
+    both = reconciler(Store(dict(numbers)), two, handed).settle(
+        [call(), call(job_id="j2")], [], NOW
+    )
+    assert [v for _, v in both] == ["submitted", "submitted"]
+    later = call(job_id="j3", since=NOW - 190)  # (their messages within its minutes)
+    verdicts = reconciler(Store(dict(numbers)), two, handed).settle([later], [], NOW + 100)
+    assert [v for _, v in verdicts] == ["resend"]
+
+
 def test_a_full_page_is_not_an_absence_and_candidates_spread_over_the_call() -> None:
     numbers = {("j1", 0): [f"+1415555{n:04d}" for n in range(100)]}
     others = [message("+14155550000", f"o-{n}", src="+14155550000") for n in range(20)]
