@@ -215,6 +215,7 @@ def _sweep_job(
     resend: list[int] = []
     redispatch: list[tuple[int, int]] = []  # batch, the how-manieth time
     paced: list[int] = []
+    taken = True  # every paced batch's last task, if any, was taken from the queue
     moving = False  # a batch of the job is being sent, or waits for a worker
     # When each batch waiting for a worker could next be due; None once a batch is anything
     # but that (or finished): the job is looked at every sweep while so.
@@ -251,6 +252,10 @@ def _sweep_job(
                 moving = True
             else:
                 paced.append(batch.batch)
+                # A task of it may still wait behind the queue's next (as a pending batch's)
+                taken &= head is not None and (
+                    batch.enqueued_at < head - stale or now - batch.enqueued_at > behind
+                )
         elif (
             batch.state in (BatchState.PENDING, BatchState.PACED)
             and state not in (JobState.PAUSED, JobState.SCHEDULED)
@@ -271,10 +276,11 @@ def _sweep_job(
         and not moving
         and state is not JobState.PAUSED
         and not pace.scheduled(job_id)
-        and queue_drained()
+        and (taken or queue_drained())
     ):
         # Nothing of the job moves and it is off the pace's schedule: a waker died holding its
-        # turn. Put its paced batches back and give it a turn now.
+        # turn. Put its paced batches back and give it a turn now (not only once the queue is
+        # empty: a backlog of the other lane's would hold it for as long as it lasts).
         store.relist_paced(job_id, paced)
         pace.schedule(job_id, 0.0)
         tally["paced_rescheduled"] += 1

@@ -367,6 +367,18 @@ def test_a_job_whose_turn_was_lost_goes_back_on_the_pace_s_schedule() -> None:
     assert queue.enqueued == []
 
 
+def test_a_lost_turn_is_given_back_behind_a_backlog_once_its_task_is_not_queued() -> None:
+    """A waker that died holding the turn, with other tasks queued: given back once the
+    queue's next task was pushed after the batch's last (its task, if any, was taken), not
+    only once the queue is empty; while its task may still wait behind that one, not."""
+    for head, given in ((NOW - 10, 1), (NOW - 700, 0)):
+        store, queue, pace = FakeStore(), Queue(depth=500), FakePace()
+        store.add(job(batches=3, started_at=NOW - 600), [submitted(0), paced(1), paced(2)])
+        heads = lambda head=head: {False: head, True: None}  # noqa: E731
+        assert run(store, queue, pace, queue_heads=heads)["paced_rescheduled"] == given
+        assert (("relist_paced", "j1", (1, 2)) in store.calls) == bool(given)
+
+
 def test_a_job_just_woken_is_not_given_a_second_turn() -> None:
     store, queue, pace = FakeStore(), Queue(), FakePace()  # off the schedule: it was woken
     woken = replace(paced(1), enqueued_at=NOW - 0.5)  # and its task is on its way
