@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import functools
 import json
+import math
 import re
 import time
 import uuid
@@ -40,6 +41,7 @@ FAN_OUT_ABOVE = 20  # batches: a bigger job's tasks are enqueued by a worker (`s
 # message's (`queue_heads`) to tell a batch task still waiting from one that vanished.
 PUSHED = "bulksms_pushed"
 HEAD_LOOK = 10  # messages read from a queue's head for one that says when it was pushed
+EMPTY = math.inf  # a queue's head when it holds nothing: every task pushed before was taken
 
 
 @before_task_publish.connect(weak=False, dispatch_uid="bulksms.pushed")
@@ -224,9 +226,9 @@ def notify(celery: Celery, job_id: str) -> None:
 def queue_heads(celery: Celery) -> dict[bool, float | None]:
     """For each batch queue (by urgency), when the message a worker takes next was pushed: the
     oldest, as kombu's Redis transport pushes on a list's left and pops from its right (the
-    first of the oldest `HEAD_LOOK` that says: its `PUSHED` header). None where none does, the
-    queue is empty, or the broker is not Redis. The sweep reads it to tell a batch task still
-    waiting from one that vanished."""
+    first of the oldest `HEAD_LOOK` that says: its `PUSHED` header); `EMPTY` where the queue
+    is; None where none says or the broker is not Redis. The sweep reads it to tell a batch
+    task still waiting from one that vanished."""
     heads: dict[bool, float | None] = {}
     with celery.connection_or_acquire() as connection:
         client = getattr(connection.default_channel, "client", None)
@@ -234,6 +236,8 @@ def queue_heads(celery: Celery) -> dict[bool, float | None]:
             oldest = client.lrange(queue_for(urgent), -HEAD_LOOK, -1) if client else []
             known = (pushed_at(m) for m in reversed(oldest))
             heads[urgent] = next((at for at in known if at is not None), None)
+            if client and not oldest:
+                heads[urgent] = EMPTY
     return heads
 
 

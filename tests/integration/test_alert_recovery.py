@@ -102,7 +102,7 @@ def test_a_backlog_of_alerts_is_not_enqueued_twice_but_a_lost_task_is(app: Flask
     whose task is gone. Real Redis, store, queue and sweep."""
     client, store = app.test_client(), app.extensions["bulksms.store"]
     celery, settings = app.extensions["celery"], app.config["SETTINGS"]
-    assert taskqueue.queue_heads(celery) == {True: None, False: None}
+    assert taskqueue.queue_heads(celery) == {True: taskqueue.EMPTY, False: taskqueue.EMPTY}
     ids = []
     for n in range(4):
         answer = client.post(
@@ -115,7 +115,7 @@ def test_a_backlog_of_alerts_is_not_enqueued_twice_but_a_lost_task_is(app: Flask
         if n == 0:  # (the first well before the others: nothing else tells a lost one)
             time.sleep(settings.dispatch_stale_seconds + 0.5)
     first = taskqueue.queue_heads(celery)[True]
-    assert first is not None and taskqueue.queue_heads(celery)[False] is None
+    assert first is not None and taskqueue.queue_heads(celery)[False] == taskqueue.EMPTY
     (lost,) = [m for m in store.redis.lrange(taskqueue.URGENT_QUEUE, 0, -1) if ids[0] in m]
     store.redis.lrem(taskqueue.URGENT_QUEUE, 1, lost)  # the first alert's task vanished
     second = taskqueue.queue_heads(celery)[True]

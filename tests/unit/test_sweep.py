@@ -9,6 +9,7 @@ from dataclasses import replace
 
 import pytest
 
+from bulksms import taskqueue
 from bulksms.config import Settings
 from bulksms.store import BatchRecord, BatchState, JobState, Status
 from bulksms.worker import sweep
@@ -369,12 +370,14 @@ def test_a_job_whose_turn_was_lost_goes_back_on_the_pace_s_schedule() -> None:
 
 def test_a_lost_turn_is_given_back_behind_a_backlog_once_its_task_is_not_queued() -> None:
     """A waker that died holding the turn, with other tasks queued: given back once the
-    queue's next task was pushed after the batch's last (its task, if any, was taken), not
-    only once the queue is empty; while its task may still wait behind that one, not."""
-    for head, given in ((NOW - 10, 1), (NOW - 700, 0)):
+    queue's next task was pushed after the batch's last (its task, if any, was taken), or its
+    own queue is empty while the other has a backlog, not only once both are empty; while its
+    task may still wait behind the next, or the queue's next is not known, not."""
+    lanes = ((NOW - 10, NOW), (NOW - 700, NOW), (taskqueue.EMPTY, NOW), (None, NOW))
+    for (head, other), given in zip(lanes, (1, 0, 1, 0), strict=True):
         store, queue, pace = FakeStore(), Queue(depth=500), FakePace()
         store.add(job(batches=3, started_at=NOW - 600), [submitted(0), paced(1), paced(2)])
-        heads = lambda head=head: {False: head, True: None}  # noqa: E731
+        heads = lambda head=head, other=other: {False: head, True: other}  # noqa: E731
         assert run(store, queue, pace, queue_heads=heads)["paced_rescheduled"] == given
         assert (("relist_paced", "j1", (1, 2)) in store.calls) == bool(given)
 
