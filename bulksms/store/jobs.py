@@ -924,9 +924,8 @@ class JobStore:
         kept = {}
         for batch in batches:
             answered, recipients = next(blobs) or b"", next(blobs) or b""
-            named = (r.uuid for r in records.unpack(recipients) if r.uuid)
-            found = dict.fromkeys([*records.uuids_of(answered), *named])
-            kept[batch] = b"".join(records.encode_uuid(u) or records.UNKNOWN_UUID for u in found)
+            known = {answered[i : i + 16] for i in range(0, len(answered) - 15, 16)}
+            kept[batch] = answered + b"".join(sorted(records.raw_uuids(recipients) - known))
         return kept
 
     def close(self, job_id: str, reason: str) -> None:

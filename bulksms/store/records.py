@@ -127,6 +127,13 @@ def uuids_of(packed: bytes) -> list[str]:
     ]
 
 
+def raw_uuids(blob: bytes) -> set[bytes]:
+    """The UUIDs reports named in a batch's records, as packed (16 bytes each)."""
+    count = len(blob) // SIZE
+    base = 8 * count
+    return {blob[base + 24 * i : base + 24 * i + 16] for i in range(count)} - {UNKNOWN_UUID}
+
+
 def tail(code: str, error: str, when: int) -> bytes:
     return TAIL.pack(code.encode(), encode_error(error), when)
 

@@ -201,9 +201,11 @@ class Reconciler:
             if ours and len(ours) >= group:
                 metrics.LOOKUPS.labels("list", "found").inc()
                 uuids = [f.uuid for f in ours]
-                if group == 1:  # the message is this call's: others' lists will know it
+                # (More messages than calls: a call of ours the sweep did not see, claimed after
+                # its read, sent there too. Nothing is kept: its message is not another's.)
+                if len(ours) == group == 1:  # this call's: others' lists will know it
                     self.store.remember_answer(call.job_id, call.batch, uuids, now)
-                else:  # the group's, whose each not known: known as theirs, and no one else's
+                elif len(ours) == group:  # the group's, each one's not known: theirs alone
                     self.handed.remember_group(uuids, [c.batch_id for c in senders], now)
                 return "found"
             if ours or len(listed) >= LIST_PAGE:  # some of a group's, or a page too full to say
@@ -220,8 +222,7 @@ class Reconciler:
     def _ours(self, call: Unsettled, found: Found, owners: dict[str, str]) -> bool:
         if call.sender and sender_key(found.src) != sender_key(call.sender):
             return False
-        owner = owners.get(found.uuid)
-        return owner is None or call.batch_id in owner.split(",")
+        return _owned_by(owners.get(found.uuid), call.batch_id)
 
     def look_up_silent(self, job_id: str, now: float, allowed: int = LOOKUPS_PER_SWEEP) -> Lookups:
         """Look up messages of the job's handed-over batches that no report has named for
@@ -315,7 +316,7 @@ class Reconciler:
                 for f in listed
                 if sender
                 and sender_key(f.src) == sender_key(sender)
-                and owners.get(f.uuid) in (None, mine)
+                and _owned_by(owners.get(f.uuid), mine)
             ]
             if len(ours) == 1:
                 metrics.LOOKUPS.labels("list", "found").inc()
@@ -361,3 +362,9 @@ def _spread(numbers: list[str], count: int) -> list[str]:
         order += [round(last * k / parts) for k in range(1, parts, 2)]
         parts *= 2
     return [numbers[i] for i in dict.fromkeys(order)][:count]
+
+
+def _owned_by(owner: str | None, batch: str) -> bool:
+    """Whether a message whose known owner is `owner` (a batch, the batches of a group, or
+    None: none known) may be `batch`'s."""
+    return owner is None or batch in owner.split(",")

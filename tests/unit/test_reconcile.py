@@ -221,6 +221,29 @@ def test_messages_found_for_a_group_of_calls_are_no_later_call_s() -> None:
     assert [v for _, v in verdicts] == ["resend"]
 
 
+def test_messages_beyond_the_calls_are_kept_as_no_one_s() -> None:
+    """Three messages where the sweep knew of two lost calls: a third call it did not see
+    (claimed after its read, its answer lost too) sent there. The two are found, but nothing
+    is kept as theirs, so the third, looked at later, is found on its own message, not resent
+    (a second text) as it was when all three were kept as the group's."""
+    shared = "+14155550100"
+    numbers = {("j1", 0): [shared], ("j2", 0): [shared], ("j3", 0): [shared]}
+    handed = FakeHanded()
+    three = Gateway([message(shared, f"u-{n}") for n in (1, 2, 3)])
+    both = reconciler(Store(dict(numbers)), three, handed).settle(
+        [call(), call(job_id="j2")], [], NOW
+    )
+    assert [v for _, v in both] == ["submitted", "submitted"] and handed.known == {}
+    unseen = call(job_id="j3", since=NOW - 150)
+    verdicts = reconciler(Store(dict(numbers)), three, handed).settle([unseen], [], NOW + 100)
+    assert [v for _, v in verdicts] == ["submitted"]
+    # Alone, the same: two messages for one call keep neither as its own.
+    alone = Store({("j1", 0): [shared]})
+    two = Gateway([message(shared, "u-1"), message(shared, "u-2")])
+    assert [v for _, v in reconciler(alone, two, handed).settle([call()], [], NOW)] == ["submitted"]
+    assert alone.remembered == [] and handed.known == {}
+
+
 def test_a_full_page_is_not_an_absence_and_candidates_spread_over_the_call() -> None:
     numbers = {("j1", 0): [f"+1415555{n:04d}" for n in range(100)]}
     others = [message("+14155550000", f"o-{n}", src="+14155550000") for n in range(20)]
@@ -332,6 +355,17 @@ def test_numbers_a_lost_answer_never_named_are_asked_of_plivo_s_list() -> None:
         reconciler(powerpack, gateway).look_up_silent("j1", NOW)
         powerpack.rounds.clear()
     assert [(r.number, r.status) for r in powerpack.reports] == [(refused, Status.REJECTED)]
+
+
+def test_a_message_kept_as_a_group_s_is_named_for_a_member() -> None:
+    """A message kept as a group's (two lost calls, found together) may be any member's: the
+    member's unnamed number is named by it (another member's own, known since, is not)."""
+    shared = "+14155550100"
+    handed = FakeHanded({"u-1": "j1:0,j2:0", "u-2": "j2:0"})
+    gateway = Gateway([message(shared, "u-1", at=NOW - 900), message(shared, "u-2", NOW - 900)])
+    store = UnnamedStore([], unnamed=[shared])
+    reconciler(store, gateway, handed).look_up_silent("j1", NOW)
+    assert [(r.number, r.uuid) for r in store.reports] == [(shared, "u-1")]
 
 
 def test_a_job_with_nothing_left_to_name_needs_no_more_lookups() -> None:
