@@ -793,6 +793,11 @@ class JobStore:
         ]
 
     # -- the sweep's view ---------------------------------------------------------------------
+    def woken_since(self, at: float) -> list[str]:
+        """The jobs woken since `at` (Redis's clock): a batch of theirs claimed, or a final
+        report or a cancel (`scripts.WAKE`: the negated time of the wake, in microseconds)."""
+        return cast(list[str], self.redis.zrangebyscore(keys.ACTIVE_JOBS, "-inf", -at * 1_000_000))
+
     def jobs_to_sweep(self, now: float) -> list[tuple[str, float]]:
         """The unfinished jobs due to be looked at by `now` (Redis's clock), with when they
         were due. A job is due when indexed, and again when the sweep said (`look_again`), or at

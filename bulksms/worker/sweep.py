@@ -161,6 +161,7 @@ def sweep_once(
                 log.exception("the sweep could not set when to look at %d jobs", len(later))
                 tally["errors"] += 1
     if unsettled and reconcile is not None:
+        in_flight.extend(_claimed_meanwhile(store, started, [*unsettled, *in_flight]))
         # (on Redis's clock, as the calls were stamped: hosts' clocks differ)
         for call, verdict in reconcile(unsettled, in_flight, store.clock()):
             tally[verdict] += 1
@@ -168,6 +169,27 @@ def sweep_once(
                 store.mark_enqueued(call.job_id, call.batch)
                 enqueue(call.job_id, [call.batch], store.is_urgent(call.job_id))
     return tally
+
+
+def _claimed_meanwhile(store: JobStore, started: float, known: list[Unsettled]) -> list[Unsettled]:
+    """The calls in flight claimed while this sweep ran, after their jobs were read (each
+    claim woke its job): they may have texted an unsettled call's numbers in the same minutes,
+    and their messages, their answers not yet back, must not pass for its own."""
+    seen = {call.call for call in known}
+    woken = store.woken_since(started)
+    found = []
+    for job_id, job, batches in zip(woken, store.jobs(woken), store.batches_of(woken), strict=True):
+        if job is None or batches is None:
+            continue
+        src = None if job.sending.powerpack_uuid else job.sending.src
+        for batch in batches:
+            if batch.state is BatchState.SENDING:
+                call = Unsettled(
+                    job_id, batch.batch, batch.attempts, batch.offset, batch.size, batch.since, src
+                )
+                if call.call not in seen:
+                    found.append(call)
+    return found
 
 
 def _sweep_job(

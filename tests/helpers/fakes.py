@@ -82,6 +82,7 @@ class FakeStore:
     paced: dict[str, list[int]] = field(default_factory=dict)
     handed: FakeHanded = field(default_factory=FakeHanded)
     due_at: dict[str, float] = field(default_factory=dict)  # when the sweep looks at a job next
+    woken: dict[str, float] = field(default_factory=dict)  # a job's last wake (a claim, say)
     owners: list[tuple[str, str]] = field(default_factory=list)  # (write, the claim's since)
 
     def add(self, found: Job, records: list[BatchRecord] | None = None) -> None:
@@ -221,6 +222,9 @@ class FakeStore:
     def release(self, job_id: str) -> None:
         self.calls.append(("release_scheduled", job_id))
         self.known[job_id] = replace(self.known[job_id], send_at=None)
+
+    def woken_since(self, at: float) -> list[str]:
+        return [job_id for job_id, woken in self.woken.items() if woken >= at]
 
     def jobs_to_sweep(self, now: float) -> list[tuple[str, float]]:
         due = ((job_id, self.due_at.get(job_id, 0.0)) for job_id in self.known)

@@ -821,3 +821,15 @@ def test_messages_of_a_group_of_calls_are_known_as_theirs(rdb: redis.Redis) -> N
     assert store.handed.owners(now - 60, now + 60) == {first: "j1:0", second: "j1:0,j2:0"}
     assert 0 < rdb.ttl(keys.handed_to_groups(int(now // 3600))) <= 13 * 3600
     assert store.handed.owners(now - 3 * 3600, now - 3 * 3600) == {}
+
+
+def test_jobs_woken_since_a_time_are_those_a_claim_woke_after_it(rdb: redis.Redis) -> None:
+    """The sweep asks, before weighing its unsettled calls, which jobs a claim woke since it
+    began (their calls, claimed after it read them, may have texted the same numbers)."""
+    store = make(rdb)
+    store.claim_batch("j1", 0)
+    time.sleep(0.01)
+    began = store.clock()
+    assert store.woken_since(began) == []
+    store.claim_batch("j1", 1)
+    assert store.woken_since(began) == ["j1"]

@@ -107,6 +107,28 @@ def test_a_call_without_an_answer_is_resent_only_on_plivo_s_list_s_verdict() -> 
     assert tally["resend"] == tally["submitted"] == tally["advanced"] == tally["waiting"] == 1
 
 
+def test_calls_claimed_while_the_sweep_ran_count_against_the_unsettled_ones() -> None:
+    """A call claimed after the sweep read its job (the claim woke the job) may have texted an
+    unsettled call's numbers: it is among the calls in flight the reconciler weighs, or its
+    message, its answer not yet back, would pass for the unsettled call's (marked sent, never
+    sent). A call already in the sweep's lists is not counted twice."""
+    store, queue = FakeStore(resolutions={0: "ask"}), Queue()
+    store.add(job(batches=1, started_at=NOW - 90), [sending(0)])
+    store.add(job("j2", batches=2), [submitted(0), sending(1)])
+    store.due_at["j2"] = NOW + 60  # (not due this sweep: read only as woken meanwhile)
+    store.woken.update(j1=NOW, j2=NOW)
+    weighed: list[tuple[str, list[str]]] = []
+
+    def reconcile(
+        calls: list[Unsettled], in_flight: list[Unsettled], now: float
+    ) -> list[tuple[Unsettled, str]]:
+        weighed.extend((c.call, [o.call for o in in_flight]) for c in calls)
+        return [(c, "waiting") for c in calls]
+
+    run(store, queue, reconcile=reconcile)
+    assert weighed == [("j1:0:1:0", ["j2:1:1:0"])]
+
+
 def test_silence_alone_never_resends() -> None:
     store, queue = FakeStore(resolutions={0: "ask"}), Queue()
     store.add(job(batches=1, started_at=NOW - 9999), [sending(0)])
