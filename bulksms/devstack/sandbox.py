@@ -232,6 +232,7 @@ class Sandbox:
                 "api_id": api_id,
                 "dst": number,
                 "src": src or "",
+                "powerpack_uuid": powerpack,
                 "status": outcome,
                 "error_code": code,
                 "url": url,
@@ -242,7 +243,6 @@ class Sandbox:
             }
             if not faults.lean:
                 record["text"] = text
-                record["powerpack_uuid"] = powerpack
                 record["message_expiry"] = body.get("message_expiry")
             records.append(record)
         with self.lock:
@@ -302,8 +302,8 @@ class Sandbox:
 
     def list_messages(self, query: dict[str, str]) -> tuple[int, dict[str, Any]]:
         """`GET Message/`: outbound messages newest first, with the SDK's filters (`to_number`,
-        `from_number`, `message_time__gte` and the like, `message_state`, `limit` ≤ 20,
-        `offset`), in Plivo's shape: `meta` (with `next`) and `objects`."""
+        `from_number`, `powerpack_id`, `message_time__gte` and the like, `message_state`,
+        `limit` ≤ 20, `offset`), in Plivo's shape: `meta` (with `next`) and `objects`."""
         now = time.time()
         api_id = str(uuid.uuid4())
         try:
@@ -564,8 +564,10 @@ def _parse_plivo_time(text: str) -> float:
 
 def _listed(record: dict[str, Any], query: dict[str, str], times: dict[str, float]) -> bool:
     for name, wanted in (("to_number", "dst"), ("from_number", "src")):
-        if name in query and query[name].lstrip("+") != str(record[wanted]).lstrip("+"):
+        if name in query and query[name].lstrip("+") != str(record[wanted] or "").lstrip("+"):
             return False
+    if "powerpack_id" in query and query["powerpack_id"] != record.get("powerpack_uuid"):
+        return False
     at = int(record["accepted_at"])  # Plivo's times are whole seconds
     bounds = {
         "message_time__gte": lambda t: at >= t,

@@ -638,6 +638,21 @@ class JobStore:
     def mark_lookup_round(self, job_id: str, batch: int, started: float, cursor: str) -> None:
         self.redis.hset(keys.batches(job_id), f"l:{batch}", f"{started:.3f}|{cursor}")
 
+    def listing_offset(self, job_id: str, batch: int, call: str) -> int:
+        """How far the sweep has paged through Plivo's list of the sender's messages for the
+        batch's unsettled call `call` (`reconcile.Unsettled.call`): 0 if not begun, or begun
+        for another call."""
+        found = cast(str | None, self.redis.hget(keys.batches(job_id), f"s:{batch}"))
+        owner, _, offset = (found or "").rpartition("|")
+        return int(offset) if owner == call and offset.isdigit() else 0
+
+    def mark_listing_offset(self, job_id: str, batch: int, call: str, offset: int) -> None:
+        """Where the paging for `call` is to go on (0: it is over, nothing kept)."""
+        if offset:
+            self.redis.hset(keys.batches(job_id), f"s:{batch}", f"{call}|{offset}")
+        else:
+            self.redis.hdel(keys.batches(job_id), f"s:{batch}")
+
     def call_numbers(self, job_id: str, batch: int, offset: int, size: int) -> list[str]:
         """The numbers one call was made to: the batch's [offset, offset + size) (size 0: the
         rest), but those it left out (`suppressed`: Plivo never had them)."""

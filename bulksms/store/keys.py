@@ -11,7 +11,8 @@ call's record is one transaction with its UUIDs' `bulksms:handed:<hour>` (`call_
 
     bulksms:{<job>}:job         hash   the job: request, counters (c:<status>, b:<state>), times
     bulksms:{<job>}:batches     hash   batch number -> batch state record, and each batch's
-                                       own fields (q:, d:, e:, l:, o:<batch>: `scripts`)
+                                       own fields (q:, d:, e:, l:, o:<batch>: `scripts`;
+                                       s:<batch>: a lost call's paging through Plivo's list)
     bulksms:{<job>}:r:<batch>   string the batch's recipients: 32-byte records by number (`records`)
     bulksms:{<job>}:f:<batch>   string a template's job: the batch's recipients' values, in the
                                        records' order (`records.pack_fields`)

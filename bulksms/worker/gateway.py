@@ -1,7 +1,7 @@
 """The one place that talks to Plivo: send one batch, say what Plivo accepted, or why not.
 
-Reads (`list_outbound`, `lookup`) ask Plivo's Message API what became of messages whose call
-got no answer; any failure there is a `LookupFailed`: ask again later.
+Reads (`list_outbound`, `list_sent_by`, `lookup`) ask Plivo's Message API what became of
+messages whose call got no answer; any failure there is a `LookupFailed`: ask again later.
 
 The SDK's exceptions are mapped here, once, to four outcomes the task can act on:
 
@@ -159,15 +159,28 @@ class PlivoGateway:
         """Outbound messages to `to_number` that Plivo took between `since` and `until` (unix
         seconds, whole seconds on Plivo's side), newest first: one request (up to 20, Plivo's
         page), which counts against the listing's own limit."""
+        return self._list(since, until, 0, to_number=to_number.lstrip("+"))
+
+    def list_sent_by(
+        self, sender: str | None, powerpack: str | None, since: float, until: float, offset: int
+    ) -> list[Found]:
+        """One page (20) of the outbound messages from `sender` (or through the Powerpack
+        `powerpack`) that Plivo took between `since` and `until`, newest first, from
+        `offset`."""
+        if sender:
+            return self._list(since, until, offset, from_number=sender.lstrip("+"))
+        return self._list(since, until, offset, powerpack_id=powerpack)
+
+    def _list(self, since: float, until: float, offset: int, **where: str | None) -> list[Found]:
         self._last.retry_after = None
         try:
             page = self._client.messages.list(
                 message_direction="outbound",
-                to_number=to_number.lstrip("+"),
                 message_time__gte=_plivo_time(since),
                 message_time__lte=_plivo_time(until),
                 limit=20,
-                offset=0,
+                offset=offset,
+                **where,
             )
         except Exception as exc:  # a read: whatever went wrong (the SDK itself fails on a 429's
             # body, which has no `objects`), the answer is "ask again later"

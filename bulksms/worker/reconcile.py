@@ -10,11 +10,15 @@ for Plivo's):
 - a message there from the call's sender whose UUID no other batch of ours got back or was
   told of by a report (`store.handed`) means Plivo took the call (Plivo takes a call's
   destinations all or none): it is recorded as handed over. Where `n` of our calls without an
-  answer (unsettled, or still in their time) texted the number in the same minutes, it takes
-  `n` such messages;
+  answer (unsettled, or still in their time, or claimed while the sweep listed) texted the
+  number in the same minutes, it takes `n` such messages;
 - no such message for every destination asked, once the call is older than the settling delay
-  (`UNKNOWN_OUTCOME_GRACE`, for Plivo's list to catch up), means it never arrived: the very same
-  call is made again;
+  (`UNKNOWN_OUTCOME_GRACE`, for Plivo's list to catch up), is not yet proof: Plivo may have
+  refused exactly those numbers (`invalid_number`) in a call it took. So the call's sender's
+  (or Powerpack's) whole list for the window is read, a page a listing token, paging on across
+  sweeps: a message there to another of the call's numbers that could be its own makes that
+  number a candidate, asked as above; none in the whole list means the call never arrived, and
+  the very same call is made again;
 - anything else (fewer messages than calls, a page too full to say, a listing Plivo refused,
   the listing's budget spent) waits for the next sweep, or for a report.
 
@@ -45,6 +49,7 @@ log = logging.getLogger(__name__)
 
 CANDIDATES = 3  # destinations listed per call at most (one found is enough)
 LIST_PAGE = 20  # what one list request shows at most (Plivo's page)
+PAGES_PER_CALL = 5  # pages of a sender's list read for one call in one sweep, at most
 LOOKUPS_PER_SWEEP = 200  # messages looked up one by one in one sweep, at most
 LOOKUPS_PER_JOB = LOOKUPS_PER_SWEEP // 4  # of those, one job's at most (its next go next sweep)
 TRACKED = {s.value for s in Status if s is not Status.PENDING}
@@ -64,6 +69,7 @@ class Unsettled:
     size: int
     since: float  # when it was claimed (on Redis's clock)
     sender: str | None  # its `src`, None for a Powerpack (Plivo picks the number)
+    powerpack: str | None = None  # the Powerpack's UUID, for one
 
     @property
     def call(self) -> str:
@@ -100,24 +106,35 @@ class Reconciler:
         self.settings = settings
         self.api_budget = api_budget or (lambda: 0.0)  # Plivo's API limit: 0 when a token was taken
         self._owners_by_hours: dict[tuple[int, int], dict[str, str]] = {}
+        self._meanwhile: Callable[[], Sequence[Unsettled]] = lambda: ()
+        self._sets: dict[str, set[str]] = {}  # each call's numbers, this sweep
+        self._late: list[Unsettled] = []  # calls claimed while it listed
 
     def window(self, call: Unsettled) -> tuple[float, float]:
         """When Plivo may have taken the call: from its claim to the end of its longest wait."""
         return call.since - SKEW, call.since + self.settings.in_flight_seconds + SKEW
 
     def settle(
-        self, calls: Sequence[Unsettled], in_flight: Sequence[Unsettled], now: float
+        self,
+        calls: Sequence[Unsettled],
+        in_flight: Sequence[Unsettled],
+        now: float,
+        meanwhile: Callable[[], Sequence[Unsettled]] | None = None,
     ) -> list[tuple[Unsettled, str]]:
         """Each call's verdict: 'submitted' or 'advanced' (Plivo has it), 'resend', 'moved'
         (settled meanwhile) or 'waiting'. `in_flight`: calls still within their time, whose
         messages may be in Plivo's list too (their answers, and UUIDs, not back yet); `now` is
-        on Redis's clock, as the calls' starts are."""
+        on Redis's clock, as the calls' starts are. `meanwhile`: the calls in flight claimed
+        since the sweep began, read again after a listing shows a message no batch of ours is
+        known to have sent."""
         self._owners_by_hours = {}  # (read afresh each sweep)
+        self._meanwhile = meanwhile or (lambda: ())
         everyone = [*calls, *in_flight]
         numbers = {
             c.call: self.store.call_numbers(c.job_id, c.batch, c.offset, c.size) for c in everyone
         }
-        sets = {call: set(found) for call, found in numbers.items()}
+        sets = self._sets = {call: set(found) for call, found in numbers.items()}
+        late = self._late = []
         verdicts = []
         for call in calls:
             rivals = [o for o in everyone if o is not call and self._may_share(call, o)]
@@ -126,11 +143,16 @@ class Reconciler:
                 number: str, call: Unsettled = call, rivals: list[Unsettled] = rivals
             ) -> list[Unsettled]:
                 """The calls that texted `number` in the same minutes, this one first."""
-                return [call, *(o for o in rivals if number in sets[o.call])]
+                return [
+                    call,
+                    *(o for o in rivals if number in sets[o.call]),
+                    *(o for o in late if number in sets[o.call] and self._may_share(call, o)),
+                ]
 
             spread = _spread(numbers[call.call], 3 * CANDIDATES)
-            by_senders = sorted(spread, key=lambda n: len(senders_to(n)))  # (stable)
-            verdict = self._ask(call, by_senders[:CANDIDATES], senders_to, now)
+            candidates = sorted(spread, key=lambda n: len(senders_to(n)))[:CANDIDATES]  # (stable)
+            rest = [n for n in numbers[call.call] if n not in candidates]  # (3 at most)
+            verdict = self._ask(call, candidates, rest, senders_to, now)
             if verdict in ("found", "absent"):
                 verdict = self.store.settle_call(
                     call.job_id,
@@ -167,15 +189,84 @@ class Reconciler:
         self,
         call: Unsettled,
         candidates: list[str],
+        rest: list[str],
         senders_to: Callable[[str], list[Unsettled]],
         now: float,
     ) -> str:
         """'found', 'absent' (every candidate listed, none of its messages ours, past the
-        settling delay) or 'waiting'. A number that `n` of our unsettled or in-flight calls
-        texted in the same minutes settles this one only when its list holds `n` messages none
-        of our answered calls got back (all of them arrived) or none at all (none did)."""
+        settling delay, and nothing that could be the call's to its `rest` in its sender's
+        list) or 'waiting'."""
         if not candidates:  # every number of the call was left out (opted out): none went
             return "absent"
+        verdict = self._look_at(call, candidates, senders_to, now)
+        if verdict != "none":
+            return verdict
+        if now - call.since < self.settings.unknown_outcome_grace:
+            return "waiting"  # Plivo's list may not show a message taken a moment ago
+        if rest:  # Plivo may have refused just the candidates (invalid_number), taken the rest
+            return self._scan(call, rest, senders_to, now)
+        return "absent"
+
+    def _scan(
+        self,
+        call: Unsettled,
+        rest: list[str],
+        senders_to: Callable[[str], list[Unsettled]],
+        now: float,
+    ) -> str:
+        """The call's sender's list for its window, read page by page from where the last
+        sweep left it, for a message to one of `rest` that could be the call's: 'found' if
+        that number, asked as a candidate, says so; 'absent' once the whole list has none;
+        else 'waiting' (the paging goes on at the next sweep)."""
+        # (Newest first: what Plivo takes while the paging goes on comes in at the top, and
+        # only moves what was read further down, to be read again; nothing is skipped.)
+        start, end = self.window(call)
+        end = min(end, now + SKEW)
+        numbers = {n.lstrip("+"): n for n in rest}
+        offset = self.store.listing_offset(call.job_id, call.batch, call.call)
+        for _ in range(PAGES_PER_CALL):
+            if self.budget.take() > 0:
+                metrics.LOOKUPS.labels("list", "budget").inc()
+                break
+            try:
+                page = self.gateway().list_sent_by(call.sender, call.powerpack, start, end, offset)
+            except LookupFailed as exc:
+                log.warning("Plivo's message list failed: %s", exc.reason)
+                metrics.LOOKUPS.labels("list", "error").inc()
+                break
+            owners = self._owners(start, end)
+            named = [
+                numbers[found.dst.lstrip("+")]
+                for found in page
+                if found.dst.lstrip("+") in numbers and self._ours(call, found, owners)
+            ]
+            if named:  # (anything but 'found': this page is read again next sweep)
+                verdict = self._look_at(
+                    call, list(dict.fromkeys(named))[:CANDIDATES], senders_to, now
+                )
+                if verdict == "found":
+                    self.store.mark_listing_offset(call.job_id, call.batch, call.call, 0)
+                    return verdict
+                break
+            if len(page) < LIST_PAGE:  # the end of the list: nothing there is the call's
+                metrics.LOOKUPS.labels("list", "absent").inc()
+                self.store.mark_listing_offset(call.job_id, call.batch, call.call, 0)
+                return "absent"
+            offset += len(page)
+        self.store.mark_listing_offset(call.job_id, call.batch, call.call, offset)
+        return "waiting"
+
+    def _look_at(
+        self,
+        call: Unsettled,
+        candidates: list[str],
+        senders_to: Callable[[str], list[Unsettled]],
+        now: float,
+    ) -> str:
+        """Each candidate's list: 'found', 'none' (none of its messages ours) or 'waiting'
+        (unclear, or not asked). A number that `n` of our unsettled or in-flight calls texted
+        in the same minutes settles this one only when its list holds `n` messages none of our
+        answered calls got back (all of them arrived) or none at all (none did)."""
         start, end = self.window(call)
         absent = True
         for number in candidates:
@@ -192,8 +283,10 @@ class Reconciler:
             ours = [found for found in listed if self._ours(call, found, owners)]
             if any(found.uuid not in owners for found in ours):
                 # Taken for this call only because no batch of ours was known to have sent
-                # them: read again, after the listing (another call's answer may have been
-                # recorded since the sweep's first read, its message already in this list).
+                # them: read again, after the listing. Another call claimed before its answer
+                # came (its message in the list) is in flight still, or its answer has been
+                # recorded: the calls first, then the answers, or it could slip between.
+                self._catch_up()
                 owners = self._owners(start, end, fresh=True)
                 ours = [found for found in listed if self._ours(call, found, owners)]
             senders = senders_to(number)
@@ -213,11 +306,17 @@ class Reconciler:
                 absent = False
                 continue
             metrics.LOOKUPS.labels("list", "absent").inc()
-        if not absent:
-            return "waiting"
-        if now - call.since < self.settings.unknown_outcome_grace:
-            return "waiting"  # Plivo's list may not show a message taken a moment ago
-        return "absent"
+        return "none" if absent else "waiting"
+
+    def _catch_up(self) -> None:
+        """Count the calls claimed since the sweep began that it had not seen (each claim
+        woke its job) among the rivals (`senders_to`)."""
+        for other in self._meanwhile():
+            if other.call not in self._sets:
+                self._sets[other.call] = set(
+                    self.store.call_numbers(other.job_id, other.batch, other.offset, other.size)
+                )
+                self._late.append(other)
 
     def _ours(self, call: Unsettled, found: Found, owners: dict[str, str]) -> bool:
         if call.sender and sender_key(found.src) != sender_key(call.sender):

@@ -68,9 +68,13 @@ JOBS_A_READ = 500  # active jobs read in one round trip
 WAITING_OR_DONE = (BatchState.PENDING, BatchState.FAILED, BatchState.CANCELLED)
 
 Enqueue = Callable[[str, Iterable[int], bool], None]  # job id, batches, urgent
-# Calls in flight with no evidence, calls still within their time, and Redis's time: each
-# unsettled call's verdict (`reconcile.Reconciler`).
-Reconcile = Callable[[list[Unsettled], list[Unsettled], float], list[tuple[Unsettled, str]]]
+# Calls in flight with no evidence, calls still within their time, Redis's time and what
+# reads the calls claimed since the sweep began: each unsettled call's verdict
+# (`reconcile.Reconciler`).
+Reconcile = Callable[
+    [list[Unsettled], list[Unsettled], float, Callable[[], list[Unsettled]]],
+    list[tuple[Unsettled, str]],
+]
 # A job's id, the time and how many lookups it may make: look up the messages no report has
 # named (`Reconciler.look_up_silent`).
 LookUp = Callable[[str, float, int], Lookups]
@@ -161,9 +165,15 @@ def sweep_once(
                 log.exception("the sweep could not set when to look at %d jobs", len(later))
                 tally["errors"] += 1
     if unsettled and reconcile is not None:
-        in_flight.extend(_claimed_meanwhile(store, started, [*unsettled, *in_flight]))
-        # (on Redis's clock, as the calls were stamped: hosts' clocks differ)
-        for call, verdict in reconcile(unsettled, in_flight, store.clock()):
+        known = [*unsettled, *in_flight]
+
+        def meanwhile() -> list[Unsettled]:
+            return _claimed_meanwhile(store, started, known)
+
+        in_flight.extend(meanwhile())
+        # (on Redis's clock, as the calls were stamped: hosts' clocks differ; and the calls
+        # claimed meanwhile read again whenever a listing could hold one's message)
+        for call, verdict in reconcile(unsettled, in_flight, store.clock(), meanwhile):
             tally[verdict] += 1
             if verdict in ("resend", "advanced"):
                 store.mark_enqueued(call.job_id, call.batch)
@@ -181,15 +191,29 @@ def _claimed_meanwhile(store: JobStore, started: float, known: list[Unsettled]) 
     for job_id, job, batches in zip(woken, store.jobs(woken), store.batches_of(woken), strict=True):
         if job is None or batches is None:
             continue
-        src = None if job.sending.powerpack_uuid else job.sending.src
+        src, powerpack = _sender(job)
         for batch in batches:
             if batch.state is BatchState.SENDING:
                 call = Unsettled(
-                    job_id, batch.batch, batch.attempts, batch.offset, batch.size, batch.since, src
+                    job_id,
+                    batch.batch,
+                    batch.attempts,
+                    batch.offset,
+                    batch.size,
+                    batch.since,
+                    src,
+                    powerpack,
                 )
                 if call.call not in seen:
                     found.append(call)
     return found
+
+
+def _sender(job: Job) -> tuple[str | None, str | None]:
+    """A job's calls' sender: its `src`, or its Powerpack's UUID (Plivo picks the number)."""
+    if job.sending.powerpack_uuid:
+        return None, job.sending.powerpack_uuid
+    return job.sending.src, None
 
 
 def _sweep_job(
@@ -255,9 +279,14 @@ def _sweep_job(
         if batch.state is BatchState.SENDING:
             verdict = store.resolve_batch(job_id, batch.batch, settings.in_flight_seconds)
             if verdict in ("ask", "in_flight"):
-                src = None if job.sending.powerpack_uuid else job.sending.src
                 found = Unsettled(
-                    job_id, batch.batch, batch.attempts, batch.offset, batch.size, batch.since, src
+                    job_id,
+                    batch.batch,
+                    batch.attempts,
+                    batch.offset,
+                    batch.size,
+                    batch.since,
+                    *_sender(job),
                 )
                 calls[0 if verdict == "ask" else 1].append(found)
             if verdict != "ask":

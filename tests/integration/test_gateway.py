@@ -169,3 +169,26 @@ def test_the_list_answers_in_plivo_s_shape_with_its_filters(sandbox: tuple[Sandb
         f"{url}/v1/Account/{box.auth_id}/Message/", params={"limit": 21}, auth=auth, timeout=10
     )
     assert too_many.status_code == 400
+
+
+def test_plivo_s_list_by_sender_or_powerpack_pages_through_the_sdk(
+    gateway: PlivoGateway, sandbox: tuple[Sandbox, str]
+) -> None:
+    """What the sweep reads before it makes a lost call again: a sender's (or a Powerpack's)
+    messages in a window, a page of 20 at a time from an offset."""
+    box, _ = sandbox
+    box.faults.update({"reports": False})
+    before = time.time()
+    many = tuple(f"+1415555{n:04d}" for n in range(200, 225))
+    gateway.send(replace(BATCH, dst=many))
+    gateway.send(replace(BATCH, src="+14155550198"))
+    gateway.send(replace(BATCH, src=None, powerpack_uuid="pp-1", dst=("+14155550300",)))
+    until = time.time() + 60
+    first = gateway.list_sent_by("+14155550199", None, before - 60, until, 0)
+    second = gateway.list_sent_by("+14155550199", None, before - 60, until, 20)
+    assert len(first) == 20 and len(second) == 5
+    assert {f.dst for f in first + second} == {n.lstrip("+") for n in many}
+    assert {f.src for f in first + second} == {"14155550199"}
+    (through,) = gateway.list_sent_by(None, "pp-1", before - 60, until, 0)
+    assert through.dst == "14155550300"
+    assert gateway.list_sent_by("+14155550199", None, before - 600, before - 300, 0) == []

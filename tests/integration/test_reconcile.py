@@ -12,6 +12,7 @@ import pytest
 import requests
 
 from bulksms.devstack.numbers_gen import us_numbers
+from bulksms.worker.reconcile import CANDIDATES, _spread
 from tests.helpers import API_KEY
 from tests.helpers.stack import Stack
 
@@ -183,3 +184,22 @@ def test_a_number_plivo_refused_in_a_call_whose_answer_was_lost_ends_rejected(
         timeout=30,
     ).json()["messages"]
     assert (row["number"], row["error_code"]) == (refused, "invalid_number")
+
+
+@pytest.mark.parametrize("stack_overrides", [{"reconcile_after_seconds": 3}])
+def test_a_lost_call_whose_asked_numbers_plivo_refused_is_not_made_again(
+    stack: Stack, stack_overrides: dict[str, Any]
+) -> None:
+    """Plivo took the call, refused exactly the numbers the sweep asks of its list first
+    (first, last, middle: invalid_number), and the answer was lost, with no report in sight.
+    Nothing is listed for those three, but the sender's list shows the others: the call is
+    settled as taken, not made again (its two good numbers were texted twice)."""
+    numbers = sorted(us_numbers(5))
+    refused = _spread(numbers, CANDIDATES)
+    assert len(refused) == 3
+    stack.sandbox.faults.update({**SILENT_PLIVO, "drop_next": 1, "invalid_numbers": refused})
+    job_id = stack.submit({"recipients": numbers, "message": "refused"}).json()["job_id"]
+    doc = stack.wait_for(job_id, lambda d: d["counts"]["rejected"] == 3, seconds=120)
+    assert doc["batches"]["submitted"] == 1
+    assert len(stack.sandbox.sends) == 1
+    assert stack.sent_numbers() == sorted(set(numbers) - set(refused))  # once each

@@ -833,3 +833,18 @@ def test_jobs_woken_since_a_time_are_those_a_claim_woke_after_it(rdb: redis.Redi
     assert store.woken_since(began) == []
     store.claim_batch("j1", 1)
     assert store.woken_since(began) == ["j1"]
+
+
+def test_a_lost_call_s_paging_through_plivo_s_list_is_its_own(rdb: redis.Redis) -> None:
+    """Where the sweep goes on reading a sender's list for a lost call: kept per call (another
+    claim of the batch starts afresh), beside the batch's record without being taken for one,
+    and gone once the paging is over."""
+    store = make(rdb)
+    assert store.listing_offset("j1", 0, "j1:0:1:0") == 0
+    store.mark_listing_offset("j1", 0, "j1:0:1:0", 60)
+    assert store.listing_offset("j1", 0, "j1:0:1:0") == 60
+    assert store.listing_offset("j1", 0, "j1:0:2:0") == 0
+    assert [r.batch for r in store.batches("j1")] == [0, 1]
+    store.mark_listing_offset("j1", 0, "j1:0:1:0", 0)
+    assert store.listing_offset("j1", 0, "j1:0:1:0") == 0
+    assert not rdb.hexists(keys.batches("j1"), "s:0")

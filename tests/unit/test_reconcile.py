@@ -23,6 +23,17 @@ class Store:
     numbers: dict[tuple[str, int], list[str]]
     settled: list[tuple[str, int, int, int, bool]] = field(default_factory=list)
     remembered: list[tuple[str, int, list[str]]] = field(default_factory=list)
+    paging: dict[tuple[str, int], tuple[str, int]] = field(default_factory=dict)
+
+    def listing_offset(self, job_id: str, batch: int, call: str) -> int:
+        owner, offset = self.paging.get((job_id, batch), ("", 0))
+        return offset if owner == call else 0
+
+    def mark_listing_offset(self, job_id: str, batch: int, call: str, offset: int) -> None:
+        if offset:
+            self.paging[(job_id, batch)] = (call, offset)
+        else:
+            self.paging.pop((job_id, batch), None)
 
     def call_numbers(self, job_id: str, batch: int, offset: int, size: int) -> list[str]:
         found = self.numbers[(job_id, batch)]
@@ -50,11 +61,28 @@ class Gateway:
     fail: bool = False
     asked: list[tuple[str, float, float]] = field(default_factory=list)
 
+    pages: list[tuple[str | None, int]] = field(default_factory=list)
+
     def list_outbound(self, to_number: str, since: float, until: float) -> list[Found]:
         self.asked.append((to_number, since, until))
         if self.fail:
             raise LookupFailed("Plivo answered 500")
         return [m for m in self.messages if m.dst == to_number and since <= m.at <= until]
+
+    def list_sent_by(
+        self, sender: str | None, powerpack: str | None, since: float, until: float, offset: int
+    ) -> list[Found]:
+        """(Every message here went through the Powerpack, when one is asked for.)"""
+        self.pages.append((sender or powerpack, offset))
+        if self.fail:
+            raise LookupFailed("Plivo answered 500")
+        found = [
+            m
+            for m in self.messages
+            if since <= m.at <= until and (not sender or m.src == sender.lstrip("+"))
+        ]
+        found.sort(key=lambda m: m.at, reverse=True)
+        return found[offset : offset + 20]
 
 
 @dataclass
@@ -136,6 +164,27 @@ def test_a_message_another_call_recorded_while_the_sweep_listed_is_not_evidence(
     assert [a[0] for a in gateway.asked][0] != last  # (the first read came before)
     assert [v for _, v in verdicts] == ["resend"]
     assert store.remembered == []
+
+
+def test_a_call_claimed_while_the_sweep_listed_counts_against_the_lost_one() -> None:
+    """A call to the same number claimed after the sweep began, whose message is in the list
+    before its answer is back: the listing's unowned message is weighed with that call among
+    the rivals (two calls, one message: unclear), not taken for the lost call's (marked sent,
+    never sent)."""
+    one = {("j1", 0): ["+14155550100"], ("j2", 0): ["+14155550100"]}
+    claimed: list[Unsettled] = []
+
+    @dataclass
+    class ClaimedMeanwhile(Gateway):
+        def list_outbound(self, to_number: str, since: float, until: float) -> list[Found]:
+            claimed.append(call(job_id="j2", since=NOW - 1))  # (its answer not yet back)
+            # (stamped by a Plivo whose clock is 40 s behind: within the lost call's window)
+            self.messages.append(message(to_number, "u-new", at=NOW - 40))
+            return super().list_outbound(to_number, since, until)
+
+    store, lost = Store(dict(one)), call(since=NOW - 100)  # (past the grace)
+    verdicts = reconciler(store, ClaimedMeanwhile()).settle([lost], [], NOW, lambda: claimed)
+    assert [v for _, v in verdicts] == ["waiting"] and store.settled == []
 
 
 def test_a_message_from_another_sender_is_not_evidence() -> None:
@@ -251,6 +300,59 @@ def test_a_full_page_is_not_an_absence_and_candidates_spread_over_the_call() -> 
     assert [v for _, v in reconciler(store, gateway).settle([call()], [], NOW)] == ["waiting"]
     asked = [a[0] for a in gateway.asked]
     assert asked == ["+14155550000", "+14155550099", "+14155550050"]  # first, last, middle
+
+
+def test_candidates_plivo_refused_in_a_call_it_took_do_not_make_it_absent() -> None:
+    """Plivo took the call but refused its first, last and middle numbers (invalid_number):
+    nothing is listed for the candidates. The sender's list for the window shows a message
+    to the fourth number, which that number's own list confirms: the call is found, not made
+    again (every number it took was texted twice)."""
+    first, fourth = NUMBERS[("j1", 0)][0], NUMBERS[("j1", 0)][1]
+    noise = [message(f"+1650555{n:04d}", f"o-{n}", NOW - 190 + n) for n in range(30)]
+    store, gateway = Store(dict(NUMBERS)), Gateway([message(fourth, "u-4"), *noise])
+    verdicts = reconciler(store, gateway).settle([call()], [], NOW)
+    assert [v for _, v in verdicts] == ["submitted"]
+    assert fourth not in [a[0] for a in gateway.asked[:CANDIDATES]]  # (only the scan names it)
+    assert gateway.pages == [(SENDER, 0), (SENDER, 20)]  # the window's pages, newest first
+    assert gateway.asked[-1][0] == fourth and store.remembered == [("j1", 0, ["u-4"])]
+    assert store.paging == {} and first in [a[0] for a in gateway.asked]
+
+
+def test_the_sender_s_list_pages_on_across_sweeps_before_a_call_is_made_again() -> None:
+    """Nothing of the call's anywhere in its sender's list: the call is made again, but only
+    once the whole list was read, a few pages a sweep, each page once, as the budget allows.
+    Messages to its numbers that other batches got back, or from another sender, are not
+    its own."""
+    rest = NUMBERS[("j1", 0)][1]
+    handed = FakeHanded({"x-1": "j2:0"})
+    others = [message(f"+1650555{n:04d}", f"o-{n}", NOW - 199 + n / 10) for n in range(200)]
+    gateway = Gateway([*others, message(rest, "x-1"), message(rest, "x-2", src="+14155550000")])
+    store = Store(dict(NUMBERS))
+    first = reconciler(store, gateway, handed, Budget(tokens=CANDIDATES + 2)).settle(
+        [call()], [], NOW
+    )
+    assert [v for _, v in first] == ["waiting"] and store.settled == []
+    assert gateway.pages == [(SENDER, 0), (SENDER, 20)]
+    assert store.paging == {("j1", 0): ("j1:0:1:0", 40)}
+    second = reconciler(store, gateway, handed).settle([call()], [], NOW + 10)
+    assert [v for _, v in second] == ["waiting"]  # (five pages a call a sweep)
+    third = reconciler(store, gateway, handed).settle([call()], [], NOW + 20)
+    assert [v for _, v in third] == ["resend"] and store.paging == {}
+    assert [offset for _, offset in gateway.pages] == list(range(0, 201, 20))
+    # The paging belongs to one call: another claim of the batch starts from the top.
+    store.paging[("j1", 0)] = ("j1:0:1:0", 60)
+    gateway.pages.clear()
+    again = replace(call(), attempt=2)
+    reconciler(store, gateway, handed).settle([again], [], NOW)
+    assert gateway.pages[0] == (SENDER, 0)
+
+
+def test_a_powerpack_s_call_reads_the_powerpack_s_list() -> None:
+    fourth = NUMBERS[("j1", 0)][1]
+    store, gateway = Store(dict(NUMBERS)), Gateway([message(fourth, "u-4", src="+14155550000")])
+    through = replace(call(), sender=None, powerpack="pp-1")
+    assert [v for _, v in reconciler(store, gateway).settle([through], [], NOW)] == ["submitted"]
+    assert gateway.pages == [("pp-1", 0)]
 
 
 @dataclass

@@ -91,7 +91,10 @@ def test_a_call_without_an_answer_is_resent_only_on_plivo_s_list_s_verdict() -> 
     asked: list[Unsettled] = []
 
     def reconcile(
-        calls: list[Unsettled], in_flight: list[Unsettled], now: float
+        calls: list[Unsettled],
+        in_flight: list[Unsettled],
+        now: float,
+        meanwhile: Callable[[], list[Unsettled]],
     ) -> list[tuple[Unsettled, str]]:
         asked.extend(calls)
         assert now == NOW  # Redis's clock
@@ -120,13 +123,20 @@ def test_calls_claimed_while_the_sweep_ran_count_against_the_unsettled_ones() ->
     weighed: list[tuple[str, list[str]]] = []
 
     def reconcile(
-        calls: list[Unsettled], in_flight: list[Unsettled], now: float
+        calls: list[Unsettled],
+        in_flight: list[Unsettled],
+        now: float,
+        meanwhile: Callable[[], list[Unsettled]],
     ) -> list[tuple[Unsettled, str]]:
         weighed.extend((c.call, [o.call for o in in_flight]) for c in calls)
+        # …and one claimed while it listed, read when a listing asks again.
+        store.add(job("j3", batches=1), [sending(0)])
+        store.woken["j3"] = NOW
+        weighed.append(("meanwhile", [o.call for o in meanwhile()]))
         return [(c, "waiting") for c in calls]
 
     run(store, queue, reconcile=reconcile)
-    assert weighed == [("j1:0:1:0", ["j2:1:1:0"])]
+    assert weighed == [("j1:0:1:0", ["j2:1:1:0"]), ("meanwhile", ["j2:1:1:0", "j3:0:1:0"])]
 
 
 def test_silence_alone_never_resends() -> None:
