@@ -23,6 +23,7 @@ from redis.client import Pipeline
 from bulksms.store import keys, records
 
 HOURS = 12  # longer than any call waits to be settled (Redis down for hours is an incident)
+RECENT_A_READ = 10_000  # batches asked about in one round trip, when a job is erased
 
 
 def batch_id(job_id: str, batch: int) -> str:
@@ -56,12 +57,15 @@ class HandedBatches:
     def recent(self, job_id: str, batches: int, now: float) -> list[int]:
         """The job's batches named in the hours a lookup may still read (up to `now`)."""
         hours = range(int(now // 3600) - HOURS - 1, int(now // 3600) + 2)
-        pipe = self.redis.pipeline(transaction=False)
-        for batch in range(batches):
+        named = []
+        for first in range(0, batches, RECENT_A_READ):
+            ids = [batch_id(job_id, b) for b in range(first, min(batches, first + RECENT_A_READ))]
+            pipe = self.redis.pipeline(transaction=False)
             for hour in hours:
-                pipe.sismember(keys.handed(hour), batch_id(job_id, batch))
-        named = iter(pipe.execute())
-        return [b for b in range(batches) if any([next(named) for _ in hours])]
+                pipe.smismember(keys.handed(hour), ids)
+            found = pipe.execute()
+            named += [first + i for i in range(len(ids)) if any(hour[i] for hour in found)]
+        return named
 
     def owners(self, start: float, end: float) -> dict[str, str]:
         """Every message UUID our batches handed over or were told of between `start` and `end`

@@ -29,6 +29,7 @@ from bulksms.store import (
     keys,
     scripts,
 )
+from bulksms.store import handed as handed_module
 from bulksms.store import jobs as jobs_module
 from bulksms.store.model import LAYOUT_VERSION
 from bulksms.store.pacing import Pace
@@ -808,6 +809,21 @@ def test_an_erased_job_s_recent_messages_stay_known_as_ours(rdb: redis.Redis) ->
     other.remember_answer("j2", 0, [str(uuid.uuid4())], now - 20 * 3600)
     other.erase(other.job("j2"))  # type: ignore[arg-type]
     assert not rdb.exists(keys.answered("j2", 0))
+
+
+def test_the_batches_an_erase_keeps_are_read_a_slice_at_a_time(
+    rdb: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Which of a job's batches handed messages over in the hours a lookup reads: one question
+    an hour for a slice of batches (a job of a million one-recipient batches is erased in some
+    1,500 commands, not 15 million), across slice boundaries."""
+    monkeypatch.setattr(handed_module, "RECENT_A_READ", 2)
+    store = make(rdb)
+    now = store.clock()
+    for batch, at in ((1, now), (2, now - 11 * 3600), (4, now - 30 * 3600)):
+        store.remember_answer("j9", batch, [str(uuid.uuid4())], at)
+    assert store.handed.recent("j9", 6, now) == [1, 2]
+    assert store.handed.recent("j9", 0, now) == []
 
 
 def test_messages_of_a_group_of_calls_are_known_as_theirs(rdb: redis.Redis) -> None:
