@@ -248,7 +248,7 @@ def _sweep_job(
         look_up is not None
         and state in (JobState.SENDING, JobState.SENT)
         # (no batch of a younger job can have waited that long for its reports)
-        and now - job.created_at >= settings.reconcile_after_seconds
+        and now - _begun(job) >= settings.reconcile_after_seconds
     ):
         looked = look_up(job_id, now)
         tally["looked_up"] += looked.looked
@@ -388,7 +388,7 @@ def _next_look(
     if not lookups or (looked is not None and looked.settled):
         return close
     if looked is None:  # (too young)
-        return min(close, job.created_at + after)
+        return min(close, _begun(job) + after)
     if now < _sent_at(job) + after or looked.looked or looked.held:
         return now  # (the next sweep)
     return min(close, now + after)
@@ -473,6 +473,12 @@ def _finished(job: Job) -> bool:
 def _still_sending(job: Job) -> bool:
     """Its batches are the sweep's business (a job all handed over waits only for reports)."""
     return not _finished(job) and job.state is not JobState.SENT
+
+
+def _begun(job: Job) -> float:
+    """When the job's first batch was claimed, on Redis's clock, as the sweep's `now` is (its
+    creation is the API host's time, which may be hours off)."""
+    return job.started_at if job.started_at is not None else job.created_at
 
 
 def _sent_at(job: Job) -> float:

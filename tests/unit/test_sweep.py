@@ -463,6 +463,28 @@ def test_messages_are_looked_up_only_for_jobs_old_enough_to_have_silent_ones() -
         assert asked == wanted
 
 
+def test_an_api_host_s_clock_hours_ahead_does_not_hold_lookups_back() -> None:
+    """A job's creation is stamped by the API host; its first claim by Redis, the clock the
+    sweep reads. The age that lets lookups start is the claim's: a host three hours ahead
+    held them back three hours (and the job, due then, was not looked at before)."""
+    asked: list[str] = []
+
+    def look_up(job_id: str, now: float, allowed: int) -> Lookups:
+        asked.append(job_id)
+        return Lookups(0)
+
+    store = sent_job(sent_at=NOW - 1)
+    after = SETTINGS.reconcile_after_seconds
+    ahead = replace(store.known["j1"], created_at=NOW + 3 * 3600, started_at=NOW - after)
+    store.known["j1"] = ahead
+    run(store, Queue(), look_up=look_up)
+    assert asked == ["j1"]
+    store.known["j1"] = replace(ahead, started_at=NOW - 60)  # (too young: due when it can be)
+    store.due_at["j1"] = 0.0
+    run(store, Queue(), look_up=look_up)
+    assert asked == ["j1"] and store.due_at["j1"] == NOW - 60 + after
+
+
 def test_the_sweep_reads_active_jobs_a_chunk_at_a_time() -> None:
     store, queue = FakeStore(), Queue()
     for n in range(sweep.JOBS_A_READ + 3):
