@@ -7,6 +7,9 @@ same sender).
     bulksms:handed:<hour>:groups  hash  message UUID -> "<job>:<batch>,…": messages Plivo's
                                 list showed for several of our lost calls to one number at
                                 once (each call's own not known: ours, and only theirs)
+    bulksms:handed:found  zset  calls settled from Plivo's list, by their claim's time: their
+                                answer was lost, so their messages to numbers no report has
+                                named yet are nobody's as far as the UUIDs go, and may be theirs
 
 Each batch already keeps the UUIDs Plivo answered its calls with (`{job}:uuids:<b>`, 16 bytes
 each) and those its reports named (in its recipients' records), so an hour costs one member a
@@ -17,6 +20,11 @@ looked up.
 
 from __future__ import annotations
 
+import dataclasses
+import json
+from dataclasses import dataclass
+from typing import cast
+
 import redis
 from redis.client import Pipeline
 
@@ -24,6 +32,20 @@ from bulksms.store import keys, records
 
 HOURS = 12  # longer than any call waits to be settled (Redis down for hours is an incident)
 RECENT_A_READ = 10_000  # batches asked about in one round trip, when a job is erased
+
+
+@dataclass(frozen=True)
+class FoundCall:
+    """A call settled from Plivo's list (`reconcile.Unsettled`'s fields)."""
+
+    job_id: str
+    batch: int
+    attempt: int
+    offset: int
+    size: int
+    since: float
+    sender: str | None
+    powerpack: str | None
 
 
 def batch_id(job_id: str, batch: int) -> str:
@@ -66,6 +88,24 @@ class HandedBatches:
             found = pipe.execute()
             named += [first + i for i in range(len(ids)) if any(hour[i] for hour in found)]
         return named
+
+    def remember_found(self, call: FoundCall) -> None:
+        """A lost call is about to be settled from a message in Plivo's list (written first:
+        kept in vain if the settling finds it moved, which only makes other calls wait)."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.zadd(keys.FOUND_BLIND, {json.dumps(dataclasses.astuple(call)): call.since})
+        pipe.zremrangebyscore(keys.FOUND_BLIND, "-inf", call.since - (HOURS + 1) * 3600)
+        pipe.execute()
+
+    def found(self, start: float, end: float) -> list[FoundCall]:
+        """The calls settled from Plivo's list that were claimed between `start` and `end`."""
+        found = []
+        for member in cast(list[str], self.redis.zrangebyscore(keys.FOUND_BLIND, start, end)):
+            try:
+                found.append(FoundCall(*json.loads(member)))
+            except (TypeError, ValueError):  # (not one of ours: nothing to weigh)
+                continue
+        return found
 
     def owners(self, start: float, end: float) -> dict[str, str]:
         """Every message UUID our batches handed over or were told of between `start` and `end`

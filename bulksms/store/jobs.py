@@ -41,6 +41,7 @@ from bulksms.store.model import (
     Guarded,
     Job,
     NewJob,
+    Paging,
     Recipient,
     Report,
     Sending,
@@ -638,20 +639,26 @@ class JobStore:
     def mark_lookup_round(self, job_id: str, batch: int, started: float, cursor: str) -> None:
         self.redis.hset(keys.batches(job_id), f"l:{batch}", f"{started:.3f}|{cursor}")
 
-    def listing_offset(self, job_id: str, batch: int, call: str) -> int:
+    def listing(self, job_id: str, batch: int, call: str) -> Paging:
         """How far the sweep has paged through Plivo's list of the sender's messages for the
-        batch's unsettled call `call` (`reconcile.Unsettled.call`): 0 if not begun, or begun
-        for another call."""
+        batch's unsettled call `call` (`reconcile.Unsettled.call`); nothing begun if never, or
+        begun for another call."""
         found = cast(str | None, self.redis.hget(keys.batches(job_id), f"s:{batch}"))
-        owner, _, offset = (found or "").rpartition("|")
-        return int(offset) if owner == call and offset.isdigit() else 0
+        owner, offset, not_before, unclear = ((found or "") + "|||").split("|")[:4]
+        if owner != call or not offset.isdigit():
+            return Paging()
+        try:
+            return Paging(int(offset), float(not_before or 0), unclear == "1")
+        except ValueError:
+            return Paging()
 
-    def mark_listing_offset(self, job_id: str, batch: int, call: str, offset: int) -> None:
-        """Where the paging for `call` is to go on (0: it is over, nothing kept)."""
-        if offset:
-            self.redis.hset(keys.batches(job_id), f"s:{batch}", f"{call}|{offset}")
-        else:
+    def mark_listing(self, job_id: str, batch: int, call: str, paging: Paging) -> None:
+        """Where the paging for `call` is to go on (none: it is over, nothing kept)."""
+        if paging == Paging():
             self.redis.hdel(keys.batches(job_id), f"s:{batch}")
+        else:
+            value = f"{call}|{paging.offset}|{paging.not_before:.3f}|{int(paging.unclear)}"
+            self.redis.hset(keys.batches(job_id), f"s:{batch}", value)
 
     def call_numbers(self, job_id: str, batch: int, offset: int, size: int) -> list[str]:
         """The numbers one call was made to: the batch's [offset, offset + size) (size 0: the

@@ -25,6 +25,8 @@ call's record is one transaction with its UUIDs' `bulksms:handed:<hour>` (`call_
     bulksms:idem:<digest>       string an Idempotency-Key's request digest and its answer
     bulksms:session:<digest>    hash   a campaign page session (HMAC of its id): key's print, CSRF
     bulksms:handed:<hour>       set    <job>:<batch> of the batches that handed messages over then
+    bulksms:handed:found        zset   calls settled from Plivo's list (their answer, and so most
+                                       of their UUIDs, lost), by when they were claimed (12 h)
     bulksms:plivo-list-bucket   hash   the token bucket for Plivo's message list (its own limit)
     bulksms:active              zset   unfinished jobs, by when the sweep is next to look at each
     bulksms:optouts             set    opted-out numbers (never expires)
@@ -52,6 +54,8 @@ JOBS = f"{PREFIX}:jobs"  # sorted set: every job by creation time, for the job l
 PLIVO_BUCKET = f"{PREFIX}:plivo-bucket"  # hash: the shared token bucket toward Plivo's API
 PLIVO_LIST_BUCKET = f"{PREFIX}:plivo-list-bucket"  # hash: the same for listing messages
 SWEEP_LOCK = f"{PREFIX}:sweep-lock"  # string: one sweep at a time across all workers
+# sorted set: calls settled from Plivo's list, their answer lost, by when they were claimed
+FOUND_BLIND = f"{PREFIX}:handed:found"
 # The pace's keys share a hash tag: its scripts read several of them at once.
 PACE_ACCOUNT = f"{PREFIX}:{{pace}}:account"  # hash: when Plivo's queue for the account drains
 PACE_DUE = f"{PREFIX}:{{pace}}:due"  # sorted set: jobs with paced batches, by their next turn

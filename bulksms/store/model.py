@@ -348,6 +348,17 @@ class Job:
 
 
 @dataclass(frozen=True)
+class Paging:
+    """A lost call's paging through its sender's list in Plivo (`reconcile`): the offset to
+    go on from, not before when (Redis's clock), and whether a message there was unclear
+    (it could be the call's or another's) earlier in this pass."""
+
+    offset: int = 0
+    not_before: float = 0.0
+    unclear: bool = False
+
+
+@dataclass(frozen=True)
 class BatchRecord:
     """One batch's state record, ``<state>|<a>|<b>[|<offset>[|<size>]]`` in the job's batches
     hash:

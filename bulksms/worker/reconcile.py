@@ -18,7 +18,9 @@ for Plivo's):
   (or Powerpack's) whole list for the window is read, a page a listing token, paging on across
   sweeps: a message there to another of the call's numbers that could be its own makes that
   number a candidate, asked as above; none in the whole list means the call never arrived, and
-  the very same call is made again;
+  the very same call is made again. Calls settled this way are kept (`store.handed.found`):
+  their other messages have no known UUID until reports name them, and they count against
+  any lost call to those numbers until then;
 - anything else (fewer messages than calls, a page too full to say, a listing Plivo refused,
   the listing's budget spent) waits for the next sweep, or for a report.
 
@@ -34,14 +36,15 @@ looked up: it stays `sent` (no receipt) and is final when the job's report windo
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from bulksms import metrics
 from bulksms.config import Settings, sender_key
-from bulksms.store import BatchRecord, BatchState, JobStore, Report, Status
-from bulksms.store.handed import HandedBatches, batch_id
+from bulksms.store import BatchRecord, BatchState, JobStore, Paging, Report, Status
+from bulksms.store.handed import FoundCall, HandedBatches, batch_id
 from bulksms.store.signals import PlivoBucket
 from bulksms.worker.gateway import Found, LookupFailed, PlivoGateway
 
@@ -135,9 +138,10 @@ class Reconciler:
         }
         sets = self._sets = {call: set(found) for call, found in numbers.items()}
         late = self._late = []
+        found = self._found_blind(calls, sets)
         verdicts = []
         for call in calls:
-            rivals = [o for o in everyone if o is not call and self._may_share(call, o)]
+            rivals = [o for o in [*everyone, *found] if o is not call and self._may_share(call, o)]
 
             def senders_to(
                 number: str, call: Unsettled = call, rivals: list[Unsettled] = rivals
@@ -151,8 +155,10 @@ class Reconciler:
 
             spread = _spread(numbers[call.call], 3 * CANDIDATES)
             candidates = sorted(spread, key=lambda n: len(senders_to(n)))[:CANDIDATES]  # (stable)
-            rest = [n for n in numbers[call.call] if n not in candidates]  # (3 at most)
+            rest = [n for n in numbers[call.call] if n not in candidates]  # (3 candidates)
             verdict = self._ask(call, candidates, rest, senders_to, now)
+            if verdict == "found":  # (first: its messages not named yet may be its own)
+                self.handed.remember_found(FoundCall(*dataclasses.astuple(call)))
             if verdict in ("found", "absent"):
                 verdict = self.store.settle_call(
                     call.job_id,
@@ -166,6 +172,29 @@ class Reconciler:
             log.info("call %s with no answer: %s", call.call, verdict)
             verdicts.append((call, verdict))
         return verdicts
+
+    def _found_blind(
+        self, calls: Sequence[Unsettled], sets: dict[str, set[str]]
+    ) -> list[Unsettled]:
+        """The calls settled from Plivo's list in the minutes of `calls`, each with the numbers
+        no report has named since (in `sets`): Plivo's answer, with their UUIDs, was lost, so
+        their messages there are nobody's as far as the UUIDs go, and must not pass for
+        another lost call's."""
+        if not calls:
+            return []
+        width = self.settings.in_flight_seconds + 2 * SKEW
+        since = [c.since for c in calls]
+        found = []
+        for known in self.handed.found(min(since) - width, max(since) + width):
+            other = Unsettled(*dataclasses.astuple(known))
+            if other.call in sets:
+                continue
+            unnamed = set(self.store.unnamed_numbers(other.job_id, other.batch))
+            if unnamed:
+                sent = self.store.call_numbers(other.job_id, other.batch, other.offset, other.size)
+                sets[other.call] = unnamed.intersection(sent)
+                found.append(other)
+        return found
 
     def _owners(self, start: float, end: float, fresh: bool = False) -> dict[str, str]:
         """Our batches' messages around a window (read once a sweep, it is the heavy part,
@@ -198,32 +227,40 @@ class Reconciler:
         list) or 'waiting'."""
         if not candidates:  # every number of the call was left out (opted out): none went
             return "absent"
+        paging = self.store.listing(call.job_id, call.batch, call.call)
+        if rest and paging != Paging():  # (its candidates showed nothing, past the delay)
+            return self._scan(call, [*candidates, *rest], senders_to, now, paging)
         verdict = self._look_at(call, candidates, senders_to, now)
         if verdict != "none":
-            return verdict
+            return "found" if verdict == "found" else "waiting"
         if now - call.since < self.settings.unknown_outcome_grace:
             return "waiting"  # Plivo's list may not show a message taken a moment ago
         if rest:  # Plivo may have refused just the candidates (invalid_number), taken the rest
-            return self._scan(call, rest, senders_to, now)
+            return self._scan(call, [*candidates, *rest], senders_to, now, paging)
         return "absent"
 
     def _scan(
         self,
         call: Unsettled,
-        rest: list[str],
+        numbers: list[str],
         senders_to: Callable[[str], list[Unsettled]],
         now: float,
+        paging: Paging,
     ) -> str:
         """The call's sender's list for its window, read page by page from where the last
-        sweep left it, for a message to one of `rest` that could be the call's: 'found' if
-        that number, asked as a candidate, says so; 'absent' once the whole list has none;
-        else 'waiting' (the paging goes on at the next sweep)."""
+        sweep left it, for messages to its `numbers` that could be its own, each such number
+        asked as a candidate (those fewest of our calls texted first): 'found' if one says so;
+        'absent' once the whole list has none; else 'waiting': the paging goes on at the next
+        sweep, or, where a number was unclear (another lost call's message there, say), starts
+        again `UNKNOWN_OUTCOME_GRACE` later, once reports may have named it."""
+        if now < paging.not_before:
+            return "waiting"
         # (Newest first: what Plivo takes while the paging goes on comes in at the top, and
         # only moves what was read further down, to be read again; nothing is skipped.)
         start, end = self.window(call)
         end = min(end, now + SKEW)
-        numbers = {n.lstrip("+"): n for n in rest}
-        offset = self.store.listing_offset(call.job_id, call.batch, call.call)
+        digits = {n.lstrip("+"): n for n in numbers}
+        offset, unclear = paging.offset, paging.unclear
         for _ in range(PAGES_PER_CALL):
             if self.budget.take() > 0:
                 metrics.LOOKUPS.labels("list", "budget").inc()
@@ -235,25 +272,34 @@ class Reconciler:
                 metrics.LOOKUPS.labels("list", "error").inc()
                 break
             owners = self._owners(start, end)
-            named = [
-                numbers[found.dst.lstrip("+")]
-                for found in page
-                if found.dst.lstrip("+") in numbers and self._ours(call, found, owners)
-            ]
-            if named:  # (anything but 'found': this page is read again next sweep)
-                verdict = self._look_at(
-                    call, list(dict.fromkeys(named))[:CANDIDATES], senders_to, now
+            named = list(
+                dict.fromkeys(
+                    digits[found.dst.lstrip("+")]
+                    for found in page
+                    if found.dst.lstrip("+") in digits and self._ours(call, found, owners)
                 )
+            )
+            if named:
+                named.sort(key=lambda n: len(senders_to(n)))  # (stable)
+                verdict = self._look_at(call, named[:CANDIDATES], senders_to, now)
                 if verdict == "found":
-                    self.store.mark_listing_offset(call.job_id, call.batch, call.call, 0)
+                    self.store.mark_listing(call.job_id, call.batch, call.call, Paging())
                     return verdict
-                break
-            if len(page) < LIST_PAGE:  # the end of the list: nothing there is the call's
-                metrics.LOOKUPS.labels("list", "absent").inc()
-                self.store.mark_listing_offset(call.job_id, call.batch, call.call, 0)
-                return "absent"
+                if verdict == "waiting":  # (not all asked: this page again, next sweep)
+                    break
+                unclear = unclear or verdict == "unclear" or len(named) > CANDIDATES
+            if len(page) < LIST_PAGE:  # the end of the list
+                if not unclear:  # nothing there is the call's
+                    metrics.LOOKUPS.labels("list", "absent").inc()
+                    self.store.mark_listing(call.job_id, call.batch, call.call, Paging())
+                    return "absent"
+                again = Paging(0, now + self.settings.unknown_outcome_grace)
+                self.store.mark_listing(call.job_id, call.batch, call.call, again)
+                return "waiting"
             offset += len(page)
-        self.store.mark_listing_offset(call.job_id, call.batch, call.call, offset)
+        # (offset 0 with nothing read yet: begun all the same, the candidates not asked again)
+        begun = Paging(offset, paging.not_before or now, unclear)
+        self.store.mark_listing(call.job_id, call.batch, call.call, begun)
         return "waiting"
 
     def _look_at(
@@ -263,8 +309,9 @@ class Reconciler:
         senders_to: Callable[[str], list[Unsettled]],
         now: float,
     ) -> str:
-        """Each candidate's list: 'found', 'none' (none of its messages ours) or 'waiting'
-        (unclear, or not asked). A number that `n` of our unsettled or in-flight calls texted
+        """Each candidate's list: 'found', 'none' (none of its messages ours), 'unclear' (some
+        could be, not enough to say) or 'waiting' (not all asked: the budget, or Plivo). A
+        number that `n` of our unsettled or in-flight calls texted
         in the same minutes settles this one only when its list holds `n` messages none of our
         answered calls got back (all of them arrived) or none at all (none did)."""
         start, end = self.window(call)
@@ -306,7 +353,7 @@ class Reconciler:
                 absent = False
                 continue
             metrics.LOOKUPS.labels("list", "absent").inc()
-        return "none" if absent else "waiting"
+        return "none" if absent else "unclear"
 
     def _catch_up(self) -> None:
         """Count the calls claimed since the sweep began that it had not seen (each claim

@@ -21,6 +21,7 @@ from bulksms.store import (
     Sending,
     Status,
 )
+from bulksms.store.handed import FoundCall
 from bulksms.store.pacing import Grant
 from bulksms.worker.gateway import Accepted, Outgoing, SendError
 
@@ -58,9 +59,16 @@ class FakeHanded:
     """Which batch each message UUID is ours from (`store.handed`)."""
 
     known: dict[str, str] = field(default_factory=dict)
+    found_calls: list[FoundCall] = field(default_factory=list)
 
     def owners(self, start: float, end: float) -> dict[str, str]:
         return dict(self.known)
+
+    def remember_found(self, call: FoundCall) -> None:
+        self.found_calls.append(call)
+
+    def found(self, start: float, end: float) -> list[FoundCall]:
+        return [c for c in self.found_calls if start <= c.since <= end]
 
     def remember_group(self, uuids: list[str], batch_ids: list[str], at: float) -> None:
         self.known.update(dict.fromkeys(uuids, ",".join(batch_ids)))

@@ -14,7 +14,7 @@ import requests
 from bulksms.devstack.numbers_gen import us_numbers
 from bulksms.worker.reconcile import CANDIDATES, _spread
 from tests.helpers import API_KEY
-from tests.helpers.stack import Stack
+from tests.helpers.stack import Stack, wait_until
 
 AUTH = {"X-API-Key": API_KEY}
 
@@ -203,3 +203,27 @@ def test_a_lost_call_whose_asked_numbers_plivo_refused_is_not_made_again(
     assert doc["batches"]["submitted"] == 1
     assert len(stack.sandbox.sends) == 1
     assert stack.sent_numbers() == sorted(set(numbers) - set(refused))  # once each
+
+
+def test_a_lost_call_never_takes_another_lost_call_s_message_for_its_own(stack: Stack) -> None:
+    """Two jobs share a number X, and both calls lose their answer: A's reached Plivo, B's
+    never did. A is found at a number of its own; its message to X stays nobody's as far as
+    UUIDs go until its report comes. B's sender's list shows that message: B waits for the
+    report (it was marked sent, never sent), then is made again. Everyone is texted once
+    a job."""
+    pool = us_numbers(9)
+    x = pool[3]
+    a_numbers = sorted([pool[0], pool[1], x, pool[6], pool[7]])
+    b_numbers = sorted([pool[2], x, pool[4], pool[5], pool[8]])
+    assert x not in _spread(b_numbers, CANDIDATES)  # (only B's scan sees X)
+    box = stack.sandbox
+    box.faults.update({"no_queued": True, "report_delay_ms": 15_000, "drop_next": 1})
+    a = stack.submit({"recipients": a_numbers, "message": "job A"}).json()["job_id"]
+    wait_until(lambda: bool(box.sends), seconds=60)
+    box.faults.update({"lose_next": 1})
+    b = stack.submit({"recipients": b_numbers, "message": "job B"}).json()["job_id"]
+    for job_id in (a, b):
+        stack.wait_for(job_id, lambda d: d["batches"]["submitted"] == 1, seconds=180)
+    assert [s["status"] for s in box.sends] == ["dropped", "lost", 202]
+    texted = Counter(m["dst"] for m in box.messages)
+    assert texted == Counter(a_numbers) + Counter(b_numbers)

@@ -23,6 +23,7 @@ from bulksms.store import (
     JobState,
     JobStore,
     NewJob,
+    Paging,
     Report,
     Sending,
     Status,
@@ -31,6 +32,7 @@ from bulksms.store import (
 )
 from bulksms.store import handed as handed_module
 from bulksms.store import jobs as jobs_module
+from bulksms.store.handed import FoundCall
 from bulksms.store.model import LAYOUT_VERSION
 from bulksms.store.pacing import Pace
 from bulksms.worker import dispatch, sweep
@@ -854,13 +856,20 @@ def test_jobs_woken_since_a_time_are_those_a_claim_woke_after_it(rdb: redis.Redi
 def test_a_lost_call_s_paging_through_plivo_s_list_is_its_own(rdb: redis.Redis) -> None:
     """Where the sweep goes on reading a sender's list for a lost call: kept per call (another
     claim of the batch starts afresh), beside the batch's record without being taken for one,
-    and gone once the paging is over."""
+    and gone once the paging is over. Calls settled from the list are kept by their time."""
     store = make(rdb)
-    assert store.listing_offset("j1", 0, "j1:0:1:0") == 0
-    store.mark_listing_offset("j1", 0, "j1:0:1:0", 60)
-    assert store.listing_offset("j1", 0, "j1:0:1:0") == 60
-    assert store.listing_offset("j1", 0, "j1:0:2:0") == 0
+    assert store.listing("j1", 0, "j1:0:1:0") == Paging()
+    store.mark_listing("j1", 0, "j1:0:1:0", Paging(60, 1234.5, True))
+    assert store.listing("j1", 0, "j1:0:1:0") == Paging(60, 1234.5, True)
+    assert store.listing("j1", 0, "j1:0:2:0") == Paging()
     assert [r.batch for r in store.batches("j1")] == [0, 1]
-    store.mark_listing_offset("j1", 0, "j1:0:1:0", 0)
-    assert store.listing_offset("j1", 0, "j1:0:1:0") == 0
+    store.mark_listing("j1", 0, "j1:0:1:0", Paging())
+    assert store.listing("j1", 0, "j1:0:1:0") == Paging()
     assert not rdb.hexists(keys.batches("j1"), "s:0")
+    now = store.clock()
+    found = FoundCall("j1", 0, 1, 0, 2, now - 100, "+14155550199", None)
+    old = FoundCall("j2", 0, 1, 0, 0, now - 14 * 3600, None, "pp-1")
+    store.handed.remember_found(old)
+    store.handed.remember_found(found)
+    assert store.handed.found(now - 200, now) == [found]
+    assert store.handed.found(now - 15 * 3600, now) == [found]  # (13 hours, and no more)

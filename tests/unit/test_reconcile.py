@@ -8,7 +8,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from bulksms.config import Settings
-from bulksms.store import BatchRecord, BatchState, Sending, Status
+from bulksms.store import BatchRecord, BatchState, Paging, Sending, Status
 from bulksms.worker.gateway import Found, LookupFailed
 from bulksms.worker.reconcile import CANDIDATES, Lookups, Reconciler, Unsettled
 from tests.helpers.fakes import FakeHanded, job
@@ -23,17 +23,21 @@ class Store:
     numbers: dict[tuple[str, int], list[str]]
     settled: list[tuple[str, int, int, int, bool]] = field(default_factory=list)
     remembered: list[tuple[str, int, list[str]]] = field(default_factory=list)
-    paging: dict[tuple[str, int], tuple[str, int]] = field(default_factory=dict)
+    paging: dict[tuple[str, int], tuple[str, Paging]] = field(default_factory=dict)
+    named: set[str] = field(default_factory=set)  # numbers a report named
 
-    def listing_offset(self, job_id: str, batch: int, call: str) -> int:
-        owner, offset = self.paging.get((job_id, batch), ("", 0))
-        return offset if owner == call else 0
+    def listing(self, job_id: str, batch: int, call: str) -> Paging:
+        owner, paging = self.paging.get((job_id, batch), ("", Paging()))
+        return paging if owner == call else Paging()
 
-    def mark_listing_offset(self, job_id: str, batch: int, call: str, offset: int) -> None:
-        if offset:
-            self.paging[(job_id, batch)] = (call, offset)
+    def mark_listing(self, job_id: str, batch: int, call: str, paging: Paging) -> None:
+        if paging != Paging():
+            self.paging[(job_id, batch)] = (call, paging)
         else:
             self.paging.pop((job_id, batch), None)
+
+    def unnamed_numbers(self, job_id: str, batch: int) -> list[str]:
+        return [n for n in self.numbers.get((job_id, batch), []) if n not in self.named]
 
     def call_numbers(self, job_id: str, batch: int, offset: int, size: int) -> list[str]:
         found = self.numbers[(job_id, batch)]
@@ -286,8 +290,10 @@ def test_messages_beyond_the_calls_are_kept_as_no_one_s() -> None:
     unseen = call(job_id="j3", since=NOW - 150)
     verdicts = reconciler(Store(dict(numbers)), three, handed).settle([unseen], [], NOW + 100)
     assert [v for _, v in verdicts] == ["submitted"]
+    # (the two, found without their answers, weigh with it: the three are the three's)
+    assert handed.known == dict.fromkeys(["u-1", "u-2", "u-3"], "j3:0,j1:0,j2:0")
     # Alone, the same: two messages for one call keep neither as its own.
-    alone = Store({("j1", 0): [shared]})
+    alone, handed = Store({("j1", 0): [shared]}), FakeHanded()
     two = Gateway([message(shared, "u-1"), message(shared, "u-2")])
     assert [v for _, v in reconciler(alone, two, handed).settle([call()], [], NOW)] == ["submitted"]
     assert alone.remembered == [] and handed.known == {}
@@ -333,18 +339,66 @@ def test_the_sender_s_list_pages_on_across_sweeps_before_a_call_is_made_again() 
     )
     assert [v for _, v in first] == ["waiting"] and store.settled == []
     assert gateway.pages == [(SENDER, 0), (SENDER, 20)]
-    assert store.paging == {("j1", 0): ("j1:0:1:0", 40)}
+    assert store.paging == {("j1", 0): ("j1:0:1:0", Paging(40, NOW))}
     second = reconciler(store, gateway, handed).settle([call()], [], NOW + 10)
     assert [v for _, v in second] == ["waiting"]  # (five pages a call a sweep)
     third = reconciler(store, gateway, handed).settle([call()], [], NOW + 20)
     assert [v for _, v in third] == ["resend"] and store.paging == {}
     assert [offset for _, offset in gateway.pages] == list(range(0, 201, 20))
     # The paging belongs to one call: another claim of the batch starts from the top.
-    store.paging[("j1", 0)] = ("j1:0:1:0", 60)
+    store.paging[("j1", 0)] = ("j1:0:1:0", Paging(60, NOW))
     gateway.pages.clear()
     again = replace(call(), attempt=2)
     reconciler(store, gateway, handed).settle([again], [], NOW)
     assert gateway.pages[0] == (SENDER, 0)
+
+
+def test_a_message_of_a_call_found_without_its_answer_is_not_another_lost_call_s() -> None:
+    """Two lost calls share a number X. A reached Plivo and is found at its own number Y: its
+    message to X stays nobody's as far as UUIDs go until a report names it. B never reached
+    Plivo: its candidates show nothing, and its sender's list shows A's message to X. A,
+    settled, is weighed with B at X for as long as X is unnamed in A's batch (B took A's
+    message for its own, and was marked sent, never sent); once named, B is made again."""
+    x, y = "+14155550150", "+14155550160"
+    b = ["+14155550100", x, "+14155550170", "+14155550180", "+14155550190"]
+    store = Store({("jA", 0): [y, x], ("jB", 0): b})
+    gateway = Gateway([message(y, "a-y"), message(x, "a-x")])
+    handed = FakeHanded()
+    lost_a, lost_b = call(job_id="jA"), call(job_id="jB")
+    first = reconciler(store, gateway, handed).settle([lost_a, lost_b], [], NOW)
+    assert [v for _, v in first] == ["submitted", "waiting"]
+    assert [c.job_id for c in handed.found_calls] == ["jA"]
+    later = reconciler(store, gateway, handed).settle([lost_b], [], NOW + 100)
+    assert [v for _, v in later] == ["waiting"] and store.settled[-1][0] == "jA"
+    store.named.add(x)  # (A's report for X)
+    handed.known["a-x"] = "jA:0"
+    named = reconciler(store, gateway, handed).settle([lost_b], [], NOW + 200)
+    assert [v for _, v in named] == ["resend"]
+
+
+def test_an_unclear_number_neither_settles_a_call_nor_holds_the_listing_budget() -> None:
+    """C reached Plivo (its candidates refused), R did not; they share X. C is found at a
+    number of its own (fewest calls first), not held up by X. R, unclear at X while C's
+    message there is unnamed, waits, and pages its list again only UNKNOWN_OUTCOME_GRACE
+    later: a third lost call gets the budget meanwhile and is made again."""
+    x = "+14155550150"
+    c = ["+14155550100", x, "+14155550120", "+14155550130", "+14155550140"]
+    r = ["+14155550200", x, "+14155550220", "+14155550230", "+14155550240"]
+    store = Store({("jC", 0): c, ("jR", 0): r, ("jD", 0): ["+14155550300"]})
+    gateway = Gateway([message(x, "c-x"), message(c[3], "c-3")])
+    handed = FakeHanded()
+    lost_c, lost_r, lost_d = call(job_id="jC"), call(job_id="jR"), call(job_id="jD")
+    first = reconciler(store, gateway, handed).settle([lost_c, lost_r], [], NOW)
+    assert [v for _, v in first] == ["submitted", "waiting"]
+    assert store.remembered == [("jC", 0, ["c-3"])]
+    calls = len(gateway.asked) + len(gateway.pages)
+    second = reconciler(store, gateway, handed, Budget(tokens=1)).settle(
+        [lost_r, lost_d], [], NOW + 10
+    )
+    assert [v for _, v in second] == ["waiting", "resend"]
+    assert len(gateway.asked) + len(gateway.pages) == calls + 1  # (D's one listing)
+    again = reconciler(store, gateway, handed).settle([lost_r], [], NOW + 100)
+    assert [v for _, v in again] == ["waiting"]  # (X still unnamed in C's batch)
 
 
 def test_a_powerpack_s_call_reads_the_powerpack_s_list() -> None:
