@@ -92,6 +92,7 @@ class JobStore:
         self._commit = client.register_script(scripts.COMMIT)
         self._look_again = client.register_script(scripts.LOOK_AGAIN)
         self._look_now = client.register_script(scripts.LOOK_NOW)
+        self._set_if_kept = client.register_script(scripts.SET_IF_KEPT)
 
     # -- submit -------------------------------------------------------------------------------
     def create(
@@ -637,7 +638,7 @@ class JobStore:
         return _records(found), rounds
 
     def mark_lookup_round(self, job_id: str, batch: int, started: float, cursor: str) -> None:
-        self.redis.hset(keys.batches(job_id), f"l:{batch}", f"{started:.3f}|{cursor}")
+        self._set_if_kept([keys.batches(job_id)], [f"l:{batch}", f"{started:.3f}|{cursor}"])
 
     def listing(self, job_id: str, batch: int, call: str) -> Paging:
         """How far the sweep has paged through Plivo's list of the sender's messages for the
@@ -658,7 +659,7 @@ class JobStore:
             self.redis.hdel(keys.batches(job_id), f"s:{batch}")
         else:
             value = f"{call}|{paging.offset}|{paging.not_before:.3f}|{int(paging.unclear)}"
-            self.redis.hset(keys.batches(job_id), f"s:{batch}", value)
+            self._set_if_kept([keys.batches(job_id)], [f"s:{batch}", value])
 
     def call_numbers(self, job_id: str, batch: int, offset: int, size: int) -> list[str]:
         """The numbers one call was made to: the batch's [offset, offset + size) (size 0: the

@@ -627,6 +627,13 @@ end
 return 0
 """
 
+# A field of a job's batches hash (KEYS[1]) set to ARGV[2] (ARGV[1]), only while the job is
+# there: the sweep's notes on a job erased meanwhile would make a hash nothing expires.
+SET_IF_KEPT = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+return redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+"""
+
 # KEYS: a signature nonce's record. ARGV: the digest of the request it came with, seconds to
 # keep it (0: for good). 1 when the nonce is new (now bound to that request) or comes again
 # with the very same request before that request was settled (Plivo retrying what we did not

@@ -873,3 +873,7 @@ def test_a_lost_call_s_paging_through_plivo_s_list_is_its_own(rdb: redis.Redis) 
     store.handed.remember_found(found)
     assert store.handed.found(now - 200, now) == [found]
     assert store.handed.found(now - 15 * 3600, now) == [found]  # (13 hours, and no more)
+    # A job erased while the sweep was at it: its notes make no hash that nothing expires.
+    store.mark_listing("gone", 0, "gone:0:1:0", Paging(20, now))
+    store.mark_lookup_round("gone", 0, now, "u-1")
+    assert not rdb.exists(keys.batches("gone"))
