@@ -191,29 +191,28 @@ def _claimed_meanwhile(store: JobStore, started: float, known: list[Unsettled]) 
     for job_id, job, batches in zip(woken, store.jobs(woken), store.batches_of(woken), strict=True):
         if job is None or batches is None:
             continue
-        src, powerpack = _sender(job)
         for batch in batches:
             if batch.state is BatchState.SENDING:
-                call = Unsettled(
-                    job_id,
-                    batch.batch,
-                    batch.attempts,
-                    batch.offset,
-                    batch.size,
-                    batch.since,
-                    src,
-                    powerpack,
-                )
+                call = _call_of(job_id, job, batch)
                 if call.call not in seen:
                     found.append(call)
     return found
 
 
-def _sender(job: Job) -> tuple[str | None, str | None]:
-    """A job's calls' sender: its `src`, or its Powerpack's UUID (Plivo picks the number)."""
-    if job.sending.powerpack_uuid:
-        return None, job.sending.powerpack_uuid
-    return job.sending.src, None
+def _call_of(job_id: str, job: Job, batch: BatchRecord) -> Unsettled:
+    """The call a batch `sending` is in, with its sender: the job's `src`, or its Powerpack's
+    UUID (Plivo picks the number)."""
+    powerpack = job.sending.powerpack_uuid
+    return Unsettled(
+        job_id,
+        batch.batch,
+        batch.attempts,
+        batch.offset,
+        batch.size,
+        batch.since,
+        None if powerpack else job.sending.src,
+        powerpack or None,
+    )
 
 
 def _sweep_job(
@@ -279,16 +278,7 @@ def _sweep_job(
         if batch.state is BatchState.SENDING:
             verdict = store.resolve_batch(job_id, batch.batch, settings.in_flight_seconds)
             if verdict in ("ask", "in_flight"):
-                found = Unsettled(
-                    job_id,
-                    batch.batch,
-                    batch.attempts,
-                    batch.offset,
-                    batch.size,
-                    batch.since,
-                    *_sender(job),
-                )
-                calls[0 if verdict == "ask" else 1].append(found)
+                calls[0 if verdict == "ask" else 1].append(_call_of(job_id, job, batch))
             if verdict != "ask":
                 tally[verdict] += 1
             if verdict == "advanced":
