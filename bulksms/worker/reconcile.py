@@ -112,6 +112,8 @@ class Reconciler:
         self._meanwhile: Callable[[], Sequence[Unsettled]] = lambda: ()
         self._sets: dict[str, set[str]] = {}  # each call's numbers, this sweep
         self._late: list[Unsettled] = []  # calls claimed while it listed
+        self._to_name: dict[tuple[str, int], BatchRecord] = {}  # batches with unnamed numbers
+        self._blind: set[str] = set()  # calls settled from the list, read this sweep
 
     def window(self, call: Unsettled) -> tuple[float, float]:
         """When Plivo may have taken the call: from its claim to the end of its longest wait."""
@@ -138,7 +140,10 @@ class Reconciler:
         }
         sets = self._sets = {call: set(found) for call, found in numbers.items()}
         late = self._late = []
-        found = self._found_blind(calls, sets)
+        self._blind = set()
+        width = self.settings.in_flight_seconds + 2 * SKEW
+        since = [c.since for c in calls]
+        found = self._found_blind(min(since) - width, max(since) + width, sets) if calls else []
         verdicts = []
         for call in calls:
             rivals = [o for o in [*everyone, *found] if o is not call and self._may_share(call, o)]
@@ -171,28 +176,26 @@ class Reconciler:
             metrics.RECONCILED.labels(verdict).inc()
             log.info("call %s with no answer: %s", call.call, verdict)
             verdicts.append((call, verdict))
+        left = NAMING_PER_SWEEP * CANDIDATES
+        for (job_id, _), record in self._to_name.items():
+            left = self._name_the_rest(job_id, record, left, now, everyone)
+        self._to_name = {}
         return verdicts
 
-    def _found_blind(
-        self, calls: Sequence[Unsettled], sets: dict[str, set[str]]
-    ) -> list[Unsettled]:
-        """The calls settled from Plivo's list in the minutes of `calls`, each with the numbers
-        no report has named since (in `sets`): Plivo's answer, with their UUIDs, was lost, so
-        their messages there are nobody's as far as the UUIDs go, and must not pass for
-        another lost call's."""
-        if not calls:
-            return []
-        width = self.settings.in_flight_seconds + 2 * SKEW
-        since = [c.since for c in calls]
+    def _found_blind(self, start: float, end: float, sets: dict[str, set[str]]) -> list[Unsettled]:
+        """The calls settled from Plivo's list that were claimed between `start` and `end`,
+        each with the numbers no report has named since (in `sets`): Plivo's answer, with their
+        UUIDs, was lost, so their messages there are nobody's as far as the UUIDs go, and must
+        not pass for another lost call's."""
         found = []
-        for known in self.handed.found(min(since) - width, max(since) + width):
+        for known in self.handed.found(start, end):
             other = Unsettled(*dataclasses.astuple(known))
-            if other.call in sets:
-                continue
-            unnamed = set(self.store.unnamed_numbers(other.job_id, other.batch))
-            if unnamed:
+            if other.call not in sets:  # (read once a sweep)
+                unnamed = set(self.store.unnamed_numbers(other.job_id, other.batch))
                 sent = self.store.call_numbers(other.job_id, other.batch, other.offset, other.size)
                 sets[other.call] = unnamed.intersection(sent)
+                self._blind.add(other.call)
+            if other.call in self._blind and sets[other.call]:
                 found.append(other)
         return found
 
@@ -228,16 +231,22 @@ class Reconciler:
         if not candidates:  # every number of the call was left out (opted out): none went
             return "absent"
         paging = self.store.listing(call.job_id, call.batch, call.call)
+        if now < paging.not_before:  # (unclear a moment ago: reports may name it meanwhile)
+            return "waiting"
         if rest and paging != Paging():  # (its candidates showed nothing, past the delay)
             return self._scan(call, [*candidates, *rest], senders_to, now, paging)
         verdict = self._look_at(call, candidates, senders_to, now)
-        if verdict != "none":
-            return "found" if verdict == "found" else "waiting"
-        if now - call.since < self.settings.unknown_outcome_grace:
-            return "waiting"  # Plivo's list may not show a message taken a moment ago
-        if rest:  # Plivo may have refused just the candidates (invalid_number), taken the rest
+        grace = self.settings.unknown_outcome_grace
+        if verdict == "unclear" and now - call.since >= grace:
+            later = Paging(0, now + grace)
+            self.store.mark_listing(call.job_id, call.batch, call.call, later)
+        if verdict in ("unclear", "waiting") or (verdict == "none" and now - call.since < grace):
+            return "waiting"  # (or Plivo's list may not show a message taken a moment ago)
+        if verdict == "none" and rest:  # Plivo may have refused just the candidates
             return self._scan(call, [*candidates, *rest], senders_to, now, paging)
-        return "absent"
+        if paging != Paging():  # (asked again after it was unclear: settled now)
+            self.store.mark_listing(call.job_id, call.batch, call.call, Paging())
+        return "found" if verdict == "found" else "absent"
 
     def _scan(
         self,
@@ -402,7 +411,10 @@ class Reconciler:
             if silent or cursor:
                 settled = False
             else:  # every answered message is named: the rest, if any, lost their answer
-                left, unnamed = self._name_the_rest(job_id, record, left, now)
+                # (named after the sweep's calls are weighed: another's message may be there)
+                unnamed = bool(self.store.unnamed_numbers(job_id, record.batch))
+                if unnamed:
+                    self._to_name[(job_id, record.batch)] = record
                 settled = settled and not unnamed
             for message_uuid in silent:
                 if left <= 0 or self.api_budget() > 0:
@@ -425,24 +437,35 @@ class Reconciler:
         return Lookups(allowed - left, settled=settled)
 
     def _name_the_rest(
-        self, job_id: str, record: BatchRecord, left: int, now: float
-    ) -> tuple[int, bool]:
+        self, job_id: str, record: BatchRecord, left: int, now: float, calls: list[Unsettled]
+    ) -> int:
         """Numbers of a batch whose call was settled from evidence (its answer, with Plivo's
         `invalid_number` list, was lost) that nothing has named since: Plivo's list for each
         says whether it took the number (recorded) or refused it (nothing there, past the
-        settling delay: `rejected`, invalid_number). At the listing's own rate; `left`: the
-        lookups this sweep may still make, returned less those made, and whether any number
-        was unnamed when it began (a few a round: the next round goes on with the others)."""
+        settling delay: `rejected`, invalid_number). A message there is the batch's only where
+        no other call of ours without its answer (`calls`, those claimed meanwhile, those
+        settled from the list) texted the number since the batch's job began: else it could be
+        theirs. At the listing's own rate; `left`: the listings this sweep may still make,
+        returned less those made (a few a batch: the next sweep goes on with the others)."""
         unnamed = self.store.unnamed_numbers(job_id, record.batch)
         job = self.store.job(job_id) if unnamed else None
         if job is None or job.started_at is None:
-            return left, bool(unnamed)
+            return left
         # From the job's first claim (Redis's clock) to now: every call of the batch was made
         # in between, whatever the clocks of the workers that recorded them.
         start, end = job.started_at - SKEW, now + SKEW
         sender = None if job.sending.powerpack_uuid else job.sending.src
         owners = self._owners(start, end)
         mine = batch_id(job_id, record.batch)
+        self._catch_up()
+        others = [
+            c
+            for c in [*calls, *self._late, *self._found_blind(start - SKEW, end, self._sets)]
+            if c.batch_id != mine
+            and c.since - SKEW <= end
+            and start <= c.since + self.settings.in_flight_seconds + SKEW
+            and (not (sender and c.sender) or sender_key(sender) == sender_key(c.sender))
+        ]
         # A few a sweep, and from a point that moves on: settling calls shares the listing's
         # budget, and a number that stays unclear must not hold up the others.
         first = int(now // max(1.0, self.settings.reconcile_after_seconds)) % len(unnamed)
@@ -464,7 +487,7 @@ class Reconciler:
                 and sender_key(f.src) == sender_key(sender)
                 and _owned_by(owners.get(f.uuid), mine)
             ]
-            if len(ours) == 1:
+            if len(ours) == 1 and not any(number in self._sets[o.call] for o in others):
                 metrics.LOOKUPS.labels("list", "found").inc()
                 self._record(job_id, record.batch, ours[0].uuid, ours[0])
             elif not listed and now - record.since >= self.settings.unknown_outcome_grace:
@@ -473,9 +496,9 @@ class Reconciler:
                 self.store.record_report(
                     Report(job_id, record.batch, number, Status.REJECTED, "", "invalid_number")
                 )
-            else:  # several, or a page too full to say: left as it is
+            else:  # several, another call's maybe, or a page too full to say: left as it is
                 metrics.LOOKUPS.labels("list", "ambiguous").inc()
-        return left, True
+        return left
 
     def _record(self, job_id: str, batch: int, message_uuid: str, found: Found | None) -> None:
         if found is None or found.state not in TRACKED:

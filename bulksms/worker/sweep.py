@@ -164,13 +164,14 @@ def sweep_once(
             except Exception:  # (they are looked at next sweep, as before)
                 log.exception("the sweep could not set when to look at %d jobs", len(later))
                 tally["errors"] += 1
-    if unsettled and reconcile is not None:
+    if reconcile is not None:  # (also when none is unsettled: it names what lookups left)
         known = [*unsettled, *in_flight]
 
         def meanwhile() -> list[Unsettled]:
             return _claimed_meanwhile(store, started, known)
 
-        in_flight.extend(meanwhile())
+        if unsettled:
+            in_flight.extend(meanwhile())
         # (on Redis's clock, as the calls were stamped: hosts' clocks differ; and the calls
         # claimed meanwhile read again whenever a listing could hold one's message)
         for call, verdict in reconcile(unsettled, in_flight, store.clock(), meanwhile):

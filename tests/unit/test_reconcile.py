@@ -401,6 +401,21 @@ def test_an_unclear_number_neither_settles_a_call_nor_holds_the_listing_budget()
     assert [v for _, v in again] == ["waiting"]  # (X still unnamed in C's batch)
 
 
+def test_a_call_unclear_at_its_candidates_asks_again_only_after_the_settling_delay() -> None:
+    """Two lost calls, one message at their one number: unclear for both. Listed every
+    sweep, a few such calls spent the whole listing budget; they ask again once reports may
+    have named it."""
+    one = {("j1", 0): ["+14155550100"], ("j2", 0): ["+14155550100"]}
+    store, gateway = Store(dict(one)), Gateway([message("+14155550100")])
+    both = [call(), call(job_id="j2")]
+    asked = []
+    for at in (NOW, NOW + 10, NOW + 100):
+        verdicts = reconciler(store, gateway).settle(both, [], at)
+        assert [v for _, v in verdicts] == ["waiting", "waiting"]
+        asked.append(len(gateway.asked))
+    assert asked == [2, 2, 4]
+
+
 def test_a_powerpack_s_call_reads_the_powerpack_s_list() -> None:
     fourth = NUMBERS[("j1", 0)][1]
     store, gateway = Store(dict(NUMBERS)), Gateway([message(fourth, "u-4", src="+14155550000")])
@@ -490,6 +505,12 @@ class UnnamedStore(SilentStore):
         return replace(found, sending=Sending("hi", None, "pp-1")) if self.powerpack else found
 
 
+def sweep(found: Reconciler, calls: list[Unsettled] | None = None) -> None:
+    """A sweep's lookups for job j1, then its calls weighed (and the numbers left named)."""
+    found.look_up_silent("j1", NOW)
+    found.settle(calls or [], [], NOW)
+
+
 def test_numbers_a_lost_answer_never_named_are_asked_of_plivo_s_list() -> None:
     """Plivo's list names them: one message of ours is recorded; nothing at all since the job
     began means Plivo refused the number; another's message there proves nothing."""
@@ -499,7 +520,7 @@ def test_numbers_a_lost_answer_never_named_are_asked_of_plivo_s_list() -> None:
     )
     store = UnnamedStore([], unnamed=[took, refused, other])
     for _ in range(3):  # two a sweep, rounds RECONCILE_AFTER_SECONDS apart
-        reconciler(store, gateway).look_up_silent("j1", NOW)
+        sweep(reconciler(store, gateway))
         store.rounds.clear()
     assert sorted((r.number, r.status, r.error_code) for r in store.reports) == [
         (took, Status.SENT, ""),
@@ -508,9 +529,44 @@ def test_numbers_a_lost_answer_never_named_are_asked_of_plivo_s_list() -> None:
     # A Powerpack's job cannot tell its messages from others': it only learns of refusals.
     powerpack = UnnamedStore([], unnamed=[took, refused], powerpack=True)
     for _ in range(2):
-        reconciler(powerpack, gateway).look_up_silent("j1", NOW)
+        sweep(reconciler(powerpack, gateway))
         powerpack.rounds.clear()
     assert [(r.number, r.status) for r in powerpack.reports] == [(refused, Status.REJECTED)]
+
+
+@dataclass
+class NamingStore(UnnamedStore):
+    """…beside another job's lost call."""
+
+    numbers: dict[tuple[str, int], list[str]] = field(default_factory=dict)
+    settled: list[tuple[str, int, bool]] = field(default_factory=list)
+
+    def call_numbers(self, job_id: str, batch: int, offset: int, size: int) -> list[str]:
+        return self.numbers[(job_id, batch)]
+
+    def listing(self, job_id: str, batch: int, call: str) -> Paging:
+        return Paging()
+
+    def remember_answer(self, job_id: str, batch: int, uuids: list[str], at: float) -> None:
+        pass
+
+    def settle_call(self, job_id: str, batch: int, *call: Any) -> str:
+        found = call[2]
+        self.settled.append((job_id, batch, found))
+        return "submitted" if found else "resend"
+
+
+def test_a_number_is_not_named_from_a_message_another_lost_call_may_have_sent() -> None:
+    """Batch j1:0 was settled from evidence and Plivo refused its X (nothing of it there);
+    job A's call to X lost its answer too, and its message is the one at X. Named as j1's,
+    A's message was no longer A's: A was made again (X texted twice) and j1's refused X
+    showed A's delivery. While a call of ours without its answer texted X, X is left."""
+    x = "+14155550150"
+    store = NamingStore([], unnamed=[x], numbers={("jA", 0): [x]})
+    gateway = Gateway([message(x, "a-x", at=NOW - 100)])
+    lost = call(job_id="jA", since=NOW - 100)
+    sweep(reconciler(store, gateway), [lost])  # type: ignore[arg-type]
+    assert store.reports == [] and store.settled == [("jA", 0, True)]
 
 
 def test_a_message_kept_as_a_group_s_is_named_for_a_member() -> None:
@@ -520,7 +576,7 @@ def test_a_message_kept_as_a_group_s_is_named_for_a_member() -> None:
     handed = FakeHanded({"u-1": "j1:0,j2:0", "u-2": "j2:0"})
     gateway = Gateway([message(shared, "u-1", at=NOW - 900), message(shared, "u-2", NOW - 900)])
     store = UnnamedStore([], unnamed=[shared])
-    reconciler(store, gateway, handed).look_up_silent("j1", NOW)
+    sweep(reconciler(store, gateway, handed))
     assert [(r.number, r.uuid) for r in store.reports] == [(shared, "u-1")]
 
 
