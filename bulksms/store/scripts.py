@@ -692,21 +692,26 @@ redis.call('HSET', KEYS[2], ARGV[1], at .. '|' .. seen)
 return 1
 """
 
-# KEYS: bucket. ARGV: capacity, refill per second. 0 when a token was taken, else the seconds
-# to wait for one. Redis's own clock, so every worker on every host shares one bucket.
+# KEYS: bucket. ARGV: capacity, refill per second, and seconds to hold it (0: take a token). 0
+# when a token was taken, else the seconds to wait for one. Held (Plivo answered 429 with
+# Retry-After), it is empty until then and nothing is taken. Redis's own clock, so every worker
+# on every host shares one bucket.
 BUCKET_TAKE = _render(
     """
 local now = redis.call('TIME')
 local t = tonumber(now[1]) + tonumber(now[2]) / 1000000
-local capacity, rate = tonumber(ARGV[1]), tonumber(ARGV[2])
+local capacity, rate, hold = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3] or 0)
 local state = redis.call('HMGET', KEYS[1], 'tokens', 'at')
 local tokens = tonumber(state[1]) or capacity
 local at = tonumber(state[2]) or t
 tokens = math.min(capacity, tokens + math.max(0, t - at) * rate)
 local wait = 0
-if tokens >= 1 then tokens = tokens - 1 else wait = (1 - tokens) / rate end
+if hold > 0 then
+  tokens = math.min(tokens, 1 - hold * rate)
+  wait = hold
+elseif tokens >= 1 then tokens = tokens - 1 else wait = (1 - tokens) / rate end
 redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'at', tostring(t))
-redis.call('EXPIRE', KEYS[1], math.ceil(capacity / rate) + 60)
+redis.call('EXPIRE', KEYS[1], math.ceil(capacity / rate + hold) + 60)
 return tostring(wait)
 """
 )

@@ -50,4 +50,10 @@ class PlivoBucket:
 
     def take(self) -> float:
         """Take a token if one is there: 0.0, else the seconds until one will be."""
-        return float(self._take(keys=[self.key], args=[self.capacity, self.per_second]))
+        return float(self._take(keys=[self.key], args=[self.capacity, self.per_second, 0]))
+
+    def hold(self, seconds: float) -> None:
+        """No token for anyone for `seconds` (Plivo's Retry-After: asking sooner is refused,
+        and may lengthen the wait)."""
+        if seconds > 0:  # (0 would take a token)
+            self._take(keys=[self.key], args=[self.capacity, self.per_second, seconds])

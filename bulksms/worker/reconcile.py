@@ -1,20 +1,20 @@
 """Asking Plivo what became of a call whose answer never came.
 
 A call left in flight with no report for any of its recipients may or may not have reached
-Plivo: a guess from silence would either lose it or send it twice. So the sweep lists, for a few
-of the call's destinations (spread over the call, those our other calls did not text first),
-the outbound messages Plivo took around the call's time (`messages.list(to_number=…,
-message_time__gte=…, message_time__lte=…)`, on Redis's clock, with a minute's slack either side
-for Plivo's):
+Plivo: a guess from silence would either lose it or send it twice. So, once the call is older
+than the settling delay (`UNKNOWN_OUTCOME_GRACE`: Plivo's list may lag behind, and a call Plivo
+took mostly has its reports by then), the sweep lists, for a few of the call's destinations
+(spread over the call, those our other calls did not text first), the outbound messages Plivo
+took around the call's time (`messages.list(to_number=…, message_time__gte=…,
+message_time__lte=…)`, on Redis's clock, with a minute's slack either side for Plivo's):
 
 - a message there from the call's sender whose UUID no other batch of ours got back or was
   told of by a report (`store.handed`) means Plivo took the call (Plivo takes a call's
   destinations all or none): it is recorded as handed over. Where `n` of our calls without an
   answer (unsettled, or still in their time, or claimed while the sweep listed) texted the
   number in the same minutes, it takes `n` such messages;
-- no such message for every destination asked, once the call is older than the settling delay
-  (`UNKNOWN_OUTCOME_GRACE`, for Plivo's list to catch up), is not yet proof: Plivo may have
-  refused exactly those numbers (`invalid_number`) in a call it took. So the call's sender's
+- no such message for every destination asked is not yet proof: Plivo may have refused
+  exactly those numbers (`invalid_number`) in a call it took. So the call's sender's
   (or Powerpack's) whole list for the window is read, a page a listing token, paging on across
   sweeps: a message there to another of the call's numbers that could be its own makes that
   number a candidate, asked as above; none in the whole list means the call never arrived, and
@@ -25,7 +25,7 @@ for Plivo's):
   the listing's budget spent) waits for the next sweep, or for a report.
 
 Listing has its own limit at Plivo (20 requests a minute by default): every worker takes from
-one shared bucket (`PLIVO_LIST_PER_MINUTE`).
+one shared bucket (`PLIVO_LIST_PER_MINUTE`), which a refusal's Retry-After empties until then.
 
 Messages that Plivo took but that have had no report at all `RECONCILE_AFTER_SECONDS` after
 their batch was handed over are looked up one by one (`messages.get(uuid)`), a bounded number a
@@ -40,6 +40,7 @@ import dataclasses
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from bulksms import metrics
 from bulksms.config import Settings, sender_key
@@ -230,18 +231,23 @@ class Reconciler:
         list) or 'waiting'."""
         if not candidates:  # every number of the call was left out (opted out): none went
             return "absent"
+        grace = self.settings.unknown_outcome_grace
+        if now - call.since < grace:
+            # Nothing is asked yet: Plivo's list may not show the call, so only "found" could
+            # come of it, and its reports (most calls have them in seconds) settle it for free.
+            # Asked every sweep, a few such calls spent the listing budget on nothing.
+            return "waiting"
         paging = self.store.listing(call.job_id, call.batch, call.call)
         if now < paging.not_before:  # (unclear a moment ago: reports may name it meanwhile)
             return "waiting"
         if rest and paging != Paging():  # (its candidates showed nothing, past the delay)
             return self._scan(call, [*candidates, *rest], senders_to, now, paging)
         verdict = self._look_at(call, candidates, senders_to, now)
-        grace = self.settings.unknown_outcome_grace
-        if verdict == "unclear" and now - call.since >= grace:
+        if verdict == "unclear":
             later = Paging(0, now + grace)
             self.store.mark_listing(call.job_id, call.batch, call.call, later)
-        if verdict in ("unclear", "waiting") or (verdict == "none" and now - call.since < grace):
-            return "waiting"  # (or Plivo's list may not show a message taken a moment ago)
+        if verdict in ("unclear", "waiting"):
+            return "waiting"
         if verdict == "none" and rest:  # Plivo may have refused just the candidates
             return self._scan(call, [*candidates, *rest], senders_to, now, paging)
         if paging != Paging():  # (asked again after it was unclear: settled now)
@@ -271,14 +277,10 @@ class Reconciler:
         digits = {n.lstrip("+"): n for n in numbers}
         offset, unclear = paging.offset, paging.unclear
         for _ in range(PAGES_PER_CALL):
-            if self.budget.take() > 0:
-                metrics.LOOKUPS.labels("list", "budget").inc()
-                break
-            try:
-                page = self.gateway().list_sent_by(call.sender, call.powerpack, start, end, offset)
-            except LookupFailed as exc:
-                log.warning("Plivo's message list failed: %s", exc.reason)
-                metrics.LOOKUPS.labels("list", "error").inc()
+            page = self._read(
+                self.gateway().list_sent_by, call.sender, call.powerpack, start, end, offset
+            )
+            if page is None:
                 break
             owners = self._owners(start, end)
             named = list(
@@ -326,14 +328,8 @@ class Reconciler:
         start, end = self.window(call)
         absent = True
         for number in candidates:
-            if self.budget.take() > 0:
-                metrics.LOOKUPS.labels("list", "budget").inc()
-                return "waiting"
-            try:
-                listed = self.gateway().list_outbound(number, start, min(end, now + SKEW))
-            except LookupFailed as exc:
-                log.warning("Plivo's message list failed: %s", exc.reason)
-                metrics.LOOKUPS.labels("list", "error").inc()
+            listed = self._read(self.gateway().list_outbound, number, start, min(end, now + SKEW))
+            if listed is None:
                 return "waiting"
             owners = self._owners(start, end)
             ours = [found for found in listed if self._ours(call, found, owners)]
@@ -363,6 +359,23 @@ class Reconciler:
                 continue
             metrics.LOOKUPS.labels("list", "absent").inc()
         return "none" if absent else "unclear"
+
+    def _read(self, request: Callable[..., list[Found]], *args: Any) -> list[Found] | None:
+        """One list request, within the listing's budget: None when the budget is spent or
+        Plivo failed. A refusal's Retry-After holds the budget that long, for every worker:
+        asking sooner is refused again, and spends the tokens the refusal proved were not
+        there (the bucket refills at Plivo's rate, but Plivo may count a minute as it likes)."""
+        if self.budget.take() > 0:
+            metrics.LOOKUPS.labels("list", "budget").inc()
+            return None
+        try:
+            return request(*args)
+        except LookupFailed as exc:
+            log.warning("Plivo's message list failed: %s", exc.reason)
+            metrics.LOOKUPS.labels("list", "error").inc()
+            if exc.retry_after:
+                self.budget.hold(exc.retry_after)
+            return None
 
     def _catch_up(self) -> None:
         """Count the calls claimed since the sweep began that it had not seen (each claim
@@ -470,14 +483,11 @@ class Reconciler:
         # budget, and a number that stays unclear must not hold up the others.
         first = int(now // max(1.0, self.settings.reconcile_after_seconds)) % len(unnamed)
         for number in (unnamed[first:] + unnamed[:first])[:NAMING_PER_SWEEP]:
-            if left <= 0 or self.budget.take() > 0:
+            if left <= 0:
                 break
             left -= 1
-            try:
-                listed = self.gateway().list_outbound(number, start, end)
-            except LookupFailed as exc:
-                log.warning("Plivo's message list failed: %s", exc.reason)
-                metrics.LOOKUPS.labels("list", "error").inc()
+            listed = self._read(self.gateway().list_outbound, number, start, end)
+            if listed is None:
                 break
             # (without a sender of its own, a Powerpack's, whose message it is cannot be told)
             ours = [

@@ -35,6 +35,7 @@ from bulksms.store import jobs as jobs_module
 from bulksms.store.handed import FoundCall
 from bulksms.store.model import LAYOUT_VERSION
 from bulksms.store.pacing import Pace
+from bulksms.store.signals import PlivoBucket
 from bulksms.worker import dispatch, sweep
 from bulksms.worker.gateway import Accepted
 from tests.helpers.settle import resolve
@@ -877,3 +878,18 @@ def test_a_lost_call_s_paging_through_plivo_s_list_is_its_own(rdb: redis.Redis) 
     store.mark_listing("gone", 0, "gone:0:1:0", Paging(20, now))
     store.mark_lookup_round("gone", 0, now, "u-1")
     assert not rdb.exists(keys.batches("gone"))
+
+
+def test_a_held_bucket_gives_no_token_until_then_to_any_worker(rdb: redis.Redis) -> None:
+    """Plivo's Retry-After on a listing: the shared bucket is empty that long, then fills at
+    its pace (not at once); holding for nothing takes nothing."""
+    mine = PlivoBucket(rdb, 20, 20 / 60, keys.PLIVO_LIST_BUCKET)
+    other = PlivoBucket(rdb, 20, 20 / 60, keys.PLIVO_LIST_BUCKET)  # (another worker's)
+    assert mine.take() == 0.0
+    mine.hold(0)
+    assert other.take() == 0.0  # (18 left)
+    mine.hold(30.0)
+    wait = other.take()
+    assert 29.0 < wait <= 30.0
+    assert 29.0 < mine.take() <= 30.0  # (asking does not lengthen it)
+    assert rdb.ttl(keys.PLIVO_LIST_BUCKET) > 30

@@ -64,13 +64,14 @@ class Gateway:
     messages: list[Found] = field(default_factory=list)
     fail: bool = False
     asked: list[tuple[str, float, float]] = field(default_factory=list)
+    retry_after: float | None = None  # with `fail`: Plivo's Retry-After
 
     pages: list[tuple[str | None, int]] = field(default_factory=list)
 
     def list_outbound(self, to_number: str, since: float, until: float) -> list[Found]:
         self.asked.append((to_number, since, until))
         if self.fail:
-            raise LookupFailed("Plivo answered 500")
+            raise LookupFailed("Plivo answered 500", self.retry_after)
         return [m for m in self.messages if m.dst == to_number and since <= m.at <= until]
 
     def list_sent_by(
@@ -79,7 +80,7 @@ class Gateway:
         """(Every message here went through the Powerpack, when one is asked for.)"""
         self.pages.append((sender or powerpack, offset))
         if self.fail:
-            raise LookupFailed("Plivo answered 500")
+            raise LookupFailed("Plivo answered 500", self.retry_after)
         found = [
             m
             for m in self.messages
@@ -92,12 +93,17 @@ class Gateway:
 @dataclass
 class Budget:
     tokens: int = 100
+    held: list[float] = field(default_factory=list)
 
     def take(self) -> float:
         if self.tokens <= 0:
             return 3.0
         self.tokens -= 1
         return 0.0
+
+    def hold(self, seconds: float) -> None:
+        self.held.append(seconds)
+        self.tokens = 0
 
 
 def message(to: str, uuid: str = "u-1", at: float = NOW - 200, src: str = SENDER) -> Found:
@@ -203,6 +209,33 @@ def test_nothing_found_resends_only_past_the_settling_delay() -> None:
     assert [v for _, v in reconciler(store, gateway).settle([recent], [], NOW)] == ["waiting"]
     assert store.settled == []
     assert [v for _, v in reconciler(store, gateway).settle([call()], [], NOW)] == ["resend"]
+
+
+def test_nothing_is_listed_before_the_settling_delay() -> None:
+    """Within it Plivo's list may not show the call, and most such calls have reports first:
+    asked every sweep, the listing budget (20 a minute) went on calls that could not settle."""
+    taken = [message(n, at=NOW - 29) for n in NUMBERS[("j1", 0)]]
+    store, gateway, recent = Store(dict(NUMBERS)), Gateway(taken), call(since=NOW - 30)
+    for at in (NOW, NOW + 30):
+        assert [v for _, v in reconciler(store, gateway).settle([recent], [], at)] == ["waiting"]
+    assert gateway.asked == [] and gateway.pages == []
+    assert [v for _, v in reconciler(store, gateway).settle([recent], [], NOW + 60)] == [
+        "submitted"
+    ]
+
+
+def test_a_refused_listing_holds_the_budget_as_long_as_plivo_says() -> None:
+    """A 429 with Retry-After: every worker stops listing that long (each request sooner is
+    refused again, and the refusals came on top of the minute Plivo counts)."""
+    store, budget = Store(dict(NUMBERS)), Budget()
+    refused = Gateway(fail=True, retry_after=60.0)
+    assert [v for _, v in reconciler(store, refused, budget=budget).settle([call()], [], NOW)] == [
+        "waiting"
+    ]
+    assert budget.held == [60.0] and len(refused.asked) == 1
+    plain = Gateway(fail=True)  # (no Retry-After: the bucket's own pace)
+    reconciler(store, plain, budget=Budget()).settle([call()], [], NOW)
+    assert len(plain.asked) == 1
 
 
 def test_a_call_whose_every_number_was_left_out_is_absent_at_once() -> None:
