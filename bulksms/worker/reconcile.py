@@ -59,6 +59,8 @@ LOOKUPS_PER_JOB = LOOKUPS_PER_SWEEP // 4  # of those, one job's at most (its nex
 TRACKED = {s.value for s in Status if s is not Status.PENDING}
 NAMING_PER_SWEEP = 2  # numbers listed to name the rest of a batch, per sweep (the budget's
 # other use, settling calls without an answer, comes first)
+HOLD_CAP = 600.0  # a listing's Retry-After is kept to ten minutes at most (its limit counts a
+# minute: more is suspect, and the hold stops every lost call's settling)
 SKEW = 60.0  # seconds either side of the call's window: Plivo's clock and ours differ
 
 
@@ -374,7 +376,7 @@ class Reconciler:
             log.warning("Plivo's message list failed: %s", exc.reason)
             metrics.LOOKUPS.labels("list", "error").inc()
             if exc.retry_after:
-                self.budget.hold(exc.retry_after)
+                self.budget.hold(min(exc.retry_after, HOLD_CAP))
             return None
 
     def _catch_up(self) -> None:

@@ -10,7 +10,7 @@ from typing import Any
 from bulksms.config import Settings
 from bulksms.store import BatchRecord, BatchState, Paging, Sending, Status
 from bulksms.worker.gateway import Found, LookupFailed
-from bulksms.worker.reconcile import CANDIDATES, Lookups, Reconciler, Unsettled
+from bulksms.worker.reconcile import CANDIDATES, HOLD_CAP, Lookups, Reconciler, Unsettled
 from tests.helpers.fakes import FakeHanded, job
 
 NOW = 1_000_000.0
@@ -236,6 +236,9 @@ def test_a_refused_listing_holds_the_budget_as_long_as_plivo_says() -> None:
     plain = Gateway(fail=True)  # (no Retry-After: the bucket's own pace)
     reconciler(store, plain, budget=Budget()).settle([call()], [], NOW)
     assert len(plain.asked) == 1
+    absurd, budget = Gateway(fail=True, retry_after=86_400.0), Budget()
+    reconciler(store, absurd, budget=budget).settle([call()], [], NOW)
+    assert budget.held == [HOLD_CAP]  # (ten minutes at most: it stops every lost call)
 
 
 def test_a_call_whose_every_number_was_left_out_is_absent_at_once() -> None:
