@@ -711,7 +711,8 @@ if hold > 0 then
   wait = hold
 elseif tokens >= 1 then tokens = tokens - 1 else wait = (1 - tokens) / rate end
 redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'at', tostring(t))
-redis.call('EXPIRE', KEYS[1], math.ceil(capacity / rate + hold) + 60)
+-- (until it is full again: a hold outlives the takes during it)
+redis.call('EXPIRE', KEYS[1], math.ceil((capacity - tokens) / rate) + 60)
 return tostring(wait)
 """
 )

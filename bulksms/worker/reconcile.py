@@ -25,7 +25,8 @@ message_time__lte=…)`, on Redis's clock, with a minute's slack either side for
   the listing's budget spent) waits for the next sweep, or for a report.
 
 Listing has its own limit at Plivo (20 requests a minute by default): every worker takes from
-one shared bucket (`PLIVO_LIST_PER_MINUTE`), which a refusal's Retry-After empties until then.
+one shared bucket (`PLIVO_LIST_PER_MINUTE`), which a refusal's Retry-After empties until then
+(ten minutes at most).
 
 Messages that Plivo took but that have had no report at all `RECONCILE_AFTER_SECONDS` after
 their batch was handed over are looked up one by one (`messages.get(uuid)`), a bounded number a

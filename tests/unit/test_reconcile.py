@@ -233,9 +233,9 @@ def test_a_refused_listing_holds_the_budget_as_long_as_plivo_says() -> None:
         "waiting"
     ]
     assert budget.held == [60.0] and len(refused.asked) == 1
-    plain = Gateway(fail=True)  # (no Retry-After: the bucket's own pace)
-    reconciler(store, plain, budget=Budget()).settle([call()], [], NOW)
-    assert len(plain.asked) == 1
+    plain, budget = Gateway(fail=True), Budget()  # (no Retry-After: the bucket's own pace)
+    reconciler(store, plain, budget=budget).settle([call()], [], NOW)
+    assert len(plain.asked) == 1 and budget.held == []
     absurd, budget = Gateway(fail=True, retry_after=86_400.0), Budget()
     reconciler(store, absurd, budget=budget).settle([call()], [], NOW)
     assert budget.held == [HOLD_CAP]  # (ten minutes at most: it stops every lost call)
