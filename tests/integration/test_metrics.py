@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -37,7 +38,12 @@ def value(
     return found.get((name, tuple(sorted(labels.items()))), 0.0)
 
 
-def test_web_and_worker_metrics_move_with_a_job(stack: Stack) -> None:
+# A call of 1000 that outlasts the suite's 2 s timeout on a busy machine is settled from
+# Plivo's list instead: right, but not the two accepted calls counted here.
+@pytest.mark.parametrize("stack_overrides", [{"plivo_timeout": 15}])
+def test_web_and_worker_metrics_move_with_a_job(
+    stack: Stack, stack_overrides: dict[str, float]
+) -> None:
     before = samples(scrape(stack).text)
     numbers = us_numbers(1200)
     job_id = stack.submit({"recipients": numbers + numbers[:5], "message": "m"}).json()["job_id"]

@@ -219,7 +219,8 @@ def test_a_lost_call_never_takes_another_lost_call_s_message_for_its_own(stack: 
     box = stack.sandbox
     box.faults.update({"no_queued": True, "report_delay_ms": 15_000, "drop_next": 1})
     a = stack.submit({"recipients": a_numbers, "message": "job A"}).json()["job_id"]
-    wait_until(lambda: bool(box.sends), seconds=60)
+    # (A send is listed as it arrives, before its fault is chosen: wait for A's to be dropped.)
+    wait_until(lambda: box.stats()["dropped_requests"] == 1, seconds=60)
     box.faults.update({"lose_next": 1})
     b = stack.submit({"recipients": b_numbers, "message": "job B"}).json()["job_id"]
     for job_id in (a, b):
