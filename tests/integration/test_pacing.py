@@ -19,13 +19,14 @@ from tests.helpers.stack import Stack, wait_until
 
 PACE = 200.0  # messages a second, on both sides
 QUEUE = 5.0  # PLIVO_QUEUE_SECONDS
+PACED_SETTINGS = {"plivo_mps": PACE, "plivo_queue_seconds": QUEUE}
 MARGIN = 1.0  # seconds: what a wait at the sandbox may pass the bound by (clock reads, rounding)
 EXPIRY = 12  # seconds: longer than the bound, so a paced message never expires
 
 
 @pytest.fixture
 def stack_overrides() -> dict[str, Any]:
-    return {"plivo_mps": PACE, "plivo_queue_seconds": QUEUE}
+    return dict(PACED_SETTINGS)
 
 
 @pytest.fixture
@@ -230,7 +231,7 @@ def test_no_call_is_made_for_a_job_after_its_cancel_or_pause(paced: Stack, actio
 # tests, so the listing limit is lifted on both sides.
 @pytest.mark.parametrize(
     "stack_overrides",
-    [{"plivo_mps": PACE, "plivo_queue_seconds": QUEUE, "plivo_list_per_minute": 6000}],
+    [{**PACED_SETTINGS, "plivo_list_per_minute": 6000}],
 )
 def test_a_worker_killed_mid_paced_batch_sends_every_recipient_once(
     paced: Stack, stack_overrides: dict[str, Any]

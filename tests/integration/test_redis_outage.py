@@ -66,9 +66,8 @@ def test_a_worker_holding_a_message_rides_out_a_redis_restart(
     if holding == "a countdown retry":
         stack.sandbox.faults.update({"fail_next": [429], "retry_after": 6, "list_per_minute": 0})
     else:
-        stack.sandbox.faults.update(
-            {"latency_ms": 4000, "list_per_minute": 0}
-        )  # the call outlasts the outage
+        # The call outlasts the outage.
+        stack.sandbox.faults.update({"latency_ms": 4000, "list_per_minute": 0})
     numbers = us_numbers(3)
     job_id = stack.submit({"recipients": numbers, "message": "held"}).json()["job_id"]
     wait_until(lambda: len(stack.sandbox.sends) == 1, what="the first send")
