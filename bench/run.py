@@ -223,9 +223,12 @@ class Stack:
                 raise RuntimeError("the worker did not come up")
             time.sleep(0.2)
 
-    def submit(self, body: bytes, content_type: str = "application/json") -> dict[str, Any]:
+    def submit(
+        self, body: bytes, content_type: str = "application/json", base: str = ""
+    ) -> dict[str, Any]:
+        """The job a submit of `body` made, posted to `base` (by default the app's gunicorn)."""
         answer = requests.post(
-            f"{self.base}/api/bulk-sms",
+            f"{base or self.base}/api/bulk-sms",
             data=body,
             headers={"X-API-Key": KEY, "Content-Type": content_type},
             timeout=300,
@@ -298,7 +301,9 @@ def validation(sample: list[str]) -> Row:
     }
 
 
-def submit(stack: Stack, recipients: list[str]) -> Row:
+def submit(stack: Stack, recipients: list[str], base: str = "", label: str = "") -> Row:
+    """POST /api/bulk-sms of `recipients` (to `base`: the app's gunicorn, or a proxy in front of
+    it, named by `label`) against parsing the same body and writing its numbers to Redis."""
     body = json.dumps({"recipients": recipients, "message": "bench"}).encode()
 
     def floor() -> None:
@@ -315,14 +320,14 @@ def submit(stack: Stack, recipients: list[str]) -> Row:
     runs = 7 if len(recipients) <= 100_000 else 3
     times: dict[str, list[float]] = {"floor": [], "measured": []}
     for _ in range(runs):  # alternated, so a burst of the machine's noise falls on both
-        times["measured"].append(best_of(1, lambda: stack.submit(body)))
+        times["measured"].append(best_of(1, lambda: stack.submit(body, base=base)))
         times["floor"].append(best_of(1, floor))
     measured, base_time = min(times["measured"]), min(times["floor"])
     stack.flush()
     target = "≤ 3× floor" + ("; ≤ 2.5 s" if len(recipients) >= MILLION else "")
     met = measured <= 3 * base_time and (len(recipients) < MILLION or measured <= 2.5)
     return {
-        "stage": f"submit {len(recipients):,}",
+        "stage": f"submit {len(recipients):,}{label}",
         "measured": f"{measured:.2f} s",
         "floor": f"{base_time:.2f} s",
         "ratio": f"{measured / base_time:.2f}",
@@ -550,6 +555,7 @@ def reports(
     ports: tuple[int, int] | None = None,
     label: str = "",
     fsync: str = "",
+    first: int | None = None,
 ) -> Row:
     """Signed reports recorded per second, against a bare Flask 204 on the same settings.
 
@@ -559,10 +565,12 @@ def reports(
     the median stand clear of them. `tcp`: through a gunicorn reaching Redis over TCP, else over
     the unix socket. `fsync`: the Redis's appendfsync, by default as each deployment runs it
     (`_fsync`). `ports`: the service's and the floor's (through a proxy, say, named by
-    `label`)."""
+    `label`). `first`: the first of the 200,000 recipients reported on, by default the
+    transport's and the Redis's own (`REPORTS_FROM`)."""
     fsync = fsync or ("everysec" if tcp else "always")
+    first = REPORTS_FROM[tcp, fsync] if first is None else first
     with _fsync(stack, fsync):
-        return _reports(stack, job_id, recipients, tcp, ports, label, fsync)
+        return _reports(stack, job_id, recipients, tcp, ports, label, fsync, first)
 
 
 # Each reports stage its own 200,000 recipients of the job (a second report of one is recorded
@@ -597,6 +605,7 @@ def _reports(
     ports: tuple[int, int] | None,
     label: str,
     fsync: str,
+    first: int,
 ) -> Row:
     rounds, seconds, connections = 15, 1.5, 16
     # (a gunicorn of its own where the Redis is not the stack's own as started: each process
@@ -606,7 +615,7 @@ def _reports(
         own = tcp or fsync != "always"
         ports = (stack.start_web(REDIS_URL=url) if own else stack.web_port, stack.bare_port)
     service, floor_port = ports
-    prepared = signed_reports(stack, job_id, recipients, 200_000, REPORTS_FROM[tcp, fsync])
+    prepared = signed_reports(stack, job_id, recipients, 200_000, first)
     before = delivered(stack, job_id)
     pairs: list[tuple[float, float]] = []
     acknowledged, offset = 0, 0
@@ -702,24 +711,30 @@ def memory(stack: Stack, job_id: str, recipients: list[str], baseline: int) -> R
     }
 
 
-def status_p99(stack: Stack, jobs: list[str], count: int = 10_000) -> list[float]:
-    """p99 of GET /api/bulk-sms/<id> for each job, requests interleaved so noise hits all (and
-    enough of them that the slowest 1% is a hundred answers, not a few noisy ones)."""
+def status_p99(stack: Stack, jobs: list[str], count: int = 10_000, base: str = "") -> list[float]:
+    """p99 of GET /api/bulk-sms/<id> for each job (from `base`, by default the app's gunicorn),
+    requests interleaved so noise hits all (and enough of them that the slowest 1% is a hundred
+    answers, not a few noisy ones)."""
     session = requests.Session()
     times: list[list[float]] = [[] for _ in jobs]
     for _ in range(count):
         for index, job_id in enumerate(jobs):
             started = time.perf_counter()
-            session.get(f"{stack.base}/api/bulk-sms/{job_id}", headers={"X-API-Key": KEY})
+            session.get(f"{base or stack.base}/api/bulk-sms/{job_id}", headers={"X-API-Key": KEY})
             times[index].append(time.perf_counter() - started)
     return [statistics.quantiles(t, n=100)[98] for t in times]
 
 
-def status(stack: Stack, big_job: str, recipients: list[str]) -> Row:
+def status(
+    stack: Stack, big_job: str, recipients: list[str], base: str = "", label: str = ""
+) -> Row:
+    """Status p99 of the job of `recipients` against a 10-recipient job's (from `base`, as in
+    `submit`)."""
     small = stack.submit(json.dumps({"recipients": recipients[:10], "message": "b"}).encode())
-    p99_small, p99_big = status_p99(stack, [small["job_id"], big_job])
+    p99_small, p99_big = status_p99(stack, [small["job_id"], big_job], base=base)
+    size = "1M" if len(recipients) >= MILLION else f"{len(recipients):,}"
     return {
-        "stage": "status p99 (1M-recipient job)",
+        "stage": f"status p99 ({size}-recipient job){label}",
         "measured": f"{p99_big * 1000:.2f} ms",
         "floor": f"10-recipient job {p99_small * 1000:.2f} ms",
         "ratio": f"{p99_big / p99_small:.2f}",
@@ -1208,37 +1223,56 @@ def _sent_job(stack: Stack) -> tuple[str, list[str]]:
 
 def hostile_stages(work: Path) -> list[Row]:
     """Issue 19's stages: big unsigned bodies refused, beside a bare endpoint's refusal; then
-    issue 14's reports stage as compose deploys it (deploy/nginx's configuration in front of a
-    gunicorn reaching Redis over TCP, everysec), beside the bare endpoint behind an nginx
-    of its own, and without nginx, on a 600,000-recipient job."""
+    issue 7's stages that pass through the web tier, as compose deploys it (deploy/nginx's
+    configuration in front of a gunicorn reaching Redis over TCP, everysec) and on the same
+    gunicorn without nginx, so the two are recorded side by side (issue 19's item 9): submits of
+    100,000 and 1,000,000 recipients (streamed through nginx, as any body of 100 kB or more),
+    reports on a 600,000-recipient job (behind nginx beside the bare endpoint behind an nginx of
+    its own; and, for the record, over the unix socket as `bulksms up` runs it), and that job's
+    status p99."""
     (work / "metrics").mkdir()
     stack = Stack(work)
     try:
         rows = [big_bodies(stack)]
-        job_id, recipients = _sent_job(stack)
-        rows.append(reports(stack, job_id, recipients))
         nginx = find_nginx()
         if nginx is None:
-            print("no nginx (apt-get install nginx): the stage through it is left out")
+            print("no nginx (apt-get install nginx): the stages through it are left out")
+            job_id, recipients = _sent_job(stack)
+            rows.append(reports(stack, job_id, recipients))
             return rows
-        # As compose deploys it: nginx, then gunicorn reaching Redis over TCP.
         web_port = stack.start_web(REDIS_URL=_tcp(stack))
+        direct, label = f"http://127.0.0.1:{web_port}", ", Redis over TCP, appendfsync everysec"
         with (
             running_nginx(nginx, f"127.0.0.1:{web_port}", work / "nginx-app") as app,
             running_nginx(nginx, f"127.0.0.1:{stack.bare_port}", work / "nginx-bare") as bare,
         ):
+            million = us_numbers(MILLION, seed=7)
+            with _fsync(stack, "everysec"):
+                for size in (100_000, MILLION):
+                    rows.append(submit(stack, million[:size], direct, label))
+                    stack.settle()
+                    rows.append(
+                        submit(stack, million[:size], app.base_url, label + ", behind nginx")
+                    )
+                    stack.settle()
+            job_id, recipients = _sent_job(stack)
+            rows.append(reports(stack, job_id, recipients))
+            stack.settle()
+            # Over TCP on everysec, as compose: without nginx, then behind it (each on recipients
+            # of its own: a second report of one counts nothing).
+            ports = (web_port, stack.bare_port)
+            rows.append(reports(stack, job_id, recipients, tcp=True, ports=ports, first=400_000))
             stack.settle()
             ports = (_port(app.base_url), _port(bare.base_url))
             rows.append(
-                reports(
-                    stack,
-                    job_id,
-                    recipients,
-                    tcp=True,
-                    ports=ports,
-                    label=", behind nginx",
-                )
+                reports(stack, job_id, recipients, tcp=True, ports=ports, label=", behind nginx")
             )
+            stack.settle()
+            with _fsync(stack, "everysec"):
+                rows.append(status(stack, job_id, recipients, direct, label))
+                rows.append(
+                    status(stack, job_id, recipients, app.base_url, label + ", behind nginx")
+                )
         return rows
     finally:
         stack.stop()
