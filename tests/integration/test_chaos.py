@@ -26,7 +26,7 @@ import requests
 from bulksms.devstack.numbers_gen import us_numbers
 from tests.helpers import API_KEY
 from tests.helpers.own_redis import OwnRedis
-from tests.helpers.stack import Stack
+from tests.helpers.stack import SANDBOX_UNLIMITED_LISTING, UNLIMITED_LISTING, Stack
 
 RECIPIENTS = int(os.environ.get("CHAOS_RECIPIENTS", "10000"))
 PACE = 500  # messages a second, on both sides: bulksms's pace and the sandbox's queue
@@ -41,10 +41,7 @@ def stack_overrides(own_redis: OwnRedis) -> dict[str, Any]:
         "plivo_mps": float(PACE),
         "send_max_attempts": 100,  # transient refusals are part of the weather here
         "reconcile_after_seconds": 5.0,  # reports the sandbox gave up on are looked up
-        # The sandbox's list has no limit here (below): a kill between a call's record and its
-        # request leaves a call whose sender's list (thousands of messages) is read to prove it
-        # absent, which at Plivo's 20 a minute takes longer than the test.
-        "plivo_list_per_minute": 6000,
+        **UNLIMITED_LISTING,  # (and the sandbox's, below: a kill may land mid-call)
         "report_wait_seconds": 600,
     }
 
@@ -64,7 +61,7 @@ def test_chaos_sends_every_recipient_once(stack: Stack, own_redis: OwnRedis) -> 
             "repeat_rate": 0.2,
             "shuffle_reports": True,
             "report_delay_ms": 300,
-            "list_per_minute": 0,
+            **SANDBOX_UNLIMITED_LISTING,
         }
     )
     stack.start_worker(BULKSMS_FAULT_CLOCK_SKEW_SECONDS=str(SKEW_SECONDS))

@@ -13,18 +13,21 @@ from flask import Flask
 from bulksms import taskqueue
 from bulksms.config import Settings
 from bulksms.devstack.numbers_gen import us_numbers
-from tests.helpers.stack import Stack, held_sends, wait_until
+from tests.helpers.stack import (
+    SANDBOX_UNLIMITED_LISTING,
+    UNLIMITED_LISTING,
+    Stack,
+    held_sends,
+    wait_until,
+)
 
 
-# A kill between a call's record and its request leaves a call Plivo never had, proved absent
-# by reading its sender's list (the other batches' thousands of messages): at Plivo's 20
-# listings a minute, longer than the test. Listing is not what is tested here: no limit.
-@pytest.mark.parametrize("stack_overrides", [{"plivo_list_per_minute": 6000}])
+@pytest.mark.parametrize("stack_overrides", [UNLIMITED_LISTING])
 @pytest.mark.parametrize("moment", ["before any send", "mid-send", "between batches"])
 def test_a_worker_killed_at_any_moment_sends_every_batch_once(
     stack: Stack, moment: str, stack_overrides: dict[str, Any]
 ) -> None:
-    stack.sandbox.faults.update({"latency_ms": 400, "list_per_minute": 0})
+    stack.sandbox.faults.update({"latency_ms": 400, **SANDBOX_UNLIMITED_LISTING})
     numbers = us_numbers(6000)
     # Mid-send, the sandbox holds the answer: the kill comes while the request is there.
     with held_sends(stack.sandbox) if moment == "mid-send" else nullcontext():

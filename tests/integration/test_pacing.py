@@ -15,7 +15,7 @@ import requests
 
 from bulksms.devstack.numbers_gen import us_numbers
 from tests.helpers import API_KEY
-from tests.helpers.stack import Stack, wait_until
+from tests.helpers.stack import SANDBOX_UNLIMITED_LISTING, UNLIMITED_LISTING, Stack, wait_until
 
 PACE = 200.0  # messages a second, on both sides
 QUEUE = 5.0  # PLIVO_QUEUE_SECONDS
@@ -226,17 +226,11 @@ def test_no_call_is_made_for_a_job_after_its_cancel_or_pause(paced: Stack, actio
     counts_match(paced, job_id)
 
 
-# A kill between a call's record and its request leaves a call Plivo never had, proved absent
-# by reading the sender's list: at 20 pages a minute longer than the test, and not what it
-# tests, so the listing limit is lifted on both sides.
-@pytest.mark.parametrize(
-    "stack_overrides",
-    [{**PACED_SETTINGS, "plivo_list_per_minute": 6000}],
-)
+@pytest.mark.parametrize("stack_overrides", [{**PACED_SETTINGS, **UNLIMITED_LISTING}])
 def test_a_worker_killed_mid_paced_batch_sends_every_recipient_once(
     paced: Stack, stack_overrides: dict[str, Any]
 ) -> None:
-    paced.sandbox.faults.update({"list_per_minute": 0})
+    paced.sandbox.faults.update(SANDBOX_UNLIMITED_LISTING)
     numbers = us_numbers(2000)
     job_id = paced.submit({"recipients": numbers, "message": "killed"}).json()["job_id"]
     wait_until(lambda: len(messages_of(paced, job_id)) >= 500, what="paced calls under way")

@@ -14,20 +14,23 @@ from bulksms import signature
 from bulksms.devstack.numbers_gen import us_numbers
 from tests.helpers import API_KEY
 from tests.helpers.own_redis import OwnRedis
-from tests.helpers.stack import Stack, wait_until
+from tests.helpers.stack import (
+    SANDBOX_UNLIMITED_LISTING,
+    UNLIMITED_LISTING,
+    Stack,
+    wait_until,
+)
 
 
 @pytest.fixture
 def stack_overrides(own_redis: OwnRedis) -> dict[str, Any]:
-    # A stop between a call's record and its request leaves a call Plivo never had, proved
-    # absent by reading the sender's list of thousands of messages: at 20 pages a minute
-    # longer than these tests, and not what they test, so the listing limit is lifted.
-    return {"redis_url": own_redis.url, "plivo_list_per_minute": 6000}
+    # (the listing limit lifted: a stop may land between a call's record and its request)
+    return {"redis_url": own_redis.url, **UNLIMITED_LISTING}
 
 
 def test_redis_stopped_mid_job_and_started_again(stack: Stack, own_redis: OwnRedis) -> None:
     stack.sandbox.retry_delays = (1.0, 2.0, 4.0, 8.0)  # Plivo's retries, on a shorter clock
-    stack.sandbox.faults.update({"latency_ms": 300, "list_per_minute": 0})
+    stack.sandbox.faults.update({"latency_ms": 300, **SANDBOX_UNLIMITED_LISTING})
     numbers = us_numbers(5000)
     job_id = stack.submit({"recipients": numbers, "message": "outage"}).json()["job_id"]
     stack.wait_for(job_id, lambda d: d["batches"]["submitted"] >= 1)
@@ -64,10 +67,12 @@ def test_a_worker_holding_a_message_rides_out_a_redis_restart(
     Retry-After, or the task calling Plivo. Redis restarts meanwhile; the worker must not
     exit, and every recipient is sent once."""
     if holding == "a countdown retry":
-        stack.sandbox.faults.update({"fail_next": [429], "retry_after": 6, "list_per_minute": 0})
+        stack.sandbox.faults.update(
+            {"fail_next": [429], "retry_after": 6, **SANDBOX_UNLIMITED_LISTING}
+        )
     else:
         # The call outlasts the outage.
-        stack.sandbox.faults.update({"latency_ms": 4000, "list_per_minute": 0})
+        stack.sandbox.faults.update({"latency_ms": 4000, **SANDBOX_UNLIMITED_LISTING})
     numbers = us_numbers(3)
     job_id = stack.submit({"recipients": numbers, "message": "held"}).json()["job_id"]
     wait_until(lambda: len(stack.sandbox.sends) == 1, what="the first send")
@@ -89,7 +94,12 @@ def test_redis_down_between_plivo_s_answer_and_its_record_resends_nothing(
     gets there first once it is back, the worker recording what it holds or the sweep asking
     Plivo's list, the call is recorded as made: never resent on silence."""
     stack.sandbox.faults.update(
-        {"latency_ms": 2000, "no_queued": True, "report_delay_ms": 60_000, "list_per_minute": 0}
+        {
+            "latency_ms": 2000,
+            "no_queued": True,
+            "report_delay_ms": 60_000,
+            **SANDBOX_UNLIMITED_LISTING,
+        }
     )
     numbers = us_numbers(5)
     job_id = stack.submit({"recipients": numbers, "message": "outage"}).json()["job_id"]
