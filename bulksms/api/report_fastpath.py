@@ -117,7 +117,7 @@ class DeliveryReports:
         token = logs.bind(request_id=request_id)
         form = {name: values[0] for name, values in posted.items()}
         try:
-            if not webhooks.hand_over(self.store, self.redis, self.handoff, job_id, batch, form):
+            if not webhooks.hand_over(self.store, self.handoff, job_id, batch, form):
                 self._record(job_id, batch, form)
         except Exception as exc:
             # Flask tries once more and answers as it does (503 if Redis is still away).
@@ -132,7 +132,7 @@ class DeliveryReports:
         """Record the report waiting for Redis's answer, on this thread's connection."""
         connection = self.store.connections.get()
         try:
-            webhooks.record(self.store, self.redis, job_id, batch, form, connection)
+            webhooks.record(self.store, job_id, batch, form, connection)
         except Exception:
             connection.disconnect()  # type: ignore[no-untyped-call]  # (in any state: afresh)
             raise

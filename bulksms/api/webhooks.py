@@ -22,11 +22,11 @@ import redis
 from flask import Blueprint, Response, g, request
 from redis.connection import Connection
 
-from bulksms import metrics, numbers, signature
+from bulksms import metrics, signature
 from bulksms.api.errors import ApiError
 from bulksms.api.ratelimit import count_bad_signature, refuse_bad_signatures_past_limit
-from bulksms.extensions import nonces, redis_client, settings, store
-from bulksms.store import JobStore, Report, Status, optouts
+from bulksms.extensions import nonces, settings, store
+from bulksms.store import BLOCKED_BY_STOP, JobStore, Report, Status
 from bulksms.store.handoff import Handoff
 
 log = logging.getLogger(__name__)
@@ -37,7 +37,6 @@ MAX_BODY = 64 * 1024  # Plivo's reports and inbound messages are under 2 KB
 
 TRACKED = {s.value for s in Status if s is not Status.PENDING}
 RESULTS = {1: "recorded", 0: "repeat", -1: "unknown_recipient"}
-BLOCKED_BY_STOP = "200"  # Plivo's error code: the destination replied STOP to this sender
 # How long a handed-over report whose write failed is written again while Redis is away.
 HANDOFF_PATIENCE_SECONDS = 120
 PART_INFO = re.compile(r"(\d{1,3})\s+of\s+(\d{1,3})", re.IGNORECASE | re.ASCII)
@@ -179,15 +178,12 @@ def delivery_report() -> Response:
     form = verify_plivo()
     if form is None:
         return Response(status=204)
-    record(
-        store(), redis_client(), request.args.get("job", ""), request.args.get("batch", ""), form
-    )
+    record(store(), request.args.get("job", ""), request.args.get("batch", ""), form)
     return Response(status=204)
 
 
 def record(
     jobs: JobStore,
-    client: redis.Redis,
     job_id: str,
     batch: str,
     form: Mapping[str, str],
@@ -197,12 +193,11 @@ def record(
     report = _report(job_id, batch, form)
     if report is None:
         return "ignored"
-    return _recorded(client, report, jobs.record_report(report, connection), form)
+    return _recorded(report, jobs.record_report(report, connection))
 
 
 def hand_over(
     jobs: JobStore,
-    client: redis.Redis,
     handoff: Handoff,
     job_id: str,
     batch: str,
@@ -212,19 +207,19 @@ def hand_over(
     answer would not mean the report is on disk (`bulksms.store.handoff`). False: not handed
     over (Redis answers from disk, say), and the caller records it with `record`."""
     if form.get("ErrorCode", "").strip() == BLOCKED_BY_STOP:
-        return False  # (its opt-out too must be stored before the 204: rare, so it waits)
+        return False  # (its opt-out, in the same script, must be stored before the 204: rare)
     report = _report(job_id, batch, form)
     if report is None:
         return True
     packed = jobs.report_command(report)
     if packed is None:
-        _recorded(client, report, -1, form)
+        _recorded(report, -1)
         return True
 
     def settle(answer: object, since: float) -> None:  # in a thread of the handoff's
         moved = _answered(jobs, report, answer, since)
         if moved is not None:
-            _recorded(client, report, moved, form)
+            _recorded(report, moved)
 
     return handoff.send(packed, settle)
 
@@ -283,16 +278,12 @@ def _report(job_id: str, batch: str, form: Mapping[str, str]) -> Report | None:
     )
 
 
-def _recorded(client: redis.Redis, report: Report, moved: int, form: Mapping[str, str]) -> str:
-    """Log and count what the report changed; a STOP it reveals for a recipient of the job
-    opts the number out. One for a number the job never texted (or a job not kept) does not:
-    V2 signs neither body nor query, so a V2 request captured and posted again once its nonce
-    is forgotten could otherwise opt out any number."""
+def _recorded(report: Report, moved: int) -> str:
+    """Log and count what the report changed. (A STOP it reveals opted the recipient out in the
+    store's same step, once, and only for a recipient of the job: V2 signs neither body nor
+    query, so a captured request posted again must not opt out any number it names, nor opt a
+    number out again after its START: `JobStore.record_report`.)"""
     if moved < 0:
         log.info("delivery report for an unknown recipient of job %s", report.job_id)
-    elif form.get("ErrorCode", "").strip() == BLOCKED_BY_STOP:
-        e164 = numbers.normalise("+" + report.number.lstrip("+"), None)[0]
-        if e164:
-            optouts.opt_out(client, e164)
     metrics.REPORTS.labels(report.status.value, RESULTS[moved]).inc()
     return RESULTS[moved]

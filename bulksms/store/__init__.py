@@ -10,6 +10,7 @@ record layouts (`records`, `model`), the Lua scripts (`scripts`). Callers get ty
 from bulksms.store.jobs import JobStore, KeyAnswered
 from bulksms.store.keys import RATE_LIMIT_PREFIX
 from bulksms.store.model import (
+    BLOCKED_BY_STOP,
     COUNTED_BATCH_STATES,
     FINISHED,
     BatchRecord,
@@ -34,6 +35,7 @@ from bulksms.store.model import (
 
 __all__ = [
     "KeyAnswered",
+    "BLOCKED_BY_STOP",
     "COUNTED_BATCH_STATES",
     "FINISHED",
     "RATE_LIMIT_PREFIX",

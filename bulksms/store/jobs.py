@@ -31,6 +31,7 @@ from bulksms.store.connections import ThreadConnections
 from bulksms.store.handed import HOURS as HANDED_HOURS
 from bulksms.store.handed import HandedBatches
 from bulksms.store.model import (
+    BLOCKED_BY_STOP,
     CODES,
     LAYOUT_VERSION,
     BatchRecord,
@@ -722,7 +723,9 @@ class JobStore:
         """1 when the status moved, 0 when it was old news, -1 for an unknown recipient. A
         report that moved a recipient still pending (its call not recorded yet, and perhaps
         never) names its batch in `handed`, so that Plivo's list does not take that message for
-        another call's.
+        another call's. A report blocked by STOP (`BLOCKED_BY_STOP`, from Plivo's post or its
+        answer to a lookup) that moved its recipient opts the number out in the same step, unless
+        the person's last STOP or START came after the call (`scripts.REPORT`).
 
         With `connection` (one the caller holds: `bulksms.api.report_fastpath`), the script is
         called on it directly: a third less of the client's time than through the pool. Redis
@@ -801,6 +804,8 @@ class JobStore:
             keys.batches(job_id),
             keys.parts(job_id),
             keys.ACTIVE_JOBS,
+            keys.OPT_OUTS,
+            keys.OPT_OUT_REPLIES,
         ], [
             number,
             code,
@@ -813,6 +818,7 @@ class JobStore:
             report.part,
             report.parts,
             job_id,
+            "1" if report.error_code.strip() == BLOCKED_BY_STOP else "",
         ]
 
     # -- the sweep's view ---------------------------------------------------------------------

@@ -416,6 +416,11 @@ class BatchRecord:
         return f"{BatchState.PENDING.value}|0|0"  # (as the release before wrote it)
 
 
+# Plivo's error code for a message the destination blocked (it replied STOP to this sender): a
+# report with it opts the recipient out (`JobStore.record_report`).
+BLOCKED_BY_STOP = "200"
+
+
 class Report(NamedTuple):
     """A delivery report, as far as the store cares."""
 

@@ -496,10 +496,15 @@ return 'resend'
 """
 )
 
-# KEYS: job, recipients, batches, parts. ARGV: number (digits), code, uuid (16 bytes, or '' to
-# keep what is there), tail (status, error, time), now, batch, units, amount (in 1/100000), and
-# for a report of one part of a long message, the part and the parts in all ('' otherwise).
+# KEYS: job, recipients, batches, parts, active jobs, opt-outs, opt-out replies. ARGV: number
+# (digits), code, uuid (16 bytes, or '' to keep what is there), tail (status, error, time), now,
+# batch, units, amount (in 1/100000), for a report of one part of a long message, the part and the
+# parts in all ('' otherwise), the job, and '1' for a report blocked by STOP ('' otherwise).
 # 1 moved (2: from pending, before its call was recorded), 0 old news, -1 no such recipient.
+# A report blocked by STOP opts its recipient out when it moves it, so once: old news (Plivo's
+# retry, or a captured report posted again) changes nothing, not even after the person's START or
+# an operator's opt-in; nor does a report whose call was made before the last STOP or START the
+# person sent (their later word wins).
 # What Plivo billed is added once per message part,
 # from the first report that carries a charge, whatever its status (Plivo charges at `sent`, and
 # many carriers never send more), else from its first final report. A single message keeps its
@@ -600,6 +605,13 @@ redis.call('HINCRBY', KEYS[1], 'c:' .. code, 1)
 redis.call('HSET', KEYS[1], 'updated_at', ARGV[5])
 -- A final status may be the job's last: the sweep looks at it next (to notify, and forget it).
 if RANK[code] >= $FINAL then wake(KEYS[5], ARGV[11]) end
+if ARGV[12] == '1' then
+  local reply = redis.call('HGET', KEYS[7], ARGV[1]) or ''
+  local replied = tonumber(string.match(reply, '^([^|]*)'))
+  local call = redis.call('HGET', KEYS[3], ARGV[6]) or ''
+  local made = tonumber(string.match(call, '^[^|]*|([^|]*)'))
+  if not (replied and made and replied > made) then redis.call('SADD', KEYS[6], ARGV[1]) end
+end
 return moved
 """
 )

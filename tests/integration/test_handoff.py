@@ -16,7 +16,7 @@ import requests
 
 from bulksms import signature
 from bulksms.api import webhooks
-from bulksms.store import JobStore, Status, server
+from bulksms.store import BLOCKED_BY_STOP, JobStore, Status, server
 from bulksms.store.handoff import NAME, Handoff
 from tests.helpers.own_redis import OwnRedis
 from tests.helpers.stack import Stack, wait_until
@@ -220,9 +220,9 @@ def test_a_report_that_reveals_a_stop_waits_for_redis(everysec: redis.Redis) -> 
     """Its opt-out must be stored before its 204: it is not handed over."""
     client = everysec
     handoff, jobs = Handoff(client), JobStore(client, 3600)
-    form = params("undelivered", ErrorCode=webhooks.BLOCKED_BY_STOP)
-    assert not webhooks.hand_over(jobs, client, handoff, "job", "0", form)
-    assert webhooks.hand_over(jobs, client, handoff, "job", "0", params("undelivered"))
+    form = params("undelivered", ErrorCode=BLOCKED_BY_STOP)
+    assert not webhooks.hand_over(jobs, handoff, "job", "0", form)
+    assert webhooks.hand_over(jobs, handoff, "job", "0", params("undelivered"))
     assert handoff.drain(60) and len(_handoff_ids(client)) == 1
 
 

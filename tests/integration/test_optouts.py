@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import secrets
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import redis
@@ -185,37 +186,95 @@ def test_a_start_dated_ahead_of_our_clock_does_not_hide_a_later_stop(stack: Stac
     assert found.status_code == 200, found.text
 
 
-def test_a_report_blocked_by_stop_opts_out_a_recipient_of_its_job_only(stack: Stack) -> None:
-    """V2 signs neither body nor query: a captured request posted again once its nonce is
-    forgotten must not opt out any number it names, only one its job texted."""
-    number, stranger = us_numbers(2)
-    job_id = stack.submit({"recipients": [number], "message": "hi"}).json()["job_id"]
+def blocked_report(
+    stack: Stack, job_id: str, to: str, nonce: str, v2: bool = False
+) -> Callable[[], int]:
+    """A 'blocked by STOP' report as Plivo posts it, signed once (V3, or V2 alone): each call
+    posts that very request, its status returned (a second call is a replay, byte for byte)."""
+    url = f"{stack.base_url}/api/webhooks/plivo/delivery-report?job={job_id}&batch=0"
+    params = {"MessageUUID": "u", "Status": "failed", "To": to.lstrip("+"), "ErrorCode": "200"}
     key = stack.settings.webhook_key or ""
-
-    def blocked(job: str, to: str, nonce: str) -> int:
-        url = f"{stack.base_url}/api/webhooks/plivo/delivery-report?job={job}&batch=0"
-        params = {"MessageUUID": "u", "Status": "failed", "To": to.lstrip("+"), "ErrorCode": "200"}
+    if v2:
+        headers = {signature.V2: signature.sign_v2(url, nonce, key), signature.V2_NONCE: nonce}
+    else:
         headers = {
             signature.V3: signature.sign_v3(url, params, nonce, key),
             signature.V3_NONCE: nonce,
         }
-        return requests.post(url, data=params, headers=headers, timeout=30).status_code
+    return lambda: requests.post(url, data=params, headers=headers, timeout=30).status_code
 
-    def opted_out(to: str) -> bool:
-        answer = requests.get(
-            f"{stack.base_url}/api/opt-outs/{to}", headers={"X-API-Key": API_KEY}, timeout=30
-        )
-        assert answer.status_code in (200, 404), answer.text
-        return answer.status_code == 200
 
-    assert blocked("f" * 32, stranger, "5") == 204  # a job not kept
-    assert blocked(job_id, stranger, "6") == 204  # a number its job never texted
-    assert not opted_out(stranger)
-    assert blocked(job_id, number, "7") == 204
-    assert opted_out(number)
+def opted_out(stack: Stack, number: str) -> bool:
+    answer = requests.get(f"{stack.base_url}/api/opt-outs/{number}", headers=AUTH, timeout=30)
+    assert answer.status_code in (200, 404), answer.text
+    return answer.status_code == 200
+
+
+def test_a_report_blocked_by_stop_opts_out_a_recipient_of_its_job_only(stack: Stack) -> None:
+    """V2 signs neither body nor query: a captured request posted again once its nonce is
+    forgotten must not opt out any number it names, only one its job texted."""
+    stack.sandbox.faults.update({"reports": False})  # the blocked report is the only one
+    number, stranger = us_numbers(2)
+    job_id = stack.submit({"recipients": [number], "message": "hi"}).json()["job_id"]
+    assert blocked_report(stack, "f" * 32, stranger, "5")() == 204  # a job not kept
+    assert blocked_report(stack, job_id, stranger, "6")() == 204  # a number it never texted
+    assert not opted_out(stack, stranger)
+    assert blocked_report(stack, job_id, number, "7")() == 204
+    assert opted_out(stack, number)
     refused = stack.submit({"recipients": [number], "message": "no"})
     assert refused.status_code == 422
     assert refused.json()["details"]["recipients"]["suppressed"] == 1
+
+
+def test_a_blocked_report_posted_again_changes_nothing(stack: Stack) -> None:
+    """A captured 'blocked by STOP' report posted again as it was, V3 or V2 (whose nonce is
+    bound to that same request): the first opted the recipient out; after the person's START,
+    or an operator's opt-in, the same request is answered 204 and opts nobody out again. It
+    moves no recipient: the opt-out is taken with the move, once (issue 19)."""
+    stack.sandbox.faults.update({"reports": False})  # the blocked reports are the only ones
+    by_start, by_operator, by_v2 = us_numbers(3)
+    job_id = stack.submit({"recipients": [by_start, by_operator, by_v2], "message": "hi"}).json()[
+        "job_id"
+    ]
+    stack.wait_for(job_id, lambda d: d["batches"]["submitted"] == 1)
+    reports = {
+        by_start: blocked_report(stack, job_id, by_start, secrets.token_hex(8)),
+        by_operator: blocked_report(stack, job_id, by_operator, secrets.token_hex(8)),
+        by_v2: blocked_report(stack, job_id, by_v2, secrets.token_hex(8), v2=True),
+    }
+    for number, post in reports.items():
+        assert post() == 204
+        assert opted_out(stack, number), number
+    assert inbound(stack, by_start, "START").status_code == 204
+    assert inbound(stack, by_v2, "START").status_code == 204
+    readmitted = requests.delete(
+        f"{stack.base_url}/api/opt-outs/{by_operator}", headers=AUTH, timeout=30
+    )
+    assert readmitted.status_code == 200
+    for number, post in reports.items():
+        assert post() == 204
+        assert not opted_out(stack, number), number
+    assert stack.status(job_id)["counts"]["failed"] == 3
+
+
+def test_a_blocked_report_of_a_call_made_before_the_person_s_start_opts_nobody_out(
+    stack: Stack,
+) -> None:
+    """Plivo may post a report late (it retries for a while): a call was blocked by an old STOP,
+    the person then sent START, and only then did the report arrive. Their later word wins, as
+    between their own replies; a report of a call made after their START opts them out."""
+    stack.sandbox.faults.update({"reports": False})
+    number = us_numbers(1)[0]
+    first = stack.submit({"recipients": [number], "message": "one"}).json()["job_id"]
+    stack.wait_for(first, lambda d: d["batches"]["submitted"] == 1)
+    assert inbound(stack, number, "START").status_code == 204  # sent after the first call
+    assert blocked_report(stack, first, number, secrets.token_hex(8))() == 204
+    assert not opted_out(stack, number)
+    # A call made after the START: the carrier's block is news since.
+    second = stack.submit({"recipients": [number], "message": "two"}).json()["job_id"]
+    stack.wait_for(second, lambda d: d["batches"]["submitted"] == 1)
+    assert blocked_report(stack, second, number, secrets.token_hex(8))() == 204
+    assert opted_out(stack, number)
 
 
 def test_suppression_finds_the_same_numbers_whichever_side_is_smaller(rdb: redis.Redis) -> None:

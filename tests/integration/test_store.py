@@ -17,6 +17,7 @@ import redis
 
 from bulksms.config import Settings
 from bulksms.store import (
+    BLOCKED_BY_STOP,
     BatchState,
     Claim,
     Job,
@@ -28,6 +29,7 @@ from bulksms.store import (
     Sending,
     Status,
     keys,
+    optouts,
     scripts,
 )
 from bulksms.store import handed as handed_module
@@ -183,6 +185,37 @@ def test_a_report_before_the_submission_is_recorded_and_not_undone(rdb: redis.Re
     assert counts(store) == {"pending": 1, "queued": 1, "delivered": 1}
     record = store.recipient("j1", 0, "+14155550100")
     assert record and (record.status, record.message_uuid) == (Status.DELIVERED, UUID)
+
+
+def test_a_report_blocked_by_stop_opts_out_with_its_move_once(rdb: redis.Redis) -> None:
+    """Whoever records it (the webhook, or the sweep's lookup of a message with no report), a
+    report blocked by STOP opts its recipient out in the step that moves it, and only then: the
+    same report again (a retry, a replay) changes nothing once the number was opted back in. A
+    call made before the person's last STOP or START is not theirs to overrule."""
+    store = make(rdb, [*NUMBERS, "+14155550103"])
+    store.claim_batch("j1", 0)
+    store.call_submitted("j1", 0, 1, 0, "api", [])
+    blocked = Report("j1", 0, "+14155550100", Status.FAILED, "u", BLOCKED_BY_STOP)
+    assert store.record_report(blocked) == 1
+    assert optouts.is_opted_out(rdb, "+14155550100")
+    assert optouts.opt_in(rdb, "+14155550100")
+    assert store.record_report(blocked) == 0
+    assert store.record_report(blocked._replace(status=Status.UNDELIVERED)) == 0
+    assert not optouts.is_opted_out(rdb, "+14155550100")
+    # Another error opts nobody out.
+    assert store.record_report(Report("j1", 0, "+14155550101", Status.FAILED, "v", "300")) == 1
+    assert not optouts.is_opted_out(rdb, "+14155550101")
+    # The person's START after the call, posted before its late report: the report moves its
+    # recipient and opts nobody out. A START before the call is older than the carrier's block.
+    store.claim_batch("j1", 1)
+    store.call_submitted("j1", 1, 1, 0, "api", [])
+    made = float(str(rdb.hget(keys.batches("j1"), "1")).split("|")[1])
+    assert optouts.apply_reply(rdb, "+14155550102", False, made + 1, "a") == "applied"
+    assert optouts.apply_reply(rdb, "+14155550103", False, made - 1, "b") == "applied"
+    for number in ("+14155550102", "+14155550103"):
+        assert store.record_report(blocked._replace(batch=1, number=number)) == 1
+    assert not optouts.is_opted_out(rdb, "+14155550102")
+    assert optouts.is_opted_out(rdb, "+14155550103")
 
 
 def test_repeated_and_older_reports_change_nothing(rdb: redis.Redis) -> None:
