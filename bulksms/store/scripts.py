@@ -609,8 +609,10 @@ if ARGV[12] == '1' then
   local reply = redis.call('HGET', KEYS[7], ARGV[1]) or ''
   local replied = tonumber(string.match(reply, '^([^|]*)'))
   local call = redis.call('HGET', KEYS[3], ARGV[6]) or ''
-  local made = tonumber(string.match(call, '^[^|]*|([^|]*)'))
-  if not (replied and made and replied > made) then redis.call('SADD', KEYS[6], ARGV[1]) end
+  local made = tonumber(string.match(call, '^[^|]*|([^|]*)'))  -- (0: a pending batch's, unknown)
+  if not (replied and made and made > 0 and replied > made) then
+    redis.call('SADD', KEYS[6], ARGV[1])
+  end
 end
 return moved
 """

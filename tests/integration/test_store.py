@@ -192,7 +192,7 @@ def test_a_report_blocked_by_stop_opts_out_with_its_move_once(rdb: redis.Redis) 
     report blocked by STOP opts its recipient out in the step that moves it, and only then: the
     same report again (a retry, a replay) changes nothing once the number was opted back in. A
     call made before the person's last STOP or START is not theirs to overrule."""
-    store = make(rdb, [*NUMBERS, "+14155550103"])
+    store = make(rdb, [*NUMBERS, "+14155550103", "+14155550104"])
     store.claim_batch("j1", 0)
     store.call_submitted("j1", 0, 1, 0, "api", [])
     blocked = Report("j1", 0, "+14155550100", Status.FAILED, "u", BLOCKED_BY_STOP)
@@ -216,6 +216,10 @@ def test_a_report_blocked_by_stop_opts_out_with_its_move_once(rdb: redis.Redis) 
         assert store.record_report(blocked._replace(batch=1, number=number)) == 1
     assert not optouts.is_opted_out(rdb, "+14155550102")
     assert optouts.is_opted_out(rdb, "+14155550103")
+    # A report before its batch's call is known (still pending: no time to weigh): taken.
+    assert optouts.apply_reply(rdb, "+14155550104", False, made, "c") == "applied"
+    assert store.record_report(blocked._replace(batch=2, number="+14155550104")) == 1
+    assert optouts.is_opted_out(rdb, "+14155550104")
 
 
 def test_repeated_and_older_reports_change_nothing(rdb: redis.Redis) -> None:
