@@ -42,7 +42,17 @@ _SPACED_NUMBER = re.compile(
     rf"(?:(?:{_SEPARATOR}|(?<=\))|(?=\())(?:\(\d{{2,8}}\)|\d{{2,8}})){{1,5}}"
     r"(?![0-9A-Za-z]|\.\d)"
 )
-_FEWEST_DIGITS = 7  # in a number either pattern masks
+# A number of 7 to 15 digits written against letters ('tel14155550100', 'ua+14155550100',
+# '14155550100abc'), as a client may write one anywhere: masked as one standing alone is, but in
+# a job's or a request's id (32 hex digits) or a UUID, standing alone, which is matched first and
+# kept. (After `_NUMBER`: what it masked, followed by '*', is not masked again.)
+_GLUED = re.compile(
+    r"(?<![0-9A-Za-z-])(?:[0-9a-f]{32}|[0-9a-f]{8}(?:-[0-9a-f]{4}){3}-[0-9a-f]{12})"
+    r"(?![0-9A-Za-z-])"
+    r"|(?<![\d+])(?:(?<=[A-Za-z])|(?=\+?\d{7,15}[A-Za-z]))(\+?\d{3,11})\d{4}(?![\d*])",
+    re.IGNORECASE,
+)
+_FEWEST_DIGITS = 7  # in a number any of these patterns masks
 # What has that shape but is no number: one starting with a date, an IPv4 address.
 _NOT_A_NUMBER = re.compile(
     r"\d{4}[-./_]\d{2}[-./_]\d{2}|\d{2}[-./_]\d{2}[-./_]\d{4}|\d{1,3}(?:\.\d{1,3}){3}$"
@@ -158,8 +168,12 @@ def _masked(text: str) -> str | None:
     if text.isascii() and sum(map(text.count, "0123456789%")) < _FEWEST_DIGITS:
         return None  # (each digit decoded is one written, a '%' sequence or beyond ASCII)
     decoded = unquote(unquote(text))
-    masked = mask_numbers(_SPACED_NUMBER.sub(_spaced, decoded))
+    masked = _GLUED.sub(_unglued, mask_numbers(_SPACED_NUMBER.sub(_spaced, decoded)))
     return masked if masked != decoded else None
+
+
+def _unglued(found: re.Match[str]) -> str:
+    return found[0] if found[1] is None else f"{found[1]}****"
 
 
 def _escape(found: re.Match[str]) -> str:

@@ -262,18 +262,20 @@ def test_the_proxy_passes_what_the_app_reads(stack: Stack, proxy: Nginx) -> None
         "/api/x/(415) 555-0199/y",
         "/api/x/+44+7911+123456",
         "/api/x/415_555_0123",
+        "/api/x/tel14155550125",  # (against letters: helper-57's review)
         f"/api/bulk-sms/{job}/cancel",
     ):
         requests.get(f"{proxy.base_url}{path}", headers={"X-Request-ID": "masked"}, timeout=30)
     masked = wait_until(
         lambda: [line for line in proxy.access_log.read_text().splitlines() if "masked" in line][
-            4:
+            5:
         ],
         what="nginx's access lines for the paths with numbers",
     )
     log = proxy.access_log.read_text()
-    assert not re.search(r"7911123|5550199|555-0199|123456\"|555_0123", log), log
+    assert not re.search(r"7911123|5550199|555-0199|123456\"|555_0123|5550125", log), log
     assert '"path":"/api/bulk-sms/****"' in log and '"path":"/api/x/****"' in log, masked
+    assert '"path":"/api/x/tel****"' in log, masked
     assert f'"path":"/api/bulk-sms/{job}/cancel"' in log, masked
     assert made in proxy.access_log.read_text()
 

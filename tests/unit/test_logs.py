@@ -231,3 +231,23 @@ def test_gunicorn_request_lines_mask_numbers_however_oddly_written(settings: Set
     # (a contiguous one keeps its first 8)
     for digits in ("0108", "0106", "0107", "0105", "7911", "٧٩١١", "0104"):
         assert digits not in written, written
+
+
+def test_gunicorn_request_lines_mask_numbers_written_against_letters(settings: Settings) -> None:
+    """'tel14155550100' in a path, a query, a Referer or a User-Agent (helper-57's review: each
+    reached the access log whole); a job's id and a UUID, however many digits they hold, kept."""
+    job = "1234567890" + "ab" * 11  # (32 hex digits)
+    uuid = "6f1c2a1e-8b7d-4c55-9a0e-3f2b1d4c5e6f"
+    fields = {
+        "r": f"GET /nope/tel14155550100/{job}/{uuid}?to=x+14155550101y&c=14155550102abc HTTP/1.1",
+        "f": "http://r/tel14155550103",
+        "a": "ua14155550104 build20261204",
+    }
+    with written_by(settings, "gunicorn.access") as (access, out):
+        access.info('"%(r)s" "%(f)s" "%(a)s"', SafeAtoms(fields))
+    written = out.getvalue()
+    for digits in ("0100", "0101", "0102", "0103", "0104"):
+        assert f"555{digits}" not in written, written
+    for kept in (job, uuid, "tel1415555****", "x+1415555****y", "1415555****abc", "ua1415555****"):
+        assert kept in written, written
+    assert "build2026****" in written, written  # (eight digits against letters: as a number)
