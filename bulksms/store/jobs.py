@@ -818,7 +818,7 @@ class JobStore:
             report.part,
             report.parts,
             job_id,
-            "1" if report.error_code.strip() == BLOCKED_BY_STOP else "",
+            "1" if _blocked(report) else "",
         ]
 
     # -- the sweep's view ---------------------------------------------------------------------
@@ -1028,6 +1028,16 @@ def _executed(answers: Sequence[Any]) -> Any:
         if isinstance(answer, redis.RedisError):
             raise answer
     return answers[-1]
+
+
+# The statuses a message blocked by STOP ends in: a report with Plivo's error 200 and another
+# status (`sent`, say) is not Plivo's, and opts nobody out.
+REFUSED = frozenset({Status.FAILED, Status.UNDELIVERED, Status.REJECTED})
+
+
+def _blocked(report: Report) -> bool:
+    """The report says the destination blocked the message with a STOP (Plivo's error 200)."""
+    return report.status in REFUSED and report.error_code.strip() == BLOCKED_BY_STOP
 
 
 def _now() -> str:

@@ -202,7 +202,8 @@ def test_a_report_blocked_by_stop_opts_out_with_its_move_once(rdb: redis.Redis) 
     assert store.record_report(blocked) == 0
     assert store.record_report(blocked._replace(status=Status.UNDELIVERED)) == 0
     assert not optouts.is_opted_out(rdb, "+14155550100")
-    # Another error opts nobody out.
+    # Another error opts nobody out, nor error 200 with a status a refused message never has.
+    assert store.record_report(blocked._replace(number="+14155550101", status=Status.SENT)) == 1
     assert store.record_report(Report("j1", 0, "+14155550101", Status.FAILED, "v", "300")) == 1
     assert not optouts.is_opted_out(rdb, "+14155550101")
     # The person's START after the call, posted before its late report: the report moves its
