@@ -595,6 +595,15 @@ if old == $pending then
   redis.call('HINCRBY', KEYS[3], 'e:' .. ARGV[6], 1)
   moved = 2  -- (the caller keeps its UUID: the call's answer may never be recorded)
 end
+-- Blocked by STOP: when the recipient's call was made, for the person's later word to win. Its
+-- record's time (written when its call was recorded, or by a report since), else, not written
+-- yet, its batch's (the claim of the call in flight; 0 or none: unknown).
+local blocked, made = ARGV[12] == '1', nil
+if blocked and own ~= '\0' then
+  made = struct.unpack('>I4', redis.call('GETRANGE', KEYS[2], base + 19, base + 22))
+elseif blocked then
+  made = tonumber(string.match(redis.call('HGET', KEYS[3], ARGV[6]) or '', '^[^|]*|([^|]*)'))
+end
 if ARGV[3] ~= '' then
   redis.call('SETRANGE', KEYS[2], base, ARGV[3] .. tail)
 else
@@ -605,12 +614,10 @@ redis.call('HINCRBY', KEYS[1], 'c:' .. code, 1)
 redis.call('HSET', KEYS[1], 'updated_at', ARGV[5])
 -- A final status may be the job's last: the sweep looks at it next (to notify, and forget it).
 if RANK[code] >= $FINAL then wake(KEYS[5], ARGV[11]) end
-if ARGV[12] == '1' then
-  local reply = redis.call('HGET', KEYS[7], ARGV[1]) or ''
-  local replied = tonumber(string.match(reply, '^([^|]*)'))
-  local call = redis.call('HGET', KEYS[3], ARGV[6]) or ''
-  local made = tonumber(string.match(call, '^[^|]*|([^|]*)'))  -- (0: a pending batch's, unknown)
-  if not (replied and made and made > 0 and replied > made) then
+if blocked then
+  local replied = tonumber(string.match(redis.call('HGET', KEYS[7], ARGV[1]) or '', '^([^|]*)'))
+  -- (a record's time is in whole seconds: a reply in the call's own second is not after it)
+  if not (replied and made and made > 0 and replied >= made + 1) then
     redis.call('SADD', KEYS[6], ARGV[1])
   end
 end

@@ -223,6 +223,28 @@ def test_a_report_blocked_by_stop_opts_out_with_its_move_once(rdb: redis.Redis) 
     assert optouts.is_opted_out(rdb, "+14155550104")
 
 
+def test_a_blocked_report_weighs_its_recipient_s_own_call_in_a_batch_of_several(
+    rdb: redis.Redis,
+) -> None:
+    """A batch sent in several calls (paced): the person's START after their own call, but
+    before the batch's last, is their later word (helper-58's review: the batch's time was
+    taken for every call's)."""
+    store = make(rdb, batch_size=3)  # one batch, one number a call
+    now = time.time()
+    for offset in range(3):
+        claim = store.claim_batch("j1", 0, offset, 1)
+        store.call_submitted("j1", 0, claim.attempt, offset, "api", [], [], now, claim.since)
+    # The batch finished well after its first call (as a paced one does, minutes later).
+    rdb.hset(keys.batches("j1"), "0", f"submitted|{now + 100}|api")
+    assert optouts.apply_reply(rdb, "+14155550100", False, now + 30, "start") == "applied"
+    assert optouts.apply_reply(rdb, "+14155550101", False, now - 30, "start") == "applied"
+    for number in ("+14155550100", "+14155550101"):
+        report = Report("j1", 0, number, Status.FAILED, "", BLOCKED_BY_STOP)
+        assert store.record_report(report) == 1
+    assert not optouts.is_opted_out(rdb, "+14155550100")  # START after its own call
+    assert optouts.is_opted_out(rdb, "+14155550101")  # START before it
+
+
 def test_repeated_and_older_reports_change_nothing(rdb: redis.Redis) -> None:
     store = make(rdb)
     store.batch_failed("j1", 1, None, "not this one")
