@@ -34,22 +34,26 @@ _NUMBER = re.compile(r"(?<![0-9A-Za-z])(\+\d{4,11}|\d{6,11})(\d{4})(?![0-9A-Za-z
 _OPT_OUT_PATH = re.compile(r"(/api/opt-outs/)[^?\"]*?(?=\sHTTP/|[?\"]|$)", re.IGNORECASE)
 # A number written with separators ('+1 (415) 555-0100', '415.555.0100', '+44+7911+123456' as
 # a form encodes it, '07911 123456'), as a client may put one in its request line, Referer or
-# User-Agent: masked whole in those. (A version like 'Chrome/120.0.6099.109' does not match: its
-# '.0' is too short a group, and no match starts after a dot.)
+# User-Agent, letters against it or not ('tel(415)5550100'): masked whole in those. (A version
+# like 'Chrome/120.0.6099.109' does not match: its '.0' is too short a group, and no match
+# starts after a dot.)
 _SEPARATOR = "[\\s.+_\\-\u2010-\u2015]+"  # (\s: any space: a tab, a thin one)
 _SPACED_NUMBER = re.compile(
-    r"(?<![0-9A-Za-z.])\+?(?:\(\d{1,5}\)|\d{1,5})"
+    r"(?<![0-9.])\+?(?:\(\d{1,5}\)|\d{1,5})"
     rf"(?:(?:{_SEPARATOR}|(?<=\))|(?=\())(?:\(\d{{2,8}}\)|\d{{2,8}})){{1,5}}"
-    r"(?![0-9A-Za-z]|\.\d)"
+    r"(?![0-9]|\.\d)"
 )
 # A number of 7 to 15 digits written against letters ('tel14155550100', 'ua+14155550100',
-# '14155550100abc'), as a client may write one anywhere: masked as one standing alone is, but in
-# a job's or a request's id (32 hex digits) or a UUID, standing alone, which is matched first and
-# kept. (After `_NUMBER`: what it masked, followed by '*', is not masked again.)
+# '14155550100abc'), as a client may write one anywhere: masked as one standing alone is.
 _GLUED = re.compile(
-    r"(?<![0-9A-Za-z-])(?:[0-9a-f]{32}|[0-9a-f]{8}(?:-[0-9a-f]{4}){3}-[0-9a-f]{12})"
-    r"(?![0-9A-Za-z-])"
-    r"|(?<![\d+])(?:(?<=[A-Za-z])|(?=\+?\d{7,15}[A-Za-z]))(\+?\d{3,11})\d{4}(?![\d*])",
+    r"(?<!\d)(?:(?<=[A-Za-z])|(?<=[A-Za-z]\+)|(?=\d{7,15}[A-Za-z]))(\d{3,11})\d{4}(?!\d)"
+)
+# A job's or a request's id (32 hex digits, a letter among them) or a UUID, standing alone: kept
+# whole in what a client wrote, whatever digits it holds (split out before numbers are looked
+# for). 32 decimal digits are no id: numbers, maybe.
+_IDS = re.compile(
+    r"((?<![0-9A-Za-z])(?:(?=[0-9]{0,31}[a-f])[0-9a-f]{32}"
+    r"|(?=[0-9-]{0,35}[a-f])[0-9a-f]{8}(?:-[0-9a-f]{4}){3}-[0-9a-f]{12})(?![0-9A-Za-z]))",
     re.IGNORECASE,
 )
 _FEWEST_DIGITS = 7  # in a number any of these patterns masks
@@ -168,12 +172,14 @@ def _masked(text: str) -> str | None:
     if text.isascii() and sum(map(text.count, "0123456789%")) < _FEWEST_DIGITS:
         return None  # (each digit decoded is one written, a '%' sequence or beyond ASCII)
     decoded = unquote(unquote(text))
-    masked = _GLUED.sub(_unglued, mask_numbers(_SPACED_NUMBER.sub(_spaced, decoded)))
+    pieces = _IDS.split(decoded)  # (the ids at odd places)
+    masked = "".join(p if i % 2 else _unnumbered(p) for i, p in enumerate(pieces))
     return masked if masked != decoded else None
 
 
-def _unglued(found: re.Match[str]) -> str:
-    return found[0] if found[1] is None else f"{found[1]}****"
+def _unnumbered(text: str) -> str:
+    """`text` with its numbers masked: written with separators, against letters, or alone."""
+    return mask_numbers(_GLUED.sub(r"\1****", _SPACED_NUMBER.sub(_spaced, text)))
 
 
 def _escape(found: re.Match[str]) -> str:

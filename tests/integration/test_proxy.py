@@ -263,19 +263,23 @@ def test_the_proxy_passes_what_the_app_reads(stack: Stack, proxy: Nginx) -> None
         "/api/x/+44+7911+123456",
         "/api/x/415_555_0123",
         "/api/x/tel14155550125",  # (against letters: helper-57's review)
+        "/api/y/tel14155550126abcdefabcdefabcdefabc",  # (not an id: helper-58's)
+        "/api/z/" + "".join(f"%25{ord(d):x}" for d in "14155550127"),  # (encoded twice)
+        "/api/w/" + "".join(chr(0xFF10 + int(d)) for d in "4155550128"),  # (fullwidth)
         f"/api/bulk-sms/{job}/cancel",
     ):
         requests.get(f"{proxy.base_url}{path}", headers={"X-Request-ID": "masked"}, timeout=30)
     masked = wait_until(
         lambda: [line for line in proxy.access_log.read_text().splitlines() if "masked" in line][
-            5:
+            8:
         ],
         what="nginx's access lines for the paths with numbers",
     )
     log = proxy.access_log.read_text()
-    assert not re.search(r"7911123|5550199|555-0199|123456\"|555_0123|5550125", log), log
+    assert not re.search(r"7911123|5550199|555-0199|123456\"|555_0123|555012[56]", log), log
     assert '"path":"/api/bulk-sms/****"' in log and '"path":"/api/x/****"' in log, masked
-    assert '"path":"/api/x/tel****"' in log, masked
+    assert '"path":"/api/x/tel****"' in log and '"path":"/api/y/tel****"' in log, masked
+    assert '"path":"/api/z/****"' in log and '"path":"/api/w/****"' in log, masked
     assert f'"path":"/api/bulk-sms/{job}/cancel"' in log, masked
     assert made in proxy.access_log.read_text()
 

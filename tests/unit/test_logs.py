@@ -237,17 +237,22 @@ def test_gunicorn_request_lines_mask_numbers_written_against_letters(settings: S
     """'tel14155550100' in a path, a query, a Referer or a User-Agent (helper-57's review: each
     reached the access log whole); a job's id and a UUID, however many digits they hold, kept."""
     job = "1234567890" + "ab" * 11  # (32 hex digits)
-    uuid = "6f1c2a1e-8b7d-4c55-9a0e-3f2b1d4c5e6f"
+    uuids = ("6f1c2a1e-8b7d-4c55-9a0e-3f2b1d4c5e6f", "12345678-1234-4567-8901-abcdefabcdef")
     fields = {
-        "r": f"GET /nope/tel14155550100/{job}/{uuid}?to=x+14155550101y&c=14155550102abc HTTP/1.1",
-        "f": "http://r/tel14155550103",
-        "a": "ua14155550104 build20261204",
+        "r": f"GET /nope/tel14155550100/{job}/{uuids[0]}?to=x+14155550101y&c=14155550102abc"
+        f"&u={uuids[1]}&i=x-{job}-y HTTP/1.1",
+        "f": "http://r/tel14155550103*",
+        "a": "ua14155550104 build20261204 a++14155550105b",
     }
+    # (from helper-58's review: separators against letters; ids beside dashes)
+    spaced = {"r": "GET /x/tel415.555.0106/tel(415)5550107/tel07911_123408 HTTP/1.1"}
     with written_by(settings, "gunicorn.access") as (access, out):
         access.info('"%(r)s" "%(f)s" "%(a)s"', SafeAtoms(fields))
+        access.info('"%(r)s"', SafeAtoms(spaced))
     written = out.getvalue()
-    for digits in ("0100", "0101", "0102", "0103", "0104"):
-        assert f"555{digits}" not in written, written
-    for kept in (job, uuid, "tel1415555****", "x+1415555****y", "1415555****abc", "ua1415555****"):
+    for digits in ("0100", "0101", "0102", "0103", "0104", "0105", "0106", "0107"):
+        assert f"555{digits}" not in written and f"555.{digits}" not in written, written
+    assert "123408" not in written, written
+    for kept in (job, *uuids, "tel1415555****", "x+1415555****y", "1415555****abc", "/tel****/"):
         assert kept in written, written
     assert "build2026****" in written, written  # (eight digits against letters: as a number)
