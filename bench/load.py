@@ -39,6 +39,7 @@ class _Conn:
         self.sock.setblocking(False)
         self.buffer = b""
         self.since = 0.0  # when its request in flight was due
+        self.closing = False  # its last answer said `Connection: close`
 
     def answer(self) -> tuple[int, bytes] | None:
         """The status and body of a complete answer in the buffer (consumed), or None."""
@@ -51,6 +52,8 @@ class _Conn:
             name, _, value = line.partition(":")
             if name.lower() == "content-length":
                 length = int(value)
+            elif name.lower() == "connection" and value.strip().lower() == "close":
+                self.closing = True
         end = head_end + 4 + length
         if len(self.buffer) < end:
             return None
@@ -89,6 +92,17 @@ def run(
     def due(now: float) -> float:
         return started + sent / rate if rate else now
 
+    def replace(conn: _Conn) -> _Conn:
+        """A fresh connection in the place of one the server closed (or said it would)."""
+        selector.unregister(conn.sock)
+        conn.sock.close()
+        fresh = _Conn(port)
+        selector.register(fresh.sock, selectors.EVENT_READ, fresh)
+        conns[conns.index(conn)] = fresh
+        if conn in idle:  # (in place: the caller may hold the deque)
+            idle[idle.index(conn)] = fresh
+        return fresh
+
     while True:
         now = time.perf_counter()
         while idle and sent < len(requests) and now < deadline and due(now) <= now:
@@ -108,12 +122,7 @@ def run(
             if not chunk:  # closed by the server: its request in flight, if any, failed
                 if conn not in idle:
                     result.statuses[0] += 1
-                selector.unregister(conn.sock)
-                conn.sock.close()
-                fresh = _Conn(port)
-                selector.register(fresh.sock, selectors.EVENT_READ, fresh)
-                conns[conns.index(conn)] = fresh
-                idle = deque(fresh if c is conn else c for c in idle)
+                fresh = replace(conn)
                 if fresh not in idle:
                     idle.append(fresh)
                 continue
@@ -128,7 +137,8 @@ def run(
                     result.answered += 1
                     result.seconds = now - started
                     result.latencies.append(now - conn.since)
-                idle.append(conn)
+                # (gunicorn closes a connection past its idle ones: `worker_connections`)
+                idle.append(replace(conn) if conn.closing else conn)
     for conn in conns:
         conn.sock.close()
     return result
