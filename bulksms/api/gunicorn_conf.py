@@ -19,6 +19,14 @@ bind = os.environ.get("GUNICORN_BIND", "0.0.0.0:8000")
 workers = int(os.environ.get("WEB_CONCURRENCY", str(2 * (os.cpu_count() or 1) + 1)))
 worker_class = "gthread"
 threads = int(os.environ.get("GUNICORN_THREADS", "4"))
+# Each process holds at most twice its threads in connections (gunicorn's default: 1000), and
+# keeps at most its threads' number idle (it closes the next one to finish: the client
+# reconnects). Clients that connect at once (a pool, a load generator) landed mostly on the one
+# process that was accepting first: 10 to 15 of 16 connections on one of five, which then had
+# a core's work queued behind its four threads and one GIL while the others idled; alerts' p50
+# went from 2 to 4-10 ms in such minutes (bench/RESULTS.md, 2026-12-04). Given with --threads,
+# give this too (`bulksms up` does): gunicorn reads it from here, not from the threads given.
+worker_connections = 2 * threads
 timeout = 60  # a million-recipient submit must fit
 # Behind nginx (docker-compose.yml) the idle connections are nginx's to its upstream, which it
 # drops after 4 s (deploy/nginx/): before this, so it never sends a request on one being closed.

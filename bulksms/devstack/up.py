@@ -88,6 +88,8 @@ def gunicorn_command(app: str, bind: str) -> list[str]:
         "2",
         "--threads",
         "8",
+        "--worker-connections",  # (twice the threads, as gunicorn_conf's)
+        "16",
     ]
 
 

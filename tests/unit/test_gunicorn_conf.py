@@ -20,8 +20,8 @@ import json, sys
 from gunicorn.app.wsgiapp import WSGIApplication
 sys.argv = json.loads(sys.argv[1])
 cfg = WSGIApplication("%(prog)s [OPTIONS] [APP_MODULE]").cfg
-names = ("bind", "workers", "threads", "worker_class", "keepalive", "accesslog",
-         "control_socket_disable")
+names = ("bind", "workers", "threads", "worker_connections", "worker_class", "keepalive",
+         "accesslog", "control_socket_disable")
 found = {n: cfg.settings[n].get() for n in names if n in cfg.settings}
 found["json_logs"] = "json" in (cfg.logconfig_dict.get("formatters") or {})
 found["child_exit"] = cfg.child_exit.__module__
@@ -49,6 +49,9 @@ def assert_the_apps_settings(found: dict[str, Any]) -> None:
     assert found["worker_class"] == "gthread"
     assert found["keepalive"] == 5  # under nginx's 4 s to its upstream (deploy/nginx/)
     assert found["accesslog"] == "-"
+    # A process takes at most twice its threads in connections, so that clients connecting at
+    # once are spread over the processes (tests/integration/test_web_connections.py).
+    assert found["worker_connections"] == 2 * found["threads"]
     assert found["json_logs"] is True  # gunicorn's lines as JSON, like the app's
     assert found["child_exit"] == "bulksms.api.gunicorn_conf"  # a dead worker's metrics go
     # gunicorn 25+ would open a control socket (runtime reload, worker count) at one path per
