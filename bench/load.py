@@ -92,16 +92,17 @@ def run(
     def due(now: float) -> float:
         return started + sent / rate if rate else now
 
-    def replace(conn: _Conn) -> _Conn:
-        """A fresh connection in the place of one the server closed (or said it would)."""
+    def replace(conn: _Conn) -> None:
+        """A fresh connection, idle, in the place of one the server closed (or said it would)."""
         selector.unregister(conn.sock)
         conn.sock.close()
         fresh = _Conn(port)
         selector.register(fresh.sock, selectors.EVENT_READ, fresh)
         conns[conns.index(conn)] = fresh
-        if conn in idle:  # (in place: the caller may hold the deque)
+        if conn in idle:  # (keeping its turn)
             idle[idle.index(conn)] = fresh
-        return fresh
+        else:
+            idle.append(fresh)
 
     while True:
         now = time.perf_counter()
@@ -122,9 +123,7 @@ def run(
             if not chunk:  # closed by the server: its request in flight, if any, failed
                 if conn not in idle:
                     result.statuses[0] += 1
-                fresh = replace(conn)
-                if fresh not in idle:
-                    idle.append(fresh)
+                replace(conn)
                 continue
             conn.buffer += chunk
             if (answer := conn.answer()) is not None:
@@ -137,8 +136,10 @@ def run(
                     result.answered += 1
                     result.seconds = now - started
                     result.latencies.append(now - conn.since)
-                # (gunicorn closes a connection past its idle ones: `worker_connections`)
-                idle.append(replace(conn) if conn.closing else conn)
+                if conn.closing:  # (gunicorn closes one past its idle ones: `worker_connections`)
+                    replace(conn)
+                else:
+                    idle.append(conn)
     for conn in conns:
         conn.sock.close()
     return result
