@@ -23,6 +23,7 @@ from typing import Any, cast
 import hiredis
 import redis
 from redis.client import Pipeline
+from redis.commands.core import Script
 from redis.connection import Connection
 from redis.exceptions import NoScriptError
 
@@ -159,12 +160,7 @@ class JobStore:
         args += [len(guard.numbers), *(n.lstrip("+") for n in guard.numbers)]
         args += _words_of(writes)
         script_keys = [keys.OPT_OUTS, keys.PACE_ACCOUNT, *(w.key for w in guard.windows)]
-        evalsha = ("EVALSHA", self._guarded.sha, len(script_keys), *script_keys, *args)
-        try:
-            (answer,) = self._send([evalsha])
-        except NoScriptError:  # (Redis restarted: its script cache is empty. Nothing ran.)
-            _, answer = self._send([("SCRIPT", "LOAD", self._guarded.script), evalsha])
-        outcome, *value = answer
+        outcome, *value = self._run(self._guarded, script_keys, args)
         return Guarded(outcome, float(value[0]) if value else 0.0)
 
     def _writes(
@@ -254,6 +250,16 @@ class JobStore:
         writes += self._index(job.job_id, float(now), job.send_at)
         writes += [("LPUSH", queue, message) for queue, message in tasks]
         return writes
+
+    def _run(self, script: Script, script_keys: Sequence[str], args: Sequence[Any]) -> Any:
+        """A registered script's answer, run by its digest through `_send` (loaded first where
+        Redis has lost it, as after a restart: nothing ran)."""
+        evalsha = ("EVALSHA", script.sha, len(script_keys), *script_keys, *args)
+        try:
+            (answer,) = self._send([evalsha])
+        except NoScriptError:
+            _, answer = self._send([("SCRIPT", "LOAD", script.script), evalsha])
+        return answer
 
     def _send(self, commands: Sequence[Sequence[Any]], raising: bool = True) -> list[Any]:
         """Run commands packed by hiredis in C and sent in one write, and their answers:
@@ -697,12 +703,12 @@ class JobStore:
 
     def batches_of(self, job_ids: Sequence[str]) -> list[list[BatchRecord] | None]:
         """`batches` of each of these jobs, in one round trip (None: a record that cannot be
-        read, which must not stop the others being read)."""
-        pipe = self.redis.pipeline(transaction=False)
-        for job_id in job_ids:
-            pipe.hgetall(keys.batches(job_id))
-        found = pipe.execute(raise_on_error=False) if job_ids else []
-        return [None if isinstance(f, Exception) else _readable(f) for f in found]
+        read, which must not stop the others being read). Through `_send`: the sweep asks this
+        of thousands of jobs, and redis-py's pipeline spent more packing and wrapping their
+        commands than Redis took to answer them."""
+        commands = [("HGETALL", keys.batches(job_id)) for job_id in job_ids]
+        found = self._send(commands, raising=False) if commands else []
+        return [None if isinstance(f, Exception) else _readable(_as_dict(f)) for f in found]
 
     def mark_enqueued_many(self, marks: Sequence[tuple[str, int, int | None]], at: float) -> None:
         """`mark_enqueued` for each (job, batch, redispatched), at `at`, in one round trip."""
@@ -854,7 +860,7 @@ class JobStore:
         """Each job (job id, its due time as `jobs_to_sweep` read it, its next) is looked at
         next at that next time, unless it was made due since it was read."""
         args = [str(x) if isinstance(x, str) else repr(float(x)) for job in jobs for x in job]
-        self._look_again(keys=[keys.ACTIVE_JOBS], args=args)
+        self._run(self._look_again, [keys.ACTIVE_JOBS], args)
 
     def look_now(self, job_id: str, pipe: Pipeline | None = None) -> None:
         """The sweep looks at the job at its next pass (if it still looks after it): due
@@ -999,6 +1005,13 @@ class JobStore:
         blob, state, *packed = pipe.execute()
         record = BatchRecord.parse(batch, state) if state else None
         return blob or b"", record, (packed[0] or b"") if packed else b""
+
+
+def _as_dict(answer: list[str] | dict[str, str]) -> dict[str, str]:
+    """A hash as HGETALL answers it unwrapped: RESP2's flat list, or RESP3's map."""
+    if isinstance(answer, dict):
+        return answer
+    return dict(zip(answer[::2], answer[1::2], strict=True))
 
 
 def _readable(found: dict[str, str]) -> list[BatchRecord] | None:

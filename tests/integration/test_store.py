@@ -655,6 +655,11 @@ def test_a_job_waiting_for_reports_is_looked_at_when_due_or_at_a_final_report(
     assert store.jobs_to_sweep(now) == [] and store.jobs_to_sweep(now + 1000) == [
         ("j1", now + 1000)
     ]
+    rdb.script_flush()  # (as after a restart: the sweep's script is loaded again, and runs)
+    store.look_again([("j1", now + 1000, now + 1500)])
+    assert store.jobs_to_sweep(now + 1000) == [] and store.jobs_to_sweep(now + 1500) == [
+        ("j1", now + 1500)
+    ]
     store.claim_batch("j1", 0)
     # A claim: the call may die with its worker, and the sweep must see the batch `sending`.
     ((_, claimed),) = store.jobs_to_sweep(now)
