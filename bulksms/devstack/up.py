@@ -77,6 +77,7 @@ def gunicorn_command(app: str, bind: str) -> list[str]:
     would look for gunicorn.conf.py only in the directory it starts in, and `bulksms up` starts
     wherever its user stands), sized for one machine: two processes of eight threads, not
     production's two a core plus one."""
+    threads = 8
     return [
         "gunicorn",
         app,
@@ -87,9 +88,9 @@ def gunicorn_command(app: str, bind: str) -> list[str]:
         "--workers",
         "2",
         "--threads",
-        "8",
+        str(threads),
         "--worker-connections",  # (twice the threads, as gunicorn_conf's)
-        "16",
+        str(2 * threads),
     ]
 
 
