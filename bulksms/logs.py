@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
 import re
 import sys
 from collections.abc import Iterable, Iterator
@@ -23,6 +22,7 @@ from urllib.parse import unquote, urlsplit
 
 from pythonjsonlogger.json import JsonFormatter
 
+from bulksms import ids
 from bulksms.config import Settings
 
 _context: ContextVar[dict[str, object]] = ContextVar("bulksms_log_context", default={})  # noqa: B039 (never mutated)
@@ -76,7 +76,7 @@ _REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")  # a caller's X-Request-ID we 
 
 def request_id(given: str) -> str:
     """A request's id: the caller's X-Request-ID when it is a plain one, else a new one."""
-    return given if _REQUEST_ID.fullmatch(given) else os.urandom(16).hex()
+    return given if _REQUEST_ID.fullmatch(given) else ids.hex_id()
 
 
 def mask_numbers(text: str) -> str:

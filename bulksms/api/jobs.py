@@ -7,14 +7,13 @@ import hashlib
 import io
 import logging
 import math
-import uuid
 from collections.abc import Callable, Sequence
 from typing import IO, Any
 
 import redis
 from flask import Blueprint, Response, jsonify, request, stream_with_context
 
-from bulksms import metrics, taskqueue
+from bulksms import ids, metrics, taskqueue
 from bulksms.api import idempotency, submission
 from bulksms.api import recipients as recipients_report
 from bulksms.api.auth import require_api_key, scope
@@ -303,7 +302,7 @@ def _new_job(sub: submission.Submission, retry_of: str | None, s: Settings) -> N
         # (the mean, for the pace's ETA)
         segments_per_message = -(-sub.total_segments // len(accepted))
     return NewJob(
-        job_id=uuid.uuid4().hex,
+        job_id=ids.uuid4_hex(),
         sending=sub.sending,
         recipients=recipients,
         received=sub.recipients.received,

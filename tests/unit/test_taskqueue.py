@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import uuid
 
 from celery import Celery
 
@@ -28,6 +29,8 @@ def test_each_message_carries_its_own_ids_args_and_queue_escaped_as_json() -> No
         ]
         assert headers["id"] == headers["root_id"] == properties["correlation_id"]
         assert properties["delivery_tag"] != headers["id"]
+        for made_id in (headers["id"], properties["delivery_tag"]):
+            assert uuid.UUID(made_id).version == 4
         assert properties["delivery_info"] == {"exchange": "", "routing_key": "bulksms.urgent"}
         assert properties["reply_to"] == celery.thread_oid
         assert float(headers[taskqueue.PUSHED]) > 0
