@@ -110,6 +110,12 @@ def parse(source: str) -> Template:
     return Template(source, tuple(places), "".join(form), "".join(literal))
 
 
+def brace_free(text: str) -> Template:
+    """`parse(text)` of a text without a "{" (no placeholder, nothing to unescape), unsearched."""
+    assert "{" not in text
+    return Template(text, (), _escaped(text), text)
+
+
 def escape(text: str) -> str:
     """A template that renders `text` as it is."""
     return text.replace("{{", "{{{{")

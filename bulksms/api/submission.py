@@ -28,7 +28,7 @@ from bulksms.api.errors import ApiError
 from bulksms.config import ALPHANUMERIC_SENDER_RE, E164_RE, UUID_RE, Settings
 from bulksms.message import GSM7, LIMITS, Encoded, encode
 from bulksms.store import Sending
-from bulksms.template import Template, TemplateError, measure, plain, plain_segments
+from bulksms.template import Template, TemplateError, brace_free, measure, plain, plain_segments
 from bulksms.template import parse as parse_template
 
 MAX_SCHEDULE_SECONDS = 30 * 86400  # and at most half the retention: the job must outlive it
@@ -127,6 +127,51 @@ class Submission:
         return self.encoded.segments * len(self.recipients.accepted)
 
 
+# A body that sets no option: the options as the schema reads them then (its defaults).
+_NO_OPTIONS = Checked(schemas.SubmitFields.model_construct(), {})
+
+
+def _read_plain(body: Any, settings: Settings) -> Submission | None:
+    """`read_submission` of the commonest body, an alert's: its recipients as strings and a
+    message without placeholders ("{" nowhere), nothing else, from the service's own sender.
+    The same Submission, read without the schema and the options, which a body that sets none
+    of them does not need (on a busy host their reading cost a one-recipient submit more than
+    anything else in its request). None for any other body, and for one this would refuse:
+    `read_submission` reads those, and answers them."""
+    if type(body) is not dict or len(body) != 2:
+        return None
+    entries, text = body.get("recipients"), body.get("message")
+    src, powerpack = settings.plivo_sender_id, settings.plivo_powerpack_uuid
+    if (
+        type(entries) is not list
+        or type(text) is not str
+        or not entries
+        or len(entries) > settings.max_recipients
+        or "{" in text
+        or len(text) > MAX_TEMPLATE_CHARACTERS
+        or (src is None and powerpack is None)
+        or invisible(text)
+        or _SURROGATE.search(text)
+        or not all(type(entry) is str for entry in entries)
+    ):
+        return None
+    encoded = encode(text)
+    if encoded.length > encoded.limit:
+        return None
+    recipients = numbers.sort_out(
+        entries, settings.default_region, settings.allowed_countries, INVALID_SHOWN
+    )
+    if not recipients.accepted or src in recipients.accepted:  # (refused: the general way)
+        return None
+    return Submission(
+        recipients=recipients,
+        sending=Sending(message=text, src=src, powerpack_uuid=powerpack),
+        encoded=encoded,
+        body=_NO_OPTIONS,
+        template=brace_free(text),
+    )
+
+
 def parse_json(raw: bytes, content_type: str | None, most: int | None = None) -> Any:
     """The body's JSON; with `most` (recipients a request may carry), refused unparsed if it
     holds far more objects and arrays than that many recipients could need: parsed, each costs
@@ -178,6 +223,8 @@ def form_body(form: Mapping[str, str]) -> dict[str, Any]:
 
 def read_submission(body: Any, settings: Settings, upload: IO[bytes] | None = None) -> Submission:
     """A JSON body, or (with `upload`, a CSV contact file) a form's fields."""
+    if upload is None and (sub := _read_plain(body, settings)) is not None:
+        return sub
     model: type[schemas.SubmitFields] = schemas.SubmitForm if upload else schemas.SubmitRequest
     checked = check(model, body)
     fields = checked.fields
