@@ -51,6 +51,9 @@ MAX_BODY = 16 * 1024  # an alert's body; bigger jobs go through Flask
 Answer = tuple[int, dict[str, Any], list[tuple[str, str]]]
 
 
+_compact = json.JSONEncoder(separators=(",", ":")).encode  # (json.dumps makes one a call)
+
+
 class SmallSubmits:
     def __init__(self, app: Flask, following: WSGIApplication) -> None:
         self.app = app
@@ -65,6 +68,9 @@ class SmallSubmits:
         assert all(limit.amount >= 1 for limit in self.limits)
         assert isinstance(limiter.limiter.storage, RedisStorage)
         self.storage = limiter.limiter.storage
+        # A valid key's name in the limits and its windows there, made at its first request
+        # (the keys are the service's own: a handful).
+        self.known: dict[str, tuple[str, list[Window]]] = {}
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         key = environ.get("HTTP_X_API_KEY")
@@ -88,7 +94,7 @@ class SmallSubmits:
                 status, body, headers = self._answer(environ, key, int(length))
         finally:
             logs.unbind(token)
-        payload = (json.dumps(body, separators=(",", ":")) + "\n").encode()
+        payload = (_compact(body) + "\n").encode()
         start_response(
             _status_line(status),
             [
@@ -105,7 +111,7 @@ class SmallSubmits:
     def _answer(self, environ: WSGIEnvironment, key: str, length: int) -> Answer:
         """What the Flask view would answer: 202 and the job, or the error."""
         try:
-            who = "key:" + fingerprint(key)
+            who, windows = self.known.get(key) or self._know(key)
             raw = environ["wsgi.input"].read(length)
             idempotency_key = environ.get("HTTP_IDEMPOTENCY_KEY")
             if idempotency_key is None:
@@ -117,7 +123,7 @@ class SmallSubmits:
                         return refused
                     raise
                 if alert is not None:
-                    return self._alert(body, *alert, who)
+                    return self._alert(body, *alert, who, windows)
             if (refused := self._count(who)) is not None:
                 return refused
             body = submission.parse_json(raw, environ.get("CONTENT_TYPE"), self.most)
@@ -141,12 +147,19 @@ class SmallSubmits:
             return _error(500, "internal_error", "Something went wrong on our side.")
         return _accepted(answer, replayed)
 
-    def _alert(self, body: Any, sub: Submission, valid: list[str], who: str) -> Answer:
-        """The common case: the job made in one round trip, the limits counted in it."""
+    def _know(self, key: str) -> tuple[str, list[Window]]:
+        who = "key:" + fingerprint(key)
         windows = [
             Window(self.storage.prefixed_key(limit.key_for(*self._names(who))), *self._size(limit))
             for limit in self.limits
         ]
+        self.known[key] = who, windows
+        return who, windows
+
+    def _alert(
+        self, body: Any, sub: Submission, valid: list[str], who: str, windows: list[Window]
+    ) -> Answer:
+        """The common case: the job made in one round trip, the limits counted in it."""
         try:
             answer = api.make_alert(sub, valid, windows)
         except api.LimitReached as reached:
