@@ -392,6 +392,8 @@ class Settings:
 
     def sender_cap(self, sender: str) -> float | None:
         """A sender's own cap (PLIVO_SENDER_MPS), in messages a second; None if it has none."""
+        if not self.plivo_sender_mps:  # (most services: no sender has a cap of its own)
+            return None
         return dict(self.plivo_sender_mps).get(sender_key(sender))
 
     def pace_for(self, sender: str) -> float:

@@ -51,7 +51,8 @@ MAX_BODY = 16 * 1024  # an alert's body; bigger jobs go through Flask
 Answer = tuple[int, dict[str, Any], list[tuple[str, str]]]
 
 
-_compact = json.JSONEncoder(separators=(",", ":")).encode  # (json.dumps makes one a call)
+# (json.dumps makes an encoder a call; the answers are the fast path's own dicts: no cycles)
+_compact = json.JSONEncoder(separators=(",", ":"), check_circular=False).encode
 
 
 class SmallSubmits:
