@@ -10,16 +10,18 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Iterator
 
 BLOCK = 4096  # bytes read at once: 256 ids of 16 bytes
+SIZE = 16
 
 
 class _Block(threading.local):
-    """This thread's unread randomness. (Each thread its own: no lock in the way.)"""
+    """This thread's unread randomness, as the 16-byte pieces left. (Each thread its own: no
+    lock in the way.)"""
 
     def __init__(self) -> None:
-        self.data = b""
-        self.at = 0
+        self.pieces: Iterator[bytes] = iter(())
         self.generation = -1
 
 
@@ -35,24 +37,28 @@ def _forked() -> None:
 os.register_at_fork(after_in_child=_forked)
 
 
-def random_bytes(n: int) -> bytes:
-    """`os.urandom(n)` (n at most `BLOCK`)."""
+def _random16() -> bytes:
+    """16 bytes of `os.urandom`, never handed out twice: each piece is taken by one `next`
+    (a signal handler's call in between takes another), and a process forked while taking
+    one drops it (its parent has it too)."""
     block = _block
-    at = block.at
-    if block.generation != _generation or at + n > len(block.data):
-        block.data, block.generation, at = os.urandom(BLOCK), _generation, 0
-    block.at = at + n
-    return block.data[at : at + n]
+    while True:
+        if block.generation == _generation:
+            piece = next(block.pieces, None)
+            if piece is not None and block.generation == _generation:
+                return piece
+        data, block.generation = os.urandom(BLOCK), _generation
+        block.pieces = iter([data[at : at + SIZE] for at in range(0, BLOCK, SIZE)])
 
 
 def hex_id() -> str:
     """128 random bits as 32 hex digits (a request's id)."""
-    return random_bytes(16).hex()
+    return _random16().hex()
 
 
 def uuid4_hex() -> str:
     """A random UUID (version 4) as 32 hex digits, as `uuid.uuid4().hex` (a job's id)."""
-    raw = bytearray(random_bytes(16))
+    raw = bytearray(_random16())
     raw[6] = raw[6] & 0x0F | 0x40  # the version
     raw[8] = raw[8] & 0x3F | 0x80  # the variant (RFC 4122)
     return raw.hex()
