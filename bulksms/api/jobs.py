@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from typing import IO, Any
 
 import redis
+from celery import Celery
 from flask import Blueprint, Response, jsonify, request, stream_with_context
 
 from bulksms import ids, metrics, taskqueue
@@ -27,6 +28,7 @@ from bulksms.store import (
     Guard,
     Job,
     JobState,
+    JobStore,
     KeyAnswered,
     NewJob,
     Status,
@@ -139,11 +141,12 @@ def _repeated(files: Any) -> list[str]:
 
 def read(body: Any, upload: IO[bytes] | None) -> submission.Submission:
     """Read and check a submit body, opt-outs and templates included (reads Redis only)."""
-    sub = submission.read_submission(body, settings(), upload)
-    return _checked(sub, suppression.suppressed(redis_client(), sub.recipients.accepted))
+    s = settings()
+    sub = submission.read_submission(body, s, upload)
+    return _checked(sub, suppression.suppressed(redis_client(), sub.recipients.accepted), s)
 
 
-def _checked(sub: submission.Submission, opted_out: set[str]) -> submission.Submission:
+def _checked(sub: submission.Submission, opted_out: set[str], s: Settings) -> submission.Submission:
     """A read submit body with its `opted_out` recipients set aside, its templates filled and
     its spend checked."""
     sub.recipients.suppress(opted_out)
@@ -157,7 +160,7 @@ def _checked(sub: submission.Submission, opted_out: set[str]) -> submission.Subm
             else "No recipient is left to send to.",
             details=submission.accepted_document(sub),
         )
-    submission.check_spend(sub, settings())
+    submission.check_spend(sub, s)
     sub.priority()  # (judged here too: a preview answers what the submit would)
     return sub
 
@@ -218,7 +221,7 @@ def make_job(
     # the job. Should the process die before the tasks are pushed, the sweep enqueues the
     # job's pending batches.
     together = now and s.broker_is_store
-    tasks = _first_tasks(new_job) if together else []
+    tasks = _first_tasks(new_job, celery()) if together else []
     remember = None if slot is None else lambda pipe: slot.remember(answer, pipe)
     try:
         store().create(new_job, remember, tasks, None if slot is None else slot.guard)
@@ -246,27 +249,33 @@ class LimitReached(Exception):
         self.index = index
 
 
-def alert(body: Any) -> tuple[submission.Submission, list[str]] | None:
+def alert(body: Any, s: Settings) -> tuple[submission.Submission, list[str]] | None:
     """A submit body read for `make_alert` without asking Redis, as if no recipient had opted
     out, and its valid numbers (for `make_alert`'s round trip to look up: if one did opt out,
     the job is made the general way). None for a job `make_alert` does not make: one scheduled
     for later, whose tasks go to a broker other than the store, or refused once its templates
     are filled or its spend checked (an opted-out recipient may be why: the general way
-    answers)."""
-    s = settings()  # (once: each `current_app` lookup costs an alert about 1.6 µs)
+    answers). (`s` and `make_alert`'s objects are handed over, not found through `current_app`:
+    an alert is made without an app context, whose push and lookups cost it more than its
+    answer's making.)"""
     if not s.broker_is_store:
         return None
     sub = submission.read_submission(body, s)
     valid = list(sub.recipients.accepted)
     try:
-        sub = _checked(sub, set())
+        sub = _checked(sub, set(), s)
     except ApiError:
         return None
     return (sub, valid) if sub.send_at is None else None
 
 
 def make_alert(
-    sub: submission.Submission, valid: Sequence[str], windows: Sequence[Window]
+    sub: submission.Submission,
+    valid: Sequence[str],
+    windows: Sequence[Window],
+    s: Settings,
+    jobs: JobStore,
+    queue: Celery,
 ) -> dict[str, Any] | None:
     """A small job made in one round trip (`JobStore.create_guarded`), checks and all: the
     request counted against its submit limits (`windows`, the limits library's lists; past one,
@@ -274,17 +283,16 @@ def make_alert(
     (beyond the bound, 503), then the job, its index and its tasks written. None if one of
     those numbers opted out: nothing is written, the limits are counted, and `make_job` makes
     the job."""
-    s = settings()
     new_job = _new_job(sub, None, s)
     urgent_seconds = sub.total_segments / s.plivo_mps if new_job.urgent else None
     guard = Guard(windows, valid, urgent_seconds, s.urgent_backlog_seconds)
-    outcome, value = store().create_guarded(new_job, guard, _first_tasks(new_job))
+    outcome, value = jobs.create_guarded(new_job, guard, _first_tasks(new_job, queue))
     if outcome == "limited":
         raise LimitReached(int(value) - 1)
     if outcome == "opted_out":
         return None
     if outcome == "backlog":
-        raise _urgent_backlog(value)
+        raise _urgent_backlog(value, s)
     assert outcome == "created", outcome
     _count(new_job)
     return _answer(sub, new_job, value, s)
@@ -340,8 +348,8 @@ def _answer(
     }
 
 
-def _first_tasks(new_job: NewJob) -> list[tuple[str, str]]:
-    return taskqueue.start_messages(celery(), new_job.job_id, new_job.batch_count, new_job.urgent)
+def _first_tasks(new_job: NewJob, queue: Celery) -> list[tuple[str, str]]:
+    return taskqueue.start_messages(queue, new_job.job_id, new_job.batch_count, new_job.urgent)
 
 
 def _count(new_job: NewJob) -> None:
@@ -356,7 +364,7 @@ def _take_urgent(segments: int) -> float:
     s = settings()
     taken, seconds = pace().take_urgent(segments / s.plivo_mps, s.urgent_backlog_seconds)
     if not taken:
-        raise _urgent_backlog(seconds)
+        raise _urgent_backlog(seconds, s)
     return seconds
 
 
@@ -368,9 +376,8 @@ def _give_back_urgent(segments: int) -> None:
         pace().give_back_urgent(segments / settings().plivo_mps)
 
 
-def _urgent_backlog(seconds: float) -> ApiError:
+def _urgent_backlog(seconds: float, s: Settings) -> ApiError:
     """503 for an urgent job `seconds` beyond the urgent backlog's bound."""
-    s = settings()
     return ApiError(
         503,
         "urgent_backlog",

@@ -59,7 +59,10 @@ class SmallSubmits:
     def __init__(self, app: Flask, following: WSGIApplication) -> None:
         self.app = app
         self.following = following
+        # An alert is made without an app context (`api.alert`): what it needs, handed over.
         self.settings = app.config["SETTINGS"]
+        self.jobs = app.extensions["bulksms.store"]
+        self.celery = app.extensions["celery"]
         self.most = self.settings.max_recipients  # (parse_json's bound, as the view's)
         # In flask-limiter's order (shortest window first; it stops at the first breached).
         self.limits = sorted(parse_many(self.settings.rate_limit_submit))
@@ -91,8 +94,7 @@ class SmallSubmits:
         request_id = logs.request_id(environ.get("HTTP_X_REQUEST_ID", ""))
         token = logs.bind(request_id=request_id)
         try:
-            with self.app.app_context():
-                status, body, headers = self._answer(environ, key, int(length))
+            status, body, headers = self._answer(environ, key, int(length))
         finally:
             logs.unbind(token)
         payload = (_compact(body) + "\n").encode()
@@ -118,7 +120,7 @@ class SmallSubmits:
             if idempotency_key is None:
                 try:
                     body = submission.parse_json(raw, environ.get("CONTENT_TYPE"), self.most)
-                    alert = api.alert(body)
+                    alert = api.alert(body, self.settings)
                 except ApiError:  # (counted all the same, as flask-limiter counts before the view)
                     if (refused := self._count(who)) is not None:
                         return refused
@@ -128,9 +130,10 @@ class SmallSubmits:
             if (refused := self._count(who)) is not None:
                 return refused
             body = submission.parse_json(raw, environ.get("CONTENT_TYPE"), self.most)
-            answer, replayed = api.created_once(
-                body, lambda slot: api.make_job(body, slot), idempotency_key, key
-            )
+            with self.app.app_context():
+                answer, replayed = api.created_once(
+                    body, lambda slot: api.make_job(body, slot), idempotency_key, key
+                )
         except ApiError as refused:
             return _error(
                 refused.status, refused.code, refused.message, refused.details, refused.headers
@@ -162,11 +165,12 @@ class SmallSubmits:
     ) -> Answer:
         """The common case: the job made in one round trip, the limits counted in it."""
         try:
-            answer = api.make_alert(sub, valid, windows)
+            answer = api.make_alert(sub, valid, windows, self.settings, self.jobs, self.celery)
         except api.LimitReached as reached:
             return _rate_limited(self.limits[reached.index], who)
         if answer is None:  # a recipient opted out: made the general way, already counted
-            answer = api.make_job(body, None)
+            with self.app.app_context():
+                answer = api.make_job(body, None)
         return _accepted(answer, False)
 
     def _count(self, who: str) -> Answer | None:
