@@ -1,9 +1,9 @@
 """Random ids (a job's, a task's, a request's) from the system's randomness, read in blocks.
 
-`os.urandom` is a system call, and an alert's submit needs three ids (its request's, its job's,
-its task's): on a busy host those calls cost it more than making the ids. The bytes are the
-same (`os.urandom`'s), each used once; a forked process starts on blocks of its own, never on
-its parent's (two gunicorn workers would otherwise make the same job ids).
+`os.urandom` is a system call, and an alert's submit needs four ids (its request's, its job's,
+its task message's two): on a busy host those calls cost it more than making the ids. The bytes
+are the same (`os.urandom`'s), each used once; a forked process starts on blocks of its own,
+never on its parent's (two gunicorn workers would otherwise make the same job ids).
 """
 
 from __future__ import annotations
