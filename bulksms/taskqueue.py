@@ -136,7 +136,7 @@ def messages(
     for args in calls:
         task_id, tag = ids.uuid4_text(), ids.uuid4_text()
         body = f"[{json.dumps(list(args))}, {{}}, {_EMBEDDED}]"  # (as json.dumps writes it)
-        shown = repr(args)
+        shown = repr(args)  # (JSON escapes no printable ASCII but quotes and backslashes)
         if not (shown.isascii() and shown.isprintable() and '"' not in shown and "\\" not in shown):
             shown = json.dumps(shown)[1:-1]  # (escaped as in the whole envelope)
         message = form.format(
