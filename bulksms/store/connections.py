@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import threading
+import weakref
 from typing import cast
 
 import redis
@@ -32,6 +33,9 @@ class ThreadConnections:
             pool = self.pool
             connection = cast(Connection, pool.connection_class(**pool.connection_kwargs))
             self.local.kept = (pid, connection)
+            # Closed with these (a test's store): a redis-py connection is in a reference cycle,
+            # and the collector may finalize its socket first, which then warns it was left open.
+            weakref.finalize(self, connection.disconnect)
             return connection
         connection = found[1]
         if connection.is_connected:

@@ -9,6 +9,8 @@ job counts what it handed over (`handed`, `first_handed_at`, `last_handed_at`). 
 fields a release before wrote read as offset 0 and nothing handed yet. Version 4 adds templates:
 a job with `fields` (its placeholders' names) keeps its template as `message` and each batch's
 values beside its records (`fields:<n>`, `records.pack_fields`); every call renders its text.
+In every version a count missing from the hash reads as 0, and a new job writes only the
+counts that are not 0 (earlier releases wrote every count).
 """
 
 from __future__ import annotations
@@ -293,7 +295,7 @@ class Job:
 
     @classmethod
     def from_fields(cls, job_id: str, fields: Mapping[str, str]) -> Job:
-        """Read a job hash of any layout version this release knows (1 and 2)."""
+        """Read a job hash of any layout version this release knows (1 to 4)."""
 
         def number(name: str) -> int:
             return int(fields.get(name, 0))

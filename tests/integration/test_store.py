@@ -412,6 +412,32 @@ def test_a_new_job_carries_the_layout_version(rdb: redis.Redis) -> None:
     assert job(store).version == LAYOUT_VERSION
 
 
+def test_a_new_job_writes_only_the_counts_that_are_not_0(rdb: redis.Redis) -> None:
+    """Each field costs every submit (an alert's hash was mostly zeros); a missing count reads
+    as 0, and counting starts from there."""
+    store = JobStore(rdb, 3600)
+    store.create(NewJob("j1", SENDING, NUMBERS, 6, 2, 1, 0, 2, "GSM-7", 1))
+    stored = rdb.hgetall("bulksms:{j1}:job")
+    assert "0" not in stored.values()
+    assert {
+        "duplicates": "2",
+        "invalid": "1",
+        "c:p": "3",
+        "b:pending": "2",
+    }.items() <= stored.items()
+    assert "suppressed" not in stored and "c:d" not in stored and "b:submitted" not in stored
+    made = job(store)
+    assert made.recipients.suppressed == 0 and made.batch_counts[BatchState.SUBMITTED] == 0
+    assert made.counts == {s: (3 if s is Status.PENDING else 0) for s in Status}
+    assert made.state is JobState.QUEUED
+
+    assert store.claim_batch("j1", 0) == Claim("go", attempt=1)
+    assert store.call_submitted("j1", 0, 1, 0, "api-1", []) == "submitted"
+    assert store.record_report(Report("j1", 0, NUMBERS[0], Status.DELIVERED, UUID, "")) == 1
+    assert counts(store) == {"pending": 1, "queued": 1, "delivered": 1}
+    assert job(store).batch_counts[BatchState.SUBMITTED] == 1
+
+
 def test_a_call_s_age_is_on_redis_s_clock_not_a_host_s(
     rdb: redis.Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
