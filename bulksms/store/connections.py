@@ -35,7 +35,8 @@ class ThreadConnections:
             self.local.kept = (pid, connection)
             # Closed with these (a test's store): a redis-py connection is in a reference cycle,
             # and the collector may finalize its socket first, which then warns it was left open.
-            weakref.finalize(self, connection.disconnect)
+            # (By a weak reference: a thread's connection still goes with its thread.)
+            weakref.finalize(self, _close, weakref.ref(connection))
             return connection
         connection = found[1]
         if connection.is_connected:
@@ -46,3 +47,9 @@ class ThreadConnections:
             if stale:  # (closed by the server, as after a restart: read as EOF)
                 connection.disconnect()  # type: ignore[no-untyped-call]
         return connection
+
+
+def _close(kept: weakref.ref[Connection]) -> None:
+    connection = kept()
+    if connection is not None:
+        connection.disconnect()  # type: ignore[no-untyped-call]

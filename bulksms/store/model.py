@@ -9,8 +9,8 @@ job counts what it handed over (`handed`, `first_handed_at`, `last_handed_at`). 
 fields a release before wrote read as offset 0 and nothing handed yet. Version 4 adds templates:
 a job with `fields` (its placeholders' names) keeps its template as `message` and each batch's
 values beside its records (`fields:<n>`, `records.pack_fields`); every call renders its text.
-In every version a count missing from the hash reads as 0, and a new job writes only the
-counts that are not 0 (earlier releases wrote every count).
+A count missing from the hash reads as 0 (in every release since version 2), and a new job
+writes only the counts that are not 0 (earlier releases wrote every count).
 """
 
 from __future__ import annotations

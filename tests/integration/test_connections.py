@@ -4,8 +4,10 @@ Redis that restarted: `test_small_submits.test_a_submit_after_redis_restarted_is
 
 from __future__ import annotations
 
+import gc
 import os
 import threading
+import weakref
 
 import redis
 
@@ -56,3 +58,28 @@ def test_a_connection_left_with_an_unread_answer_is_made_afresh(rdb: redis.Redis
     again = connections.get()
     again.send_command("GET", "answer")
     assert again.read_response() in ("mine", b"mine")  # not the "OK" left behind
+
+
+def test_connections_are_closed_with_their_owner_and_not_kept_past_their_thread(
+    rdb: redis.Redis,
+) -> None:
+    """A redis-py connection sits in a reference cycle: left to the collector, its socket could
+    be finalized first and warn it was left open (an error under the tests' warnings)."""
+    connections = ThreadConnections(rdb)
+    mine = connections.get()
+    mine.send_command("PING")
+    assert mine.read_response() in ("PONG", b"PONG")
+    theirs = _made_on_a_thread(connections)
+    gc.collect()
+    assert theirs() is None  # (the thread's went with it)
+    del connections
+    gc.collect()
+    assert not mine.is_connected
+
+
+def _made_on_a_thread(connections: ThreadConnections) -> weakref.ref[object]:
+    made: list[weakref.ref[object]] = []
+    thread = threading.Thread(target=lambda: made.append(weakref.ref(connections.get())))
+    thread.start()
+    thread.join()
+    return made[0]
