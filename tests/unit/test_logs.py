@@ -256,3 +256,25 @@ def test_gunicorn_request_lines_mask_numbers_written_against_letters(settings: S
     for kept in (job, *uuids, "tel1415555****", "x+1415555****y", "1415555****abc", "/tel****/"):
         assert kept in written, written
     assert "build2026****" in written, written  # (eight digits against letters: as a number)
+
+
+def test_a_request_line_that_repeats_is_masked_once_and_a_long_one_is_not_kept(
+    settings: Settings,
+) -> None:
+    """Plivo posts every report of a batch to one URL, whose job id costs the masking its slow
+    way: a short text's answer is kept (`_masked_short`); a long one is masked each time and
+    not kept, so what any client writes holds a bounded memory."""
+    job = "0123456789abcdef0123456789abcdef"
+    report = f"POST /api/webhooks/plivo/delivery-report?job={job}&batch=7 HTTP/1.1"
+    numbered = f"GET /api/bulk-sms/{job}/recipients?to=%2B14155550100 HTTP/1.1"
+    long_line = f"GET /api/bulk-sms/{job}/recipients?to=%2B14155550199&pad={'x' * 600} HTTP/1.1"
+    logs._masked_short.cache_clear()
+    with written_by(settings, "gunicorn.access") as (access, out):
+        for line in (report, numbered, report, numbered, long_line, long_line):
+            access.info('"%(r)s" %(s)s', SafeAtoms({"r": line, "s": "204"}))
+    written = out.getvalue().splitlines()
+    assert report in written[0] and written[0] == written[2], written
+    assert "5550100" not in written[1] and written[1] == written[3], written
+    assert "5550199" not in written[4] and written[4] == written[5], written
+    kept = logs._masked_short.cache_info()
+    assert (kept.hits, kept.currsize) == (2, 2)  # (the long line neither found nor kept)
