@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import re
 import threading
+import time
 from typing import Any
 from urllib.parse import urlencode
 
@@ -194,6 +195,32 @@ def test_the_line_speaks_resp2_and_answers_out_of_step_break_it_not_its_reader(
     assert [int(c["id"]) for c in client.client_list() if c.get("name") == NAME] != [
         int(line["id"])
     ]
+
+
+def test_an_idle_line_outlasts_its_timeouts_and_a_line_lost_while_idle_is_left_at_once(
+    own_redis: OwnRedis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The reader waits in `recv` whether or not a write is awaited: its socket's timeouts
+    while nothing is awaited count for nothing, and a connection Redis closes while nothing is
+    awaited is noticed then, so the next write goes on a new line instead of the dead one."""
+    client = redis.Redis.from_url(own_redis.url, decode_responses=True, socket_timeout=0.05)
+    client.config_set("appendfsync", "everysec")
+    monkeypatch.setattr("bulksms.store.handoff.READ_TIMEOUT", 0.2)
+    handoff = Handoff(client)
+    answers: list[object] = []
+    assert handoff.send(PING, lambda a, _: answers.append(a))
+    assert handoff.drain(60) and answers == [b"PONG"]
+    (first,) = _handoff_ids(client)
+    time.sleep(1.0)  # twenty timeouts idle, five times READ_TIMEOUT
+    assert handoff.line is not None and not handoff.line.broken
+    assert handoff.send(PING, lambda a, _: answers.append(a))
+    assert handoff.drain(60) and answers[1:] == [b"PONG"]
+    assert _handoff_ids(client) == [first]
+    client.client_kill_filter(_id=str(first))  # (as a Redis restart does, while idle)
+    wait_until(lambda: handoff.line is None, what="the lost line left by its reader")
+    assert handoff.send(PING, lambda a, _: answers.append(a))
+    assert handoff.drain(60) and answers[2:] == [b"PONG"]  # (not a ConnectionError: no rewrite)
+    assert _handoff_ids(client) not in ([], [first])
 
 
 def test_a_settle_that_fails_on_redis_is_written_again_off_the_reader(
