@@ -666,6 +666,26 @@ def test_the_sweep_reads_due_jobs_a_page_at_a_time_and_misses_none(
     assert store.jobs_to_sweep(now) == [("d0", -3e15), ("d5", -2e15)]
 
 
+def test_the_sweep_says_when_to_look_next_in_scripts_short_enough_to_let_others_in(
+    rdb: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A script holds Redis for all its run: the next looks at many jobs are set
+    `LOOKS_AT_ONCE` at a time, each its own command, and all of them land."""
+    store = make(rdb)
+    now = store.clock()
+    monkeypatch.setattr(jobs_module, "LOOKS_AT_ONCE", 4)
+    jobs = {f"a{i}": float(i) for i in range(10)}
+    rdb.zadd(keys.ACTIVE_JOBS, jobs)
+    store.look_again([("none", 0.0, 1.0)])  # (the script loaded: its first run is refused)
+    rdb.config_resetstat()
+    store.look_again([(job_id, read, now + 1000 + read) for job_id, read in jobs.items()])
+    assert int(rdb.info("commandstats")["cmdstat_evalsha"]["calls"]) == 3  # (4, 4 and 2)
+    assert store.jobs_to_sweep(now + 999) == [("j1", 0.0)]  # (the store's own job, untouched)
+    assert dict(rdb.zrange(keys.ACTIVE_JOBS, 1, -1, withscores=True)) == {
+        job_id: now + 1000 + read for job_id, read in jobs.items()
+    }
+
+
 def test_a_job_waiting_for_reports_is_looked_at_when_due_or_at_a_final_report(
     rdb: redis.Redis,
 ) -> None:
