@@ -233,9 +233,10 @@ class Handoff:
         read brought, under one take of the lock (the writers' lock: taken once a batch).
 
         The reader waits in `recv` even with nothing awaited, rather than for a writer's word: an
-        answer only follows a write, and a writer waking it would cost each report a thread
-        switch (a tenth of the web process's time on a report, measured). A line closed by a
-        writer (`disconnect` shuts its socket down) ends the wait with nothing read."""
+        answer only follows a write, and a writer waking it cost each report a thread switch
+        (9% of a busy web process's samples were that `notify`: bench/RESULTS.md, 2026-12-05).
+        A line closed by a writer (`disconnect` shuts its socket down) or by Redis ends the wait
+        with nothing read, and is left at once, even while idle."""
         parser = hiredis.Reader()
         buffer = bytearray(65536)
         waited = 0.0  # seconds without an answer while some were awaited
