@@ -56,10 +56,11 @@ _open: weakref.WeakSet[Handoff] = weakref.WeakSet()
 
 
 class _Awaited:
-    __slots__ = ("settle", "live")
+    __slots__ = ("settle", "live", "sent_at")
 
     def __init__(self, settle: Settle) -> None:
         self.settle = settle
+        self.sent_at = time.monotonic()  # (READ_TIMEOUT counts from here at the earliest)
         self.live = False  # True once its writer was told it is handed over
 
 
@@ -239,21 +240,23 @@ class Handoff:
         with nothing read, and is left at once, even while idle."""
         parser = hiredis.Reader()
         buffer = bytearray(65536)
-        waited = 0.0  # seconds without an answer while some were awaited
+        heard = time.monotonic()  # when the line last brought answers
         while True:
             try:
                 try:
                     size = line.sock.recv_into(buffer)
                 except TimeoutError:  # (the connection's timeout, which its writes keep too)
+                    # Lost: READ_TIMEOUT without an answer, counted from the last answers or
+                    # from the oldest write awaited, whichever came later (a write may come in
+                    # the last moment of a wait begun idle, which must not count against it).
                     with self.lock:
-                        awaited = bool(line.pending)
-                    waited = waited + (line.sock.gettimeout() or READ_TIMEOUT) if awaited else 0.0
-                    if waited < READ_TIMEOUT:
+                        oldest = line.pending[0].sent_at if line.pending else None
+                    if oldest is None or time.monotonic() - max(heard, oldest) < READ_TIMEOUT:
                         continue
                     raise
                 if not size:
                     raise redis.ConnectionError("Redis closed the connection")
-                waited = 0.0
+                heard = time.monotonic()
                 parser.feed(buffer, 0, size)  # type: ignore[arg-type]  # (any buffer)
                 answers = []
                 while (answer := parser.gets()) is not False:

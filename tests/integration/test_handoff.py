@@ -223,6 +223,33 @@ def test_an_idle_line_outlasts_its_timeouts_and_a_line_lost_while_idle_is_left_a
     assert _handoff_ids(client) not in ([], [first])
 
 
+def test_a_write_that_comes_late_in_an_idle_wait_has_all_of_read_timeout(
+    own_redis: OwnRedis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """READ_TIMEOUT counts from the write (or the last answers), not from when the reader's
+    wait began: a write made just before an idle wait times out is not given up a socket
+    timeout early."""
+    client = redis.Redis.from_url(own_redis.url, decode_responses=True, socket_timeout=4.0)
+    client.config_set("appendfsync", "everysec")
+    monkeypatch.setattr("bulksms.store.handoff.READ_TIMEOUT", 8.0)
+    handoff = Handoff(client)
+    answers: list[object] = []
+    assert handoff.send(PING, lambda a, _: answers.append(a))
+    assert handoff.drain(60) and answers == [b"PONG"]
+    (line,) = _handoff_ids(client)
+    time.sleep(3.8)  # (the reader's idle wait, begun with that answer, times out at 4 s)
+    _pause_writes(client)
+    try:
+        assert handoff.send(INCR, lambda a, _: answers.append(a))
+        # Counted from the wait's start, 8 s would be up 4.2 s after the write; from the write,
+        # not before 8 s.
+        time.sleep(6.0)
+    finally:
+        client.execute_command("CLIENT", "UNPAUSE")  # type: ignore[no-untyped-call]
+    assert handoff.drain(60) and answers[1:] == [1]  # (answered, not a TimeoutError)
+    assert _handoff_ids(client) == [line]
+
+
 def test_a_settle_that_fails_on_redis_is_written_again_off_the_reader(
     everysec: redis.Redis,
 ) -> None:
