@@ -197,21 +197,31 @@ def test_the_line_speaks_resp2_and_answers_out_of_step_break_it_not_its_reader(
     ]
 
 
+def _idle_line(
+    own_redis: OwnRedis, monkeypatch: pytest.MonkeyPatch, timeout: float, read_timeout: float
+) -> tuple[redis.Redis, Handoff, list[object], int]:
+    """A handoff to a Redis that answers before its disk, whose line (the socket's timeout
+    `timeout`, READ_TIMEOUT `read_timeout`) has answered a PING and now waits idle: the client,
+    the handoff, the answers (settled in order) and the line's client id."""
+    client = redis.Redis.from_url(own_redis.url, decode_responses=True, socket_timeout=timeout)
+    client.config_set("appendfsync", "everysec")
+    monkeypatch.setattr("bulksms.store.handoff.READ_TIMEOUT", read_timeout)
+    handoff = Handoff(client)
+    answers: list[object] = []
+    assert handoff.send(PING, lambda a, _: answers.append(a))
+    assert handoff.drain(60) and answers == [b"PONG"]
+    (line,) = _handoff_ids(client)
+    return client, handoff, answers, line
+
+
 def test_an_idle_line_outlasts_its_timeouts_and_a_line_lost_while_idle_is_left_at_once(
     own_redis: OwnRedis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The reader waits in `recv` whether or not a write is awaited: its socket's timeouts
     while nothing is awaited count for nothing, and a connection Redis closes while nothing is
     awaited is noticed then, so the next write goes on a new line instead of the dead one."""
-    client = redis.Redis.from_url(own_redis.url, decode_responses=True, socket_timeout=0.05)
-    client.config_set("appendfsync", "everysec")
-    monkeypatch.setattr("bulksms.store.handoff.READ_TIMEOUT", 0.2)
-    handoff = Handoff(client)
-    answers: list[object] = []
-    assert handoff.send(PING, lambda a, _: answers.append(a))
-    assert handoff.drain(60) and answers == [b"PONG"]
-    (first,) = _handoff_ids(client)
-    time.sleep(1.0)  # twenty timeouts idle, five times READ_TIMEOUT
+    client, handoff, answers, first = _idle_line(own_redis, monkeypatch, 0.5, 1.0)
+    time.sleep(3.0)  # six timeouts idle, three times READ_TIMEOUT
     assert handoff.line is not None and not handoff.line.broken
     assert handoff.send(PING, lambda a, _: answers.append(a))
     assert handoff.drain(60) and answers[1:] == [b"PONG"]
@@ -229,14 +239,7 @@ def test_a_write_that_comes_late_in_an_idle_wait_has_all_of_read_timeout(
     """READ_TIMEOUT counts from the write (or the last answers), not from when the reader's
     wait began: a write made just before an idle wait times out is not given up a socket
     timeout early."""
-    client = redis.Redis.from_url(own_redis.url, decode_responses=True, socket_timeout=4.0)
-    client.config_set("appendfsync", "everysec")
-    monkeypatch.setattr("bulksms.store.handoff.READ_TIMEOUT", 8.0)
-    handoff = Handoff(client)
-    answers: list[object] = []
-    assert handoff.send(PING, lambda a, _: answers.append(a))
-    assert handoff.drain(60) and answers == [b"PONG"]
-    (line,) = _handoff_ids(client)
+    client, handoff, answers, line = _idle_line(own_redis, monkeypatch, 4.0, 8.0)
     time.sleep(3.8)  # (the reader's idle wait, begun with that answer, times out at 4 s)
     _pause_writes(client)
     try:
