@@ -275,8 +275,8 @@ class Handoff:
                         self.line = None
                     self.moved.notify_all()
                 line.connection.disconnect()  # type: ignore[no-untyped-call]
-                for awaited_write in failed:
-                    self._rewrite(awaited_write, exc)
+                for awaited in failed:
+                    self._rewrite(awaited, exc)
                 return
 
     def _answered(self, taken: list[_Awaited], answers: list[object]) -> None:
