@@ -67,9 +67,37 @@ def redis_server_binary() -> str:
 
 
 def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
+    """A port nothing holds now, for a server started next. Drawn below the kernel's range for
+    outgoing connections' own ports: one the kernel hands out (`bind` to 0) comes from that
+    range, and any connection made before the server binds it (a readiness poll, a client of
+    Redis) may be given it, so the server's bind fails (`EADDRINUSE`, seen under load)."""
+    low = _first_outgoing_port()
+    for _ in range(200 if low > FREE_PORTS_FROM else 0):
+        port = FREE_PORTS_FROM + secrets.randbelow(low - FREE_PORTS_FROM)
+        if port in _given:  # (one given before may not be bound yet: a stack asks for several)
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+        _given.add(port)
+        return port
+    with socket.socket() as s:  # (none found there: the kernel's choice)
         s.bind((host, 0))
         return int(s.getsockname()[1])
+
+
+FREE_PORTS_FROM = 20_000  # (below it: well-known services' registered ports, mostly)
+_given: set[int] = set()  # by `free_port` in this process
+
+
+def _first_outgoing_port() -> int:
+    """The first of the kernel's ports for outgoing connections (Linux's default if unread)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
 
 
 def gunicorn_command(app: str, bind: str) -> list[str]:
