@@ -151,18 +151,37 @@ local function unmoved(recipients, count, from, to)
   return found
 end
 
+-- A job's count moved by `by`: nothing written for 0. (Every write a script makes goes to the
+-- append-only file as a command of its own, and a Redis rewrites that file, a fork and a dump of
+-- everything, each time it doubles: an alert's writes set how often, bench/RESULTS.md.) A count
+-- never written reads as 0.
+local function count_by(job, field, by)
+  if by ~= 0 then redis.call('HINCRBY', job, field, by) end
+end
+
+-- The job's times for a call handed to Plivo at `now`, as fields for one HSET.
+local function handed_at(job, now)
+  local fields = {'last_handed_at', now}
+  if redis.call('HEXISTS', job, 'first_handed_at') == 0 then
+    fields[3], fields[4] = 'first_handed_at', now
+  end
+  return fields
+end
+
 -- A batch is done: submitted, failed or cancelled. Its recipients still pending from `offset` on
 -- take `code` (status 0 says so from now on; those before `offset` were handed over by earlier
 -- calls and carry their own status); those in `refused` (Plivo's invalid_number) get
--- `refused_tail`.
+-- `refused_tail`. `stamps`: more of the job's fields to set (field, value, ...), or nil.
 local function finish(job, batches, recipients, n, now, outcome, detail, code, refused,
-                      refused_tail, offset)
+                      refused_tail, offset, stamps)
   redis.call('HSET', batches, n, outcome .. '|' .. now .. '|' .. detail)
   redis.call('HDEL', batches, 'o:' .. n)  -- (CALL answers 'done' for a finished batch)
   local left = redis.call('HINCRBY', job, 'b:pending', -1)
   redis.call('HINCRBY', job, 'b:' .. outcome, 1)
-  redis.call('HSET', job, 'updated_at', now)
-  if left == 0 then redis.call('HSET', job, 'sent_at', now) end
+  local fields = stamps or {}
+  fields[#fields + 1], fields[#fields + 2] = 'updated_at', now
+  if left == 0 then fields[#fields + 1], fields[#fields + 2] = 'sent_at', now end
+  redis.call('HSET', job, unpack(fields))
   local count = redis.call('STRLEN', recipients) / SIZE
   local rejected = 0
   for _, number in ipairs(refused) do
@@ -174,10 +193,9 @@ local function finish(job, batches, recipients, n, now, outcome, detail, code, r
     end
   end
   local pending = unmoved(recipients, count, offset, count)
-  -- (0 - n, never -n: Lua writes -0 as "-0", which Redis refuses as an integer)
-  redis.call('HINCRBY', job, 'c:' .. $pending, 0 - (pending + rejected))
-  redis.call('HINCRBY', job, 'c:' .. $rejected, rejected)
-  redis.call('HINCRBY', job, 'c:' .. code, pending)
+  count_by(job, 'c:' .. $pending, 0 - (pending + rejected))
+  count_by(job, 'c:' .. $rejected, rejected)
+  count_by(job, 'c:' .. code, pending)
 end
 
 -- One call of a batch reached Plivo: numbers[offset, offset + size) of the record `f`. A call
@@ -190,11 +208,10 @@ local function record_call(job, batches, recipients, n, now, f, api_id, refused,
   local offset, size = offset_of(f), size_of(f)
   if size <= 0 or offset + size > count then size = count - offset end
   redis.call('HINCRBY', job, 'handed', size)
-  redis.call('HSETNX', job, 'first_handed_at', now)
-  redis.call('HSET', job, 'last_handed_at', now)
+  local stamps = handed_at(job, now)
   if offset == 0 and size == count then
     finish(job, batches, recipients, n, now, 'submitted', api_id, $queued, refused,
-           refused_tail, 0)
+           refused_tail, 0, stamps)
     return 'submitted'
   end
   local refused_at = {}
@@ -216,17 +233,18 @@ local function record_call(job, batches, recipients, n, now, f, api_id, refused,
       redis.call('SETRANGE', recipients, base + i * 24 + 16, tail)
     end
   end
-  redis.call('HINCRBY', job, 'c:' .. $pending, 0 - (queued + rejected))
-  redis.call('HINCRBY', job, 'c:' .. $queued, queued)
-  redis.call('HINCRBY', job, 'c:' .. $rejected, rejected)
+  count_by(job, 'c:' .. $pending, 0 - (queued + rejected))
+  count_by(job, 'c:' .. $queued, queued)
+  count_by(job, 'c:' .. $rejected, rejected)
   redis.call('HDEL', batches, 'e:' .. n)  -- (the release before reads it as this call's)
   redis.call('HDEL', batches, 'd:' .. n)  -- it moves: the sweep's patience starts afresh
   if offset + size >= count then
-    finish(job, batches, recipients, n, now, 'submitted', api_id, $queued, {}, '', count)
+    finish(job, batches, recipients, n, now, 'submitted', api_id, $queued, {}, '', count, stamps)
     return 'submitted'
   end
   redis.call('HSET', batches, n, pending_record(0, 0, offset + size, 0))
-  redis.call('HSET', job, 'updated_at', now)
+  stamps[#stamps + 1], stamps[#stamps + 2] = 'updated_at', now
+  redis.call('HSET', job, unpack(stamps))
   return 'advanced'
 end
 
@@ -301,8 +319,11 @@ if tonumber(f[3] or '0') > 0 then
 end
 local attempt = tostring(tonumber(f[3] or '0') + 1)
 redis.call('HSET', KEYS[2], ARGV[1], sending_record(ARGV[2], attempt, offset, size, count))
-redis.call('HSETNX', KEYS[1], 'started_at', ARGV[2])
-redis.call('HSET', KEYS[1], 'updated_at', ARGV[2])
+local stamps = {'updated_at', ARGV[2]}
+if redis.call('HEXISTS', KEYS[1], 'started_at') == 0 then
+  stamps[3], stamps[4] = 'started_at', ARGV[2]
+end
+redis.call('HSET', KEYS[1], unpack(stamps))
 return {'go', attempt, tostring(size), ARGV[2]}
 """
 )
@@ -385,8 +406,8 @@ for i = 6, #ARGV do
     left = left + 1
   end
 end
-redis.call('HINCRBY', KEYS[1], 'c:' .. $pending, 0 - left)
-redis.call('HINCRBY', KEYS[1], 'c:' .. $suppressed, left)
+count_by(KEYS[1], 'c:' .. $pending, 0 - left)
+count_by(KEYS[1], 'c:' .. $suppressed, left)
 return 1
 """
 )
@@ -768,10 +789,13 @@ if wait > 0 then
   return {'0', tostring(wait), tostring(now), waiting, last}
 end
 for i, key in ipairs(paces) do
-  redis.call('HSET', key, 'free', tostring(after[i]))
+  if i == 1 then  -- (the account's: one write, not two)
+    redis.call('HSET', key, 'free', tostring(after[i]), 'last', ARGV[3])
+  else
+    redis.call('HSET', key, 'free', tostring(after[i]))
+  end
   redis.call('EXPIRE', key, math.ceil(after[i] - now) + 60)
 end
-redis.call('HSET', KEYS[1], 'last', ARGV[3])
 return {'1', tostring(after[1] - now), tostring(now), waiting}
 """
 )
