@@ -105,20 +105,16 @@ def start(celery: Celery, job_id: str, batches: int, urgent: bool) -> None:
         celery.send_task(FAN_OUT, (job_id,), queue=queue_for(urgent))
 
 
-def start_messages(
-    celery: Celery, job_id: str, batches: int, urgent: bool
-) -> list[tuple[str, str]]:
+def start_messages(job_id: str, batches: int, urgent: bool) -> list[tuple[str, str]]:
     """What sets a new job going (`start`), as messages for the store to push in the same
     round trip as the job's own writes: a small job's `send_batch` tasks, a big job's
     `fan_out`."""
     if batches <= FAN_OUT_ABOVE:
-        return messages(celery, SEND_BATCH, [(job_id, batch) for batch in range(batches)], urgent)
-    return messages(celery, FAN_OUT, [(job_id,)], urgent)
+        return messages(SEND_BATCH, [(job_id, batch) for batch in range(batches)], urgent)
+    return messages(FAN_OUT, [(job_id,)], urgent)
 
 
-def messages(
-    celery: Celery, name: str, calls: Iterable[tuple[Any, ...]], urgent: bool
-) -> list[tuple[str, str]]:
+def messages(name: str, calls: Iterable[tuple[Any, ...]], urgent: bool) -> list[tuple[str, str]]:
     """Task `name` once per args in `calls`, as the broker holds them: (the queue's Redis
     list, the message), for the store to push in the same round trip as the job's own writes
     (so an alert costs one round trip, not one publish a task).
@@ -127,15 +123,18 @@ def messages(
     of it (argument reprs, option merging) cost an alert more than the rest of its request: a
     task protocol 2 message (Celery's "Message Protocol" reference: these headers, and a body
     of [args, kwargs, embed]) in the envelope of kombu's Redis transport (base64 body, delivery
-    info, priority 0, which that transport keeps in the queue's own list).
-    `tests/integration/test_small_submits.py` compares the two, and real workers run them."""
+    info), less what reads as it is when left out (`LEFT_OUT`), and without JSON's optional
+    spaces. Redis writes each message twice to its append-only file (pushed, then kept while
+    its task runs), and a Redis rewrites that file each time it doubles: `send_task`'s 1,063
+    bytes were an alert's biggest write. `tests/integration/test_small_submits.py` compares
+    the two, and real workers run them."""
     queue = queue_for(urgent)
-    form = _template(name, queue, _origin(), celery.thread_oid)
+    form = _template(name, queue, _origin())
     pushed = pushed_now()
     out = []
     for args in calls:
         task_id, tag = ids.uuid4_text(), ids.uuid4_text()
-        body = f"[{json.dumps(list(args))}, {{}}, {_EMBEDDED}]"  # (as json.dumps writes it)
+        body = f"[{json.dumps(list(args), separators=_COMPACT)},{{}},{{}}]"
         shown = repr(args)  # (JSON escapes no printable ASCII but quotes and backslashes)
         if not (shown.isascii() and shown.isprintable() and '"' not in shown and "\\" not in shown):
             shown = json.dumps(shown)[1:-1]  # (escaped as in the whole envelope)
@@ -150,11 +149,37 @@ def messages(
     return out
 
 
+_COMPACT = (",", ":")
 _MARK = re.compile(r"@@bulksms:(\w+)@@")
+
+# What `send_task` writes and `messages` leaves out, by where it is, with the value `send_task`
+# gives it: each reads the same when missing (the worker's `Request` and the task's `Context`
+# default it so; kombu's Redis transport takes priority 0 when none is given and ignores the
+# delivery mode). Left out too: the reply queue and the correlation id (the task's id), which
+# serve results, and bulksms keeps none (`task_ignore_result`, no result backend). The
+# integration test checks each against `send_task`'s own message.
+LEFT_OUT: dict[str, dict[str, Any]] = {
+    "headers": {
+        "shadow": None,
+        "eta": None,
+        "expires": None,
+        "group": None,
+        "group_index": None,
+        "retries": 0,
+        "timelimit": [None, None],
+        "parent_id": None,
+        "ignore_result": None,
+        "replaced_task_nesting": 0,
+        "stamped_headers": None,
+        "stamps": {},
+    },
+    "properties": {"delivery_mode": 2, "priority": 0},
+    "embed": {"callbacks": None, "errbacks": None, "chain": None, "chord": None},
+}
 
 
 @functools.lru_cache(maxsize=256)
-def _template(name: str, queue: str, origin: str, reply_to: str) -> str:
+def _template(name: str, queue: str, origin: str) -> str:
     """The envelope `messages` makes, as a format string of its JSON with a field for each
     per-message value: dumped once, not per message (that cost an alert more than the rest of
     making its writes)."""
@@ -166,22 +191,10 @@ def _template(name: str, queue: str, origin: str, reply_to: str) -> str:
         "lang": "py",
         "task": name,
         "id": mark("id"),
-        "shadow": None,
-        "eta": None,
-        "expires": None,
-        "group": None,
-        "group_index": None,
-        "retries": 0,
-        "timelimit": [None, None],
         "root_id": mark("id"),
-        "parent_id": None,
         "argsrepr": mark("argsrepr"),
         "kwargsrepr": "{}",
         "origin": origin,
-        "ignore_result": None,
-        "replaced_task_nesting": 0,
-        "stamped_headers": None,
-        "stamps": {},
         PUSHED: mark("pushed"),
     }
     envelope = {
@@ -190,24 +203,17 @@ def _template(name: str, queue: str, origin: str, reply_to: str) -> str:
         "content-type": "application/json",
         "headers": headers,
         "properties": {
-            "correlation_id": mark("id"),
-            "reply_to": reply_to,
-            "delivery_mode": 2,
             "delivery_info": {"exchange": "", "routing_key": queue},
-            "priority": 0,
             "body_encoding": "base64",
             "delivery_tag": mark("tag"),
         },
     }
-    parts = _MARK.split(json.dumps(envelope))  # (even items are text, odd ones name a value)
+    # (even items are text, odd ones name a value)
+    parts = _MARK.split(json.dumps(envelope, separators=_COMPACT))
     return "".join(
         "{" + part + "}" if i % 2 else part.replace("{", "{{").replace("}", "}}")
         for i, part in enumerate(parts)
     )
-
-
-EMBED = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
-_EMBEDDED = json.dumps(EMBED)
 
 
 @functools.cache

@@ -11,7 +11,6 @@ from collections.abc import Callable, Sequence
 from typing import IO, Any
 
 import redis
-from celery import Celery
 from flask import Blueprint, Response, jsonify, request, stream_with_context
 
 from bulksms import ids, metrics, taskqueue
@@ -221,7 +220,7 @@ def make_job(
     # the job. Should the process die before the tasks are pushed, the sweep enqueues the
     # job's pending batches.
     together = now and s.broker_is_store
-    tasks = _first_tasks(new_job, celery()) if together else []
+    tasks = _first_tasks(new_job) if together else []
     remember = None if slot is None else lambda pipe: slot.remember(answer, pipe)
     try:
         store().create(new_job, remember, tasks, None if slot is None else slot.guard)
@@ -275,7 +274,6 @@ def make_alert(
     windows: Sequence[Window],
     s: Settings,
     jobs: JobStore,
-    queue: Celery,
 ) -> dict[str, Any] | None:
     """A small job made in one round trip (`JobStore.create_guarded`), checks and all: the
     request counted against its submit limits (`windows`, the limits library's lists; past one,
@@ -286,7 +284,7 @@ def make_alert(
     new_job = _new_job(sub, None, s)
     urgent_seconds = sub.total_segments / s.plivo_mps if new_job.urgent else None
     guard = Guard(windows, valid, urgent_seconds, s.urgent_backlog_seconds)
-    outcome, value = jobs.create_guarded(new_job, guard, _first_tasks(new_job, queue))
+    outcome, value = jobs.create_guarded(new_job, guard, _first_tasks(new_job))
     if outcome == "limited":
         raise LimitReached(int(value) - 1)
     if outcome == "opted_out":
@@ -348,8 +346,8 @@ def _answer(
     }
 
 
-def _first_tasks(new_job: NewJob, queue: Celery) -> list[tuple[str, str]]:
-    return taskqueue.start_messages(queue, new_job.job_id, new_job.batch_count, new_job.urgent)
+def _first_tasks(new_job: NewJob) -> list[tuple[str, str]]:
+    return taskqueue.start_messages(new_job.job_id, new_job.batch_count, new_job.urgent)
 
 
 def _count(new_job: NewJob) -> None:

@@ -62,7 +62,6 @@ class SmallSubmits:
         # An alert is made without an app context (`api.alert`): what it needs, handed over.
         self.settings = app.config["SETTINGS"]
         self.jobs = app.extensions["bulksms.store"]
-        self.celery = app.extensions["celery"]
         self.most = self.settings.max_recipients  # (parse_json's bound, as the view's)
         # In flask-limiter's order (shortest window first; it stops at the first breached).
         self.limits = sorted(parse_many(self.settings.rate_limit_submit))
@@ -165,7 +164,7 @@ class SmallSubmits:
     ) -> Answer:
         """The common case: the job made in one round trip, the limits counted in it."""
         try:
-            answer = api.make_alert(sub, valid, windows, self.settings, self.jobs, self.celery)
+            answer = api.make_alert(sub, valid, windows, self.settings, self.jobs)
         except api.LimitReached as reached:
             return _rate_limited(self.limits[reached.index], who)
         if answer is None:  # a recipient opted out: made the general way, already counted
