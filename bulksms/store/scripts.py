@@ -61,13 +61,51 @@ end
 """
 
 
+# A job's hash written once a script: its counts moved (`moves`: field -> by, 0 writes
+# nothing; a count never written reads as 0) and `fields` set (field, value, ...), in one HSET.
+# Every write a script makes goes to the append-only file as a command of its own (an HINCRBY
+# with the job's key, some 90 bytes), and a Redis rewrites that file, a fork and a dump of all
+# it holds, each time it doubles: the bytes an alert or a report writes set how often
+# (bench/RESULTS.md, 2026-12-05).
+JOB_WRITE = """
+local function write_job(job, moves, fields)
+  local names = {}
+  for name, by in pairs(moves) do
+    if by ~= 0 then names[#names + 1] = name end
+  end
+  if #names > 0 then
+    table.sort(names)  -- (the same command for the same moves)
+    local now = redis.call('HMGET', job, unpack(names))
+    for i, name in ipairs(names) do
+      fields[#fields + 1] = name
+      fields[#fields + 1] = string.format('%d', (tonumber(now[i]) or 0) + moves[name])
+    end
+  end
+  if #fields > 0 then redis.call('HSET', job, unpack(fields)) end
+end
+"""
+
+
+# A key kept at least `seconds` more: its time to live renewed only when shorter, and then by a
+# minute more (the account's pace and request budget were renewed at every call, a command
+# each in the append-only file).
+KEEP = """
+local function keep(key, seconds)
+  if redis.call('TTL', key) < seconds then redis.call('EXPIRE', key, seconds + 60) end
+end
+"""
+
+
 def _render(source: str) -> str:
     names = {status.value: f"'{code}'" for status, code in CODES.items()}
-    return Template(source).substitute(TABLES=_tables(), FINAL=FINAL_RANK, WAKE=WAKE, **names)
+    return Template(source).substitute(
+        TABLES=_tables(), FINAL=FINAL_RANK, WAKE=WAKE, JOB_WRITE=JOB_WRITE, KEEP=KEEP, **names
+    )
 
 
 PRELUDE = """
 $TABLES
+$JOB_WRITE
 
 -- The 0-based place of `number` (a Lua number) in a batch's sorted numbers, or nil.
 local function find(recipients, number)
@@ -151,12 +189,9 @@ local function unmoved(recipients, count, from, to)
   return found
 end
 
--- A job's count moved by `by`: nothing written for 0. (Every write a script makes goes to the
--- append-only file as a command of its own, and a Redis rewrites that file, a fork and a dump of
--- everything, each time it doubles: an alert's writes set how often, bench/RESULTS.md.) A count
--- never written reads as 0.
-local function count_by(job, field, by)
-  if by ~= 0 then redis.call('HINCRBY', job, field, by) end
+-- `moves[field]` moved by `by` (for `write_job`).
+local function move(moves, field, by)
+  moves[field] = (moves[field] or 0) + by
 end
 
 -- The job's times for a call handed to Plivo at `now`, as fields for one HSET.
@@ -171,17 +206,20 @@ end
 -- A batch is done: submitted, failed or cancelled. Its recipients still pending from `offset` on
 -- take `code` (status 0 says so from now on; those before `offset` were handed over by earlier
 -- calls and carry their own status); those in `refused` (Plivo's invalid_number) get
--- `refused_tail`. `stamps`: more of the job's fields to set (field, value, ...), or nil.
+-- `refused_tail`. `stamps` and `moves`: more of the job's fields to set and counts to move in
+-- the same write (`write_job`), or nil.
 local function finish(job, batches, recipients, n, now, outcome, detail, code, refused,
-                      refused_tail, offset, stamps)
+                      refused_tail, offset, stamps, moves)
   redis.call('HSET', batches, n, outcome .. '|' .. now .. '|' .. detail)
   redis.call('HDEL', batches, 'o:' .. n)  -- (CALL answers 'done' for a finished batch)
-  local left = redis.call('HINCRBY', job, 'b:pending', -1)
-  redis.call('HINCRBY', job, 'b:' .. outcome, 1)
+  moves = moves or {}
+  move(moves, 'b:pending', -1)
+  move(moves, 'b:' .. outcome, 1)
   local fields = stamps or {}
   fields[#fields + 1], fields[#fields + 2] = 'updated_at', now
-  if left == 0 then fields[#fields + 1], fields[#fields + 2] = 'sent_at', now end
-  redis.call('HSET', job, unpack(fields))
+  if (tonumber(redis.call('HGET', job, 'b:pending')) or 0) + moves['b:pending'] == 0 then
+    fields[#fields + 1], fields[#fields + 2] = 'sent_at', now
+  end
   local count = redis.call('STRLEN', recipients) / SIZE
   local rejected = 0
   for _, number in ipairs(refused) do
@@ -193,9 +231,10 @@ local function finish(job, batches, recipients, n, now, outcome, detail, code, r
     end
   end
   local pending = unmoved(recipients, count, offset, count)
-  count_by(job, 'c:' .. $pending, 0 - (pending + rejected))
-  count_by(job, 'c:' .. $rejected, rejected)
-  count_by(job, 'c:' .. code, pending)
+  move(moves, 'c:' .. $pending, 0 - (pending + rejected))
+  move(moves, 'c:' .. $rejected, rejected)
+  move(moves, 'c:' .. code, pending)
+  write_job(job, moves, fields)
 end
 
 -- One call of a batch reached Plivo: numbers[offset, offset + size) of the record `f`. A call
@@ -207,11 +246,10 @@ local function record_call(job, batches, recipients, n, now, f, api_id, refused,
   local count = redis.call('STRLEN', recipients) / SIZE
   local offset, size = offset_of(f), size_of(f)
   if size <= 0 or offset + size > count then size = count - offset end
-  redis.call('HINCRBY', job, 'handed', size)
-  local stamps = handed_at(job, now)
+  local moves, stamps = {handed = size}, handed_at(job, now)
   if offset == 0 and size == count then
     finish(job, batches, recipients, n, now, 'submitted', api_id, $queued, refused,
-           refused_tail, 0, stamps)
+           refused_tail, 0, stamps, moves)
     return 'submitted'
   end
   local refused_at = {}
@@ -233,18 +271,19 @@ local function record_call(job, batches, recipients, n, now, f, api_id, refused,
       redis.call('SETRANGE', recipients, base + i * 24 + 16, tail)
     end
   end
-  count_by(job, 'c:' .. $pending, 0 - (queued + rejected))
-  count_by(job, 'c:' .. $queued, queued)
-  count_by(job, 'c:' .. $rejected, rejected)
+  move(moves, 'c:' .. $pending, 0 - (queued + rejected))
+  move(moves, 'c:' .. $queued, queued)
+  move(moves, 'c:' .. $rejected, rejected)
   redis.call('HDEL', batches, 'e:' .. n)  -- (the release before reads it as this call's)
   redis.call('HDEL', batches, 'd:' .. n)  -- it moves: the sweep's patience starts afresh
   if offset + size >= count then
-    finish(job, batches, recipients, n, now, 'submitted', api_id, $queued, {}, '', count, stamps)
+    finish(job, batches, recipients, n, now, 'submitted', api_id, $queued, {}, '', count,
+           stamps, moves)
     return 'submitted'
   end
   redis.call('HSET', batches, n, pending_record(0, 0, offset + size, 0))
   stamps[#stamps + 1], stamps[#stamps + 2] = 'updated_at', now
-  redis.call('HSET', job, unpack(stamps))
+  write_job(job, moves, stamps)
   return 'advanced'
 end
 
@@ -406,8 +445,10 @@ for i = 6, #ARGV do
     left = left + 1
   end
 end
-count_by(KEYS[1], 'c:' .. $pending, 0 - left)
-count_by(KEYS[1], 'c:' .. $suppressed, left)
+local moves = {}
+move(moves, 'c:' .. $pending, 0 - left)
+move(moves, 'c:' .. $suppressed, left)
+write_job(KEYS[1], moves, {})
 return 1
 """
 )
@@ -538,6 +579,7 @@ REPORT = _render(
     """
 $TABLES
 $WAKE
+$JOB_WRITE
 local count = redis.call('STRLEN', KEYS[2]) / SIZE
 if count == 0 then return -1 end
 local number = tonumber(ARGV[1])
@@ -605,11 +647,14 @@ elseif billable then
     redis.call('SETRANGE', KEYS[2], base + 23, '\1')
   end
 end
+local moves = {}
 if bill then
-  redis.call('HINCRBY', KEYS[1], 'billed_units', ARGV[7])
-  redis.call('HINCRBY', KEYS[1], 'billed_amount_e5', ARGV[8])
+  moves['billed_units'], moves['billed_amount_e5'] = tonumber(ARGV[7]), tonumber(ARGV[8])
 end
-if RANK[code] <= RANK[old] then return 0 end
+if RANK[code] <= RANK[old] then
+  write_job(KEYS[1], moves, {})
+  return 0
+end
 -- Pending until now: Plivo has the batch, whatever the worker recorded (or not) so far.
 local moved = 1
 if old == $pending then
@@ -630,9 +675,8 @@ if ARGV[3] ~= '' then
 else
   redis.call('SETRANGE', KEYS[2], base + 16, tail)
 end
-redis.call('HINCRBY', KEYS[1], 'c:' .. old, -1)
-redis.call('HINCRBY', KEYS[1], 'c:' .. code, 1)
-redis.call('HSET', KEYS[1], 'updated_at', ARGV[5])
+moves['c:' .. old], moves['c:' .. code] = -1, 1
+write_job(KEYS[1], moves, {'updated_at', ARGV[5]})
 -- A final status may be the job's last: the sweep looks at it next (to notify, and forget it).
 if RANK[code] >= $FINAL then wake(KEYS[5], ARGV[11]) end
 if blocked then
@@ -740,6 +784,7 @@ return 1
 # on every host shares one bucket.
 BUCKET_TAKE = _render(
     """
+$KEEP
 local now = redis.call('TIME')
 local t = tonumber(now[1]) + tonumber(now[2]) / 1000000
 local capacity, rate, hold = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3] or 0)
@@ -754,7 +799,7 @@ if hold > 0 then
 elseif tokens >= 1 then tokens = tokens - 1 else wait = (1 - tokens) / rate end
 redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'at', tostring(t))
 -- (until it is full again: a hold outlives the takes during it)
-redis.call('EXPIRE', KEYS[1], math.ceil((capacity - tokens) / rate) + 60)
+keep(KEYS[1], math.ceil((capacity - tokens) / rate) + 60)
 return tostring(wait)
 """
 )
@@ -770,6 +815,7 @@ return tostring(wait)
 # queue always fits.
 PACE_TAKE = _render(
     """
+$KEEP
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
 local segments, bound = tonumber(ARGV[1]), tonumber(ARGV[2])
@@ -794,7 +840,7 @@ for i, key in ipairs(paces) do
   else
     redis.call('HSET', key, 'free', tostring(after[i]))
   end
-  redis.call('EXPIRE', key, math.ceil(after[i] - now) + 60)
+  keep(key, math.ceil(after[i] - now) + 60)
 end
 return {'1', tostring(after[1] - now), tostring(now), waiting}
 """
