@@ -262,10 +262,10 @@ def test_a_job_is_answered_under_its_key_whoever_holds_it_meanwhile(
     first_tasks = api_jobs._first_tasks
     meanwhile: list[Callable[[], object]] = []
 
-    def working(new_job: Any, queue: Any) -> Any:
+    def working(new_job: Any) -> Any:
         while meanwhile:
             meanwhile.pop()()
-        return first_tasks(new_job, queue)
+        return first_tasks(new_job)
 
     monkeypatch.setattr(api_jobs, "_first_tasks", working)
     meanwhile.append(lambda: [rdb.delete(k) for k in rdb.scan_iter("bulksms:idem:*")])
