@@ -154,10 +154,12 @@ _MARK = re.compile(r"@@bulksms:(\w+)@@")
 
 # What `send_task` writes and `messages` leaves out, by where it is, with the value `send_task`
 # gives it: each reads the same when missing (the worker's `Request` and the task's `Context`
-# default it so; kombu's Redis transport takes priority 0 when none is given and ignores the
-# delivery mode). Left out too: the reply queue and the correlation id (the task's id), which
-# serve results, and bulksms keeps none (`task_ignore_result`, no result backend). The
-# integration test checks each against `send_task`'s own message.
+# default it so; kombu's Redis transport ignores the delivery mode). Left out too: the reply
+# queue, which serves results, and bulksms keeps none (`task_ignore_result`, no result
+# backend; a retry's message names it again). The integration test checks each against
+# `send_task`'s own message. (Kept although they read the same when missing: the correlation
+# id, which Celery's own tools for moving tasks read, and the priority, which a worker's
+# `inspect` shows.)
 LEFT_OUT: dict[str, dict[str, Any]] = {
     "headers": {
         "shadow": None,
@@ -173,7 +175,7 @@ LEFT_OUT: dict[str, dict[str, Any]] = {
         "stamped_headers": None,
         "stamps": {},
     },
-    "properties": {"delivery_mode": 2, "priority": 0},
+    "properties": {"delivery_mode": 2},
     "embed": {"callbacks": None, "errbacks": None, "chain": None, "chord": None},
 }
 
@@ -203,7 +205,9 @@ def _template(name: str, queue: str, origin: str) -> str:
         "content-type": "application/json",
         "headers": headers,
         "properties": {
+            "correlation_id": mark("id"),
             "delivery_info": {"exchange": "", "routing_key": queue},
+            "priority": 0,
             "body_encoding": "base64",
             "delivery_tag": mark("tag"),
         },

@@ -20,7 +20,7 @@ def test_each_message_carries_its_own_ids_args_and_queue_escaped_as_json() -> No
         assert headers["task"] == taskqueue.SEND_BATCH
         assert headers["argsrepr"] == repr(args)
         assert json.loads(base64.b64decode(message["body"])) == [list(args), {}, {}]
-        assert headers["id"] == headers["root_id"]
+        assert headers["id"] == headers["root_id"] == properties["correlation_id"]
         assert properties["delivery_tag"] != headers["id"]
         for made_id in (headers["id"], properties["delivery_tag"]):
             assert uuid.UUID(made_id).version == 4
