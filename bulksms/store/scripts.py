@@ -77,8 +77,11 @@ local function write_job(job, moves, fields)
     table.sort(names)  -- (the same command for the same moves)
     local now = redis.call('HMGET', job, unpack(names))
     for i, name in ipairs(names) do
+      local value = (tonumber(now[i]) or 0) + moves[name]
+      -- (refused as HINCRBY refuses: a count Lua's numbers no longer hold exactly)
+      if not (math.abs(value) < 2 ^ 53) then error('a count out of range: ' .. name) end
       fields[#fields + 1] = name
-      fields[#fields + 1] = string.format('%d', (tonumber(now[i]) or 0) + moves[name])
+      fields[#fields + 1] = string.format('%d', value)
     end
   end
   if #fields > 0 then redis.call('HSET', job, unpack(fields)) end

@@ -177,6 +177,22 @@ def test_submission_queues_and_rejects_what_plivo_refused(rdb: redis.Redis) -> N
     assert job(store).state is JobState.SENDING
 
 
+def test_a_bill_beyond_what_a_count_holds_is_refused_and_the_counts_stay(rdb: redis.Redis) -> None:
+    """A job's counts are written whole (one HSET a script), from Lua's numbers: a bill they
+    would no longer hold exactly is refused, as HINCRBY refuses it, not written wrapped."""
+    store = make(rdb)
+    store.claim_batch("j1", 0)
+    store.call_submitted("j1", 0, 1, 0, "api-1", [])
+    fine = Report("j1", 0, "14155550100", Status.DELIVERED, UUID, "", units=2, amount=0.0065)
+    assert store.record_report(fine) == 1
+    before = rdb.hgetall(keys.job("j1"))
+    assert (before["billed_units"], before["billed_amount_e5"]) == ("2", "650")
+    huge = Report("j1", 0, "14155550101", Status.DELIVERED, "", "", units=2, amount=1e15)
+    with pytest.raises(redis.ResponseError, match="a count out of range"):
+        store.record_report(huge)
+    assert rdb.hgetall(keys.job("j1")) == before
+
+
 def test_a_report_before_the_submission_is_recorded_and_not_undone(rdb: redis.Redis) -> None:
     store = make(rdb)
     store.claim_batch("j1", 0)
