@@ -197,12 +197,11 @@ local function move(moves, field, by)
   moves[field] = (moves[field] or 0) + by
 end
 
--- The job's times for a call handed to Plivo at `now`, as fields for one HSET.
-local function handed_at(job, now)
-  local fields = {'last_handed_at', now}
-  if redis.call('HEXISTS', job, 'first_handed_at') == 0 then
-    fields[3], fields[4] = 'first_handed_at', now
-  end
+-- A job's times for something done at `now`, as fields for one HSET: `last` always, `first`
+-- unless it is set already.
+local function times(job, now, last, first)
+  local fields = {last, now}
+  if redis.call('HEXISTS', job, first) == 0 then fields[3], fields[4] = first, now end
   return fields
 end
 
@@ -249,7 +248,7 @@ local function record_call(job, batches, recipients, n, now, f, api_id, refused,
   local count = redis.call('STRLEN', recipients) / SIZE
   local offset, size = offset_of(f), size_of(f)
   if size <= 0 or offset + size > count then size = count - offset end
-  local moves, stamps = {handed = size}, handed_at(job, now)
+  local moves, stamps = {handed = size}, times(job, now, 'last_handed_at', 'first_handed_at')
   if offset == 0 and size == count then
     finish(job, batches, recipients, n, now, 'submitted', api_id, $queued, refused,
            refused_tail, 0, stamps, moves)
@@ -361,11 +360,7 @@ if tonumber(f[3] or '0') > 0 then
 end
 local attempt = tostring(tonumber(f[3] or '0') + 1)
 redis.call('HSET', KEYS[2], ARGV[1], sending_record(ARGV[2], attempt, offset, size, count))
-local stamps = {'updated_at', ARGV[2]}
-if redis.call('HEXISTS', KEYS[1], 'started_at') == 0 then
-  stamps[3], stamps[4] = 'started_at', ARGV[2]
-end
-redis.call('HSET', KEYS[1], unpack(stamps))
+redis.call('HSET', KEYS[1], unpack(times(KEYS[1], ARGV[2], 'updated_at', 'started_at')))
 return {'go', attempt, tostring(size), ARGV[2]}
 """
 )
