@@ -177,6 +177,22 @@ def test_submission_queues_and_rejects_what_plivo_refused(rdb: redis.Redis) -> N
     assert job(store).state is JobState.SENDING
 
 
+def test_a_job_s_first_times_are_kept_and_its_last_ones_move(rdb: redis.Redis) -> None:
+    store = make(rdb)
+    store.claim_batch("j1", 0)
+    store.call_submitted("j1", 0, 1, 0, "api-1", [])
+    first = rdb.hgetall(keys.job("j1"))
+    assert first["started_at"] and first["first_handed_at"] and first["last_handed_at"]
+    # (written back as a marker: a second claim and call must leave the first times as they are)
+    rdb.hset(keys.job("j1"), mapping={"started_at": "1", "first_handed_at": "1"})
+    rdb.hset(keys.job("j1"), mapping={"updated_at": "1", "last_handed_at": "1"})
+    store.claim_batch("j1", 1)
+    store.call_submitted("j1", 1, 1, 0, "api-2", [])
+    after = rdb.hgetall(keys.job("j1"))
+    assert (after["started_at"], after["first_handed_at"]) == ("1", "1")
+    assert float(after["updated_at"]) > 1 and float(after["last_handed_at"]) > 1
+
+
 def test_a_bill_beyond_what_a_count_holds_is_refused_and_the_counts_stay(rdb: redis.Redis) -> None:
     """A job's counts are written whole (one HSET a script), from Lua's numbers: a bill they
     would no longer hold exactly is refused, as HINCRBY refuses it, not written wrapped."""
