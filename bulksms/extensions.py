@@ -29,7 +29,9 @@ def init_app(app: Flask, settings: Settings) -> None:
     _refuse_unsafe_redis(client)
     app.config["SETTINGS"] = settings
     app.extensions["bulksms.redis"] = client
-    app.extensions["bulksms.store"] = JobStore(client, settings.job_retention_seconds)
+    app.extensions["bulksms.store"] = JobStore(
+        client, settings.job_retention_seconds, settings.dispatch_stale_seconds
+    )
     app.extensions["bulksms.pace"] = Pace(client)
     # A report's nonce is remembered as long as jobs are: a V2 signature is good for any job.
     app.extensions["bulksms.nonces"] = Nonces(client, settings.job_retention_seconds)

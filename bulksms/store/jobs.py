@@ -78,9 +78,17 @@ class KeyAnswered(Exception):
 class JobStore:
     """Every read and write of jobs, batches and recipients; callers get typed objects."""
 
-    def __init__(self, client: redis.Redis, retention_seconds: int) -> None:
+    def __init__(
+        self, client: redis.Redis, retention_seconds: int, first_look_seconds: float = 0.0
+    ) -> None:
+        """`first_look_seconds`: how long after it is made the sweep first looks at a job whose
+        tasks went out with it (`create`'s `tasks`), on Redis's clock; 0, at its next pass. No
+        batch of it can be enqueued again before DISPATCH_STALE_SECONDS, and a claim, a final
+        report or a cancel makes it due at once; under a backlog of alerts, looking at each
+        new one in the next pass doubled the sweep's reads (bench/RESULTS.md, 2026-12-05)."""
         self.redis = client
         self.retention = retention_seconds
+        self.first_look = first_look_seconds
         self.handed = HandedBatches(client)  # which batch a message UUID is ours from
         self.connections = ThreadConnections(client)  # (`_send`'s: not the pool's, measured)
         self._durability: server.Durability | None = None
@@ -247,7 +255,8 @@ class JobStore:
             pipe = self.redis.pipeline(transaction=False)
             then(pipe)
             writes += [tuple(words) for words, _ in pipe.command_stack]
-        writes += self._index(job.job_id, float(now), job.send_at)
+        first_look = self.first_look if tasks else 0.0  # (else the sweep enqueues them)
+        writes += self._index(job.job_id, float(now), job.send_at, first_look)
         writes += [("LPUSH", queue, message) for queue, message in tasks]
         return writes
 
@@ -296,10 +305,14 @@ class JobStore:
         self._send(self._index(job_id, created_at, send_at))
 
     @staticmethod
-    def _index(job_id: str, created_at: float, send_at: float | None) -> list[tuple[Any, ...]]:
-        """The listing's index last: a job in it is in all. The sweep's at 0: due at once,
-        whatever the clocks of this host and Redis."""
-        writes: list[tuple[Any, ...]] = [("ZADD", keys.ACTIVE_JOBS, 0, job_id)]
+    def _index(
+        job_id: str, created_at: float, send_at: float | None, first_look: float = 0.0
+    ) -> list[tuple[Any, ...]]:
+        """The listing's index last: a job in it is in all. The sweep's at 0, due at once
+        whatever the clocks of this host and Redis; or, in a script that runs `first_look`'s
+        score (`scripts.RUN_WRITES`), due that many seconds on, on Redis's clock."""
+        score = f"now+{first_look!r}" if first_look > 0 else 0
+        writes: list[tuple[Any, ...]] = [("ZADD", keys.ACTIVE_JOBS, score, job_id)]
         if send_at is not None:
             writes.append(("ZADD", keys.SCHEDULED, send_at, job_id))
         writes.append(("ZADD", keys.JOBS, created_at, job_id))

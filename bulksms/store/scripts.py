@@ -898,6 +898,28 @@ end
 return 1
 """
 
+# A new job's writes, passed to a script as words (`JobStore._writes`: from ARGV[from] on, each
+# its number of words and the words), run in order. One score is not a number: a ZADD's
+# `now+<seconds>` is that many seconds past Redis's clock (when the sweep first looks at a job
+# whose tasks went out with it, `JobStore`'s `first_look_seconds`: on the clock every host's
+# sweep compares with, whatever the clock of the host that made the job). Redis refuses such a
+# score in a ZADD of its own: a write run anywhere else fails rather than index it wrongly.
+RUN_WRITES = """
+local function run_writes(from)
+  local i = from
+  while i <= #ARGV do
+    local words = tonumber(ARGV[i])
+    if ARGV[i + 1] == 'ZADD' and string.sub(ARGV[i + 3], 1, 4) == 'now+' then
+      local clock = redis.call('TIME')
+      local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
+      ARGV[i + 3] = string.format('%.6f', now + tonumber(string.sub(ARGV[i + 3], 5)))
+    end
+    redis.call(unpack(ARGV, i + 1, i + words))
+    i = i + words + 1
+  end
+end
+"""
+
 # A small job (an alert) made in one round trip, its checks first, in the order the general
 # path makes them (`bulksms.api.jobs`): its submit limits counted, its valid numbers looked up
 # in the opt-out set, its urgent backlog taken; then the job's own writes (`JobStore.create`'s,
@@ -913,6 +935,7 @@ return 1
 # bound}.
 GUARDED_CREATE = (
     _TAKE_URGENT
+    + RUN_WRITES
     + """
 local limits = #KEYS - 2
 local now = tonumber(ARGV[1])
@@ -937,12 +960,7 @@ if ARGV[2] ~= '' then
   if taken == 0 then return {'backlog', tostring(seconds)} end
   ahead = seconds
 end
-local i = at + count + 1
-while i <= #ARGV do
-  local words = tonumber(ARGV[i])
-  redis.call(unpack(ARGV, i + 1, i + words))
-  i = i + words + 1
-end
+run_writes(at + count + 1)
 return {'created', tostring(ahead)}
 """
 )
@@ -956,7 +974,9 @@ return {'created', tostring(ahead)}
 # missing a batch must be neither answered, indexed nor sent. The guard is an Idempotency-Key:
 # held for this body (by this request, or by a later one after this one's hold expired: the
 # first to commit wins) or by nobody, never over an answer already written.)
-COMMIT = """
+COMMIT = (
+    RUN_WRITES
+    + """
 local function drop()
   for from = 1, #KEYS, 1000 do
     redis.call('DEL', unpack(KEYS, from, math.min(from + 999, #KEYS)))
@@ -976,14 +996,10 @@ if ARGV[1] ~= '' then
     return -1
   end
 end
-local i = 3
-while i <= #ARGV do
-  local words = tonumber(ARGV[i])
-  redis.call(unpack(ARGV, i + 1, i + words))
-  i = i + words + 1
-end
+run_writes(3)
 return 1
 """
+)
 
 # KEYS: the pacer's schedule. ARGV: how many. The jobs whose turn has come (on Redis's clock),
 # earliest first, taken off the schedule: whoever removes a job wakes it.

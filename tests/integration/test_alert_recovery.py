@@ -7,6 +7,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
+from datetime import UTC, datetime
 
 import pytest
 import requests
@@ -151,3 +152,57 @@ def test_a_backlog_of_alerts_is_not_enqueued_twice_but_a_lost_task_is(app: Flask
     store.redis.delete(taskqueue.URGENT_QUEUE)
     store.redis.rpush(taskqueue.URGENT_QUEUE, '{"headers": {"task": "bulksms.send_batch"}}')
     assert taskqueue.queue_heads(celery)[True] is None
+
+
+def test_the_sweep_first_reads_a_job_whose_task_went_out_with_it_when_it_could_be_stale(
+    app: Flask,
+) -> None:
+    """An alert's task is pushed in the round trip that stores it: no batch of it can be
+    enqueued again before DISPATCH_STALE_SECONDS, so the sweep first reads it then (on Redis's
+    clock), not at its next pass (under a backlog of alerts, reading every new one there
+    doubled the sweep's reads and held Redis while submits waited); a claim makes it due at
+    once. A job whose tasks did not go out with it (scheduled) is due at once, as before."""
+    client, store = app.test_client(), app.extensions["bulksms.store"]
+    settings, stale = app.config["SETTINGS"], app.config["SETTINGS"].dispatch_stale_seconds
+
+    def submit(**extra: object) -> str:
+        answer = client.post(
+            "/api/bulk-sms",
+            json={"recipients": ["+14155550142"], "message": "alert", **extra},
+            headers={"X-API-Key": API_KEY},
+        )
+        assert answer.status_code == 202, answer.get_json()
+        job_id: str = answer.get_json()["job_id"]
+        return job_id
+
+    before = store.clock()
+    alert = submit()
+    in_an_hour = datetime.fromtimestamp(time.time() + 3600, UTC).isoformat()
+    later = submit(send_at=in_an_hour)
+    after = store.clock()
+    score = store.redis.zscore(keys.ACTIVE_JOBS, alert)
+    assert score is not None and before + stale <= score <= after + stale
+    assert store.redis.zscore(keys.ACTIVE_JOBS, later) == 0
+    read: list[str] = []
+    jobs = store.jobs
+    store.jobs = lambda ids: read.extend(ids) or jobs(ids)  # type: ignore[method-assign]
+
+    def swept(at: float) -> None:
+        sweep.sweep_once(
+            store,
+            app.extensions["bulksms.pace"],
+            settings,
+            lambda *_: None,
+            lambda: 1,
+            lambda _: None,
+            now=lambda: at,
+        )
+
+    swept(store.clock())
+    assert alert not in read and later in read
+    swept(after + stale + 0.001)
+    assert read.count(alert) == 1
+    store.redis.zadd(keys.ACTIVE_JOBS, {alert: store.clock() + 3600})  # (looked at, not due)
+    assert store.claim_batch(alert, 0).outcome == "go"
+    swept(store.clock())
+    assert read.count(alert) == 2  # (claimed: due at once, its call may die with its worker)

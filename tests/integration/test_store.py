@@ -929,6 +929,31 @@ def test_a_host_clock_hours_off_leaves_a_call_where_the_sweep_looks(
     assert abs(record.since - now) < 60, (record.since, now)
 
 
+def test_a_job_whose_tasks_go_out_with_it_is_first_due_for_the_sweep_on_redis_s_clock(
+    rdb: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A job whose tasks are pushed in its own round trip is first due `first_look_seconds`
+    on (no batch of it can be enqueued again before), on Redis's clock, though the host that
+    made it is hours ahead; one whose tasks did not go with it is due at once. The score that
+    says so is the script's to fill in: Redis refuses it in a ZADD of its own."""
+    skewed = _HoursAhead(5)
+    monkeypatch.setattr(jobs_module, "time", skewed)
+    monkeypatch.setattr(jobs_module, "_now", lambda: f"{skewed.time():.3f}")
+    store = JobStore(rdb, 3600, 30.0)
+    before = store.clock()
+    new_job = NewJob("j2", SENDING, NUMBERS, 3, 0, 0, 0, 2, "GSM-7", 1)
+    store.create(new_job, tasks=[("bulksms", "task")])
+    store.create(replace(new_job, job_id="j3"))  # (its tasks to go out after it)
+    after = store.clock()
+    first = rdb.zscore(keys.ACTIVE_JOBS, "j2")
+    assert first is not None and before + 30 <= first <= after + 30
+    assert rdb.zscore(keys.ACTIVE_JOBS, "j3") == 0 and rdb.llen("bulksms") == 1
+    assert [job_id for job_id, _ in store.jobs_to_sweep(after)] == ["j3"]
+    assert {job_id for job_id, _ in store.jobs_to_sweep(after + 30)} == {"j2", "j3"}
+    with pytest.raises(redis.ResponseError):
+        rdb.execute_command("ZADD", keys.ACTIVE_JOBS, "now+30.0", "j4")
+
+
 def test_an_erased_job_s_recent_messages_stay_known_as_ours(rdb: redis.Redis) -> None:
     """Erasing a job deletes its numbers, but the UUIDs of what it handed over in the hours a
     lookup still reads stay known as its own (answered, or named by a report before its call
