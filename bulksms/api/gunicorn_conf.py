@@ -6,6 +6,7 @@ python:bulksms.api.gunicorn_conf bulksms.api.wsgi:app` (as `bulksms up` does). C
 options win over these.
 """
 
+import gc
 import os
 
 from bulksms.multiproc import use_directory
@@ -69,3 +70,13 @@ def child_exit(server: object, worker: object) -> None:
     from bulksms import metrics  # imported here: after the multiprocess directory is set
 
     metrics.process_exited(worker.pid)  # type: ignore[attr-defined]
+
+
+def post_worker_init(worker: object) -> None:
+    # What the process loaded (the app and its libraries, some 136,000 objects) is moved out of
+    # the collector's way. The processes load alike and serve alike, so each reached a full
+    # collection in the same moment as the others, and each took 170-260 ms of a busy host
+    # while the requests of every process waited (bench/RESULTS.md, 2026-12-05). Frozen, a full
+    # collection looks only at what the process made since: under a millisecond there.
+    gc.collect()  # (first: garbage frozen would be kept for good)
+    gc.freeze()

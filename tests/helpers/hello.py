@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
@@ -12,3 +13,10 @@ if TYPE_CHECKING:
 def app(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
     start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "2")])
     return [b"ok"]
+
+
+def frozen(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+    """How many objects the serving process's collector leaves alone (`gc.freeze`)."""
+    body = str(gc.get_freeze_count()).encode()
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+    return [body]
