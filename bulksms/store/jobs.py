@@ -541,7 +541,7 @@ class JobStore:
         attempt, offset = ("*", "*") if owner is None else (str(owner[0]), str(owner[1]))
         return int(
             self._finish(
-                keys=self._batch_keys(job_id, batch),
+                keys=[*self._batch_keys(job_id, batch), keys.ACTIVE_JOBS],
                 args=[
                     batch,
                     _now(),
@@ -551,6 +551,7 @@ class JobStore:
                     attempt,
                     offset,
                     "" if owner is None else since,
+                    job_id,
                 ],
             )
         )

@@ -495,12 +495,15 @@ return outcome
 """
 )
 
-# KEYS: job, batches, recipients. ARGV: batch, now, outcome, detail, code, then the owner's
-# attempt, offset and since (or '*', '*' and '': whoever owns it). 1 done, 0 already done, -1
-# the call is not the caller's.
+# KEYS: job, batches, recipients, the active jobs. ARGV: batch, now, outcome, detail, code,
+# then the owner's attempt, offset and since (or '*', '*' and '': whoever owns it), the job's
+# id. 1 done, 0 already done, -1 the call is not the caller's. The sweep looks at the job next
+# (its last batch may have ended it): a batch failed without a claim (its values gone) has
+# woken nothing else, and a new job is first due only when a batch could be stale.
 FINISH = _render(
     PRELUDE
     + """
+$WAKE
 local rec = redis.call('HGET', KEYS[2], ARGV[1])
 if not rec then return 0 end
 local f = split(rec)
@@ -509,6 +512,7 @@ if ARGV[6] ~= '*' and not owns(f, ARGV[6], ARGV[7], ARGV[8]) then return -1 end
 ARGV[2] = redis_now()  -- (as CALL)
 finish(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], {}, '',
        offset_of(f))
+wake(KEYS[4], ARGV[9])
 return 1
 """
 )
@@ -899,17 +903,18 @@ return 1
 """
 
 # A new job's writes, passed to a script as words (`JobStore._writes`: from ARGV[from] on, each
-# its number of words and the words), run in order. One score is not a number: a ZADD's
-# `now+<seconds>` is that many seconds past Redis's clock (when the sweep first looks at a job
-# whose tasks went out with it, `JobStore`'s `first_look_seconds`: on the clock every host's
-# sweep compares with, whatever the clock of the host that made the job). Redis refuses such a
-# score in a ZADD of its own: a write run anywhere else fails rather than index it wrongly.
+# its number of words and the words), run in order. One score is not a number: a plain ZADD's
+# (key, score, member) `now+<seconds>` is that many seconds past Redis's clock (when the sweep
+# first looks at a job whose tasks went out with it, `JobStore`'s `first_look_seconds`: on the
+# clock every host's sweep compares with, whatever the clock of the host that made the job).
+# Redis refuses such a score in a ZADD of its own: run anywhere else, the write fails rather
+# than index the job wrongly.
 RUN_WRITES = """
 local function run_writes(from)
   local i = from
   while i <= #ARGV do
     local words = tonumber(ARGV[i])
-    if ARGV[i + 1] == 'ZADD' and string.sub(ARGV[i + 3], 1, 4) == 'now+' then
+    if words == 4 and ARGV[i + 1] == 'ZADD' and string.sub(ARGV[i + 3], 1, 4) == 'now+' then
       local clock = redis.call('TIME')
       local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
       ARGV[i + 3] = string.format('%.6f', now + tonumber(string.sub(ARGV[i + 3], 5)))

@@ -935,7 +935,8 @@ def test_a_job_whose_tasks_go_out_with_it_is_first_due_for_the_sweep_on_redis_s_
     """A job whose tasks are pushed in its own round trip is first due `first_look_seconds`
     on (no batch of it can be enqueued again before), on Redis's clock, though the host that
     made it is hours ahead; one whose tasks did not go with it is due at once. The score that
-    says so is the script's to fill in: Redis refuses it in a ZADD of its own."""
+    says so is the script's to fill in: Redis refuses it in a ZADD of its own. What the sweep
+    must see sooner wakes the job."""
     skewed = _HoursAhead(5)
     monkeypatch.setattr(jobs_module, "time", skewed)
     monkeypatch.setattr(jobs_module, "_now", lambda: f"{skewed.time():.3f}")
@@ -952,6 +953,12 @@ def test_a_job_whose_tasks_go_out_with_it_is_first_due_for_the_sweep_on_redis_s_
     assert {job_id for job_id, _ in store.jobs_to_sweep(after + 30)} == {"j2", "j3"}
     with pytest.raises(redis.ResponseError):
         rdb.execute_command("ZADD", keys.ACTIVE_JOBS, "now+30.0", "j4")
+    # Before its first look: a cancel, and a batch failed with no claim before it (its values
+    # gone), make it due at once, as a claim or a final report does.
+    store.create(replace(new_job, job_id="j5"), tasks=[("bulksms", "task")])
+    store.cancel("j5")
+    assert store.batch_failed("j2", 0, None, "its values gone") == 1
+    assert {job_id for job_id, _ in store.jobs_to_sweep(store.clock())} == {"j2", "j3", "j5"}
 
 
 def test_an_erased_job_s_recent_messages_stay_known_as_ours(rdb: redis.Redis) -> None:
