@@ -73,7 +73,7 @@ def child_exit(server: object, worker: object) -> None:
 
 
 def post_worker_init(worker: object) -> None:
-    # What the process loaded (the app and its libraries, some 136,000 objects) is moved out of
+    # What the process loaded (the app and its libraries, some 86,000 objects) is moved out of
     # the collector's way. The processes load alike and serve alike, so each reached a full
     # collection in the same moment as the others, and each took 170-260 ms of a busy host
     # while the requests of every process waited (bench/RESULTS.md, 2026-12-05). Frozen, a full
